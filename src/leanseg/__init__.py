@@ -1,0 +1,28 @@
+"""leanseg: efficient semantic segmentation of large images.
+
+The public API:
+
+- :func:`load_config` reads a YAML config into a typed :class:`Config`.
+- :func:`build_model` turns a config into a :class:`~leanseg.nn.segmentor.Segmentor` whose
+  ``forward(images)`` returns class scores at the input size.
+- :class:`Predictor` loads a checkpoint and predicts label maps of images of any size.
+"""
+
+from leanseg.config import Config, ConfigError, load_config
+
+__version__ = "0.1.0"
+
+__all__ = ["Config", "ConfigError", "Predictor", "build_model", "load_config", "__version__"]
+
+
+def __getattr__(name: str):
+    # Imported lazily so that ``import leanseg`` stays cheap for the CLI's --help.
+    if name == "build_model":
+        from leanseg.models import build_model
+
+        return build_model
+    if name == "Predictor":
+        from leanseg.engine.inference import Predictor
+
+        return Predictor
+    raise AttributeError(f"module 'leanseg' has no attribute {name!r}")

@@ -1,0 +1,352 @@
+"""Typed run configuration: YAML files validated into dataclasses.
+
+A config file has four sections (``model``, ``data``, ``train``, ``eval``) and an optional
+``base:`` key naming one other YAML file (relative to the config) whose values it overrides.
+Only one level of ``base:`` is allowed, so a run is never spread over a chain of files.
+
+Unknown keys and values of the wrong type are errors that name the file and the dotted key and,
+for unknown keys, list the valid ones. ``--set a.b=c`` overrides are parsed as YAML scalars and go
+through the same validation.
+
+Components (backbone, context, head, dataset options) are open-ended: ``model.backbone`` is a
+mapping with a ``name`` and the keyword arguments of that builder. Those keyword arguments are
+checked against the builder's signature by :func:`leanseg.models.validate_model_config`, which
+:func:`load_config` calls, so a typo in ``model.head.dropuot`` fails at load time too.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import types
+import typing
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal, Union
+
+import yaml
+
+
+class ConfigError(ValueError):
+    """A config file or override that cannot be turned into a :class:`Config`."""
+
+
+@dataclass
+class ModelConfig:
+    """Which parts make the model: backbone -> context (optional) -> head."""
+
+    # ``{name: resnet18, pretrained: path/to/weights.pth, ...}``; the other keys are the
+    # keyword arguments of the backbone builder named by ``name``.
+    backbone: dict[str, Any] = field(default_factory=lambda: {"name": "resnet18"})
+    # ``null`` for no context module, else ``{name: ..., **kwargs}``.
+    context: dict[str, Any] | None = None
+    # ``{name: bilinear, **kwargs}``; the head owns the output representation and the loss.
+    head: dict[str, Any] = field(default_factory=lambda: {"name": "bilinear"})
+
+
+@dataclass
+class DataConfig:
+    """Where the images are and how training samples are augmented."""
+
+    dataset: str = "synthetic"
+    # Dataset root folder; ``null`` only for the built-in synthetic scenes.
+    root: str | None = None
+    train_split: str = "train"
+    val_split: str = "val"
+    # Extra keyword arguments of the dataset class (e.g. synthetic ``num_samples``, ``size``).
+    options: dict[str, Any] = field(default_factory=dict)
+    # Class names for the generic ``folder`` dataset; the named datasets know their classes.
+    classes: list[str] | None = None
+    ignore_index: int = 255
+    # Training crop (height, width). Crops larger than the rescaled image are padded with the
+    # mean colour and the ignore label (thesis 4.6.1).
+    crop_size: tuple[int, int] = (512, 512)
+    # Random rescaling range before cropping (thesis 4.6.1 uses 0.5-2).
+    scale_range: tuple[float, float] = (0.5, 2.0)
+    hflip: bool = True
+    # Strength of brightness / contrast / saturation jitter, 0 disables it.
+    color_jitter: float = 0.2
+    # ImageNet statistics, since backbones are pretrained on ImageNet.
+    mean: tuple[float, float, float] = (0.485, 0.456, 0.406)
+    std: tuple[float, float, float] = (0.229, 0.224, 0.225)
+    batch_size: int = 8
+    num_workers: int = 2
+
+
+@dataclass
+class TrainConfig:
+    """Optimisation schedule and bookkeeping of a training run."""
+
+    optimizer: Literal["sgd", "adam", "adamw"] = "sgd"
+    lr: float = 0.01
+    momentum: float = 0.9
+    weight_decay: float = 1e-4
+    # Multiplier of the learning rate of backbone parameters (the thesis divides it by 4).
+    backbone_lr_mult: float = 1.0
+    schedule: Literal["poly", "cosine", "constant"] = "poly"
+    poly_power: float = 0.9
+    # Final learning rate of the cosine schedule (thesis eq. 4.1 uses 1e-7).
+    min_lr: float = 0.0
+    warmup_iters: int = 0
+    # Learning-rate factor at the first warm-up iteration, rising linearly to 1.
+    warmup_ratio: float = 0.1
+    max_iters: int = 1000
+    eval_interval: int = 500
+    checkpoint_interval: int = 500
+    log_interval: int = 10
+    # Mixed precision; only used on CUDA devices.
+    amp: bool = False
+    # Max gradient norm; ``null`` disables clipping.
+    grad_clip: float | None = None
+    seed: int = 0
+    # Recompute BatchNorm statistics as exact averages over this many training batches after
+    # training (thesis 4.6.1); 0 disables it.
+    bn_recompute_batches: int = 0
+    sync_bn: bool = False
+    device: str = "auto"
+
+
+@dataclass
+class EvalConfig:
+    """How validation and ``leanseg eval`` measure a model."""
+
+    scales: list[float] = field(default_factory=lambda: [1.0])
+    flip: bool = False
+    # Half-width in pixels of the band around label boundaries for boundary mIoU (trimap).
+    boundary_width: int = 8
+    batch_size: int = 1
+    # Evaluate on at most this many validation images; ``null`` means all of them.
+    max_images: int | None = None
+
+
+@dataclass
+class Config:
+    """A whole run: model, data, training and evaluation settings."""
+
+    model: ModelConfig = field(default_factory=ModelConfig)
+    data: DataConfig = field(default_factory=DataConfig)
+    train: TrainConfig = field(default_factory=TrainConfig)
+    eval: EvalConfig = field(default_factory=EvalConfig)
+    # Where ``leanseg train`` writes the run; relative paths are relative to the working folder.
+    work_dir: str = "runs/default"
+
+    def to_dict(self) -> dict[str, Any]:
+        """Plain nested dict (tuples as lists), suitable for YAML and JSON."""
+        return _plain(dataclasses.asdict(self))
+
+
+def _plain(value: Any) -> Any:
+    if isinstance(value, dict):
+        return {k: _plain(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [_plain(v) for v in value]
+    return value
+
+
+def load_config(
+    path: str | Path | None = None,
+    overrides: list[str] | dict[str, Any] | None = None,
+) -> Config:
+    """Read a YAML config (with at most one ``base:``) and apply overrides.
+
+    Args:
+        path: YAML file; ``None`` starts from the defaults.
+        overrides: ``["train.lr=0.1", ...]`` strings as given to ``--set``, or a mapping of
+            dotted keys to values.
+
+    Returns:
+        The validated :class:`Config`.
+
+    Raises:
+        ConfigError: on a missing file, bad YAML, unknown key or wrong type; the message names
+            the file and the dotted key.
+    """
+    # Start from the defaults so that overrides such as ``model.head.dropout=0.1`` extend the
+    # default head instead of replacing it.
+    raw: dict[str, Any] = Config().to_dict()
+    source = "<defaults>"
+    if path is not None:
+        path = Path(path)
+        source = str(path)
+        raw = _deep_merge(raw, _read_with_base(path))
+    for key, value in _parse_overrides(overrides).items():
+        _set_dotted(raw, key, value)
+    cfg = config_from_dict(raw, source=source)
+    from leanseg.models import validate_model_config
+
+    try:
+        validate_model_config(cfg.model)
+    except ConfigError as err:
+        raise ConfigError(f"{source}: {err}") from None
+    return cfg
+
+
+def config_from_dict(raw: dict[str, Any], source: str = "<dict>") -> Config:
+    """Validate a nested mapping into a :class:`Config`."""
+    try:
+        return _coerce(raw, Config, "")
+    except ConfigError as err:
+        raise ConfigError(f"{source}: {err}") from None
+
+
+def save_config(cfg: Config, path: str | Path) -> None:
+    """Write the resolved config as YAML, so a run can be reproduced from its folder alone."""
+    Path(path).write_text(yaml.safe_dump(cfg.to_dict(), sort_keys=False))
+
+
+def _read_yaml(path: Path) -> dict[str, Any]:
+    if not path.is_file():
+        raise ConfigError(f"config file not found: {path}")
+    try:
+        data = yaml.safe_load(path.read_text())
+    except yaml.YAMLError as err:
+        raise ConfigError(f"{path}: not valid YAML: {err}") from None
+    if data is None:
+        return {}
+    if not isinstance(data, dict):
+        raise ConfigError(f"{path}: top level must be a mapping, got {type(data).__name__}")
+    return data
+
+
+def _read_with_base(path: Path) -> dict[str, Any]:
+    data = _read_yaml(path)
+    base_name = data.pop("base", None)
+    if base_name is None:
+        return data
+    base_path = (path.parent / str(base_name)).resolve()
+    base = _read_yaml(base_path)
+    if "base" in base:
+        raise ConfigError(
+            f"{base_path}: a base config may not have a base of its own (used by {path})"
+        )
+    return _deep_merge(base, data)
+
+
+def _deep_merge(base: dict[str, Any], top: dict[str, Any]) -> dict[str, Any]:
+    merged = dict(base)
+    for key, value in top.items():
+        # Component mappings (those with a ``name``) are replaced whole when the name changes:
+        # the options of one backbone mean nothing to another.
+        same_component = not (
+            isinstance(value, dict)
+            and isinstance(merged.get(key), dict)
+            and "name" in value
+            and value.get("name") != merged[key].get("name")
+        )
+        if isinstance(value, dict) and isinstance(merged.get(key), dict) and same_component:
+            merged[key] = _deep_merge(merged[key], value)
+        else:
+            merged[key] = value
+    return merged
+
+
+def _parse_overrides(overrides: list[str] | dict[str, Any] | None) -> dict[str, Any]:
+    if overrides is None:
+        return {}
+    if isinstance(overrides, dict):
+        return dict(overrides)
+    parsed: dict[str, Any] = {}
+    for item in overrides:
+        key, sep, text = item.partition("=")
+        if not sep or not key.strip():
+            raise ConfigError(f"override {item!r} is not of the form key=value")
+        try:
+            parsed[key.strip()] = yaml.safe_load(text) if text.strip() else None
+        except yaml.YAMLError:
+            parsed[key.strip()] = text
+    return parsed
+
+
+def _set_dotted(raw: dict[str, Any], key: str, value: Any) -> None:
+    parts = key.split(".")
+    node = raw
+    for depth, part in enumerate(parts[:-1]):
+        child = node.get(part)
+        if child is None:
+            child = node[part] = {}
+        if not isinstance(child, dict):
+            prefix = ".".join(parts[: depth + 1])
+            raise ConfigError(f"override {key}: {prefix} is not a section")
+        node = child
+    node[parts[-1]] = value
+
+
+def _coerce(value: Any, annotation: Any, key: str) -> Any:
+    """Check ``value`` against a type annotation, converting YAML lists to tuples etc."""
+    where = key or "<root>"
+    origin = typing.get_origin(annotation)
+    if dataclasses.is_dataclass(annotation):
+        return _coerce_dataclass(value, annotation, key)
+    if annotation is Any:
+        return value
+    if origin in (Union, types.UnionType):
+        options = typing.get_args(annotation)
+        if value is None and type(None) in options:
+            return None
+        errors = []
+        for option in options:
+            if option is type(None):
+                continue
+            try:
+                return _coerce(value, option, key)
+            except ConfigError as err:
+                errors.append(str(err))
+        raise ConfigError(errors[0] if len(errors) == 1 else f"{where}: invalid value {value!r}")
+    if origin is Literal:
+        choices = typing.get_args(annotation)
+        if value not in choices:
+            raise ConfigError(f"{where}: {value!r} is not one of {', '.join(map(str, choices))}")
+        return value
+    if origin in (list, tuple):
+        if not isinstance(value, list | tuple):
+            raise ConfigError(f"{where}: expected a list, got {value!r}")
+        args = typing.get_args(annotation)
+        if origin is tuple and args and args[-1] is not Ellipsis:
+            if len(value) != len(args):
+                raise ConfigError(f"{where}: expected {len(args)} values, got {len(value)}")
+            return tuple(_coerce(v, a, f"{key}[{i}]") for i, (v, a) in enumerate(zip(value, args, strict=True)))
+        item_type = args[0] if args else Any
+        items = [_coerce(v, item_type, f"{key}[{i}]") for i, v in enumerate(value)]
+        return tuple(items) if origin is tuple else items
+    if origin is dict:
+        if not isinstance(value, dict):
+            raise ConfigError(f"{where}: expected a mapping, got {value!r}")
+        return dict(value)
+    if annotation is bool:
+        if not isinstance(value, bool):
+            raise ConfigError(f"{where}: expected true or false, got {value!r}")
+        return value
+    if annotation is int:
+        if isinstance(value, bool) or not isinstance(value, int):
+            raise ConfigError(f"{where}: expected an integer, got {value!r}")
+        return value
+    if annotation is float:
+        if isinstance(value, bool) or not isinstance(value, int | float):
+            raise ConfigError(f"{where}: expected a number, got {value!r}")
+        return float(value)
+    if annotation is str:
+        if not isinstance(value, str):
+            raise ConfigError(f"{where}: expected a string, got {value!r}")
+        return value
+    raise TypeError(f"config field {where} has an unsupported annotation {annotation!r}")
+
+
+def _coerce_dataclass(value: Any, cls: type, key: str) -> Any:
+    where = key or "<root>"
+    if value is None:
+        value = {}
+    if not isinstance(value, dict):
+        raise ConfigError(f"{where}: expected a mapping, got {value!r}")
+    hints = typing.get_type_hints(cls)
+    fields = {f.name: f for f in dataclasses.fields(cls)}
+    unknown = sorted(set(value) - set(fields))
+    if unknown:
+        prefix = f"{key}." if key else ""
+        raise ConfigError(
+            f"unknown key {prefix}{unknown[0]}; valid keys"
+            f"{' of ' + key if key else ''}: {', '.join(fields)}"
+        )
+    kwargs = {
+        name: _coerce(raw, hints[name], f"{key}.{name}" if key else name)
+        for name, raw in value.items()
+    }
+    return cls(**kwargs)

@@ -1,0 +1,84 @@
+"""Checkpoint files: written atomically, read with errors that name the file.
+
+A checkpoint is a ``torch.save`` dict:
+
+- ``model``: the model's ``state_dict``;
+- ``config``: the resolved config as a plain dict (so a checkpoint alone rebuilds its model);
+- ``iteration``: the number of optimisation steps done;
+- ``optimizer``, ``scaler``, ``rng``: training state, absent from weights-only exports;
+- ``best``: ``{"metric": name, "value": float, "iteration": int}`` of the best evaluation so far;
+- ``leanseg_version``.
+
+Writes go to a temporary file in the same folder, are flushed to disk, then renamed over the
+target, so a run killed at any moment leaves either the old or the new file, never a torn one.
+"""
+
+from __future__ import annotations
+
+import os
+import tempfile
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+
+
+class CheckpointError(ValueError):
+    """A checkpoint that is missing, unreadable or does not fit the model."""
+
+
+def save_checkpoint(payload: dict[str, Any], path: str | Path) -> Path:
+    """Write ``payload`` to ``path`` atomically (temp file + fsync + rename)."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    handle, tmp_name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(handle, "wb") as tmp:
+            torch.save(payload, tmp)
+            tmp.flush()
+            os.fsync(tmp.fileno())
+        os.replace(tmp_name, path)
+    except BaseException:
+        Path(tmp_name).unlink(missing_ok=True)
+        raise
+    return path
+
+
+def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") -> dict[str, Any]:
+    """Read a checkpoint written by :func:`save_checkpoint` (or a bare state dict)."""
+    path = Path(path)
+    if not path.is_file():
+        raise CheckpointError(f"checkpoint not found: {path}")
+    try:
+        payload = torch.load(path, map_location=map_location, weights_only=False)
+    except Exception as err:  # torch raises several types for torn or foreign files
+        raise CheckpointError(f"{path}: not a readable checkpoint ({err.__class__.__name__})")
+    if not isinstance(payload, dict):
+        raise CheckpointError(f"{path}: expected a dict, got {type(payload).__name__}")
+    if "model" not in payload:
+        # A bare state dict, as torchvision publishes weights.
+        payload = {"model": payload}
+    return payload
+
+
+def load_model_state(model: nn.Module, state: dict[str, Any], source: str | Path) -> None:
+    """Load ``state`` into ``model`` exactly; on mismatch, say which keys and shapes differ."""
+    own = model.state_dict()
+    missing = [key for key in own if key not in state]
+    unexpected = [key for key in state if key not in own]
+    wrong_shape = [
+        f"{key}: checkpoint {tuple(state[key].shape)} vs model {tuple(own[key].shape)}"
+        for key in own
+        if key in state and hasattr(state[key], "shape") and state[key].shape != own[key].shape
+    ]
+    if missing or unexpected or wrong_shape:
+        lines = [f"{source}: checkpoint does not fit this model (different architecture or classes)"]
+        if wrong_shape:
+            lines.append(f"  {len(wrong_shape)} shape mismatches, e.g. {wrong_shape[0]}")
+        if missing:
+            lines.append(f"  {len(missing)} missing keys, e.g. {missing[0]}")
+        if unexpected:
+            lines.append(f"  {len(unexpected)} unexpected keys, e.g. {unexpected[0]}")
+        raise CheckpointError("\n".join(lines))
+    model.load_state_dict(state)

@@ -1,0 +1,64 @@
+"""Evaluation of a model on a dataset: the one code path ``train`` and ``eval`` share.
+
+Both the periodic validation during training and ``leanseg eval`` call :func:`evaluate`, so a
+checkpoint evaluated later reproduces the figures logged when it was saved.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import torch
+from torch import nn
+from torch.utils.data import DataLoader, Dataset, Subset
+
+from leanseg.config import EvalConfig
+from leanseg.engine import distributed
+from leanseg.engine.inference import predict_scores
+from leanseg.metrics import SegmentationMetric, SegmentationScores
+
+
+@torch.no_grad()
+def evaluate(
+    model: nn.Module,
+    dataset: Dataset,
+    *,
+    num_classes: int,
+    eval_cfg: EvalConfig,
+    device: torch.device,
+    ignore_index: int = 255,
+    num_workers: int = 0,
+    on_batch: Callable[[int, int], None] | None = None,
+) -> SegmentationScores:
+    """Confusion-matrix metrics of ``model`` on ``dataset`` (eval transforms attached).
+
+    Each rank of a distributed run evaluates an interleaved share of the images and the
+    confusion matrices are summed across ranks, so every rank returns the same scores.
+
+    Args:
+        on_batch: called as ``on_batch(done, total)`` after each batch (progress bars).
+    """
+    was_training = model.training
+    model.eval()
+    count = len(dataset)  # type: ignore[arg-type]
+    if eval_cfg.max_images is not None:
+        count = min(count, eval_cfg.max_images)
+    indices = list(range(distributed.rank(), count, distributed.world_size()))
+    loader = DataLoader(
+        Subset(dataset, indices),
+        batch_size=eval_cfg.batch_size,
+        shuffle=False,
+        num_workers=num_workers,
+    )
+    metric = SegmentationMetric(
+        num_classes, ignore_index=ignore_index, boundary_width=eval_cfg.boundary_width
+    )
+    for step, batch in enumerate(loader, start=1):
+        images = batch["image"].to(device)
+        probabilities = predict_scores(model, images, scales=eval_cfg.scales, flip=eval_cfg.flip)
+        metric.update(probabilities.argmax(dim=1).cpu(), batch["label"])
+        if on_batch is not None:
+            on_batch(step, len(loader))
+    metric.reduce_across_processes()
+    model.train(was_training)
+    return metric.compute()

@@ -1,0 +1,422 @@
+"""Iteration-based training with periodic evaluation, atomic checkpoints and exact resume.
+
+The training step (:meth:`Trainer.run_step`) fits on one screen; evaluation, checkpointing and
+logging hang around it in :meth:`Trainer.train`. What the trainer guarantees:
+
+- same seed -> same loss curve on CPU (sample order and augmentation are functions of the seed and
+  the sample's position, see :mod:`leanseg.engine.sampling`);
+- ``--resume`` continues the same schedule and gives the same next loss as the uninterrupted run
+  (model, optimizer, gradient scaler and RNG states are in the checkpoint);
+- checkpoints are written atomically, so a killed run loses at most the work since the last one;
+- a NaN or infinite loss stops the run, naming the iteration and the last good checkpoint.
+"""
+
+from __future__ import annotations
+
+import random
+import time
+from collections.abc import Iterator
+from contextlib import nullcontext
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from rich.console import Console
+from rich.progress import (
+    BarColumn,
+    MofNCompleteColumn,
+    Progress,
+    TextColumn,
+    TimeElapsedColumn,
+    TimeRemainingColumn,
+)
+from torch import nn
+from torch.nn.parallel import DistributedDataParallel
+from torch.utils.data import DataLoader
+
+import leanseg
+from leanseg.config import Config
+from leanseg.data import build_dataset, dataset_classes
+from leanseg.engine import distributed
+from leanseg.engine.checkpoint import load_checkpoint, load_model_state, save_checkpoint
+from leanseg.engine.evaluator import evaluate
+from leanseg.engine.run_dir import RunDirectory
+from leanseg.engine.sampling import ResumableSampler, SeededSamples
+from leanseg.engine.schedules import learning_rate
+from leanseg.metrics import SegmentationScores
+from leanseg.models import build_model
+
+
+class TrainingError(RuntimeError):
+    """Training cannot go on (e.g. the loss became NaN)."""
+
+
+@dataclass
+class TrainResult:
+    """What a finished run reports."""
+
+    run_dir: Path
+    iteration: int
+    final_scores: SegmentationScores | None
+    best_miou: float | None
+    seconds: float
+
+
+def select_device(name: str) -> torch.device:
+    """``auto`` picks the local CUDA device when there is one, else the CPU."""
+    if name == "auto":
+        if torch.cuda.is_available():
+            return torch.device("cuda", distributed.local_rank())
+        return torch.device("cpu")
+    return torch.device(name)
+
+
+def seed_everything(seed: int) -> None:
+    random.seed(seed)
+    np.random.seed(seed % 2**32)
+    torch.manual_seed(seed)
+
+
+class Trainer:
+    """Trains ``build_model(cfg)`` on ``cfg.data`` into the run directory ``cfg.work_dir``.
+
+    Args:
+        cfg: resolved configuration.
+        resume: continue from ``work_dir/checkpoints/last.pt``.
+        force: replace an existing run in ``work_dir`` (or resume despite a changed config).
+        console: where progress and messages go; ``None`` for the default console.
+        show_progress: draw progress bars (off in tests and on non-main ranks).
+    """
+
+    def __init__(
+        self,
+        cfg: Config,
+        *,
+        resume: bool = False,
+        force: bool = False,
+        console: Console | None = None,
+        show_progress: bool = True,
+    ) -> None:
+        self.cfg = cfg
+        self.device = select_device(cfg.train.device)
+        if self.device.type == "cuda":
+            torch.cuda.set_device(self.device)
+        distributed.init_from_environment(self.device)
+        self.is_main = distributed.is_main_process()
+        self.console = console or Console(stderr=True)
+        self.show_progress = show_progress and self.is_main
+        self.run_dir = RunDirectory(cfg.work_dir)
+        if self.is_main:
+            self.run_dir.prepare(cfg, resume=resume, force=force)
+        distributed.barrier()
+
+        seed_everything(cfg.train.seed)
+        self.class_names = dataset_classes(cfg.data)
+        self.num_classes = len(self.class_names)
+        self.train_set = build_dataset(cfg.data, cfg.data.train_split, train=True)
+        self.val_set = build_dataset(cfg.data, cfg.data.val_split, train=False)
+
+        model = build_model(cfg)
+        if cfg.train.sync_bn and distributed.is_distributed():
+            model = nn.SyncBatchNorm.convert_sync_batchnorm(model)
+        self.model = model.to(self.device)
+        # DDP synchronises gradients through ``forward`` only, so the loss computation is
+        # wrapped in a module whose forward *is* ``losses``.
+        self.loss_module: nn.Module = _LossModule(self.model)
+        if distributed.is_distributed():
+            device_ids = [self.device.index] if self.device.type == "cuda" else None
+            self.loss_module = DistributedDataParallel(self.loss_module, device_ids=device_ids)
+
+        self.optimizer = self._build_optimizer()
+        self.use_amp = cfg.train.amp and self.device.type == "cuda"
+        self.scaler = torch.amp.GradScaler("cuda", enabled=self.use_amp)
+        self.iteration = 0
+        self.best: dict[str, Any] | None = None
+        if resume:
+            self._restore(self.run_dir.last_checkpoint)
+        self._writer = self._tensorboard_writer()
+
+    # ------------------------------------------------------------------ setup
+
+    def _build_optimizer(self) -> torch.optim.Optimizer:
+        """Two parameter groups: the backbone (with ``backbone_lr_mult``) and the rest."""
+        train_cfg = self.cfg.train
+        backbone_ids = {id(p) for p in self.model.backbone.parameters()}
+        backbone = [p for p in self.model.parameters() if id(p) in backbone_ids and p.requires_grad]
+        rest = [p for p in self.model.parameters() if id(p) not in backbone_ids and p.requires_grad]
+        groups = [
+            {"params": backbone, "lr_mult": train_cfg.backbone_lr_mult},
+            {"params": rest, "lr_mult": 1.0},
+        ]
+        groups = [group for group in groups if group["params"]]
+        if train_cfg.optimizer == "sgd":
+            return torch.optim.SGD(
+                groups,
+                lr=train_cfg.lr,
+                momentum=train_cfg.momentum,
+                weight_decay=train_cfg.weight_decay,
+            )
+        optimizer_class = torch.optim.Adam if train_cfg.optimizer == "adam" else torch.optim.AdamW
+        return optimizer_class(groups, lr=train_cfg.lr, weight_decay=train_cfg.weight_decay)
+
+    def _batches(self) -> Iterator[dict[str, Any]]:
+        """Endless stream of training batches, starting where the run currently is."""
+        data_cfg = self.cfg.data
+        world = distributed.world_size()
+        sampler = ResumableSampler(
+            len(self.train_set),
+            seed=self.cfg.train.seed,
+            start=self.iteration * data_cfg.batch_size * world,
+            rank=distributed.rank(),
+            world_size=world,
+        )
+        loader = DataLoader(
+            SeededSamples(self.train_set),
+            batch_size=data_cfg.batch_size,
+            sampler=sampler,
+            num_workers=data_cfg.num_workers,
+            pin_memory=self.device.type == "cuda",
+            drop_last=True,
+        )
+        return iter(loader)
+
+    def _tensorboard_writer(self) -> Any:
+        if not self.is_main:
+            return None
+        try:
+            from torch.utils.tensorboard import SummaryWriter
+        except ImportError:  # tensorboard is an optional extra
+            return None
+        return SummaryWriter(log_dir=str(self.run_dir.root))
+
+    # ------------------------------------------------------------------ step
+
+    def run_step(self, batch: dict[str, Any]) -> dict[str, float]:
+        """One optimisation step; returns the loss terms and the learning rate."""
+        lr = learning_rate(self.iteration, self.cfg.train)
+        for group in self.optimizer.param_groups:
+            group["lr"] = lr * group["lr_mult"]
+        images = batch["image"].to(self.device, non_blocking=True)
+        targets = {
+            key: value.to(self.device, non_blocking=True)
+            for key, value in batch.items()
+            if isinstance(value, torch.Tensor) and key != "image"
+        }
+        autocast = torch.autocast("cuda", dtype=torch.float16) if self.use_amp else nullcontext()
+        with autocast:
+            terms = self.loss_module(images, targets)
+            loss = sum(terms.values())
+        if not torch.isfinite(loss):
+            raise _NonFiniteLoss(float(loss))
+        self.optimizer.zero_grad(set_to_none=True)
+        self.scaler.scale(loss).backward()
+        if self.cfg.train.grad_clip is not None:
+            self.scaler.unscale_(self.optimizer)
+            nn.utils.clip_grad_norm_(self.model.parameters(), self.cfg.train.grad_clip)
+        self.scaler.step(self.optimizer)
+        self.scaler.update()
+        self.iteration += 1
+        logs = {name: float(value.detach()) for name, value in terms.items()}
+        logs["loss"] = float(loss.detach())
+        logs["lr"] = lr
+        return logs
+
+    # ------------------------------------------------------------------ loop
+
+    def train(self) -> TrainResult:
+        """Run to ``train.max_iters``, evaluating and checkpointing on the way."""
+        train_cfg = self.cfg.train
+        start_time = time.perf_counter()
+        final_scores: SegmentationScores | None = None
+        batches = self._batches()
+        self.model.train()
+        progress = self._progress()
+        task = progress.add_task(
+            "train", total=train_cfg.max_iters, completed=self.iteration, status=""
+        )
+        with progress:
+            while self.iteration < train_cfg.max_iters:
+                try:
+                    logs = self.run_step(next(batches))
+                except _NonFiniteLoss as err:
+                    raise TrainingError(self._nan_message(err.value)) from None
+                logs = distributed.mean_across_processes(logs, self.device)
+                progress.update(
+                    task,
+                    completed=self.iteration,
+                    status=f"loss {logs['loss']:.3f} lr {logs['lr']:.2e}",
+                )
+                if self.iteration % train_cfg.log_interval == 0:
+                    self._log({"iteration": self.iteration, "split": "train", **logs})
+                last = self.iteration == train_cfg.max_iters
+                if self.iteration % train_cfg.eval_interval == 0 or last:
+                    if last and train_cfg.bn_recompute_batches > 0:
+                        self.recompute_bn_statistics(train_cfg.bn_recompute_batches)
+                    final_scores = self.validate(progress)
+                if self.iteration % train_cfg.checkpoint_interval == 0 or last:
+                    self._save(self.run_dir.last_checkpoint)
+        if self._writer is not None:
+            self._writer.close()
+        distributed.barrier()
+        return TrainResult(
+            run_dir=self.run_dir.root,
+            iteration=self.iteration,
+            final_scores=final_scores,
+            best_miou=None if self.best is None else self.best["value"],
+            seconds=time.perf_counter() - start_time,
+        )
+
+    def validate(self, progress: Progress | None = None) -> SegmentationScores:
+        """Evaluate on the validation split, log it and keep ``best.pt`` up to date."""
+        task = None
+        if progress is not None:
+            task = progress.add_task("eval", total=None, status="")
+
+        def on_batch(done: int, total: int) -> None:
+            if progress is not None and task is not None:
+                progress.update(task, completed=done, total=total)
+
+        scores = evaluate(
+            self.model,
+            self.val_set,
+            num_classes=self.num_classes,
+            eval_cfg=self.cfg.eval,
+            device=self.device,
+            ignore_index=self.cfg.data.ignore_index,
+            on_batch=on_batch,
+        )
+        if progress is not None and task is not None:
+            progress.remove_task(task)
+        self.model.train()
+        record = {"iteration": self.iteration, "split": "val", **scores.to_dict()}
+        record.pop("confusion", None)
+        self._log(record)
+        if self.best is None or scores.miou > self.best["value"]:
+            self.best = {"metric": "miou", "value": scores.miou, "iteration": self.iteration}
+            self._save(self.run_dir.best_checkpoint)
+        return scores
+
+    @torch.no_grad()
+    def recompute_bn_statistics(self, num_batches: int) -> None:
+        """Replace BatchNorm running statistics by exact averages over training batches.
+
+        Thesis 4.6.1: "we recompute the batchnorm statistics as exact averages over the training
+        set instead of decayed moving averages". Setting ``momentum=None`` makes PyTorch keep a
+        cumulative average; the batches are training crops (with training augmentation).
+        """
+        norms = [m for m in self.model.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm)]
+        if not norms:
+            return
+        momenta = [m.momentum for m in norms]
+        for module in norms:
+            module.reset_running_stats()
+            module.momentum = None
+        self.model.train()
+        batches = self._batches()
+        for _ in range(num_batches):
+            self.model(next(batches)["image"].to(self.device))
+        for module, momentum in zip(norms, momenta, strict=True):
+            module.momentum = momentum
+            if distributed.is_distributed():
+                for buffer in (module.running_mean, module.running_var):
+                    torch.distributed.all_reduce(buffer)
+                    buffer /= distributed.world_size()
+
+    # ------------------------------------------------------------------ bookkeeping
+
+    def _progress(self) -> Progress:
+        return Progress(
+            TextColumn("[bold]{task.description}"),
+            BarColumn(),
+            MofNCompleteColumn(),
+            TimeElapsedColumn(),
+            TextColumn("eta"),
+            TimeRemainingColumn(),
+            TextColumn("{task.fields[status]}"),
+            console=self.console,
+            disable=not self.show_progress,
+            transient=False,
+        )
+
+    def _log(self, record: dict[str, Any]) -> None:
+        if not self.is_main:
+            return
+        record = {"time": round(time.time(), 3), **record}
+        self.run_dir.append_metrics(record)
+        if self._writer is not None:
+            split = record.get("split", "train")
+            for key, value in record.items():
+                if isinstance(value, int | float) and key not in ("iteration", "time"):
+                    self._writer.add_scalar(f"{split}/{key}", value, record["iteration"])
+
+    def _state(self) -> dict[str, Any]:
+        return {
+            "model": self.model.state_dict(),
+            "config": self.cfg.to_dict(),
+            "iteration": self.iteration,
+            "optimizer": self.optimizer.state_dict(),
+            "scaler": self.scaler.state_dict(),
+            "best": self.best,
+            "rng": {
+                "torch": torch.get_rng_state(),
+                "cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else None,
+                "numpy": np.random.get_state(),
+                "python": random.getstate(),
+            },
+            "leanseg_version": leanseg.__version__,
+        }
+
+    def _save(self, path: Path) -> None:
+        if self.is_main:
+            save_checkpoint(self._state(), path)
+
+    def _restore(self, path: Path) -> None:
+        payload = load_checkpoint(path, map_location=self.device)
+        load_model_state(self.model, payload["model"], path)
+        self.optimizer.load_state_dict(payload["optimizer"])
+        if payload.get("scaler"):
+            self.scaler.load_state_dict(payload["scaler"])
+        self.iteration = int(payload["iteration"])
+        self.best = payload.get("best")
+        rng = payload.get("rng") or {}
+        if rng.get("torch") is not None:
+            torch.set_rng_state(rng["torch"].cpu())
+        if rng.get("cuda") is not None and torch.cuda.is_available():
+            torch.cuda.set_rng_state_all(rng["cuda"])
+        if rng.get("numpy") is not None:
+            np.random.set_state(rng["numpy"])
+        if rng.get("python") is not None:
+            random.setstate(rng["python"])
+        if self.is_main:
+            self.run_dir.truncate_metrics(self.iteration)
+            self.console.print(f"resumed from {path} at iteration {self.iteration}")
+
+    def _nan_message(self, value: float) -> str:
+        step = self.iteration + 1
+        last = self.run_dir.last_checkpoint
+        if last.is_file():
+            saved = torch.load(last, map_location="cpu", weights_only=False).get("iteration")
+            return (
+                f"loss is {value} at iteration {step}; stopped. Last good checkpoint: {last} "
+                f"(iteration {saved}); resume with --resume after lowering train.lr"
+            )
+        return f"loss is {value} at iteration {step}; stopped. No checkpoint was written yet"
+
+
+class _LossModule(nn.Module):
+    """``forward(images, targets)`` = ``model.losses(images, targets)``, for DDP."""
+
+    def __init__(self, model: nn.Module) -> None:
+        super().__init__()
+        self.model = model
+
+    def forward(self, images: torch.Tensor, targets: dict[str, torch.Tensor]) -> dict[str, Any]:
+        return self.model.losses(images, targets)
+
+
+class _NonFiniteLoss(Exception):
+    def __init__(self, value: float) -> None:
+        super().__init__(value)
+        self.value = value

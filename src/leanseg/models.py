@@ -1,0 +1,112 @@
+"""Model builders: small name -> function tables and :func:`build_model`.
+
+A model is ``backbone -> context (optional) -> head`` (DESIGN.md). The tables below are the only
+place names are looked up; each entry is a plain function or class whose keyword arguments are the
+options a config may set. Options are validated against those signatures at config load time, so
+``model.head.dropuot: 0.1`` fails with the list of valid options.
+"""
+
+from __future__ import annotations
+
+import inspect
+import typing
+from collections.abc import Callable
+from typing import Any
+
+from torch import nn
+
+from leanseg.config import Config, ConfigError, ModelConfig, _coerce
+from leanseg.nn.backbones import resnet
+from leanseg.nn.heads.bilinear import BilinearHead
+from leanseg.nn.heads.ladder import LadderHead
+from leanseg.nn.segmentor import Segmentor
+
+BACKBONES: dict[str, Callable[..., nn.Module]] = {
+    "resnet18": resnet.resnet18,
+    "resnet34": resnet.resnet34,
+    "resnet50": resnet.resnet50,
+    "resnet101": resnet.resnet101,
+}
+
+CONTEXTS: dict[str, Callable[..., nn.Module]] = {}
+
+HEADS: dict[str, Callable[..., nn.Module]] = {
+    "bilinear": BilinearHead,
+    "ladder": LadderHead,
+}
+
+# Arguments the builder passes itself; a config may not set them.
+_SUPPLIED = {"feature_info", "num_classes", "ignore_index", "norm_layer"}
+
+
+def build_model(cfg: Config) -> Segmentor:
+    """Build the :class:`Segmentor` a config describes, with the dataset's class count."""
+    from leanseg.data import dataset_classes
+
+    num_classes = len(dataset_classes(cfg.data))
+    return build_segmentor(cfg.model, num_classes=num_classes, ignore_index=cfg.data.ignore_index)
+
+
+def build_segmentor(model_cfg: ModelConfig, *, num_classes: int, ignore_index: int = 255) -> Segmentor:
+    """Build backbone, context and head from a :class:`ModelConfig`."""
+    backbone_fn, backbone_kwargs = _lookup("model.backbone", model_cfg.backbone, BACKBONES)
+    backbone = backbone_fn(**backbone_kwargs)
+    feature_info = backbone.feature_info
+    context = None
+    if model_cfg.context is not None:
+        context_fn, context_kwargs = _lookup("model.context", model_cfg.context, CONTEXTS)
+        context = context_fn(feature_info=feature_info, **context_kwargs)
+        feature_info = context.feature_info
+    head_fn, head_kwargs = _lookup("model.head", model_cfg.head, HEADS)
+    head = head_fn(
+        feature_info=feature_info,
+        num_classes=num_classes,
+        ignore_index=ignore_index,
+        **head_kwargs,
+    )
+    return Segmentor(backbone, head, context, num_classes=num_classes)
+
+
+def validate_model_config(model_cfg: ModelConfig) -> None:
+    """Check component names and options against the builder tables; raise ConfigError."""
+    _lookup("model.backbone", model_cfg.backbone, BACKBONES)
+    if model_cfg.context is not None:
+        _lookup("model.context", model_cfg.context, CONTEXTS)
+    _lookup("model.head", model_cfg.head, HEADS)
+
+
+def _lookup(
+    key: str,
+    spec: dict[str, Any],
+    table: dict[str, Callable[..., nn.Module]],
+) -> tuple[Callable[..., nn.Module], dict[str, Any]]:
+    """Resolve ``{name: ..., **options}`` to a builder and validated keyword arguments."""
+    if "name" not in spec:
+        raise ConfigError(f"{key}.name is missing; choose one of: {', '.join(sorted(table))}")
+    name = spec["name"]
+    if name not in table:
+        raise ConfigError(f"{key}.name: unknown {name!r}; choose one of: {', '.join(sorted(table))}")
+    builder = table[name]
+    options = {k: v for k, v in spec.items() if k != "name"}
+    parameters = _settable_parameters(builder)
+    hints = typing.get_type_hints(builder.__init__ if inspect.isclass(builder) else builder)
+    kwargs = {}
+    for option, value in options.items():
+        if option not in parameters:
+            raise ConfigError(
+                f"unknown key {key}.{option} for {name!r}; valid keys: "
+                f"{', '.join(['name', *parameters]) }"
+            )
+        kwargs[option] = _coerce(value, hints.get(option, Any), f"{key}.{option}")
+    return builder, kwargs
+
+
+def _settable_parameters(builder: Callable[..., nn.Module]) -> list[str]:
+    signature = inspect.signature(builder)
+    return [
+        name
+        for name, parameter in signature.parameters.items()
+        if name not in _SUPPLIED
+        and name != "self"
+        and parameter.kind in (parameter.KEYWORD_ONLY, parameter.POSITIONAL_OR_KEYWORD)
+    ]

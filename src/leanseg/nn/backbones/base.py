@@ -1,0 +1,52 @@
+"""What every backbone declares: the feature maps it returns, by stride.
+
+A backbone's ``forward(images)`` returns ``{stride: tensor}`` ordered by increasing stride
+(``{4: (B, C4, H/4, W/4), 8: ..., 16: ..., 32: ...}``), and ``feature_info`` lists the same strides
+with their channel counts, so that context modules and heads read their input widths from the
+declaration instead of hard-coding them (the detectron2 ``output_shape`` / timm ``FeatureInfo``
+habit). ``tests/test_models.py`` checks every registered backbone's declaration against its output.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from torch import Tensor, nn
+
+
+@dataclass(frozen=True)
+class FeatureInfo:
+    """One feature map a backbone returns."""
+
+    stride: int
+    channels: int
+    # Module that produces it, in the backbone's own parameter names (e.g. ``layer3``).
+    name: str
+
+
+class Backbone(nn.Module):
+    """Base of all backbones: holds ``feature_info`` and answers questions about it."""
+
+    feature_info: list[FeatureInfo]
+
+    def forward(self, images: Tensor) -> dict[int, Tensor]:  # pragma: no cover - interface
+        raise NotImplementedError
+
+    @property
+    def strides(self) -> list[int]:
+        return [info.stride for info in self.feature_info]
+
+    @property
+    def output_stride(self) -> int:
+        """The coarsest stride; input sizes are padded to a multiple of it."""
+        return max(self.strides)
+
+    def channels(self, stride: int) -> int:
+        for info in self.feature_info:
+            if info.stride == stride:
+                return info.channels
+        raise KeyError(f"backbone has no stride-{stride} feature; it has {self.strides}")
+
+    def backbone_parameters(self) -> list[nn.Parameter]:
+        """Parameters that get the backbone learning-rate multiplier (thesis 4.6.1)."""
+        return list(self.parameters())

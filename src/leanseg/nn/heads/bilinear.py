@@ -1,0 +1,70 @@
+"""Bilinear head: per-location classifier on the coarsest features, upsampled bilinearly.
+
+This is the no-upsampling-path baseline of the ladder thesis ("DN121 32↓" of thesis Table 4.1,
+here on any backbone): a 1x1 projection to class scores at stride ``in_stride``, bilinearly
+upsampled to the input size. It is also the "bilinear decoder" baseline of NRD Table 1.
+"""
+
+from __future__ import annotations
+
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from leanseg.nn.backbones.base import FeatureInfo
+from leanseg.nn.losses import cross_entropy
+
+
+class BilinearHead(nn.Module):
+    """Optional 3x3 conv-BN-ReLU, dropout, 1x1 classifier, bilinear upsampling.
+
+    Args:
+        feature_info: what the backbone (or context module) returns.
+        num_classes: number of output classes.
+        ignore_index: label value excluded from the loss.
+        in_stride: which feature map to classify; ``None`` takes the coarsest.
+        mid_channels: width of an optional 3x3 conv-BN-ReLU before the classifier; ``None``
+            classifies the features directly (the plain 32↓ baseline).
+        dropout: dropout probability before the classifier.
+    """
+
+    def __init__(
+        self,
+        *,
+        feature_info: list[FeatureInfo],
+        num_classes: int,
+        ignore_index: int = 255,
+        in_stride: int | None = None,
+        mid_channels: int | None = None,
+        dropout: float = 0.0,
+    ) -> None:
+        super().__init__()
+        by_stride = {info.stride: info for info in feature_info}
+        self.in_stride = max(by_stride) if in_stride is None else in_stride
+        if self.in_stride not in by_stride:
+            raise ValueError(f"in_stride {self.in_stride} not among features {sorted(by_stride)}")
+        in_channels = by_stride[self.in_stride].channels
+        self.ignore_index = ignore_index
+        if mid_channels:
+            self.block = nn.Sequential(
+                nn.Conv2d(in_channels, mid_channels, 3, padding=1, bias=False),
+                nn.BatchNorm2d(mid_channels),
+                nn.ReLU(inplace=True),
+            )
+            in_channels = mid_channels
+        else:
+            self.block = nn.Identity()
+        self.dropout = nn.Dropout2d(dropout) if dropout > 0 else nn.Identity()
+        self.classifier = nn.Conv2d(in_channels, num_classes, 1)
+
+    def forward(self, features: dict[int, Tensor], image_size: tuple[int, int]) -> Tensor:
+        scores = self.classifier(self.dropout(self.block(features[self.in_stride])))  # (B, C, h, w)
+        return F.interpolate(scores, size=image_size, mode="bilinear", align_corners=False)
+
+    def losses(
+        self,
+        features: dict[int, Tensor],
+        targets: dict[str, Tensor],
+        image_size: tuple[int, int],
+    ) -> dict[str, Tensor]:
+        scores = self(features, image_size)
+        return {"loss_ce": cross_entropy(scores, targets["label"], self.ignore_index)}

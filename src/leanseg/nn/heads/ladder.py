@@ -1,0 +1,99 @@
+"""Ladder-style upsampling head: transition-up blocks blending lateral skips.
+
+Thesis 2.8.3 and Figure 4.3: the coarsest representation is upsampled step by step; at each
+step a lateral (skip) feature from the backbone is projected to the upsampling width, summed with
+the upsampled representation and blended with a 3x3 convolution. Predictions are made at the
+finest step and upsampled bilinearly to the input. With a ResNet-18 backbone and skips at strides
+16, 8 and 4 this is the ``ResNet18 32→4`` (SwiftNet-style) arrangement of thesis Table 4.1,
+without the SPP context and auxiliary losses (those come with the full ladder models).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from leanseg.nn.backbones.base import FeatureInfo
+from leanseg.nn.losses import cross_entropy
+
+NormLayer = Callable[[int], nn.Module]
+
+
+def conv_bn_relu(
+    in_channels: int, out_channels: int, kernel_size: int, norm_layer: NormLayer
+) -> nn.Sequential:
+    return nn.Sequential(
+        nn.Conv2d(in_channels, out_channels, kernel_size, padding=kernel_size // 2, bias=False),
+        norm_layer(out_channels),
+        nn.ReLU(inplace=True),
+    )
+
+
+class TransitionUp(nn.Module):
+    """Upsample the coarser input to the skip's size, add the projected skip, blend with 3x3."""
+
+    def __init__(self, skip_channels: int, channels: int, norm_layer: NormLayer) -> None:
+        super().__init__()
+        self.project = conv_bn_relu(skip_channels, channels, 1, norm_layer)
+        self.blend = conv_bn_relu(channels, channels, 3, norm_layer)
+
+    def forward(self, coarse: Tensor, skip: Tensor) -> Tensor:
+        upsampled = F.interpolate(coarse, size=skip.shape[-2:], mode="bilinear", align_corners=False)
+        return self.blend(upsampled + self.project(skip))
+
+
+class LadderHead(nn.Module):
+    """Ladder-style upsampling path from the coarsest feature down to ``out_stride``.
+
+    Args:
+        feature_info: what the backbone (or context module) returns.
+        num_classes: number of output classes.
+        ignore_index: label value excluded from the loss.
+        channels: width of the upsampling path (thesis uses 128 for ResNet-18 ladders).
+        out_stride: stride of the finest transition-up step, where the classifier runs.
+        norm_layer: normalisation layer factory.
+    """
+
+    def __init__(
+        self,
+        *,
+        feature_info: list[FeatureInfo],
+        num_classes: int,
+        ignore_index: int = 255,
+        channels: int = 128,
+        out_stride: int = 4,
+        norm_layer: NormLayer = nn.BatchNorm2d,
+    ) -> None:
+        super().__init__()
+        by_stride = {info.stride: info for info in feature_info}
+        self.top_stride = max(by_stride)
+        self.skip_strides = sorted(
+            (s for s in by_stride if out_stride <= s < self.top_stride), reverse=True
+        )
+        if not self.skip_strides and out_stride != self.top_stride:
+            raise ValueError(f"no features between stride {out_stride} and {self.top_stride}")
+        self.ignore_index = ignore_index
+        self.top = conv_bn_relu(by_stride[self.top_stride].channels, channels, 1, norm_layer)
+        self.steps = nn.ModuleList(
+            TransitionUp(by_stride[stride].channels, channels, norm_layer)
+            for stride in self.skip_strides
+        )
+        self.classifier = nn.Conv2d(channels, num_classes, 1)
+
+    def forward(self, features: dict[int, Tensor], image_size: tuple[int, int]) -> Tensor:
+        x = self.top(features[self.top_stride])
+        for stride, step in zip(self.skip_strides, self.steps, strict=True):
+            x = step(x, features[stride])
+        scores = self.classifier(x)  # (B, C, H / out_stride, W / out_stride)
+        return F.interpolate(scores, size=image_size, mode="bilinear", align_corners=False)
+
+    def losses(
+        self,
+        features: dict[int, Tensor],
+        targets: dict[str, Tensor],
+        image_size: tuple[int, int],
+    ) -> dict[str, Tensor]:
+        scores = self(features, image_size)
+        return {"loss_ce": cross_entropy(scores, targets["label"], self.ignore_index)}

@@ -1,0 +1,116 @@
+"""The model users hold: backbone -> context (optional) -> head.
+
+``Segmentor.forward(images)`` always returns class scores ``(B, C, H, W)`` at the input size, for
+any H and W: the input is padded on the bottom and right to a multiple of the backbone's output
+stride and the scores are cropped back. Training goes through ``losses(images, targets)`` which
+returns named loss terms; no method changes its return type with a mode flag (STYLE.md rule 3).
+"""
+
+from __future__ import annotations
+
+from typing import Protocol
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from leanseg.nn.backbones.base import Backbone, FeatureInfo
+
+
+class Head(Protocol):
+    """What a head provides. Heads are ``nn.Module`` subclasses with these two methods."""
+
+    def forward(self, features: dict[int, Tensor], image_size: tuple[int, int]) -> Tensor:
+        """Class scores ``(B, C, *image_size)``."""
+        ...
+
+    def losses(
+        self,
+        features: dict[int, Tensor],
+        targets: dict[str, Tensor],
+        image_size: tuple[int, int],
+    ) -> dict[str, Tensor]:
+        """Named loss terms; the trainer minimises their sum."""
+        ...
+
+
+class Context(Protocol):
+    """A context module maps a feature pyramid to a feature pyramid and declares its output."""
+
+    feature_info: list[FeatureInfo]
+
+    def forward(self, features: dict[int, Tensor]) -> dict[int, Tensor]: ...
+
+
+class Segmentor(nn.Module):
+    """Backbone, optional context module and head, composed by passing modules in.
+
+    Args:
+        backbone: returns ``{stride: features}`` and declares ``feature_info``.
+        head: owns the output representation, its targets and loss.
+        context: optional module between backbone and head (SPP, ASPP, ...).
+        num_classes: number of classes the head predicts (stored for checks and tools).
+        size_divisor: inputs are padded to a multiple of this; defaults to the backbone's
+            output stride.
+    """
+
+    def __init__(
+        self,
+        backbone: Backbone,
+        head: nn.Module,
+        context: nn.Module | None = None,
+        *,
+        num_classes: int,
+        size_divisor: int | None = None,
+    ) -> None:
+        super().__init__()
+        self.backbone = backbone
+        self.context = context
+        self.head = head
+        self.num_classes = num_classes
+        self.size_divisor = size_divisor or backbone.output_stride
+
+    def features(self, images: Tensor) -> dict[int, Tensor]:
+        features = self.backbone(images)
+        if self.context is not None:
+            features = self.context(features)
+        return features
+
+    def forward(self, images: Tensor) -> Tensor:
+        """Class scores ``(B, num_classes, H, W)`` for images ``(B, 3, H, W)``."""
+        height, width = images.shape[-2:]
+        padded = self._pad(images)
+        scores = self.head(self.features(padded), tuple(padded.shape[-2:]))
+        return scores[..., :height, :width]
+
+    def losses(self, images: Tensor, targets: dict[str, Tensor]) -> dict[str, Tensor]:
+        """Named loss terms for a batch; ``targets["label"]`` is ``(B, H, W)`` with 255 ignored.
+
+        Training crops are normally a multiple of the output stride already; otherwise the
+        images are padded and the dense targets padded with the ignore label (or zeros).
+        """
+        padded = self._pad(images)
+        if padded.shape[-2:] != images.shape[-2:]:
+            targets = {key: self._pad_target(key, value, padded) for key, value in targets.items()}
+        return self.head.losses(self.features(padded), targets, tuple(padded.shape[-2:]))
+
+    def _pad(self, images: Tensor) -> Tensor:
+        height, width = images.shape[-2:]
+        pad_h = (-height) % self.size_divisor
+        pad_w = (-width) % self.size_divisor
+        if pad_h == 0 and pad_w == 0:
+            return images
+        return F.pad(images, (0, pad_w, 0, pad_h))
+
+    def _pad_target(self, key: str, value: Tensor, padded: Tensor) -> Tensor:
+        if value.dim() < 3:
+            return value
+        pad_h = padded.shape[-2] - value.shape[-2]
+        pad_w = padded.shape[-1] - value.shape[-1]
+        fill = 255 if key == "label" else 0
+        return F.pad(value, (0, pad_w, 0, pad_h), value=fill)
+
+    @torch.no_grad()
+    def predict(self, images: Tensor) -> Tensor:
+        """Label map ``(B, H, W)`` (argmax of the scores)."""
+        return self(images).argmax(dim=1)

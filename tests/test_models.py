@@ -1,0 +1,102 @@
+"""Every registered backbone and head: shapes, backward, declared features, torchvision names."""
+
+import json
+from pathlib import Path
+
+import pytest
+import torch
+
+from leanseg.config import ModelConfig
+from leanseg.engine.checkpoint import CheckpointError
+from leanseg.models import BACKBONES, HEADS, build_segmentor
+
+REFERENCE = Path(__file__).resolve().parents[2] / "shared" / "reference"
+
+
+@pytest.mark.parametrize("backbone", sorted(BACKBONES))
+def test_feature_info_matches_outputs(backbone):
+    model = BACKBONES[backbone]().eval()
+    with torch.no_grad():
+        features = model(torch.randn(1, 3, 64, 96))
+    assert list(features) == model.strides == sorted(features)
+    for info in model.feature_info:
+        assert features[info.stride].shape == (1, info.channels, 64 // info.stride, 96 // info.stride)
+
+
+@pytest.mark.parametrize("head", sorted(HEADS))
+@pytest.mark.parametrize("backbone", ["resnet18", "resnet50"])
+def test_segmentor_odd_sizes_and_backward(backbone, head):
+    torch.manual_seed(0)
+    model = build_segmentor(
+        ModelConfig(backbone={"name": backbone}, head={"name": head}), num_classes=5
+    )
+    model.eval()
+    with torch.no_grad():
+        assert model(torch.randn(1, 3, 37, 53)).shape == (1, 5, 37, 53)
+    model.train()
+    label = torch.randint(0, 5, (2, 45, 61))
+    label[0, :5] = 255
+    losses = model.losses(torch.randn(2, 3, 45, 61), {"label": label})
+    total = sum(losses.values())
+    total.backward()
+    assert torch.isfinite(total)
+    assert all(p.grad is not None for p in model.parameters() if p.requires_grad)
+
+
+def test_all_ignored_batch_gives_zero_loss_not_nan():
+    model = build_segmentor(ModelConfig(), num_classes=3)
+    label = torch.full((1, 64, 64), 255)
+    loss = model.losses(torch.randn(1, 3, 64, 64), {"label": label})["loss_ce"]
+    assert loss.item() == 0.0
+
+
+@pytest.mark.parametrize("output_stride", [8, 16])
+def test_dilated_resnet_keeps_resolution(output_stride):
+    model = BACKBONES["resnet50"](output_stride=output_stride).eval()
+    with torch.no_grad():
+        features = model(torch.randn(1, 3, 64, 64))
+    assert max(features) == output_stride
+    assert features[output_stride].shape[1] == 2048
+    assert features[output_stride].shape[-1] == 64 // output_stride
+
+
+def _manifest(name: str, shared_reference: Path) -> dict:
+    return json.loads((shared_reference / f"torchvision_{name}.json").read_text())
+
+
+@pytest.mark.parametrize("name", ["resnet18", "resnet34", "resnet50", "resnet101"])
+def test_resnet_names_and_shapes_match_torchvision(name, shared_reference):
+    manifest = _manifest(name, shared_reference)
+    expected = {k: tuple(v) for k, v in manifest["keys"].items() if not k.startswith("fc.")}
+    state = BACKBONES[name]().state_dict()
+    assert {k: tuple(v.shape) for k, v in state.items()} == expected
+    fc_params = sum(
+        torch.Size(v).numel() for k, v in manifest["keys"].items() if k.startswith("fc.")
+    )
+    params = sum(p.numel() for p in BACKBONES[name]().parameters())
+    assert params + fc_params == manifest["num_params"]
+
+
+def _fake_imagenet_file(name: str, shared_reference: Path, path: Path) -> dict:
+    manifest = _manifest(name, shared_reference)
+    generator = torch.Generator().manual_seed(0)
+    state = {
+        key: torch.randn(shape, generator=generator) if shape else torch.tensor(3)
+        for key, shape in manifest["keys"].items()
+    }
+    torch.save(state, path)
+    return state
+
+
+def test_pretrained_weights_load_from_torchvision_file(tmp_path, shared_reference):
+    state = _fake_imagenet_file("resnet18", shared_reference, tmp_path / "rn18.pth")
+    model = BACKBONES["resnet18"](pretrained=str(tmp_path / "rn18.pth"))
+    assert torch.equal(model.layer3[1].conv2.weight, state["layer3.1.conv2.weight"])
+    deep = BACKBONES["resnet18"](pretrained=str(tmp_path / "rn18.pth"), deep_stem=True)
+    assert torch.equal(deep.layer1[0].conv1.weight, state["layer1.0.conv1.weight"])
+
+
+def test_pretrained_weights_of_another_architecture_are_refused(tmp_path, shared_reference):
+    _fake_imagenet_file("resnet50", shared_reference, tmp_path / "rn50.pth")
+    with pytest.raises(CheckpointError, match="rn50.pth.*shape mismatches|rn50.pth.*unexpected"):
+        BACKBONES["resnet18"](pretrained=str(tmp_path / "rn50.pth"))
