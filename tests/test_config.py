@@ -71,7 +71,10 @@ def test_component_options_are_checked_against_builders(tmp_path):
 
 
 def test_base_is_merged_and_only_one_level(tmp_path):
-    write(tmp_path / "base.yaml", "train: {lr: 0.5, max_iters: 7}\nmodel:\n  head: {name: bilinear, dropout: 0.1}\n")
+    write(
+        tmp_path / "base.yaml",
+        "train: {lr: 0.5, max_iters: 7}\nmodel:\n  head: {name: bilinear, dropout: 0.1}\n",
+    )
     child = write(tmp_path / "child.yaml", "base: base.yaml\ntrain: {lr: 0.25}\n")
     cfg = load_config(child)
     assert cfg.train.lr == 0.25 and cfg.train.max_iters == 7

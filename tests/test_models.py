@@ -20,7 +20,12 @@ def test_feature_info_matches_outputs(backbone):
         features = model(torch.randn(1, 3, 64, 96))
     assert list(features) == model.strides == sorted(features)
     for info in model.feature_info:
-        assert features[info.stride].shape == (1, info.channels, 64 // info.stride, 96 // info.stride)
+        assert features[info.stride].shape == (
+            1,
+            info.channels,
+            64 // info.stride,
+            96 // info.stride,
+        )
 
 
 @pytest.mark.parametrize("head", sorted(HEADS))

@@ -64,7 +64,9 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument("config", help="YAML config file")
     _add_overrides(train)
     train.add_argument("--work-dir", help="run directory (default: the config's work_dir)")
-    train.add_argument("--resume", action="store_true", help="continue from RUN/checkpoints/last.pt")
+    train.add_argument(
+        "--resume", action="store_true", help="continue from RUN/checkpoints/last.pt"
+    )
     train.add_argument(
         "--force",
         action="store_true",
@@ -80,10 +82,14 @@ def build_parser() -> argparse.ArgumentParser:
     )
     _add_overrides(evaluate)
     evaluate.add_argument("--split", help="dataset split (default: the config's data.val_split)")
-    evaluate.add_argument("--scales", type=float, nargs="+", help="multi-scale testing, e.g. 0.75 1 1.25")
+    evaluate.add_argument(
+        "--scales", type=float, nargs="+", help="multi-scale testing, e.g. 0.75 1 1.25"
+    )
     evaluate.add_argument("--flip", action="store_true", help="add horizontally flipped inputs")
     evaluate.add_argument("--max-images", type=int, help="evaluate at most this many images")
-    evaluate.add_argument("--json", metavar="PATH", help="also write the scores as JSON ('-' = stdout)")
+    evaluate.add_argument(
+        "--json", metavar="PATH", help="also write the scores as JSON ('-' = stdout)"
+    )
     evaluate.add_argument("--device", default="auto", help="cpu, cuda, cuda:1 or auto")
     evaluate.set_defaults(handler=_cmd_eval)
 
@@ -123,7 +129,9 @@ def build_parser() -> argparse.ArgumentParser:
     bench.add_argument("--device", default="cpu", help="cpu or cuda")
     bench.add_argument("--warmup", type=int, default=3, help="untimed warm-up runs")
     bench.add_argument("--repeats", type=int, default=10, help="timed runs")
-    bench.add_argument("--json", metavar="PATH", help="also write the figures as JSON ('-' = stdout)")
+    bench.add_argument(
+        "--json", metavar="PATH", help="also write the figures as JSON ('-' = stdout)"
+    )
     bench.set_defaults(handler=_cmd_bench)
 
     demo = commands.add_parser(
@@ -197,7 +205,9 @@ def _resolve_eval_target(args: argparse.Namespace) -> tuple[Config, Path]:
         config_path = target / "config.yaml"
         if not config_path.is_file():
             raise ConfigError(f"{target} is a folder but not a run directory (no config.yaml)")
-        checkpoint = Path(args.checkpoint) if args.checkpoint else target / "checkpoints" / "best.pt"
+        checkpoint = (
+            Path(args.checkpoint) if args.checkpoint else target / "checkpoints" / "best.pt"
+        )
     else:
         config_path = target
         if not args.checkpoint:

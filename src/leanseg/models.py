@@ -47,7 +47,9 @@ def build_model(cfg: Config) -> Segmentor:
     return build_segmentor(cfg.model, num_classes=num_classes, ignore_index=cfg.data.ignore_index)
 
 
-def build_segmentor(model_cfg: ModelConfig, *, num_classes: int, ignore_index: int = 255) -> Segmentor:
+def build_segmentor(
+    model_cfg: ModelConfig, *, num_classes: int, ignore_index: int = 255
+) -> Segmentor:
     """Build backbone, context and head from a :class:`ModelConfig`."""
     backbone_fn, backbone_kwargs = _lookup("model.backbone", model_cfg.backbone, BACKBONES)
     backbone = backbone_fn(**backbone_kwargs)
@@ -85,7 +87,9 @@ def _lookup(
         raise ConfigError(f"{key}.name is missing; choose one of: {', '.join(sorted(table))}")
     name = spec["name"]
     if name not in table:
-        raise ConfigError(f"{key}.name: unknown {name!r}; choose one of: {', '.join(sorted(table))}")
+        raise ConfigError(
+            f"{key}.name: unknown {name!r}; choose one of: {', '.join(sorted(table))}"
+        )
     builder = table[name]
     options = {k: v for k, v in spec.items() if k != "name"}
     parameters = _settable_parameters(builder)
@@ -95,7 +99,7 @@ def _lookup(
         if option not in parameters:
             raise ConfigError(
                 f"unknown key {key}.{option} for {name!r}; valid keys: "
-                f"{', '.join(['name', *parameters]) }"
+                f"{', '.join(['name', *parameters])}"
             )
         kwargs[option] = _coerce(value, hints.get(option, Any), f"{key}.{option}")
     return builder, kwargs

@@ -53,7 +53,9 @@ def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") 
     try:
         payload = torch.load(path, map_location=map_location, weights_only=False)
     except Exception as err:  # torch raises several types for torn or foreign files
-        raise CheckpointError(f"{path}: not a readable checkpoint ({err.__class__.__name__})")
+        raise CheckpointError(
+            f"{path}: not a readable checkpoint ({err.__class__.__name__})"
+        ) from None
     if not isinstance(payload, dict):
         raise CheckpointError(f"{path}: expected a dict, got {type(payload).__name__}")
     if "model" not in payload:
@@ -73,7 +75,9 @@ def load_model_state(model: nn.Module, state: dict[str, Any], source: str | Path
         if key in state and hasattr(state[key], "shape") and state[key].shape != own[key].shape
     ]
     if missing or unexpected or wrong_shape:
-        lines = [f"{source}: checkpoint does not fit this model (different architecture or classes)"]
+        lines = [
+            f"{source}: checkpoint does not fit this model (different architecture or classes)"
+        ]
         if wrong_shape:
             lines.append(f"  {len(wrong_shape)} shape mismatches, e.g. {wrong_shape[0]}")
         if missing:

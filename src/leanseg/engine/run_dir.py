@@ -62,7 +62,9 @@ class RunDirectory:
         """
         if resume:
             if not self.last_checkpoint.is_file():
-                raise RunDirError(f"--resume: no checkpoint to resume from at {self.last_checkpoint}")
+                raise RunDirError(
+                    f"--resume: no checkpoint to resume from at {self.last_checkpoint}"
+                )
             if self.config_path.is_file():
                 differences = _config_differences(self._saved_config(), cfg.to_dict())
                 if differences and not force:
@@ -114,7 +116,9 @@ class RunDirectory:
         return [json.loads(line) for line in self.metrics_path.read_text().splitlines() if line]
 
 
-def _config_differences(saved: dict[str, Any], current: dict[str, Any], prefix: str = "") -> list[str]:
+def _config_differences(
+    saved: dict[str, Any], current: dict[str, Any], prefix: str = ""
+) -> list[str]:
     keys = sorted(set(saved) | set(current))
     differences = []
     for key in keys:

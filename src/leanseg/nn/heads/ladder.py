@@ -40,7 +40,9 @@ class TransitionUp(nn.Module):
         self.blend = conv_bn_relu(channels, channels, 3, norm_layer)
 
     def forward(self, coarse: Tensor, skip: Tensor) -> Tensor:
-        upsampled = F.interpolate(coarse, size=skip.shape[-2:], mode="bilinear", align_corners=False)
+        upsampled = F.interpolate(
+            coarse, size=skip.shape[-2:], mode="bilinear", align_corners=False
+        )
         return self.blend(upsampled + self.project(skip))
 
 
