@@ -1,0 +1,293 @@
+"""Joint transforms of samples: every array of a sample moves together.
+
+Transforms take and return a :data:`~leanseg.data.base.Sample`. All but :class:`ToTensor` work
+on the numpy contract (``image uint8 (H, W, 3)``, ``label uint8``, optional ``instance int32``
+and ``disparity float32``) and leave keys they do not know untouched.
+
+All randomness is drawn from torch's global generator (``torch.rand`` / ``torch.randint``), so
+``torch.manual_seed`` makes a run reproducible and the DataLoader's per-worker seeding gives
+each worker its own stream without extra code.
+
+The training pipeline follows thesis 4.6.1: random flip, random rescaling by a factor in
+0.5-2 and random crops, where crop pixels outside the rescaled image are filled with the mean
+pixel (and the ignore label).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import numpy as np
+import torch
+from PIL import Image
+
+from leanseg.config import DataConfig
+from leanseg.data.base import IGNORE_INDEX, Sample, Transform
+
+# ITU-R BT.601 luma weights, as PIL's ``convert("L")`` uses.
+_LUMA = np.array([0.299, 0.587, 0.114], dtype=np.float32)
+# Sample keys that hold per-pixel maps other than the image.
+_MAP_KEYS = ("label", "instance", "disparity")
+
+
+def _uniform(low: float, high: float) -> float:
+    return low + (high - low) * float(torch.rand(()))
+
+
+def _randint(high: int) -> int:
+    """A random integer in ``0..high`` (inclusive)."""
+    return int(torch.randint(high + 1, ()))
+
+
+def _pair(size: int | Sequence[int]) -> tuple[int, int]:
+    if isinstance(size, int):
+        return size, size
+    height, width = size
+    return int(height), int(width)
+
+
+def resize_nearest(array: np.ndarray, height: int, width: int) -> np.ndarray:
+    """Nearest-neighbour resize of the first two axes by index lookup (keeps dtype and values).
+
+    Output pixel ``(r, c)`` takes input pixel ``(floor((r + 0.5) * H / height), ...)``, the
+    centre-aligned rule of PIL's NEAREST and torch's ``nearest-exact``.
+    """
+    in_h, in_w = array.shape[:2]
+    rows = np.minimum(((np.arange(height) + 0.5) * (in_h / height)).astype(np.int64), in_h - 1)
+    cols = np.minimum(((np.arange(width) + 0.5) * (in_w / width)).astype(np.int64), in_w - 1)
+    return array[rows[:, None], cols[None, :]]
+
+
+def resize_sample(sample: Sample, height: int, width: int) -> Sample:
+    """Resize every map of a sample to ``(height, width)``.
+
+    The image is resized bilinearly (PIL, which low-pass filters when shrinking), label and
+    instance maps by nearest neighbour, and disparity by nearest neighbour with its values
+    multiplied by the horizontal scale factor, since disparity is measured in pixels of width.
+    """
+    out = dict(sample)
+    in_h, in_w = sample["image"].shape[:2]
+    if (in_h, in_w) == (height, width):
+        return out
+    image = Image.fromarray(sample["image"]).resize((width, height), Image.BILINEAR)
+    out["image"] = np.array(image, dtype=np.uint8)
+    for key in ("label", "instance"):
+        if key in sample:
+            out[key] = resize_nearest(sample[key], height, width)
+    if "disparity" in sample:
+        disparity = resize_nearest(sample["disparity"], height, width)
+        out["disparity"] = (disparity * np.float32(width / in_w)).astype(np.float32)
+    return out
+
+
+class Compose:
+    """Apply transforms in order."""
+
+    def __init__(self, transforms: Sequence[Transform]) -> None:
+        self.transforms = list(transforms)
+
+    def __call__(self, sample: Sample) -> Sample:
+        for transform in self.transforms:
+            sample = transform(sample)
+        return sample
+
+    def __repr__(self) -> str:
+        inner = ", ".join(repr(t) for t in self.transforms)
+        return f"{type(self).__name__}([{inner}])"
+
+
+class RandomScale:
+    """Rescale the whole sample by a factor drawn uniformly from ``[min_scale, max_scale]``.
+
+    Args:
+        min_scale: Smallest factor (thesis 4.6.1: 0.5).
+        max_scale: Largest factor (thesis 4.6.1: 2).
+    """
+
+    def __init__(self, min_scale: float, max_scale: float) -> None:
+        if not 0 < min_scale <= max_scale:
+            raise ValueError(f"need 0 < min_scale <= max_scale, got {min_scale}, {max_scale}")
+        self.min_scale = min_scale
+        self.max_scale = max_scale
+
+    def __call__(self, sample: Sample) -> Sample:
+        scale = _uniform(self.min_scale, self.max_scale)
+        in_h, in_w = sample["image"].shape[:2]
+        height = max(1, round(in_h * scale))
+        width = max(1, round(in_w * scale))
+        return resize_sample(sample, height, width)
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}({self.min_scale}, {self.max_scale})"
+
+
+class RandomCrop:
+    """Crop a random ``size`` window, padding where the sample is smaller than the crop.
+
+    Along an axis where the sample is larger, the window position is random; where it is
+    smaller, the sample is placed at a random position inside the crop and the rest is filled
+    with ``mean_colour`` in the image (thesis 4.6.1), ``ignore_index`` in the label, 0 (no
+    instance) in the instance map and 0 (unknown) in the disparity map.
+
+    Args:
+        size: Crop ``(height, width)``, or one int for a square crop.
+        mean_colour: RGB fill of the image padding, ``uint8`` values.
+        ignore_index: Fill of the label padding.
+    """
+
+    def __init__(
+        self,
+        size: int | Sequence[int],
+        mean_colour: Sequence[int],
+        ignore_index: int = IGNORE_INDEX,
+    ) -> None:
+        self.size = _pair(size)
+        self.mean_colour = tuple(int(c) for c in mean_colour)
+        self.ignore_index = ignore_index
+
+    def _fill(self, key: str) -> int | tuple[int, ...]:
+        return {"image": self.mean_colour, "label": self.ignore_index}.get(key, 0)
+
+    def __call__(self, sample: Sample) -> Sample:
+        crop_h, crop_w = self.size
+        in_h, in_w = sample["image"].shape[:2]
+        # Per axis: (start in the sample, start in the crop, length copied).
+        rows = _window(in_h, crop_h)
+        cols = _window(in_w, crop_w)
+        out = dict(sample)
+        for key in ("image", *_MAP_KEYS):
+            if key not in sample:
+                continue
+            array = sample[key]
+            result = np.empty((crop_h, crop_w, *array.shape[2:]), dtype=array.dtype)
+            result[...] = np.asarray(self._fill(key), dtype=array.dtype)
+            result[rows[1] : rows[1] + rows[2], cols[1] : cols[1] + cols[2]] = array[
+                rows[0] : rows[0] + rows[2], cols[0] : cols[0] + cols[2]
+            ]
+            out[key] = result
+        return out
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}({self.size}, mean_colour={self.mean_colour})"
+
+
+def _window(length: int, crop: int) -> tuple[int, int, int]:
+    if length >= crop:
+        return _randint(length - crop), 0, crop
+    return 0, _randint(crop - length), length
+
+
+class RandomHorizontalFlip:
+    """Mirror every map of the sample left-right with probability ``p``."""
+
+    def __init__(self, p: float = 0.5) -> None:
+        self.p = p
+
+    def __call__(self, sample: Sample) -> Sample:
+        if float(torch.rand(())) >= self.p:
+            return sample
+        out = dict(sample)
+        for key in ("image", *_MAP_KEYS):
+            if key in sample:
+                out[key] = np.ascontiguousarray(sample[key][:, ::-1])
+        return out
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}(p={self.p})"
+
+
+class ColorJitter:
+    """Random brightness, contrast and saturation changes of the image only.
+
+    Each factor is drawn uniformly from ``[1 - strength, 1 + strength]`` and applied in that
+    order: brightness scales the pixel values, contrast blends with the mean grey level, and
+    saturation blends with the per-pixel grey image (as torchvision's ``ColorJitter`` defines
+    them, in a fixed order).
+
+    Args:
+        strength: Half-width of the factor range; 0 leaves images unchanged.
+    """
+
+    def __init__(self, strength: float) -> None:
+        if not 0 <= strength < 1:
+            raise ValueError(f"strength must be in [0, 1), got {strength}")
+        self.strength = strength
+
+    def __call__(self, sample: Sample) -> Sample:
+        if self.strength == 0:
+            return sample
+        low, high = 1 - self.strength, 1 + self.strength
+        brightness, contrast, saturation = (_uniform(low, high) for _ in range(3))
+        image = sample["image"].astype(np.float32) * brightness
+        image = np.clip(image, 0, 255)
+        grey_mean = float((image @ _LUMA).mean())
+        image = np.clip((image - grey_mean) * contrast + grey_mean, 0, 255)
+        grey = (image @ _LUMA)[..., None]  # (H, W, 1)
+        image = np.clip((image - grey) * saturation + grey, 0, 255)
+        out = dict(sample)
+        out["image"] = np.rint(image).astype(np.uint8)
+        return out
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}({self.strength})"
+
+
+class ToTensor:
+    """Convert a numpy sample to tensors; normalise the image with ``mean`` and ``std``.
+
+    ``image`` becomes ``float32 (3, H, W)`` with ``(x / 255 - mean) / std``; ``label`` and
+    ``instance`` become ``int64``; ``disparity`` ``float32``; other keys (``name``) are kept.
+
+    Args:
+        mean: Per-channel mean of images scaled to 0..1 (RGB).
+        std: Per-channel standard deviation of images scaled to 0..1 (RGB).
+    """
+
+    def __init__(self, mean: Sequence[float], std: Sequence[float]) -> None:
+        self.mean = torch.tensor(mean, dtype=torch.float32).view(3, 1, 1)
+        self.std = torch.tensor(std, dtype=torch.float32).view(3, 1, 1)
+
+    def __call__(self, sample: Sample) -> Sample:
+        out = dict(sample)
+        # np.array copies: arrays decoded by PIL are read-only, which torch warns about.
+        image = torch.from_numpy(np.array(sample["image"], dtype=np.uint8)).permute(2, 0, 1)
+        out["image"] = (image.float() / 255.0 - self.mean) / self.std  # (3, H, W)
+        for key in ("label", "instance"):
+            if key in sample:
+                out[key] = torch.from_numpy(np.array(sample[key], dtype=np.int64))
+        if "disparity" in sample:
+            out["disparity"] = torch.from_numpy(np.array(sample["disparity"], dtype=np.float32))
+        return out
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}(mean={self.mean.flatten().tolist()})"
+
+
+def mean_colour(data_cfg: DataConfig) -> tuple[int, int, int]:
+    """The dataset mean as a ``uint8`` RGB colour, the fill of padded crops."""
+    r, g, b = (int(round(255 * m)) for m in data_cfg.mean)
+    return r, g, b
+
+
+def build_train_transform(data_cfg: DataConfig) -> Compose:
+    """Training augmentation: jitter, random scale, random crop, flip, then ``ToTensor``.
+
+    The colour jitter comes first so that the padding of crops stays exactly the mean colour;
+    the flip comes after the crop, where it touches fewer pixels (the order of the two does
+    not change the distribution of samples).
+    """
+    transforms: list[Transform] = []
+    if data_cfg.color_jitter > 0:
+        transforms.append(ColorJitter(data_cfg.color_jitter))
+    if tuple(data_cfg.scale_range) != (1.0, 1.0):
+        transforms.append(RandomScale(*data_cfg.scale_range))
+    transforms.append(RandomCrop(data_cfg.crop_size, mean_colour(data_cfg), data_cfg.ignore_index))
+    if data_cfg.hflip:
+        transforms.append(RandomHorizontalFlip())
+    transforms.append(ToTensor(data_cfg.mean, data_cfg.std))
+    return Compose(transforms)
+
+
+def build_eval_transform(data_cfg: DataConfig) -> Compose:
+    """Evaluation: the full image, only converted to normalised tensors."""
+    return Compose([ToTensor(data_cfg.mean, data_cfg.std)])
