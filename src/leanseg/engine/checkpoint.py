@@ -75,14 +75,15 @@ def load_model_state(model: nn.Module, state: dict[str, Any], source: str | Path
         if key in state and hasattr(state[key], "shape") and state[key].shape != own[key].shape
     ]
     if missing or unexpected or wrong_shape:
-        lines = [
-            f"{source}: checkpoint does not fit this model (different architecture or classes)"
-        ]
+        problems = []
         if wrong_shape:
-            lines.append(f"  {len(wrong_shape)} shape mismatches, e.g. {wrong_shape[0]}")
+            problems.append(f"{len(wrong_shape)} shape mismatches, e.g. {wrong_shape[0]}")
         if missing:
-            lines.append(f"  {len(missing)} missing keys, e.g. {missing[0]}")
+            problems.append(f"{len(missing)} missing keys, e.g. {missing[0]}")
         if unexpected:
-            lines.append(f"  {len(unexpected)} unexpected keys, e.g. {unexpected[0]}")
-        raise CheckpointError("\n".join(lines))
+            problems.append(f"{len(unexpected)} unexpected keys, e.g. {unexpected[0]}")
+        raise CheckpointError(
+            f"{source}: checkpoint does not fit this model (different architecture or class "
+            f"count): {'; '.join(problems)}"
+        )
     model.load_state_dict(state)

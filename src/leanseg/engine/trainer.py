@@ -120,7 +120,11 @@ class Trainer:
 
         model = build_model(cfg)
         if cfg.train.sync_bn and distributed.is_distributed():
-            model = nn.SyncBatchNorm.convert_sync_batchnorm(model)
+            if self.device.type == "cuda":
+                model = nn.SyncBatchNorm.convert_sync_batchnorm(model)
+            elif self.is_main:
+                # torch's SyncBatchNorm has GPU kernels only; CPU ranks keep per-rank statistics.
+                self.console.print("train.sync_bn is ignored on CPU (SyncBatchNorm needs CUDA)")
         self.model = model.to(self.device)
         # DDP synchronises gradients through ``forward`` only, so the loss computation is
         # wrapped in a module whose forward *is* ``losses``.
@@ -209,7 +213,7 @@ class Trainer:
             terms = self.loss_module(images, targets)
             loss = sum(terms.values())
         if not torch.isfinite(loss):
-            raise _NonFiniteLoss(float(loss))
+            raise _NonFiniteLoss(float(loss.detach()))
         self.optimizer.zero_grad(set_to_none=True)
         self.scaler.scale(loss).backward()
         if self.cfg.train.grad_clip is not None:
