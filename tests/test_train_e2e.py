@@ -20,7 +20,7 @@ from PIL import Image
 from leanseg.cli import main
 from leanseg.config import load_config
 from leanseg.engine.checkpoint import load_checkpoint, save_checkpoint
-from leanseg.engine.trainer import Trainer, TrainingError
+from leanseg.engine.trainer import Trainer
 
 pytestmark = pytest.mark.slow
 
