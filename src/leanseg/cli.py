@@ -167,7 +167,7 @@ def _write_json(payload: dict[str, Any], target: str) -> None:
         return
     from leanseg.utils import atomic_write_text
 
-    atomic_write_text(Path(target), text + "\n")
+    atomic_write_text(target, text + "\n")
 
 
 # ---------------------------------------------------------------------- train

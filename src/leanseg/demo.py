@@ -1,16 +1,20 @@
 """``leanseg demo``: the whole pipeline on the built-in street scenes, on a CPU, in minutes.
 
-1. Generates synthetic street scenes (train and held-out val) into ``RUN/data`` in the generic
+1. Generates synthetic street scenes (train and held-out val) into ``OUT/data`` in the generic
    ``images/ + labels/`` folder layout, as a user's own data would be laid out.
 2. Trains a ResNet-18 with a ladder-style upsampling head from scratch.
 3. Evaluates it on the held-out scenes, beside a per-pixel colour classifier (nearest class-mean
    colour) fitted on the same training scenes, to show what colour alone achieves.
 4. Writes prediction panels (image | ground truth | prediction) and ``summary.json``.
+
+Layout of ``OUT``: ``data/`` (scenes), ``run/`` (an ordinary run directory: config, metrics,
+checkpoints), ``predictions/`` and ``summary.json``.
 """
 
 from __future__ import annotations
 
 import json
+import shutil
 import time
 from pathlib import Path
 from typing import Any
@@ -30,10 +34,12 @@ NUM_TRAIN_SCENES = 240
 NUM_VAL_SCENES = 40
 NUM_PANELS = 6
 DEFAULT_ITERS = 300
+# What the demo writes into its output folder; --force removes these and nothing else.
+OUTPUTS = ("data", "run", "predictions", "summary.json")
 
 
-def demo_config(run_dir: Path, iters: int) -> Config:
-    """The demo's run config; printed into ``RUN/config.yaml`` like any other run."""
+def demo_config(out_dir: Path, iters: int) -> Config:
+    """The demo's run config; saved as ``OUT/run/config.yaml`` like any other run's."""
     from leanseg.data.synthetic import CLASSES, PALETTE
 
     raw: dict[str, Any] = {
@@ -43,7 +49,7 @@ def demo_config(run_dir: Path, iters: int) -> Config:
         },
         "data": {
             "dataset": "folder",
-            "root": str(run_dir / "data"),
+            "root": str(out_dir / "data"),
             "classes": list(CLASSES),
             "options": {"palette": [list(colour) for colour in PALETTE]},
             "crop_size": [192, 384],
@@ -66,37 +72,36 @@ def demo_config(run_dir: Path, iters: int) -> Config:
             "seed": 0,
         },
         "eval": {"boundary_width": 4},
-        "work_dir": str(run_dir),
+        "work_dir": str(out_dir / "run"),
     }
     return config_from_dict(raw, source="leanseg demo")
 
 
 def run_demo(
-    run_dir: Path,
+    out_dir: Path,
     *,
     iters: int | None = None,
     force: bool = False,
     show_progress: bool = True,
     console: Console | None = None,
 ) -> dict[str, Any]:
-    """Run the demo into ``run_dir`` and return its summary (also written as JSON)."""
+    """Run the demo into ``out_dir`` and return its summary (also written as JSON)."""
     from leanseg.engine.trainer import Trainer
 
     console = console or Console(stderr=True)
     started = time.perf_counter()
     torch.set_num_threads(max(torch.get_num_threads(), 1))
-    cfg = demo_config(run_dir, iters or DEFAULT_ITERS)
-    _check_run_dir(run_dir, force)
+    cfg = demo_config(out_dir, iters or DEFAULT_ITERS)
+    _prepare_output(out_dir, force)
     console.rule("[bold]leanseg demo")
     console.print(
         f"1/4 generating {NUM_TRAIN_SCENES} training and {NUM_VAL_SCENES} held-out street scenes "
-        f"({SCENE_SIZE[0]}x{SCENE_SIZE[1]}) into {run_dir / 'data'}"
+        f"({SCENE_SIZE[0]}x{SCENE_SIZE[1]}) into {out_dir / 'data'}"
     )
-    data_dir = run_dir / "data"
-    _generate_scenes(data_dir, console, show_progress)
+    _generate_scenes(out_dir / "data", console, show_progress)
 
     console.print(f"2/4 training ResNet-18 + ladder head for {cfg.train.max_iters} iterations")
-    trainer = Trainer(cfg, force=True, console=console, show_progress=show_progress)
+    trainer = Trainer(cfg, console=console, show_progress=show_progress)
     result = trainer.train()
     model_scores = result.final_scores
 
@@ -104,10 +109,10 @@ def run_demo(
     colour_scores = _colour_baseline(cfg)
 
     console.print("4/4 writing prediction panels (image | ground truth | prediction)")
-    panels = _write_panels(trainer.model, cfg, run_dir / "predictions")
+    panels = _write_panels(trainer.model, cfg, out_dir / "predictions")
 
     summary = {
-        "run_dir": str(run_dir),
+        "run_dir": str(result.run_dir),
         "iterations": result.iteration,
         "train_seconds": round(result.seconds, 1),
         "total_seconds": round(time.perf_counter() - started, 1),
@@ -120,16 +125,30 @@ def run_demo(
     for scores in (summary["model"], summary["colour_baseline"]):
         if scores:
             scores.pop("confusion", None)
-    (run_dir / "summary.json").write_text(json.dumps(summary, indent=2) + "\n")
-    _print_summary(console, summary, run_dir)
+    (out_dir / "summary.json").write_text(json.dumps(summary, indent=2) + "\n")
+    _print_summary(console, summary, out_dir)
     return summary
 
 
-def _check_run_dir(run_dir: Path, force: bool) -> None:
-    if run_dir.exists() and any(run_dir.iterdir()) and not force:
-        raise RunDirError(f"{run_dir} already holds a demo run; pass --force to replace it")
-    if run_dir.exists() and any(run_dir.iterdir()) and not (run_dir / "config.yaml").is_file():
-        raise RunDirError(f"{run_dir} is not empty and is not a leanseg run; choose another --out")
+def _prepare_output(out_dir: Path, force: bool) -> None:
+    """Refuse to overwrite an earlier demo without ``force``, and never touch foreign files."""
+    existing = sorted(p.name for p in out_dir.iterdir()) if out_dir.is_dir() else []
+    if not existing:
+        return
+    foreign = [name for name in existing if name not in OUTPUTS]
+    if foreign:
+        raise RunDirError(
+            f"{out_dir} holds files the demo did not write ({', '.join(foreign[:3])}); "
+            "choose another --out"
+        )
+    if not force:
+        raise RunDirError(f"{out_dir} already holds a demo run; pass --force to replace it")
+    for name in existing:
+        path = out_dir / name
+        if path.is_dir():
+            shutil.rmtree(path)
+        else:
+            path.unlink()
 
 
 def _generate_scenes(data_dir: Path, console: Console, show_progress: bool) -> None:
@@ -188,7 +207,7 @@ def _write_panels(model: torch.nn.Module, cfg: Config, out_dir: Path) -> list[Pa
     return paths
 
 
-def _print_summary(console: Console, summary: dict[str, Any], run_dir: Path) -> None:
+def _print_summary(console: Console, summary: dict[str, Any], out_dir: Path) -> None:
     model, colour = summary["model"], summary["colour_baseline"]
     table = Table(title=f"held-out synthetic scenes ({NUM_VAL_SCENES} images)")
     table.add_column("class")
@@ -205,13 +224,16 @@ def _print_summary(console: Console, summary: dict[str, Any], run_dir: Path) -> 
         f"trained {summary['iterations']} iterations in {summary['train_seconds']} s "
         f"({summary['threads']} threads); whole demo {summary['total_seconds']} s"
     )
-    console.print(f"run directory:      {run_dir}")
+    run_dir = out_dir / "run"
+    console.print(f"demo output:        {out_dir}")
+    console.print(f"  generated scenes: {out_dir / 'data'}")
+    console.print(f"  run directory:    {run_dir}")
     console.print(f"  resolved config:  {run_dir / 'config.yaml'}")
     console.print(f"  metrics log:      {run_dir / 'metrics.jsonl'}")
     console.print(f"  checkpoints:      {run_dir / 'checkpoints'} (last.pt, best.pt)")
-    console.print(f"  predictions:      {run_dir / 'predictions'}")
-    console.print(f"  summary:          {run_dir / 'summary.json'}")
-    console.print(f"  generated scenes: {run_dir / 'data'}")
+    console.print(f"  predictions:      {out_dir / 'predictions'}")
+    console.print(f"  summary:          {out_dir / 'summary.json'}")
+    console.print(f"evaluate again:     leanseg eval {run_dir}")
 
 
 def _pct(value: float | None) -> str:

@@ -11,14 +11,13 @@ image outputs are cheap to recompute, and fsync per file would slow down writing
 
 from __future__ import annotations
 
-import os
-import secrets
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from pathlib import Path
-from typing import BinaryIO
 
 import numpy as np
 from PIL import Image
+
+from leanseg.utils import atomic_write
 
 IGNORE_INDEX = 255
 
@@ -108,7 +107,7 @@ def save_label_png(label: np.ndarray, path: str | Path, palette: Palette | None 
         table[: len(colors)] = colors
         table[IGNORE_INDEX] = 0
         picture.putpalette(table.tobytes())  # mode "L" -> "P", pixel values unchanged
-    return _write_atomic(path, lambda handle: picture.save(handle, format="PNG"))
+    return atomic_write(path, lambda handle: picture.save(handle, format="PNG"))
 
 
 def save_rgb_png(array: np.ndarray, path: str | Path) -> Path:
@@ -119,7 +118,7 @@ def save_rgb_png(array: np.ndarray, path: str | Path) -> Path:
     ):
         raise ValueError(f"expected uint8 (H, W, 3) or (H, W), got {array.dtype} {array.shape}")
     picture = Image.fromarray(np.ascontiguousarray(array))
-    return _write_atomic(path, lambda handle: picture.save(handle, format="PNG"))
+    return atomic_write(path, lambda handle: picture.save(handle, format="PNG"))
 
 
 def side_by_side(images: list[np.ndarray], *, gap: int = 0, fill: int = 255) -> np.ndarray:
@@ -174,19 +173,3 @@ def _palette_array(palette: Palette) -> np.ndarray:
 def _valid_mask(label: np.ndarray, num_colors: int) -> np.ndarray:
     """Pixels whose id has a colour: within the palette and not the ignore label."""
     return (label >= 0) & (label < num_colors) & (label != IGNORE_INDEX)
-
-
-def _write_atomic(path: str | Path, write: Callable[[BinaryIO], None]) -> Path:
-    """Write through ``write`` to a temporary file beside ``path``, then rename it over ``path``."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    # Opened with the usual permissions (unlike mkstemp's 0600): outputs are meant to be shared.
-    tmp = path.with_name(f".{path.name}.{secrets.token_hex(4)}.tmp")
-    try:
-        with open(tmp, "xb") as handle:
-            write(handle)
-        os.replace(tmp, path)
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
-    return path

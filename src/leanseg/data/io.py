@@ -18,6 +18,11 @@ def open_image(path: str | Path) -> Image.Image:
     try:
         image = Image.open(path)
         image.load()
+    except Image.DecompressionBombError as err:
+        raise DatasetError(
+            f"{path}: refused by Pillow's decompression-bomb guard ({err}); raise "
+            "PIL.Image.MAX_IMAGE_PIXELS to read images this large"
+        ) from None
     except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as err:
         raise DatasetError(f"{path}: unreadable or truncated image ({err})") from None
     return image

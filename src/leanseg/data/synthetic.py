@@ -30,7 +30,6 @@ vertical planes ``X = const`` whose depth varies per column. Sky is infinitely f
 from __future__ import annotations
 
 import json
-import os
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -39,6 +38,7 @@ from PIL import Image
 from torch.utils.data import Dataset
 
 from leanseg.data.base import IGNORE_INDEX, DatasetError, Sample, Transform
+from leanseg.utils import atomic_write, atomic_write_text
 
 CLASSES: tuple[str, ...] = (
     "Sky",
@@ -1069,13 +1069,8 @@ def scene_seed(split: str, index: int, seed: int = 0) -> int:
 
 def _save_png(array: np.ndarray, path: Path) -> None:
     """Write a PNG atomically (temporary file in the same folder, then rename)."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    try:
-        Image.fromarray(array).save(tmp, format="PNG")
-        os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)
+    picture = Image.fromarray(array)
+    atomic_write(path, lambda handle: picture.save(handle, format="PNG"))
 
 
 def encode_disparity(disparity: np.ndarray) -> np.ndarray:
@@ -1151,9 +1146,7 @@ def write_dataset(
                 stale.unlink()
     manifest = _read_manifest(root)
     manifest.setdefault("splits", {})[split] = _manifest_entry(num_samples, size, seed)
-    tmp = root / f".{MANIFEST}.{os.getpid()}.tmp"
-    tmp.write_text(json.dumps(manifest, indent=2) + "\n")
-    os.replace(tmp, root / MANIFEST)
+    atomic_write_text(root / MANIFEST, json.dumps(manifest, indent=2) + "\n")
     return root
 
 

@@ -28,7 +28,7 @@ from PIL import Image
 from torch import Tensor, nn
 
 from leanseg.config import Config, ConfigError, config_from_dict
-from leanseg.data.base import DatasetError
+from leanseg.data.io import read_rgb
 from leanseg.engine.checkpoint import CheckpointError, load_checkpoint, load_model_state
 
 # Tile sides are multiples of this: the output stride of every backbone leanseg builds.
@@ -381,19 +381,7 @@ def load_rgb(image: ImageInput) -> np.ndarray:
         ValueError: on an array that is not ``uint8`` ``(H, W)`` or ``(H, W, 3)``.
     """
     if isinstance(image, str | Path):
-        path = Path(image)
-        if not path.is_file():
-            raise DatasetError(f"image not found: {path}")
-        try:
-            with Image.open(path) as opened:
-                return np.array(opened.convert("RGB"))
-        except Image.DecompressionBombError as err:
-            raise DatasetError(
-                f"{path}: refused by Pillow's decompression-bomb guard ({err}); raise "
-                "PIL.Image.MAX_IMAGE_PIXELS to read images this large"
-            ) from None
-        except (OSError, ValueError, SyntaxError) as err:
-            raise DatasetError(f"{path}: not a readable image ({err})") from None
+        return read_rgb(image)
     if isinstance(image, Image.Image):
         return np.array(image.convert("RGB"))
     if isinstance(image, np.ndarray):
