@@ -38,7 +38,7 @@ DEFAULT_ITERS = 300
 OUTPUTS = ("data", "run", "predictions", "summary.json")
 
 
-def demo_config(out_dir: Path, iters: int) -> Config:
+def demo_config(out_dir: Path, iters: int, crop_size: tuple[int, int] = (192, 384)) -> Config:
     """The demo's run config; saved as ``OUT/run/config.yaml`` like any other run's."""
     from leanseg.data.synthetic import CLASSES, PALETTE
 
@@ -52,7 +52,7 @@ def demo_config(out_dir: Path, iters: int) -> Config:
             "root": str(out_dir / "data"),
             "classes": list(CLASSES),
             "options": {"palette": [list(colour) for colour in PALETTE]},
-            "crop_size": [192, 384],
+            "crop_size": list(crop_size),
             "scale_range": [0.75, 1.5],
             "color_jitter": 0.2,
             "batch_size": 8,
@@ -84,21 +84,29 @@ def run_demo(
     force: bool = False,
     show_progress: bool = True,
     console: Console | None = None,
+    num_train: int = NUM_TRAIN_SCENES,
+    num_val: int = NUM_VAL_SCENES,
+    scene_size: tuple[int, int] = SCENE_SIZE,
 ) -> dict[str, Any]:
-    """Run the demo into ``out_dir`` and return its summary (also written as JSON)."""
+    """Run the demo into ``out_dir`` and return its summary (also written as JSON).
+
+    The scene counts and size are parameters so that tests can run the whole pipeline small;
+    the command line always uses the defaults.
+    """
     from leanseg.engine.trainer import Trainer
 
     console = console or Console(stderr=True)
     started = time.perf_counter()
-    torch.set_num_threads(max(torch.get_num_threads(), 1))
-    cfg = demo_config(out_dir, iters or DEFAULT_ITERS)
+    crop = (min(192, scene_size[0]), min(384, scene_size[1]))
+    cfg = demo_config(out_dir, iters or DEFAULT_ITERS, crop)
     _prepare_output(out_dir, force)
     console.rule("[bold]leanseg demo")
     console.print(
-        f"1/4 generating {NUM_TRAIN_SCENES} training and {NUM_VAL_SCENES} held-out street scenes "
-        f"({SCENE_SIZE[0]}x{SCENE_SIZE[1]}) into {out_dir / 'data'}"
+        f"1/4 generating {num_train} training and {num_val} held-out street scenes "
+        f"({scene_size[0]}x{scene_size[1]}) into {out_dir / 'data'}"
     )
-    _generate_scenes(out_dir / "data", console, show_progress)
+    splits = {"train": num_train, "val": num_val}
+    _generate_scenes(out_dir / "data", splits, scene_size, console, show_progress)
 
     console.print(f"2/4 training ResNet-18 + ladder head for {cfg.train.max_iters} iterations")
     trainer = Trainer(cfg, console=console, show_progress=show_progress)
@@ -117,6 +125,9 @@ def run_demo(
         "train_seconds": round(result.seconds, 1),
         "total_seconds": round(time.perf_counter() - started, 1),
         "threads": torch.get_num_threads(),
+        "num_train_scenes": num_train,
+        "num_val_scenes": num_val,
+        "scene_size": list(scene_size),
         "model": model_scores.to_dict() if model_scores else None,
         "colour_baseline": colour_scores.to_dict(),
         "classes": list(trainer.class_names),
@@ -151,14 +162,20 @@ def _prepare_output(out_dir: Path, force: bool) -> None:
             path.unlink()
 
 
-def _generate_scenes(data_dir: Path, console: Console, show_progress: bool) -> None:
+def _generate_scenes(
+    data_dir: Path,
+    splits: dict[str, int],
+    size: tuple[int, int],
+    console: Console,
+    show_progress: bool,
+) -> None:
     from leanseg.data.synthetic import write_dataset
 
-    splits = {"train": (NUM_TRAIN_SCENES, 0), "val": (NUM_VAL_SCENES, 0)}
     with Progress(console=console, disable=not show_progress) as progress:
         task = progress.add_task("generate", total=len(splits))
-        for split, (count, seed) in splits.items():
-            write_dataset(data_dir, split, count, SCENE_SIZE, seed)
+        for split, count in splits.items():
+            # Splits draw from disjoint seed ranges, so held-out scenes are never training ones.
+            write_dataset(data_dir, split, count, size, seed=0)
             progress.advance(task)
 
 
@@ -209,7 +226,7 @@ def _write_panels(model: torch.nn.Module, cfg: Config, out_dir: Path) -> list[Pa
 
 def _print_summary(console: Console, summary: dict[str, Any], out_dir: Path) -> None:
     model, colour = summary["model"], summary["colour_baseline"]
-    table = Table(title=f"held-out synthetic scenes ({NUM_VAL_SCENES} images)")
+    table = Table(title=f"held-out synthetic scenes ({summary['num_val_scenes']} images)")
     table.add_column("class")
     table.add_column("model IoU", justify="right")
     table.add_column("colour baseline IoU", justify="right")
