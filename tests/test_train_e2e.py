@@ -368,3 +368,37 @@ def test_distributed_training_with_two_gloo_processes(tmp_path):
     assert len(evaluations) == 1 and evaluations[0]["iteration"] == 4
     state = load_checkpoint(run_dir / "checkpoints" / "last.pt")
     assert state["iteration"] == 4
+
+
+def test_batchnorm_statistics_recomputed_as_exact_averages(tmp_path):
+    """Thesis 4.6.1: after training, running statistics are exact averages over N batches."""
+    config = write_config(
+        tmp_path,
+        train={
+            "max_iters": 2,
+            "eval_interval": 2,
+            "checkpoint_interval": 2,
+            "bn_recompute_batches": 3,
+        },
+    )
+    trainer = Trainer(load_config(config), show_progress=False)
+    trainer.train()
+    norms = [m for m in trainer.model.modules() if isinstance(m, torch.nn.BatchNorm2d)]
+    assert all(int(m.num_batches_tracked) == 3 for m in norms)
+    assert all(m.momentum == 0.1 for m in norms)
+
+    # The first BN's mean is the plain average of its per-batch input means over those batches.
+    stem_bn = trainer.model.backbone.bn1
+    captured = []
+    hook = trainer.model.backbone.conv1.register_forward_hook(
+        lambda module, inputs, output: captured.append(output.mean(dim=(0, 2, 3)))
+    )
+    trainer.iteration = 2
+    batches = trainer._batches()
+    trainer.model.train()
+    saved = stem_bn.running_mean.clone()
+    with torch.no_grad():
+        for _ in range(3):
+            trainer.model(next(batches)["image"])
+    hook.remove()
+    assert torch.allclose(saved, torch.stack(captured).mean(dim=0), atol=1e-5)
