@@ -30,7 +30,7 @@ def open_image(path: str | Path) -> Image.Image:
 
 def read_rgb(path: str | Path) -> np.ndarray:
     """``uint8 (H, W, 3)`` RGB pixels of an image file."""
-    return np.asarray(open_image(path).convert("RGB"))
+    return np.array(open_image(path).convert("RGB"))  # writable, as torch.from_numpy wants
 
 
 def read_label(path: str | Path) -> np.ndarray:
