@@ -1,0 +1,93 @@
+"""Issue 5 training comparison: NRD vs DeepLabV3+ vs bilinear decoders, same encoder and budget.
+
+Trains each config through ``leanseg train`` (one process per run, niced, one torch thread because
+the CPU is shared), then reads the last validation record of each run's ``metrics.jsonl`` and
+prints mIoU and boundary (trimap) mIoU side by side. The configs are in ``configs/nrd/``:
+``{nrd,deeplabv3plus,bilinear}_r18_{synthetic,camvid}.yaml`` — ResNet-18 without dilation + ASPP,
+batch 4 at 192x256 crops, 300 iterations on synthetic scenes and 200 on CamVid (a CPU-sized
+stand-in for the paper's ResNet-50 and 80k iterations; see docs/notes/issue-5.md).
+
+Usage (the issue-5 figures ran the two datasets as two parallel processes, then tabulated)::
+
+    .venv/bin/python benchmarks/nrd_train_compare.py --datasets synthetic
+    .venv/bin/python benchmarks/nrd_train_compare.py --datasets camvid
+    .venv/bin/python benchmarks/nrd_train_compare.py --report-only \
+        --out benchmarks/results/nrd_train_compare.json
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+DECODERS = ["nrd", "deeplabv3plus", "bilinear"]
+
+
+def run_dir(decoder: str, dataset: str) -> Path:
+    return ROOT / "runs" / f"{decoder}_r18_{dataset}"
+
+
+def train(decoder: str, dataset: str, threads: int) -> float:
+    config = ROOT / "configs" / "nrd" / f"{decoder}_r18_{dataset}.yaml"
+    env = {**os.environ, "OMP_NUM_THREADS": str(threads), "MKL_NUM_THREADS": str(threads)}
+    command = ["nice", "-n", "10", str(ROOT / ".venv" / "bin" / "leanseg"), "train"]
+    command += [str(config), "--work-dir", str(run_dir(decoder, dataset)), "--force"]
+    command += ["--no-progress"]
+    print("$", " ".join(command), file=sys.stderr, flush=True)
+    start = time.perf_counter()
+    subprocess.run(command, check=True, cwd=ROOT, env=env)
+    return time.perf_counter() - start
+
+
+def last_val_record(path: Path) -> dict | None:
+    """The last validation record of a run, with ``logged_s``: its time minus the first record's."""
+    metrics = path / "metrics.jsonl"
+    if not metrics.exists():
+        return None
+    records = [json.loads(line) for line in metrics.read_text().splitlines() if line.strip()]
+    val = [r for r in records if r.get("split") == "val"]
+    if not val:
+        return None
+    return {**val[-1], "logged_s": val[-1]["time"] - records[0]["time"]}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--datasets", nargs="+", default=["synthetic", "camvid"])
+    parser.add_argument("--decoders", nargs="+", default=DECODERS)
+    parser.add_argument("--threads", type=int, default=1)
+    parser.add_argument("--report-only", action="store_true")
+    parser.add_argument("--out", type=Path)
+    args = parser.parse_args()
+
+    results: dict[str, dict[str, dict]] = {}
+    for dataset in args.datasets:
+        for decoder in args.decoders:
+            wall = None if args.report_only else train(decoder, dataset, args.threads)
+            record = last_val_record(run_dir(decoder, dataset)) or {}
+            results.setdefault(dataset, {})[decoder] = {
+                "iteration": record.get("iteration"),
+                "miou": record.get("miou"),
+                "boundary_miou": record.get("boundary_miou"),
+                "pixel_accuracy": record.get("pixel_accuracy"),
+                "train_wall_s": wall,
+                "logged_s": record.get("logged_s"),
+                "run_dir": str(run_dir(decoder, dataset).relative_to(ROOT)),
+            }
+    for dataset, rows in results.items():
+        print(f"\n{dataset}: decoder, iterations, mIoU, boundary mIoU")
+        for decoder, row in rows.items():
+            print(f"  {decoder:14s} {row['iteration']}  {row['miou']}  {row['boundary_miou']}")
+    if args.out:
+        args.out.parent.mkdir(parents=True, exist_ok=True)
+        args.out.write_text(json.dumps(results, indent=2) + "\n")
+
+
+if __name__ == "__main__":
+    main()

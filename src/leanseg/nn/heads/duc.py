@@ -1,0 +1,78 @@
+"""Dense upsampling convolution (DUC), a baseline of NRD Table 3.
+
+Wang et al., "Understanding Convolution for Semantic Segmentation" (WACV 2018), section 3.1: a
+convolution on the stride-``r`` features predicts ``r_up^2 * C`` channels per location, which a
+depth-to-space rearrangement (``pixel_shuffle``) turns into class scores at ``r / r_up``.
+
+Choices where the papers are silent: the DUC convolution is a single 3x3 convolution with bias (no
+normalisation, since its outputs are the scores). ``out_stride`` is where depth-to-space lands; the
+default 4 matches the resolution of NRD's tiled outputs G (then bilinear x4, like NRD), and
+``out_stride=1`` gives the original full-resolution DUC (the ``duc_r50_cityscapes`` config, whose
+cost is closer to NRD Table 3).
+"""
+
+from __future__ import annotations
+
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from leanseg.nn.backbones.base import FeatureInfo
+from leanseg.nn.losses import cross_entropy
+
+
+class DUCHead(nn.Module):
+    """kxk convolution to ``C * r_up^2`` channels, depth-to-space, bilinear to the image.
+
+    Args:
+        feature_info: what the backbone (or context module) returns.
+        num_classes: number of output classes.
+        ignore_index: label value excluded from the loss.
+        in_stride: stride of the features to upsample; ``None`` takes the coarsest.
+        out_stride: stride of the scores after depth-to-space (``r_up = in_stride / out_stride``).
+        kernel_size: size of the DUC convolution.
+        dropout: dropout probability before the DUC convolution.
+    """
+
+    def __init__(
+        self,
+        *,
+        feature_info: list[FeatureInfo],
+        num_classes: int,
+        ignore_index: int = 255,
+        in_stride: int | None = None,
+        out_stride: int = 4,
+        kernel_size: int = 3,
+        dropout: float = 0.0,
+    ) -> None:
+        super().__init__()
+        by_stride = {info.stride: info for info in feature_info}
+        self.in_stride = max(by_stride) if in_stride is None else in_stride
+        if self.in_stride not in by_stride:
+            raise ValueError(f"in_stride {self.in_stride} not among features {sorted(by_stride)}")
+        if self.in_stride % out_stride:
+            raise ValueError(f"out_stride {out_stride} must divide in_stride {self.in_stride}")
+        self.upscale = self.in_stride // out_stride
+        self.ignore_index = ignore_index
+        self.dropout = nn.Dropout2d(dropout) if dropout > 0 else nn.Identity()
+        self.conv = nn.Conv2d(
+            by_stride[self.in_stride].channels,
+            num_classes * self.upscale**2,
+            kernel_size,
+            padding=kernel_size // 2,
+        )
+
+    def forward(self, features: dict[int, Tensor], image_size: tuple[int, int]) -> Tensor:
+        x = self.conv(self.dropout(features[self.in_stride]))  # (B, C r^2, h, w)
+        scores = F.pixel_shuffle(x, self.upscale)  # (B, C, h r, w r)
+        if scores.shape[-2:] == tuple(image_size):
+            return scores
+        return F.interpolate(scores, size=image_size, mode="bilinear", align_corners=False)
+
+    def losses(
+        self,
+        features: dict[int, Tensor],
+        targets: dict[str, Tensor],
+        image_size: tuple[int, int],
+    ) -> dict[str, Tensor]:
+        scores = self(features, image_size)
+        return {"loss_ce": cross_entropy(scores, targets["label"], self.ignore_index)}
