@@ -1,0 +1,143 @@
+"""Small-budget SSN training comparisons through ``leanseg train`` / ``leanseg eval``.
+
+Runs, one after another (each with ``nice -n 10``), on CPU:
+
+- synthetic scenes, semantic: ERFNet encoder + ERFNet decoder vs ERFNet encoder + iGUM
+  (``configs/ssn/erfnet_synthetic.yaml``, ``erfnet_igum_synthetic.yaml``) -> mIoU;
+- CamVid, semantic: the same pair (``erfnet_camvid.yaml``, ``erfnet_igum_camvid.yaml``) -> mIoU;
+- synthetic scenes, instances: SSN encoder + instance module (``ssn_instance_synthetic.yaml``)
+  -> mIoU and AP / AP50 on held-out scenes (``benchmarks/ssn_instance_iterations.py --run``).
+
+mIoU is the trainer's own final validation (``metrics.jsonl``). The budgets are tiny (CPU,
+shared cores): small crops, few hundred iterations, a fixed seed.
+Every run gets the same overrides, listed in the JSON with the results. Relative numbers only.
+
+    .venv/bin/python benchmarks/ssn_train.py --json benchmarks/results/ssn_train.json \
+        [--only synthetic camvid instance] [--iters 300]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+LEANSEG = [str(Path(sys.executable).with_name("leanseg"))]
+
+SYNTHETIC = [
+    "data.options={num_samples: 200, size: [128, 256], seed: 0}",
+    "data.crop_size=[96, 192]",
+    "data.batch_size=4",
+    "eval.max_images=40",
+]
+CAMVID = [
+    "data.crop_size=[128, 160]",
+    "data.scale_range=[0.375, 0.75]",
+    "data.batch_size=4",
+    "data.num_workers=0",
+    "eval.max_images=40",
+    "eval.scales=[0.5]",
+]
+GROUPS: dict[str, list[tuple[str, list[str]]]] = {
+    "synthetic": [
+        ("erfnet_synthetic", SYNTHETIC),
+        ("erfnet_igum_synthetic", SYNTHETIC),
+    ],
+    "camvid": [
+        ("erfnet_camvid", CAMVID),
+        ("erfnet_igum_camvid", CAMVID),
+    ],
+    "instance": [("ssn_instance_synthetic", SYNTHETIC)],
+}
+
+
+def run(command: list[str]) -> None:
+    print("+", " ".join(command), flush=True)
+    # One intra-op thread: on 2 shared cores, 2 OpenMP threads competing with other processes
+    # made a training step 10-30x slower (spin-waiting), 1 thread does not.
+    env = {**os.environ, "OMP_NUM_THREADS": os.environ.get("OMP_NUM_THREADS", "1")}
+    subprocess.run(["nice", "-n", "10", *command], check=True, cwd=ROOT, env=env)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--only", nargs="+", default=list(GROUPS), choices=list(GROUPS))
+    parser.add_argument("--iters", type=int, default=300)
+    parser.add_argument("--runs-dir", type=Path, default=Path("runs/ssn_train"))
+    parser.add_argument("--json", type=Path, default=None)
+    args = parser.parse_args()
+    results: dict = {}
+    if args.json and args.json.exists():
+        results = json.loads(args.json.read_text())
+    for group in args.only:
+        for name, overrides in GROUPS[group]:
+            work_dir = args.runs_dir / name
+            sets = [
+                *overrides,
+                f"train.max_iters={args.iters}",
+                f"train.eval_interval={args.iters}",
+                f"train.checkpoint_interval={args.iters}",
+                "train.log_interval=25",
+                "train.warmup_iters=0",
+            ]
+            set_args = [item for s in sets for item in ("--set", s)]
+            start = time.time()
+            run(
+                [
+                    *LEANSEG,
+                    "train",
+                    f"configs/ssn/{name}.yaml",
+                    *set_args,
+                    "--work-dir",
+                    str(work_dir),
+                    "--force",
+                    "--no-progress",
+                ]
+            )
+            train_s = time.time() - start
+            records = [
+                json.loads(line)
+                for line in (ROOT / work_dir / "metrics.jsonl").read_text().splitlines()
+                if line.strip()
+            ]
+            evaluation = [r for r in records if r.get("split") == "val"][-1]
+            entry = {
+                "config": f"configs/ssn/{name}.yaml",
+                "overrides": sets,
+                "train_seconds": train_s,
+                "miou": evaluation.get("miou"),
+                "pixel_accuracy": evaluation.get("pixel_accuracy"),
+            }
+            if group == "instance":
+                ap_json = work_dir / "instance_ap.json"
+                run(
+                    [
+                        sys.executable,
+                        "benchmarks/ssn_instance_iterations.py",
+                        "--no-timing",
+                        "--run",
+                        str(work_dir),
+                        "--max-images",
+                        "40",
+                        "--json",
+                        str(ap_json),
+                    ]
+                )
+                entry["instance"] = json.loads((ROOT / ap_json).read_text())["accuracy"]
+            results[name] = entry
+            print(json.dumps({name: {k: v for k, v in entry.items() if k != "instance"}}))
+            if args.json:
+                args.json.parent.mkdir(parents=True, exist_ok=True)
+                args.json.write_text(json.dumps(results, indent=2))
+    results["machine"] = {"cpu_count": os.cpu_count(), "cpus": len(os.sched_getaffinity(0))}
+    if args.json:
+        args.json.write_text(json.dumps(results, indent=2))
+
+
+if __name__ == "__main__":
+    main()
