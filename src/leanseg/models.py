@@ -16,9 +16,17 @@ from typing import Any
 from torch import nn
 
 from leanseg.config import Config, ConfigError, ModelConfig, _coerce
-from leanseg.nn.backbones import resnet
+from leanseg.nn.backbones import resnet, ssn_encoder
+from leanseg.nn.context.aspp import ASPP
 from leanseg.nn.heads.bilinear import BilinearHead
+from leanseg.nn.heads.carafe import CARAFEHead
+from leanseg.nn.heads.deeplabv3plus import DeepLabV3PlusHead
+from leanseg.nn.heads.duc import DUCHead
+from leanseg.nn.heads.erfnet import ERFNetDecoderHead
+from leanseg.nn.heads.igum import GUMHead, IGUMHead
 from leanseg.nn.heads.ladder import LadderHead
+from leanseg.nn.heads.nrd import NRDHead
+from leanseg.nn.heads.ssn_instance import SSNInstanceHead
 from leanseg.nn.segmentor import Segmentor
 
 BACKBONES: dict[str, Callable[..., nn.Module]] = {
@@ -26,13 +34,25 @@ BACKBONES: dict[str, Callable[..., nn.Module]] = {
     "resnet34": resnet.resnet34,
     "resnet50": resnet.resnet50,
     "resnet101": resnet.resnet101,
+    "erfnet_encoder": ssn_encoder.erfnet_encoder,
+    "ssn_encoder": ssn_encoder.ssn_encoder,
 }
 
-CONTEXTS: dict[str, Callable[..., nn.Module]] = {}
+CONTEXTS: dict[str, Callable[..., nn.Module]] = {
+    "aspp": ASPP,
+}
 
 HEADS: dict[str, Callable[..., nn.Module]] = {
     "bilinear": BilinearHead,
     "ladder": LadderHead,
+    "erfnet_decoder": ERFNetDecoderHead,
+    "igum": IGUMHead,
+    "gum": GUMHead,
+    "ssn_instance": SSNInstanceHead,
+    "nrd": NRDHead,
+    "deeplabv3plus": DeepLabV3PlusHead,
+    "duc": DUCHead,
+    "carafe": CARAFEHead,
 }
 
 # Arguments the builder passes itself; a config may not set them.
