@@ -38,6 +38,7 @@ from PIL import Image
 from torch.utils.data import Dataset
 
 from leanseg.data.base import IGNORE_INDEX, DatasetError, Sample, Transform
+from leanseg.data.classes import CAMVID_CLASSES, CAMVID_PALETTE
 from leanseg.data.synthetic_render import (
     BICYCLIST,
     BUILDING,
@@ -84,32 +85,9 @@ __all__ = [
     "write_dataset",
 ]
 
-CLASSES: tuple[str, ...] = (
-    "Sky",
-    "Building",
-    "Pole",
-    "Road",
-    "Pavement",
-    "Tree",
-    "SignSymbol",
-    "Fence",
-    "Car",
-    "Pedestrian",
-    "Bicyclist",
-)
-PALETTE: tuple[tuple[int, int, int], ...] = (
-    (128, 128, 128),
-    (128, 0, 0),
-    (192, 192, 128),
-    (128, 64, 128),
-    (60, 40, 222),
-    (128, 128, 0),
-    (192, 128, 128),
-    (64, 64, 128),
-    (64, 0, 128),
-    (64, 64, 0),
-    (0, 128, 192),
-)
+# The same 11 classes, ids and colours as CamVid (SegNet layout), so models move between them.
+CLASSES: tuple[str, ...] = CAMVID_CLASSES
+PALETTE: tuple[tuple[int, int, int], ...] = CAMVID_PALETTE
 # The class ids SKY .. BICYCLIST and THING_CLASSES are defined in synthetic_render, which
 # paints them, and re-exported here.
 SPLITS: tuple[str, ...] = ("train", "val", "test")

@@ -11,10 +11,10 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from leanseg.nn.backbones.base import FeatureInfo
-from leanseg.nn.losses import cross_entropy
+from leanseg.nn.heads.base import DenseHead
 
 
-class BilinearHead(nn.Module):
+class BilinearHead(DenseHead):
     """Optional 3x3 conv-BN-ReLU, dropout, 1x1 classifier, bilinear upsampling.
 
     Args:
@@ -59,12 +59,3 @@ class BilinearHead(nn.Module):
     def forward(self, features: dict[int, Tensor], image_size: tuple[int, int]) -> Tensor:
         scores = self.classifier(self.dropout(self.block(features[self.in_stride])))  # (B, C, h, w)
         return F.interpolate(scores, size=image_size, mode="bilinear", align_corners=False)
-
-    def losses(
-        self,
-        features: dict[int, Tensor],
-        targets: dict[str, Tensor],
-        image_size: tuple[int, int],
-    ) -> dict[str, Tensor]:
-        scores = self(features, image_size)
-        return {"loss_ce": cross_entropy(scores, targets["label"], self.ignore_index)}

@@ -29,7 +29,7 @@ from torch import Tensor, nn
 
 from leanseg.nn.backbones.base import FeatureInfo
 from leanseg.nn.context.aspp import conv_bn_relu
-from leanseg.nn.losses import cross_entropy
+from leanseg.nn.heads.base import DenseHead
 
 NormLayer = Callable[[int], nn.Module]
 
@@ -98,7 +98,7 @@ class CARAFE(nn.Module):
         return self.reassemble(x, kernels)
 
 
-class CARAFEHead(nn.Module):
+class CARAFEHead(DenseHead):
     """1x1 reduction, CARAFE x2 stages to ``out_stride``, 1x1 classifier, bilinear.
 
     Args:
@@ -148,12 +148,3 @@ class CARAFEHead(nn.Module):
         x = self.upsample(self.reduce(features[self.in_stride]))  # (B, channels, H/4, W/4)
         scores = self.classifier(x)
         return F.interpolate(scores, size=image_size, mode="bilinear", align_corners=False)
-
-    def losses(
-        self,
-        features: dict[int, Tensor],
-        targets: dict[str, Tensor],
-        image_size: tuple[int, int],
-    ) -> dict[str, Tensor]:
-        scores = self(features, image_size)
-        return {"loss_ce": cross_entropy(scores, targets["label"], self.ignore_index)}

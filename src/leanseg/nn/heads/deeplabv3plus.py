@@ -24,12 +24,12 @@ from torch import Tensor, nn
 
 from leanseg.nn.backbones.base import FeatureInfo
 from leanseg.nn.context.aspp import conv_bn_relu, separableconv_bn_relu
-from leanseg.nn.losses import cross_entropy
+from leanseg.nn.heads.base import DenseHead
 
 NormLayer = Callable[[int], nn.Module]
 
 
-class DeepLabV3PlusHead(nn.Module):
+class DeepLabV3PlusHead(DenseHead):
     """Low-level projection, fusion at stride 4, two 3x3 refinements, classifier, bilinear.
 
     Args:
@@ -92,12 +92,3 @@ class DeepLabV3PlusHead(nn.Module):
         x = self.refine(torch.cat([top, low], dim=1))  # (B, channels, H/4, W/4)
         scores = self.classifier(self.dropout(x))
         return F.interpolate(scores, size=image_size, mode="bilinear", align_corners=False)
-
-    def losses(
-        self,
-        features: dict[int, Tensor],
-        targets: dict[str, Tensor],
-        image_size: tuple[int, int],
-    ) -> dict[str, Tensor]:
-        scores = self(features, image_size)
-        return {"loss_ce": cross_entropy(scores, targets["label"], self.ignore_index)}

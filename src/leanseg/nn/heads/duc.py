@@ -17,10 +17,10 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from leanseg.nn.backbones.base import FeatureInfo
-from leanseg.nn.losses import cross_entropy
+from leanseg.nn.heads.base import DenseHead
 
 
-class DUCHead(nn.Module):
+class DUCHead(DenseHead):
     """kxk convolution to ``C * r_up^2`` channels, depth-to-space, bilinear to the image.
 
     Args:
@@ -67,12 +67,3 @@ class DUCHead(nn.Module):
         if scores.shape[-2:] == tuple(image_size):
             return scores
         return F.interpolate(scores, size=image_size, mode="bilinear", align_corners=False)
-
-    def losses(
-        self,
-        features: dict[int, Tensor],
-        targets: dict[str, Tensor],
-        image_size: tuple[int, int],
-    ) -> dict[str, Tensor]:
-        scores = self(features, image_size)
-        return {"loss_ce": cross_entropy(scores, targets["label"], self.ignore_index)}

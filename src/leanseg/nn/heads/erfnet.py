@@ -18,7 +18,7 @@ from torch import Tensor, nn
 
 from leanseg.nn.backbones.base import FeatureInfo
 from leanseg.nn.backbones.ssn_encoder import NonBottleneck1D
-from leanseg.nn.losses import cross_entropy
+from leanseg.nn.heads.base import DenseHead
 
 NormLayer = Callable[[int], nn.Module]
 
@@ -39,7 +39,7 @@ class UpsamplerBlock(nn.Module):
         return F.relu(self.bn(self.conv(x)))
 
 
-class ERFNetDecoderHead(nn.Module):
+class ERFNetDecoderHead(DenseHead):
     """ERFNet decoder on the coarsest features.
 
     Args:
@@ -81,12 +81,3 @@ class ERFNetDecoderHead(nn.Module):
         if scores.shape[-2:] != tuple(image_size):
             scores = F.interpolate(scores, size=image_size, mode="bilinear", align_corners=False)
         return scores
-
-    def losses(
-        self,
-        features: dict[int, Tensor],
-        targets: dict[str, Tensor],
-        image_size: tuple[int, int],
-    ) -> dict[str, Tensor]:
-        scores = self(features, image_size)
-        return {"loss_ce": cross_entropy(scores, targets["label"], self.ignore_index)}

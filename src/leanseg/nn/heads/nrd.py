@@ -40,7 +40,7 @@ from torch import Tensor, nn
 
 from leanseg.nn.backbones.base import FeatureInfo
 from leanseg.nn.context.aspp import conv_bn_relu
-from leanseg.nn.losses import cross_entropy
+from leanseg.nn.heads.base import DenseHead
 
 NormLayer = Callable[[int], nn.Module]
 
@@ -156,7 +156,7 @@ class DynamicMLP(nn.Module):
 # --------------------------------------------------------------------------- head
 
 
-class NRDHead(nn.Module):
+class NRDHead(DenseHead):
     """Controller + guidance branch + dynamic representational networks (NRD Fig. 3).
 
     Args:
@@ -281,15 +281,6 @@ class NRDHead(nn.Module):
     def forward(self, features: dict[int, Tensor], image_size: tuple[int, int]) -> Tensor:
         scores = self.grid_scores(features)
         return F.interpolate(scores, size=image_size, mode="bilinear", align_corners=False)
-
-    def losses(
-        self,
-        features: dict[int, Tensor],
-        targets: dict[str, Tensor],
-        image_size: tuple[int, int],
-    ) -> dict[str, Tensor]:
-        scores = self(features, image_size)
-        return {"loss_ce": cross_entropy(scores, targets["label"], self.ignore_index)}
 
 
 # --------------------------------------------------------------------------- reference
