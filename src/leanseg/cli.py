@@ -129,6 +129,7 @@ def build_parser() -> argparse.ArgumentParser:
     bench.add_argument("--device", default="cpu", help="cpu or cuda")
     bench.add_argument("--warmup", type=int, default=3, help="untimed warm-up runs")
     bench.add_argument("--repeats", type=int, default=10, help="timed runs")
+    bench.add_argument("--threads", type=int, help="torch CPU threads (default: torch's)")
     bench.add_argument(
         "--json", metavar="PATH", help="also write the figures as JSON ('-' = stdout)"
     )
@@ -357,11 +358,15 @@ def parse_size(text: str) -> tuple[int, int]:
 
 
 def _cmd_bench(args: argparse.Namespace) -> int:
+    import torch
+
     from leanseg.bench import benchmark_model, format_bench
     from leanseg.models import build_model
 
     size = parse_size(args.size)
     cfg = load_config(args.config, args.overrides)
+    if args.threads is not None:
+        torch.set_num_threads(args.threads)
     model = build_model(cfg)
     result = benchmark_model(
         model,

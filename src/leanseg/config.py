@@ -103,6 +103,9 @@ class TrainConfig:
     bn_recompute_batches: int = 0
     sync_bn: bool = False
     device: str = "auto"
+    # CPU threads of torch's intra-op pool; ``null`` keeps torch's default (one per core). On a
+    # CPU shared with other jobs, 1 avoids threads waiting on each other.
+    num_threads: int | None = None
 
 
 @dataclass

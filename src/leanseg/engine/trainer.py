@@ -100,6 +100,8 @@ class Trainer:
         show_progress: bool = True,
     ) -> None:
         self.cfg = cfg
+        if cfg.train.num_threads is not None:
+            torch.set_num_threads(cfg.train.num_threads)
         self.device = select_device(cfg.train.device)
         if self.device.type == "cuda":
             torch.cuda.set_device(self.device)
