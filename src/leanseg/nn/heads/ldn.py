@@ -1,0 +1,262 @@
+"""The full LDN upsampling path: SPP context, transition-up blocks, auxiliary soft-target losses.
+
+Thesis chapter 4 (Figure 4.1): the coarsest backbone map F goes through spatial pyramid
+pooling (:mod:`leanseg.nn.context.spp`); transition-up (TU) blocks (Figure 4.3) then blend the
+result with every finer backbone map down to ``out_stride``; the classifier (CLA) projects to
+the classes and upsamples bilinearly to the input. With a DenseNet backbone this is LDN, with a
+ResNet the ``ResNet18 32→4`` family of Table 4.1; with ``out_stride`` equal to the backbone's
+stride there are no TU blocks (``DN121 32↓``, ``DDN-121 8↓``). The simpler
+:class:`leanseg.nn.heads.ladder.LadderHead` stays for the conv-BN-ReLU SwiftNet-like ladder.
+
+Choices where the thesis is silent (each reproduces the model sizes of Tables 4.1, 4.2, 4.9
+within 5 %, see ``benchmarks/ldn_tables.py``):
+
+- TU output widths: 256 for the first two TU blocks after the SPP, 128 for the later ones
+  (``channels`` overrides them); the 1x1 after the sum halves the width of the sum.
+- Units are BN-ReLU-conv (pre-activation, as in DenseNet); the classifier is BN-ReLU-conv1x1
+  with bias.
+- DWS (Table 4.9): the 3x3 blend becomes a depthwise 3x3 (BN-ReLU-dwconv) followed by a
+  pointwise 1x1 convolution without a normalisation in between.
+- Auxiliary losses (eq. 4.2-4.3): on each SPP pool and after each TU block except the last one
+  (whose features feed the main prediction); ``aux_loss="pyramid"`` is the chapter-5 variant:
+  predictions from the SPP output and every TU output except the last (strides 64, 32, 16, 8 in
+  LDN 64→4), no SPP-pool terms, weight 1 for the main loss and 0.4 for the mean auxiliary loss.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Literal
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from leanseg.nn.backbones.base import FeatureInfo
+from leanseg.nn.backbones.densenet import checkpointed
+from leanseg.nn.context.spp import PSPSPP, SPP, BNReLUConv, NoSPP
+from leanseg.nn.losses import cross_entropy
+
+NormLayer = Callable[[int], nn.Module]
+
+
+# ----------------------------------------------------------------------------- soft targets
+
+
+def class_histograms(label: Tensor, num_classes: int, ignore_index: int = 255) -> Tensor:
+    """One-hot labels ``(B, C, H, W)`` as float; ignored pixels are all-zero columns."""
+    valid = label != ignore_index
+    one_hot = F.one_hot(torch.where(valid, label, 0).long(), num_classes)  # (B, H, W, C)
+    one_hot = one_hot * valid.unsqueeze(-1)
+    return one_hot.permute(0, 3, 1, 2).float()
+
+
+def soft_targets(one_hot: Tensor, size: tuple[int, int]) -> Tensor:
+    """Class histograms of the windows of a ``size`` grid (thesis eq. 4.3), by average pooling.
+
+    Where the label size is a multiple of ``size`` each cell is an exact ``k x k`` window;
+    otherwise adaptive pooling takes the (overlapping) windows PyTorch assigns to each cell.
+    Ignored pixels contribute to no class, so a cell's histogram sums to its valid fraction.
+    """
+    height, width = one_hot.shape[-2:]
+    if height % size[0] == 0 and width % size[1] == 0:
+        kernel = (height // size[0], width // size[1])
+        return F.avg_pool2d(one_hot, kernel, stride=kernel)
+    return F.adaptive_avg_pool2d(one_hot, size)
+
+
+def soft_cross_entropy(scores: Tensor, targets: Tensor) -> Tensor:
+    """Cross-entropy between predictions and soft targets (thesis eq. 4.2).
+
+    ``-sum y log softmax(s)`` over cells and classes, divided by the total target mass, which
+    is ``WH / k^2`` (the number of cells) when nothing is ignored, as in eq. 4.2; with ignored
+    pixels every valid pixel keeps the same weight. All-ignored batches give 0.
+    """
+    log_probs = F.log_softmax(scores.float(), dim=1)
+    return -(targets * log_probs).sum() / targets.sum().clamp(min=1e-6)
+
+
+# ----------------------------------------------------------------------------- blocks
+
+
+class TransitionUpLDN(nn.Module):
+    """Transition-up of thesis Figure 4.3.
+
+    Upsample ``U_{i-1}`` to the skip's size, project the skip to the width of ``U_{i-1}``, sum,
+    reduce with 1x1 to half that width, blend with one 3x3 (or depthwise-separable) convolution.
+    """
+
+    def __init__(
+        self,
+        skip_channels: int,
+        in_channels: int,
+        out_channels: int,
+        norm_layer: NormLayer,
+        *,
+        separable: bool = False,
+    ) -> None:
+        super().__init__()
+        mid = in_channels // 2
+        self.project = BNReLUConv(skip_channels, in_channels, 1, norm_layer)
+        self.reduce = BNReLUConv(in_channels, mid, 1, norm_layer)
+        if separable:
+            self.blend = nn.Sequential(
+                BNReLUConv(mid, mid, 3, norm_layer, groups=mid),
+                nn.Conv2d(mid, out_channels, 1, bias=False),
+            )
+        else:
+            self.blend = BNReLUConv(mid, out_channels, 3, norm_layer)
+
+    def forward(self, coarse: Tensor, skip: Tensor) -> Tensor:
+        up = F.interpolate(coarse, size=skip.shape[-2:], mode="bilinear", align_corners=False)
+        return self.blend(self.reduce(up + self.project(skip)))
+
+
+class Classifier(nn.Sequential):
+    """CLA: BN-ReLU-conv1x1 (with bias) to the classes."""
+
+    def __init__(self, in_channels: int, num_classes: int, norm_layer: NormLayer) -> None:
+        super().__init__(
+            norm_layer(in_channels), nn.ReLU(inplace=True), nn.Conv2d(in_channels, num_classes, 1)
+        )
+
+
+# ----------------------------------------------------------------------------- head
+
+
+class LDNHead(nn.Module):
+    """SPP + ladder-style upsampling + classifier with auxiliary soft-target losses.
+
+    Args:
+        feature_info: what the backbone returns; the coarsest map is F.
+        num_classes: number of output classes.
+        ignore_index: label value excluded from the losses.
+        context: ``"spp"`` (Figure 4.2), ``"psp"`` (PSPNet-style, Table 4.9 "SPP [36]"),
+            ``"conv"`` (Table 4.9 "NoSPP").
+        spp_bottleneck: width of the projection of F (d/2 for DenseNet-121).
+        spp_level: width of each pooled level (d/8).
+        spp_out: width of C (d/4).
+        grids: rows of the SPP grids.
+        out_stride: stride of the finest TU output, where the classifier runs.
+        channels: TU output widths from coarse to fine; ``None`` for 256, 256, 128, 128, ...
+        separable: depthwise-separable 3x3 blends (Table 4.9 "DWS").
+        aux_loss: ``"ladder"`` (thesis 4.6.1), ``"pyramid"`` (chapter 5) or ``"none"``.
+        main_weight: weight of the main loss (0.6 in thesis 4.6.1; the pyramid variant uses 1).
+        aux_weight: weight of the mean auxiliary loss (0.4).
+        checkpoint: checkpoint every TU block ("(UP)" of Table 4.11).
+        norm_layer: normalisation layer factory.
+    """
+
+    def __init__(
+        self,
+        *,
+        feature_info: list[FeatureInfo],
+        num_classes: int,
+        ignore_index: int = 255,
+        context: Literal["spp", "psp", "conv"] = "spp",
+        spp_bottleneck: int = 512,
+        spp_level: int = 128,
+        spp_out: int = 256,
+        grids: tuple[int, ...] = (1, 2, 4, 8),
+        out_stride: int = 4,
+        channels: tuple[int, ...] | None = None,
+        separable: bool = False,
+        aux_loss: Literal["ladder", "pyramid", "none"] = "ladder",
+        main_weight: float = 0.6,
+        aux_weight: float = 0.4,
+        checkpoint: bool = False,
+        norm_layer: NormLayer = nn.BatchNorm2d,
+    ) -> None:
+        super().__init__()
+        by_stride = {info.stride: info for info in feature_info}
+        self.top_stride = max(by_stride)
+        if out_stride not in by_stride:
+            raise ValueError(f"out_stride {out_stride} not among features {sorted(by_stride)}")
+        self.skip_strides = sorted(
+            (s for s in by_stride if out_stride <= s < self.top_stride), reverse=True
+        )
+        self.num_classes = num_classes
+        self.ignore_index = ignore_index
+        self.aux_loss = aux_loss
+        self.main_weight = main_weight
+        self.aux_weight = aux_weight
+        self.checkpoint = checkpoint
+        d = by_stride[self.top_stride].channels
+        if context == "spp":
+            self.context = SPP(
+                d,
+                bottleneck_channels=spp_bottleneck,
+                level_channels=spp_level,
+                out_channels=spp_out,
+                grids=grids,
+                norm_layer=norm_layer,
+            )
+        elif context == "psp":
+            self.context = PSPSPP(d, out_channels=spp_out, norm_layer=norm_layer)
+        elif context == "conv":
+            self.context = NoSPP(
+                d, bottleneck_channels=spp_bottleneck, out_channels=spp_out, norm_layer=norm_layer
+            )
+        else:
+            raise ValueError(f"context must be 'spp', 'psp' or 'conv', got {context!r}")
+        n = len(self.skip_strides)
+        widths = list(channels) if channels is not None else [256, 256] + [128] * max(0, n - 2)
+        if len(widths) < n:
+            raise ValueError(f"channels lists {len(widths)} widths for {n} TU blocks")
+        in_widths = [spp_out, *widths][:n]
+        self.steps = nn.ModuleList(
+            TransitionUpLDN(by_stride[s].channels, w_in, w_out, norm_layer, separable=separable)
+            for s, w_in, w_out in zip(self.skip_strides, in_widths, widths[:n], strict=True)
+        )
+        final = widths[n - 1] if n else spp_out
+        self.classifier = Classifier(final, num_classes, norm_layer)
+        # Auxiliary classifiers: not used at inference (no FLOPs counted there).
+        aux_in: list[int] = []
+        if aux_loss == "ladder":
+            aux_in = [self.context.level_channels] * len(getattr(self.context, "levels", []))
+            aux_in += widths[: max(0, n - 1)]
+        elif aux_loss == "pyramid":
+            aux_in = [spp_out, *widths[: max(0, n - 1)]]
+        self.aux_classifiers = nn.ModuleList(Classifier(w, num_classes, norm_layer) for w in aux_in)
+
+    def _upsampling_path(
+        self, features: dict[int, Tensor]
+    ) -> tuple[Tensor, list[Tensor], list[Tensor]]:
+        """Final representation, pooled SPP levels, and the context + TU outputs (coarse first)."""
+        x, pooled = self.context(features[self.top_stride])
+        path = [x]
+        for stride, step in zip(self.skip_strides, self.steps, strict=True):
+            if self.checkpoint and torch.is_grad_enabled():
+                x = checkpointed(step, step, x, features[stride])
+            else:
+                x = step(x, features[stride])
+            path.append(x)
+        return x, pooled, path
+
+    def forward(self, features: dict[int, Tensor], image_size: tuple[int, int]) -> Tensor:
+        x, _, _ = self._upsampling_path(features)
+        scores = self.classifier(x)  # (B, C, H / out_stride, W / out_stride)
+        return F.interpolate(scores, size=image_size, mode="bilinear", align_corners=False)
+
+    def losses(
+        self,
+        features: dict[int, Tensor],
+        targets: dict[str, Tensor],
+        image_size: tuple[int, int],
+    ) -> dict[str, Tensor]:
+        x, pooled, path = self._upsampling_path(features)
+        label = targets["label"]
+        scores = F.interpolate(
+            self.classifier(x), size=image_size, mode="bilinear", align_corners=False
+        )
+        main = cross_entropy(scores, label, self.ignore_index)
+        if self.aux_loss == "none" or not len(self.aux_classifiers):
+            return {"loss_ce": main}
+        aux_inputs = [*pooled, *path[1:-1]] if self.aux_loss == "ladder" else path[:-1]
+        one_hot = class_histograms(label, self.num_classes, self.ignore_index)
+        terms = []
+        for feature, classifier in zip(aux_inputs, self.aux_classifiers, strict=True):
+            target = soft_targets(one_hot, tuple(feature.shape[-2:]))
+            terms.append(soft_cross_entropy(classifier(feature), target))
+        aux = torch.stack(terms).mean()
+        return {"loss_ce": self.main_weight * main, "loss_aux": self.aux_weight * aux}
