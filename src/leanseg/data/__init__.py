@@ -12,6 +12,7 @@ from torch.utils.data import Dataset
 
 from leanseg.config import ConfigError, DataConfig
 from leanseg.data.base import IGNORE_INDEX, DatasetError, Sample, SegmentationDataset
+from leanseg.data.cocostuff import COCOStuff10k
 from leanseg.data.datasets import (
     ADE20K,
     KITTI,
@@ -32,6 +33,7 @@ DATASETS: dict[str, type] = {
     "ade20k": ADE20K,
     "voc": VOC,
     "folder": Folder,
+    "cocostuff10k": COCOStuff10k,
 }
 SYNTHETIC = "synthetic"
 DATASET_NAMES: tuple[str, ...] = (*DATASETS, SYNTHETIC)
