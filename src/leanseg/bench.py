@@ -253,7 +253,11 @@ def activation_memory(
         pointer, nbytes = _storage_key(tensor)
         if pointer not in excluded:
             storages[pointer] = max(nbytes, storages.get(pointer, 0))
-        return tensor
+        # A detached alias, not ``tensor`` itself: a tensor an op saves for its own backward
+        # (e.g. a ReLU output) would otherwise reference its grad_fn through the saved variable
+        # and back, a cycle through C++ that the garbage collector cannot break, so the whole
+        # forward's activations would leak on every call. No backward runs here.
+        return tensor.detach()
 
     def unpack(tensor: Tensor) -> Tensor:
         return tensor
