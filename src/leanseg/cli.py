@@ -135,6 +135,18 @@ def build_parser() -> argparse.ArgumentParser:
     )
     bench.set_defaults(handler=_cmd_bench)
 
+    quadtree = commands.add_parser("quadtree", help="QGN quadtree label tools")
+    quadtree_commands = quadtree.add_subparsers(title="quadtree commands", metavar="COMMAND")
+    qstats = quadtree_commands.add_parser(
+        "stats", help="pixels per quadtree leaf level and compression ratio (QGN Table 5)"
+    )
+    qstats.add_argument("config", help="YAML config file")
+    _add_overrides(qstats)
+    qstats.add_argument("--split", nargs="+", help="splits (default: train and val)")
+    qstats.add_argument("--max-images", type=int, help="at most this many images per split")
+    qstats.add_argument("--json", metavar="PATH", help="also write the rows as JSON ('-' = stdout)")
+    qstats.set_defaults(handler=_cmd_quadtree_stats)
+
     demo = commands.add_parser(
         "demo", help="generate street scenes, train a small model, evaluate, predict"
     )
@@ -380,6 +392,21 @@ def _cmd_bench(args: argparse.Namespace) -> int:
     Console().print(format_bench(result))
     if args.json:
         _write_json({"config": str(args.config), **result.to_dict()}, args.json)
+    return 0
+
+
+# ---------------------------------------------------------------------- quadtree
+
+
+def _cmd_quadtree_stats(args: argparse.Namespace) -> int:
+    from leanseg.structures.quadtree_stats import format_table, split_stats
+
+    cfg = load_config(args.config, args.overrides)
+    splits = args.split or [cfg.data.train_split, cfg.data.val_split]
+    rows = [split_stats(cfg.data, split, max_images=args.max_images) for split in splits]
+    print(format_table(rows))
+    if args.json:
+        _write_json({"config": str(args.config), "rows": [r.to_dict() for r in rows]}, args.json)
     return 0
 
 

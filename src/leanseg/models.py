@@ -16,7 +16,7 @@ from typing import Any
 from torch import nn
 
 from leanseg.config import Config, ConfigError, ModelConfig, _coerce
-from leanseg.nn.backbones import resnet, ssn_encoder
+from leanseg.nn.backbones import densenet, hrnet, resnet, ssn_encoder
 from leanseg.nn.context.aspp import ASPP
 from leanseg.nn.heads.bilinear import BilinearHead
 from leanseg.nn.heads.carafe import CARAFEHead
@@ -25,7 +25,10 @@ from leanseg.nn.heads.duc import DUCHead
 from leanseg.nn.heads.erfnet import ERFNetDecoderHead
 from leanseg.nn.heads.igum import GUMHead, IGUMHead
 from leanseg.nn.heads.ladder import LadderHead
+from leanseg.nn.heads.ldn import LDNHead
 from leanseg.nn.heads.nrd import NRDHead
+from leanseg.nn.heads.qgn import QGNHead
+from leanseg.nn.heads.sandf import SandFHead
 from leanseg.nn.heads.ssn_instance import SSNInstanceHead
 from leanseg.nn.segmentor import Segmentor
 
@@ -34,8 +37,14 @@ BACKBONES: dict[str, Callable[..., nn.Module]] = {
     "resnet34": resnet.resnet34,
     "resnet50": resnet.resnet50,
     "resnet101": resnet.resnet101,
+    "densenet121": densenet.densenet121,
+    "densenet169": densenet.densenet169,
+    "densenet161": densenet.densenet161,
     "erfnet_encoder": ssn_encoder.erfnet_encoder,
     "ssn_encoder": ssn_encoder.ssn_encoder,
+    "hrnet_w18": hrnet.hrnet_w18,
+    "hrnet_w32": hrnet.hrnet_w32,
+    "hrnet_w48": hrnet.hrnet_w48,
 }
 
 CONTEXTS: dict[str, Callable[..., nn.Module]] = {
@@ -45,14 +54,17 @@ CONTEXTS: dict[str, Callable[..., nn.Module]] = {
 HEADS: dict[str, Callable[..., nn.Module]] = {
     "bilinear": BilinearHead,
     "ladder": LadderHead,
+    "ldn": LDNHead,
     "erfnet_decoder": ERFNetDecoderHead,
     "igum": IGUMHead,
     "gum": GUMHead,
     "ssn_instance": SSNInstanceHead,
     "nrd": NRDHead,
+    "qgn": QGNHead,
     "deeplabv3plus": DeepLabV3PlusHead,
     "duc": DUCHead,
     "carafe": CARAFEHead,
+    "sandf": SandFHead,
 }
 
 # Arguments the builder passes itself; a config may not set them.
