@@ -4,17 +4,26 @@ LDN121 32→4 (``configs/ldn/ldn121_32to4_cityscapes.yaml``, 19 classes) with th
 ``checkpointing`` set to each strategy and the head's TU blocks checkpointed for the "(UP)"
 strategies. For each strategy: bytes saved for backward (:func:`leanseg.bench.activation_memory`
 of the training losses), peak process memory of a forward+backward step
-(:func:`leanseg.bench.measure_memory`), mean step time, and the largest parameter-gradient
-difference to the unchecked model (same weights, same batch). Usage::
+(:func:`leanseg.bench.measure_memory`; this step is also the strategy's untimed warm-up), the
+median time of ``--steps`` timed forward+backward steps, and the largest parameter-gradient
+difference to the unchecked model (same weights, same batch).
 
-    python benchmarks/ldn_checkpointing.py [--json] [--size 768] [--batch 2] [--steps 2]
+The timed steps run round-robin over the strategies (round 1: one step of every strategy, then
+round 2, ...) so that a change of load on a shared machine affects every strategy alike instead of
+whichever strategy happened to be timed at the time. Progress goes to stderr. Usage::
+
+    python benchmarks/ldn_checkpointing.py [--json] [--size 768] [--batch 2] [--steps 3]
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import copy
+import ctypes
 import json
+import statistics
+import sys
 import time
 from pathlib import Path
 
@@ -24,6 +33,22 @@ from leanseg.bench import activation_memory, measure_memory
 from leanseg.config import load_config
 from leanseg.models import build_segmentor
 from leanseg.nn.backbones.densenet import CHECKPOINTING
+
+
+def trim_heap() -> int:
+    """Return freed heap memory to the OS (glibc ``malloc_trim``) and give the RSS in bytes.
+
+    Called between steps, outside the timing: without it, a long run of steps with different
+    allocation patterns grows the process far beyond one step's peak (heap fragmentation).
+    """
+    with contextlib.suppress(OSError, AttributeError):
+        ctypes.CDLL(None).malloc_trim(0)
+    with contextlib.suppress(OSError):
+        for line in Path("/proc/self/status").read_text().splitlines():
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1]) * 1024
+    return 0
+
 
 CONFIG = Path(__file__).resolve().parents[1] / "configs" / "ldn" / "ldn121_32to4_cityscapes.yaml"
 
@@ -41,7 +66,9 @@ def main() -> None:
     parser.add_argument("--json", action="store_true")
     parser.add_argument("--size", type=int, default=768)
     parser.add_argument("--batch", type=int, default=2)
-    parser.add_argument("--steps", type=int, default=2, help="timed steps after one warm-up")
+    parser.add_argument(
+        "--steps", type=int, default=3, help="timed steps per strategy (after an untimed warm-up)"
+    )
     args = parser.parse_args()
     generator = torch.Generator().manual_seed(0)
     images = torch.randn(args.batch, 3, args.size, args.size, generator=generator)
@@ -49,12 +76,13 @@ def main() -> None:
     targets = {"label": label}
     reference: dict[str, torch.Tensor] | None = None
     results = []
+    steps = {}
+
+    def loss_fn(m: torch.nn.Module, x: torch.Tensor) -> torch.Tensor:
+        return sum(m.losses(x, targets).values())
+
     for strategy in CHECKPOINTING:
         model = build(strategy)
-
-        def loss_fn(m: torch.nn.Module, x: torch.Tensor) -> torch.Tensor:
-            return sum(m.losses(x, targets).values())
-
         saved = activation_memory(model, images, loss_fn)
         state = copy.deepcopy(model.state_dict())
 
@@ -62,27 +90,46 @@ def main() -> None:
             model.zero_grad(set_to_none=True)
             loss_fn(model, images).backward()
 
-        peak = measure_memory(step)
+        start = time.perf_counter()
+        peak = measure_memory(step)  # the untimed warm-up step
+        warmup_s = time.perf_counter() - start
         grads = {n: p.grad.clone() for n, p in model.named_parameters() if p.grad is not None}
         model.load_state_dict(state)
-        times = []
-        for _ in range(args.steps):
-            start = time.perf_counter()
-            step()
-            times.append(time.perf_counter() - start)
         if reference is None:
             reference = grads
         max_diff = max((grads[n] - reference[n]).abs().max().item() for n in reference)
+        del grads
+        steps[strategy] = (step, [])
+        rss = trim_heap() / 2**30
+        print(
+            f"{strategy}: warm-up {warmup_s:.1f} s, RSS {rss:.2f} GiB", file=sys.stderr, flush=True
+        )
         results.append(
             {
                 "strategy": strategy,
                 "saved_bytes": saved,
                 "peak_rss_increase_bytes": peak.increase_bytes,
                 "peak_method": peak.method,
-                "step_s": sum(times) / len(times),
+                "warmup_step_s": round(warmup_s, 3),
                 "max_grad_diff": max_diff,
+                "grads_equal_1e-5": max_diff <= 1e-5,
             }
         )
+    for round_ in range(args.steps):
+        for strategy, (step, times) in steps.items():
+            start = time.perf_counter()
+            step()
+            times.append(time.perf_counter() - start)
+            rss = trim_heap() / 2**30
+            print(
+                f"round {round_ + 1} {strategy}: {times[-1]:.1f} s, RSS after {rss:.2f} GiB",
+                file=sys.stderr,
+                flush=True,
+            )
+    for r in results:
+        times = steps[r["strategy"]][1]
+        r["step_times_s"] = [round(t, 3) for t in times]
+        r["step_s"] = round(statistics.median(times), 3)
     base = results[0]
     for r in results:
         r["memory_reduction"] = round(base["saved_bytes"] / r["saved_bytes"], 2)
@@ -91,6 +138,8 @@ def main() -> None:
         "model": "LDN121 32→4",
         "input": [args.batch, 3, args.size, args.size],
         "threads": torch.get_num_threads(),
+        "timed_steps": args.steps,
+        "step_s": "median of the timed steps, run round-robin after one untimed warm-up each",
         "paper_table_4_11_mb_bs6": {
             "none": 11265,
             "(3x3)": 10107,
