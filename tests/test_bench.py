@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import gc
 import json
 import math
+import weakref
 from io import StringIO
 
 import pytest
@@ -147,6 +149,17 @@ def test_activation_memory_linear_relu() -> None:
     assert activation_memory(model, x) == expected
     with torch.no_grad():
         assert activation_memory(model, x) == 0
+
+
+def test_activation_memory_frees_the_activations() -> None:
+    # ReLU saves its own output; returning that very tensor from the pack hook used to make a
+    # reference cycle through autograd's C++ graph that kept every activation alive forever.
+    outputs = []
+    model = nn.Sequential(nn.Linear(5, 7), nn.ReLU())
+    model[1].register_forward_hook(lambda mod, inp, out: outputs.append(weakref.ref(out)))
+    assert activation_memory(model, torch.randn(4, 5)) > 0
+    gc.collect()
+    assert outputs and outputs[0]() is None
 
 
 def test_activation_memory_counts_each_storage_once() -> None:
