@@ -146,3 +146,14 @@ def test_perfect_predictions_give_low_loss_and_tp_ignores_descendants():
     assert re.semantic[0].eq(2).all() and all(y.eq(255).all() for y in re.semantic[1:])
     losses = head.losses(features, {"label": label}, (32, 32))
     assert losses["loss_unity"] < 1e-3  # the only supervised unity cells are predicted right
+
+
+def test_rows_without_a_pyramid_are_served_by_the_finest_level():
+    """S&F eq. 2 levels are 0 (coarsest) .. L-1 (finest); a per-pixel head serves from L-1."""
+    model = build_segmentor(
+        ModelConfig(backbone={"name": "resnet18"}, head={"name": "sandf", "output": "pixel"}),
+        num_classes=3,
+    ).eval()
+    with torch.no_grad():
+        _, level = model.head.fuse(model.features(torch.randn(1, 3, 64, 64)))
+    assert torch.all(level == model.head.num_levels - 1)

@@ -353,7 +353,8 @@ class SandFHead(nn.Module):
             fused, level = fuse(log_probs, probs, self.tau if tau is None else tau)
         else:
             fused = semantic[-1]
-            level = torch.full_like(fused[:, 0], len(semantic) - 1, dtype=torch.long)
+            # Per-pixel and finest-only rows predict at the finest level L-1 of the pyramid.
+            level = torch.full_like(fused[:, 0], self.num_levels - 1, dtype=torch.long)
         return fused[..., :h, :w], level[..., :h, :w]
 
     def forward(self, features: dict[int, Tensor], image_size: tuple[int, int]) -> Tensor:
