@@ -33,33 +33,9 @@ import torch
 from torch import Tensor, nn
 
 from leanseg.nn.backbones.base import FeatureInfo
+from leanseg.nn.layers import conv_bn_relu
 
 NormLayer = Callable[[int], nn.Module]
-
-
-def conv_bn_relu(
-    in_channels: int,
-    out_channels: int,
-    kernel_size: int,
-    norm_layer: NormLayer,
-    *,
-    dilation: int = 1,
-    groups: int = 1,
-) -> nn.Sequential:
-    padding = dilation * (kernel_size // 2)
-    return nn.Sequential(
-        nn.Conv2d(
-            in_channels,
-            out_channels,
-            kernel_size,
-            padding=padding,
-            dilation=dilation,
-            groups=groups,
-            bias=False,
-        ),
-        norm_layer(out_channels),
-        nn.ReLU(inplace=True),
-    )
 
 
 def separableconv_bn_relu(

@@ -23,8 +23,9 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from leanseg.nn.backbones.base import FeatureInfo
-from leanseg.nn.context.aspp import conv_bn_relu, separableconv_bn_relu
+from leanseg.nn.context.aspp import separableconv_bn_relu
 from leanseg.nn.heads.base import DenseHead
+from leanseg.nn.layers import conv_bn_relu
 
 NormLayer = Callable[[int], nn.Module]
 

@@ -16,19 +16,10 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from leanseg.nn.backbones.base import FeatureInfo
+from leanseg.nn.layers import conv_bn_relu
 from leanseg.nn.losses import cross_entropy
 
 NormLayer = Callable[[int], nn.Module]
-
-
-def conv_bn_relu(
-    in_channels: int, out_channels: int, kernel_size: int, norm_layer: NormLayer
-) -> nn.Sequential:
-    return nn.Sequential(
-        nn.Conv2d(in_channels, out_channels, kernel_size, padding=kernel_size // 2, bias=False),
-        norm_layer(out_channels),
-        nn.ReLU(inplace=True),
-    )
 
 
 class TransitionUp(nn.Module):

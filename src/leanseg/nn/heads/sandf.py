@@ -59,18 +59,11 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from leanseg.nn.backbones.base import FeatureInfo
+from leanseg.nn.layers import conv_bn_relu
 from leanseg.nn.losses import cross_entropy
 from leanseg.structures.pyramid import fuse, pyramid_targets, relabel
 
 POOL_SIZES = (1, 3, 6, 8)  # PyramidSampling N of S&F 3.3, S = 1 + 9 + 36 + 64 = 110
-
-
-def conv_bn_relu(in_channels: int, out_channels: int, kernel_size: int = 1) -> nn.Sequential:
-    return nn.Sequential(
-        nn.Conv2d(in_channels, out_channels, kernel_size, padding=kernel_size // 2, bias=False),
-        nn.BatchNorm2d(out_channels),
-        nn.ReLU(inplace=True),
-    )
 
 
 def pyramid_sampling(x: Tensor, sizes: tuple[int, ...] = POOL_SIZES) -> Tensor:
