@@ -4,7 +4,9 @@ Sites are "quadtree-like": a real CamVid label (or a synthetic scene) is resized
 grid, every pixel is ranked by the level of its quadtree leaf (finest first, i.e. class boundaries
 first; ties broken by a random key shared by each 8x8 cell) and the top p % become active.
 Saved bytes = tensors autograd (or the sparse Function) keeps for backward, as
-``leanseg.bench.activation_memory`` counts them.
+``leanseg.bench.activation_memory`` counts them. ``--algorithms`` times each way
+:class:`~leanseg.nn.sparse.SubmConv2d` can compute the conv (``gather``, ``offset``, ``dense``,
+``auto``) on the same sites; the first one listed fills the summary columns.
 
     OMP_NUM_THREADS=1 python benchmarks/qgn_sparse_conv.py \
         --json benchmarks/results/qgn_sparse_conv.json
@@ -82,6 +84,9 @@ def timed(fn, repeats: int) -> float:
 def measure(conv: SubmConv2d, dense_x: torch.Tensor, mask: torch.Tensor, repeats: int) -> tuple:
     """Time and saved bytes of one sparse vs dense-masked forward + backward."""
     sp = SparseTensor.from_dense(dense_x, mask)
+    # Eq. 11 upsampling leaves sites in parent order, not raster order: time that case.
+    order = torch.randperm(sp.num_sites, generator=torch.Generator().manual_seed(0))
+    sp = SparseTensor(sp.coords[order], sp.features[order], sp.spatial_shape)
     feats = sp.features.clone().requires_grad_(True)
     t0 = time.perf_counter()
     sp.neighbours()
@@ -113,34 +118,48 @@ def run(args: argparse.Namespace) -> dict:
     h, w = args.size
     label, source = load_label((h, w), Path(args.camvid))
     c = args.channels
-    conv = SubmConv2d(c, c, 3)
     dense_x = torch.randn(1, c, h, w)
     rows = []
     for pct in args.percents:
         mask = quadtree_like_mask(label, pct / 100)
-        sp, table_s, sparse_s, dense_s, sparse_b, dense_b = measure(
-            conv, dense_x, mask, args.repeats
-        )
-        rows.append(
-            {
-                "active_percent": pct,
-                "sites": sp.num_sites,
+        row: dict = {"active_percent": pct, "algorithms": {}}
+        for algorithm in args.algorithms:
+            torch.manual_seed(0)
+            conv = SubmConv2d(c, c, 3, algorithm=algorithm)
+            sp, table_s, sparse_s, dense_s, sparse_b, dense_b = measure(
+                conv, dense_x, mask, args.repeats
+            )
+            ran = conv.choose_algorithm(sp)
+            row["algorithms"][algorithm] = {
+                "ran": ran,
                 "sparse_s": sparse_s,
-                "dense_masked_s": dense_s,
                 "speedup": dense_s / sparse_s,
-                "neighbour_table_s": table_s,
                 "sparse_saved_bytes": sparse_b,
-                "dense_saved_bytes": dense_b,
                 "saved_ratio": sparse_b / dense_b,
             }
-        )
-        print(
-            f"{pct:>5.1f} %  sites {sp.num_sites:>8}  sparse {sparse_s * 1e3:8.1f} ms  "
-            f"dense-masked {dense_s * 1e3:8.1f} ms  speedup {dense_s / sparse_s:5.2f}x  "
-            f"saved {sparse_b / 2**20:7.1f} / {dense_b / 2**20:7.1f} MiB "
-            f"({100 * sparse_b / dense_b:5.1f} %)  table {table_s * 1e3:.1f} ms",
-            flush=True,
-        )
+            if algorithm == args.algorithms[0]:
+                row.update(
+                    {
+                        "algorithm": algorithm,
+                        "sites": sp.num_sites,
+                        "sparse_s": sparse_s,
+                        "dense_masked_s": dense_s,
+                        "speedup": dense_s / sparse_s,
+                        "neighbour_table_s": table_s,
+                        "sparse_saved_bytes": sparse_b,
+                        "dense_saved_bytes": dense_b,
+                        "saved_ratio": sparse_b / dense_b,
+                    }
+                )
+            print(
+                f"{pct:>5.1f} %  sites {sp.num_sites:>8}  {algorithm:>6} ({ran:>6}) "
+                f"{sparse_s * 1e3:8.1f} ms  dense-masked {dense_s * 1e3:8.1f} ms  "
+                f"speedup {dense_s / sparse_s:5.2f}x  saved {sparse_b / 2**20:7.1f} / "
+                f"{dense_b / 2**20:7.1f} MiB ({100 * sparse_b / dense_b:5.1f} %)  "
+                f"table {table_s * 1e3:.1f} ms",
+                flush=True,
+            )
+        rows.append(row)
     return {
         "grid": [h, w],
         "channels": c,
@@ -156,6 +175,13 @@ def main() -> None:
     parser.add_argument("--size", type=int, nargs=2, default=[512, 1024])
     parser.add_argument("--channels", type=int, default=64)
     parser.add_argument("--percents", type=float, nargs="+", default=[100, 25, 10, 3])
+    parser.add_argument(
+        "--algorithms",
+        nargs="+",
+        default=["auto"],
+        choices=["auto", "gather", "offset", "dense"],
+        help="SubmConv2d algorithms to time (the first fills the summary columns)",
+    )
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--repeats", type=int, default=2)
     parser.add_argument("--camvid", default="../shared/data/camvid")

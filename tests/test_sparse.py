@@ -4,7 +4,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from leanseg.nn.sparse import SparseBatchNorm, SparseTensor, SubmConv2d
+from leanseg.nn.sparse import DENSE_FRACTION, SparseBatchNorm, SparseTensor, SubmConv2d
 
 
 def _masked_input(seed=0, b=2, c=5, h=9, w=11, p=0.4):
@@ -14,11 +14,12 @@ def _masked_input(seed=0, b=2, c=5, h=9, w=11, p=0.4):
     return dense, mask
 
 
+@pytest.mark.parametrize("algorithm", ["gather", "offset", "dense", "auto"])
 @pytest.mark.parametrize("kernel_size", [1, 3])
 @pytest.mark.parametrize("p", [0.1, 0.5, 1.0])
-def test_subm_conv_matches_masked_dense(kernel_size, p):
+def test_subm_conv_matches_masked_dense(kernel_size, p, algorithm):
     dense, mask = _masked_input(p=p)
-    conv = SubmConv2d(5, 7, kernel_size).double()
+    conv = SubmConv2d(5, 7, kernel_size, algorithm=algorithm).double()
     x = SparseTensor.from_dense(dense, mask)
     x.features.requires_grad_(True)
     out = conv(x)
@@ -34,12 +35,34 @@ def test_subm_conv_matches_masked_dense(kernel_size, p):
     torch.testing.assert_close(grads[2], ref_grads[2])
 
 
-def test_gradcheck_small():
+@pytest.mark.parametrize("algorithm", ["gather", "offset", "dense"])
+def test_gradcheck_small(algorithm):
     dense, mask = _masked_input(c=2, h=4, w=5, p=0.6)
     x = SparseTensor.from_dense(dense, mask)
-    conv = SubmConv2d(2, 3).double()
+    # Sites in a non-raster order, as after eq. 11 upsampling.
+    order = torch.randperm(x.num_sites, generator=torch.Generator().manual_seed(3))
+    x = SparseTensor(x.coords[order], x.features[order], x.spatial_shape)
+    conv = SubmConv2d(2, 3, algorithm=algorithm).double()
     feats = x.features.clone().requires_grad_(True)
-    assert torch.autograd.gradcheck(lambda f: conv(x.replace(f)).features, (feats,))
+    weight = conv.weight.detach().clone().requires_grad_(True)
+
+    def run(f, w):
+        return torch.func.functional_call(conv, {"weight": w}, (x.replace(f),)).features
+
+    assert torch.autograd.gradcheck(run, (feats, weight))
+
+
+def test_auto_algorithm_goes_dense_from_the_threshold():
+    conv = SubmConv2d(2, 2)
+    dense = torch.zeros(1, 2, 10, 10)
+    flat = torch.zeros(100, dtype=torch.bool)
+    n = round(DENSE_FRACTION * 100)
+    flat[:n] = True
+    assert conv.choose_algorithm(SparseTensor.from_dense(dense, flat.view(1, 10, 10))) == "dense"
+    flat[n - 1] = False
+    assert conv.choose_algorithm(SparseTensor.from_dense(dense, flat.view(1, 10, 10))) == "gather"
+    with pytest.raises(ValueError, match="algorithm"):
+        SubmConv2d(2, 2, algorithm="fast")
 
 
 def test_upsample_eq11_and_scatter_roundtrip():

@@ -16,6 +16,13 @@ Implementation (CPU-friendly):
   backward is gathers + matmuls too: the neighbour relation is symmetric (``nbr[i, k] == j`` iff
   ``nbr[j, 8-k] == i``), so the input gradient is a 3x3 "conv" of the output gradient with the
   flipped, transposed kernel, and ``dW`` recomputes the gathered block instead of saving it.
+- Two other algorithms compute the same function (``SubmConv2d(algorithm=...)``): ``"offset"``
+  multiplies, per kernel offset, only the (site, neighbour) pairs that exist and adds them with
+  ``index_add_`` — less work when sites have few active neighbours; ``"dense"`` scatters the
+  sites into a zero ``(B, C, H, W)`` tensor, runs ``conv2d`` and gathers the active outputs —
+  fastest when most sites are active. ``"auto"`` (default) takes ``"dense"`` from
+  :data:`DENSE_FRACTION` active sites up and ``"gather"`` below
+  (``benchmarks/qgn_sparse_conv.py --algorithms`` measures the three).
 
 The index grid is int32 of size ``B x (H+2) x (W+2)``: 4 bytes per pixel, never a float
 activation.
@@ -30,6 +37,10 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 BLOCK_BYTES = 4 * 2**20  # row blocks of the gathered (n, 9C) matrix, ~4 MiB each
+# From this share of active sites on, "auto" runs a dense conv2d; measured crossover of the
+# gather algorithm vs conv2d on 2 CPU threads (docs/notes/issue-4.md, sparse conv table).
+DENSE_FRACTION = 0.5
+ALGORITHMS = ("auto", "gather", "offset", "dense")
 _OFFSETS = [(dy, dx) for dy in (-1, 0, 1) for dx in (-1, 0, 1)]  # row-major 3x3 kernel order
 
 
@@ -76,7 +87,8 @@ class SparseTensor:
         b, h, w = self.spatial_shape
         c = self.features.shape[1]
         flat = self.features.new_zeros((b * h * w, c))
-        flat = flat.index_copy(0, _linear_index(self.coords, self.spatial_shape), self.features)
+        # index_put saves only the indices for backward (index_copy would also keep a copy).
+        flat = flat.index_put((_linear_index(self.coords, self.spatial_shape),), self.features)
         return flat.view(b, h, w, c).permute(0, 3, 1, 2)
 
     def select(self, keep: Tensor) -> SparseTensor:
@@ -169,19 +181,77 @@ class _SubmConv3x3(torch.autograd.Function):
         return grad_in, grad_w, None
 
 
+def _offset_pairs(nbr: Tensor) -> list[tuple[Tensor, Tensor]]:
+    """Per kernel offset ``k``: rows ``i`` and neighbour rows ``nbr[i, k]`` of existing pairs."""
+    absent = nbr.shape[0]
+    pairs = []
+    for k in range(9):  # loop over the 9 kernel offsets
+        rows = (nbr[:, k] != absent).nonzero().squeeze(1)
+        pairs.append((rows, nbr[rows, k].long()))
+    return pairs
+
+
+def _offset_matmul(features: Tensor, pairs: list, weight: Tensor) -> Tensor:
+    """``out[i] = sum_k features[nbr[i, k]] @ W_k`` over existing pairs only (``index_add_``)."""
+    cin = features.shape[1]
+    kernels = weight.view(9, cin, weight.shape[1])
+    out = features @ kernels[4]  # the centre offset: every site is its own neighbour
+    for k, (rows, cols) in enumerate(pairs):
+        if k != 4 and rows.numel():
+            out.index_add_(0, rows, features.index_select(0, cols) @ kernels[k])
+    return out
+
+
+class _SubmConv3x3Offsets(torch.autograd.Function):
+    """The ``"offset"`` algorithm of :class:`_SubmConv3x3`: same function, pairs per offset."""
+
+    @staticmethod
+    def forward(ctx, features: Tensor, weight: Tensor, nbr: Tensor) -> Tensor:  # type: ignore[override]
+        ctx.save_for_backward(features, weight, nbr)
+        return _offset_matmul(features, _offset_pairs(nbr), weight)
+
+    @staticmethod
+    def backward(ctx, grad_out: Tensor):  # type: ignore[override]
+        features, weight, nbr = ctx.saved_tensors
+        cin, cout = features.shape[1], weight.shape[1]
+        pairs = _offset_pairs(nbr)
+        grad_in = grad_w = None
+        grad_out = grad_out.contiguous()
+        if ctx.needs_input_grad[0]:
+            # Pair (i, j) at offset k is pair (j, i) at offset 8-k: the same pairs serve dX.
+            flipped = weight.view(9, cin, cout).flip(0).transpose(1, 2).reshape(9 * cout, cin)
+            grad_in = _offset_matmul(grad_out, pairs, flipped)
+        if ctx.needs_input_grad[1]:
+            grad_w = weight.new_zeros((9, cin, cout))
+            for k, (rows, cols) in enumerate(pairs):
+                if rows.numel():
+                    grad_w[k] = features.index_select(0, cols).t() @ grad_out.index_select(0, rows)
+            grad_w = grad_w.view(9 * cin, cout)
+        return grad_in, grad_w, None
+
+
 class SubmConv2d(nn.Module):
     """Submanifold sparse convolution, kernel 3 or 1, stride 1 (QGN eq. 10).
 
     The weight is stored like ``nn.Conv2d``'s, ``(Cout, Cin, k, k)``, so dense and sparse layers
-    exchange state dicts and a dense masked twin can be built for tests.
+    exchange state dicts and a dense masked twin can be built for tests. ``algorithm`` picks how a
+    3x3 kernel is computed (module docstring); every choice gives the same outputs and gradients.
     """
 
     def __init__(
-        self, in_channels: int, out_channels: int, kernel_size: int = 3, bias: bool = True
+        self,
+        in_channels: int,
+        out_channels: int,
+        kernel_size: int = 3,
+        bias: bool = True,
+        algorithm: str = "auto",
     ) -> None:
         super().__init__()
         if kernel_size not in (1, 3):
             raise ValueError(f"kernel_size must be 1 or 3, got {kernel_size}")
+        if algorithm not in ALGORITHMS:
+            raise ValueError(f"algorithm must be one of {ALGORITHMS}, got {algorithm!r}")
+        self.algorithm = algorithm
         self.in_channels = in_channels
         self.out_channels = out_channels
         self.kernel_size = kernel_size
@@ -192,19 +262,35 @@ class SubmConv2d(nn.Module):
     def forward(self, x: SparseTensor) -> SparseTensor:
         if self.kernel_size == 1:
             out = F.linear(x.features, self.weight.view(self.out_channels, self.in_channels))
+        elif self.choose_algorithm(x) == "dense":
+            dense = F.conv2d(x.to_dense().contiguous(), self.weight, padding=1)
+            out = gather_dense(dense, x.coords)
         else:
             # (Cout, Cin, 3, 3) -> (9*Cin, Cout), rows ordered (offset, cin) as in the gather.
             weight = self.weight.permute(2, 3, 1, 0).reshape(
                 9 * self.in_channels, self.out_channels
             )
-            out = _SubmConv3x3.apply(x.features, weight, x.neighbours())
+            function = _SubmConv3x3Offsets if self.algorithm == "offset" else _SubmConv3x3
+            out = function.apply(x.features, weight, x.neighbours())
         if self.bias is not None:
             out = out + self.bias
         return x.replace(out)
 
+    def choose_algorithm(self, x: SparseTensor) -> str:
+        """The algorithm this layer runs on ``x`` (``"auto"`` resolved by the share of sites)."""
+        if self.algorithm != "auto":
+            return self.algorithm
+        b, h, w = x.spatial_shape
+        return "dense" if x.num_sites >= DENSE_FRACTION * b * h * w else "gather"
+
     def flops(self, inputs: tuple, output: SparseTensor) -> int:
-        """Fused multiply-adds at the active sites (the bench's counting convention)."""
-        return output.num_sites * self.in_channels * self.out_channels * self.kernel_size**2
+        """Fused multiply-adds done: at the active sites, or over the whole grid when the
+        ``"dense"`` algorithm ran (the bench's counting convention)."""
+        sites = output.num_sites
+        if self.kernel_size == 3 and self.choose_algorithm(inputs[0]) == "dense":
+            b, h, w = output.spatial_shape
+            sites = b * h * w
+        return sites * self.in_channels * self.out_channels * self.kernel_size**2
 
 
 class SparseBatchNorm(nn.BatchNorm1d):
