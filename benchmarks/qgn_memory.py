@@ -41,7 +41,10 @@ SCHEMES = ("all", "gtc", "pc")
 
 def build(num_classes: int) -> nn.Module:
     torch.manual_seed(0)
-    cfg = ModelConfig(backbone={"name": "resnet50", "deep_stem": True}, head={"name": "qgn"})
+    cfg = ModelConfig(
+        backbone={"name": "resnet50", "deep_stem": True, "stem_features": True},
+        head={"name": "qgn"},
+    )
     return build_segmentor(cfg, num_classes=num_classes)
 
 

@@ -28,6 +28,19 @@ def test_feature_info_matches_outputs(backbone):
         )
 
 
+def test_resnet_stem_features_add_strides_1_and_2_only():
+    plain = BACKBONES["resnet50"](deep_stem=True)
+    model = BACKBONES["resnet50"](deep_stem=True, stem_features=True).eval()
+    assert model.strides == [1, 2, 4, 8, 16, 32] and model.output_stride == 32
+    assert list(model.state_dict()) == list(plain.state_dict())  # same names: weights still load
+    images = torch.randn(1, 3, 64, 96)
+    with torch.no_grad():
+        features = model(images)
+    assert list(features) == model.strides
+    assert torch.equal(features[1], images)
+    assert features[2].shape == (1, model.channels(2), 32, 48)
+
+
 @pytest.mark.parametrize("head", sorted(HEADS))
 @pytest.mark.parametrize("backbone", ["resnet18", "resnet50"])
 def test_segmentor_odd_sizes_and_backward(backbone, head):

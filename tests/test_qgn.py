@@ -15,11 +15,10 @@ SMALL = {
 }
 
 
-def _model(**head):
+def _model(stem_features=True, **head):
     torch.manual_seed(0)
-    return build_segmentor(
-        ModelConfig(backbone={"name": "resnet18"}, head={**SMALL, **head}), num_classes=3
-    )
+    backbone = {"name": "resnet18", "stem_features": stem_features}
+    return build_segmentor(ModelConfig(backbone=backbone, head={**SMALL, **head}), num_classes=3)
 
 
 def _blocky_label(b=2, h=64, w=96):
@@ -64,6 +63,23 @@ def test_sparse_decoder_matches_dense_masked(scheme, before):
         assert pred.active_sites[0] < 64 * 96 * 2 / 4
 
 
+@pytest.mark.parametrize("stem_features", [True, False])
+def test_stem_skips_resolve_q1_and_q0(stem_features):
+    """With the stride-2 stem and the image as skips, Q1 and Q0 differ inside 2x2 blocks (QGN 3.2,
+    skip connections); without them eq. 11 leaves each 2x2 block of children identical."""
+    model = _model(stem_features=stem_features).eval()
+    assert ("1" in model.head.skips and "0" in model.head.skips) == stem_features
+    with torch.no_grad():
+        pred = model.head.predict_quadtree(
+            model.features(torch.randn(1, 3, 64, 96)), (64, 96), scheme="all"
+        )
+    for level in (1, 0):
+        dense = pred.logits[level].to_dense()
+        blocks = dense.unfold(2, 2, 2).unfold(3, 2, 2).flatten(-2)  # (B, C, h/2, w/2, 4)
+        spread = (blocks - blocks[..., :1]).abs().amax()
+        assert (spread > 1e-4) == stem_features
+
+
 def test_losses_schemes_and_weighting():
     model = _model(train_scheme="gtc", loss_weighting="adaptive")
     model.train()
@@ -85,3 +101,91 @@ def test_anytime_knobs_and_second_best():
     assert all(active[lvl] <= 5 * 4 for lvl in (2, 3, 4))
     with pytest.raises(ValueError, match="gtc"):
         _model(eval_scheme="gtc").eval()(torch.randn(1, 3, 64, 64))
+
+
+def _scores_with_iou(iou):
+    from leanseg.metrics import SegmentationScores
+
+    return SegmentationScores(
+        miou=0.0,
+        iou=iou,
+        pixel_accuracy=0.0,
+        mean_class_accuracy=0.0,
+        class_accuracy=iou,
+        boundary_miou=None,
+        boundary_iou=None,
+        confusion=[],
+        num_pixels=0,
+    )
+
+
+def test_median_class_weighting_doubles_classes_below_the_median():
+    """QGN A.2: weight 2 below the median IoU, 1 otherwise; NaN classes and composite keep 1."""
+    head = _model(class_weighting="median").head  # 3 classes + composite
+    head.on_evaluation(_scores_with_iou([0.2, 0.5, 0.9]))
+    assert head.class_weights.tolist() == [2.0, 1.0, 1.0, 1.0]
+    head.on_evaluation(_scores_with_iou([0.6, float("nan"), 0.1]))  # median of {0.6, 0.1} = 0.35
+    assert head.class_weights.tolist() == [1.0, 1.0, 2.0, 1.0]
+    plain = _model().head
+    plain.on_evaluation(_scores_with_iou([0.2, 0.5, 0.9]))
+    assert plain.class_weights.tolist() == [1.0] * 4
+    with pytest.raises(ValueError, match="class_weighting"):
+        _model(class_weighting="inverse")
+
+
+def test_class_weights_scale_the_level_loss():
+    model = _model(train_scheme="all")
+    model.train()
+    images, label = torch.randn(2, 3, 64, 96), _blocky_label()
+    label[label != 255] = 0  # every valid pixel is class 0, so every cell is class 0
+    torch.manual_seed(0)
+    plain = model.losses(images, {"label": label})["loss_q5"].detach()
+    model.head.class_weights[0] = 2.0
+    for m in model.modules():  # same BN statistics in both passes
+        m.momentum = 0.0 if isinstance(m, torch.nn.modules.batchnorm._BatchNorm) else None
+    weighted = model.losses(images, {"label": label})["loss_q5"].detach()
+    torch.testing.assert_close(weighted, 2 * plain)
+
+
+def test_trainer_updates_class_weights_after_evaluation(tmp_path, monkeypatch):
+    import numpy as np
+    import yaml
+
+    from leanseg.config import load_config
+    from leanseg.engine.checkpoint import load_checkpoint
+    from leanseg.engine.trainer import Trainer
+    from leanseg.nn.heads.qgn import QGNHead
+
+    heard = []
+    original = QGNHead.on_evaluation
+
+    def spy(self, scores):
+        heard.append(list(scores.iou))
+        original(self, scores)
+
+    monkeypatch.setattr(QGNHead, "on_evaluation", spy)
+    raw = {
+        "model": {
+            "backbone": {"name": "resnet18", "stem_features": True},
+            "head": {**SMALL, "train_scheme": "gtc", "eval_scheme": "pc",
+                     "class_weighting": "median"},
+        },
+        "data": {
+            "dataset": "synthetic",
+            "options": {"num_samples": 4, "size": [64, 128], "seed": 0},
+            "crop_size": [64, 128],
+            "batch_size": 2,
+            "num_workers": 0,
+        },
+        "train": {"max_iters": 2, "eval_interval": 1, "checkpoint_interval": 2, "lr": 0.001},
+        "eval": {"max_images": 2},
+        "work_dir": str(tmp_path / "run"),
+    }  # fmt: skip
+    path = tmp_path / "qgn.yaml"
+    path.write_text(yaml.safe_dump(raw))
+    Trainer(load_config(path), show_progress=False).train()
+    assert len(heard) == 2  # one call per evaluation
+    iou = np.array(heard[-1], dtype=float)
+    expected = np.where(iou < np.nanmedian(iou), 2.0, 1.0).tolist() + [1.0]
+    state = load_checkpoint(tmp_path / "run" / "checkpoints" / "last.pt")["model"]
+    assert state["head.class_weights"].tolist() == expected  # saved, so a resume keeps them

@@ -299,6 +299,10 @@ class Trainer:
         record = {"iteration": self.iteration, "split": "val", **scores.to_dict()}
         record.pop("confusion", None)
         self._log(record)
+        # Heads that adapt to validation results (QGN A.2 class weighting) are told of them.
+        on_evaluation = getattr(getattr(self.model, "head", None), "on_evaluation", None)
+        if callable(on_evaluation):
+            on_evaluation(scores)
         if self.best is None or scores.miou > self.best["value"]:
             self.best = {"metric": "miou", "value": scores.miou, "iteration": self.iteration}
             self._save(self.run_dir.best_checkpoint)

@@ -10,6 +10,11 @@ segmentation papers use:
   its random initialisation when torchvision weights are loaded.
 - ``output_stride`` 16 or 8: the last stages keep their resolution and dilate instead (DeepLab).
   The feature dict is keyed by stride, so only the deepest stage of each stride is returned.
+- ``stem_features``: also return the stem output at stride 2 (``{2: conv1-bn1-relu}``, 64
+  channels, before the max-pool) and the input image itself as the stride-1 "feature"
+  (``{1: images}``, 3 channels), for decoders that add an encoder skip at every stride (QGN's
+  skips into ``Q1`` and ``Q0``: Table 7's Block0 and the input). Off by default, so heads that
+  read every returned stride see the classic 4..32 pyramid.
 """
 
 from __future__ import annotations
@@ -109,6 +114,7 @@ class ResNet(Backbone):
         layers: number of blocks per stage.
         deep_stem: three 3x3 convolutions instead of the 7x7 stem (see module docstring).
         output_stride: 32 (classification layout), 16 or 8 (dilated last stages).
+        stem_features: also return ``{1: images, 2: stem output}`` (see module docstring).
         norm_layer: normalisation layer factory (``nn.BatchNorm2d``, ``nn.SyncBatchNorm``...).
     """
 
@@ -119,6 +125,7 @@ class ResNet(Backbone):
         *,
         deep_stem: bool = False,
         output_stride: int = 32,
+        stem_features: bool = False,
         norm_layer: NormLayer = nn.BatchNorm2d,
     ) -> None:
         super().__init__()
@@ -158,6 +165,10 @@ class ResNet(Backbone):
         for name, stride in strides.items():
             channels = {"layer1": 64, "layer2": 128, "layer3": 256, "layer4": 512}[name]
             by_stride[stride] = FeatureInfo(stride, channels * block.expansion, name)
+        if stem_features:
+            by_stride[1] = FeatureInfo(1, 3, "input")
+            by_stride[2] = FeatureInfo(2, 64, "conv1")
+        self.stem_features = stem_features
         self.feature_info = [by_stride[s] for s in sorted(by_stride)]
         self._initialise()
 
@@ -212,8 +223,9 @@ class ResNet(Backbone):
                 nn.init.zeros_(module.bn2.weight)
 
     def forward(self, images: Tensor) -> dict[int, Tensor]:
-        x = self.maxpool(self.relu(self.bn1(self.conv1(images))))
-        outputs: dict[int, Tensor] = {}
+        stem = self.relu(self.bn1(self.conv1(images)))
+        outputs: dict[int, Tensor] = {1: images, 2: stem} if self.stem_features else {}
+        x = self.maxpool(stem)
         stage_stride = {info.name: info.stride for info in self.feature_info}
         for name in ("layer1", "layer2", "layer3", "layer4"):
             x = getattr(self, name)(x)
@@ -228,10 +240,16 @@ def _build(
     pretrained: str | None,
     deep_stem: bool,
     output_stride: int,
+    stem_features: bool,
     norm_layer: NormLayer,
 ) -> ResNet:
     model = ResNet(
-        block, layers, deep_stem=deep_stem, output_stride=output_stride, norm_layer=norm_layer
+        block,
+        layers,
+        deep_stem=deep_stem,
+        output_stride=output_stride,
+        stem_features=stem_features,
+        norm_layer=norm_layer,
     )
     if pretrained:
         # With a deep stem, the 7x7 ``conv1.weight`` of the file has no place in the model.
@@ -245,10 +263,13 @@ def resnet18(
     pretrained: str | None = None,
     deep_stem: bool = False,
     output_stride: int = 32,
+    stem_features: bool = False,
     norm_layer: NormLayer = nn.BatchNorm2d,
 ) -> ResNet:
     """ResNet-18 (11.2 M backbone parameters without ``fc``)."""
-    return _build(BasicBlock, (2, 2, 2, 2), pretrained, deep_stem, output_stride, norm_layer)
+    return _build(
+        BasicBlock, (2, 2, 2, 2), pretrained, deep_stem, output_stride, stem_features, norm_layer
+    )
 
 
 def resnet34(
@@ -256,10 +277,13 @@ def resnet34(
     pretrained: str | None = None,
     deep_stem: bool = False,
     output_stride: int = 32,
+    stem_features: bool = False,
     norm_layer: NormLayer = nn.BatchNorm2d,
 ) -> ResNet:
     """ResNet-34."""
-    return _build(BasicBlock, (3, 4, 6, 3), pretrained, deep_stem, output_stride, norm_layer)
+    return _build(
+        BasicBlock, (3, 4, 6, 3), pretrained, deep_stem, output_stride, stem_features, norm_layer
+    )
 
 
 def resnet50(
@@ -267,10 +291,13 @@ def resnet50(
     pretrained: str | None = None,
     deep_stem: bool = False,
     output_stride: int = 32,
+    stem_features: bool = False,
     norm_layer: NormLayer = nn.BatchNorm2d,
 ) -> ResNet:
     """ResNet-50 (V1.5: stride on the 3x3 convolution)."""
-    return _build(Bottleneck, (3, 4, 6, 3), pretrained, deep_stem, output_stride, norm_layer)
+    return _build(
+        Bottleneck, (3, 4, 6, 3), pretrained, deep_stem, output_stride, stem_features, norm_layer
+    )
 
 
 def resnet101(
@@ -278,7 +305,10 @@ def resnet101(
     pretrained: str | None = None,
     deep_stem: bool = False,
     output_stride: int = 32,
+    stem_features: bool = False,
     norm_layer: NormLayer = nn.BatchNorm2d,
 ) -> ResNet:
     """ResNet-101 (V1.5)."""
-    return _build(Bottleneck, (3, 4, 23, 3), pretrained, deep_stem, output_stride, norm_layer)
+    return _build(
+        Bottleneck, (3, 4, 23, 3), pretrained, deep_stem, output_stride, stem_features, norm_layer
+    )

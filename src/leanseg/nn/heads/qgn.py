@@ -22,9 +22,12 @@ Choices where the paper is silent (also in ``docs/notes/issue-4.md``):
   ``units_before_upsample=False`` they run at level ``l`` after the upsampling and skip (4x the
   cost, finer Q0). The 512-wide input of Trans4 is a 1x1 conv-BN-ReLU projection of the encoder
   output (or of the PSP module's output).
-- The backbones return strides 4..32 only, so levels 1 and 0 have no encoder skip. With the
-  default order, Q1 and Q0 are therefore constant over 2x2 children of their parents' features
-  (effective resolution 1/2); ``units_before_upsample=False`` lets 3x3 units tell them apart.
+- Skips at every level where the backbone returns a feature of that stride. The ResNet option
+  ``stem_features: true`` (set in every ``configs/qgn`` file) adds the stride-2 stem output
+  (Table 7's Block0, 64 channels) for ``Q1`` and the input image (3 channels) for ``Q0``: the
+  only encoder signals at those strides, and without them eq. 11's upsampling would leave
+  ``Q1``/``Q0`` constant over each 2x2 block (QGN 3.2, "Skip connections"). A backbone without
+  them still works; those levels then simply get no skip.
 - Residual unit = the ResNet basic block (3x3-BN-ReLU-3x3-BN + identity or 1x1-BN shortcut).
 - Fixed weighting (QGN eq. 7): ``beta_0 = 1`` and ``beta_l = gamma ** l`` (each coarser level gets
   ``gamma`` times the next finer one's weight). Adaptive (QGN eq. 8): ``beta_l`` is the running
@@ -34,6 +37,12 @@ Choices where the paper is silent (also in ``docs/notes/issue-4.md``):
 - Anytime knobs: ``min_level`` (stop after that level; the rest is nearest-upsampled) and
   ``max_sites`` (at most this many sites propagated per level, those with the highest composite
   probability first).
+- Class weighting (QGN A.2, ``class_weighting="median"``): after every evaluation of
+  ``leanseg train`` (``train.eval_interval``, on ``eval.max_images`` images of the val split: our
+  stand-in for the paper's 100 held-out images every 5,000 iterations) classes whose IoU is below
+  the median IoU get weight 2 in eq. 4, the others 1; classes with no IoU (absent from the
+  evaluated images) and the composite class keep weight 1. Eq. 4 stays a sum over sites divided by
+  the number of sites, so a weight of 2 doubles those sites' loss, as A.2 says.
 """
 
 from __future__ import annotations
@@ -45,6 +54,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from leanseg.metrics import SegmentationScores
 from leanseg.nn.backbones.base import FeatureInfo
 from leanseg.nn.sparse import (
     SparseBatchNorm,
@@ -155,6 +165,7 @@ class QGNHead(nn.Module):
         units_before_upsample: run block ``Trans_l``'s residual units on the propagated sites of
             level ``l+1`` before upsampling (QGN 3: "several sparse convolutions followed by an
             upsampling"; matches Table 2's FLOPs) instead of at level ``l`` after it.
+        class_weighting: ``"none"`` or ``"median"`` (QGN A.2, see the module docstring).
     """
 
     def __init__(
@@ -176,6 +187,7 @@ class QGNHead(nn.Module):
         min_level: int = 0,
         max_sites: int | None = None,
         units_before_upsample: bool = True,
+        class_weighting: str = "none",
     ) -> None:
         super().__init__()
         by_stride = {info.stride: info for info in feature_info}
@@ -195,6 +207,9 @@ class QGNHead(nn.Module):
             raise ValueError(
                 f"loss_weighting must be 'fixed' or 'adaptive', got {loss_weighting!r}"
             )
+        if class_weighting not in ("none", "median"):
+            raise ValueError(f"class_weighting must be 'none' or 'median', got {class_weighting!r}")
+        self.class_weighting = class_weighting
         self.num_classes = num_classes
         self.ignore_index = ignore_index
         self.train_scheme = train_scheme
@@ -235,6 +250,8 @@ class QGNHead(nn.Module):
             self.predict[str(level)] = SubmConv2d(channels, outputs, 1)
             width = channels
         self.register_buffer("adaptive_beta", torch.ones(self.top + 1), persistent=True)
+        # Eq. 4 weight per class, composite last (QGN A.2); all ones unless "median" updates it.
+        self.register_buffer("class_weights", torch.ones(outputs), persistent=True)
 
     # ------------------------------------------------------------------ decoder
 
@@ -371,7 +388,11 @@ class QGNHead(nn.Module):
             target = pyramid[level][c[:, 0], c[:, 1], c[:, 2]]
             target = torch.where(target == COMPOSITE, torch.full_like(target, composite), target)
             per_site = F.cross_entropy(
-                sites.features.float(), target, ignore_index=self.ignore_index, reduction="sum"
+                sites.features.float(),
+                target,
+                weight=self.class_weights,
+                ignore_index=self.ignore_index,
+                reduction="sum",
             )
             level_loss = per_site / (target != self.ignore_index).sum().clamp(min=1)  # eq. 4
             raw.append(level_loss.detach())
@@ -382,6 +403,24 @@ class QGNHead(nn.Module):
                     beta = self.adaptive_beta[level]
                     self.adaptive_beta[level] = self.delta * beta + (1 - self.delta) * value
         return out
+
+    def on_evaluation(self, scores: SegmentationScores) -> None:
+        """QGN A.2: weight 2 for the classes below the median IoU of this evaluation.
+
+        Called by the trainer after every validation; does nothing unless
+        ``class_weighting="median"``.
+        """
+        if self.class_weighting != "median":
+            return
+        iou = torch.tensor(scores.iou[: self.num_classes], dtype=torch.float64)
+        known = ~iou.isnan()
+        weights = torch.ones_like(self.class_weights)
+        if known.any():
+            median = float(torch.quantile(iou[known], 0.5))  # mean of the middle two if even
+            below = torch.zeros_like(known)
+            below[known] = iou[known] < median
+            weights[: self.num_classes][below] = 2.0
+        self.class_weights.copy_(weights)
 
 
 # ---------------------------------------------------------------------- dense-masked twin

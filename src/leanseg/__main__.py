@@ -1,0 +1,5 @@
+"""``python -m leanseg``: the same as the ``leanseg`` command."""
+
+from leanseg.cli import main
+
+raise SystemExit(main())
