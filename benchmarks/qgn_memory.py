@@ -12,8 +12,9 @@ multiply-adds of convs/linears, sparse convs count active sites only), training-
 the input; decoder measured at full size on detached features), and the decoder's CPU time
 (forward + backward) sparse vs dense-masked on the same sites (at ``--time-size``).
 
-PC uses the random-init network's composite predictions, so its site counts are only a
-placeholder for a trained model's.
+PC follows the network's own composite predictions, so with random weights its site counts are
+only a placeholder; ``--run RUN`` measures part A with the model of a ``leanseg train`` run
+(``RUN/config.yaml`` + ``RUN/checkpoints/last.pt``, e.g. a QGN trained on CamVid) instead.
 
     OMP_NUM_THREADS=1 python benchmarks/qgn_memory.py --json benchmarks/results/qgn_memory.json
 """
@@ -75,9 +76,20 @@ def decoder_saved(model: nn.Module, image: torch.Tensor, label: torch.Tensor, sc
     return activation_memory(head, image, lambda h, _: h.losses(feats, {"label": label}, size))
 
 
+def load_run(run: Path) -> nn.Module:
+    from leanseg.config import load_config
+    from leanseg.engine.checkpoint import load_checkpoint, load_model_state
+    from leanseg.models import build_model
+
+    model = build_model(load_config(run / "config.yaml"))
+    load_model_state(model, load_checkpoint(run / "checkpoints" / "last.pt")["model"], run)
+    return model
+
+
 def part_a(args: argparse.Namespace) -> dict:
     samples = camvid_samples(Path(args.camvid), args.images)
-    model = build(11)
+    model = load_run(Path(args.run)) if args.run else build(11)
+    described = f"trained model of {args.run}" if args.run else "R50 QGN, random weights"
     rows = {}
     for scheme in SCHEMES:
         dec = enc_dec = sites = 0
@@ -101,7 +113,7 @@ def part_a(args: argparse.Namespace) -> dict:
         r["encoder_decoder_vs_all"] = (
             r["encoder_decoder_bytes"] / rows["all"]["encoder_decoder_bytes"]
         )
-    print(f"Part A: CamVid val, {len(samples)} images, 384x480 (padded), R50 QGN, training mode")
+    print(f"Part A: CamVid val, {len(samples)} images, 384x480 (padded), {described}, training")
     print(
         f"{'scheme':>6} {'decoder MiB':>12} {'vs All':>7} {'enc-dec MiB':>12} {'vs All':>7} "
         f"{'Q0 sites':>9}   Table 6 Cityscapes (GB, ratio vs All)"
@@ -124,6 +136,7 @@ def part_a(args: argparse.Namespace) -> dict:
     return {
         "images": len(samples),
         "size": [384, 480],
+        "model": described,
         "rows": rows,
         "table6_cityscapes_gb": TABLE6_CITYSCAPES,
     }
@@ -223,6 +236,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--camvid", default="../shared/data/camvid")
     parser.add_argument("--images", type=int, default=3)
+    parser.add_argument("--run", help="part A with the trained model of this leanseg train run")
     parser.add_argument("--big", type=int, nargs=2, default=[2048, 1024], metavar=("W", "H"))
     parser.add_argument("--time-all", action="store_true", help="also time the All decoder")
     parser.add_argument(

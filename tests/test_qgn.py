@@ -1,11 +1,21 @@
 """QGN head: sparse vs dense-masked decoder, propagation schemes, loss, anytime knobs."""
 
+import json
+
+import numpy as np
 import pytest
 import torch
+import yaml
+from PIL import Image
 
-from leanseg.config import ModelConfig
-from leanseg.models import build_segmentor
-from leanseg.nn.heads.qgn import dense_masked_logits
+from leanseg.cli import main
+from leanseg.config import ModelConfig, config_from_dict, load_config
+from leanseg.engine.checkpoint import load_checkpoint, save_checkpoint
+from leanseg.engine.inference import Predictor
+from leanseg.engine.trainer import Trainer
+from leanseg.metrics import SegmentationScores
+from leanseg.models import build_model, build_segmentor
+from leanseg.nn.heads.qgn import QGNHead, dense_masked_logits
 
 SMALL = {
     "name": "qgn",
@@ -104,8 +114,6 @@ def test_anytime_knobs_and_second_best():
 
 
 def _scores_with_iou(iou):
-    from leanseg.metrics import SegmentationScores
-
     return SegmentationScores(
         miou=0.0,
         iou=iou,
@@ -148,14 +156,6 @@ def test_class_weights_scale_the_level_loss():
 
 
 def test_trainer_updates_class_weights_after_evaluation(tmp_path, monkeypatch):
-    import numpy as np
-    import yaml
-
-    from leanseg.config import load_config
-    from leanseg.engine.checkpoint import load_checkpoint
-    from leanseg.engine.trainer import Trainer
-    from leanseg.nn.heads.qgn import QGNHead
-
     heard = []
     original = QGNHead.on_evaluation
 
@@ -189,3 +189,28 @@ def test_trainer_updates_class_weights_after_evaluation(tmp_path, monkeypatch):
     expected = np.where(iou < np.nanmedian(iou), 2.0, 1.0).tolist() + [1.0]
     state = load_checkpoint(tmp_path / "run" / "checkpoints" / "last.pt")["model"]
     assert state["head.class_weights"].tolist() == expected  # saved, so a resume keeps them
+
+
+def test_predict_reports_active_sites_per_image(tmp_path):
+    """``leanseg predict`` writes each image's cost (active sites per level), summed over tiles."""
+    head = {**SMALL, "eval_scheme": "pc"}
+    cfg = config_from_dict(
+        {
+            "model": {"backbone": {"name": "resnet18", "stem_features": True}, "head": head},
+            "data": {"dataset": "synthetic"},
+        }
+    )
+    model = build_model(cfg)
+    ckpt = save_checkpoint(
+        {"model": model.state_dict(), "config": cfg.to_dict(), "iteration": 0}, tmp_path / "q.pt"
+    )
+    rng = np.random.default_rng(0)
+    Image.fromarray(rng.integers(0, 255, (64, 96, 3), dtype=np.uint8)).save(tmp_path / "a.png")
+    assert main(["predict", "--checkpoint", str(ckpt), str(tmp_path / "a.png"),
+                 "--out", str(tmp_path / "out")]) == 0  # fmt: skip
+    cost = json.loads((tmp_path / "out" / "active_sites.json").read_text())
+    assert list(cost["a.png"]) == ["Q5", "Q4", "Q3", "Q2", "Q1", "Q0"]
+    assert cost["a.png"]["Q5"] == 2 * 3  # the root level is dense: 64x96 / 32
+    predictor = Predictor.from_checkpoint(ckpt, max_pixels=None, flip=True)
+    predictor.predict(np.zeros((64, 96, 3), np.uint8))
+    assert predictor.last_active_sites[5] == 2 * 2 * 3  # two forward passes (flip) summed

@@ -323,6 +323,7 @@ def _cmd_predict(args: argparse.Namespace) -> int:
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     console = _console()
+    costs: dict[str, dict[str, int]] = {}
     with Progress(console=console) as progress:
         task = progress.add_task("predict", total=len(images))
         for path in images:
@@ -331,8 +332,15 @@ def _cmd_predict(args: argparse.Namespace) -> int:
             save_label_png(label, out / f"{path.stem}.png", predictor.palette)
             blended = overlay(image, label, predictor.palette, alpha=args.alpha)
             save_rgb_png(np.asarray(blended), out / f"{path.stem}_overlay.png")
+            if predictor.last_active_sites is not None:
+                sites = sorted(predictor.last_active_sites.items(), reverse=True)
+                costs[path.name] = {f"Q{level}": count for level, count in sites}
             progress.advance(task)
     console.print(f"wrote {len(images)} label maps and overlays to {out}")
+    if costs:
+        # Heads with a data-dependent cost (QGN) report it with every prediction.
+        _write_json(costs, str(out / "active_sites.json"))
+        console.print(f"active sites per level of each image: {out / 'active_sites.json'}")
     return 0
 
 

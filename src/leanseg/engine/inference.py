@@ -257,6 +257,11 @@ class Predictor:
         overlap: tile overlap in pixels.
         scales: test-time resize factors (probabilities averaged).
         flip: also average over horizontally mirrored inputs.
+
+    Attributes:
+        last_active_sites: for heads that report their cost (QGN's ``last_active_sites``): the
+            active sites per level of the last predicted image, summed over its tiles, scales
+            and flips; ``None`` for other heads.
     """
 
     def __init__(
@@ -279,6 +284,17 @@ class Predictor:
         self.flip = flip
         self._mean = torch.tensor(cfg.data.mean, device=self.device).view(3, 1, 1)
         self._std = torch.tensor(cfg.data.std, device=self.device).view(3, 1, 1)
+        self.last_active_sites: dict[int, int] | None = None
+        head = getattr(self.model, "head", None)
+        if head is not None and hasattr(head, "last_active_sites"):
+            head.register_forward_hook(self._count_sites)
+
+    def _count_sites(self, head: nn.Module, inputs: Any, output: Any) -> None:
+        """Forward hook on a cost-reporting head: add its active sites to this image's total."""
+        total = self.last_active_sites if self.last_active_sites is not None else {}
+        for level, sites in head.last_active_sites.items():
+            total[level] = total.get(level, 0) + sites
+        self.last_active_sites = total
 
     @classmethod
     def from_checkpoint(
@@ -360,6 +376,7 @@ class Predictor:
         Averaged over the predictor's scales and flips (:func:`predict_scores`).
         """
         array = load_rgb(image)
+        self.last_active_sites = None
         pixels = torch.from_numpy(array).to(self.device).permute(2, 0, 1).float().div_(255)
         normalised = ((pixels - self._mean) / self._std).unsqueeze(0)  # (1, 3, H, W)
         probabilities = predict_scores(
