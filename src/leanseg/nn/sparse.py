@@ -151,6 +151,12 @@ def _gather_matmul(features: Tensor, nbr: Tensor, weight: Tensor) -> Tensor:
     return out
 
 
+def _flipped_transposed(weight: Tensor, cin: int) -> Tensor:
+    """``(9*Cin, Cout)`` kernel -> ``(9*Cout, Cin)`` with offsets reversed: the input gradient's."""
+    cout = weight.shape[1]
+    return weight.view(9, cin, cout).flip(0).transpose(1, 2).reshape(9 * cout, cin)
+
+
 class _SubmConv3x3(torch.autograd.Function):
     """Submanifold 3x3 conv: features ``(N, Cin)``, weight ``(9*Cin, Cout)``, table ``(N, 9)``."""
 
@@ -163,13 +169,11 @@ class _SubmConv3x3(torch.autograd.Function):
     def backward(ctx, grad_out: Tensor):  # type: ignore[override]
         features, weight, nbr = ctx.saved_tensors
         cin = features.shape[1]
-        cout = weight.shape[1]
         grad_in = grad_w = None
         grad_out = grad_out.contiguous()
         if ctx.needs_input_grad[0]:
             # Symmetric neighbours: grad_in[j] = sum_k grad_out[nbr[j, 8-k]] @ W_k^T.
-            flipped = weight.view(9, cin, cout).flip(0).transpose(1, 2).reshape(9 * cout, cin)
-            grad_in = _gather_matmul(grad_out, nbr, flipped)
+            grad_in = _gather_matmul(grad_out, nbr, _flipped_transposed(weight, cin))
         if ctx.needs_input_grad[1]:
             padded = torch.cat([features, features.new_zeros((1, cin))], dim=0)
             grad_w = weight.new_zeros(weight.shape)
@@ -219,8 +223,7 @@ class _SubmConv3x3Offsets(torch.autograd.Function):
         grad_out = grad_out.contiguous()
         if ctx.needs_input_grad[0]:
             # Pair (i, j) at offset k is pair (j, i) at offset 8-k: the same pairs serve dX.
-            flipped = weight.view(9, cin, cout).flip(0).transpose(1, 2).reshape(9 * cout, cin)
-            grad_in = _offset_matmul(grad_out, pairs, flipped)
+            grad_in = _offset_matmul(grad_out, pairs, _flipped_transposed(weight, cin))
         if ctx.needs_input_grad[1]:
             grad_w = weight.new_zeros((9, cin, cout))
             for k, (rows, cols) in enumerate(pairs):
