@@ -55,10 +55,12 @@ def finished_iteration(run: Path) -> int:
     return int(load_checkpoint(last, map_location="cpu").get("iteration", -1))
 
 
-def train(config: str, run: Path, scheme: str, weighting: str, args: argparse.Namespace) -> float:
-    """Train one cell of the grid with ``leanseg train``; returns wall seconds (0 if reused)."""
+def train(
+    config: str, run: Path, scheme: str, weighting: str, args: argparse.Namespace
+) -> float | None:
+    """Train one cell of the grid with ``leanseg train``; wall seconds, None if reused."""
     if finished_iteration(run) >= args.max_iters:
-        return 0.0
+        return None
     command = [
         sys.executable, "-m", "leanseg", "train", config, "--no-progress",
         "--work-dir", str(run),
@@ -126,7 +128,7 @@ def main() -> None:
                 "train_scheme": scheme,
                 "loss": weighting,
                 "run": str(runs[(scheme, weighting)]),
-                "train_seconds": round(seconds[(scheme, weighting)], 1),
+                "train_seconds": seconds[(scheme, weighting)],
                 "eval": grid,
             }
         )

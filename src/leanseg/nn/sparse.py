@@ -21,7 +21,7 @@ Implementation (CPU-friendly):
   ``index_add_`` — less work when sites have few active neighbours; ``"dense"`` scatters the
   sites into a zero ``(B, C, H, W)`` tensor, runs ``conv2d`` and gathers the active outputs —
   fastest when most sites are active. ``"auto"`` (default) takes ``"dense"`` from
-  :data:`DENSE_FRACTION` active sites up and ``"gather"`` below
+  :data:`DENSE_FRACTION` (80 %) active sites up and ``"gather"`` below
   (``benchmarks/qgn_sparse_conv.py --algorithms`` measures the three).
 
 The index grid is int32 of size ``B x (H+2) x (W+2)``: 4 bytes per pixel, never a float
@@ -37,9 +37,10 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 BLOCK_BYTES = 4 * 2**20  # row blocks of the gathered (n, 9C) matrix, ~4 MiB each
-# From this share of active sites on, "auto" runs a dense conv2d; measured crossover of the
-# gather algorithm vs conv2d on 2 CPU threads (docs/notes/issue-4.md, sparse conv table).
-DENSE_FRACTION = 0.5
+# From this share of active sites on, "auto" runs a dense conv2d. Measured on 2 CPU threads
+# (3x3, 64->64, 512x1024; docs/notes/issue-4.md): at 75 % active both take the same time and
+# gather saves fewer bytes for backward, at 90 % conv2d is ~10 % faster.
+DENSE_FRACTION = 0.8
 ALGORITHMS = ("auto", "gather", "offset", "dense")
 _OFFSETS = [(dy, dx) for dy in (-1, 0, 1) for dx in (-1, 0, 1)]  # row-major 3x3 kernel order
 
@@ -266,7 +267,7 @@ class SubmConv2d(nn.Module):
         if self.kernel_size == 1:
             out = F.linear(x.features, self.weight.view(self.out_channels, self.in_channels))
         elif self.choose_algorithm(x) == "dense":
-            dense = F.conv2d(x.to_dense().contiguous(), self.weight, padding=1)
+            dense = F.conv2d(x.to_dense(), self.weight, padding=1)  # channels-last, no copy
             out = gather_dense(dense, x.coords)
         else:
             # (Cout, Cin, 3, 3) -> (9*Cin, Cout), rows ordered (offset, cin) as in the gather.
