@@ -10,7 +10,8 @@ that size (stands in for Cityscapes): FMAs of one eval forward (leanseg.bench co
 multiply-adds of convs/linears, sparse convs count active sites only), training-mode saved bytes
 (encoder measured at half size and scaled by 4, exact for a conv net whose maps all scale with
 the input; decoder measured at full size on detached features), and the decoder's CPU time
-(forward + backward) sparse vs dense-masked on the same sites (at ``--time-size``).
+(forward + backward, best of two after a warm-up) sparse vs dense-masked on the same sites (at
+``--time-size``).
 
 PC follows the network's own composite predictions, so with random weights its site counts are
 only a placeholder; ``--run RUN`` measures part A with the model of a ``leanseg train`` run
@@ -225,9 +226,13 @@ def time_decoder(model, feats, label, scheme, size) -> dict:
 
     out: dict = {"time_sites": {lvl: int(c.shape[0]) for lvl, c in sites.items()}}
     for name, fn in (("sparse_s", sparse_step), ("dense_masked_s", dense_step)):
-        start = time.perf_counter()
-        fn()
-        out[name] = time.perf_counter() - start
+        fn()  # warm-up
+        best = float("inf")
+        for _ in range(2):  # best of two
+            start = time.perf_counter()
+            fn()
+            best = min(best, time.perf_counter() - start)
+        out[name] = best
     head.zero_grad(set_to_none=True)
     return out
 

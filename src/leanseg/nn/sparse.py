@@ -59,20 +59,30 @@ class SparseTensor:
     features: Tensor
     spatial_shape: tuple[int, int, int]
     _neighbours: Tensor | None = field(default=None, repr=False)
+    _linear: Tensor | None = field(default=None, repr=False)
 
     @property
     def num_sites(self) -> int:
         return int(self.coords.shape[0])
 
     def replace(self, features: Tensor) -> SparseTensor:
-        """Same sites (and cached neighbour table), new features."""
-        return SparseTensor(self.coords, features, self.spatial_shape, self._neighbours)
+        """Same sites (and cached neighbour table and linear index), new features."""
+        return SparseTensor(
+            self.coords, features, self.spatial_shape, self._neighbours, self._linear
+        )
 
     def neighbours(self) -> Tensor:
         """int32 ``(N, 9)`` row indices of the 3x3 neighbours; ``N`` marks an absent one."""
         if self._neighbours is None:
             self._neighbours = neighbour_table(self.coords, self.spatial_shape)
         return self._neighbours
+
+    def linear_index(self) -> Tensor:
+        """int64 ``(N,)`` positions of the sites in a flattened ``(B, H, W)`` grid (cached, so
+        every dense-algorithm conv on this level shares one index tensor)."""
+        if self._linear is None:
+            self._linear = _linear_index(self.coords, self.spatial_shape)
+        return self._linear
 
     @classmethod
     def from_dense(cls, dense: Tensor, mask: Tensor | None = None) -> SparseTensor:
@@ -89,7 +99,7 @@ class SparseTensor:
         c = self.features.shape[1]
         flat = self.features.new_zeros((b * h * w, c))
         # index_put saves only the indices for backward (index_copy would also keep a copy).
-        flat = flat.index_put((_linear_index(self.coords, self.spatial_shape),), self.features)
+        flat = flat.index_put((self.linear_index(),), self.features)
         return flat.view(b, h, w, c).permute(0, 3, 1, 2)
 
     def select(self, keep: Tensor) -> SparseTensor:
@@ -268,7 +278,8 @@ class SubmConv2d(nn.Module):
             out = F.linear(x.features, self.weight.view(self.out_channels, self.in_channels))
         elif self.choose_algorithm(x) == "dense":
             dense = F.conv2d(x.to_dense(), self.weight, padding=1)  # channels-last, no copy
-            out = gather_dense(dense, x.coords)
+            out = dense.permute(0, 2, 3, 1).reshape(-1, self.out_channels)
+            out = out.index_select(0, x.linear_index())
         else:
             # (Cout, Cin, 3, 3) -> (9*Cin, Cout), rows ordered (offset, cin) as in the gather.
             weight = self.weight.permute(2, 3, 1, 0).reshape(
