@@ -9,8 +9,10 @@ import yaml
 from PIL import Image
 
 from leanseg.cli import main
-from leanseg.config import ModelConfig, config_from_dict, load_config
+from leanseg.config import DataConfig, EvalConfig, ModelConfig, config_from_dict, load_config
+from leanseg.data import build_dataset
 from leanseg.engine.checkpoint import load_checkpoint, save_checkpoint
+from leanseg.engine.evaluator import evaluate
 from leanseg.engine.inference import Predictor
 from leanseg.engine.trainer import Trainer
 from leanseg.metrics import SegmentationScores
@@ -214,3 +216,18 @@ def test_predict_reports_active_sites_per_image(tmp_path):
     predictor = Predictor.from_checkpoint(ckpt, max_pixels=None, flip=True)
     predictor.predict(np.zeros((64, 96, 3), np.uint8))
     assert predictor.last_active_sites[5] == 2 * 2 * 3  # two forward passes (flip) summed
+
+
+def test_evaluation_reports_mean_active_sites_per_image():
+    data = DataConfig(dataset="synthetic", options={"num_samples": 3, "size": [64, 128]})
+    dataset = build_dataset(data, "val", train=False)
+    cfg = EvalConfig(max_images=3, flip=True)
+    backbone = {"name": "resnet18", "stem_features": True}
+    qgn = build_segmentor(ModelConfig(backbone=backbone, head={**SMALL}), num_classes=11)
+    cpu = torch.device("cpu")
+    scores = evaluate(qgn, dataset, num_classes=11, eval_cfg=cfg, device=cpu)
+    assert list(scores.active_sites) == ["Q5", "Q4", "Q3", "Q2", "Q1", "Q0"]
+    assert scores.active_sites["Q5"] == 2 * 2 * 4  # dense root, 64x128 / 32, two passes (flip)
+    assert scores.to_dict()["active_sites"] == scores.active_sites  # logged by the trainer
+    plain = build_segmentor(ModelConfig(backbone={"name": "resnet18"}), num_classes=11)
+    assert evaluate(plain, dataset, num_classes=11, eval_cfg=cfg, device=cpu).active_sites is None

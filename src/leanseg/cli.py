@@ -268,6 +268,9 @@ def _cmd_eval(args: argparse.Namespace) -> int:
             on_batch=lambda done, total: progress.update(task, completed=done, total=total),
         )
     Console().print(format_scores(scores, class_names))
+    if scores.active_sites is not None:
+        cost = ", ".join(f"{level} {sites:.0f}" for level, sites in scores.active_sites.items())
+        Console().print(f"active sites per image: {cost}")
     if args.json:
         record = {
             "checkpoint": str(checkpoint),

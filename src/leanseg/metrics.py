@@ -100,6 +100,8 @@ class SegmentationScores:
         confusion: the confusion matrix as nested lists, rows = ground truth, columns = prediction.
         num_pixels: number of valid (non-ignored) pixels evaluated.
         boundary_num_pixels: number of valid pixels inside the band; None if off.
+        active_sites: for heads with a data-dependent cost (QGN), the mean active sites per
+            image and level (``{"Q5": ..., "Q0": ...}``); None for other heads.
     """
 
     miou: float
@@ -112,6 +114,7 @@ class SegmentationScores:
     confusion: list[list[int]]
     num_pixels: int
     boundary_num_pixels: int | None = None
+    active_sites: dict[str, float] | None = None
 
     def to_dict(self) -> dict[str, Any]:
         """JSON-friendly dict: plain Python numbers and lists, NaN written as None."""

@@ -6,6 +6,7 @@ checkpoint evaluated later reproduces the figures logged when it was saved.
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Callable
 
 import torch
@@ -15,6 +16,7 @@ from torch.utils.data import DataLoader, Dataset, Subset
 from leanseg.config import EvalConfig
 from leanseg.engine import distributed
 from leanseg.engine.inference import predict_scores
+from leanseg.engine.site_cost import ActiveSiteCounter
 from leanseg.metrics import SegmentationMetric, SegmentationScores
 
 
@@ -53,12 +55,20 @@ def evaluate(
     metric = SegmentationMetric(
         num_classes, ignore_index=ignore_index, boundary_width=eval_cfg.boundary_width
     )
-    for step, batch in enumerate(loader, start=1):
-        images = batch["image"].to(device)
-        probabilities = predict_scores(model, images, scales=eval_cfg.scales, flip=eval_cfg.flip)
-        metric.update(probabilities.argmax(dim=1).cpu(), batch["label"])
-        if on_batch is not None:
-            on_batch(step, len(loader))
+    with ActiveSiteCounter(model) as sites:
+        for step, batch in enumerate(loader, start=1):
+            images = batch["image"].to(device)
+            probabilities = predict_scores(
+                model, images, scales=eval_cfg.scales, flip=eval_cfg.flip
+            )
+            metric.update(probabilities.argmax(dim=1).cpu(), batch["label"])
+            if on_batch is not None:
+                on_batch(step, len(loader))
     metric.reduce_across_processes()
     model.train(was_training)
-    return metric.compute()
+    scores = metric.compute()
+    if sites.enabled:
+        per_image = sites.by_level_name(divisor=max(1, len(indices)))
+        reduced = distributed.mean_across_processes(per_image, device)
+        scores = dataclasses.replace(scores, active_sites={k: reduced[k] for k in per_image})
+    return scores

@@ -30,6 +30,7 @@ from torch import Tensor, nn
 from leanseg.config import Config, ConfigError, config_from_dict
 from leanseg.data.io import read_rgb
 from leanseg.engine.checkpoint import CheckpointError, load_checkpoint, load_model_state
+from leanseg.engine.site_cost import ActiveSiteCounter
 
 # Tile sides are multiples of this: the output stride of every backbone leanseg builds.
 TILE_MULTIPLE = 32
@@ -285,16 +286,7 @@ class Predictor:
         self._mean = torch.tensor(cfg.data.mean, device=self.device).view(3, 1, 1)
         self._std = torch.tensor(cfg.data.std, device=self.device).view(3, 1, 1)
         self.last_active_sites: dict[int, int] | None = None
-        head = getattr(self.model, "head", None)
-        if head is not None and hasattr(head, "last_active_sites"):
-            head.register_forward_hook(self._count_sites)
-
-    def _count_sites(self, head: nn.Module, inputs: Any, output: Any) -> None:
-        """Forward hook on a cost-reporting head: add its active sites to this image's total."""
-        total = self.last_active_sites if self.last_active_sites is not None else {}
-        for level, sites in head.last_active_sites.items():
-            total[level] = total.get(level, 0) + sites
-        self.last_active_sites = total
+        self._sites = ActiveSiteCounter(self.model)
 
     @classmethod
     def from_checkpoint(
@@ -376,7 +368,7 @@ class Predictor:
         Averaged over the predictor's scales and flips (:func:`predict_scores`).
         """
         array = load_rgb(image)
-        self.last_active_sites = None
+        self._sites.reset()
         pixels = torch.from_numpy(array).to(self.device).permute(2, 0, 1).float().div_(255)
         normalised = ((pixels - self._mean) / self._std).unsqueeze(0)  # (1, 3, H, W)
         probabilities = predict_scores(
@@ -387,6 +379,7 @@ class Predictor:
             overlap=self.overlap,
             max_pixels=self.max_pixels,
         )
+        self.last_active_sites = dict(self._sites.totals) if self._sites.enabled else None
         return probabilities[0]
 
 
