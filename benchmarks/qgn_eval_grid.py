@@ -16,7 +16,7 @@ from pathlib import Path
 
 import torch
 
-from leanseg.config import load_config
+from leanseg.config import Config, load_config
 from leanseg.data import build_dataset, dataset_classes
 from leanseg.engine.checkpoint import load_checkpoint, load_model_state
 from leanseg.metrics import SegmentationMetric
@@ -53,6 +53,14 @@ def evaluate(model, dataset, count, num_classes, **knobs) -> dict:
     }
 
 
+def load_run(run: Path) -> tuple[Config, torch.nn.Module]:
+    """Config and model of a ``leanseg train`` run directory, weights from ``last.pt``."""
+    cfg = load_config(run / "config.yaml")
+    model = build_model(cfg)
+    load_model_state(model, load_checkpoint(run / "checkpoints" / "last.pt")["model"], run)
+    return cfg, model
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("run", help="run directory of leanseg train")
@@ -62,9 +70,7 @@ def main() -> None:
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     run = Path(args.run)
-    cfg = load_config(run / "config.yaml")
-    model = build_model(cfg)
-    load_model_state(model, load_checkpoint(run / "checkpoints" / "last.pt")["model"], run)
+    cfg, model = load_run(run)
     dataset = build_dataset(cfg.data, cfg.data.val_split, train=False)
     count = min(args.images, len(dataset))
     k = len(dataset_classes(cfg.data))

@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import sys
 import time
 from pathlib import Path
 
@@ -35,6 +36,9 @@ from leanseg.bench import activation_memory, count_flops
 from leanseg.config import ModelConfig
 from leanseg.models import build_segmentor
 from leanseg.nn.heads.qgn import dense_masked_logits
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from qgn_eval_grid import load_run  # noqa: E402
 
 TABLE6_CITYSCAPES = {"decoder": {"all": 2.28, "gtc": 0.09}, "r50": {"all": 5.85, "gtc": 3.66}}
 TABLE2 = {"all": (5.85, 0.48), "gtc_pc": (3.66, 0.25)}
@@ -77,19 +81,9 @@ def decoder_saved(model: nn.Module, image: torch.Tensor, label: torch.Tensor, sc
     return activation_memory(head, image, lambda h, _: h.losses(feats, {"label": label}, size))
 
 
-def load_run(run: Path) -> nn.Module:
-    from leanseg.config import load_config
-    from leanseg.engine.checkpoint import load_checkpoint, load_model_state
-    from leanseg.models import build_model
-
-    model = build_model(load_config(run / "config.yaml"))
-    load_model_state(model, load_checkpoint(run / "checkpoints" / "last.pt")["model"], run)
-    return model
-
-
 def part_a(args: argparse.Namespace) -> dict:
     samples = camvid_samples(Path(args.camvid), args.images)
-    model = load_run(Path(args.run)) if args.run else build(11)
+    model = load_run(Path(args.run))[1] if args.run else build(11)
     described = f"trained model of {args.run}" if args.run else "R50 QGN, random weights"
     rows = {}
     for scheme in SCHEMES:

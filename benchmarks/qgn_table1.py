@@ -27,13 +27,11 @@ from pathlib import Path
 
 import torch
 
-from leanseg.config import load_config
 from leanseg.data import build_dataset, dataset_classes
-from leanseg.engine.checkpoint import load_checkpoint, load_model_state
-from leanseg.models import build_model
+from leanseg.engine.checkpoint import load_checkpoint
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from qgn_eval_grid import evaluate  # noqa: E402
+from qgn_eval_grid import evaluate, load_run  # noqa: E402
 
 EVAL_SCHEMES = ("all", "gtc", "pc")
 
@@ -82,9 +80,7 @@ def train(
 
 
 def evaluate_run(run: Path, images: int) -> dict[str, dict]:
-    cfg = load_config(run / "config.yaml")
-    model = build_model(cfg)
-    load_model_state(model, load_checkpoint(run / "checkpoints" / "last.pt")["model"], run)
+    cfg, model = load_run(run)
     dataset = build_dataset(cfg.data, cfg.data.val_split, train=False)
     count = min(images, len(dataset))
     classes = len(dataset_classes(cfg.data))

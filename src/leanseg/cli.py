@@ -311,6 +311,7 @@ def _cmd_predict(args: argparse.Namespace) -> int:
 
     from leanseg.data.io import read_rgb
     from leanseg.engine.inference import Predictor
+    from leanseg.engine.site_cost import by_level_name
     from leanseg.engine.trainer import select_device
     from leanseg.visualize import overlay, save_label_png, save_rgb_png
 
@@ -326,7 +327,7 @@ def _cmd_predict(args: argparse.Namespace) -> int:
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     console = _console()
-    costs: dict[str, dict[str, int]] = {}
+    costs: dict[str, dict[str, float]] = {}
     with Progress(console=console) as progress:
         task = progress.add_task("predict", total=len(images))
         for path in images:
@@ -336,8 +337,7 @@ def _cmd_predict(args: argparse.Namespace) -> int:
             blended = overlay(image, label, predictor.palette, alpha=args.alpha)
             save_rgb_png(np.asarray(blended), out / f"{path.stem}_overlay.png")
             if predictor.last_active_sites is not None:
-                sites = sorted(predictor.last_active_sites.items(), reverse=True)
-                costs[path.name] = {f"Q{level}": count for level, count in sites}
+                costs[path.name] = by_level_name(predictor.last_active_sites)
             progress.advance(task)
     console.print(f"wrote {len(images)} label maps and overlays to {out}")
     if costs:

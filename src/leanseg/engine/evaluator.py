@@ -16,7 +16,7 @@ from torch.utils.data import DataLoader, Dataset, Subset
 from leanseg.config import EvalConfig
 from leanseg.engine import distributed
 from leanseg.engine.inference import predict_scores
-from leanseg.engine.site_cost import ActiveSiteCounter
+from leanseg.engine.site_cost import ActiveSiteCounter, by_level_name
 from leanseg.metrics import SegmentationMetric, SegmentationScores
 
 
@@ -68,7 +68,7 @@ def evaluate(
     model.train(was_training)
     scores = metric.compute()
     if sites.enabled:
-        per_image = sites.by_level_name(divisor=max(1, len(indices)))
+        per_image = by_level_name(sites.totals, divisor=max(1, len(indices)))
         reduced = distributed.mean_across_processes(per_image, device)
         scores = dataclasses.replace(scores, active_sites={k: reduced[k] for k in per_image})
     return scores

@@ -258,11 +258,6 @@ class Predictor:
         overlap: tile overlap in pixels.
         scales: test-time resize factors (probabilities averaged).
         flip: also average over horizontally mirrored inputs.
-
-    Attributes:
-        last_active_sites: for heads that report their cost (QGN's ``last_active_sites``): the
-            active sites per level of the last predicted image, summed over its tiles, scales
-            and flips; ``None`` for other heads.
     """
 
     def __init__(
@@ -285,7 +280,6 @@ class Predictor:
         self.flip = flip
         self._mean = torch.tensor(cfg.data.mean, device=self.device).view(3, 1, 1)
         self._std = torch.tensor(cfg.data.std, device=self.device).view(3, 1, 1)
-        self.last_active_sites: dict[int, int] | None = None
         self._sites = ActiveSiteCounter(self.model)
 
     @classmethod
@@ -335,6 +329,12 @@ class Predictor:
         return cls(model, cfg, device=device, **kwargs)
 
     @property
+    def last_active_sites(self) -> dict[int, int] | None:
+        """Active sites per level of the last predicted image, summed over its tiles, scales and
+        flips, for heads that report their cost (QGN); ``None`` for other heads."""
+        return dict(self._sites.totals) if self._sites.enabled else None
+
+    @property
     def class_names(self) -> tuple[str, ...]:
         """Names of the classes, indexed by label id."""
         from leanseg.data import dataset_classes
@@ -379,7 +379,6 @@ class Predictor:
             overlap=self.overlap,
             max_pixels=self.max_pixels,
         )
-        self.last_active_sites = dict(self._sites.totals) if self._sites.enabled else None
         return probabilities[0]
 
 

@@ -13,6 +13,14 @@ from typing import Any
 from torch import nn
 
 
+def by_level_name(sites: dict[int, int], divisor: int | None = None) -> dict[str, float]:
+    """``{"Q5": ..., "Q0": ...}`` coarse to fine: counts, or means over ``divisor`` images."""
+    ordered = sorted(sites, reverse=True)
+    if divisor is None:
+        return {f"Q{level}": sites[level] for level in ordered}
+    return {f"Q{level}": sites[level] / divisor for level in ordered}
+
+
 class ActiveSiteCounter:
     """Sums ``model.head.last_active_sites`` over the head's forward passes.
 
@@ -24,21 +32,14 @@ class ActiveSiteCounter:
         head = getattr(model, "head", None)
         self.enabled = head is not None and hasattr(head, "last_active_sites")
         self.totals: dict[int, int] = {}
-        self.passes = 0
         self._handle = head.register_forward_hook(self._add) if self.enabled else None
 
     def _add(self, head: nn.Module, inputs: Any, output: Any) -> None:
         for level, sites in head.last_active_sites.items():
             self.totals[level] = self.totals.get(level, 0) + int(sites)
-        self.passes += 1
 
     def reset(self) -> None:
         self.totals = {}
-        self.passes = 0
-
-    def by_level_name(self, divisor: float = 1.0) -> dict[str, float]:
-        """``{"Q5": ..., ..., "Q0": ...}`` coarse to fine, each total divided by ``divisor``."""
-        return {f"Q{level}": self.totals[level] / divisor for level in sorted(self.totals)[::-1]}
 
     def close(self) -> None:
         if self._handle is not None:

@@ -413,13 +413,11 @@ class QGNHead(nn.Module):
         if self.class_weighting != "median":
             return
         iou = torch.tensor(scores.iou[: self.num_classes], dtype=torch.float64)
-        known = ~iou.isnan()
+        known = iou[~iou.isnan()]
         weights = torch.ones_like(self.class_weights)
-        if known.any():
-            median = float(torch.quantile(iou[known], 0.5))  # mean of the middle two if even
-            below = torch.zeros_like(known)
-            below[known] = iou[known] < median
-            weights[: self.num_classes][below] = 2.0
+        if known.numel():
+            # Quantile 0.5 = the mean of the middle two for an even count; NaN < x is false.
+            weights[: self.num_classes][iou < torch.quantile(known, 0.5)] = 2.0
         self.class_weights.copy_(weights)
 
 
