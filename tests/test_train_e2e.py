@@ -402,3 +402,12 @@ def test_batchnorm_statistics_recomputed_as_exact_averages(tmp_path):
             trainer.model(next(batches)["image"])
     hook.remove()
     assert torch.allclose(saved, torch.stack(captured).mean(dim=0), atol=1e-5)
+
+
+def test_bad_component_option_value_names_the_key_and_writes_nothing(tmp_path, capsys):
+    path = write_config(tmp_path, model={"backbone": {"name": "resnet18"},
+                                         "head": {"name": "bilinear", "in_stride": 7}})  # fmt: skip
+    assert main(["train", str(path), "--no-progress"]) == 2
+    err = capsys.readouterr().err
+    assert "leanseg: error: model.head (bilinear)" in err and "Traceback" not in err
+    assert not (tmp_path / "run").exists()  # nothing half-written

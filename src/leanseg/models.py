@@ -83,22 +83,34 @@ def build_segmentor(
     model_cfg: ModelConfig, *, num_classes: int, ignore_index: int = 255
 ) -> Segmentor:
     """Build backbone, context and head from a :class:`ModelConfig`."""
-    backbone_fn, backbone_kwargs = _lookup("model.backbone", model_cfg.backbone, BACKBONES)
-    backbone = backbone_fn(**backbone_kwargs)
+    backbone = _construct("model.backbone", model_cfg.backbone, BACKBONES)
     feature_info = backbone.feature_info
     context = None
     if model_cfg.context is not None:
-        context_fn, context_kwargs = _lookup("model.context", model_cfg.context, CONTEXTS)
-        context = context_fn(feature_info=feature_info, **context_kwargs)
+        context = _construct(
+            "model.context", model_cfg.context, CONTEXTS, feature_info=feature_info
+        )
         feature_info = context.feature_info
-    head_fn, head_kwargs = _lookup("model.head", model_cfg.head, HEADS)
-    head = head_fn(
+    head = _construct(
+        "model.head",
+        model_cfg.head,
+        HEADS,
         feature_info=feature_info,
         num_classes=num_classes,
         ignore_index=ignore_index,
-        **head_kwargs,
     )
     return Segmentor(backbone, head, context, num_classes=num_classes)
+
+
+def _construct(
+    key: str, spec: dict[str, Any], table: dict[str, Callable[..., nn.Module]], **inputs: Any
+) -> nn.Module:
+    """Build one component; a value its builder rejects becomes a ConfigError naming ``key``."""
+    builder, kwargs = _lookup(key, spec, table)
+    try:
+        return builder(**inputs, **kwargs)
+    except ValueError as err:
+        raise ConfigError(f"{key} ({spec['name']}): {err}") from None
 
 
 def validate_model_config(model_cfg: ModelConfig) -> None:

@@ -109,18 +109,19 @@ class Trainer:
         self.is_main = distributed.is_main_process()
         self.console = console or Console(stderr=True)
         self.show_progress = show_progress and self.is_main
-        self.run_dir = RunDirectory(cfg.work_dir)
-        if self.is_main:
-            self.run_dir.prepare(cfg, resume=resume, force=force)
-        distributed.barrier()
-
         seed_everything(cfg.train.seed)
         self.class_names = dataset_classes(cfg.data)
         self.num_classes = len(self.class_names)
         self.train_set = build_dataset(cfg.data, cfg.data.train_split, train=True)
         self.val_set = build_dataset(cfg.data, cfg.data.val_split, train=False)
-
         model = build_model(cfg)
+
+        # Only once data and model are known to build is anything written to the run directory.
+        self.run_dir = RunDirectory(cfg.work_dir)
+        if self.is_main:
+            self.run_dir.prepare(cfg, resume=resume, force=force)
+        distributed.barrier()
+
         if cfg.train.sync_bn and distributed.is_distributed():
             if self.device.type == "cuda":
                 model = nn.SyncBatchNorm.convert_sync_batchnorm(model)
