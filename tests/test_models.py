@@ -7,8 +7,8 @@ import pytest
 import torch
 
 from leanseg.config import ModelConfig
-from leanseg.engine.checkpoint import CheckpointError
 from leanseg.models import BACKBONES, HEADS, build_segmentor
+from leanseg.nn.backbones.pretrained import PretrainedError
 
 REFERENCE = Path(__file__).resolve().parents[2] / "shared" / "reference"
 
@@ -42,7 +42,7 @@ def test_resnet_stem_features_add_strides_1_and_2_only():
 
 
 @pytest.mark.parametrize("head", sorted(HEADS))
-@pytest.mark.parametrize("backbone", ["resnet18", "resnet50"])
+@pytest.mark.parametrize("backbone", ["resnet18", "resnet50", "efficientnet_lite0"])
 def test_segmentor_odd_sizes_and_backward(backbone, head):
     torch.manual_seed(0)
     model = build_segmentor(
@@ -116,5 +116,5 @@ def test_pretrained_weights_load_from_torchvision_file(tmp_path, shared_referenc
 
 def test_pretrained_weights_of_another_architecture_are_refused(tmp_path, shared_reference):
     _fake_imagenet_file("resnet50", shared_reference, tmp_path / "rn50.pth")
-    with pytest.raises(CheckpointError, match="rn50.pth.*shape mismatches|rn50.pth.*unexpected"):
+    with pytest.raises(PretrainedError, match="rn50.pth.*shape mismatches|rn50.pth.*unexpected"):
         BACKBONES["resnet18"](pretrained=str(tmp_path / "rn50.pth"))

@@ -5,8 +5,11 @@ A config file has four sections (``model``, ``data``, ``train``, ``eval``) and a
 Only one level of ``base:`` is allowed, so a run is never spread over a chain of files.
 
 Unknown keys and values of the wrong type are errors that name the file and the dotted key and,
-for unknown keys, list the valid ones. ``--set a.b=c`` overrides are parsed as YAML scalars and go
-through the same validation.
+for unknown keys, list the valid ones. Values of the right type are then checked against the
+ranges in :data:`VALUE_RANGES` (a batch size of 0, a reversed ``scale_range``, an unknown device
+...), so a run fails at load time, before anything is written. ``--set a.b=c`` overrides are
+parsed as YAML scalars and go through the same validation. Float fields also accept numbers that
+YAML 1.1 reads as strings, such as ``1e-3`` (PyYAML wants ``1.0e-3``).
 
 Components (backbone, context, head, dataset options) are open-ended: ``model.backbone`` is a
 mapping with a ``name`` and the keyword arguments of that builder. Those keyword arguments are
@@ -17,13 +20,21 @@ checked against the builder's signature by :func:`leanseg.models.validate_model_
 from __future__ import annotations
 
 import dataclasses
+import math
+import re
 import types
 import typing
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal, Union
 
 import yaml
+
+# torchvision's ImageNet statistics of 0..1 RGB, the normalisation of ResNet/DenseNet/HRNet weights
+# and of a ``DataConfig`` built by hand with ``mean``/``std`` left ``None``.
+IMAGENET_MEAN = (0.485, 0.456, 0.406)
+IMAGENET_STD = (0.229, 0.224, 0.225)
 
 
 class ConfigError(ValueError):
@@ -63,11 +74,14 @@ class DataConfig:
     # Random rescaling range before cropping (thesis 4.6.1 uses 0.5-2).
     scale_range: tuple[float, float] = (0.5, 2.0)
     hflip: bool = True
-    # Strength of brightness / contrast / saturation jitter, 0 disables it.
-    color_jitter: float = 0.2
-    # ImageNet statistics, since backbones are pretrained on ImageNet.
-    mean: tuple[float, float, float] = (0.485, 0.456, 0.406)
-    std: tuple[float, float, float] = (0.229, 0.224, 0.225)
+    # Strength of brightness / contrast / saturation jitter in [0, 1), 0 disables it. Off by
+    # default: none of the papers' recipes uses colour jitter; a recipe may turn it on.
+    color_jitter: float = 0.0
+    # Per-channel input normalisation of 0..1 RGB; ``null`` takes the statistics the backbone's
+    # pretrained weights were trained with (ImageNet's for ResNet/DenseNet/HRNet, (x-127)/128 for
+    # EfficientNet-Lite), filled in at load time so a saved config states what was used.
+    mean: tuple[float, float, float] | None = None
+    std: tuple[float, float, float] | None = None
     batch_size: int = 8
     num_workers: int = 2
 
@@ -137,6 +151,86 @@ class Config:
         return _plain(dataclasses.asdict(self))
 
 
+# ---------------------------------------------------------------------- value ranges
+
+
+def _finite(value: Any) -> bool:
+    return not isinstance(value, float) or math.isfinite(value)
+
+
+def _positive(value: Any) -> bool:
+    return _finite(value) and value > 0
+
+
+def _non_negative(value: Any) -> bool:
+    return _finite(value) and value >= 0
+
+
+def _optional(test: Callable[[Any], bool]) -> Callable[[Any], bool]:
+    return lambda value: value is None or test(value)
+
+
+# ``auto``, ``cpu``, ``cuda``, ``cuda:N`` or ``mps``: the device strings torch accepts that a
+# run can use. Whether CUDA is present is checked where the device is used, not at load time.
+DEVICE_PATTERN = re.compile(r"auto|cpu|mps|cuda(:\d+)?")
+
+# Ranges of values that have the right type, checked at load time: dotted key -> (test, what
+# the value must be). The message names the key, the requirement and the value given.
+VALUE_RANGES: dict[str, tuple[Callable[[Any], bool], str]] = {
+    "data.train_split": (bool, "a non-empty split name"),
+    "data.val_split": (bool, "a non-empty split name"),
+    "data.ignore_index": (lambda v: 0 <= v <= 255, "in 0..255 (labels are 8-bit)"),
+    "data.crop_size": (lambda v: all(s > 0 for s in v), "two positive integers (height, width)"),
+    "data.scale_range": (
+        lambda v: all(map(_positive, v)) and v[0] <= v[1],
+        "[low, high] with 0 < low <= high",
+    ),
+    "data.color_jitter": (lambda v: _finite(v) and 0 <= v < 1, "in [0, 1)"),
+    "data.batch_size": (_positive, "a positive integer"),
+    "data.num_workers": (_non_negative, "0 or more"),
+    "train.lr": (_positive, "a positive number"),
+    "train.momentum": (lambda v: _finite(v) and 0 <= v <= 1, "in [0, 1]"),
+    "train.weight_decay": (_non_negative, "0 or more"),
+    "train.backbone_lr_mult": (_non_negative, "0 or more"),
+    "train.poly_power": (_non_negative, "0 or more"),
+    "train.min_lr": (_non_negative, "0 or more"),
+    "train.warmup_iters": (_non_negative, "0 or more"),
+    "train.warmup_ratio": (lambda v: _finite(v) and 0 <= v <= 1, "in [0, 1]"),
+    "train.max_iters": (_positive, "a positive integer"),
+    "train.eval_interval": (_positive, "a positive integer"),
+    "train.checkpoint_interval": (_positive, "a positive integer"),
+    "train.log_interval": (_positive, "a positive integer"),
+    "train.grad_clip": (_optional(_positive), "a positive number or null"),
+    "train.bn_recompute_batches": (_non_negative, "0 or more"),
+    "train.device": (
+        lambda v: DEVICE_PATTERN.fullmatch(v) is not None,
+        "auto, cpu, cuda, cuda:N or mps",
+    ),
+    "train.num_threads": (_optional(_positive), "a positive integer or null"),
+    "eval.scales": (
+        lambda v: bool(v) and all(map(_positive, v)),
+        "a non-empty list of positive numbers",
+    ),
+    "eval.boundary_width": (_non_negative, "0 or more"),
+    "eval.batch_size": (_positive, "a positive integer"),
+    "eval.max_images": (_optional(_positive), "a positive integer or null"),
+    "work_dir": (bool, "a non-empty path"),
+}
+
+
+def _check_ranges(obj: Any, key: str) -> None:
+    """Raise ConfigError for the first field of a validated section that is out of range."""
+    for f in dataclasses.fields(obj):
+        dotted = f"{key}.{f.name}" if key else f.name
+        if dotted not in VALUE_RANGES:
+            continue
+        test, requirement = VALUE_RANGES[dotted]
+        value = getattr(obj, f.name)
+        if not test(value):
+            shown = list(value) if isinstance(value, tuple) else value
+            raise ConfigError(f"{dotted}: must be {requirement}, got {shown!r}")
+
+
 def _plain(value: Any) -> Any:
     if isinstance(value, dict):
         return {k: _plain(v) for k, v in value.items()}
@@ -185,8 +279,10 @@ def load_config(
 
 def config_from_dict(raw: dict[str, Any], source: str = "<dict>") -> Config:
     """Validate a nested mapping into a :class:`Config`."""
+    from leanseg.models import fill_input_normalization
+
     try:
-        return _coerce(raw, Config, "")
+        return fill_input_normalization(_coerce(raw, Config, ""))
     except ConfigError as err:
         raise ConfigError(f"{source}: {err}") from None
 
@@ -197,17 +293,33 @@ def save_config(cfg: Config, path: str | Path) -> None:
 
 
 def _read_yaml(path: Path) -> dict[str, Any]:
+    if path.is_dir():
+        raise ConfigError(f"{path} is a folder, not a config file")
     if not path.is_file():
         raise ConfigError(f"config file not found: {path}")
     try:
-        data = yaml.safe_load(path.read_text())
+        text = path.read_text(encoding="utf-8")
+    except UnicodeDecodeError:
+        raise ConfigError(f"{path}: not a UTF-8 text file (a YAML config must be UTF-8)") from None
+    except OSError as err:
+        raise ConfigError(f"{path}: cannot read the config ({err.strerror})") from None
+    try:
+        data = yaml.safe_load(text)
     except yaml.YAMLError as err:
-        raise ConfigError(f"{path}: not valid YAML: {err}") from None
+        raise ConfigError(f"{path}: not valid YAML: {_yaml_problem(err)}") from None
     if data is None:
         return {}
     if not isinstance(data, dict):
         raise ConfigError(f"{path}: top level must be a mapping, got {type(data).__name__}")
     return data
+
+
+def _yaml_problem(err: yaml.YAMLError) -> str:
+    """PyYAML's error on one line: where it is and what is wrong."""
+    mark = getattr(err, "problem_mark", None)
+    problem = getattr(err, "problem", None) or str(err)
+    where = f"line {mark.line + 1}, column {mark.column + 1}: " if mark is not None else ""
+    return " ".join(f"{where}{problem}".split())
 
 
 def _read_with_base(path: Path) -> dict[str, Any]:
@@ -273,6 +385,10 @@ def _set_dotted(raw: dict[str, Any], key: str, value: Any) -> None:
     node[parts[-1]] = value
 
 
+# A decimal number in any of Python's spellings, with or without a dot before the exponent.
+_NUMBER = re.compile(r"[+-]?(\d+\.?\d*|\.\d+)([eE][+-]?\d+)?")
+
+
 def _coerce(value: Any, annotation: Any, key: str) -> Any:
     """Check ``value`` against a type annotation, converting YAML lists to tuples etc."""
     where = key or "<root>"
@@ -326,6 +442,8 @@ def _coerce(value: Any, annotation: Any, key: str) -> Any:
             raise ConfigError(f"{where}: expected an integer, got {value!r}")
         return value
     if annotation is float:
+        if isinstance(value, str) and _NUMBER.fullmatch(value.strip()):
+            return float(value)  # ``1e-3``: a number that YAML 1.1 reads as a string
         if isinstance(value, bool) or not isinstance(value, int | float):
             raise ConfigError(f"{where}: expected a number, got {value!r}")
         return float(value)
@@ -355,4 +473,6 @@ def _coerce_dataclass(value: Any, cls: type, key: str) -> Any:
         name: _coerce(raw, hints[name], f"{key}.{name}" if key else name)
         for name, raw in value.items()
     }
-    return cls(**kwargs)
+    obj = cls(**kwargs)
+    _check_ranges(obj, key)
+    return obj

@@ -16,7 +16,8 @@ from typing import Any
 from torch import nn
 
 from leanseg.config import Config, ConfigError, ModelConfig, _coerce
-from leanseg.nn.backbones import densenet, hrnet, resnet, ssn_encoder
+from leanseg.nn.backbones import densenet, efficientnet_lite, hrnet, resnet, ssn_encoder
+from leanseg.nn.backbones.base import Backbone, Normalization
 from leanseg.nn.context.aspp import ASPP
 from leanseg.nn.heads.bilinear import BilinearHead
 from leanseg.nn.heads.carafe import CARAFEHead
@@ -45,6 +46,9 @@ BACKBONES: dict[str, Callable[..., nn.Module]] = {
     "hrnet_w18": hrnet.hrnet_w18,
     "hrnet_w32": hrnet.hrnet_w32,
     "hrnet_w48": hrnet.hrnet_w48,
+    "efficientnet_lite0": efficientnet_lite.efficientnet_lite0,
+    "efficientnet_lite1": efficientnet_lite.efficientnet_lite1,
+    "efficientnet_lite2": efficientnet_lite.efficientnet_lite2,
 }
 
 CONTEXTS: dict[str, Callable[..., nn.Module]] = {
@@ -100,6 +104,27 @@ def build_segmentor(
         ignore_index=ignore_index,
     )
     return Segmentor(backbone, head, context, num_classes=num_classes)
+
+
+def input_normalization(model_cfg: ModelConfig) -> Normalization:
+    """The input normalisation the configured backbone declares (``Backbone.normalization``).
+
+    Read from the class the builder returns (its return annotation), so nothing is built.
+    """
+    builder, _ = _lookup("model.backbone", model_cfg.backbone, BACKBONES)
+    backbone_class = typing.get_type_hints(builder).get("return", Backbone)
+    return backbone_class.normalization
+
+
+def fill_input_normalization(cfg: Config) -> Config:
+    """Set ``data.mean`` / ``data.std`` left ``null`` to the backbone's normalisation."""
+    if cfg.data.mean is None or cfg.data.std is None:
+        normalization = input_normalization(cfg.model)
+        if cfg.data.mean is None:
+            cfg.data.mean = normalization.mean
+        if cfg.data.std is None:
+            cfg.data.std = normalization.std
+    return cfg
 
 
 def _construct(

