@@ -7,16 +7,20 @@
    colour) fitted on the same training scenes, to show what colour alone achieves.
 4. Writes prediction panels (image | ground truth | prediction) and ``summary.json``.
 
-Layout of ``OUT``: ``data/`` (scenes), ``run/`` (an ordinary run directory: config, metrics,
-checkpoints), ``predictions/`` and ``summary.json``.
+Layout of ``OUT``: ``.leanseg-demo`` (a marker), ``data/`` (scenes), ``run/`` (an ordinary run
+directory: config, metrics, checkpoints), ``predictions/`` and ``summary.json``. ``--force``
+replaces an earlier demo only in a folder with the marker, and only when every file below it is
+one the demo writes; otherwise it deletes nothing.
 """
 
 from __future__ import annotations
 
 import json
-import shutil
+import os
+import re
+import stat
 import time
-from pathlib import Path
+from pathlib import Path, PurePath
 from typing import Any
 
 import numpy as np
@@ -26,7 +30,8 @@ from rich.progress import Progress
 from rich.table import Table
 
 from leanseg.config import Config, config_from_dict
-from leanseg.engine.run_dir import RunDirError
+from leanseg.engine.run_dir import RunDirError, owned_kind
+from leanseg.utils import atomic_write_text, is_temp_of
 
 # Scenes are generated at this size (height, width); training crops are smaller.
 SCENE_SIZE = (256, 512)
@@ -35,7 +40,13 @@ NUM_VAL_SCENES = 40
 NUM_PANELS = 6
 DEFAULT_ITERS = 300
 # What the demo writes into its output folder; --force removes these and nothing else.
-OUTPUTS = ("data", "run", "predictions", "summary.json")
+MARKER = ".leanseg-demo"
+OUTPUTS = (MARKER, "data", "run", "predictions", "summary.json")
+# Below data/: what leanseg.data.synthetic.write_dataset writes (scenes named synthetic_<seed>).
+_SCENE_FOLDERS = ("images", "labels", "instances", "disparity")
+_SPLITS = ("train", "val")
+_SCENE_FILE = re.compile(r"synthetic_\d+\.png")
+_SCENE_MANIFEST = "synthetic_manifest.json"
 
 
 def demo_config(out_dir: Path, iters: int, crop_size: tuple[int, int] = (192, 384)) -> Config:
@@ -136,30 +147,102 @@ def run_demo(
     for scores in (summary["model"], summary["colour_baseline"]):
         if scores:
             scores.pop("confusion", None)
-    (out_dir / "summary.json").write_text(json.dumps(summary, indent=2) + "\n")
+    atomic_write_text(out_dir / "summary.json", json.dumps(summary, indent=2) + "\n")
     _print_summary(console, summary, out_dir)
     return summary
 
 
 def _prepare_output(out_dir: Path, force: bool) -> None:
-    """Refuse to overwrite an earlier demo without ``force``, and never touch foreign files."""
-    existing = sorted(p.name for p in out_dir.iterdir()) if out_dir.is_dir() else []
-    if not existing:
-        return
-    foreign = [name for name in existing if name not in OUTPUTS]
-    if foreign:
-        raise RunDirError(
-            f"{out_dir} holds files the demo did not write ({', '.join(foreign[:3])}); "
-            "choose another --out"
-        )
-    if not force:
-        raise RunDirError(f"{out_dir} already holds a demo run; pass --force to replace it")
-    for name in existing:
-        path = out_dir / name
-        if path.is_dir():
-            shutil.rmtree(path)
-        else:
+    """Refuse to overwrite an earlier demo without ``force``, and never touch foreign files.
+
+    An earlier demo is a folder holding :data:`MARKER` in which every entry is one the demo
+    writes (:func:`_demo_kind`), none a symlink. Everything is checked before anything is
+    deleted; the folder itself stays.
+    """
+    if out_dir.exists() and not out_dir.is_dir():
+        raise RunDirError(f"--out {out_dir} is a file, not a folder")
+    if out_dir.is_dir() and any(out_dir.iterdir()):
+        if not _is_regular_file(out_dir / MARKER):
+            names = sorted(p.name for p in out_dir.iterdir())
+            raise RunDirError(
+                f"{out_dir} holds files the demo did not write ({', '.join(names[:3])}); "
+                "choose another --out"
+            )
+        files, folders, foreign = _survey(out_dir)
+        if foreign:
+            raise RunDirError(
+                f"{out_dir} holds files the demo did not write ({', '.join(foreign[:3])}); "
+                "choose another --out (nothing was deleted)"
+            )
+        if not force:
+            raise RunDirError(f"{out_dir} already holds a demo run; pass --force to replace it")
+        for path in files:
             path.unlink()
+        for folder in sorted(folders, key=lambda p: len(p.parts), reverse=True):
+            folder.rmdir()
+    out_dir.mkdir(parents=True, exist_ok=True)
+    (out_dir / MARKER).write_text(json.dumps({"created": round(time.time(), 3)}) + "\n")
+
+
+def _survey(out_dir: Path) -> tuple[list[Path], list[Path], list[str]]:
+    """``(files, folders, foreign)`` below ``out_dir``; symlinks are foreign, never followed."""
+    files: list[Path] = []
+    folders: list[Path] = []
+    foreign: list[str] = []
+    for dirpath, dirnames, filenames in os.walk(out_dir, followlinks=False):
+        for name in (*dirnames, *filenames):
+            path = Path(dirpath, name)
+            relative = path.relative_to(out_dir)
+            kind = _demo_kind(relative)
+            if kind == "file" and _is_regular_file(path):
+                files.append(path)
+            elif kind == "dir" and stat.S_ISDIR(os.lstat(path).st_mode):
+                folders.append(path)
+            else:
+                foreign.append(str(relative))
+        dirnames[:] = [d for d in dirnames if Path(dirpath, d) in folders]
+    return files, folders, sorted(foreign)
+
+
+def _demo_kind(relative: PurePath) -> str | None:
+    """``"file"`` / ``"dir"`` for the paths the demo writes below its folder, else ``None``."""
+    parts = relative.parts
+    if parts[0] == "run":
+        return "dir" if len(parts) == 1 else owned_kind(PurePath(*parts[1:]))
+    if len(parts) == 1:
+        return "dir" if parts[0] in ("data", "predictions") else _file_if(parts[0], OUTPUTS)
+    if parts[0] == "predictions" and len(parts) == 2:
+        return "file" if _is_scene_file(parts[1]) else None
+    if parts[0] != "data":
+        return None
+    if len(parts) == 2:
+        return "dir" if parts[1] in _SCENE_FOLDERS else _file_if(parts[1], (_SCENE_MANIFEST,))
+    if parts[1] not in _SCENE_FOLDERS or parts[2] not in _SPLITS:
+        return None
+    if len(parts) == 3:
+        return "dir"
+    return "file" if len(parts) == 4 and _is_scene_file(parts[3]) else None
+
+
+def _file_if(name: str, written: tuple[str, ...]) -> str | None:
+    """``"file"`` when ``name`` is one of ``written`` or a temporary file of one."""
+    if name in written or any(is_temp_of(name, target) for target in written):
+        return "file"
+    return None
+
+
+def _is_scene_file(name: str) -> bool:
+    if _SCENE_FILE.fullmatch(name):
+        return True
+    match = re.fullmatch(r"\.(.+)\.[0-9a-f]{8}\.tmp", name)
+    return match is not None and _SCENE_FILE.fullmatch(match.group(1)) is not None
+
+
+def _is_regular_file(path: Path) -> bool:
+    try:
+        return stat.S_ISREG(os.lstat(path).st_mode)
+    except OSError:
+        return False
 
 
 def _generate_scenes(

@@ -1,12 +1,33 @@
-"""Small file helpers: every file leanseg writes appears whole or not at all."""
+"""Small file helpers: every file leanseg writes appears whole or not at all.
+
+Fault injection (tests and ``benchmarks/fault_injection.py`` only): with the environment variable
+``LEANSEG_KILL_IN_WRITE=NAME:N``, the process kills itself with SIGKILL during its ``N``-th
+atomic write of a file called ``NAME`` (e.g. ``last.pt:2``), after half of the data has reached
+the temporary file and before the rename, as a power cut or ``kill -9`` would.
+"""
 
 from __future__ import annotations
 
 import os
+import re
 import secrets
+import signal
 from collections.abc import Callable
 from pathlib import Path
 from typing import BinaryIO
+
+KILL_IN_WRITE_ENV = "LEANSEG_KILL_IN_WRITE"
+_writes_by_name: dict[str, int] = {}
+
+
+def temp_path(path: Path) -> Path:
+    """Where :func:`atomic_write` puts the data for ``path`` before renaming it over."""
+    return path.with_name(f".{path.name}.{secrets.token_hex(4)}.tmp")
+
+
+def is_temp_of(name: str, target: str) -> bool:
+    """Whether the file name ``name`` is one of :func:`temp_path`'s names for ``target``."""
+    return re.fullmatch(rf"\.{re.escape(target)}\.[0-9a-f]{{8}}\.tmp", name) is not None
 
 
 def atomic_write(
@@ -15,8 +36,10 @@ def atomic_write(
     """Write through ``write(handle)`` to a temporary file beside ``path``, then rename it over.
 
     A crash or exception at any moment leaves either the old file or the new one, never a torn
-    one, and no temporary file behind (on exceptions). ``fsync`` also flushes the data to disk
-    before the rename, for files whose loss would cost work (checkpoints).
+    one, and no temporary file behind (on exceptions; a killed process leaves its temporary
+    file, which the run directory removes on the next start, see
+    :meth:`leanseg.engine.run_dir.RunDirectory.remove_stale_temp_files`). ``fsync`` also flushes
+    the data to disk before the rename, for files whose loss would cost work (checkpoints).
 
     Returns:
         ``path`` as a :class:`~pathlib.Path`.
@@ -24,10 +47,11 @@ def atomic_write(
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     # Opened with the usual permissions (unlike mkstemp's 0600): outputs are meant to be shared.
-    tmp = path.with_name(f".{path.name}.{secrets.token_hex(4)}.tmp")
+    tmp = temp_path(path)
     try:
         with open(tmp, "xb") as handle:
             write(handle)
+            _maybe_kill_in_write(path.name, handle)
             if fsync:
                 handle.flush()
                 os.fsync(handle.fileno())
@@ -41,3 +65,16 @@ def atomic_write(
 def atomic_write_text(path: str | Path, text: str) -> Path:
     """Write ``text`` (UTF-8) atomically."""
     return atomic_write(path, lambda handle: handle.write(text.encode()))
+
+
+def _maybe_kill_in_write(name: str, handle: BinaryIO) -> None:
+    """The fault-injection hook described in the module docstring."""
+    target = os.environ.get(KILL_IN_WRITE_ENV)
+    if not target or target.rpartition(":")[0] != name:
+        return
+    _writes_by_name[name] = _writes_by_name.get(name, 0) + 1
+    if str(_writes_by_name[name]) != target.rpartition(":")[2]:
+        return
+    handle.flush()
+    handle.truncate(handle.tell() // 2)  # half the data written, as when killed mid-write
+    os.kill(os.getpid(), signal.SIGKILL)

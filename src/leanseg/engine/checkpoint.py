@@ -9,15 +9,23 @@ A checkpoint is a ``torch.save`` dict:
 - ``best``: ``{"metric": name, "value": float, "iteration": int}`` of the best evaluation so far;
 - ``leanseg_version``.
 
+Every value is a tensor or a plain Python value (dict, list, tuple, str, int, float, bool, None):
+files are read with ``torch.load(weights_only=True)``, which refuses any other object instead of
+running the code a pickle can carry. Checkpoints written before that rule stored the NumPy RNG
+state as an array; NumPy's array, scalar and dtype constructors are allowed in addition, to read those.
+
 Writes go to a temporary file in the same folder, are flushed to disk, then renamed over the
 target, so a run killed at any moment leaves either the old or the new file, never a torn one.
 """
 
 from __future__ import annotations
 
+import pickle
+import warnings
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import torch
 from torch import nn
 
@@ -33,13 +41,40 @@ def save_checkpoint(payload: dict[str, Any], path: str | Path) -> Path:
     return atomic_write(path, lambda handle: torch.save(payload, handle), fsync=True)
 
 
+# What the NumPy values of checkpoints from older leanseg versions (the RNG state array, a NumPy
+# float as best mIoU) unpickle with: array, scalar and dtype constructors only.
+_LEGACY_NUMPY_GLOBALS = [
+    np.zeros(1).__reduce__()[0],  # numpy.(_)core.multiarray._reconstruct
+    np.float64(0).__reduce__()[0],  # numpy.(_)core.multiarray.scalar
+    np.ndarray,
+    np.dtype,
+    type(np.dtype(np.uint32)),  # the state's 624 key words
+    type(np.dtype(np.float64)),  # a best-mIoU value stored as a NumPy scalar
+]
+
+
 def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") -> dict[str, Any]:
-    """Read a checkpoint written by :func:`save_checkpoint` (or a bare state dict)."""
+    """Read a checkpoint written by :func:`save_checkpoint` (or a bare state dict).
+
+    Only tensors and plain values are read (``weights_only=True``); a file holding any other
+    Python object is refused before anything in it runs.
+
+    Raises:
+        CheckpointError: the file is missing, torn, not a checkpoint, or holds other objects.
+    """
     path = Path(path)
     if not path.is_file():
         raise CheckpointError(f"checkpoint not found: {path}")
     try:
-        payload = torch.load(path, map_location=map_location, weights_only=False)
+        with warnings.catch_warnings(), torch.serialization.safe_globals(_LEGACY_NUMPY_GLOBALS):
+            # torch warns about pickles of other protocols before refusing or reading them.
+            warnings.filterwarnings("ignore", message="Detected pickle protocol")
+            payload = torch.load(path, map_location=map_location, weights_only=True)
+    except pickle.UnpicklingError:
+        raise CheckpointError(
+            f"{path}: refused: not a weights-only checkpoint (torn, or it holds Python objects "
+            "other than tensors and plain values; nothing in it was run)"
+        ) from None
     except Exception as err:  # torch raises several types for torn or foreign files
         raise CheckpointError(
             f"{path}: not a readable checkpoint ({err.__class__.__name__})"

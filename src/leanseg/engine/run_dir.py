@@ -3,23 +3,38 @@
 Layout::
 
     RUN/
+      .leanseg-run         marker: a small JSON leanseg writes when it creates the run
       config.yaml          resolved config: ``leanseg train RUN/config.yaml`` reproduces the run
       metrics.jsonl        one JSON object per log or evaluation line
       checkpoints/last.pt  latest training state (atomic writes)
       checkpoints/best.pt  best validation mIoU so far
       events.*             TensorBoard events, when tensorboard is installed
+
+Only a folder holding the marker is a leanseg run. ``--force`` removes from it only the names in
+the layout above (and leanseg's temporary files), never the folder itself, never anything else,
+and never through a symlink; in a folder without the marker it deletes nothing.
 """
 
 from __future__ import annotations
 
 import json
-import shutil
-from pathlib import Path
+import os
+import stat
+import time
+from pathlib import Path, PurePath
 from typing import Any
 
 import yaml
 
-from leanseg.config import Config, save_config
+import leanseg
+from leanseg.config import Config
+from leanseg.utils import atomic_write_text, is_temp_of
+
+MARKER = ".leanseg-run"
+_ROOT_FILES = (MARKER, "config.yaml", "metrics.jsonl")
+_CHECKPOINT_FILES = ("last.pt", "best.pt")
+_EVENTS_PREFIX = "events.out.tfevents."
+_LEGACY_METRICS_TEMP = "metrics.jsonl.tmp"  # the temporary name of leanseg <= 0.x
 
 
 class RunDirError(ValueError):
@@ -31,6 +46,10 @@ class RunDirectory:
 
     def __init__(self, root: str | Path) -> None:
         self.root = Path(root)
+
+    @property
+    def marker_path(self) -> Path:
+        return self.root / MARKER
 
     @property
     def config_path(self) -> Path:
@@ -52,45 +71,170 @@ class RunDirectory:
     def best_checkpoint(self) -> Path:
         return self.checkpoint_dir / "best.pt"
 
-    def prepare(self, cfg: Config, *, resume: bool, force: bool) -> None:
+    def is_run(self) -> bool:
+        """Whether the folder carries the marker leanseg writes when it creates a run."""
+        return _is_regular_file(self.marker_path)
+
+    def resume_checkpoint(self) -> Path | None:
+        """The checkpoint ``--resume`` continues from: ``last.pt``, else ``best.pt``.
+
+        ``best.pt`` stands in only when a kill hit the first write of ``last.pt`` (an evaluation
+        writes ``best.pt`` just before); both hold the whole training state.
+        """
+        for path in (self.last_checkpoint, self.best_checkpoint):
+            if _is_regular_file(path):
+                return path
+        return None
+
+    def prepare(self, cfg: Config, *, resume: bool, force: bool) -> list[str]:
         """Create the directory for a new run, or check it for ``--resume``.
 
+        For ``--resume`` nothing is written: :meth:`commit_resume` writes the config once the
+        checkpoint has loaded. A run that holds no checkpoint yet (killed before its first one)
+        is started again from iteration 0, by a plain rerun or by ``--resume``.
+
+        Returns:
+            Notes for the user (a restarted run, files ``--force`` left in place).
+
         Raises:
-            RunDirError: resuming with no ``last.pt``; resuming with a different config; a new
-                run into a directory that already holds a run (without ``force``); ``force`` on
-                a non-empty directory that is not a leanseg run (never deleted).
+            RunDirError: resuming with no checkpoint; resuming with a different config; a new
+                run into a directory that already holds a run (without ``force``); a non-empty
+                directory without the marker (nothing is ever deleted from one).
         """
-        if resume:
-            if not self.last_checkpoint.is_file():
+        if self.root.exists() and not self.root.is_dir():
+            raise RunDirError(f"output directory {self.root} is a file, not a folder")
+        occupied = self.root.is_dir() and any(self.root.iterdir())
+        if resume and occupied and self.resume_checkpoint() is not None:
+            self._check_resumable(cfg, force)
+            return []
+        if not occupied:
+            if resume:
                 raise RunDirError(
                     f"--resume: no checkpoint to resume from at {self.last_checkpoint}"
                 )
-            if self.config_path.is_file():
-                differences = _config_differences(self._saved_config(), cfg.to_dict())
-                if differences and not force:
-                    raise RunDirError(
-                        f"--resume: config differs from the run's {self.config_path} at "
-                        f"{', '.join(differences[:5])} (pass --force to resume anyway)"
-                    )
-            save_config(cfg, self.config_path)
+            self._create(cfg)
+            return []
+        if not self.is_run():
+            raise RunDirError(self._not_a_run_message(resume))
+        if self.resume_checkpoint() is None:
+            kept = self.clear()
+            self._create(cfg)
+            return [f"{self.root} held a run with no checkpoint yet; started it again"] + kept
+        if not force:
+            raise RunDirError(
+                f"output directory {self.root} already holds a run; pass --resume to "
+                "continue it or --force to replace it"
+            )
+        kept = self.clear()
+        self._create(cfg)
+        return kept
+
+    def commit_resume(self, cfg: Config, iteration: int) -> None:
+        """After the checkpoint loaded: mark the run, save the config, drop what it lacks.
+
+        Removes the temporary files of killed writes and the log lines past ``iteration``.
+        """
+        if not self.is_run():  # a run made before leanseg wrote markers
+            self._write_marker()
+        self.remove_stale_temp_files()
+        atomic_write_text(self.config_path, _config_yaml(cfg))
+        self.truncate_metrics(iteration)
+
+    def clear(self) -> list[str]:
+        """Remove every file leanseg writes in a run, and nothing else; keep the folder.
+
+        Checks everything before deleting anything: a leanseg name that is a symlink or not a
+        regular file is an error and nothing is deleted.
+
+        Returns:
+            One note naming the other files left in place, or nothing.
+        """
+        owned: list[Path] = []
+        foreign: list[str] = []
+        conflicts: list[str] = []
+        for entry in _entries(self.root):
+            relative = entry.relative_to(self.root)
+            kind = owned_kind(relative)
+            if kind is None:
+                foreign.append(str(relative))
+            elif not _has_kind(entry, kind):
+                conflicts.append(str(relative))
+            elif kind == "file":
+                owned.append(entry)
+        if conflicts:
+            raise RunDirError(
+                f"{self.root}: {conflicts[0]} is a symlink or not what leanseg writes there; "
+                "remove it yourself (nothing was deleted)"
+            )
+        for path in owned:
+            path.unlink()
+        if _is_dir(self.checkpoint_dir) and not any(self.checkpoint_dir.iterdir()):
+            self.checkpoint_dir.rmdir()
+        if not foreign:
+            return []
+        listed = ", ".join(sorted(foreign)[:3]) + (" ..." if len(foreign) > 3 else "")
+        return [f"kept {len(foreign)} files in {self.root} that leanseg did not write: {listed}"]
+
+    def remove_stale_temp_files(self) -> list[Path]:
+        """Delete the temporary files of writes that were killed before their rename.
+
+        Only regular files named as :func:`leanseg.utils.atomic_write` names its temporary
+        files for the run's own files (and the metrics temporary name of older versions).
+        """
+        stale = []
+        for folder, names in ((self.root, _ROOT_FILES), (self.checkpoint_dir, _CHECKPOINT_FILES)):
+            if not _is_dir(folder):
+                continue
+            for path in folder.iterdir():
+                temp = any(is_temp_of(path.name, name) for name in names)
+                if folder == self.root and path.name == _LEGACY_METRICS_TEMP:
+                    temp = True
+                if temp and _is_regular_file(path):
+                    path.unlink()
+                    stale.append(path)
+        return stale
+
+    def _check_resumable(self, cfg: Config, force: bool) -> None:
+        if not _is_regular_file(self.config_path) or force:
             return
-        if self.root.exists() and any(self.root.iterdir()):
-            if not self.config_path.is_file():
-                raise RunDirError(
-                    f"output directory {self.root} is not empty and is not a leanseg run; "
-                    "choose another work_dir"
-                )
-            if not force:
-                raise RunDirError(
-                    f"output directory {self.root} already holds a run; pass --resume to "
-                    "continue it or --force to replace it"
-                )
-            shutil.rmtree(self.root)
-        self.checkpoint_dir.mkdir(parents=True, exist_ok=True)
-        save_config(cfg, self.config_path)
+        differences = _config_differences(self._saved_config(), cfg.to_dict())
+        if differences:
+            raise RunDirError(
+                f"--resume: config differs from the run's {self.config_path} at "
+                f"{', '.join(differences[:5])} (pass --force to resume anyway)"
+            )
+
+    def _not_a_run_message(self, resume: bool) -> str:
+        if resume:
+            return f"--resume: no checkpoint to resume from at {self.last_checkpoint}"
+        if _is_regular_file(self.config_path):
+            return (
+                f"output directory {self.root} holds a config.yaml but no {MARKER} marker, so "
+                "it is not a leanseg run and nothing in it is replaced; choose another work_dir "
+                "(a run of an older leanseg with a checkpoint continues with --resume)"
+            )
+        return (
+            f"output directory {self.root} is not empty and is not a leanseg run; "
+            "choose another work_dir"
+        )
+
+    def _create(self, cfg: Config) -> None:
+        self.root.mkdir(parents=True, exist_ok=True)
+        self._write_marker()  # first, so that a kill at any later moment leaves a marked run
+        self.checkpoint_dir.mkdir(exist_ok=True)
+        atomic_write_text(self.config_path, _config_yaml(cfg))
+
+    def _write_marker(self) -> None:
+        # Written in place, not atomically: a torn marker still marks the run, while a kill
+        # before an atomic rename would leave a folder holding only a temporary file.
+        marker = {"leanseg_version": leanseg.__version__, "created": round(time.time(), 3)}
+        self.marker_path.write_text(json.dumps(marker) + "\n")
 
     def _saved_config(self) -> dict[str, Any]:
-        return yaml.safe_load(self.config_path.read_text()) or {}
+        try:
+            return yaml.safe_load(self.config_path.read_text()) or {}
+        except (yaml.YAMLError, UnicodeDecodeError):
+            raise RunDirError(f"--resume: {self.config_path} is not readable YAML") from None
 
     def append_metrics(self, record: dict[str, Any]) -> None:
         with self.metrics_path.open("a") as handle:
@@ -98,22 +242,87 @@ class RunDirectory:
             handle.flush()
 
     def truncate_metrics(self, iteration: int) -> None:
-        """Drop log lines past ``iteration`` (written after the checkpoint a run resumes from)."""
+        """Drop log lines past ``iteration`` (written after the checkpoint a run resumes from).
+
+        Lines that are not whole JSON objects (torn by a kill during their write) go too.
+        """
         if not self.metrics_path.is_file():
             return
         kept = [
             line
-            for line in self.metrics_path.read_text().splitlines()
-            if line.strip() and json.loads(line).get("iteration", 0) <= iteration
+            for line in self.metrics_path.read_text(errors="replace").splitlines()
+            if (record := _parse_record(line)) is not None
+            and record.get("iteration", 0) <= iteration
         ]
-        tmp = self.metrics_path.with_suffix(".jsonl.tmp")
-        tmp.write_text("".join(line + "\n" for line in kept))
-        tmp.replace(self.metrics_path)
+        atomic_write_text(self.metrics_path, "".join(line + "\n" for line in kept))
 
     def read_metrics(self) -> list[dict[str, Any]]:
+        """The logged records, skipping a line torn by a kill."""
         if not self.metrics_path.is_file():
             return []
-        return [json.loads(line) for line in self.metrics_path.read_text().splitlines() if line]
+        lines = self.metrics_path.read_text(errors="replace").splitlines()
+        return [record for line in lines if (record := _parse_record(line)) is not None]
+
+
+def _config_yaml(cfg: Config) -> str:
+    return yaml.safe_dump(cfg.to_dict(), sort_keys=False)
+
+
+def _parse_record(line: str) -> dict[str, Any] | None:
+    try:
+        record = json.loads(line)
+    except json.JSONDecodeError:
+        return None
+    return record if isinstance(record, dict) else None
+
+
+def owned_kind(relative: PurePath) -> str | None:
+    """``"file"`` / ``"dir"`` for the names leanseg writes in a run, else ``None``."""
+    parts = relative.parts
+    if len(parts) == 1:
+        name = parts[0]
+        if name == "checkpoints":
+            return "dir"
+        owned = (
+            name in _ROOT_FILES
+            or name == _LEGACY_METRICS_TEMP
+            or name.startswith(_EVENTS_PREFIX)
+            or any(is_temp_of(name, target) for target in _ROOT_FILES)
+        )
+        return "file" if owned else None
+    if len(parts) == 2 and parts[0] == "checkpoints":
+        name = parts[1]
+        owned = name in _CHECKPOINT_FILES or any(
+            is_temp_of(name, target) for target in _CHECKPOINT_FILES
+        )
+        return "file" if owned else None
+    return None
+
+
+def _entries(root: Path) -> list[Path]:
+    """The entries of ``root`` and of its ``checkpoints`` folder (unless that is a symlink)."""
+    found = list(root.iterdir())
+    if _is_dir(root / "checkpoints"):
+        found += list((root / "checkpoints").iterdir())
+    return found
+
+
+def _has_kind(path: Path, kind: str) -> bool:
+    return _is_regular_file(path) if kind == "file" else _is_dir(path)
+
+
+def _is_regular_file(path: Path) -> bool:
+    try:
+        return stat.S_ISREG(os.lstat(path).st_mode)
+    except OSError:
+        return False
+
+
+def _is_dir(path: Path) -> bool:
+    try:
+        return stat.S_ISDIR(os.lstat(path).st_mode)
+    except OSError:
+        return False
 
 
 def _config_differences(

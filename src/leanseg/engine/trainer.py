@@ -7,7 +7,9 @@ logging hang around it in :meth:`Trainer.train`. What the trainer guarantees:
   the sample's position, see :mod:`leanseg.engine.sampling`);
 - ``--resume`` continues the same schedule and gives the same next loss as the uninterrupted run
   (model, optimizer, gradient scaler and RNG states are in the checkpoint);
-- checkpoints are written atomically, so a killed run loses at most the work since the last one;
+- checkpoints are written atomically, so a killed run loses at most the work since the last one
+  (and ``--resume`` or a rerun recovers from a kill at any moment, see :mod:`.run_dir`);
+- checkpoints hold tensors and plain values only, and are read with ``weights_only=True``;
 - a NaN or infinite loss stops the run, naming the iteration and the last good checkpoint.
 """
 
@@ -40,7 +42,12 @@ import leanseg
 from leanseg.config import Config
 from leanseg.data import build_dataset, dataset_classes
 from leanseg.engine import distributed
-from leanseg.engine.checkpoint import load_checkpoint, load_model_state, save_checkpoint
+from leanseg.engine.checkpoint import (
+    CheckpointError,
+    load_checkpoint,
+    load_model_state,
+    save_checkpoint,
+)
 from leanseg.engine.evaluator import evaluate
 from leanseg.engine.run_dir import RunDirectory
 from leanseg.engine.sampling import ResumableSampler, SeededSamples
@@ -116,11 +123,14 @@ class Trainer:
         self.val_set = build_dataset(cfg.data, cfg.data.val_split, train=False)
         model = build_model(cfg)
 
-        # Only once data and model are known to build is anything written to the run directory.
+        # Only once data and model are known to build is anything written to the run directory;
+        # a resumed run's directory is written only once its checkpoint has loaded.
         self.run_dir = RunDirectory(cfg.work_dir)
         if self.is_main:
-            self.run_dir.prepare(cfg, resume=resume, force=force)
+            for note in self.run_dir.prepare(cfg, resume=resume, force=force):
+                self.console.print(note)
         distributed.barrier()
+        resume_from = self.run_dir.resume_checkpoint() if resume else None
 
         if cfg.train.sync_bn and distributed.is_distributed():
             if self.device.type == "cuda":
@@ -141,8 +151,8 @@ class Trainer:
         self.scaler = torch.amp.GradScaler("cuda", enabled=self.use_amp)
         self.iteration = 0
         self.best: dict[str, Any] | None = None
-        if resume:
-            self._restore(self.run_dir.last_checkpoint)
+        if resume_from is not None:
+            self._restore(resume_from)
         self._writer = self._tensorboard_writer()
 
     # ------------------------------------------------------------------ setup
@@ -186,6 +196,9 @@ class Trainer:
             num_workers=data_cfg.num_workers,
             pin_memory=self.device.type == "cuda",
             drop_last=True,
+            # Its own generator: starting an iterator draws a seed, which must not advance the
+            # global RNG (dropout), or a resumed run would drift from the uninterrupted one.
+            generator=torch.Generator().manual_seed(self.cfg.train.seed),
         )
         return iter(loader)
 
@@ -200,17 +213,22 @@ class Trainer:
 
     # ------------------------------------------------------------------ step
 
-    def run_step(self, batch: dict[str, Any]) -> dict[str, float]:
-        """One optimisation step; returns the loss terms and the learning rate."""
-        lr = learning_rate(self.iteration, self.cfg.train)
-        for group in self.optimizer.param_groups:
-            group["lr"] = lr * group["lr_mult"]
+    def _to_device(self, batch: dict[str, Any]) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+        """``(images, targets)`` of a loader batch on the training device."""
         images = batch["image"].to(self.device, non_blocking=True)
         targets = {
             key: value.to(self.device, non_blocking=True)
             for key, value in batch.items()
             if isinstance(value, torch.Tensor) and key != "image"
         }
+        return images, targets
+
+    def run_step(self, batch: dict[str, Any]) -> dict[str, float]:
+        """One optimisation step; returns the loss terms and the learning rate."""
+        lr = learning_rate(self.iteration, self.cfg.train)
+        for group in self.optimizer.param_groups:
+            group["lr"] = lr * group["lr_mult"]
+        images, targets = self._to_device(batch)
         autocast = torch.autocast("cuda", dtype=torch.float16) if self.use_amp else nullcontext()
         with autocast:
             terms = self.loss_module(images, targets)
@@ -305,7 +323,7 @@ class Trainer:
         if callable(on_evaluation):
             on_evaluation(scores)
         if self.best is None or scores.miou > self.best["value"]:
-            self.best = {"metric": "miou", "value": scores.miou, "iteration": self.iteration}
+            self.best = {"metric": "miou", "value": float(scores.miou), "iteration": self.iteration}
             self._save(self.run_dir.best_checkpoint)
         return scores
 
@@ -316,10 +334,18 @@ class Trainer:
         Thesis 4.6.1: "we recompute the batchnorm statistics as exact averages over the training
         set instead of decayed moving averages". Setting ``momentum=None`` makes PyTorch keep a
         cumulative average; the batches are training crops (with training augmentation).
+
+        The batches go through ``losses``, the training path every head has (``forward`` in
+        training mode is not defined for all of them, e.g. QGN's ``gtc`` scheme needs labels),
+        so each BatchNorm sees what it sees in training. Other buffers a training pass updates
+        (QGN's adaptive level weights) are put back afterwards: only BN statistics change.
         """
         norms = [m for m in self.model.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm)]
         if not norms:
             return
+        norm_buffers = {id(b) for m in norms for b in m.buffers(recurse=False)}
+        others = [b for b in self.model.buffers() if id(b) not in norm_buffers]
+        saved = [b.clone() for b in others]
         momenta = [m.momentum for m in norms]
         for module in norms:
             module.reset_running_stats()
@@ -327,7 +353,9 @@ class Trainer:
         self.model.train()
         batches = self._batches()
         for _ in range(num_batches):
-            self.model(next(batches)["image"].to(self.device))
+            self.model.losses(*self._to_device(next(batches)))
+        for buffer, value in zip(others, saved, strict=True):
+            buffer.copy_(value)
         for module, momentum in zip(norms, momenta, strict=True):
             module.momentum = momentum
             if distributed.is_distributed():
@@ -370,12 +398,7 @@ class Trainer:
             "optimizer": self.optimizer.state_dict(),
             "scaler": self.scaler.state_dict(),
             "best": self.best,
-            "rng": {
-                "torch": torch.get_rng_state(),
-                "cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else None,
-                "numpy": np.random.get_state(),
-                "python": random.getstate(),
-            },
+            "rng": _rng_state(),
             "leanseg_version": leanseg.__version__,
         }
 
@@ -384,36 +407,69 @@ class Trainer:
             save_checkpoint(self._state(), path)
 
     def _restore(self, path: Path) -> None:
+        """Load the training state from ``path``; only then write to the run directory."""
         payload = load_checkpoint(path, map_location=self.device)
+        if "optimizer" not in payload or "iteration" not in payload:
+            raise CheckpointError(f"{path}: holds weights only, no training state to resume")
         load_model_state(self.model, payload["model"], path)
         self.optimizer.load_state_dict(payload["optimizer"])
         if payload.get("scaler"):
             self.scaler.load_state_dict(payload["scaler"])
         self.iteration = int(payload["iteration"])
         self.best = payload.get("best")
-        rng = payload.get("rng") or {}
-        if rng.get("torch") is not None:
-            torch.set_rng_state(rng["torch"].cpu())
-        if rng.get("cuda") is not None and torch.cuda.is_available():
-            torch.cuda.set_rng_state_all(rng["cuda"])
-        if rng.get("numpy") is not None:
-            np.random.set_state(rng["numpy"])
-        if rng.get("python") is not None:
-            random.setstate(rng["python"])
+        _set_rng_state(payload.get("rng") or {})
         if self.is_main:
-            self.run_dir.truncate_metrics(self.iteration)
+            self.run_dir.commit_resume(self.cfg, self.iteration)
             self.console.print(f"resumed from {path} at iteration {self.iteration}")
 
     def _nan_message(self, value: float) -> str:
         step = self.iteration + 1
         last = self.run_dir.last_checkpoint
         if last.is_file():
-            saved = torch.load(last, map_location="cpu", weights_only=False).get("iteration")
+            try:
+                saved = load_checkpoint(last).get("iteration")
+            except CheckpointError:
+                saved = "unreadable"
             return (
                 f"loss is {value} at iteration {step}; stopped. Last good checkpoint: {last} "
                 f"(iteration {saved}); resume with --resume after lowering train.lr"
             )
         return f"loss is {value} at iteration {step}; stopped. No checkpoint was written yet"
+
+
+def _rng_state() -> dict[str, Any]:
+    """The RNG states as tensors and plain values (readable with ``weights_only=True``)."""
+    name, keys, position, has_gauss, cached_gaussian = np.random.get_state()
+    return {
+        "torch": torch.get_rng_state(),
+        "cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else None,
+        "numpy": {
+            "name": str(name),
+            "keys": torch.from_numpy(np.asarray(keys, dtype=np.int64)),  # 624 uint32 words
+            "position": int(position),
+            "has_gauss": int(has_gauss),
+            "cached_gaussian": float(cached_gaussian),
+        },
+        "python": random.getstate(),
+    }
+
+
+def _set_rng_state(rng: dict[str, Any]) -> None:
+    """Inverse of :func:`_rng_state`; also takes the NumPy tuple of older checkpoints."""
+    if rng.get("torch") is not None:
+        torch.set_rng_state(rng["torch"].cpu())
+    if rng.get("cuda") is not None and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(rng["cuda"])
+    state = rng.get("numpy")
+    if isinstance(state, dict):
+        keys = state["keys"].cpu().numpy().astype(np.uint32)
+        np.random.set_state(
+            (state["name"], keys, state["position"], state["has_gauss"], state["cached_gaussian"])
+        )
+    elif state is not None:
+        np.random.set_state(state)
+    if rng.get("python") is not None:
+        random.setstate(rng["python"])
 
 
 class _LossModule(nn.Module):
