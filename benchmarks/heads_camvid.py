@@ -1,0 +1,201 @@
+"""Every head on the same ImageNet-pretrained EfficientNet-Lite0, CamVid, one budget (issue 11).
+
+For each head config in ``configs/lite0/heads/`` and each seed, trains through
+``benchmarks/camvid_recipe.py`` (the engine of ``leanseg train``, channels-last) with
+``--iters`` iterations of the recipe's batch and crops, and reads the final validation record
+(101 val images, single scale): mIoU and boundary (trimap, 8 px) mIoU. Then, in this one
+process and with every model built, it measures the cost of each head's model:
+
+- GMAC (fused multiply-adds of convolutions and linear layers) at 1024x2048, whole model and
+  decoder (context + head);
+- CPU latency at 1024x2048, batch 1, timed round-robin (one call of each model in turn, repeated),
+  so a change in machine load hits every model alike; the median per model is reported;
+- training activation memory at 768x768, batch 2 (tensors saved for backward).
+
+    python benchmarks/heads_camvid.py --iters 600 --seeds 0 1       # train + measure
+    python benchmarks/heads_camvid.py --cost-only                   # only GMAC / latency / memory
+    python benchmarks/heads_camvid.py --report-only                 # tabulate finished runs
+
+Results go to ``benchmarks/results/heads_camvid.json``; a difference smaller than the seed
+spread is a tie.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import statistics
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from leanseg.bench import activation_memory, count_flops
+from leanseg.config import load_config
+from leanseg.models import build_model
+
+ROOT = Path(__file__).resolve().parents[1]
+CONFIGS = ROOT / "configs" / "lite0" / "heads"
+HEADS = [
+    "bilinear",
+    "ladder",
+    "ldn",
+    "deeplabv3plus",
+    "nrd",
+    "igum",
+    "erfnet_decoder",
+    "qgn",
+    "sandf_a",
+    "sandf_f",
+]
+
+
+def run_dir(head: str, seed: int, iters: int) -> Path:
+    return ROOT / "runs" / "lite0" / "heads" / f"{head}_i{iters}_s{seed}"
+
+
+def train(head: str, seed: int, iters: int, threads: int) -> None:
+    out = run_dir(head, seed, iters)
+    interval = f"{iters}"
+    command = [
+        sys.executable,
+        str(ROOT / "benchmarks" / "camvid_recipe.py"),
+        "--config",
+        str(CONFIGS / f"{head}_camvid.yaml"),
+        "--json",
+        str(out / "recipe.json"),
+        "--force",
+        "--set",
+        f"train.max_iters={iters}",
+        f"train.eval_interval={interval}",
+        f"train.checkpoint_interval={interval}",
+        f"train.seed={seed}",
+        f"train.num_threads={threads}",
+        f"work_dir={out}",
+    ]
+    print(" ".join(command), flush=True)
+    subprocess.run(command, check=True, cwd=ROOT)
+
+
+def final_scores(head: str, seed: int, iters: int) -> dict[str, Any] | None:
+    path = run_dir(head, seed, iters) / "recipe.json"
+    if not path.is_file():
+        return None
+    record = json.loads(path.read_text())
+    last_val = record["val_history"][-1]
+    return {
+        "seed": seed,
+        "miou": 100 * last_val["miou"],
+        "boundary_miou": None
+        if last_val.get("boundary_miou") is None
+        else 100 * last_val["boundary_miou"],
+        "train_seconds": record["train_seconds"],
+    }
+
+
+def measure_costs(heads: list[str], repeats: int) -> dict[str, dict[str, float]]:
+    """GMAC and round-robin latency at 1024x2048, activation memory at 768x768 batch 2."""
+    models = {}
+    for head in heads:
+        cfg = load_config(CONFIGS / f"{head}_camvid.yaml", ["model.backbone.pretrained=null"])
+        models[head] = build_model(cfg).eval().to(memory_format=torch.channels_last)
+    images = torch.randn(1, 3, 1024, 2048).contiguous(memory_format=torch.channels_last)
+    costs: dict[str, dict[str, float]] = {}
+    with torch.no_grad():
+        for head, model in models.items():
+            flops = count_flops(model, images)
+            backbone = flops.by_top_level().get("backbone", 0)
+            costs[head] = {
+                "gmac_1024x2048": flops.total / 1e9,
+                "decoder_gmac_1024x2048": (flops.total - backbone) / 1e9,
+            }
+            model(images)  # warm-up
+    times: dict[str, list[float]] = {head: [] for head in heads}
+    with torch.no_grad():
+        for _ in range(repeats):
+            for head, model in models.items():
+                start = time.perf_counter()
+                model(images)
+                times[head].append(1e3 * (time.perf_counter() - start))
+    small = torch.randn(2, 3, 768, 768)
+    labels = torch.randint(0, 11, (2, 768, 768))
+    for head, model in models.items():
+        costs[head]["latency_ms_1024x2048"] = statistics.median(times[head])
+        costs[head]["latency_ms_all"] = times[head]
+        memory = activation_memory(model, small, lambda m, x: m.losses(x, {"label": labels}))
+        costs[head]["train_activation_mb_768x768_b2"] = memory / 2**20
+    return costs
+
+
+def summarise(seeds: list[dict[str, Any]]) -> dict[str, Any]:
+    mious = [s["miou"] for s in seeds]
+    boundaries = [s["boundary_miou"] for s in seeds if s["boundary_miou"] is not None]
+    return {
+        "seeds": seeds,
+        "miou_mean": statistics.fmean(mious),
+        "miou_spread": max(mious) - min(mious),
+        "boundary_miou_mean": statistics.fmean(boundaries) if boundaries else None,
+    }
+
+
+def machine(threads: int) -> dict[str, Any]:
+    return {
+        "cpu_cores": os.cpu_count(),
+        "torch_threads": threads,
+        "platform": platform.platform(),
+        "torch": torch.__version__,
+    }
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--heads", nargs="*", default=HEADS, choices=HEADS)
+    parser.add_argument("--seeds", nargs="*", type=int, default=[0, 1])
+    parser.add_argument("--iters", type=int, default=600)
+    parser.add_argument("--threads", type=int, default=1)
+    parser.add_argument("--repeats", type=int, default=5, help="latency rounds (round-robin)")
+    parser.add_argument("--cost-only", action="store_true")
+    parser.add_argument("--report-only", action="store_true")
+    parser.add_argument("--json", default=str(ROOT / "benchmarks/results/heads_camvid.json"))
+    args = parser.parse_args(argv)
+    torch.set_num_threads(args.threads)
+
+    if not (args.cost_only or args.report_only):
+        for seed in args.seeds:
+            for head in args.heads:
+                train(head, seed, args.iters, args.threads)
+    out = Path(args.json)
+    previous = json.loads(out.read_text()) if out.is_file() else {}
+    rows: dict[str, Any] = previous.get("heads", {})
+    costs = {} if args.report_only else measure_costs(args.heads, args.repeats)
+    for head in args.heads:
+        row = rows.get(head, {})
+        seeds = [s for seed in args.seeds if (s := final_scores(head, seed, args.iters))]
+        if seeds:
+            row.update(summarise(seeds))
+        row.update(costs.get(head, {}))
+        rows[head] = row
+    record = {
+        "budget": {
+            "iterations": args.iters,
+            "recipe": "configs/lite0/ladder_camvid.yaml (batch 8, 288x384 crops, Adam, cosine)",
+            "seeds": args.seeds,
+        },
+        "heads": rows,
+        "command": " ".join([sys.executable, *sys.argv]),
+        "machine": machine(args.threads),
+    }
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps(record, indent=2) + "\n")
+    for head, row in rows.items():
+        brief = {k: v for k, v in row.items() if not isinstance(v, list)}
+        print(head, json.dumps(brief))
+
+
+if __name__ == "__main__":
+    main()
