@@ -143,6 +143,51 @@ def summarise(seeds: list[dict[str, Any]]) -> dict[str, Any]:
     }
 
 
+def plot(rows: dict[str, Any], path: Path) -> None:
+    """Scatter of val mIoU (mean over seeds, bar = spread) against CPU latency, as a PNG."""
+    from PIL import Image, ImageDraw
+
+    points = [
+        (head, row["latency_ms_1024x2048"], row["miou_mean"], row["miou_spread"])
+        for head, row in rows.items()
+        if "miou_mean" in row and "latency_ms_1024x2048" in row
+    ]
+    if not points:
+        return
+    width, height, margin = 900, 600, 80
+    image = Image.new("RGB", (width, height), "white")
+    draw = ImageDraw.Draw(image)
+    xs = [p[1] for p in points]
+    ys = [p[2] for p in points]
+    x0, x1 = min(xs) * 0.9, max(xs) * 1.1
+    y0, y1 = min(ys) - 3, max(ys) + 3
+
+    def at(x: float, y: float) -> tuple[float, float]:
+        u = margin + (x - x0) / (x1 - x0) * (width - 2 * margin)
+        v = height - margin - (y - y0) / (y1 - y0) * (height - 2 * margin)
+        return u, v
+
+    draw.rectangle([margin, margin, width - margin, height - margin], outline="black")
+    for i in range(5):
+        x = x0 + (x1 - x0) * i / 4
+        y = y0 + (y1 - y0) * i / 4
+        u, _ = at(x, y0)
+        _, v = at(x0, y)
+        draw.text((u - 15, height - margin + 8), f"{x:.0f}", fill="black")
+        draw.text((margin - 45, v - 6), f"{y:.1f}", fill="black")
+    draw.text((width // 2 - 120, height - 35), "CPU latency at 1024x2048 (ms)", fill="black")
+    draw.text((10, 20), "CamVid val mIoU (%), mean over seeds; bar = spread", fill="black")
+    for head, x, y, spread in points:
+        u, v = at(x, y)
+        _, top = at(x, y + spread / 2)
+        _, bottom = at(x, y - spread / 2)
+        draw.line([u, top, u, bottom], fill="gray", width=2)
+        draw.ellipse([u - 5, v - 5, u + 5, v + 5], fill="royalblue")
+        draw.text((u + 8, v - 6), head, fill="black")
+    path.parent.mkdir(parents=True, exist_ok=True)
+    image.save(path)
+
+
 def machine(threads: int) -> dict[str, Any]:
     return {
         "cpu_cores": os.cpu_count(),
@@ -162,6 +207,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--cost-only", action="store_true")
     parser.add_argument("--report-only", action="store_true")
     parser.add_argument("--json", default=str(ROOT / "benchmarks/results/heads_camvid.json"))
+    parser.add_argument("--plot", default=str(ROOT / "docs/heads_camvid.png"))
     args = parser.parse_args(argv)
     torch.set_num_threads(args.threads)
 
@@ -192,6 +238,7 @@ def main(argv: list[str] | None = None) -> None:
     }
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps(record, indent=2) + "\n")
+    plot(rows, Path(args.plot))
     for head, row in rows.items():
         brief = {k: v for k, v in row.items() if not isinstance(v, list)}
         print(head, json.dumps(brief))
