@@ -12,7 +12,7 @@ A checkpoint is a ``torch.save`` dict:
 Every value is a tensor or a plain Python value (dict, list, tuple, str, int, float, bool, None):
 files are read with ``torch.load(weights_only=True)``, which refuses any other object instead of
 running the code a pickle can carry. Checkpoints written before that rule stored the NumPy RNG
-state as an array; NumPy's array, scalar and dtype constructors are allowed in addition, to read those.
+state as an array: NumPy's array, scalar and dtype constructors are allowed too, to read them.
 
 Writes go to a temporary file in the same folder, are flushed to disk, then renamed over the
 target, so a run killed at any moment leaves either the old or the new file, never a torn one.
