@@ -9,6 +9,7 @@ are neither a class id nor 255, or a label file that does not exist for an image
 
 from __future__ import annotations
 
+import hashlib
 from collections.abc import Sequence
 from pathlib import Path
 from typing import ClassVar
@@ -343,10 +344,24 @@ class ADE20K(_FileDataset):
     stem in ``annotations/{training,validation}/*.png``. File value 0 ("other") becomes 255 and
     value ``k`` becomes train id ``k - 1``.
 
+    With ``holdout=n`` the official training set is split in two, as the S&F ablations do
+    ("we randomly split the original 20K training set into 16K/4K", S&F sec. 4): the split
+    ``holdout`` is ``n`` training images and ``train`` is the rest; ``val`` stays the official
+    2K validation set, which neither overlaps. The paper does not publish its split, so this one
+    is ours and deterministic: training images are ranked by the SHA-256 of
+    ``"{holdout_seed}/{stem}"`` and the first ``n`` are held out. It depends only on the file
+    names (not on the order the file system lists them, nor on a library's random generator),
+    and adding or removing an image moves no other. ``holdout=4000`` gives the 16,210 / 4,000
+    images the S&F ablation configs use.
+
     Args:
         root: ``ADEChallengeData2016`` or the folder that holds it.
-        split: ``train`` / ``val`` (or the folder names ``training`` / ``validation``).
+        split: ``train`` / ``val`` (or the folder names ``training`` / ``validation``);
+            ``holdout`` when ``holdout`` is set.
         transform: Applied to each sample by ``__getitem__``.
+        holdout: Number of training images held out of ``train`` into the split ``holdout``;
+            0 keeps the official training set whole.
+        holdout_seed: Selects another held-out set of the same size.
     """
 
     classes = ADE20K_CLASSES
@@ -358,9 +373,22 @@ class ADE20K(_FileDataset):
         "val": "validation",
         "training": "training",
         "validation": "validation",
+        "holdout": "training",
     }
 
-    def __init__(self, root: str | Path, split: str, transform: Transform | None = None) -> None:
+    def __init__(
+        self,
+        root: str | Path,
+        split: str,
+        transform: Transform | None = None,
+        *,
+        holdout: int = 0,
+        holdout_seed: int = 0,
+    ) -> None:
+        if isinstance(holdout, bool) or not isinstance(holdout, int) or holdout < 0:
+            raise DatasetError(f"ADE20K option holdout must be an integer >= 0, got {holdout!r}")
+        self.holdout = holdout
+        self.holdout_seed = holdout_seed
         super().__init__(_resolve_root(root, "ADEChallengeData2016"), split, transform)
 
     def _list_files(self) -> list[SampleFiles]:
@@ -368,10 +396,37 @@ class ADE20K(_FileDataset):
             raise DatasetError(
                 f"ADE20K has no split {self.split!r}; valid: {', '.join(self.SPLIT_DIRS)}"
             )
+        if self.split == "holdout" and not self.holdout:
+            raise DatasetError(
+                "ADE20K split 'holdout' needs the option holdout (number of training images "
+                "to hold out), e.g. data.options: {holdout: 4000}"
+            )
         folder = self.SPLIT_DIRS[self.split]
         images = _list_images(_require_dir(self.root / "images" / folder, "ADE20K images"))
+        if folder == "training" and self.holdout:
+            if self.holdout >= len(images):
+                raise DatasetError(
+                    f"ADE20K option holdout={self.holdout} leaves no training images "
+                    f"({len(images)} in {self.root / 'images' / folder})"
+                )
+            held_out = set(holdout_names([p.stem for p in images], self.holdout, self.holdout_seed))
+            keep = self.split == "holdout"
+            images = [p for p in images if (p.stem in held_out) == keep]
         labels = self.root / "annotations" / folder
         return _require_labels([SampleFiles(p.stem, p, labels / f"{p.stem}.png") for p in images])
+
+
+def holdout_names(names: Sequence[str], count: int, seed: int = 0) -> list[str]:
+    """The ``count`` names of ``names`` held out by :class:`ADE20K`'s ``holdout`` option.
+
+    Names are ranked by the SHA-256 digest of ``f"{seed}/{name}"``; the ``count`` smallest are
+    returned, sorted.
+    """
+
+    def rank(name: str) -> bytes:
+        return hashlib.sha256(f"{seed}/{name}".encode()).digest()
+
+    return sorted(sorted(names, key=rank)[:count])
 
 
 class VOC(_FileDataset):

@@ -141,7 +141,9 @@ class LDNHead(nn.Module):
         channels: TU output widths from coarse to fine; ``None`` for 256, 256, 128, 128, ...
         separable: depthwise-separable 3x3 blends (Table 4.9 "DWS").
         aux_loss: ``"ladder"`` (thesis 4.6.1), ``"pyramid"`` (chapter 5) or ``"none"``.
-        main_weight: weight of the main loss (0.6 in thesis 4.6.1; the pyramid variant uses 1).
+        main_weight: weight of the main loss; ``None`` for the thesis' value of the chosen
+            ``aux_loss``: 0.6 with ``"ladder"`` (4.6.1), 1.0 with ``"pyramid"`` (chapter 5)
+            and with ``"none"``.
         aux_weight: weight of the mean auxiliary loss (0.4).
         checkpoint: checkpoint every TU block ("(UP)" of Table 4.11).
         norm_layer: normalisation layer factory.
@@ -162,7 +164,7 @@ class LDNHead(nn.Module):
         channels: tuple[int, ...] | None = None,
         separable: bool = False,
         aux_loss: Literal["ladder", "pyramid", "none"] = "ladder",
-        main_weight: float = 0.6,
+        main_weight: float | None = None,
         aux_weight: float = 0.4,
         checkpoint: bool = False,
         norm_layer: NormLayer = nn.BatchNorm2d,
@@ -178,6 +180,8 @@ class LDNHead(nn.Module):
         self.num_classes = num_classes
         self.ignore_index = ignore_index
         self.aux_loss = aux_loss
+        if main_weight is None:
+            main_weight = 0.6 if aux_loss == "ladder" else 1.0
         self.main_weight = main_weight
         self.aux_weight = aux_weight
         self.checkpoint = checkpoint
