@@ -28,7 +28,7 @@ from PIL import Image
 from torch import Tensor, nn
 
 from leanseg.config import Config, ConfigError, config_from_dict
-from leanseg.data.io import read_rgb
+from leanseg.data.io import image_to_rgb, read_rgb
 from leanseg.engine.checkpoint import CheckpointError, load_checkpoint, load_model_state
 from leanseg.engine.site_cost import ActiveSiteCounter
 
@@ -320,11 +320,7 @@ class Predictor:
             cfg = config_from_dict(raw_config, source=f"{path} (config)")
         except ConfigError as err:
             raise CheckpointError(str(err)) from None
-        backbone = {k: v for k, v in cfg.model.backbone.items() if k != "pretrained"}
-        build_cfg = dataclasses.replace(
-            cfg, model=dataclasses.replace(cfg.model, backbone=backbone)
-        )
-        model = build_model(build_cfg)
+        model = build_model(without_pretrained(cfg))
         load_model_state(model, payload["model"], path)
         return cls(model, cfg, device=device, **kwargs)
 
@@ -382,6 +378,19 @@ class Predictor:
         return probabilities[0]
 
 
+def without_pretrained(cfg: Config) -> Config:
+    """``cfg`` with ``model.backbone.pretrained`` set to ``None``, for building a model that a
+    checkpoint is then loaded into.
+
+    A checkpoint holds every weight, so the ImageNet file the run started from is not read:
+    it may not exist where the model is evaluated or used.
+    """
+    if cfg.model.backbone.get("pretrained") is None:
+        return cfg
+    backbone = {**cfg.model.backbone, "pretrained": None}
+    return dataclasses.replace(cfg, model=dataclasses.replace(cfg.model, backbone=backbone))
+
+
 def load_rgb(image: ImageInput) -> np.ndarray:
     """An image as a contiguous RGB ``uint8 (H, W, 3)`` array.
 
@@ -392,7 +401,7 @@ def load_rgb(image: ImageInput) -> np.ndarray:
     if isinstance(image, str | Path):
         return read_rgb(image)
     if isinstance(image, Image.Image):
-        return np.array(image.convert("RGB"))
+        return image_to_rgb(image)
     if isinstance(image, np.ndarray):
         if image.dtype != np.uint8:
             raise ValueError(f"expected a uint8 RGB image, got dtype {image.dtype}")
