@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import pickle
 import warnings
+from contextlib import AbstractContextManager, nullcontext
 from pathlib import Path
 from typing import Any
 
@@ -53,6 +54,11 @@ _LEGACY_NUMPY_GLOBALS = [
 ]
 
 
+def _allow_legacy_numpy() -> AbstractContextManager[Any]:
+    safe_globals = getattr(torch.serialization, "safe_globals", None)  # torch >= 2.5
+    return safe_globals(_LEGACY_NUMPY_GLOBALS) if safe_globals else nullcontext()
+
+
 def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") -> dict[str, Any]:
     """Read a checkpoint written by :func:`save_checkpoint` (or a bare state dict).
 
@@ -66,7 +72,7 @@ def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") 
     if not path.is_file():
         raise CheckpointError(f"checkpoint not found: {path}")
     try:
-        with warnings.catch_warnings(), torch.serialization.safe_globals(_LEGACY_NUMPY_GLOBALS):
+        with warnings.catch_warnings(), _allow_legacy_numpy():
             # torch warns about pickles of other protocols before refusing or reading them.
             warnings.filterwarnings("ignore", message="Detected pickle protocol")
             payload = torch.load(path, map_location=map_location, weights_only=True)
