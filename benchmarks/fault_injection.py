@@ -108,6 +108,20 @@ def leanseg_temp_files(run: RunDirectory) -> list[str]:
     ]
 
 
+def after_kill(run: RunDirectory, temp_before: set[str] = frozenset()) -> dict[str, Any]:
+    """Where a kill left the run: the checkpoint a resume reads, the log, new temporary files
+    (a kill inside a write leaves one)."""
+    checkpoint = run.resume_checkpoint()
+    logged = [r.get("iteration", 0) for r in run.read_metrics()]
+    temp = set(leanseg_temp_files(run)) if run.root.exists() else set()
+    return {
+        "resumable_after": resumable(run),
+        "resume_from": None if checkpoint is None else checkpoint.name,
+        "last_logged_iteration": max(logged, default=0),
+        "temp_files_after_kill": sorted(temp - temp_before),
+    }
+
+
 def resumable(run: RunDirectory) -> bool:
     """After a kill: the checkpoint a resume would read loads and holds a training state."""
     checkpoint = run.resume_checkpoint()
@@ -178,8 +192,7 @@ class Chain:
         if code != -signal.SIGKILL:
             self.settle(code, output)
             return
-        fault = self.record("kill_in_first_checkpoint", target=target)
-        fault["resumable_after"] = resumable(self.run)
+        self.record("kill_in_first_checkpoint", target=target, **after_kill(self.run))
         self.add_user_file(self.run.root / "notes.txt")
         # With no checkpoint at all, a plain rerun must accept the run (and start it again).
         self.plain_rerun_next = target == "best.pt:1"
@@ -189,11 +202,11 @@ class Chain:
         code, output = finish(self.command(*self.resume_args(), kill_in_write=target))
         self.settle(code, output)
         if code == -signal.SIGKILL:
-            fault = self.record("kill_in_checkpoint_write", target=target)
-            fault["resumable_after"] = resumable(self.run)
+            self.record("kill_in_checkpoint_write", target=target, **after_kill(self.run))
 
     def kill_random(self) -> None:
         delay = self.rng.uniform(0.0, self.expected_duration)
+        temp_before = set(leanseg_temp_files(self.run)) if self.run.root.exists() else set()
         process = self.command(*self.resume_args())
         time.sleep(delay)
         if process.poll() is None:
@@ -201,8 +214,8 @@ class Chain:
         code, output = finish(process)
         self.settle(code, output)
         if code == -signal.SIGKILL:
-            fault = self.record("kill_random", after_seconds=round(delay, 2))
-            fault["resumable_after"] = resumable(self.run)
+            fault = after_kill(self.run, temp_before)
+            self.record("kill_random", after_seconds=round(delay, 2), **fault)
 
     def torn_metrics_line(self) -> None:
         if not self.run.metrics_path.exists():
@@ -281,6 +294,7 @@ def main() -> None:
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--json", type=Path, help="write the results here")
     parser.add_argument("--work", type=Path, help="folder for the runs (default: a temp dir)")
+    parser.add_argument("--note", default="", help="free text kept in the JSON (e.g. the commit)")
     args = parser.parse_args()
     rng = random.Random(args.seed)
     began = time.perf_counter()
@@ -301,12 +315,15 @@ def main() -> None:
             done = sum(len(c.faults) for c in chains)
             print(f"chain {len(chains)}: {len(chain.faults)} faults, total {done}", flush=True)
     faults = [fault | {"chain": i} for i, chain in enumerate(chains) for fault in chain.faults]
+    random_kills = [f for f in faults if f["kind"] == "kill_random"]
+    in_a_write = [f for f in random_kills if f["temp_files_after_kill"]]
     injected = Counter(fault["kind"] for fault in faults)
     survived = Counter(fault["kind"] for fault in faults if fault["survived"])
     result = {
         "machine": machine(),
         "command": "python benchmarks/fault_injection.py " + " ".join(sys.argv[1:]),
         "seed": args.seed,
+        "note": args.note,
         "config": CONFIG,
         "faults_injected": len(faults),
         "faults_survived": sum(survived.values()),
@@ -314,6 +331,7 @@ def main() -> None:
             kind: {"injected": n, "survived": survived[kind]} for kind, n in injected.items()
         },
         "commands_run": sum(chain.commands for chain in chains) + 1,
+        "random_kills_inside_a_write": len(in_a_write),
         "chains": len(chains),
         "chain_problems": [chain.problems for chain in chains if chain.problems],
         "seconds": round(time.perf_counter() - began, 1),
