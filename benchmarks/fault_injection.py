@@ -108,7 +108,7 @@ def leanseg_temp_files(run: RunDirectory) -> list[str]:
     ]
 
 
-def after_kill(run: RunDirectory, temp_before: set[str] = frozenset()) -> dict[str, Any]:
+def after_kill(run: RunDirectory, temp_before: set[str] | None = None) -> dict[str, Any]:
     """Where a kill left the run: the checkpoint a resume reads, the log, new temporary files
     (a kill inside a write leaves one)."""
     checkpoint = run.resume_checkpoint()
@@ -118,7 +118,7 @@ def after_kill(run: RunDirectory, temp_before: set[str] = frozenset()) -> dict[s
         "resumable_after": resumable(run),
         "resume_from": None if checkpoint is None else checkpoint.name,
         "last_logged_iteration": max(logged, default=0),
-        "temp_files_after_kill": sorted(temp - temp_before),
+        "temp_files_after_kill": sorted(temp - (temp_before or set())),
     }
 
 
