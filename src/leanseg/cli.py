@@ -1,23 +1,25 @@
 """The ``leanseg`` command: train, eval, predict, data check, bench, demo.
 
-Every subcommand has ``--help``. Bad input (config, dataset, checkpoint, run directory) ends with
-a one-line ``leanseg: error: ...`` naming the file or key, and exit status 2; a training run that
-cannot go on (NaN loss) exits with 1.
+Every subcommand has ``--help``. Bad input (config, dataset, checkpoint, run directory, a flag's
+value, an output folder that cannot be written) ends with a one-line ``leanseg: error: ...``
+naming the file, key or flag, and exit status 2; a training run that cannot go on (NaN loss)
+exits with 1.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import math
 import sys
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, NoReturn
 
 from rich.console import Console
 
 from leanseg import __version__
-from leanseg.config import Config, ConfigError, load_config
+from leanseg.config import DEVICE_PATTERN, Config, ConfigError, load_config
 
 EXIT_BAD_INPUT = 2
 EXIT_FAILED = 1
@@ -28,7 +30,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
     if not hasattr(args, "handler"):
-        parser.print_help()
+        # ``leanseg`` or ``leanseg data`` alone: the help of that level, then what is missing.
+        level = getattr(args, "command_parser", parser)
+        level.print_help()
+        _error(f"{level.prog}: choose a command (see {level.prog} --help)")
         return EXIT_BAD_INPUT
     from leanseg.data.base import DatasetError
     from leanseg.engine.checkpoint import CheckpointError
@@ -40,6 +45,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     except (ConfigError, DatasetError, CheckpointError, RunDirError, FileNotFoundError) as err:
         _error(str(err))
         return EXIT_BAD_INPUT
+    except OSError as err:  # a file or folder the system refuses (permissions, disk full ...)
+        where = f"{err.filename}: " if err.filename else ""
+        _error(f"{where}{err.strerror or err}")
+        return EXIT_BAD_INPUT
     except TrainingError as err:
         _error(str(err))
         return EXIT_FAILED
@@ -49,11 +58,52 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 def _error(message: str) -> None:
-    print(f"leanseg: error: {message}", file=sys.stderr)
+    one_line = " ".join(str(message).split())
+    print(f"leanseg: error: {one_line}", file=sys.stderr)
+
+
+class _Parser(argparse.ArgumentParser):
+    """argparse with leanseg's one-line errors (no usage block) and exit status 2."""
+
+    def error(self, message: str) -> NoReturn:
+        _error(f"{message} (see {self.prog} --help)")
+        sys.exit(EXIT_BAD_INPUT)
+
+
+def _number(kind: Callable[[str], Any], test: Callable[[Any], bool], requirement: str) -> Any:
+    """An argparse ``type`` that parses with ``kind`` and requires ``test`` of the value."""
+
+    def parse(text: str) -> Any:
+        try:
+            value = kind(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"expected {requirement}, got {text!r}") from None
+        if (isinstance(value, float) and not math.isfinite(value)) or not test(value):
+            raise argparse.ArgumentTypeError(f"must be {requirement}, got {text!r}")
+        return value
+
+    parse.__name__ = kind.__name__  # argparse names the type in its messages
+    return parse
+
+
+_POSITIVE_INT = _number(int, lambda v: v >= 1, "a positive integer")
+_NON_NEGATIVE_INT = _number(int, lambda v: v >= 0, "an integer >= 0")
+_POSITIVE_FLOAT = _number(float, lambda v: v > 0, "a positive number")
+_FRACTION = _number(float, lambda v: 0 <= v <= 1, "a number in [0, 1]")
+# The smallest budget that holds one 32x32 tile (see engine.inference.choose_tile).
+_MEGAPIXELS = _number(float, lambda v: v >= 32 * 32 / 1e6, "at least 0.001024 (one 32x32 tile)")
+
+
+def _device_name(text: str) -> str:
+    if DEVICE_PATTERN.fullmatch(text) is None:
+        raise argparse.ArgumentTypeError(
+            f"unknown device {text!r}; use auto, cpu, cuda, cuda:N or mps"
+        )
+    return text
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
+    parser = _Parser(
         prog="leanseg",
         description="Efficient semantic segmentation of large images.",
     )
@@ -83,14 +133,18 @@ def build_parser() -> argparse.ArgumentParser:
     _add_overrides(evaluate)
     evaluate.add_argument("--split", help="dataset split (default: the config's data.val_split)")
     evaluate.add_argument(
-        "--scales", type=float, nargs="+", help="multi-scale testing, e.g. 0.75 1 1.25"
+        "--scales", type=_POSITIVE_FLOAT, nargs="+", help="multi-scale testing, e.g. 0.75 1 1.25"
     )
     evaluate.add_argument("--flip", action="store_true", help="add horizontally flipped inputs")
-    evaluate.add_argument("--max-images", type=int, help="evaluate at most this many images")
+    evaluate.add_argument(
+        "--max-images", type=_POSITIVE_INT, help="evaluate at most this many images"
+    )
     evaluate.add_argument(
         "--json", metavar="PATH", help="also write the scores as JSON ('-' = stdout)"
     )
-    evaluate.add_argument("--device", default="auto", help="cpu, cuda, cuda:1 or auto")
+    evaluate.add_argument(
+        "--device", type=_device_name, default="auto", help="cpu, cuda, cuda:1 or auto"
+    )
     evaluate.set_defaults(handler=_cmd_eval)
 
     predict = commands.add_parser("predict", help="write label PNGs and colour overlays")
@@ -99,18 +153,25 @@ def build_parser() -> argparse.ArgumentParser:
     predict.add_argument("--out", required=True, help="output folder")
     predict.add_argument(
         "--max-megapixels",
-        type=float,
+        type=_MEGAPIXELS,
         default=4.0,
         help="memory budget: larger images are processed in overlapping tiles (default 4)",
     )
-    predict.add_argument("--overlap", type=int, default=128, help="tile overlap in pixels")
-    predict.add_argument("--scales", type=float, nargs="+", default=[1.0], help="test scales")
+    predict.add_argument(
+        "--overlap", type=_NON_NEGATIVE_INT, default=128, help="tile overlap in pixels"
+    )
+    predict.add_argument(
+        "--scales", type=_POSITIVE_FLOAT, nargs="+", default=[1.0], help="test scales"
+    )
     predict.add_argument("--flip", action="store_true", help="add horizontally flipped inputs")
-    predict.add_argument("--alpha", type=float, default=0.5, help="overlay opacity")
-    predict.add_argument("--device", default="auto", help="cpu, cuda, cuda:1 or auto")
+    predict.add_argument("--alpha", type=_FRACTION, default=0.5, help="overlay opacity")
+    predict.add_argument(
+        "--device", type=_device_name, default="auto", help="cpu, cuda, cuda:1 or auto"
+    )
     predict.set_defaults(handler=_cmd_predict)
 
     data = commands.add_parser("data", help="dataset tools")
+    data.set_defaults(command_parser=data)
     data_commands = data.add_subparsers(title="data commands", metavar="COMMAND")
     check = data_commands.add_parser("check", help="report unreadable files and bad labels")
     check.add_argument("config", help="YAML config file")
@@ -124,18 +185,19 @@ def build_parser() -> argparse.ArgumentParser:
     bench.add_argument("config", help="YAML config file")
     _add_overrides(bench)
     bench.add_argument("--size", required=True, help="input size HxW, e.g. 1024x2048")
-    bench.add_argument("--batch", type=int, default=1, help="batch size (default 1)")
+    bench.add_argument("--batch", type=_POSITIVE_INT, default=1, help="batch size (default 1)")
     bench.add_argument("--train", action="store_true", help="time a training step, not inference")
-    bench.add_argument("--device", default="cpu", help="cpu or cuda")
-    bench.add_argument("--warmup", type=int, default=3, help="untimed warm-up runs")
-    bench.add_argument("--repeats", type=int, default=10, help="timed runs")
-    bench.add_argument("--threads", type=int, help="torch CPU threads (default: torch's)")
+    bench.add_argument("--device", type=_device_name, default="cpu", help="cpu or cuda")
+    bench.add_argument("--warmup", type=_NON_NEGATIVE_INT, default=3, help="untimed warm-up runs")
+    bench.add_argument("--repeats", type=_POSITIVE_INT, default=10, help="timed runs")
+    bench.add_argument("--threads", type=_POSITIVE_INT, help="torch CPU threads (default: torch's)")
     bench.add_argument(
         "--json", metavar="PATH", help="also write the figures as JSON ('-' = stdout)"
     )
     bench.set_defaults(handler=_cmd_bench)
 
     quadtree = commands.add_parser("quadtree", help="QGN quadtree label tools")
+    quadtree.set_defaults(command_parser=quadtree)
     quadtree_commands = quadtree.add_subparsers(title="quadtree commands", metavar="COMMAND")
     qstats = quadtree_commands.add_parser(
         "stats", help="pixels per quadtree leaf level and compression ratio (QGN Table 5)"
@@ -143,7 +205,9 @@ def build_parser() -> argparse.ArgumentParser:
     qstats.add_argument("config", help="YAML config file")
     _add_overrides(qstats)
     qstats.add_argument("--split", nargs="+", help="splits (default: train and val)")
-    qstats.add_argument("--max-images", type=int, help="at most this many images per split")
+    qstats.add_argument(
+        "--max-images", type=_POSITIVE_INT, help="at most this many images per split"
+    )
     qstats.add_argument("--json", metavar="PATH", help="also write the rows as JSON ('-' = stdout)")
     qstats.set_defaults(handler=_cmd_quadtree_stats)
 
@@ -151,7 +215,9 @@ def build_parser() -> argparse.ArgumentParser:
         "demo", help="generate street scenes, train a small model, evaluate, predict"
     )
     demo.add_argument("--out", default="runs/demo", help="run directory (default runs/demo)")
-    demo.add_argument("--iters", type=int, help="training iterations (default: the demo's)")
+    demo.add_argument(
+        "--iters", type=_POSITIVE_INT, help="training iterations (default: the demo's)"
+    )
     demo.add_argument("--force", action="store_true", help="replace an earlier demo run")
     demo.add_argument("--no-progress", action="store_true", help="no progress bars")
     demo.set_defaults(handler=_cmd_demo)
@@ -180,7 +246,38 @@ def _write_json(payload: dict[str, Any], target: str) -> None:
         return
     from leanseg.utils import atomic_write_text
 
-    atomic_write_text(target, text + "\n")
+    try:
+        atomic_write_text(target, text + "\n")
+    except OSError as err:
+        raise ConfigError(f"cannot write {target}: {err.strerror or err}") from None
+
+
+def _select_device(name: str, key: str = "--device") -> Any:
+    """The torch device ``name`` stands for, refusing one this machine does not have.
+
+    Raises:
+        ConfigError: naming ``key`` and the device, e.g. ``cuda`` where CUDA is not available.
+    """
+    import torch
+
+    from leanseg.engine.trainer import select_device
+
+    if DEVICE_PATTERN.fullmatch(name) is None:
+        raise ConfigError(f"{key} {name!r}: unknown device; use auto, cpu, cuda, cuda:N or mps")
+    device = select_device(name)
+    if device.type == "cuda":
+        if not torch.cuda.is_available():
+            raise ConfigError(
+                f"{key} {name}: CUDA is not available on this machine (torch "
+                f"{torch.__version__}); use cpu"
+            )
+        if device.index is not None and device.index >= torch.cuda.device_count():
+            raise ConfigError(
+                f"{key} {name}: this machine has {torch.cuda.device_count()} CUDA device(s)"
+            )
+    if device.type == "mps" and not torch.backends.mps.is_available():
+        raise ConfigError(f"{key} {name}: MPS is not available on this machine; use cpu")
+    return device
 
 
 # ---------------------------------------------------------------------- train
@@ -193,6 +290,7 @@ def _cmd_train(args: argparse.Namespace) -> int:
     if args.work_dir:
         overrides.append(f"work_dir={args.work_dir}")
     cfg = load_config(args.config, overrides)
+    _select_device(cfg.train.device, key="train.device")
     console = _console()
     trainer = Trainer(
         cfg,
@@ -242,13 +340,14 @@ def _cmd_eval(args: argparse.Namespace) -> int:
     from leanseg.data import build_dataset, dataset_classes
     from leanseg.engine.checkpoint import load_checkpoint, load_model_state
     from leanseg.engine.evaluator import evaluate
-    from leanseg.engine.trainer import select_device
+    from leanseg.engine.inference import without_pretrained
     from leanseg.metrics import format_scores
     from leanseg.models import build_model
 
     cfg, checkpoint = _resolve_eval_target(args)
-    device = select_device(args.device)
-    model = build_model(cfg)
+    device = _select_device(args.device)
+    # The checkpoint holds every weight: the ImageNet file the config names is not needed.
+    model = build_model(without_pretrained(cfg))
     payload = load_checkpoint(checkpoint, map_location=device)
     load_model_state(model, payload["model"], checkpoint)
     model.to(device)
@@ -288,6 +387,10 @@ def _cmd_eval(args: argparse.Namespace) -> int:
 
 
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".ppm")
+# Names of the files ``predict`` wrote into an output folder, so that a rerun may replace them
+# and nothing else.
+PREDICT_MANIFEST = ".leanseg_predict.json"
+_MANIFEST_TAG = "leanseg predict outputs"
 
 
 def _collect_images(paths: Sequence[str]) -> list[Path]:
@@ -295,14 +398,119 @@ def _collect_images(paths: Sequence[str]) -> list[Path]:
     for name in paths:
         path = Path(name)
         if path.is_dir():
-            images += sorted(p for p in path.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES)
+            images += sorted(
+                p for p in path.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES and p.is_file()
+            )
         elif path.is_file():
             images.append(path)
         else:
             raise FileNotFoundError(f"image not found: {path}")
     if not images:
         raise FileNotFoundError(f"no images found in {', '.join(paths)}")
-    return images
+    seen: set[Path] = set()
+    unique = []  # an image named twice (as a file and in its folder) is predicted once
+    for path in images:
+        if path.resolve() not in seen:
+            seen.add(path.resolve())
+            unique.append(path)
+    return unique
+
+
+def output_stems(images: Sequence[Path]) -> dict[Path, str]:
+    """The stem of each input's outputs: its own stem, plus its suffix where stems collide.
+
+    ``a.png`` alone gives ``a`` (outputs ``a.png``, ``a_overlay.png``); ``a.png`` and ``a.jpg``
+    together give ``a_png`` and ``a_jpg``. Stems are compared case-insensitively, as some file
+    systems do.
+
+    Raises:
+        ConfigError: naming both inputs, when two inputs would still write the same file (the
+            same name in two folders, or ``a.png`` beside ``a_overlay.png``).
+    """
+    by_stem: dict[str, list[Path]] = {}
+    for path in images:
+        by_stem.setdefault(path.stem.casefold(), []).append(path)
+    stems = {
+        path: path.stem
+        if len(by_stem[path.stem.casefold()]) == 1
+        else f"{path.stem}_{path.suffix[1:]}"
+        for path in images
+    }
+    writers: dict[str, Path] = {}
+    for path, stem in stems.items():
+        for name in (f"{stem}.png", f"{stem}_overlay.png"):
+            other = writers.setdefault(name.casefold(), path)
+            if other != path:
+                raise ConfigError(
+                    f"{other} and {path} would both write {name}; predict them into separate "
+                    "--out folders"
+                )
+    return stems
+
+
+def _check_output_folder(out: Path, images: Sequence[Path], names: Sequence[str]) -> set[str]:
+    """Check that ``names`` may be written into ``out``; writes nothing.
+
+    Returns:
+        The names a previous ``predict`` recorded in ``out`` (empty for a new folder).
+
+    Raises:
+        ConfigError: ``out`` is a folder the inputs are read from, or is not a folder; a file to
+            be written exists and is not a previous output of ``predict``.
+    """
+    resolved = out.resolve()
+    for path in images:
+        if path.resolve().parent == resolved:
+            raise ConfigError(
+                f"--out {out} is the folder of the input image {path}; choose another folder "
+                "(predict never writes beside its inputs)"
+            )
+    if out.exists() and not out.is_dir():
+        raise ConfigError(f"--out {out} exists and is not a folder")
+    previous = _read_manifest(out / PREDICT_MANIFEST)
+    for name in names:
+        target = out / name
+        if (target.exists() or target.is_symlink()) and (
+            name not in previous or target.is_symlink() or not target.is_file()
+        ):
+            raise ConfigError(
+                f"{target} exists and was not written by leanseg predict; move it or choose "
+                "another --out"
+            )
+    return previous
+
+
+def _record_outputs(out: Path, names: set[str]) -> None:
+    """Create ``out`` and record ``names`` as outputs of ``predict`` in its manifest."""
+    from leanseg.utils import atomic_write_text
+
+    record = {"written_by": _MANIFEST_TAG, "files": sorted(names)}
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+        atomic_write_text(out / PREDICT_MANIFEST, json.dumps(record, indent=1) + "\n")
+    except OSError as err:
+        raise ConfigError(f"--out {out}: cannot write there ({err.strerror or err})") from None
+
+
+def _read_manifest(manifest: Path) -> set[str]:
+    """File names a previous ``predict`` recorded in ``manifest``; empty if there is none."""
+    if not (manifest.exists() or manifest.is_symlink()):
+        return set()
+    try:
+        record = json.loads(manifest.read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        record = None
+    if (
+        manifest.is_symlink()
+        or not isinstance(record, dict)
+        or record.get("written_by") != _MANIFEST_TAG
+        or not isinstance(record.get("files"), list)
+    ):
+        raise ConfigError(
+            f"{manifest} exists and is not a leanseg predict record; move it or choose another "
+            "--out"
+        )
+    return {name for name in record["files"] if isinstance(name, str)}
 
 
 def _cmd_predict(args: argparse.Namespace) -> int:
@@ -310,38 +518,47 @@ def _cmd_predict(args: argparse.Namespace) -> int:
     from rich.progress import Progress
 
     from leanseg.data.io import read_rgb
-    from leanseg.engine.inference import Predictor
+    from leanseg.engine.inference import Predictor, megapixels_to_pixels
     from leanseg.engine.site_cost import by_level_name
-    from leanseg.engine.trainer import select_device
     from leanseg.visualize import overlay, save_label_png, save_rgb_png
 
     images = _collect_images(args.images)
+    stems = output_stems(images)
     predictor = Predictor.from_checkpoint(
         args.checkpoint,
-        device=select_device(args.device),
-        max_pixels=int(args.max_megapixels * 1_000_000),
+        device=_select_device(args.device),
+        max_pixels=megapixels_to_pixels(args.max_megapixels),
         overlap=args.overlap,
         scales=tuple(args.scales),
         flip=args.flip,
     )
+    # Heads with a data-dependent cost (QGN) report it with every prediction.
+    reports_cost = predictor.last_active_sites is not None
+    names = [name for stem in stems.values() for name in (f"{stem}.png", f"{stem}_overlay.png")]
+    names += ["active_sites.json"] if reports_cost else []
     out = Path(args.out)
-    out.mkdir(parents=True, exist_ok=True)
+    previous = _check_output_folder(out, images, names)
     console = _console()
     costs: dict[str, dict[str, float]] = {}
-    with Progress(console=console) as progress:
+    with Progress(console=console, transient=True) as progress:
         task = progress.add_task("predict", total=len(images))
-        for path in images:
+        for index, path in enumerate(images):
             image = read_rgb(path)
-            label = predictor.predict(image)
-            save_label_png(label, out / f"{path.stem}.png", predictor.palette)
+            try:
+                label = predictor.predict(image)
+            except ValueError as err:  # e.g. an overlap too large for the tiles of the budget
+                raise ConfigError(f"{path}: {err}") from None
+            if index == 0:  # the output folder appears with the first result, not before
+                _record_outputs(out, previous | set(names))
+            stem = stems[path]
+            save_label_png(label, out / f"{stem}.png", predictor.palette)
             blended = overlay(image, label, predictor.palette, alpha=args.alpha)
-            save_rgb_png(np.asarray(blended), out / f"{path.stem}_overlay.png")
-            if predictor.last_active_sites is not None:
-                costs[path.name] = by_level_name(predictor.last_active_sites)
+            save_rgb_png(np.asarray(blended), out / f"{stem}_overlay.png")
+            if reports_cost:
+                costs[path.name] = by_level_name(predictor.last_active_sites or {})
             progress.advance(task)
     console.print(f"wrote {len(images)} label maps and overlays to {out}")
     if costs:
-        # Heads with a data-dependent cost (QGN) report it with every prediction.
         _write_json(costs, str(out / "active_sites.json"))
         console.print(f"active sites per level of each image: {out / 'active_sites.json'}")
     return 0
@@ -380,6 +597,22 @@ def parse_size(text: str) -> tuple[int, int]:
     return int(parts[0]), int(parts[1])
 
 
+def _check_bench_size(size: tuple[int, int], batch: int, stride: int) -> None:
+    """Refuse an input the model cannot run on in training mode (bench measures that too).
+
+    Inputs are padded to a multiple of the output stride, and batch normalisation in training
+    mode needs more than one value per channel at the coarsest level.
+    """
+    height, width = size
+    cells = -(-height // stride) * -(-width // stride) * batch
+    if min(height, width) < stride or cells < 2:
+        raise ConfigError(
+            f"--size {height}x{width} (batch {batch}) is too small for this model: its output "
+            f"stride is {stride}, so each side needs at least {stride} pixels and the batch at "
+            f"least two positions at that stride, e.g. --size {stride}x{2 * stride}"
+        )
+
+
 def _cmd_bench(args: argparse.Namespace) -> int:
     import torch
 
@@ -388,15 +621,17 @@ def _cmd_bench(args: argparse.Namespace) -> int:
 
     size = parse_size(args.size)
     cfg = load_config(args.config, args.overrides)
+    device = _select_device(args.device)
     if args.threads is not None:
         torch.set_num_threads(args.threads)
     model = build_model(cfg)
+    _check_bench_size(size, args.batch, model.size_divisor)
     result = benchmark_model(
         model,
         size,
         batch=args.batch,
         train=args.train,
-        device=args.device,
+        device=device,
         warmup=args.warmup,
         repeats=args.repeats,
     )

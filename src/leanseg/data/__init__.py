@@ -6,11 +6,12 @@
 from __future__ import annotations
 
 import inspect
+import typing
 from typing import Any
 
 from torch.utils.data import Dataset
 
-from leanseg.config import ConfigError, DataConfig
+from leanseg.config import ConfigError, DataConfig, _coerce
 from leanseg.data.base import IGNORE_INDEX, DatasetError, Sample, SegmentationDataset
 from leanseg.data.cocostuff import COCOStuff10k
 from leanseg.data.datasets import (
@@ -59,16 +60,26 @@ def dataset_class(name: str) -> type:
     return DATASETS[name]
 
 
-def _check_options(cls: type, options: dict[str, Any]) -> None:
+def _check_options(cls: type, options: dict[str, Any]) -> dict[str, Any]:
+    """``options`` checked against the dataset's keyword arguments: names and types.
+
+    Returns:
+        The options with their values coerced like config values (YAML lists to tuples ...).
+    """
     params = inspect.signature(cls).parameters
     if any(p.kind is inspect.Parameter.VAR_KEYWORD for p in params.values()):
-        return
+        return options
     valid = [
         name
         for name, p in params.items()
         if name not in _RESERVED and p.kind is not inspect.Parameter.VAR_POSITIONAL
     ]
-    for key in options:
+    try:
+        hints = typing.get_type_hints(cls.__init__)
+    except NameError:  # an annotation that does not resolve at run time: names only
+        hints = {}
+    checked = {}
+    for key, value in options.items():
         if key not in valid:
             hint = f"valid options: {', '.join(valid)}" if valid else "it takes no options"
             if key in _RESERVED:
@@ -76,6 +87,11 @@ def _check_options(cls: type, options: dict[str, Any]) -> None:
             raise ConfigError(
                 f"data.options.{key}: not an option of dataset {cls.__name__}; {hint}"
             )
+        try:
+            checked[key] = _coerce(value, hints.get(key, Any), f"data.options.{key}")
+        except TypeError:  # a type config values do not spell (Path, Sequence): left to the class
+            checked[key] = value
+    return checked
 
 
 def build_dataset(data_cfg: DataConfig, split: str, *, train: bool) -> Dataset:
@@ -94,8 +110,7 @@ def build_dataset(data_cfg: DataConfig, split: str, *, train: bool) -> Dataset:
         DatasetError: when the files cannot be listed (missing root, split or label files).
     """
     cls = dataset_class(data_cfg.dataset)
-    options = dict(data_cfg.options)
-    _check_options(cls, options)
+    options = _check_options(cls, dict(data_cfg.options))
     transform = build_train_transform(data_cfg) if train else build_eval_transform(data_cfg)
     if data_cfg.dataset == SYNTHETIC:
         if data_cfg.root is not None:
