@@ -280,3 +280,15 @@ def test_sandf_ablation_configs_use_the_16k_4k_split(tmp_path):
         val = build_dataset(cfg.data, cfg.data.val_split, train=False)
         assert (len(train), len(val)) == (4, 2)
         assert {f.name for f in train.files}.isdisjoint(f.name for f in val.files)
+
+
+@pytest.mark.parametrize(
+    "kwargs",
+    [{"batch": 0}, {"size": (0, 64)}, {"warmup": -1}],
+)
+def test_benchmark_model_checks_its_arguments(kwargs):
+    from leanseg.bench import benchmark_model
+
+    args = {"size": (64, 64), "batch": 1, "warmup": 0, "repeats": 1, **kwargs}
+    with pytest.raises(ValueError):
+        benchmark_model(torch.nn.Conv2d(3, 2, 1), **args)

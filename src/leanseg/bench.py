@@ -604,9 +604,16 @@ def benchmark_model(
         warmup: untimed calls before timing.
         repeats: timed calls.
         in_channels: channels of the random input.
+
+    Raises:
+        ValueError: a batch, size or repeat count below 1, or a negative warm-up count.
     """
-    device = torch.device(device)
     height, width = size
+    if batch < 1 or height < 1 or width < 1:
+        raise ValueError(f"batch and size must be positive, got batch {batch}, size {size}")
+    if warmup < 0 or repeats < 1:
+        raise ValueError(f"need warmup >= 0 and repeats >= 1, got {warmup} and {repeats}")
+    device = torch.device(device)
     model.to(device)
     generator = torch.Generator().manual_seed(0)
     images = torch.randn(batch, in_channels, height, width, generator=generator).to(device)
