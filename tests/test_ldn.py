@@ -8,6 +8,7 @@ import torch.nn.functional as F
 
 from leanseg.config import ModelConfig
 from leanseg.models import BACKBONES, build_segmentor
+from leanseg.nn.backbones.base import FeatureInfo
 from leanseg.nn.backbones.densenet import CHECKPOINTING, densenet121
 from leanseg.nn.context.spp import SPP, square_grid
 from leanseg.nn.heads.ldn import class_histograms, soft_cross_entropy, soft_targets
@@ -56,10 +57,15 @@ def test_spp_grids_have_square_cells_and_paper_widths():
     assert square_grid(1, 16, 32) == (1, 2)
     assert square_grid(8, 16, 32) == (8, 16)
     assert square_grid(4, 12, 12) == (4, 4)
-    spp = SPP(1024)
-    out, pooled = spp(torch.randn(2, 1024, 8, 16))
-    assert out.shape == (2, 256, 8, 16)  # d/4
-    assert [tuple(p.shape[1:]) for p in pooled] == [
+    info = [FeatureInfo(16, 64, "skip"), FeatureInfo(32, 1024, "top")]
+    spp = SPP(feature_info=info)
+    skip = torch.randn(2, 64, 16, 32)
+    out = spp({16: skip, 32: torch.randn(2, 1024, 8, 16)})
+    assert list(out) == [16, 32] and out[16] is skip
+    assert out[32].shape == (2, 256, 8, 16)  # d/4
+    assert spp.feature_info == [info[0], FeatureInfo(32, 256, "context")]
+    assert spp.pooled_channels == (128,) * 4
+    assert [tuple(p.shape[1:]) for p in out.pooled] == [
         (128, 1, 2),
         (128, 2, 4),
         (128, 4, 8),
@@ -87,6 +93,7 @@ def test_ldn_losses_have_aux_terms_and_backward(aux_loss):
     torch.manual_seed(0)
     cfg = ModelConfig(
         backbone={"name": "densenet121", "split_db3": 12},
+        context={"name": "spp"},
         head={"name": "ldn", "aux_loss": aux_loss, "separable": aux_loss == "pyramid"},
     )
     model = build_segmentor(cfg, num_classes=5).train()
@@ -106,6 +113,7 @@ def _train_step(strategy: str):
     torch.manual_seed(0)
     cfg = ModelConfig(
         backbone={"name": "densenet121", "checkpointing": strategy},
+        context={"name": "spp"},
         head={"name": "ldn", "checkpoint": CHECKPOINTING[strategy][1]},
     )
     model = build_segmentor(cfg, num_classes=3).train()

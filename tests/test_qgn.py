@@ -15,7 +15,6 @@ from leanseg.engine.checkpoint import load_checkpoint, save_checkpoint
 from leanseg.engine.evaluator import evaluate
 from leanseg.engine.inference import Predictor
 from leanseg.engine.trainer import Trainer
-from leanseg.metrics import SegmentationScores
 from leanseg.models import build_model, build_segmentor
 from leanseg.nn.heads.qgn import QGNHead, dense_masked_logits
 
@@ -115,29 +114,15 @@ def test_anytime_knobs_and_second_best():
         _model(eval_scheme="gtc").eval()(torch.randn(1, 3, 64, 64))
 
 
-def _scores_with_iou(iou):
-    return SegmentationScores(
-        miou=0.0,
-        iou=iou,
-        pixel_accuracy=0.0,
-        mean_class_accuracy=0.0,
-        class_accuracy=iou,
-        boundary_miou=None,
-        boundary_iou=None,
-        confusion=[],
-        num_pixels=0,
-    )
-
-
 def test_median_class_weighting_doubles_classes_below_the_median():
     """QGN A.2: weight 2 below the median IoU, 1 otherwise; NaN classes and composite keep 1."""
     head = _model(class_weighting="median").head  # 3 classes + composite
-    head.on_evaluation(_scores_with_iou([0.2, 0.5, 0.9]))
+    head.on_evaluation([0.2, 0.5, 0.9])
     assert head.class_weights.tolist() == [2.0, 1.0, 1.0, 1.0]
-    head.on_evaluation(_scores_with_iou([0.6, float("nan"), 0.1]))  # median of {0.6, 0.1} = 0.35
+    head.on_evaluation(torch.tensor([0.6, float("nan"), 0.1]))  # median of {0.6, 0.1} = 0.35
     assert head.class_weights.tolist() == [1.0, 1.0, 2.0, 1.0]
     plain = _model().head
-    plain.on_evaluation(_scores_with_iou([0.2, 0.5, 0.9]))
+    plain.on_evaluation([0.2, 0.5, 0.9])
     assert plain.class_weights.tolist() == [1.0] * 4
     with pytest.raises(ValueError, match="class_weighting"):
         _model(class_weighting="inverse")
@@ -161,9 +146,9 @@ def test_trainer_updates_class_weights_after_evaluation(tmp_path, monkeypatch):
     heard = []
     original = QGNHead.on_evaluation
 
-    def spy(self, scores):
-        heard.append(list(scores.iou))
-        original(self, scores)
+    def spy(self, iou):
+        heard.append(list(iou))
+        original(self, iou)
 
     monkeypatch.setattr(QGNHead, "on_evaluation", spy)
     raw = {

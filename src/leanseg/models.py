@@ -19,6 +19,7 @@ from leanseg.config import Config, ConfigError, ModelConfig, _coerce
 from leanseg.nn.backbones import densenet, efficientnet_lite, hrnet, resnet, ssn_encoder
 from leanseg.nn.backbones.base import Backbone, Normalization
 from leanseg.nn.context.aspp import ASPP
+from leanseg.nn.context.spp import PSPSPP, SPP, ConvContext
 from leanseg.nn.heads.bilinear import BilinearHead
 from leanseg.nn.heads.carafe import CARAFEHead
 from leanseg.nn.heads.deeplabv3plus import DeepLabV3PlusHead
@@ -52,6 +53,9 @@ BACKBONES: dict[str, Callable[..., nn.Module]] = {
 }
 
 CONTEXTS: dict[str, Callable[..., nn.Module]] = {
+    "spp": SPP,
+    "psp_spp": PSPSPP,
+    "conv": ConvContext,
     "aspp": ASPP,
 }
 
@@ -71,8 +75,9 @@ HEADS: dict[str, Callable[..., nn.Module]] = {
     "sandf": SandFHead,
 }
 
-# Arguments the builder passes itself; a config may not set them.
-_SUPPLIED = {"feature_info", "num_classes", "ignore_index", "norm_layer"}
+# Arguments the builder passes itself; a config may not set them. A builder gets those of them
+# its signature declares (only LDN declares ``pooled_channels``, the context's pooled grids).
+_SUPPLIED = {"feature_info", "num_classes", "ignore_index", "pooled_channels", "norm_layer"}
 
 
 def build_model(cfg: Config) -> Segmentor:
@@ -89,12 +94,14 @@ def build_segmentor(
     """Build backbone, context and head from a :class:`ModelConfig`."""
     backbone = _construct("model.backbone", model_cfg.backbone, BACKBONES)
     feature_info = backbone.feature_info
+    pooled_channels: tuple[int, ...] = ()
     context = None
     if model_cfg.context is not None:
         context = _construct(
             "model.context", model_cfg.context, CONTEXTS, feature_info=feature_info
         )
         feature_info = context.feature_info
+        pooled_channels = context.pooled_channels
     head = _construct(
         "model.head",
         model_cfg.head,
@@ -102,6 +109,7 @@ def build_segmentor(
         feature_info=feature_info,
         num_classes=num_classes,
         ignore_index=ignore_index,
+        pooled_channels=pooled_channels,
     )
     return Segmentor(backbone, head, context, num_classes=num_classes)
 
@@ -132,8 +140,10 @@ def _construct(
 ) -> nn.Module:
     """Build one component; a value its builder rejects becomes a ConfigError naming ``key``."""
     builder, kwargs = _lookup(key, spec, table)
+    declared = inspect.signature(builder).parameters
+    supplied = {name: value for name, value in inputs.items() if name in declared}
     try:
-        return builder(**inputs, **kwargs)
+        return builder(**supplied, **kwargs)
     except ValueError as err:
         raise ConfigError(f"{key} ({spec['name']}): {err}") from None
 

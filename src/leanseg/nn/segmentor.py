@@ -14,7 +14,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from leanseg.nn.backbones.base import Backbone, FeatureInfo
+from leanseg.nn.backbones.base import Backbone
+from leanseg.nn.context.base import Context
 
 
 class Head(Protocol):
@@ -34,21 +35,14 @@ class Head(Protocol):
         ...
 
 
-class Context(Protocol):
-    """A context module maps a feature pyramid to a feature pyramid and declares its output."""
-
-    feature_info: list[FeatureInfo]
-
-    def forward(self, features: dict[int, Tensor]) -> dict[int, Tensor]: ...
-
-
 class Segmentor(nn.Module):
     """Backbone, optional context module and head, composed by passing modules in.
 
     Args:
         backbone: returns ``{stride: features}`` and declares ``feature_info``.
         head: owns the output representation, its targets and loss.
-        context: optional module between backbone and head (SPP, ASPP, ...).
+        context: optional module between backbone and head that maps the backbone's pyramid to
+            a pyramid (SPP, ASPP, ...; :class:`~leanseg.nn.context.base.Context`).
         num_classes: number of classes the head predicts (stored for checks and tools).
         size_divisor: inputs are padded to a multiple of this; defaults to the backbone's
             output stride.
@@ -58,7 +52,7 @@ class Segmentor(nn.Module):
         self,
         backbone: Backbone,
         head: nn.Module,
-        context: nn.Module | None = None,
+        context: Context | None = None,
         *,
         num_classes: int,
         size_divisor: int | None = None,

@@ -5,10 +5,13 @@ A backbone's ``forward(images)`` returns ``{stride: tensor}`` ordered by increas
 with their channel counts, so that context modules and heads read their input widths from the
 declaration instead of hard-coding them (the detectron2 ``output_shape`` / timm ``FeatureInfo``
 habit). ``tests/test_models.py`` checks every registered backbone's declaration against its output.
+Context modules declare their output the same way, and :func:`feature_at` is how a context or head
+picks the feature it reads from such a declaration.
 """
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 from torch import Tensor, nn
@@ -36,6 +39,28 @@ class FeatureInfo:
     channels: int
     # Module that produces it, in the backbone's own parameter names (e.g. ``layer3``).
     name: str
+
+
+def feature_at(
+    feature_info: Sequence[FeatureInfo], stride: int | None = None, *, option: str = "in_stride"
+) -> FeatureInfo:
+    """The declared feature at ``stride``; the coarsest one when ``stride`` is ``None``.
+
+    Args:
+        feature_info: what a backbone or context module declares.
+        stride: the stride asked for.
+        option: name of the argument ``stride`` came from, for the error message.
+
+    Raises:
+        ValueError: no declared feature has that stride; the message names ``option`` and lists
+            the strides there are, e.g. ``in_stride 64 not among features [4, 8, 16, 32]``.
+    """
+    by_stride = {info.stride: info for info in feature_info}
+    if stride is None:
+        stride = max(by_stride)
+    if stride not in by_stride:
+        raise ValueError(f"{option} {stride} not among features {sorted(by_stride)}")
+    return by_stride[stride]
 
 
 class Backbone(nn.Module):

@@ -17,9 +17,9 @@ Customisations of thesis chapter 4:
   DB1, so DB1 runs at stride 2 and offers a stride-2 skip; the thesis does not describe how its
   32→2 model obtains stride-2 features. This choice is the one that reproduces the doubled FLOP
   count of thesis Table 4.1 (154.5 vs 75.4 GFLOP).
-- **Gradient checkpointing** (thesis 4.5, Table 4.11) via :mod:`torch.utils.checkpoint`, see
-  :data:`CHECKPOINTING` and :func:`checkpointed`; recomputation never updates batch-norm running
-  statistics a second time.
+- **Gradient checkpointing** (thesis 4.5, Table 4.11) via :mod:`leanseg.nn.checkpointing`, see
+  :data:`CHECKPOINTING`; recomputation never updates batch-norm running statistics a second
+  time.
 
 Features are returned by stride: the output of each dense block (fragment) before its
 transition, e.g. ``{4: DB1, 8: DB2, 16: DB3a, 32: DB3b, 64: DB4}`` for the 64→4 model. The
@@ -28,19 +28,17 @@ coarsest map is passed through ``norm5`` and ReLU (the ImageNet model's final ac
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from collections.abc import Callable
 from typing import Any
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
-from torch.utils.checkpoint import checkpoint
 
 from leanseg.nn.backbones.base import Backbone, FeatureInfo
 from leanseg.nn.backbones.pretrained import load_pretrained
-
-NormLayer = Callable[[int], nn.Module]
+from leanseg.nn.checkpointing import checkpointed
+from leanseg.nn.layers import NormLayer
 
 # Table 4.11 label -> (unit segments, also checkpoint stem/transitions/upsampling).
 # Unit segments: "" none, "3x3", "cat1x1", "cat1x1|3x3" (two segments), "unit" (one segment),
@@ -54,55 +52,6 @@ CHECKPOINTING: dict[str, tuple[str, bool]] = {
     "(cat 1x1 3x3)": ("unit", False),
     "(cat 1x1 3x3)(stem)(TD)(UP)": ("unit", True),
 }
-
-
-@contextmanager
-def frozen_batchnorm_statistics(module: nn.Module) -> Iterator[None]:
-    """Batch norms of ``module`` normalise with batch statistics but leave running stats alone.
-
-    Used while a checkpointed segment is recomputed during backward: the first forward already
-    updated the running statistics (and ``num_batches_tracked``); updating them again would
-    apply the momentum twice per step. The momentum is set to 0 (the running averages stay
-    exactly as they are) and ``num_batches_tracked`` is restored afterwards. The batch-norm call
-    itself is unchanged, so the recomputation saves the same tensors as the forward, which
-    ``torch.utils.checkpoint`` checks.
-    """
-    norms = [
-        m
-        for m in module.modules()
-        if isinstance(m, nn.modules.batchnorm._BatchNorm) and m.training and m.track_running_stats
-    ]
-    saved = [(m.momentum, m.num_batches_tracked.clone()) for m in norms]
-    for m in norms:
-        m.momentum = 0.0
-    try:
-        yield
-    finally:
-        for m, (momentum, tracked) in zip(norms, saved, strict=True):
-            m.momentum = momentum
-            m.num_batches_tracked.copy_(tracked)
-
-
-def checkpointed(function: Callable[..., Tensor], owner: nn.Module, *inputs: Tensor) -> Tensor:
-    """``torch.utils.checkpoint`` of ``function(*inputs)`` that keeps BN statistics single.
-
-    The first call of ``function`` (the forward) runs normally; any later call is the
-    recomputation during backward and runs under :func:`frozen_batchnorm_statistics` of
-    ``owner`` (the module holding the segment's layers). Without grad (evaluation) the
-    function simply runs.
-    """
-    if not torch.is_grad_enabled():
-        return function(*inputs)
-    calls = [0]
-
-    def run(*args: Tensor) -> Tensor:
-        calls[0] += 1
-        if calls[0] == 1:
-            return function(*args)
-        with frozen_batchnorm_statistics(owner):
-            return function(*args)
-
-    return checkpoint(run, *inputs, use_reentrant=False)
 
 
 class _DenseLayer(nn.Module):

@@ -26,7 +26,6 @@ Choices where the papers are silent:
 from __future__ import annotations
 
 import math
-from collections.abc import Callable
 from dataclasses import dataclass
 
 import torch
@@ -34,8 +33,7 @@ from torch import Tensor, nn
 
 from leanseg.nn.backbones.base import Backbone, FeatureInfo, Normalization
 from leanseg.nn.backbones.pretrained import load_pretrained
-
-NormLayer = Callable[[int], nn.Module]
+from leanseg.nn.layers import NormLayer
 
 # Pixels in 0..1 become (x * 255 - 127) / 128, i.e. mean 127/255 and std 128/255 per channel.
 LITE_NORMALIZATION = Normalization(mean=(127 / 255,) * 3, std=(128 / 255,) * 3)

@@ -16,8 +16,6 @@ also serves inputs that are not multiples of 32.
 
 from __future__ import annotations
 
-from collections.abc import Callable
-
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
@@ -25,8 +23,8 @@ from torch import Tensor, nn
 from leanseg.nn.backbones.base import Backbone, FeatureInfo
 from leanseg.nn.backbones.pretrained import load_pretrained
 from leanseg.nn.backbones.resnet import BasicBlock, Bottleneck, conv1x1, conv3x3
+from leanseg.nn.layers import NormLayer
 
-NormLayer = Callable[[int], nn.Module]
 CLASSIFICATION_PREFIXES = (
     "incre_modules.",
     "downsamp_modules.",

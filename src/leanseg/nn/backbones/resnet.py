@@ -19,14 +19,11 @@ segmentation papers use:
 
 from __future__ import annotations
 
-from collections.abc import Callable
-
 from torch import Tensor, nn
 
 from leanseg.nn.backbones.base import Backbone, FeatureInfo
 from leanseg.nn.backbones.pretrained import load_pretrained
-
-NormLayer = Callable[[int], nn.Module]
+from leanseg.nn.layers import NormLayer
 
 
 def conv3x3(in_channels: int, out_channels: int, stride: int = 1, dilation: int = 1) -> nn.Conv2d:

@@ -6,7 +6,8 @@ dropout 0.03, a downsampling block to 128 (stride 8), and eight residual modules
 and dilations 2, 4, 8, 16, 2, 4, 8, 16 (SSN §6 "Training recipes" keeps these dropout rates).
 
 - :func:`erfnet_encoder` uses ERFNet's Non-Bottleneck-1D module: ``3x1, 1x3, 3x1 (dil), 1x3
-  (dil)`` with biases, ReLU, BN after each ``1x3``.
+  (dil)`` with biases, ReLU, BN after each ``1x3`` (:class:`leanseg.nn.layers.NonBottleneck1D`,
+  shared with ERFNet's decoder).
 - :func:`ssn_encoder` uses the **Lightweight Non-Bottleneck-1D module** of SSN Figure 5 and
   Table 3: ``1x1 -> 3x1 (dil) -> 1x3 (dil) -> 1x1``, all "channel-wise" (``w -> w``), no biases,
   PReLU, and its downsampling blocks also without biases and with PReLU.
@@ -28,15 +29,13 @@ Choices made where SSN is silent (documented here and tested in ``tests/test_ssn
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 
 import torch
-import torch.nn.functional as F
 from torch import Tensor, nn
 
 from leanseg.nn.backbones.base import Backbone, FeatureInfo
-
-NormLayer = Callable[[int], nn.Module]
+from leanseg.nn.layers import NonBottleneck1D, NormLayer
 
 # ERFNet's plan: dilations of the eight stride-8 modules, dropout of the two groups.
 _DILATIONS = (2, 4, 8, 16, 2, 4, 8, 16)
@@ -78,44 +77,6 @@ class DownsamplerBlock(nn.Module):
 
     def forward(self, x: Tensor) -> Tensor:
         return self.act(self.bn(torch.cat([self.conv(x), self.pool(x)], dim=1)))
-
-
-class NonBottleneck1D(nn.Module):
-    """ERFNet's Non-Bottleneck-1D residual module (baseline row of SSN Table 3).
-
-    Args:
-        channels: width (input = output).
-        dropout: dropout probability on the residual branch.
-        dilation: dilation of the second factorised pair.
-        norm_layer: normalisation layer factory.
-    """
-
-    def __init__(
-        self,
-        channels: int,
-        dropout: float = 0.0,
-        dilation: int = 1,
-        norm_layer: NormLayer = nn.BatchNorm2d,
-    ) -> None:
-        super().__init__()
-        self.conv3x1_1 = nn.Conv2d(channels, channels, (3, 1), padding=(1, 0))
-        self.conv1x3_1 = nn.Conv2d(channels, channels, (1, 3), padding=(0, 1))
-        self.bn1 = norm_layer(channels)
-        self.conv3x1_2 = nn.Conv2d(
-            channels, channels, (3, 1), padding=(dilation, 0), dilation=(dilation, 1)
-        )
-        self.conv1x3_2 = nn.Conv2d(
-            channels, channels, (1, 3), padding=(0, dilation), dilation=(1, dilation)
-        )
-        self.bn2 = norm_layer(channels)
-        self.dropout = nn.Dropout2d(dropout) if dropout > 0 else nn.Identity()
-
-    def forward(self, x: Tensor) -> Tensor:
-        out = F.relu(self.conv3x1_1(x))
-        out = F.relu(self.bn1(self.conv1x3_1(out)))
-        out = F.relu(self.conv3x1_2(out))
-        out = self.bn2(self.conv1x3_2(out))
-        return F.relu(self.dropout(out) + x)
 
 
 class LightweightNonBottleneck1D(nn.Module):

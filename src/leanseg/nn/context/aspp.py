@@ -6,7 +6,7 @@ its DeepLabV3+ form (ECCV 2018): parallel branches over the coarsest feature map
 section 2.1 uses this encoder ("we simply make our encoder the same as DeeplabV3+") on a ResNet
 *without* dilation, i.e. ASPP runs at output stride 32.
 
-The module maps a feature pyramid to a feature pyramid: the ASPP output replaces the coarsest
+The module is a :class:`~leanseg.nn.context.base.Context`: the ASPP output replaces the coarsest
 stride, the finer strides (e.g. the stride-4 low-level features of DeepLabV3+ and NRD) pass through
 unchanged, and ``feature_info`` declares the result.
 
@@ -27,31 +27,12 @@ Choices where the papers are silent or differ, stated once:
 
 from __future__ import annotations
 
-from collections.abc import Callable
-
 import torch
 from torch import Tensor, nn
 
 from leanseg.nn.backbones.base import FeatureInfo
-from leanseg.nn.layers import conv_bn_relu
-
-NormLayer = Callable[[int], nn.Module]
-
-
-def separableconv_bn_relu(
-    in_channels: int,
-    out_channels: int,
-    norm_layer: NormLayer,
-    *,
-    dilation: int = 1,
-) -> nn.Sequential:
-    """Depthwise 3x3 (dilated) - BN - ReLU, then pointwise 1x1 - BN - ReLU (DeepLabV3+ sec. 3.2)."""
-    return nn.Sequential(
-        conv_bn_relu(
-            in_channels, in_channels, 3, norm_layer, dilation=dilation, groups=in_channels
-        ),
-        conv_bn_relu(in_channels, out_channels, 1, norm_layer),
-    )
+from leanseg.nn.context.base import Context, ContextFeatures
+from leanseg.nn.layers import NormLayer, conv_bn_relu, separableconv_bn_relu
 
 
 class ImagePooling(nn.Module):
@@ -67,7 +48,7 @@ class ImagePooling(nn.Module):
         return pooled.expand(-1, -1, *x.shape[-2:])
 
 
-class ASPP(nn.Module):
+class ASPP(Context):
     """ASPP over the coarsest feature map; the other strides pass through.
 
     Args:
@@ -93,12 +74,8 @@ class ASPP(nn.Module):
         in_stride: int | None = None,
         norm_layer: NormLayer = nn.BatchNorm2d,
     ) -> None:
-        super().__init__()
-        by_stride = {info.stride: info for info in feature_info}
-        self.in_stride = max(by_stride) if in_stride is None else in_stride
-        if self.in_stride not in by_stride:
-            raise ValueError(f"in_stride {self.in_stride} not among features {sorted(by_stride)}")
-        in_channels = by_stride[self.in_stride].channels
+        super().__init__(feature_info, in_stride, out_channels)
+        in_channels = self.in_channels
         self.image_pooling = ImagePooling(in_channels, out_channels) if image_pooling else None
         branches = []
         for dilation in dilations:
@@ -115,20 +92,11 @@ class ASPP(nn.Module):
         self.branches = nn.ModuleList(branches)
         num_branches = len(branches) + (1 if image_pooling else 0)
         self.bottleneck = conv_bn_relu(num_branches * out_channels, out_channels, 3, norm_layer)
-        self.feature_info = [
-            FeatureInfo(info.stride, out_channels, "context")
-            if info.stride == self.in_stride
-            else info
-            for info in feature_info
-        ]
 
-    def forward(self, features: dict[int, Tensor]) -> dict[int, Tensor]:
+    def forward(self, features: dict[int, Tensor]) -> ContextFeatures:
         x = features[self.in_stride]
         outputs = [branch(x) for branch in self.branches]
         if self.image_pooling is not None:
             outputs.insert(0, self.image_pooling(x))
         fused = self.bottleneck(torch.cat(outputs, dim=1))  # (B, out_channels, h, w)
-        return {
-            stride: fused if stride == self.in_stride else value
-            for stride, value in features.items()
-        }
+        return self.output(features, fused)

@@ -1,8 +1,10 @@
-"""Spatial pyramid pooling of the LDN models (thesis 4.4.2, Figure 4.2) and its ablations.
+"""Pyramid pooling contexts: the LDN SPP (thesis 4.4.2, Figure 4.2), PSPNet's module, "NoSPP".
 
-All three modules map the coarsest feature tensor ``F`` to context-aware features ``C`` and also
-return the pooled tensors of their levels (for the auxiliary losses of thesis 4.6.1). Units are
-BN-ReLU-conv, the pre-activation order of DenseNet (thesis 2.7.1).
+The three :class:`~leanseg.nn.context.base.Context` modules rework the coarsest feature map ``F``
+into context-aware features ``C`` of the same stride; the finer strides pass through. The two
+pooling modules also return their pooled grids in ``ContextFeatures.pooled`` (the LDN ladder
+loss of thesis 4.6.1 puts an auxiliary classifier on each). Units are BN-ReLU-conv, the
+pre-activation order of DenseNet (thesis 2.7.1), except in the PSPNet form of :class:`PSPSPP`.
 
 Widths: the thesis gives them relative to ``d``, the width of ``F`` (``d/2``, ``d/8``, ``d/4``),
 for DenseNet-121 where ``d = 1024``. The modules take absolute widths with those DenseNet-121
@@ -14,39 +16,15 @@ fixed widths reproduce the model sizes of thesis Tables 4.1-4.2 within 5 % (see
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from typing import Literal
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-NormLayer = Callable[[int], nn.Module]
-
-
-class BNReLUConv(nn.Sequential):
-    """BN - ReLU - conv (pre-activation unit); ``groups=in_channels`` gives a depthwise conv."""
-
-    def __init__(
-        self,
-        in_channels: int,
-        out_channels: int,
-        kernel_size: int = 1,
-        norm_layer: NormLayer = nn.BatchNorm2d,
-        *,
-        groups: int = 1,
-    ) -> None:
-        super().__init__(
-            norm_layer(in_channels),
-            nn.ReLU(inplace=True),
-            nn.Conv2d(
-                in_channels,
-                out_channels,
-                kernel_size,
-                padding=kernel_size // 2,
-                groups=groups,
-                bias=False,
-            ),
-        )
+from leanseg.nn.backbones.base import FeatureInfo
+from leanseg.nn.context.base import Context, ContextFeatures
+from leanseg.nn.layers import NormLayer, bn_relu_conv, conv_bn_relu
 
 
 def square_grid(rows: int, height: int, width: int) -> tuple[int, int]:
@@ -59,15 +37,17 @@ def square_grid(rows: int, height: int, width: int) -> tuple[int, int]:
     return rows, max(1, round(rows * width / height))
 
 
-class SPP(nn.Module):
+class SPP(Context):
     """LDN spatial pyramid pooling (thesis 4.4.2, Figure 4.2).
 
     Project ``F`` to ``bottleneck_channels`` (d/2), average-pool over grids of ``grids`` rows
     with square cells, project each pool to ``level_channels`` (d/8), upsample bilinearly,
-    concatenate with the projection and blend with 1x1 to ``out_channels`` (d/4).
+    concatenate with the projection and blend with 1x1 to ``out_channels`` (d/4). The projected
+    pools are the ``pooled`` grids of the output, finest grid last.
 
     Args:
-        in_channels: width ``d`` of F.
+        feature_info: what the backbone returns.
+        in_stride: which feature map is F; ``None`` takes the coarsest.
         bottleneck_channels: width of the projection of F (d/2 = 512 for DenseNet-121).
         level_channels: width of each pooled level (d/8 = 128).
         out_channels: width of C (d/4 = 256).
@@ -78,8 +58,9 @@ class SPP(nn.Module):
 
     def __init__(
         self,
-        in_channels: int,
         *,
+        feature_info: list[FeatureInfo],
+        in_stride: int | None = None,
         bottleneck_channels: int = 512,
         level_channels: int = 128,
         out_channels: int = 256,
@@ -87,21 +68,21 @@ class SPP(nn.Module):
         square_cells: bool = True,
         norm_layer: NormLayer = nn.BatchNorm2d,
     ) -> None:
-        super().__init__()
+        super().__init__(feature_info, in_stride, out_channels)
         self.grids = grids
         self.square_cells = square_cells
-        self.level_channels = level_channels
-        self.out_channels = out_channels
-        self.project = BNReLUConv(in_channels, bottleneck_channels, 1, norm_layer)
+        self.pooled_channels = (level_channels,) * len(grids)
+        self.project = bn_relu_conv(self.in_channels, bottleneck_channels, 1, norm_layer)
         self.levels = nn.ModuleList(
-            BNReLUConv(bottleneck_channels, level_channels, 1, norm_layer) for _ in grids
+            bn_relu_conv(bottleneck_channels, level_channels, 1, norm_layer) for _ in grids
         )
-        self.blend = BNReLUConv(
+        self.blend = bn_relu_conv(
             bottleneck_channels + len(grids) * level_channels, out_channels, 1, norm_layer
         )
 
-    def forward(self, x: Tensor) -> tuple[Tensor, list[Tensor]]:
-        """Returns C ``(B, out, h, w)`` and the pooled levels ``(B, level, rows, cols)``."""
+    def forward(self, features: dict[int, Tensor]) -> ContextFeatures:
+        """C ``(B, out, h, w)`` at ``in_stride``; pooled levels ``(B, level, rows, cols)``."""
+        x = features[self.in_stride]
         size = x.shape[-2:]
         x = self.project(x)
         pooled: list[Tensor] = []
@@ -111,69 +92,97 @@ class SPP(nn.Module):
             p = level(F.adaptive_avg_pool2d(x, grid))
             pooled.append(p)
             branches.append(F.interpolate(p, size=size, mode="bilinear", align_corners=False))
-        return self.blend(torch.cat(branches, dim=1)), pooled
+        return self.output(features, self.blend(torch.cat(branches, dim=1)), pooled)
 
 
-class PSPSPP(nn.Module):
-    """PSPNet-style pyramid pooling ("SPP [36]" of thesis Table 4.9).
+class PSPSPP(Context):
+    """PSPNet's pyramid pooling module (Zhao et al., CVPR 2017) as a context, in two forms.
 
-    Zhao et al. (CVPR 2017): square bins 1, 2, 3, 6 pooled from F itself, each reduced to
-    ``d / len(bins)`` maps, upsampled and concatenated with F. PSPNet fuses with a 3x3
-    convolution to 512 maps; to keep the upsampling path of the ablation unchanged the thesis
-    must have fused to the same width as :class:`SPP`, which it does not state. We fuse with a
-    1x1 BN-ReLU-conv to ``out_channels`` (256).
+    Square bins 1, 2, 3, 6 pooled from F itself, each reduced to ``d / len(bins)`` maps,
+    upsampled and concatenated with F, then fused to ``out_channels``. The reduced pools are the
+    ``pooled`` grids of the output.
+
+    - Defaults: "SPP [36]" of thesis Table 4.9, the LDN ablation. Units are BN-ReLU-conv like the
+      rest of LDN. PSPNet fuses with a 3x3 convolution to 512 maps; to keep the upsampling path
+      of the ablation unchanged the thesis must have fused to the same width as :class:`SPP`,
+      which it does not state. We fuse with a 1x1 unit to ``out_channels`` (256).
+    - ``unit="conv_bn_relu", fuse_kernel=3, out_channels=512``: PSPNet's own form, the module
+      QGN Table 4 puts between its ResNet-50 encoder and the decoder on ADE20K.
+
+    Args:
+        feature_info: what the backbone returns.
+        in_stride: which feature map is F; ``None`` takes the coarsest.
+        out_channels: width of the fused output.
+        bins: grid sizes of the pools (``b x b``).
+        unit: order of the reduce and fuse units: ``"bn_relu_conv"`` (pre-activation, thesis)
+            or ``"conv_bn_relu"`` (PSPNet).
+        fuse_kernel: kernel size of the fusing convolution (1 in the thesis form, 3 in PSPNet).
+        norm_layer: normalisation layer factory.
     """
 
     def __init__(
         self,
-        in_channels: int,
         *,
+        feature_info: list[FeatureInfo],
+        in_stride: int | None = None,
         out_channels: int = 256,
         bins: tuple[int, ...] = (1, 2, 3, 6),
+        unit: Literal["bn_relu_conv", "conv_bn_relu"] = "bn_relu_conv",
+        fuse_kernel: int = 1,
         norm_layer: NormLayer = nn.BatchNorm2d,
     ) -> None:
-        super().__init__()
+        super().__init__(feature_info, in_stride, out_channels)
+        if unit not in ("bn_relu_conv", "conv_bn_relu"):
+            raise ValueError(f"unit must be 'bn_relu_conv' or 'conv_bn_relu', got {unit!r}")
+        make_unit = bn_relu_conv if unit == "bn_relu_conv" else conv_bn_relu
         self.bins = bins
-        self.out_channels = out_channels
-        self.level_channels = in_channels // len(bins)
+        level_channels = self.in_channels // len(bins)
+        self.pooled_channels = (level_channels,) * len(bins)
         self.levels = nn.ModuleList(
-            BNReLUConv(in_channels, self.level_channels, 1, norm_layer) for _ in bins
+            make_unit(self.in_channels, level_channels, 1, norm_layer) for _ in bins
         )
-        self.blend = BNReLUConv(
-            in_channels + len(bins) * self.level_channels, out_channels, 1, norm_layer
+        self.blend = make_unit(
+            self.in_channels + len(bins) * level_channels, out_channels, fuse_kernel, norm_layer
         )
 
-    def forward(self, x: Tensor) -> tuple[Tensor, list[Tensor]]:
+    def forward(self, features: dict[int, Tensor]) -> ContextFeatures:
+        x = features[self.in_stride]
         size = x.shape[-2:]
         pooled = [
             level(F.adaptive_avg_pool2d(x, b))
             for b, level in zip(self.bins, self.levels, strict=True)
         ]
         up = [F.interpolate(p, size=size, mode="bilinear", align_corners=False) for p in pooled]
-        return self.blend(torch.cat([x, *up], dim=1)), pooled
+        return self.output(features, self.blend(torch.cat([x, *up], dim=1)), pooled)
 
 
-class NoSPP(nn.Module):
+class ConvContext(Context):
     """ "NoSPP" of thesis Table 4.9: the SPP replaced by a single 3x3 convolution.
 
     The thesis does not say whether the projection of F to d/2 stays. Keeping it (1x1 to 512,
     then the single 3x3 to 256) gives 10.2 M parameters, the Table 4.9 figure; a 3x3 directly
     on F would give 10.8 M. So the projection stays.
+
+    Args:
+        feature_info: what the backbone returns.
+        in_stride: which feature map is F; ``None`` takes the coarsest.
+        bottleneck_channels: width of the projection of F (d/2).
+        out_channels: width of the output (d/4).
+        norm_layer: normalisation layer factory.
     """
 
     def __init__(
         self,
-        in_channels: int,
         *,
+        feature_info: list[FeatureInfo],
+        in_stride: int | None = None,
         bottleneck_channels: int = 512,
         out_channels: int = 256,
         norm_layer: NormLayer = nn.BatchNorm2d,
     ) -> None:
-        super().__init__()
-        self.out_channels = out_channels
-        self.level_channels = 0
-        self.project = BNReLUConv(in_channels, bottleneck_channels, 1, norm_layer)
-        self.conv = BNReLUConv(bottleneck_channels, out_channels, 3, norm_layer)
+        super().__init__(feature_info, in_stride, out_channels)
+        self.project = bn_relu_conv(self.in_channels, bottleneck_channels, 1, norm_layer)
+        self.conv = bn_relu_conv(bottleneck_channels, out_channels, 3, norm_layer)
 
-    def forward(self, x: Tensor) -> tuple[Tensor, list[Tensor]]:
-        return self.conv(self.project(x)), []
+    def forward(self, features: dict[int, Tensor]) -> ContextFeatures:
+        return self.output(features, self.conv(self.project(features[self.in_stride])))

@@ -10,8 +10,9 @@ from __future__ import annotations
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from leanseg.nn.backbones.base import FeatureInfo
+from leanseg.nn.backbones.base import FeatureInfo, feature_at
 from leanseg.nn.heads.base import DenseHead
+from leanseg.nn.layers import conv_bn_relu
 
 
 class BilinearHead(DenseHead):
@@ -38,18 +39,12 @@ class BilinearHead(DenseHead):
         dropout: float = 0.0,
     ) -> None:
         super().__init__()
-        by_stride = {info.stride: info for info in feature_info}
-        self.in_stride = max(by_stride) if in_stride is None else in_stride
-        if self.in_stride not in by_stride:
-            raise ValueError(f"in_stride {self.in_stride} not among features {sorted(by_stride)}")
-        in_channels = by_stride[self.in_stride].channels
+        info = feature_at(feature_info, in_stride)
+        self.in_stride = info.stride
         self.ignore_index = ignore_index
+        in_channels = info.channels
         if mid_channels:
-            self.block = nn.Sequential(
-                nn.Conv2d(in_channels, mid_channels, 3, padding=1, bias=False),
-                nn.BatchNorm2d(mid_channels),
-                nn.ReLU(inplace=True),
-            )
+            self.block: nn.Module = conv_bn_relu(in_channels, mid_channels, 3)
             in_channels = mid_channels
         else:
             self.block = nn.Identity()

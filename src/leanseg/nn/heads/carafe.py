@@ -21,17 +21,14 @@ defaults (compressed 64 channels, k_enc = 3, k_up = 5).
 from __future__ import annotations
 
 import math
-from collections.abc import Callable
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from leanseg.nn.backbones.base import FeatureInfo
+from leanseg.nn.backbones.base import FeatureInfo, feature_at
 from leanseg.nn.heads.base import DenseHead
-from leanseg.nn.layers import conv_bn_relu
-
-NormLayer = Callable[[int], nn.Module]
+from leanseg.nn.layers import NormLayer, conv_bn_relu
 
 
 class Reassemble(nn.Module):
@@ -127,15 +124,13 @@ class CARAFEHead(DenseHead):
         norm_layer: NormLayer = nn.BatchNorm2d,
     ) -> None:
         super().__init__()
-        by_stride = {info.stride: info for info in feature_info}
-        self.in_stride = max(by_stride) if in_stride is None else in_stride
-        if self.in_stride not in by_stride:
-            raise ValueError(f"in_stride {self.in_stride} not among features {sorted(by_stride)}")
+        info = feature_at(feature_info, in_stride)
+        self.in_stride = info.stride
         num_stages = math.log2(self.in_stride / out_stride)
         if num_stages < 0 or num_stages != int(num_stages):
             raise ValueError("in_stride / out_stride must be a power of two >= 1")
         self.ignore_index = ignore_index
-        self.reduce = conv_bn_relu(by_stride[self.in_stride].channels, channels, 1, norm_layer)
+        self.reduce = conv_bn_relu(info.channels, channels, 1, norm_layer)
         self.upsample = nn.Sequential(
             *(
                 CARAFE(channels, 2, compressed_channels, up_kernel=up_kernel)

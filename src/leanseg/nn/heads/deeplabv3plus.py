@@ -16,18 +16,13 @@ MMSegmentation's default.
 
 from __future__ import annotations
 
-from collections.abc import Callable
-
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from leanseg.nn.backbones.base import FeatureInfo
-from leanseg.nn.context.aspp import separableconv_bn_relu
+from leanseg.nn.backbones.base import FeatureInfo, feature_at
 from leanseg.nn.heads.base import DenseHead
-from leanseg.nn.layers import conv_bn_relu
-
-NormLayer = Callable[[int], nn.Module]
+from leanseg.nn.layers import NormLayer, conv_bn_relu, separableconv_bn_relu
 
 
 class DeepLabV3PlusHead(DenseHead):
@@ -61,17 +56,13 @@ class DeepLabV3PlusHead(DenseHead):
         norm_layer: NormLayer = nn.BatchNorm2d,
     ) -> None:
         super().__init__()
-        by_stride = {info.stride: info for info in feature_info}
-        self.in_stride = max(by_stride) if in_stride is None else in_stride
-        for stride in (self.in_stride, low_level_stride):
-            if stride not in by_stride:
-                raise ValueError(f"stride {stride} not among features {sorted(by_stride)}")
-        self.low_level_stride = low_level_stride
+        top = feature_at(feature_info, in_stride)
+        low = feature_at(feature_info, low_level_stride, option="low_level_stride")
+        self.in_stride = top.stride
+        self.low_level_stride = low.stride
         self.ignore_index = ignore_index
-        self.project = conv_bn_relu(
-            by_stride[low_level_stride].channels, low_level_channels, 1, norm_layer
-        )
-        in_channels = by_stride[self.in_stride].channels + low_level_channels
+        self.project = conv_bn_relu(low.channels, low_level_channels, 1, norm_layer)
+        in_channels = top.channels + low_level_channels
         if separable:
             self.refine = nn.Sequential(
                 separableconv_bn_relu(in_channels, channels, norm_layer),

@@ -16,7 +16,7 @@ from __future__ import annotations
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from leanseg.nn.backbones.base import FeatureInfo
+from leanseg.nn.backbones.base import FeatureInfo, feature_at
 from leanseg.nn.heads.base import DenseHead
 
 
@@ -45,17 +45,15 @@ class DUCHead(DenseHead):
         dropout: float = 0.0,
     ) -> None:
         super().__init__()
-        by_stride = {info.stride: info for info in feature_info}
-        self.in_stride = max(by_stride) if in_stride is None else in_stride
-        if self.in_stride not in by_stride:
-            raise ValueError(f"in_stride {self.in_stride} not among features {sorted(by_stride)}")
+        info = feature_at(feature_info, in_stride)
+        self.in_stride = info.stride
         if self.in_stride % out_stride:
             raise ValueError(f"out_stride {out_stride} must divide in_stride {self.in_stride}")
         self.upscale = self.in_stride // out_stride
         self.ignore_index = ignore_index
         self.dropout = nn.Dropout2d(dropout) if dropout > 0 else nn.Identity()
         self.conv = nn.Conv2d(
-            by_stride[self.in_stride].channels,
+            info.channels,
             num_classes * self.upscale**2,
             kernel_size,
             padding=kernel_size // 2,

@@ -11,16 +11,14 @@ reference code (``layers.N``, ``output_conv``).
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from leanseg.nn.backbones.base import FeatureInfo
-from leanseg.nn.backbones.ssn_encoder import NonBottleneck1D
+from leanseg.nn.backbones.base import FeatureInfo, feature_at
 from leanseg.nn.heads.base import DenseHead
-
-NormLayer = Callable[[int], nn.Module]
+from leanseg.nn.layers import NonBottleneck1D, NormLayer
 
 
 class UpsamplerBlock(nn.Module):
@@ -62,7 +60,7 @@ class ERFNetDecoderHead(DenseHead):
         norm_layer: NormLayer = nn.BatchNorm2d,
     ) -> None:
         super().__init__()
-        top = max(feature_info, key=lambda info: info.stride)
+        top = feature_at(feature_info)
         self.in_stride = top.stride
         self.ignore_index = ignore_index
         layers: list[nn.Module] = []

@@ -35,17 +35,16 @@ Choices made where the paper is silent (each covered by a test in ``tests/test_s
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from typing import Literal
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from leanseg.nn.backbones.base import FeatureInfo
+from leanseg.nn.backbones.base import FeatureInfo, feature_at
+from leanseg.nn.layers import NormLayer, conv_bn_relu
 from leanseg.nn.losses import cross_entropy
 
-NormLayer = Callable[[int], nn.Module]
 SampleMode = Literal["bilinear", "nearest"]
 
 # --------------------------------------------------------------------------- sampling helpers
@@ -127,14 +126,6 @@ def guided_upsample(
     return sample_at(scores, grid.unsqueeze(0) + offsets, mode)
 
 
-def _select(feature_info: list[FeatureInfo], stride: int | None) -> FeatureInfo:
-    by_stride = {info.stride: info for info in feature_info}
-    chosen = max(by_stride) if stride is None else stride
-    if chosen not in by_stride:
-        raise ValueError(f"stride {chosen} not among features {sorted(by_stride)}")
-    return by_stride[chosen]
-
-
 class GuidanceBranch(nn.Module):
     """Predicts a 2-channel offsets table bounded by ``max_offset * tanh`` (SSN §4 tips).
 
@@ -190,7 +181,7 @@ class IGUMHead(nn.Module):
         dropout: float = 0.0,
     ) -> None:
         super().__init__()
-        info = _select(feature_info, in_stride)
+        info = feature_at(feature_info, in_stride)
         self.in_stride = info.stride
         self.ignore_index = ignore_index
         self.mode = mode
@@ -259,11 +250,10 @@ class GUMHead(nn.Module):
         norm_layer: NormLayer = nn.BatchNorm2d,
     ) -> None:
         super().__init__()
-        info = _select(feature_info, in_stride)
-        fine = _select(
-            feature_info,
-            min(i.stride for i in feature_info) if guidance_stride is None else guidance_stride,
-        )
+        info = feature_at(feature_info, in_stride)
+        if guidance_stride is None:
+            guidance_stride = min(i.stride for i in feature_info)
+        fine = feature_at(feature_info, guidance_stride, option="guidance_stride")
         self.in_stride = info.stride
         self.guidance_stride = fine.stride
         self.ignore_index = ignore_index
@@ -271,11 +261,7 @@ class GUMHead(nn.Module):
         self.max_offset = max_offset
         self.dropout = nn.Dropout2d(dropout) if dropout > 0 else nn.Identity()
         self.classifier = nn.Conv2d(info.channels, num_classes, 1)
-        self.guidance = nn.Sequential(
-            nn.Conv2d(fine.channels, guidance_channels, 3, padding=1, bias=False),
-            norm_layer(guidance_channels),
-            nn.ReLU(inplace=True),
-        )
+        self.guidance = conv_bn_relu(fine.channels, guidance_channels, 3, norm_layer)
         stride = fine.stride
         self.to_offsets = nn.ConvTranspose2d(guidance_channels, 2, stride, stride=stride)
         nn.init.zeros_(self.to_offsets.weight)

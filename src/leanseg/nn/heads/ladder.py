@@ -10,16 +10,12 @@ without the SPP context and auxiliary losses (those come with the full ladder mo
 
 from __future__ import annotations
 
-from collections.abc import Callable
-
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from leanseg.nn.backbones.base import FeatureInfo
-from leanseg.nn.layers import conv_bn_relu
+from leanseg.nn.backbones.base import FeatureInfo, feature_at
+from leanseg.nn.layers import NormLayer, conv_bn_relu
 from leanseg.nn.losses import cross_entropy
-
-NormLayer = Callable[[int], nn.Module]
 
 
 class TransitionUp(nn.Module):
@@ -60,18 +56,20 @@ class LadderHead(nn.Module):
         norm_layer: NormLayer = nn.BatchNorm2d,
     ) -> None:
         super().__init__()
-        by_stride = {info.stride: info for info in feature_info}
-        self.top_stride = max(by_stride)
-        self.skip_strides = sorted(
-            (s for s in by_stride if out_stride <= s < self.top_stride), reverse=True
+        top = feature_at(feature_info)
+        self.top_stride = top.stride
+        skips = sorted(
+            (info for info in feature_info if out_stride <= info.stride < top.stride),
+            key=lambda info: info.stride,
+            reverse=True,
         )
-        if not self.skip_strides and out_stride != self.top_stride:
-            raise ValueError(f"no features between stride {out_stride} and {self.top_stride}")
+        if not skips and out_stride != top.stride:
+            raise ValueError(f"no features between stride {out_stride} and {top.stride}")
+        self.skip_strides = [info.stride for info in skips]
         self.ignore_index = ignore_index
-        self.top = conv_bn_relu(by_stride[self.top_stride].channels, channels, 1, norm_layer)
+        self.top = conv_bn_relu(top.channels, channels, 1, norm_layer)
         self.steps = nn.ModuleList(
-            TransitionUp(by_stride[stride].channels, channels, norm_layer)
-            for stride in self.skip_strides
+            TransitionUp(info.channels, channels, norm_layer) for info in skips
         )
         self.classifier = nn.Conv2d(channels, num_classes, 1)
 

@@ -1,11 +1,13 @@
-"""The full LDN upsampling path: SPP context, transition-up blocks, auxiliary soft-target losses.
+"""The full LDN upsampling path: transition-up blocks, classifier, auxiliary soft-target losses.
 
 Thesis chapter 4 (Figure 4.1): the coarsest backbone map F goes through spatial pyramid
-pooling (:mod:`leanseg.nn.context.spp`); transition-up (TU) blocks (Figure 4.3) then blend the
-result with every finer backbone map down to ``out_stride``; the classifier (CLA) projects to
-the classes and upsamples bilinearly to the input. With a DenseNet backbone this is LDN, with a
-ResNet the ``ResNet18 32→4`` family of Table 4.1; with ``out_stride`` equal to the backbone's
-stride there are no TU blocks (``DN121 32↓``, ``DDN-121 8↓``). The simpler
+pooling, the context module in front of this head (``model.context: {name: spp}``,
+:class:`leanseg.nn.context.spp.SPP`; Table 4.9's ablations are the ``psp_spp`` and ``conv``
+contexts); transition-up (TU) blocks (Figure 4.3) then blend the result with every finer backbone
+map down to ``out_stride``; the classifier (CLA) projects to the classes and upsamples bilinearly
+to the input. With a DenseNet backbone this is LDN, with a ResNet the ``ResNet18 32→4`` family of
+Table 4.1; with ``out_stride`` equal to the backbone's stride there are no TU blocks
+(``DN121 32↓``, ``DDN-121 8↓``). Without a context the TU blocks start from F itself. The simpler
 :class:`leanseg.nn.heads.ladder.LadderHead` stays for the conv-BN-ReLU SwiftNet-like ladder.
 
 Choices where the thesis is silent (each reproduces the model sizes of Tables 4.1, 4.2, 4.9
@@ -17,28 +19,28 @@ within 5 %, see ``benchmarks/ldn_tables.py``):
   with bias.
 - DWS (Table 4.9): the 3x3 blend becomes a depthwise 3x3 (BN-ReLU-dwconv) followed by a
   pointwise 1x1 convolution without a normalisation in between.
-- Auxiliary losses (eq. 4.2-4.3): on each SPP pool and after each TU block except the last one
-  (whose features feed the main prediction); ``aux_loss="pyramid"`` is the chapter-5 variant:
-  predictions from the SPP output and every TU output except the last (strides 64, 32, 16, 8 in
-  LDN 64→4), no SPP-pool terms, weight 1 for the main loss and 0.4 for the mean auxiliary loss.
+- Auxiliary losses (eq. 4.2-4.3): on each SPP pool (the grids a pooling context declares in
+  ``pooled_channels`` and returns in ``ContextFeatures.pooled``) and after each TU block except
+  the last one (whose features feed the main prediction); ``aux_loss="pyramid"`` is the chapter-5
+  variant: predictions from the SPP output and every TU output except the last (strides 64, 32,
+  16, 8 in LDN 64→4), no SPP-pool terms, weight 1 for the main loss and 0.4 for the mean
+  auxiliary loss.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Sequence
 from typing import Literal
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from leanseg.nn.backbones.base import FeatureInfo
-from leanseg.nn.backbones.densenet import checkpointed
-from leanseg.nn.context.spp import PSPSPP, SPP, BNReLUConv, NoSPP
+from leanseg.nn.backbones.base import FeatureInfo, feature_at
+from leanseg.nn.checkpointing import checkpointed
+from leanseg.nn.context.base import ContextFeatures
+from leanseg.nn.layers import NormLayer, bn_relu_conv
 from leanseg.nn.losses import cross_entropy
-
-NormLayer = Callable[[int], nn.Module]
-
 
 # ----------------------------------------------------------------------------- soft targets
 
@@ -97,15 +99,15 @@ class TransitionUpLDN(nn.Module):
     ) -> None:
         super().__init__()
         mid = in_channels // 2
-        self.project = BNReLUConv(skip_channels, in_channels, 1, norm_layer)
-        self.reduce = BNReLUConv(in_channels, mid, 1, norm_layer)
+        self.project = bn_relu_conv(skip_channels, in_channels, 1, norm_layer)
+        self.reduce = bn_relu_conv(in_channels, mid, 1, norm_layer)
         if separable:
             self.blend = nn.Sequential(
-                BNReLUConv(mid, mid, 3, norm_layer, groups=mid),
+                bn_relu_conv(mid, mid, 3, norm_layer, groups=mid),
                 nn.Conv2d(mid, out_channels, 1, bias=False),
             )
         else:
-            self.blend = BNReLUConv(mid, out_channels, 3, norm_layer)
+            self.blend = bn_relu_conv(mid, out_channels, 3, norm_layer)
 
     def forward(self, coarse: Tensor, skip: Tensor) -> Tensor:
         up = F.interpolate(coarse, size=skip.shape[-2:], mode="bilinear", align_corners=False)
@@ -125,18 +127,16 @@ class Classifier(nn.Sequential):
 
 
 class LDNHead(nn.Module):
-    """SPP + ladder-style upsampling + classifier with auxiliary soft-target losses.
+    """Ladder-style upsampling + classifier with auxiliary soft-target losses.
 
     Args:
-        feature_info: what the backbone returns; the coarsest map is F.
+        feature_info: what the backbone (or context module) returns; the coarsest map starts
+            the upsampling path (C, the SPP output, in the thesis models).
         num_classes: number of output classes.
         ignore_index: label value excluded from the losses.
-        context: ``"spp"`` (Figure 4.2), ``"psp"`` (PSPNet-style, Table 4.9 "SPP [36]"),
-            ``"conv"`` (Table 4.9 "NoSPP").
-        spp_bottleneck: width of the projection of F (d/2 for DenseNet-121).
-        spp_level: width of each pooled level (d/8).
-        spp_out: width of C (d/4).
-        grids: rows of the SPP grids.
+        pooled_channels: widths of the pooled grids the context module returns beside the
+            pyramid (``Context.pooled_channels``; supplied by the builder); each gets an
+            auxiliary classifier with ``aux_loss="ladder"``. Empty without a pooling context.
         out_stride: stride of the finest TU output, where the classifier runs.
         channels: TU output widths from coarse to fine; ``None`` for 256, 256, 128, 128, ...
         separable: depthwise-separable 3x3 blends (Table 4.9 "DWS").
@@ -155,11 +155,7 @@ class LDNHead(nn.Module):
         feature_info: list[FeatureInfo],
         num_classes: int,
         ignore_index: int = 255,
-        context: Literal["spp", "psp", "conv"] = "spp",
-        spp_bottleneck: int = 512,
-        spp_level: int = 128,
-        spp_out: int = 256,
-        grids: tuple[int, ...] = (1, 2, 4, 8),
+        pooled_channels: Sequence[int] = (),
         out_stride: int = 4,
         channels: tuple[int, ...] | None = None,
         separable: bool = False,
@@ -170,13 +166,16 @@ class LDNHead(nn.Module):
         norm_layer: NormLayer = nn.BatchNorm2d,
     ) -> None:
         super().__init__()
-        by_stride = {info.stride: info for info in feature_info}
-        self.top_stride = max(by_stride)
-        if out_stride not in by_stride:
-            raise ValueError(f"out_stride {out_stride} not among features {sorted(by_stride)}")
-        self.skip_strides = sorted(
-            (s for s in by_stride if out_stride <= s < self.top_stride), reverse=True
+        top = feature_at(feature_info)
+        feature_at(feature_info, out_stride, option="out_stride")
+        skips = sorted(
+            (info for info in feature_info if out_stride <= info.stride < top.stride),
+            key=lambda info: info.stride,
+            reverse=True,
         )
+        self.top_stride = top.stride
+        self.skip_strides = [info.stride for info in skips]
+        self.pooled_channels = tuple(pooled_channels)
         self.num_classes = num_classes
         self.ignore_index = ignore_index
         self.aux_loss = aux_loss
@@ -185,49 +184,28 @@ class LDNHead(nn.Module):
         self.main_weight = main_weight
         self.aux_weight = aux_weight
         self.checkpoint = checkpoint
-        d = by_stride[self.top_stride].channels
-        if context == "spp":
-            self.context = SPP(
-                d,
-                bottleneck_channels=spp_bottleneck,
-                level_channels=spp_level,
-                out_channels=spp_out,
-                grids=grids,
-                norm_layer=norm_layer,
-            )
-        elif context == "psp":
-            self.context = PSPSPP(d, out_channels=spp_out, norm_layer=norm_layer)
-        elif context == "conv":
-            self.context = NoSPP(
-                d, bottleneck_channels=spp_bottleneck, out_channels=spp_out, norm_layer=norm_layer
-            )
-        else:
-            raise ValueError(f"context must be 'spp', 'psp' or 'conv', got {context!r}")
-        n = len(self.skip_strides)
+        n = len(skips)
         widths = list(channels) if channels is not None else [256, 256] + [128] * max(0, n - 2)
         if len(widths) < n:
             raise ValueError(f"channels lists {len(widths)} widths for {n} TU blocks")
-        in_widths = [spp_out, *widths][:n]
+        in_widths = [top.channels, *widths][:n]
         self.steps = nn.ModuleList(
-            TransitionUpLDN(by_stride[s].channels, w_in, w_out, norm_layer, separable=separable)
-            for s, w_in, w_out in zip(self.skip_strides, in_widths, widths[:n], strict=True)
+            TransitionUpLDN(info.channels, w_in, w_out, norm_layer, separable=separable)
+            for info, w_in, w_out in zip(skips, in_widths, widths[:n], strict=True)
         )
-        final = widths[n - 1] if n else spp_out
+        final = widths[n - 1] if n else top.channels
         self.classifier = Classifier(final, num_classes, norm_layer)
         # Auxiliary classifiers: not used at inference (no FLOPs counted there).
         aux_in: list[int] = []
         if aux_loss == "ladder":
-            aux_in = [self.context.level_channels] * len(getattr(self.context, "levels", []))
-            aux_in += widths[: max(0, n - 1)]
+            aux_in = [*self.pooled_channels, *widths[: max(0, n - 1)]]
         elif aux_loss == "pyramid":
-            aux_in = [spp_out, *widths[: max(0, n - 1)]]
+            aux_in = [top.channels, *widths[: max(0, n - 1)]]
         self.aux_classifiers = nn.ModuleList(Classifier(w, num_classes, norm_layer) for w in aux_in)
 
-    def _upsampling_path(
-        self, features: dict[int, Tensor]
-    ) -> tuple[Tensor, list[Tensor], list[Tensor]]:
-        """Final representation, pooled SPP levels, and the context + TU outputs (coarse first)."""
-        x, pooled = self.context(features[self.top_stride])
+    def _upsampling_path(self, features: dict[int, Tensor]) -> list[Tensor]:
+        """The coarsest map and every TU output, coarse first; the last feeds the classifier."""
+        x = features[self.top_stride]
         path = [x]
         for stride, step in zip(self.skip_strides, self.steps, strict=True):
             if self.checkpoint and torch.is_grad_enabled():
@@ -235,10 +213,23 @@ class LDNHead(nn.Module):
             else:
                 x = step(x, features[stride])
             path.append(x)
-        return x, pooled, path
+        return path
+
+    def _pooled(self, features: dict[int, Tensor]) -> list[Tensor]:
+        """The context's pooled grids, checked against the widths this head was built for."""
+        if not self.pooled_channels:
+            return []
+        pooled = features.pooled if isinstance(features, ContextFeatures) else []
+        if [p.shape[1] for p in pooled] != list(self.pooled_channels):
+            raise ValueError(
+                f"the head was built for pooled grids of widths {list(self.pooled_channels)} "
+                f"but the features carry {[p.shape[1] for p in pooled]}: pass it the output of "
+                "the context module whose pooled_channels it was given"
+            )
+        return pooled
 
     def forward(self, features: dict[int, Tensor], image_size: tuple[int, int]) -> Tensor:
-        x, _, _ = self._upsampling_path(features)
+        x = self._upsampling_path(features)[-1]
         scores = self.classifier(x)  # (B, C, H / out_stride, W / out_stride)
         return F.interpolate(scores, size=image_size, mode="bilinear", align_corners=False)
 
@@ -248,15 +239,18 @@ class LDNHead(nn.Module):
         targets: dict[str, Tensor],
         image_size: tuple[int, int],
     ) -> dict[str, Tensor]:
-        x, pooled, path = self._upsampling_path(features)
+        path = self._upsampling_path(features)
         label = targets["label"]
         scores = F.interpolate(
-            self.classifier(x), size=image_size, mode="bilinear", align_corners=False
+            self.classifier(path[-1]), size=image_size, mode="bilinear", align_corners=False
         )
         main = cross_entropy(scores, label, self.ignore_index)
         if self.aux_loss == "none" or not len(self.aux_classifiers):
             return {"loss_ce": main}
-        aux_inputs = [*pooled, *path[1:-1]] if self.aux_loss == "ladder" else path[:-1]
+        if self.aux_loss == "ladder":
+            aux_inputs = [*self._pooled(features), *path[1:-1]]
+        else:
+            aux_inputs = path[:-1]
         one_hot = class_histograms(label, self.num_classes, self.ignore_index)
         terms = []
         for feature, classifier in zip(aux_inputs, self.aux_classifiers, strict=True):

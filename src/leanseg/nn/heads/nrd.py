@@ -32,18 +32,13 @@ Choices where the paper is silent, stated once:
 
 from __future__ import annotations
 
-from collections.abc import Callable
-
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from leanseg.nn.backbones.base import FeatureInfo
+from leanseg.nn.backbones.base import FeatureInfo, feature_at
 from leanseg.nn.heads.base import DenseHead
-from leanseg.nn.layers import conv_bn_relu
-
-NormLayer = Callable[[int], nn.Module]
-
+from leanseg.nn.layers import NormLayer, conv_bn_relu
 
 # --------------------------------------------------------------------------- helpers
 
@@ -196,14 +191,8 @@ class NRDHead(DenseHead):
         super().__init__()
         if not (use_coords or use_guidance):
             raise ValueError("g_θ needs an input: set use_coords and/or use_guidance")
-        by_stride = {info.stride: info for info in feature_info}
-        self.in_stride = max(by_stride) if in_stride is None else in_stride
-        if self.in_stride not in by_stride:
-            raise ValueError(f"in_stride {self.in_stride} not among features {sorted(by_stride)}")
-        if use_guidance and low_level_stride not in by_stride:
-            raise ValueError(
-                f"low_level_stride {low_level_stride} not among features {sorted(by_stride)}"
-            )
+        top = feature_at(feature_info, in_stride)
+        self.in_stride = top.stride
         self.ignore_index = ignore_index
         self.num_classes = num_classes
         self.low_level_stride = low_level_stride
@@ -214,7 +203,7 @@ class NRDHead(DenseHead):
         in_channels = 2 * use_coords + guidance_channels * use_guidance
         self.mlp = DynamicMLP(in_channels, rep_channels, num_classes)
         num_params = self.mlp.num_parameters  # P
-        feature_channels = by_stride[self.in_stride].channels
+        feature_channels = top.channels
         if controller_channels:
             self.controller = nn.Sequential(
                 conv_bn_relu(feature_channels, controller_channels, 3, norm_layer),
@@ -223,9 +212,9 @@ class NRDHead(DenseHead):
         else:
             self.controller = nn.Sequential(nn.Conv2d(feature_channels, num_params, 1))
         if use_guidance:
-            low_channels = by_stride[low_level_stride].channels
+            low = feature_at(feature_info, low_level_stride, option="low_level_stride")
             self.guidance = nn.Sequential(
-                conv_bn_relu(low_channels, guidance_mid_channels, 3, norm_layer),
+                conv_bn_relu(low.channels, guidance_mid_channels, 3, norm_layer),
                 nn.Conv2d(guidance_mid_channels, guidance_channels, 1),
             )
         else:

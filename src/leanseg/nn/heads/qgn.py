@@ -21,7 +21,8 @@ Choices where the paper is silent (also in ``docs/notes/issue-4.md``):
   and then upsamples (QGN 3: "several sparse convolutions followed by an upsampling"); with
   ``units_before_upsample=False`` they run at level ``l`` after the upsampling and skip (4x the
   cost, finer Q0). The 512-wide input of Trans4 is a 1x1 conv-BN-ReLU projection of the encoder
-  output (or of the PSP module's output).
+  output. With PSPNet's pyramid pooling in front (QGN Table 4, the ADE20K model) the context
+  module ``psp_spp`` already outputs 512 maps and ``in_channels: null`` drops the projection.
 - Skips at every level where the backbone returns a feature of that stride. The ResNet option
   ``stem_features: true`` (set in every ``configs/qgn`` file) adds the stride-2 stem output
   (Table 7's Block0, 64 channels) for ``Q1`` and the input image (3 channels) for ``Q0``: the
@@ -48,14 +49,16 @@ Choices where the paper is silent (also in ``docs/notes/issue-4.md``):
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import Literal, get_args
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from leanseg.metrics import SegmentationScores
-from leanseg.nn.backbones.base import FeatureInfo
+from leanseg.nn.backbones.base import FeatureInfo, feature_at
+from leanseg.nn.layers import conv_bn_relu
 from leanseg.nn.sparse import (
     SparseBatchNorm,
     SparseReLU,
@@ -66,7 +69,11 @@ from leanseg.nn.sparse import (
 )
 from leanseg.structures.quadtree import COMPOSITE, composite_channel, t_pyramid
 
-SCHEMES = ("all", "gtc", "pc")
+Scheme = Literal["all", "gtc", "pc"]
+LossWeighting = Literal["fixed", "adaptive"]
+IgnoreMerge = Literal["wildcard", "keep"]
+ClassWeighting = Literal["none", "median"]
+SCHEMES: tuple[Scheme, ...] = get_args(Scheme)
 
 
 class SparseResidualUnit(nn.Module):
@@ -94,37 +101,6 @@ class SparseResidualUnit(nn.Module):
         return x.replace(F.relu(self.body(x).features + identity.features))
 
 
-class PyramidPooling(nn.Module):
-    """PSPNet pyramid pooling module (the ADE20K variant of QGN Table 4), dense at stride 32."""
-
-    def __init__(self, in_channels: int, out_channels: int, bins: tuple[int, ...] = (1, 2, 3, 6)):
-        super().__init__()
-        branch = in_channels // len(bins)
-        self.bins = bins
-        self.branches = nn.ModuleList(
-            nn.Sequential(
-                nn.AdaptiveAvgPool2d(b),
-                nn.Conv2d(in_channels, branch, 1, bias=False),
-                nn.BatchNorm2d(branch),
-                nn.ReLU(inplace=True),
-            )
-            for b in bins
-        )
-        self.fuse = nn.Sequential(
-            nn.Conv2d(in_channels + branch * len(bins), out_channels, 3, padding=1, bias=False),
-            nn.BatchNorm2d(out_channels),
-            nn.ReLU(inplace=True),
-        )
-
-    def forward(self, x: Tensor) -> Tensor:
-        size = x.shape[-2:]
-        pooled = [
-            F.interpolate(branch(x), size=size, mode="bilinear", align_corners=False)
-            for branch in self.branches
-        ]
-        return self.fuse(torch.cat([x, *pooled], dim=1))
-
-
 @dataclass
 class QuadtreePrediction:
     """What :meth:`QGNHead.predict_quadtree` returns.
@@ -149,10 +125,11 @@ class QGNHead(nn.Module):
             root level (``log2(stride)``, 5 for stride 32).
         num_classes: number of real classes ``k``; predictions have ``k+1`` channels.
         ignore_index: label value left out of the loss.
-        in_channels: width of the projection feeding Trans4 (512 in Table 7).
+        in_channels: width of the 1x1 conv-BN-ReLU projection feeding Trans4 (512 in Table 7);
+            ``None`` feeds the coarsest map as it is (after a context module that already
+            outputs the decoder's width, e.g. PSPNet pooling for QGN Table 4).
         decoder_channels: output width of each block, coarse to fine (Table 7).
         decoder_units: residual units per block (Table 7).
-        psp: insert a pyramid pooling module before the decoder (QGN Table 4).
         train_scheme: propagation scheme of :meth:`losses`.
         eval_scheme: propagation scheme of :meth:`forward` (``"gtc"`` needs labels, so only
             :meth:`predict_quadtree` with ``label`` accepts it).
@@ -174,24 +151,23 @@ class QGNHead(nn.Module):
         feature_info: list[FeatureInfo],
         num_classes: int,
         ignore_index: int = 255,
-        in_channels: int = 512,
+        in_channels: int | None = 512,
         decoder_channels: tuple[int, ...] = (256, 128, 64, 64, 64),
         decoder_units: tuple[int, ...] = (6, 4, 3, 3, 3),
-        psp: bool = False,
-        train_scheme: str = "all",
-        eval_scheme: str = "all",
-        loss_weighting: str = "fixed",
+        train_scheme: Scheme = "all",
+        eval_scheme: Scheme = "all",
+        loss_weighting: LossWeighting = "fixed",
         gamma: float = 1.0,
         delta: float = 0.99,
-        ignore_merge: str = "wildcard",
+        ignore_merge: IgnoreMerge = "wildcard",
         min_level: int = 0,
         max_sites: int | None = None,
         units_before_upsample: bool = True,
-        class_weighting: str = "none",
+        class_weighting: ClassWeighting = "none",
     ) -> None:
         super().__init__()
-        by_stride = {info.stride: info for info in feature_info}
-        top_stride = max(by_stride)
+        top = feature_at(feature_info)
+        top_stride = top.stride
         self.top = int(math.log2(top_stride))
         if 2**self.top != top_stride:
             raise ValueError(f"coarsest stride must be a power of two, got {top_stride}")
@@ -200,15 +176,15 @@ class QGNHead(nn.Module):
                 f"need {self.top} decoder blocks for stride {top_stride}, got "
                 f"{len(decoder_channels)} channels / {len(decoder_units)} unit counts"
             )
-        for name, scheme in (("train_scheme", train_scheme), ("eval_scheme", eval_scheme)):
-            if scheme not in SCHEMES:
-                raise ValueError(f"{name} must be one of {SCHEMES}, got {scheme!r}")
-        if loss_weighting not in ("fixed", "adaptive"):
-            raise ValueError(
-                f"loss_weighting must be 'fixed' or 'adaptive', got {loss_weighting!r}"
-            )
-        if class_weighting not in ("none", "median"):
-            raise ValueError(f"class_weighting must be 'none' or 'median', got {class_weighting!r}")
+        for name, value, options in (
+            ("train_scheme", train_scheme, Scheme),
+            ("eval_scheme", eval_scheme, Scheme),
+            ("loss_weighting", loss_weighting, LossWeighting),
+            ("ignore_merge", ignore_merge, IgnoreMerge),
+            ("class_weighting", class_weighting, ClassWeighting),
+        ):
+            if value not in get_args(options):
+                raise ValueError(f"{name} must be one of {get_args(options)}, got {value!r}")
         self.class_weighting = class_weighting
         self.num_classes = num_classes
         self.ignore_index = ignore_index
@@ -222,15 +198,11 @@ class QGNHead(nn.Module):
         self.max_sites = max_sites
         self.units_before_upsample = units_before_upsample
         self.last_active_sites: dict[int, int] = {}
-        top_channels = by_stride[top_stride].channels
-        if psp:
-            self.project: nn.Module = PyramidPooling(top_channels, in_channels)
+        if in_channels is None:
+            in_channels = top.channels
+            self.project: nn.Module = nn.Identity()
         else:
-            self.project = nn.Sequential(
-                nn.Conv2d(top_channels, in_channels, 1, bias=False),
-                nn.BatchNorm2d(in_channels),
-                nn.ReLU(inplace=True),
-            )
+            self.project = conv_bn_relu(top.channels, in_channels)
         outputs = num_classes + 1
         self.predict = nn.ModuleDict({str(self.top): SubmConv2d(in_channels, outputs, 1)})
         self.skips = nn.ModuleDict()
@@ -240,10 +212,10 @@ class QGNHead(nn.Module):
             zip(decoder_channels, decoder_units, strict=True)
         ):
             level = self.top - 1 - index
-            stride = 2**level
-            if stride in by_stride:
+            skip = next((info for info in feature_info if info.stride == 2**level), None)
+            if skip is not None:
                 skip_width = channels if units_before_upsample else width
-                self.skips[str(level)] = SubmConv2d(by_stride[stride].channels, skip_width, 1)
+                self.skips[str(level)] = SubmConv2d(skip.channels, skip_width, 1)
             self.blocks[str(level)] = SparseSequential(
                 *(SparseResidualUnit(width if u == 0 else channels, channels) for u in range(units))
             )
@@ -256,7 +228,12 @@ class QGNHead(nn.Module):
     # ------------------------------------------------------------------ decoder
 
     def _select(
-        self, logits: Tensor, coords: Tensor, scheme: str, target: Tensor | None, cap: int | None
+        self,
+        logits: Tensor,
+        coords: Tensor,
+        scheme: Scheme,
+        target: Tensor | None,
+        cap: int | None,
     ) -> Tensor:
         """Indices of the sites at one level that propagate to the next finer level (QGN 3.3)."""
         composite = composite_channel(self.num_classes)
@@ -279,7 +256,7 @@ class QGNHead(nn.Module):
         features: dict[int, Tensor],
         image_size: tuple[int, int],
         *,
-        scheme: str | None = None,
+        scheme: Scheme | None = None,
         label: Tensor | None = None,
         min_level: int | None = None,
         max_sites: int | None = None,
@@ -404,15 +381,15 @@ class QGNHead(nn.Module):
                     self.adaptive_beta[level] = self.delta * beta + (1 - self.delta) * value
         return out
 
-    def on_evaluation(self, scores: SegmentationScores) -> None:
+    def on_evaluation(self, iou: Sequence[float] | Tensor) -> None:
         """QGN A.2: weight 2 for the classes below the median IoU of this evaluation.
 
-        Called by the trainer after every validation; does nothing unless
-        ``class_weighting="median"``.
+        Called by the trainer after every validation with the per-class IoU (NaN for classes
+        absent from the evaluated images); does nothing unless ``class_weighting="median"``.
         """
         if self.class_weighting != "median":
             return
-        iou = torch.tensor(scores.iou[: self.num_classes], dtype=torch.float64)
+        iou = torch.as_tensor(iou, dtype=torch.float64)[: self.num_classes]
         known = iou[~iou.isnan()]
         weights = torch.ones_like(self.class_weights)
         if known.numel():

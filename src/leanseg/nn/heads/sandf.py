@@ -26,6 +26,12 @@ Parts, in the order of the paper:
   pooling; ``"c2f"`` is the coarse-to-fine contextual module (S&F 3.3, eqs. 3 and 4).
 - Per-level classifier, the "non-linear projection" of S&F 3.3.
 
+The ANL and coarse-to-fine modules stay inside this head rather than being
+:class:`~leanseg.nn.context.base.Context` modules: they work on the levels of the head's own
+semantic pyramid (``X^(1) .. X^(L)``, pooled from ``X^(L)`` after the head's projection), not on
+the backbone's pyramid, so no other head could use them. A backbone context (SPP, ASPP, ...) can
+still sit in front of this head like any other.
+
 Choices where the paper defers to its supplementary material (tested in tests/test_sandf.py):
 
 - ``D_s = 512`` and ``D_u = 64`` by default (``semantic_channels``, ``unity_channels``).
@@ -58,7 +64,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from leanseg.nn.backbones.base import FeatureInfo
+from leanseg.nn.backbones.base import FeatureInfo, feature_at
 from leanseg.nn.layers import conv_bn_relu
 from leanseg.nn.losses import cross_entropy
 from leanseg.structures.pyramid import fuse, pyramid_targets, relabel
@@ -240,16 +246,13 @@ class SandFHead(nn.Module):
         dropout: float = 0.0,
     ) -> None:
         super().__init__()
-        by_stride = {info.stride: info for info in feature_info}
+        strides = sorted(info.stride for info in feature_info)
         if in_stride is None:
-            fine = [s for s in (4, 8) if s in by_stride]
+            fine = [s for s in (4, 8) if s in strides]
             if not fine:
-                raise ValueError(
-                    f"S&F needs stride-4 or stride-8 features, got {sorted(by_stride)}"
-                )
+                raise ValueError(f"S&F needs stride-4 or stride-8 features, got {strides}")
             in_stride = fine[0]
-        if in_stride not in by_stride:
-            raise ValueError(f"in_stride {in_stride} not among features {sorted(by_stride)}")
+        in_stride = feature_at(feature_info, in_stride).stride
         for name, value, valid in (
             ("context", context, ("none", "anl", "c2f")),
             ("output", output, ("pyramid", "pixel", "auxiliary")),
@@ -267,10 +270,8 @@ class SandFHead(nn.Module):
         self.output = output
         self.relabel = relabel
         self.tau = tau
-        self.in_strides = sorted(s for s in by_stride if s >= in_stride)
-        if not concat_coarser:
-            self.in_strides = [in_stride]
-        in_channels = sum(by_stride[s].channels for s in self.in_strides)
+        self.in_strides = [s for s in strides if s >= in_stride] if concat_coarser else [in_stride]
+        in_channels = sum(feature_at(feature_info, s).channels for s in self.in_strides)
         self.project = conv_bn_relu(in_channels, semantic_channels)
         self.anl = AsymmetricNonLocal(semantic_channels) if context == "anl" else None
         self.c2f = CoarseToFineContext(semantic_channels, num_levels) if context == "c2f" else None

@@ -51,15 +51,15 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from leanseg.nn.backbones.base import FeatureInfo
+from leanseg.nn.backbones.base import FeatureInfo, feature_at
 from leanseg.nn.heads.igum import (
     GuidanceBranch,
     SampleMode,
-    _select,
     guided_upsample,
     regular_grid,
     sample_at,
 )
+from leanseg.nn.layers import conv_bn_relu
 from leanseg.nn.losses import cross_entropy
 
 InstanceLoss = Literal["l2", "l1", "smooth_l1"]
@@ -294,7 +294,7 @@ class SSNInstanceHead(nn.Module):
         dropout: float = 0.0,
     ) -> None:
         super().__init__()
-        info = _select(feature_info, in_stride)
+        info = feature_at(feature_info, in_stride)
         self.in_stride = info.stride
         self.ignore_index = ignore_index
         self.thing_classes = list(thing_classes or [])
@@ -310,9 +310,7 @@ class SSNInstanceHead(nn.Module):
             info.channels, kernel_size=guidance_kernel, max_offset=max_offset
         )
         self.instance_guidance = nn.Sequential(
-            nn.Conv2d(info.channels, info.channels, 3, padding=1, bias=False),
-            nn.BatchNorm2d(info.channels),
-            nn.ReLU(inplace=True),
+            *conv_bn_relu(info.channels, info.channels, 3),
             GuidanceBranch(info.channels, kernel_size=guidance_kernel, max_offset=max_offset),
         )
 
