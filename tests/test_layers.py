@@ -1,0 +1,211 @@
+"""Imports point down the layers of DESIGN.md, and no two modules import each other (no cycles).
+
+Every module of ``src/leanseg`` is parsed with ``ast`` (nothing is imported), and every import it
+makes - at module level, inside functions, under ``TYPE_CHECKING`` - is an edge. A module may
+import from its own layer or a lower one:
+
+    5  cli, demo, __main__, the package ``__init__``
+    4  engine (all but checkpoint I/O), bench
+    3  models (the builder tables)
+    2  nn, baselines
+    1  data, engine.checkpoint, visualize
+    0  structures, config, metrics, instance_metrics, utils
+
+A cycle that climbs a layer somewhere is reported as that upward import; the cycles left are those
+within one layer (every edge on a cycle that never climbs stays in one layer), reported as the
+modules on them. So every cycle is found, and each is named by what has to change.
+
+``KNOWN_VIOLATIONS`` lists what is wrong today in files being moved by other work; it must only
+shrink. The test fails on any violation not in it, and on any listed one that is gone, so the list
+stays exact: whoever fixes one removes its line.
+"""
+
+from __future__ import annotations
+
+import ast
+from pathlib import Path
+
+PACKAGE = Path(__file__).resolve().parents[1] / "src" / "leanseg"
+
+# Layer of every module, by the longest matching dotted prefix (``leanseg`` itself only exactly).
+LAYERS = {
+    "leanseg.structures": 0,
+    "leanseg.config": 0,
+    "leanseg.metrics": 0,
+    "leanseg.instance_metrics": 0,
+    "leanseg.utils": 0,
+    "leanseg.data": 1,
+    "leanseg.engine.checkpoint": 1,
+    "leanseg.visualize": 1,
+    "leanseg.nn": 2,
+    "leanseg.baselines": 2,
+    "leanseg.models": 3,
+    "leanseg.engine": 4,
+    "leanseg.bench": 4,
+    "leanseg.cli": 5,
+    "leanseg.demo": 5,
+    "leanseg.__main__": 5,
+    "leanseg": 5,
+}
+
+# Violations that exist today, each to be removed when fixed (never added to).
+KNOWN_VIOLATIONS = {
+    # config validates the model section with the builder tables (issue 13: validate it where
+    # the model is built or in one run-config loader) and fills input normalisation from them.
+    "leanseg.config -> leanseg.models",
+    # quadtree statistics of a dataset belong in data/ or a tool module (issue 13).
+    "leanseg.structures.quadtree_stats -> leanseg.data",
+    # run directories and the trainer read ``leanseg.__version__`` from the package top.
+    "leanseg.engine.run_dir -> leanseg",
+    "leanseg.engine.trainer -> leanseg",
+    # the renderer names the scene classes for type checking (issue 13: a data/synthetic/ package).
+    "cycle: leanseg.data.synthetic, leanseg.data.synthetic_render",
+}
+
+
+def _module_name(path: Path) -> str:
+    parts = path.relative_to(PACKAGE.parent).with_suffix("").parts
+    if parts[-1] == "__init__":
+        parts = parts[:-1]
+    return ".".join(parts)
+
+
+def _modules() -> dict[str, Path]:
+    return {_module_name(path): path for path in sorted(PACKAGE.rglob("*.py"))}
+
+
+def _layer(module: str) -> int | None:
+    keys = [
+        key
+        for key in LAYERS
+        if module == key or (key != "leanseg" and module.startswith(key + "."))
+    ]
+    return LAYERS[max(keys, key=len)] if keys else None
+
+
+def _resolve(name: str, modules: dict[str, Path]) -> str | None:
+    """The module of ``leanseg`` that importing ``name`` runs last (itself or its package)."""
+    while name and name not in modules:
+        name = name.rpartition(".")[0]
+    return name or None
+
+
+def _imports(module: str, source: str, modules: dict[str, Path], *, is_package: bool) -> set[str]:
+    """Every ``leanseg`` module that ``module`` (whose text is ``source``) imports, anywhere."""
+    found = set()
+    for node in ast.walk(ast.parse(source)):
+        if isinstance(node, ast.Import):
+            names = [alias.name for alias in node.names]
+        elif isinstance(node, ast.ImportFrom):
+            base = node.module or ""
+            if node.level:
+                package = module if is_package else module.rpartition(".")[0]
+                for _ in range(node.level - 1):
+                    package = package.rpartition(".")[0]
+                base = f"{package}.{base}" if base else package
+            names = [f"{base}.{alias.name}" for alias in node.names]
+        else:
+            continue
+        for name in names:
+            if name == "leanseg" or name.startswith("leanseg."):
+                target = _resolve(name, modules)
+                if target is not None and target != module:
+                    found.add(target)
+    return found
+
+
+def _graph() -> dict[str, set[str]]:
+    modules = _modules()
+    return {
+        module: _imports(
+            module,
+            path.read_text(encoding="utf-8"),
+            modules,
+            is_package=path.name == "__init__.py",
+        )
+        for module, path in modules.items()
+    }
+
+
+def _cycles(graph: dict[str, set[str]]) -> list[set[str]]:
+    """Strongly connected components with more than one module (Tarjan's algorithm)."""
+    index: dict[str, int] = {}
+    low: dict[str, int] = {}
+    stack: list[str] = []
+    on_stack: set[str] = set()
+    components = []
+
+    def visit(node: str) -> None:
+        index[node] = low[node] = len(index)
+        stack.append(node)
+        on_stack.add(node)
+        for child in sorted(graph[node]):
+            if child not in index:
+                visit(child)
+                low[node] = min(low[node], low[child])
+            elif child in on_stack:
+                low[node] = min(low[node], index[child])
+        if low[node] == index[node]:
+            component = set()
+            while True:
+                member = stack.pop()
+                on_stack.discard(member)
+                component.add(member)
+                if member == node:
+                    break
+            if len(component) > 1:
+                components.append(component)
+
+    for node in sorted(graph):
+        if node not in index:
+            visit(node)
+    return components
+
+
+def _violations(graph: dict[str, set[str]]) -> set[str]:
+    """Upward imports ``a -> b``, and cycles within one layer ``cycle: a, b, ...``."""
+    found = set()
+    within_layers: dict[str, set[str]] = {}
+    for module, targets in graph.items():
+        upward = {target for target in targets if _layer(target) > _layer(module)}
+        found |= {f"{module} -> {target}" for target in upward}
+        within_layers[module] = targets - upward
+    found |= {"cycle: " + ", ".join(sorted(cycle)) for cycle in _cycles(within_layers)}
+    return found
+
+
+def test_every_module_has_a_layer():
+    unplaced = [module for module in _modules() if _layer(module) is None]
+    assert not unplaced, f"add these modules to LAYERS in {__file__}: {unplaced}"
+
+
+def test_imports_point_down_the_layers_and_form_no_cycles():
+    found = _violations(_graph())
+    new = sorted(found - KNOWN_VIOLATIONS)
+    fixed = sorted(KNOWN_VIOLATIONS - found)
+    assert not new, "imports up the layers or in a cycle:\n" + "\n".join(new)
+    assert not fixed, "fixed - remove from KNOWN_VIOLATIONS:\n" + "\n".join(fixed)
+
+
+def test_the_checker_sees_upward_imports_anywhere_and_cycles():
+    graph = {
+        "leanseg.metrics": {"leanseg.nn.heads.qgn"},
+        "leanseg.nn.heads.qgn": {"leanseg.metrics", "leanseg.nn.sparse"},
+        "leanseg.nn.sparse": {"leanseg.nn.segmentor"},
+        "leanseg.nn.segmentor": {"leanseg.nn.heads.qgn"},
+    }
+    assert _violations(graph) == {
+        "leanseg.metrics -> leanseg.nn.heads.qgn",
+        "cycle: leanseg.nn.heads.qgn, leanseg.nn.segmentor, leanseg.nn.sparse",
+    }
+    modules = _modules()
+    source = (
+        "from typing import TYPE_CHECKING\n"
+        "if TYPE_CHECKING:\n"
+        "    from leanseg.data import base\n"
+        "def f():\n"
+        "    from leanseg.engine.trainer import Trainer\n"
+        "    from . import models\n"
+    )
+    found = _imports("leanseg.metrics", source, modules, is_package=False)
+    assert found == {"leanseg.data.base", "leanseg.engine.trainer", "leanseg.models"}
