@@ -292,3 +292,27 @@ def test_benchmark_model_checks_its_arguments(kwargs):
     args = {"size": (64, 64), "batch": 1, "warmup": 0, "repeats": 1, **kwargs}
     with pytest.raises(ValueError):
         benchmark_model(torch.nn.Conv2d(3, 2, 1), **args)
+
+
+@pytest.mark.parametrize("argv", [[], ["data"], ["quadtree"]])
+def test_missing_command_is_a_one_line_error_after_the_help(capsys, argv):
+    assert main(argv) == 2
+    captured = capsys.readouterr()
+    assert "usage:" in captured.out
+    err = captured.err.strip()
+    assert err.startswith("leanseg: error: ") and "\n" not in err
+    assert "choose a command" in err
+
+
+def test_dataset_option_of_the_wrong_type_names_the_key(tmp_path, capsys):
+    config = write_config(tmp_path, data__options={"num_samples": "many"})
+    assert main(["train", str(config), "--no-progress"]) == 2
+    assert_one_line_error(capsys, "data.options.num_samples", "many")
+    assert not (tmp_path / "run").exists()
+
+
+def test_crop_too_small_for_a_batch_of_one_writes_nothing(tmp_path, capsys):
+    config = write_config(tmp_path, data__crop_size=[16, 16], data__batch_size=1)
+    assert main(["train", str(config), "--no-progress"]) == 2
+    assert_one_line_error(capsys, "data.crop_size", "output stride is 32")
+    assert not (tmp_path / "run").exists()

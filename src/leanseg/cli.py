@@ -291,6 +291,7 @@ def _cmd_train(args: argparse.Namespace) -> int:
         overrides.append(f"work_dir={args.work_dir}")
     cfg = load_config(args.config, overrides)
     _select_device(cfg.train.device, key="train.device")
+    _check_crop_size(cfg)
     console = _console()
     trainer = Trainer(
         cfg,
@@ -305,6 +306,29 @@ def _cmd_train(args: argparse.Namespace) -> int:
         console.print(f"run finished at iteration {result.iteration}: {summary}")
         console.print(f"run directory: {result.run_dir}")
     return 0
+
+
+def _check_crop_size(cfg: Config) -> None:
+    """Refuse a training crop too small for batch normalisation before the run starts.
+
+    Crops are padded to a multiple of the model's output stride; BatchNorm in training mode needs
+    more than one value per channel at the coarsest level, which a batch of two always has. So
+    only ``data.batch_size: 1`` needs the model, to learn its stride.
+    """
+    if cfg.data.batch_size > 1:
+        return
+    from leanseg.engine.inference import without_pretrained
+    from leanseg.models import build_model
+
+    stride = build_model(without_pretrained(cfg)).size_divisor
+    height, width = cfg.data.crop_size
+    if -(-height // stride) * -(-width // stride) < 2:
+        raise ConfigError(
+            f"data.crop_size {[height, width]} with data.batch_size 1 is too small for this "
+            f"model: its output stride is {stride}, and batch normalisation needs at least two "
+            f"positions at that stride; use a crop of at least {stride}x{2 * stride} or a batch "
+            "of 2"
+        )
 
 
 # ---------------------------------------------------------------------- eval
