@@ -321,7 +321,7 @@ class Trainer:
         # Heads that adapt to validation results (QGN A.2 class weighting) are told of them.
         on_evaluation = getattr(getattr(self.model, "head", None), "on_evaluation", None)
         if callable(on_evaluation):
-            on_evaluation(scores)
+            on_evaluation(scores.iou)
         if self.best is None or scores.miou > self.best["value"]:
             self.best = {"metric": "miou", "value": float(scores.miou), "iteration": self.iteration}
             self._save(self.run_dir.best_checkpoint)
