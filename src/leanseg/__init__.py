@@ -9,8 +9,7 @@ The public API:
 """
 
 from leanseg.config import Config, ConfigError, load_config
-
-__version__ = "0.1.0"
+from leanseg.version import __version__
 
 __all__ = ["Config", "ConfigError", "Predictor", "build_model", "load_config", "__version__"]
 

@@ -26,9 +26,9 @@ from typing import Any
 
 import yaml
 
-import leanseg
 from leanseg.config import Config
 from leanseg.utils import atomic_write_text, is_temp_of
+from leanseg.version import __version__
 
 MARKER = ".leanseg-run"
 _ROOT_FILES = (MARKER, "config.yaml", "metrics.jsonl")
@@ -227,7 +227,7 @@ class RunDirectory:
     def _write_marker(self) -> None:
         # Written in place, not atomically: a torn marker still marks the run, while a kill
         # before an atomic rename would leave a folder holding only a temporary file.
-        marker = {"leanseg_version": leanseg.__version__, "created": round(time.time(), 3)}
+        marker = {"leanseg_version": __version__, "created": round(time.time(), 3)}
         self.marker_path.write_text(json.dumps(marker) + "\n")
 
     def _saved_config(self) -> dict[str, Any]:

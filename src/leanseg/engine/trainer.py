@@ -38,7 +38,6 @@ from torch import nn
 from torch.nn.parallel import DistributedDataParallel
 from torch.utils.data import DataLoader
 
-import leanseg
 from leanseg.config import Config
 from leanseg.data import build_dataset, dataset_classes
 from leanseg.engine import distributed
@@ -54,6 +53,7 @@ from leanseg.engine.sampling import ResumableSampler, SeededSamples
 from leanseg.engine.schedules import learning_rate
 from leanseg.metrics import SegmentationScores
 from leanseg.models import build_model
+from leanseg.version import __version__
 
 
 class TrainingError(RuntimeError):
@@ -399,7 +399,7 @@ class Trainer:
             "scaler": self.scaler.state_dict(),
             "best": self.best,
             "rng": _rng_state(),
-            "leanseg_version": leanseg.__version__,
+            "leanseg_version": __version__,
         }
 
     def _save(self, path: Path) -> None:
