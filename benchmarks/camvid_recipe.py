@@ -7,7 +7,7 @@ evaluates ``last.pt`` on CamVid val (101 images, single scale) and writes
 
     python benchmarks/camvid_recipe.py [--config CONFIG] [--set KEY=VALUE ...] [--json OUT]
 
-The model runs channels-last (measured 20 % faster per step than NCHW on this CPU).
+The recipe config sets ``train.channels_last`` (measured 20 % faster per step than NCHW here).
 """
 
 from __future__ import annotations
@@ -49,7 +49,6 @@ def main(argv: list[str] | None = None) -> None:
 
     cfg = load_config(args.config, args.overrides)
     trainer = Trainer(cfg, force=args.force, show_progress=False)
-    trainer.model.to(memory_format=torch.channels_last)
     result = trainer.train()
     scores = result.final_scores
     history = [

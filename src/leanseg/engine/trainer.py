@@ -139,6 +139,8 @@ class Trainer:
                 # torch's SyncBatchNorm has GPU kernels only; CPU ranks keep per-rank statistics.
                 self.console.print("train.sync_bn is ignored on CPU (SyncBatchNorm needs CUDA)")
         self.model = model.to(self.device)
+        if cfg.train.channels_last:
+            self.model.to(memory_format=torch.channels_last)
         # DDP synchronises gradients through ``forward`` only, so the loss computation is
         # wrapped in a module whose forward *is* ``losses``.
         self.loss_module: nn.Module = _LossModule(self.model)
