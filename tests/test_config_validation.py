@@ -316,3 +316,12 @@ def test_crop_too_small_for_a_batch_of_one_writes_nothing(tmp_path, capsys):
     assert main(["train", str(config), "--no-progress"]) == 2
     assert_one_line_error(capsys, "data.crop_size", "output stride is 32")
     assert not (tmp_path / "run").exists()
+
+
+def test_a_width_torch_refuses_is_a_config_error_naming_the_key():
+    from leanseg.config import ModelConfig
+    from leanseg.models import build_segmentor
+
+    spec = ModelConfig(head={"name": "ladder", "channels": -1})
+    with pytest.raises(ConfigError, match=r"model.head \(ladder\)"):
+        build_segmentor(spec, num_classes=3)

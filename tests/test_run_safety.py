@@ -399,3 +399,18 @@ def test_qgn_gtc_training_with_bn_recompute_finishes(tmp_path):
     assert torch.equal(trainer.model.head.adaptive_beta, beta)
     norms = [m for m in trainer.model.modules() if isinstance(m, torch.nn.BatchNorm2d)]
     assert norms and all(int(m.num_batches_tracked) == 2 for m in norms)
+
+
+def test_resume_does_not_need_the_imagenet_file(tmp_path):
+    """The checkpoint holds every weight: ``--resume`` works after the pretrained file is gone."""
+    from leanseg.models import BACKBONES
+
+    weights = tmp_path / "imagenet.pth"
+    torch.save(BACKBONES["resnet18"]().state_dict(), weights)
+    raw = tiny_config(tmp_path / "run", max_iters=2, checkpoint_interval=1, eval_interval=2)
+    raw["model"]["backbone"] = {"name": "resnet18", "pretrained": str(weights)}
+    Trainer(config_from_dict(raw), show_progress=False).train()
+    weights.unlink()
+    raw["train"]["max_iters"] = 3
+    result = Trainer(config_from_dict(raw), resume=True, force=True, show_progress=False).train()
+    assert result.iteration == 3

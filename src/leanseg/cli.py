@@ -317,8 +317,7 @@ def _check_crop_size(cfg: Config) -> None:
     """
     if cfg.data.batch_size > 1:
         return
-    from leanseg.engine.inference import without_pretrained
-    from leanseg.models import build_model
+    from leanseg.models import build_model, without_pretrained
 
     stride = build_model(without_pretrained(cfg)).size_divisor
     height, width = cfg.data.crop_size
@@ -364,9 +363,8 @@ def _cmd_eval(args: argparse.Namespace) -> int:
     from leanseg.data import build_dataset, dataset_classes
     from leanseg.engine.checkpoint import load_checkpoint, load_model_state
     from leanseg.engine.evaluator import evaluate
-    from leanseg.engine.inference import without_pretrained
     from leanseg.metrics import format_scores
-    from leanseg.models import build_model
+    from leanseg.models import build_model, without_pretrained
 
     cfg, checkpoint = _resolve_eval_target(args)
     device = _select_device(args.device)

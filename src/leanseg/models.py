@@ -8,6 +8,7 @@ options a config may set. Options are validated against those signatures at conf
 
 from __future__ import annotations
 
+import dataclasses
 import inspect
 import typing
 from collections.abc import Callable
@@ -167,6 +168,19 @@ def create_model(
     return build_segmentor(model_cfg, num_classes=num_classes, ignore_index=ignore_index)
 
 
+def without_pretrained(cfg: Config) -> Config:
+    """``cfg`` with ``model.backbone.pretrained`` set to ``None``, for building a model that a
+    checkpoint is then loaded into (eval, predict, ``--resume``).
+
+    A checkpoint holds every weight, so the ImageNet file the run started from is not read:
+    it may not exist where the model is evaluated or used.
+    """
+    if cfg.model.backbone.get("pretrained") is None:
+        return cfg
+    backbone = {**cfg.model.backbone, "pretrained": None}
+    return dataclasses.replace(cfg, model=dataclasses.replace(cfg.model, backbone=backbone))
+
+
 def input_normalization(model_cfg: ModelConfig) -> Normalization:
     """The input normalisation the configured backbone declares (``Backbone.normalization``).
 
@@ -197,7 +211,8 @@ def _construct(
     supplied = {name: value for name, value in inputs.items() if name in declared}
     try:
         return builder(**supplied, **kwargs)
-    except ValueError as err:
+    except (ValueError, RuntimeError) as err:
+        # RuntimeError: torch refusing a value the builder passed on (e.g. negative widths).
         raise ConfigError(f"{key} ({spec['name']}): {err}") from None
 
 

@@ -15,7 +15,6 @@ bundles a model, its config and these settings behind ``predict(image) -> label 
 
 from __future__ import annotations
 
-import dataclasses
 import math
 from collections.abc import Sequence
 from pathlib import Path
@@ -307,7 +306,7 @@ class Predictor:
                 a leanseg checkpoint, e.g. bare torchvision weights), has an invalid config, or
                 its weights do not fit the model the config describes.
         """
-        from leanseg.models import build_model
+        from leanseg.models import build_model, without_pretrained
 
         payload = load_checkpoint(path, map_location="cpu")
         raw_config = payload.get("config")
@@ -376,19 +375,6 @@ class Predictor:
             max_pixels=self.max_pixels,
         )
         return probabilities[0]
-
-
-def without_pretrained(cfg: Config) -> Config:
-    """``cfg`` with ``model.backbone.pretrained`` set to ``None``, for building a model that a
-    checkpoint is then loaded into.
-
-    A checkpoint holds every weight, so the ImageNet file the run started from is not read:
-    it may not exist where the model is evaluated or used.
-    """
-    if cfg.model.backbone.get("pretrained") is None:
-        return cfg
-    backbone = {**cfg.model.backbone, "pretrained": None}
-    return dataclasses.replace(cfg, model=dataclasses.replace(cfg.model, backbone=backbone))
 
 
 def load_rgb(image: ImageInput) -> np.ndarray:

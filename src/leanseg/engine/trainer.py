@@ -52,7 +52,7 @@ from leanseg.engine.run_dir import RunDirectory
 from leanseg.engine.sampling import ResumableSampler, SeededSamples
 from leanseg.engine.schedules import learning_rate
 from leanseg.metrics import SegmentationScores
-from leanseg.models import build_model
+from leanseg.models import build_model, without_pretrained
 from leanseg.version import __version__
 
 
@@ -121,7 +121,8 @@ class Trainer:
         self.num_classes = len(self.class_names)
         self.train_set = build_dataset(cfg.data, cfg.data.train_split, train=True)
         self.val_set = build_dataset(cfg.data, cfg.data.val_split, train=False)
-        model = build_model(cfg)
+        # Resuming loads every weight from the checkpoint: the ImageNet file is not needed.
+        model = build_model(without_pretrained(cfg) if resume else cfg)
 
         # Only once data and model are known to build is anything written to the run directory;
         # a resumed run's directory is written only once its checkpoint has loaded.
