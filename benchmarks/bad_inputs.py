@@ -104,14 +104,13 @@ class Workspace:
         return self.root / "images"
 
     def build(self) -> None:
-        from leanseg.config import load_config
         from leanseg.engine.checkpoint import save_checkpoint
-        from leanseg.models import build_model
+        from leanseg.models import build_model, load_run_config
 
         raw = tiny_config(self.root / "runs" / "good")
         self.config.write_text(yaml.safe_dump(raw))
         torch.manual_seed(0)
-        model = build_model(load_config(self.config))
+        model = build_model(load_run_config(self.config))
         payload = {"model": model.state_dict(), "config": raw, "iteration": 0}
         save_checkpoint(payload, self.checkpoint)
         (self.run / "checkpoints").mkdir(parents=True)
@@ -123,7 +122,7 @@ class Workspace:
         torch.save(model.state_dict(), self.root / "ckpt" / "bare.pt")
         other = json.loads(json.dumps(raw))
         other["model"]["head"] = {"name": "ladder", "channels": 32}
-        other_model = build_model(load_config(None, other))
+        other_model = build_model(load_run_config(None, other))
         save_checkpoint(
             {"model": other_model.state_dict(), "config": other, "iteration": 0},
             self.root / "ckpt" / "ladder.pt",

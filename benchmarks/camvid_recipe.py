@@ -22,8 +22,8 @@ from pathlib import Path
 
 import torch
 
-from leanseg.config import load_config
 from leanseg.engine.trainer import Trainer
+from leanseg.models import load_run_config
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -47,7 +47,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--force", action="store_true", help="replace an earlier run of it")
     args = parser.parse_args(argv)
 
-    cfg = load_config(args.config, args.overrides)
+    cfg = load_run_config(args.config, args.overrides)
     trainer = Trainer(cfg, force=args.force, show_progress=False)
     result = trainer.train()
     scores = result.final_scores

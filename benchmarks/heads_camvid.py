@@ -36,8 +36,7 @@ from typing import Any
 import torch
 
 from leanseg.bench import activation_memory, count_flops
-from leanseg.config import load_config
-from leanseg.models import build_model
+from leanseg.models import build_model, load_run_config
 
 ROOT = Path(__file__).resolve().parents[1]
 CONFIGS = ROOT / "configs" / "lite0" / "heads"
@@ -102,7 +101,7 @@ def measure_costs(heads: list[str], repeats: int) -> dict[str, dict[str, float]]
     """GMAC and round-robin latency at 1024x2048, activation memory at 768x768 batch 2."""
     models = {}
     for head in heads:
-        cfg = load_config(CONFIGS / f"{head}_camvid.yaml", ["model.backbone.pretrained=null"])
+        cfg = load_run_config(CONFIGS / f"{head}_camvid.yaml", ["model.backbone.pretrained=null"])
         models[head] = build_model(cfg).eval().to(memory_format=torch.channels_last)
     images = torch.randn(1, 3, 1024, 2048).contiguous(memory_format=torch.channels_last)
     costs: dict[str, dict[str, float]] = {}

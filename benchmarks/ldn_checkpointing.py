@@ -30,8 +30,7 @@ from pathlib import Path
 import torch
 
 from leanseg.bench import activation_memory, measure_memory
-from leanseg.config import load_config
-from leanseg.models import build_segmentor
+from leanseg.models import build_segmentor, load_run_config
 from leanseg.nn.backbones.densenet import CHECKPOINTING
 
 
@@ -54,7 +53,7 @@ CONFIG = Path(__file__).resolve().parents[1] / "configs" / "ldn" / "ldn121_32to4
 
 
 def build(strategy: str, seed: int = 0) -> torch.nn.Module:
-    cfg = load_config(CONFIG)
+    cfg = load_run_config(CONFIG)
     cfg.model.backbone["checkpointing"] = strategy
     cfg.model.head["checkpoint"] = CHECKPOINTING[strategy][1]
     torch.manual_seed(seed)

@@ -17,8 +17,7 @@ from pathlib import Path
 import torch
 
 from leanseg.bench import count_flops
-from leanseg.config import load_config
-from leanseg.models import build_segmentor
+from leanseg.models import build_segmentor, load_run_config
 
 CONFIGS = Path(__file__).resolve().parents[1] / "configs" / "ldn"
 
@@ -45,7 +44,7 @@ ROWS: list[tuple[str, str, str, float, float]] = [
 
 def measure(stem: str, size: int) -> tuple[float, float]:
     """(parameters in millions without auxiliary classifiers, GFLOP at ``size``^2)."""
-    cfg = load_config(CONFIGS / f"{stem}_cityscapes.yaml")
+    cfg = load_run_config(CONFIGS / f"{stem}_cityscapes.yaml")
     model = build_segmentor(cfg.model, num_classes=19, ignore_index=cfg.data.ignore_index)
     params = sum(
         p.numel() for name, p in model.named_parameters() if ".aux_classifiers." not in name

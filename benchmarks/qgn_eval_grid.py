@@ -16,11 +16,11 @@ from pathlib import Path
 
 import torch
 
-from leanseg.config import Config, load_config
+from leanseg.config import Config
 from leanseg.data import build_dataset, dataset_classes
 from leanseg.engine.checkpoint import load_checkpoint, load_model_state
 from leanseg.metrics import SegmentationMetric
-from leanseg.models import build_model
+from leanseg.models import build_model, load_run_config
 
 
 def evaluate(model, dataset, count, num_classes, **knobs) -> dict:
@@ -55,7 +55,7 @@ def evaluate(model, dataset, count, num_classes, **knobs) -> dict:
 
 def load_run(run: Path) -> tuple[Config, torch.nn.Module]:
     """Config and model of a ``leanseg train`` run directory, weights from ``last.pt``."""
-    cfg = load_config(run / "config.yaml")
+    cfg = load_run_config(run / "config.yaml")
     model = build_model(cfg)
     load_model_state(model, load_checkpoint(run / "checkpoints" / "last.pt")["model"], run)
     return cfg, model

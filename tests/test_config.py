@@ -4,7 +4,16 @@ from pathlib import Path
 
 import pytest
 
-from leanseg.config import Config, ConfigError, config_from_dict, load_config, save_config
+import leanseg
+from leanseg.config import (
+    IMAGENET_MEAN,
+    Config,
+    ConfigError,
+    config_from_dict,
+    load_config,
+    save_config,
+)
+from leanseg.models import load_run_config, run_config_from_dict
 
 CONFIGS = Path(__file__).resolve().parents[1] / "configs"
 
@@ -22,7 +31,7 @@ def test_defaults_are_valid():
 
 @pytest.mark.parametrize("path", sorted(CONFIGS.rglob("*.yaml")), ids=lambda p: p.name)
 def test_every_shipped_config_loads(path):
-    load_config(path)
+    load_run_config(path)
 
 
 def test_unknown_key_lists_valid_keys(tmp_path):
@@ -61,13 +70,24 @@ def test_wrong_type_names_key(tmp_path, text, key):
 def test_component_options_are_checked_against_builders(tmp_path):
     path = write(tmp_path / "c.yaml", "model:\n  head: {name: bilinear, dropuot: 0.1}\n")
     with pytest.raises(ConfigError, match=r"model\.head\.dropuot.*valid keys: name, in_stride"):
-        load_config(path)
+        load_run_config(path)
     path = write(tmp_path / "d.yaml", "model:\n  backbone: {name: resnet19}\n")
     with pytest.raises(ConfigError, match="resnet19.*resnet18"):
-        load_config(path)
+        load_run_config(path)
     path = write(tmp_path / "e.yaml", "model:\n  backbone: {name: resnet18, deep_stem: 3}\n")
     with pytest.raises(ConfigError, match=r"model\.backbone\.deep_stem"):
-        load_config(path)
+        load_run_config(path)
+
+
+def test_plain_config_leaves_the_model_section_to_the_run_config_loader(tmp_path):
+    path = write(tmp_path / "c.yaml", "model:\n  head: {name: bilinear, dropuot: 0.1}\n")
+    cfg = load_config(path)  # types and ranges only: config sits below the builder tables
+    assert cfg.model.head == {"name": "bilinear", "dropuot": 0.1}
+    assert cfg.data.mean is None and cfg.data.std is None
+    with pytest.raises(ConfigError, match=r"<dict>: unknown key model\.head\.dropuot"):
+        run_config_from_dict(cfg.to_dict())
+    assert leanseg.load_config is load_run_config
+    assert load_run_config().data.mean == IMAGENET_MEAN
 
 
 def test_base_is_merged_and_only_one_level(tmp_path):
@@ -110,8 +130,11 @@ def test_missing_and_invalid_files(tmp_path):
 
 
 def test_saved_config_reproduces_the_run(tmp_path):
-    cfg = load_config(CONFIGS / "baseline" / "rn18_bilinear_camvid.yaml", ["train.lr=0.003"])
+    path = CONFIGS / "baseline" / "rn18_bilinear_camvid.yaml"
+    cfg = load_run_config(path, ["train.lr=0.003"])
     save_config(cfg, tmp_path / "config.yaml")
-    again = load_config(tmp_path / "config.yaml")
+    again = load_run_config(tmp_path / "config.yaml")
     assert again == cfg
-    assert config_from_dict(cfg.to_dict()) == cfg
+    assert run_config_from_dict(cfg.to_dict()) == cfg
+    plain = load_config(path, ["train.lr=0.003"])
+    assert config_from_dict(plain.to_dict()) == plain

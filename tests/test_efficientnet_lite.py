@@ -18,8 +18,8 @@ import pytest
 import torch
 from PIL import Image
 
-from leanseg.config import IMAGENET_MEAN, IMAGENET_STD, load_config
-from leanseg.models import BACKBONES, input_normalization
+from leanseg.config import IMAGENET_MEAN, IMAGENET_STD
+from leanseg.models import BACKBONES, input_normalization, load_run_config
 from leanseg.nn.backbones.efficientnet_lite import LITE_NORMALIZATION, EfficientNetLite
 from leanseg.nn.backbones.pretrained import (
     PRETRAINED_SOURCES,
@@ -129,18 +129,18 @@ def test_weights_expect_lite_normalisation_not_imagenet_statistics(shared_data):
 def test_configs_take_the_backbones_normalisation_unless_set(tmp_path):
     config = tmp_path / "lite.yaml"
     config.write_text("model:\n  backbone: {name: efficientnet_lite0}\n")
-    cfg = load_config(config)
+    cfg = load_run_config(config)
     assert cfg.data.mean == LITE_NORMALIZATION.mean and cfg.data.std == LITE_NORMALIZATION.std
     assert input_normalization(cfg.model) == LITE_NORMALIZATION
-    resnet = load_config(None, ["model.backbone.name=resnet18"])
+    resnet = load_run_config(None, ["model.backbone.name=resnet18"])
     assert resnet.data.mean == IMAGENET_MEAN
-    explicit = load_config(config, ["data.mean=[0.5, 0.5, 0.5]"])
+    explicit = load_run_config(config, ["data.mean=[0.5, 0.5, 0.5]"])
     assert explicit.data.mean == (0.5, 0.5, 0.5) and explicit.data.std == LITE_NORMALIZATION.std
 
 
 @pytest.mark.parametrize("name", sorted(BACKBONES))
 def test_declared_normalisation_is_the_built_backbones(name):
-    cfg = load_config(None, [f"model.backbone.name={name}"])
+    cfg = load_run_config(None, [f"model.backbone.name={name}"])
     assert input_normalization(cfg.model) == BACKBONES[name]().normalization
 
 

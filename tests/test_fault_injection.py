@@ -25,10 +25,10 @@ import pytest
 import torch
 import yaml
 
-from leanseg.config import load_config
 from leanseg.engine.checkpoint import load_checkpoint
 from leanseg.engine.run_dir import RunDirectory
 from leanseg.engine.trainer import Trainer
+from leanseg.models import load_run_config
 from leanseg.utils import KILL_IN_WRITE_ENV
 
 pytestmark = pytest.mark.slow
@@ -151,7 +151,7 @@ def assert_same_as_reference(run: RunDirectory, reference: list[dict]) -> None:
 def reference(tmp_path_factory) -> list[dict]:
     """The uninterrupted run's log, trained in this process."""
     threads = torch.get_num_threads()
-    cfg = load_config(write_config(tmp_path_factory.mktemp("reference")))
+    cfg = load_run_config(write_config(tmp_path_factory.mktemp("reference")))
     try:
         Trainer(cfg, show_progress=False).train()
     finally:

@@ -13,7 +13,6 @@ from hypothesis import strategies as st
 from PIL import Image
 from torch import Tensor, nn
 
-from leanseg.config import config_from_dict
 from leanseg.data.base import DatasetError
 from leanseg.engine.checkpoint import CheckpointError, save_checkpoint
 from leanseg.engine.inference import (
@@ -24,6 +23,7 @@ from leanseg.engine.inference import (
     predict_scores,
     sliding_window_scores,
 )
+from leanseg.models import run_config_from_dict
 from leanseg.visualize import colorize, overlay, save_label_png, save_rgb_png, side_by_side
 
 
@@ -258,7 +258,7 @@ def _normalise(image: np.ndarray, cfg) -> Tensor:
 
 
 def test_predictor_tiled_equals_whole(tiny: TinyFCN) -> None:
-    cfg = config_from_dict({})
+    cfg = run_config_from_dict({})
     image = _rgb(75, 101)
     with torch.no_grad():
         expected = tiny(_normalise(image, cfg)).argmax(dim=1)[0].numpy()
@@ -270,7 +270,7 @@ def test_predictor_tiled_equals_whole(tiny: TinyFCN) -> None:
 
 
 def test_predictor_reads_paths_and_pil(tiny: TinyFCN, tmp_path) -> None:
-    predictor = Predictor(tiny, config_from_dict({}))
+    predictor = Predictor(tiny, run_config_from_dict({}))
     image = _rgb(30, 40)
     Image.fromarray(image).save(tmp_path / "image.png")
     expected = predictor.predict(image)
@@ -281,7 +281,7 @@ def test_predictor_reads_paths_and_pil(tiny: TinyFCN, tmp_path) -> None:
 
 
 def test_predictor_unreadable_image_names_file(tiny: TinyFCN, tmp_path) -> None:
-    predictor = Predictor(tiny, config_from_dict({}))
+    predictor = Predictor(tiny, run_config_from_dict({}))
     with pytest.raises(DatasetError, match="missing.png"):
         predictor.predict(tmp_path / "missing.png")
     broken = tmp_path / "broken.png"
@@ -295,7 +295,7 @@ def test_predictor_unreadable_image_names_file(tiny: TinyFCN, tmp_path) -> None:
 def test_from_checkpoint_with_stand_in_builder(tiny: TinyFCN, tmp_path, monkeypatch) -> None:
     # Exercises from_checkpoint without depending on the real model zoo.
     monkeypatch.setattr("leanseg.models.build_model", lambda cfg: TinyFCN())
-    cfg = config_from_dict({})
+    cfg = run_config_from_dict({})
     path = save_checkpoint(
         {"model": tiny.state_dict(), "config": cfg.to_dict(), "iteration": 0}, tmp_path / "a.pth"
     )
@@ -332,7 +332,7 @@ def _require_build_model():
 
 
 def _real_config(**backbone):
-    return config_from_dict(
+    return run_config_from_dict(
         {
             "model": {"backbone": {"name": "resnet18", **backbone}, "head": {"name": "bilinear"}},
             "data": {"dataset": "synthetic"},

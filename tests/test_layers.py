@@ -51,9 +51,6 @@ LAYERS = {
 
 # Violations that exist today, each to be removed when fixed (never added to).
 KNOWN_VIOLATIONS = {
-    # config validates the model section with the builder tables (issue 13: validate it where
-    # the model is built or in one run-config loader) and fills input normalisation from them.
-    "leanseg.config -> leanseg.models",
     # quadtree statistics of a dataset belong in data/ or a tool module (issue 13).
     "leanseg.structures.quadtree_stats -> leanseg.data",
     # the renderer names the scene classes for type checking (issue 13: a data/synthetic/ package).

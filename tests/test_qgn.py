@@ -9,13 +9,13 @@ import yaml
 from PIL import Image
 
 from leanseg.cli import main
-from leanseg.config import DataConfig, EvalConfig, ModelConfig, config_from_dict, load_config
+from leanseg.config import DataConfig, EvalConfig, ModelConfig
 from leanseg.data import build_dataset
 from leanseg.engine.checkpoint import load_checkpoint, save_checkpoint
 from leanseg.engine.evaluator import evaluate
 from leanseg.engine.inference import Predictor
 from leanseg.engine.trainer import Trainer
-from leanseg.models import build_model, build_segmentor
+from leanseg.models import build_model, build_segmentor, load_run_config, run_config_from_dict
 from leanseg.nn.heads.qgn import QGNHead, dense_masked_logits
 
 SMALL = {
@@ -170,7 +170,7 @@ def test_trainer_updates_class_weights_after_evaluation(tmp_path, monkeypatch):
     }  # fmt: skip
     path = tmp_path / "qgn.yaml"
     path.write_text(yaml.safe_dump(raw))
-    Trainer(load_config(path), show_progress=False).train()
+    Trainer(load_run_config(path), show_progress=False).train()
     assert len(heard) == 2  # one call per evaluation
     iou = np.array(heard[-1], dtype=float)
     expected = np.where(iou < np.nanmedian(iou), 2.0, 1.0).tolist() + [1.0]
@@ -181,7 +181,7 @@ def test_trainer_updates_class_weights_after_evaluation(tmp_path, monkeypatch):
 def test_predict_reports_active_sites_per_image(tmp_path):
     """``leanseg predict`` writes each image's cost (active sites per level), summed over tiles."""
     head = {**SMALL, "eval_scheme": "pc"}
-    cfg = config_from_dict(
+    cfg = run_config_from_dict(
         {
             "model": {"backbone": {"name": "resnet18", "stem_features": True}, "head": head},
             "data": {"dataset": "synthetic"},

@@ -19,12 +19,12 @@ import yaml
 from PIL import Image
 
 from leanseg.cli import main
-from leanseg.config import config_from_dict, load_config
 from leanseg.demo import MARKER as DEMO_MARKER
 from leanseg.demo import _prepare_output
 from leanseg.engine.checkpoint import CheckpointError, load_checkpoint, save_checkpoint
 from leanseg.engine.run_dir import MARKER, RunDirectory, RunDirError
 from leanseg.engine.trainer import Trainer, _set_rng_state
+from leanseg.models import load_run_config, run_config_from_dict
 
 TINY = {
     "model": {"backbone": {"name": "ssn_encoder"}, "head": {"name": "bilinear"}},
@@ -69,9 +69,8 @@ def snapshot(folder: Path) -> dict[str, bytes | str]:
 def made_run(root: Path, **train) -> RunDirectory:
     """A run folder as ``leanseg train`` creates it, with fake checkpoints and log lines."""
     run = RunDirectory(root)
-    assert (
-        run.prepare(config_from_dict(tiny_config(root, **train)), resume=False, force=False) == []
-    )
+    cfg = run_config_from_dict(tiny_config(root, **train))
+    assert run.prepare(cfg, resume=False, force=False) == []
     run.last_checkpoint.write_bytes(b"last")
     run.best_checkpoint.write_bytes(b"best")
     run.append_metrics({"iteration": 1, "split": "train", "loss": 1.0})
@@ -110,7 +109,7 @@ def test_force_removes_only_what_leanseg_wrote(tmp_path):
     (run.checkpoint_dir / ".last.pt.0123abcd.tmp").write_bytes(b"stale")
     (run.root / "events.out.tfevents.1.host").write_bytes(b"events")
 
-    notes = run.prepare(config_from_dict(tiny_config(run.root)), resume=False, force=True)
+    notes = run.prepare(run_config_from_dict(tiny_config(run.root)), resume=False, force=True)
     assert any("notes.txt" in note for note in notes)
     assert sorted(p.name for p in run.root.iterdir()) == sorted(
         [MARKER, "checkpoints", "config.yaml", "link", "notes.txt"]
@@ -129,7 +128,7 @@ def test_force_never_follows_or_replaces_a_symlink(tmp_path, name):
     (run.root / name).symlink_to(outside)
     before = snapshot(run.root)
     with pytest.raises(RunDirError, match="symlink"):
-        run.prepare(config_from_dict(tiny_config(run.root)), resume=False, force=True)
+        run.prepare(run_config_from_dict(tiny_config(run.root)), resume=False, force=True)
     assert snapshot(run.root) == before and outside.read_text() == "precious"
 
 
@@ -143,13 +142,13 @@ def test_force_leaves_a_symlinked_checkpoints_folder_alone(tmp_path):
     run.checkpoint_dir.rmdir()
     run.checkpoint_dir.symlink_to(elsewhere)
     with pytest.raises(RunDirError, match="checkpoints"):
-        run.prepare(config_from_dict(tiny_config(run.root)), resume=False, force=True)
+        run.prepare(run_config_from_dict(tiny_config(run.root)), resume=False, force=True)
     assert (elsewhere / "last.pt").read_bytes() == b"another run's model"
 
 
 def test_a_run_without_force_is_refused_and_a_file_is_not_a_run_folder(tmp_path):
     run = made_run(tmp_path / "run")
-    cfg = config_from_dict(tiny_config(run.root))
+    cfg = run_config_from_dict(tiny_config(run.root))
     with pytest.raises(RunDirError, match="--force"):
         run.prepare(cfg, resume=False, force=False)
     plain_file = tmp_path / "file"
@@ -219,7 +218,9 @@ def test_crafted_pickle_is_refused_by_eval_predict_resume_and_pretrained(tmp_pat
 
 def test_checkpoints_hold_only_tensors_and_plain_values(tmp_path):
     """The trainer's state, RNG included, reads back with ``weights_only=True``."""
-    cfg = load_config(write_yaml(tmp_path / "c.yaml", tiny_config(tmp_path / "run", max_iters=1)))
+    cfg = load_run_config(
+        write_yaml(tmp_path / "c.yaml", tiny_config(tmp_path / "run", max_iters=1))
+    )
     trainer = Trainer(cfg, show_progress=False)
     path = save_checkpoint(trainer._state(), tmp_path / "state.pt")
     state = torch.load(path, weights_only=True)
@@ -265,19 +266,19 @@ def test_a_run_killed_before_its_first_checkpoint_starts_again(tmp_path):
         run.last_checkpoint.unlink()
         run.best_checkpoint.unlink()
         (run.checkpoint_dir / ".last.pt.89abcdef.tmp").write_bytes(b"torn")
-        cfg = config_from_dict(tiny_config(run.root, lr=0.1))
+        cfg = run_config_from_dict(tiny_config(run.root, lr=0.1))
         notes = run.prepare(cfg, resume=resume, force=False)
         assert any("started it again" in note for note in notes)
         assert run.resume_checkpoint() is None
         assert sorted(p.name for p in run.root.iterdir()) == [MARKER, "checkpoints", "config.yaml"]
         assert list(run.checkpoint_dir.iterdir()) == []
-        assert load_config(run.config_path).train.lr == 0.1
+        assert load_run_config(run.config_path).train.lr == 0.1
 
 
 def test_resume_takes_best_pt_when_the_first_last_pt_write_was_killed(tmp_path):
     run = made_run(tmp_path / "run")
     run.last_checkpoint.unlink()
-    cfg = config_from_dict(tiny_config(run.root))
+    cfg = run_config_from_dict(tiny_config(run.root))
     assert run.prepare(cfg, resume=True, force=False) == []
     assert run.resume_checkpoint() == run.best_checkpoint
     with pytest.raises(RunDirError, match="--resume"):
@@ -294,7 +295,7 @@ def test_resume_removes_only_leanseg_temp_files_and_torn_metric_lines(tmp_path):
     for path in stale + kept:
         path.write_bytes(b"x")
     assert [r["iteration"] for r in run.read_metrics()] == [1, 2]
-    run.commit_resume(config_from_dict(tiny_config(run.root)), iteration=1)
+    run.commit_resume(run_config_from_dict(tiny_config(run.root)), iteration=1)
     assert not any(path.exists() for path in stale) and all(path.exists() for path in kept)
     assert run.metrics_path.read_text().splitlines() == [
         json.dumps({"iteration": 1, "split": "train", "loss": 1.0})
@@ -304,7 +305,7 @@ def test_resume_removes_only_leanseg_temp_files_and_torn_metric_lines(tmp_path):
 def test_a_run_of_an_older_version_resumes_and_gets_a_marker(tmp_path):
     run = made_run(tmp_path / "run")
     run.marker_path.unlink()
-    cfg = config_from_dict(tiny_config(run.root))
+    cfg = run_config_from_dict(tiny_config(run.root))
     with pytest.raises(RunDirError, match="not a leanseg run"):
         run.prepare(cfg, resume=False, force=True)
     assert run.prepare(cfg, resume=True, force=False) == []
@@ -389,7 +390,7 @@ def test_qgn_gtc_training_with_bn_recompute_finishes(tmp_path):
             "loss_weighting": "adaptive",
         },
     }
-    trainer = Trainer(load_config(write_yaml(tmp_path / "q.yaml", raw)), show_progress=False)
+    trainer = Trainer(load_run_config(write_yaml(tmp_path / "q.yaml", raw)), show_progress=False)
     assert trainer.train().iteration == 1
     assert load_checkpoint(tmp_path / "run" / "checkpoints" / "last.pt")["iteration"] == 1
 
@@ -409,8 +410,10 @@ def test_resume_does_not_need_the_imagenet_file(tmp_path):
     torch.save(BACKBONES["resnet18"]().state_dict(), weights)
     raw = tiny_config(tmp_path / "run", max_iters=2, checkpoint_interval=1, eval_interval=2)
     raw["model"]["backbone"] = {"name": "resnet18", "pretrained": str(weights)}
-    Trainer(config_from_dict(raw), show_progress=False).train()
+    Trainer(run_config_from_dict(raw), show_progress=False).train()
     weights.unlink()
     raw["train"]["max_iters"] = 3
-    result = Trainer(config_from_dict(raw), resume=True, force=True, show_progress=False).train()
+    result = Trainer(
+        run_config_from_dict(raw), resume=True, force=True, show_progress=False
+    ).train()
     assert result.iteration == 3

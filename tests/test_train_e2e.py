@@ -18,9 +18,9 @@ import yaml
 from PIL import Image
 
 from leanseg.cli import main
-from leanseg.config import load_config
 from leanseg.engine.checkpoint import load_checkpoint, save_checkpoint
 from leanseg.engine.trainer import Trainer
+from leanseg.models import load_run_config
 
 pytestmark = pytest.mark.slow
 
@@ -74,7 +74,7 @@ def val_records(run_dir: Path) -> list[dict]:
 def finished_run(tmp_path_factory) -> Path:
     """One uninterrupted 6-iteration run shared by several tests."""
     tmp_path = tmp_path_factory.mktemp("finished")
-    cfg = load_config(write_config(tmp_path))
+    cfg = load_run_config(write_config(tmp_path))
     Trainer(cfg, show_progress=False).train()
     return Path(cfg.work_dir)
 
@@ -87,7 +87,7 @@ def test_run_directory_contents(finished_run):
     assert [r["iteration"] for r in val_records(finished_run)] == [3, 6]
     assert not list(finished_run.rglob("*.tmp"))
     # The saved config alone reproduces the run's settings.
-    assert load_config(finished_run / "config.yaml").train.max_iters == 6
+    assert load_run_config(finished_run / "config.yaml").train.max_iters == 6
 
 
 def test_loss_decreases(tmp_path):
@@ -96,7 +96,7 @@ def test_loss_decreases(tmp_path):
         train={"max_iters": 24, "eval_interval": 24, "checkpoint_interval": 24, "lr": 0.003},
         data={"options": {"num_samples": 4, "size": [64, 128], "seed": 1}},
     )
-    cfg = load_config(path)
+    cfg = load_run_config(path)
     Trainer(cfg, show_progress=False).train()
     losses = train_losses(Path(cfg.work_dir))
     first = np.mean([losses[i] for i in range(1, 5)])
@@ -106,7 +106,7 @@ def test_loss_decreases(tmp_path):
 
 def test_same_seed_same_curve_and_resume_continues_it(tmp_path, finished_run, monkeypatch):
     reference = train_losses(finished_run)
-    cfg = load_config(write_config(tmp_path))
+    cfg = load_run_config(write_config(tmp_path))
     trainer = Trainer(cfg, show_progress=False)
     original_step = trainer.run_step
 
@@ -381,7 +381,7 @@ def test_batchnorm_statistics_recomputed_as_exact_averages(tmp_path):
             "bn_recompute_batches": 3,
         },
     )
-    trainer = Trainer(load_config(config), show_progress=False)
+    trainer = Trainer(load_run_config(config), show_progress=False)
     trainer.train()
     norms = [m for m in trainer.model.modules() if isinstance(m, torch.nn.BatchNorm2d)]
     assert all(int(m.num_batches_tracked) == 3 for m in norms)

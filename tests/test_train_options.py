@@ -6,9 +6,8 @@ import copy
 
 import torch
 
-from leanseg.config import load_config
 from leanseg.engine.trainer import Trainer
-from leanseg.models import create_model
+from leanseg.models import create_model, load_run_config
 
 
 def test_channels_last_gives_the_same_losses_and_gradients():
@@ -41,7 +40,7 @@ def test_trainer_keeps_the_model_channels_last(tmp_path):
         "model.backbone.name=efficientnet_lite0",
         f"work_dir={tmp_path / 'run'}",
     ]
-    trainer = Trainer(load_config(None, overrides), show_progress=False)
+    trainer = Trainer(load_run_config(None, overrides), show_progress=False)
     trainer.train()
     stem = trainer.model.backbone._conv_stem.weight
     assert stem.is_contiguous(memory_format=torch.channels_last)

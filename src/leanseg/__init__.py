@@ -2,7 +2,8 @@
 
 The public API:
 
-- :func:`load_config` reads a YAML config into a typed :class:`Config`.
+- :func:`load_config` reads a YAML config into a typed :class:`Config`, the model section
+  checked against the builders (:func:`leanseg.models.load_run_config`).
 - :func:`create_model` builds a model in one line (``create_model(head="ladder",
   backbone="efficientnet_lite0", num_classes=19, pretrained=True)``).
 - :func:`build_model` turns a config into a :class:`~leanseg.nn.segmentor.Segmentor` whose
@@ -10,7 +11,7 @@ The public API:
 - :class:`Predictor` loads a checkpoint and predicts label maps of images of any size.
 """
 
-from leanseg.config import Config, ConfigError, load_config
+from leanseg.config import Config, ConfigError
 from leanseg.version import __version__
 
 __all__ = [
@@ -30,6 +31,10 @@ def __getattr__(name: str):
         from leanseg import models
 
         return getattr(models, name)
+    if name == "load_config":
+        from leanseg.models import load_run_config
+
+        return load_run_config
     if name == "Predictor":
         from leanseg.engine.inference import Predictor
 

@@ -19,7 +19,7 @@ from typing import Any, NoReturn
 from rich.console import Console
 
 from leanseg import __version__
-from leanseg.config import DEVICE_PATTERN, Config, ConfigError, load_config
+from leanseg.config import DEVICE_PATTERN, Config, ConfigError
 
 EXIT_BAD_INPUT = 2
 EXIT_FAILED = 1
@@ -280,6 +280,13 @@ def _select_device(name: str, key: str = "--device") -> Any:
     return device
 
 
+def _load_run_config(path: str | Path | None, overrides: Sequence[str]) -> Config:
+    """:func:`leanseg.models.load_run_config`, imported only by the commands that read a config."""
+    from leanseg.models import load_run_config
+
+    return load_run_config(path, list(overrides))
+
+
 # ---------------------------------------------------------------------- train
 
 
@@ -289,7 +296,7 @@ def _cmd_train(args: argparse.Namespace) -> int:
     overrides = list(args.overrides)
     if args.work_dir:
         overrides.append(f"work_dir={args.work_dir}")
-    cfg = load_config(args.config, overrides)
+    cfg = _load_run_config(args.config, overrides)
     _select_device(cfg.train.device, key="train.device")
     _check_crop_size(cfg)
     console = _console()
@@ -354,7 +361,7 @@ def _resolve_eval_target(args: argparse.Namespace) -> tuple[Config, Path]:
         overrides.append("eval.flip=true")
     if args.max_images is not None:
         overrides.append(f"eval.max_images={args.max_images}")
-    return load_config(config_path, overrides), checkpoint
+    return _load_run_config(config_path, overrides), checkpoint
 
 
 def _cmd_eval(args: argparse.Namespace) -> int:
@@ -594,7 +601,7 @@ def _cmd_data_check(args: argparse.Namespace) -> int:
 
     from leanseg.data.check import check_dataset
 
-    cfg = load_config(args.config, args.overrides)
+    cfg = _load_run_config(args.config, args.overrides)
     splits = args.split or [cfg.data.train_split, cfg.data.val_split]
     console = _console()
     with Progress(console=console, transient=True) as progress:
@@ -642,7 +649,7 @@ def _cmd_bench(args: argparse.Namespace) -> int:
     from leanseg.models import build_model
 
     size = parse_size(args.size)
-    cfg = load_config(args.config, args.overrides)
+    cfg = _load_run_config(args.config, args.overrides)
     device = _select_device(args.device)
     if args.threads is not None:
         torch.set_num_threads(args.threads)
@@ -669,7 +676,7 @@ def _cmd_bench(args: argparse.Namespace) -> int:
 def _cmd_quadtree_stats(args: argparse.Namespace) -> int:
     from leanseg.structures.quadtree_stats import format_table, split_stats
 
-    cfg = load_config(args.config, args.overrides)
+    cfg = _load_run_config(args.config, args.overrides)
     splits = args.split or [cfg.data.train_split, cfg.data.val_split]
     rows = [split_stats(cfg.data, split, max_images=args.max_images) for split in splits]
     print(format_table(rows))

@@ -12,9 +12,11 @@ parsed as YAML scalars and go through the same validation. Float fields also acc
 YAML 1.1 reads as strings, such as ``1e-3`` (PyYAML wants ``1.0e-3``).
 
 Components (backbone, context, head, dataset options) are open-ended: ``model.backbone`` is a
-mapping with a ``name`` and the keyword arguments of that builder. Those keyword arguments are
-checked against the builder's signature by :func:`leanseg.models.validate_model_config`, which
-:func:`load_config` calls, so a typo in ``model.head.dropuot`` fails at load time too.
+mapping with a ``name`` and the keyword arguments of that builder. This module does not know the
+builders (it sits below them); :func:`leanseg.models.load_run_config` reads a config with
+:func:`load_config` and then checks those keyword arguments against the builders' signatures and
+fills ``data.mean`` / ``data.std`` from the backbone, so a typo in ``model.head.dropuot`` fails at
+load time too.
 """
 
 from __future__ import annotations
@@ -254,7 +256,9 @@ def load_config(
             dotted keys to values.
 
     Returns:
-        The validated :class:`Config`.
+        The :class:`Config`, its types and value ranges checked. The options of the model's
+        components are not checked and ``data.mean`` / ``data.std`` may be ``None``: a run reads
+        its config with :func:`leanseg.models.load_run_config`, which does both.
 
     Raises:
         ConfigError: on a missing file, bad YAML, unknown key or wrong type; the message names
@@ -270,22 +274,13 @@ def load_config(
         raw = _deep_merge(raw, _read_with_base(path))
     for key, value in _parse_overrides(overrides).items():
         _set_dotted(raw, key, value)
-    cfg = config_from_dict(raw, source=source)
-    from leanseg.models import validate_model_config
-
-    try:
-        validate_model_config(cfg.model)
-    except ConfigError as err:
-        raise ConfigError(f"{source}: {err}") from None
-    return cfg
+    return config_from_dict(raw, source=source)
 
 
 def config_from_dict(raw: dict[str, Any], source: str = "<dict>") -> Config:
-    """Validate a nested mapping into a :class:`Config`."""
-    from leanseg.models import fill_input_normalization
-
+    """Validate a nested mapping into a :class:`Config`, as :func:`load_config` does."""
     try:
-        return fill_input_normalization(_coerce(raw, Config, ""))
+        return coerce(raw, Config, "")
     except ConfigError as err:
         raise ConfigError(f"{source}: {err}") from None
 
@@ -392,8 +387,13 @@ def _set_dotted(raw: dict[str, Any], key: str, value: Any) -> None:
 _NUMBER = re.compile(r"[+-]?(\d+\.?\d*|\.\d+)([eE][+-]?\d+)?")
 
 
-def _coerce(value: Any, annotation: Any, key: str) -> Any:
-    """Check ``value`` against a type annotation, converting YAML lists to tuples etc."""
+def coerce(value: Any, annotation: Any, key: str) -> Any:
+    """Check ``value`` against a type annotation, converting YAML lists to tuples etc.
+
+    Also checks the options of model components and datasets against their builders'
+    annotations (:mod:`leanseg.models`, :mod:`leanseg.data`); ``key`` is the dotted key that
+    error messages name.
+    """
     where = key or "<root>"
     origin = typing.get_origin(annotation)
     if dataclasses.is_dataclass(annotation):
@@ -409,7 +409,7 @@ def _coerce(value: Any, annotation: Any, key: str) -> Any:
             if option is type(None):
                 continue
             try:
-                return _coerce(value, option, key)
+                return coerce(value, option, key)
             except ConfigError as err:
                 errors.append(str(err))
         raise ConfigError(errors[0] if len(errors) == 1 else f"{where}: invalid value {value!r}")
@@ -426,11 +426,11 @@ def _coerce(value: Any, annotation: Any, key: str) -> Any:
             if len(value) != len(args):
                 raise ConfigError(f"{where}: expected {len(args)} values, got {len(value)}")
             return tuple(
-                _coerce(v, a, f"{key}[{i}]")
+                coerce(v, a, f"{key}[{i}]")
                 for i, (v, a) in enumerate(zip(value, args, strict=True))
             )
         item_type = args[0] if args else Any
-        items = [_coerce(v, item_type, f"{key}[{i}]") for i, v in enumerate(value)]
+        items = [coerce(v, item_type, f"{key}[{i}]") for i, v in enumerate(value)]
         return tuple(items) if origin is tuple else items
     if origin is dict:
         if not isinstance(value, dict):
@@ -473,7 +473,7 @@ def _coerce_dataclass(value: Any, cls: type, key: str) -> Any:
             f"{' of ' + key if key else ''}: {', '.join(fields)}"
         )
     kwargs = {
-        name: _coerce(raw, hints[name], f"{key}.{name}" if key else name)
+        name: coerce(raw, hints[name], f"{key}.{name}" if key else name)
         for name, raw in value.items()
     }
     obj = cls(**kwargs)

@@ -32,8 +32,9 @@ from rich.console import Console
 from rich.progress import Progress
 from rich.table import Table
 
-from leanseg.config import Config, config_from_dict
+from leanseg.config import Config
 from leanseg.engine.run_dir import RunDirError, owned_kind
+from leanseg.models import run_config_from_dict
 from leanseg.nn.backbones.pretrained import PRETRAINED_SOURCES
 from leanseg.utils import atomic_write_text, is_temp_of
 
@@ -107,7 +108,7 @@ def demo_config(
         "eval": {"boundary_width": 4},
         "work_dir": str(out_dir / "run"),
     }
-    return config_from_dict(raw, source="leanseg demo")
+    return run_config_from_dict(raw, source="leanseg demo")
 
 
 def run_demo(

@@ -2,8 +2,9 @@
 
 A model is ``backbone -> context (optional) -> head`` (DESIGN.md). The tables below are the only
 place names are looked up; each entry is a plain function or class whose keyword arguments are the
-options a config may set. Options are validated against those signatures at config load time, so
-``model.head.dropuot: 0.1`` fails with the list of valid options.
+options a config may set. A run reads its config with :func:`load_run_config`, which validates the
+options against those signatures once, at load time, so ``model.head.dropuot: 0.1`` fails with the
+list of valid options before anything is built.
 """
 
 from __future__ import annotations
@@ -12,11 +13,19 @@ import dataclasses
 import inspect
 import typing
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 from torch import nn
 
-from leanseg.config import Config, ConfigError, ModelConfig, _coerce
+from leanseg.config import (
+    Config,
+    ConfigError,
+    ModelConfig,
+    coerce,
+    config_from_dict,
+    load_config,
+)
 from leanseg.nn.backbones import densenet, efficientnet_lite, hrnet, resnet, ssn_encoder
 from leanseg.nn.backbones.base import Backbone, Normalization
 from leanseg.nn.context.aspp import ASPP
@@ -79,6 +88,38 @@ HEADS: dict[str, Callable[..., nn.Module]] = {
 # Arguments the builder passes itself; a config may not set them. A builder gets those of them
 # its signature declares (only LDN declares ``pooled_channels``, the context's pooled grids).
 _SUPPLIED = {"feature_info", "num_classes", "ignore_index", "pooled_channels", "norm_layer"}
+
+
+def load_run_config(
+    path: str | Path | None = None,
+    overrides: list[str] | dict[str, Any] | None = None,
+) -> Config:
+    """Read the config of a run: :func:`leanseg.config.load_config`, then its model section.
+
+    The plain loader checks types and value ranges; this one then checks the component names
+    and options against the builder tables (:func:`validate_model_config`) and sets
+    ``data.mean`` / ``data.std`` left ``null`` to the backbone's normalisation. Training,
+    evaluation and prediction read configs through it (``leanseg.load_config`` is this function).
+
+    Raises:
+        ConfigError: as :func:`leanseg.config.load_config`, or on an unknown component or option;
+            the message names the file and the dotted key.
+    """
+    cfg = load_config(path, overrides)
+    return _resolve_model_section(cfg, source="<defaults>" if path is None else str(path))
+
+
+def run_config_from_dict(raw: dict[str, Any], source: str = "<dict>") -> Config:
+    """Validate a nested mapping into a run :class:`Config`, as :func:`load_run_config` does."""
+    return _resolve_model_section(config_from_dict(raw, source=source), source=source)
+
+
+def _resolve_model_section(cfg: Config, *, source: str) -> Config:
+    try:
+        validate_model_config(cfg.model)
+        return fill_input_normalization(cfg)
+    except ConfigError as err:
+        raise ConfigError(f"{source}: {err}") from None
 
 
 def build_model(cfg: Config) -> Segmentor:
@@ -184,9 +225,10 @@ def without_pretrained(cfg: Config) -> Config:
 def input_normalization(model_cfg: ModelConfig) -> Normalization:
     """The input normalisation the configured backbone declares (``Backbone.normalization``).
 
-    Read from the class the builder returns (its return annotation), so nothing is built.
+    Read from the class the builder returns (its return annotation), so nothing is built and
+    the backbone's options are not checked (:func:`validate_model_config` does that).
     """
-    builder, _ = _lookup("model.backbone", model_cfg.backbone, BACKBONES)
+    builder = _builder("model.backbone", model_cfg.backbone, BACKBONES)
     backbone_class = typing.get_type_hints(builder).get("return", Backbone)
     return backbone_class.normalization
 
@@ -230,14 +272,8 @@ def _lookup(
     table: dict[str, Callable[..., nn.Module]],
 ) -> tuple[Callable[..., nn.Module], dict[str, Any]]:
     """Resolve ``{name: ..., **options}`` to a builder and validated keyword arguments."""
-    if "name" not in spec:
-        raise ConfigError(f"{key}.name is missing; choose one of: {', '.join(sorted(table))}")
+    builder = _builder(key, spec, table)
     name = spec["name"]
-    if name not in table:
-        raise ConfigError(
-            f"{key}.name: unknown {name!r}; choose one of: {', '.join(sorted(table))}"
-        )
-    builder = table[name]
     options = {k: v for k, v in spec.items() if k != "name"}
     parameters = _settable_parameters(builder)
     hints = typing.get_type_hints(builder.__init__ if inspect.isclass(builder) else builder)
@@ -248,8 +284,22 @@ def _lookup(
                 f"unknown key {key}.{option} for {name!r}; valid keys: "
                 f"{', '.join(['name', *parameters])}"
             )
-        kwargs[option] = _coerce(value, hints.get(option, Any), f"{key}.{option}")
+        kwargs[option] = coerce(value, hints.get(option, Any), f"{key}.{option}")
     return builder, kwargs
+
+
+def _builder(
+    key: str, spec: dict[str, Any], table: dict[str, Callable[..., nn.Module]]
+) -> Callable[..., nn.Module]:
+    """The builder ``spec["name"]`` names in ``table``; a missing or unknown name lists them."""
+    if "name" not in spec:
+        raise ConfigError(f"{key}.name is missing; choose one of: {', '.join(sorted(table))}")
+    name = spec["name"]
+    if name not in table:
+        raise ConfigError(
+            f"{key}.name: unknown {name!r}; choose one of: {', '.join(sorted(table))}"
+        )
+    return table[name]
 
 
 def _settable_parameters(builder: Callable[..., nn.Module]) -> list[str]:

@@ -11,7 +11,7 @@ from typing import Any
 
 from torch.utils.data import Dataset
 
-from leanseg.config import ConfigError, DataConfig, _coerce
+from leanseg.config import ConfigError, DataConfig, coerce
 from leanseg.data.base import IGNORE_INDEX, DatasetError, Sample, SegmentationDataset
 from leanseg.data.cocostuff import COCOStuff10k
 from leanseg.data.datasets import (
@@ -88,7 +88,7 @@ def _check_options(cls: type, options: dict[str, Any]) -> dict[str, Any]:
                 f"data.options.{key}: not an option of dataset {cls.__name__}; {hint}"
             )
         try:
-            checked[key] = _coerce(value, hints.get(key, Any), f"data.options.{key}")
+            checked[key] = coerce(value, hints.get(key, Any), f"data.options.{key}")
         except TypeError:  # a type config values do not spell (Path, Sequence): left to the class
             checked[key] = value
     return checked

@@ -26,7 +26,7 @@ import torch.nn.functional as F
 from PIL import Image
 from torch import Tensor, nn
 
-from leanseg.config import Config, ConfigError, config_from_dict
+from leanseg.config import Config, ConfigError
 from leanseg.data.io import image_to_rgb, read_rgb
 from leanseg.engine.checkpoint import CheckpointError, load_checkpoint, load_model_state
 from leanseg.engine.site_cost import ActiveSiteCounter
@@ -306,7 +306,7 @@ class Predictor:
                 a leanseg checkpoint, e.g. bare torchvision weights), has an invalid config, or
                 its weights do not fit the model the config describes.
         """
-        from leanseg.models import build_model, without_pretrained
+        from leanseg.models import build_model, run_config_from_dict, without_pretrained
 
         payload = load_checkpoint(path, map_location="cpu")
         raw_config = payload.get("config")
@@ -316,7 +316,7 @@ class Predictor:
                 "from); bare weights must be loaded into a model built from a config"
             )
         try:
-            cfg = config_from_dict(raw_config, source=f"{path} (config)")
+            cfg = run_config_from_dict(raw_config, source=f"{path} (config)")
         except ConfigError as err:
             raise CheckpointError(str(err)) from None
         model = build_model(without_pretrained(cfg))
