@@ -51,8 +51,6 @@ LAYERS = {
 
 # Violations that exist today, each to be removed when fixed (never added to).
 KNOWN_VIOLATIONS = {
-    # quadtree statistics of a dataset belong in data/ or a tool module (issue 13).
-    "leanseg.structures.quadtree_stats -> leanseg.data",
     # the renderer names the scene classes for type checking (issue 13: a data/synthetic/ package).
     "cycle: leanseg.data.synthetic, leanseg.data.synthetic_render",
 }

@@ -674,7 +674,7 @@ def _cmd_bench(args: argparse.Namespace) -> int:
 
 
 def _cmd_quadtree_stats(args: argparse.Namespace) -> int:
-    from leanseg.structures.quadtree_stats import format_table, split_stats
+    from leanseg.data.quadtree_stats import format_table, split_stats
 
     cfg = _load_run_config(args.config, args.overrides)
     splits = args.split or [cfg.data.train_split, cfg.data.val_split]

@@ -14,6 +14,7 @@ import numpy as np
 import torch
 
 from leanseg.config import DataConfig
+from leanseg.data import build_dataset
 from leanseg.structures.quadtree import LevelStats, level_pixel_counts
 
 
@@ -46,8 +47,6 @@ def split_stats(
     progress: Callable[[int, int], None] | None = None,
 ) -> SplitStats:
     """Walk a split's label maps and aggregate :class:`LevelStats`."""
-    from leanseg.data import build_dataset
-
     dataset = build_dataset(data_cfg, split, train=False)
     total = len(dataset) if max_images is None else min(max_images, len(dataset))
     stats = LevelStats([0] * num_levels)
