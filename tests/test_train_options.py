@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import copy
 
+import pytest
 import torch
 
+from leanseg.data import build_dataset
 from leanseg.engine.trainer import Trainer
 from leanseg.models import create_model, load_run_config
 
@@ -44,3 +46,38 @@ def test_trainer_keeps_the_model_channels_last(tmp_path):
     trainer.train()
     stem = trainer.model.backbone._conv_stem.weight
     assert stem.is_contiguous(memory_format=torch.channels_last)
+
+
+def test_trainer_trains_a_hand_built_model_on_given_datasets(tmp_path):
+    cfg = load_run_config(
+        None,
+        [
+            "data.dataset=synthetic",
+            "data.options={num_samples: 2, size: [48, 64]}",
+            "data.crop_size=[48, 64]",
+            "data.batch_size=2",
+            "data.num_workers=0",
+            "train.max_iters=2",
+            "train.eval_interval=2",
+            f"work_dir={tmp_path / 'run'}",
+        ],
+    )
+    torch.manual_seed(0)
+    model = create_model(head="bilinear", backbone="resnet18", num_classes=11)
+    before = [p.detach().clone() for p in model.parameters()]
+    train_set = build_dataset(cfg.data, cfg.data.train_split, train=True)
+    val_set = build_dataset(cfg.data, cfg.data.val_split, train=False)
+    trainer = Trainer(cfg, model=model, train_set=train_set, val_set=val_set, show_progress=False)
+    assert trainer.model is model and trainer.train_set is train_set
+    result = trainer.train()
+    assert result.iteration == 2 and result.final_scores is not None
+    assert any(not torch.equal(a, b) for a, b in zip(before, model.parameters(), strict=True))
+    assert (tmp_path / "run" / "checkpoints" / "last.pt").is_file()
+
+
+def test_trainer_refuses_a_model_for_other_classes(tmp_path):
+    cfg = load_run_config(None, ["data.dataset=synthetic", f"work_dir={tmp_path / 'run'}"])
+    model = create_model(head="bilinear", backbone="resnet18", num_classes=5)
+    with pytest.raises(ValueError, match="predicts 5 classes.*'synthetic' has 11"):
+        Trainer(cfg, model=model, show_progress=False)
+    assert not (tmp_path / "run").exists()

@@ -36,7 +36,7 @@ from rich.progress import (
 )
 from torch import nn
 from torch.nn.parallel import DistributedDataParallel
-from torch.utils.data import DataLoader
+from torch.utils.data import DataLoader, Dataset
 
 from leanseg.config import Config
 from leanseg.data import build_dataset, dataset_classes
@@ -53,6 +53,7 @@ from leanseg.engine.sampling import ResumableSampler, SeededSamples
 from leanseg.engine.schedules import learning_rate
 from leanseg.metrics import SegmentationScores
 from leanseg.models import build_model, without_pretrained
+from leanseg.nn.segmentor import Segmentor
 from leanseg.version import __version__
 
 
@@ -87,10 +88,22 @@ def seed_everything(seed: int) -> None:
 
 
 class Trainer:
-    """Trains ``build_model(cfg)`` on ``cfg.data`` into the run directory ``cfg.work_dir``.
+    """Trains a model on a dataset into the run directory ``cfg.work_dir``.
+
+    By default the model is ``build_model(cfg)`` and the datasets are the splits of ``cfg.data``;
+    a model or datasets passed in are trained and evaluated instead, so a hand-built
+    :class:`Segmentor` trains like a configured one. ``cfg.train`` and ``cfg.eval`` always set
+    how it trains and evaluates, and ``cfg.data`` the classes, batch size and loader.
 
     Args:
-        cfg: resolved configuration.
+        cfg: resolved configuration (:func:`leanseg.models.load_run_config`).
+        model: the model to train, predicting the classes of ``cfg.data``; ``None`` builds
+            ``cfg.model``. The checkpoints still carry ``cfg``, whose ``model`` section
+            describes a passed-in model only if it was built from it; load their weights into
+            the same hand-built model.
+        train_set: training samples (as ``build_dataset(..., train=True)`` gives them);
+            ``None`` builds ``cfg.data.train_split``.
+        val_set: validation samples; ``None`` builds ``cfg.data.val_split``.
         resume: continue from ``work_dir/checkpoints/last.pt``.
         force: replace an existing run in ``work_dir`` (or resume despite a changed config).
         console: where progress and messages go; ``None`` for the default console.
@@ -101,6 +114,9 @@ class Trainer:
         self,
         cfg: Config,
         *,
+        model: Segmentor | None = None,
+        train_set: Dataset | None = None,
+        val_set: Dataset | None = None,
         resume: bool = False,
         force: bool = False,
         console: Console | None = None,
@@ -119,10 +135,19 @@ class Trainer:
         seed_everything(cfg.train.seed)
         self.class_names = dataset_classes(cfg.data)
         self.num_classes = len(self.class_names)
-        self.train_set = build_dataset(cfg.data, cfg.data.train_split, train=True)
-        self.val_set = build_dataset(cfg.data, cfg.data.val_split, train=False)
-        # Resuming loads every weight from the checkpoint: the ImageNet file is not needed.
-        model = build_model(without_pretrained(cfg) if resume else cfg)
+        if train_set is None:
+            train_set = build_dataset(cfg.data, cfg.data.train_split, train=True)
+        if val_set is None:
+            val_set = build_dataset(cfg.data, cfg.data.val_split, train=False)
+        self.train_set, self.val_set = train_set, val_set
+        if model is None:
+            # Resuming loads every weight from the checkpoint: the ImageNet file is not needed.
+            model = build_model(without_pretrained(cfg) if resume else cfg)
+        elif model.num_classes != self.num_classes:
+            raise ValueError(
+                f"the model predicts {model.num_classes} classes, but data.dataset "
+                f"{cfg.data.dataset!r} has {self.num_classes}"
+            )
 
         # Only once data and model are known to build is anything written to the run directory;
         # a resumed run's directory is written only once its checkpoint has loaded.
