@@ -266,7 +266,7 @@ class ToTensor:
 def input_statistics(data_cfg: DataConfig) -> tuple[Sequence[float], Sequence[float]]:
     """``(mean, std)`` of the config; ImageNet's where a hand-made config left them ``None``.
 
-    Configs read by :func:`leanseg.config.load_config` always carry the backbone's values.
+    Configs read by :func:`leanseg.models.load_run_config` always carry the backbone's values.
     """
     mean = IMAGENET_MEAN if data_cfg.mean is None else data_cfg.mean
     std = IMAGENET_STD if data_cfg.std is None else data_cfg.std
