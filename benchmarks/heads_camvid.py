@@ -2,8 +2,9 @@
 
 For each head config in ``configs/lite0/heads/`` and each seed, trains through
 ``benchmarks/camvid_recipe.py`` (the engine of ``leanseg train``, channels-last) with
-``--iters`` iterations of the recipe's batch and crops, and reads the final validation record
-(101 val images, single scale): mIoU and boundary (trimap, 8 px) mIoU. Then, in this one
+``--iters`` iterations of batch ``--batch-size`` (default 4) at the recipe's crops and scales,
+and reads the final validation record (101 val images, one pass at the recipe's 1.5x input
+scale): mIoU and boundary (trimap, 8 px) mIoU. Then, in this one
 process and with every model built, it measures the cost of each head's model:
 
 - GMAC (fused multiply-adds of convolutions and linear layers) at 1024x2048, whole model and
@@ -12,7 +13,9 @@ process and with every model built, it measures the cost of each head's model:
   so a change in machine load hits every model alike; the median per model is reported;
 - training activation memory at 768x768, batch 2 (tensors saved for backward).
 
-    python benchmarks/heads_camvid.py --iters 600 --seeds 0 1       # train + measure
+    python benchmarks/heads_camvid.py --iters 400 --seeds 0 1       # train + measure
+    taskset -c 0 python benchmarks/heads_camvid.py --iters 400 --seeds 0 --train-only &
+    taskset -c 1 python benchmarks/heads_camvid.py --iters 400 --seeds 1 --train-only  # in parallel
     python benchmarks/heads_camvid.py --cost-only                   # only GMAC / latency / memory
     python benchmarks/heads_camvid.py --report-only                 # tabulate finished runs
 
@@ -58,8 +61,11 @@ def run_dir(head: str, seed: int, iters: int) -> Path:
     return ROOT / "runs" / "lite0" / "heads" / f"{head}_i{iters}_s{seed}"
 
 
-def train(head: str, seed: int, iters: int, threads: int) -> None:
+def train(head: str, seed: int, iters: int, threads: int, batch_size: int) -> None:
     out = run_dir(head, seed, iters)
+    if (out / "recipe.json").is_file():
+        print(f"{out} already finished; kept", flush=True)
+        return
     interval = f"{iters}"
     command = [
         sys.executable,
@@ -75,6 +81,7 @@ def train(head: str, seed: int, iters: int, threads: int) -> None:
         f"train.checkpoint_interval={interval}",
         f"train.seed={seed}",
         f"train.num_threads={threads}",
+        f"data.batch_size={batch_size}",
         f"work_dir={out}",
     ]
     print(" ".join(command), flush=True)
@@ -201,10 +208,14 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--heads", nargs="*", default=HEADS, choices=HEADS)
     parser.add_argument("--seeds", nargs="*", type=int, default=[0, 1])
     parser.add_argument("--iters", type=int, default=600)
+    parser.add_argument("--batch-size", type=int, default=4)
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--repeats", type=int, default=5, help="latency rounds (round-robin)")
     parser.add_argument("--cost-only", action="store_true")
     parser.add_argument("--report-only", action="store_true")
+    parser.add_argument(
+        "--train-only", action="store_true", help="train the runs and stop (one process per seed)"
+    )
     parser.add_argument("--json", default=str(ROOT / "benchmarks/results/heads_camvid.json"))
     parser.add_argument("--plot", default=str(ROOT / "docs/heads_camvid.png"))
     args = parser.parse_args(argv)
@@ -213,7 +224,9 @@ def main(argv: list[str] | None = None) -> None:
     if not (args.cost_only or args.report_only):
         for seed in args.seeds:
             for head in args.heads:
-                train(head, seed, args.iters, args.threads)
+                train(head, seed, args.iters, args.threads, args.batch_size)
+    if args.train_only:
+        return
     out = Path(args.json)
     previous = json.loads(out.read_text()) if out.is_file() else {}
     rows: dict[str, Any] = previous.get("heads", {})
@@ -228,7 +241,9 @@ def main(argv: list[str] | None = None) -> None:
     record = {
         "budget": {
             "iterations": args.iters,
-            "recipe": "configs/lite0/ladder_camvid.yaml (batch 8, 288x384 crops, Adam, cosine)",
+            "batch_size": args.batch_size,
+            "recipe": "configs/lite0/ladder_camvid.yaml (288x384 crops at scale 1-2, Adam, "
+            "cosine; validation single scale at 1.5x input)",
             "seeds": args.seeds,
         },
         "heads": rows,
