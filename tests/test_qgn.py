@@ -107,9 +107,9 @@ def test_anytime_knobs_and_second_best():
     with torch.no_grad():
         scores = model(torch.randn(1, 3, 64, 96))
     assert scores.shape == (1, 3, 64, 96)
-    active = model.head.last_active_sites
-    assert sorted(active) == [2, 3, 4, 5]
-    assert all(active[lvl] <= 5 * 4 for lvl in (2, 3, 4))
+    active = model.head.active_sites()
+    assert list(active) == ["Q5", "Q4", "Q3", "Q2"]  # coarse to fine, down to min_level
+    assert all(active[f"Q{lvl}"] <= 5 * 4 for lvl in (2, 3, 4))
     with pytest.raises(ValueError, match="gtc"):
         _model(eval_scheme="gtc").eval()(torch.randn(1, 3, 64, 64))
 
@@ -200,7 +200,7 @@ def test_predict_reports_active_sites_per_image(tmp_path):
     assert cost["a.png"]["Q5"] == 2 * 3  # the root level is dense: 64x96 / 32
     predictor = Predictor.from_checkpoint(ckpt, max_pixels=None, flip=True)
     predictor.predict(np.zeros((64, 96, 3), np.uint8))
-    assert predictor.last_active_sites[5] == 2 * 2 * 3  # two forward passes (flip) summed
+    assert predictor.last_active_sites["Q5"] == 2 * 2 * 3  # two forward passes (flip) summed
 
 
 def test_evaluation_reports_mean_active_sites_per_image():

@@ -100,8 +100,9 @@ class SegmentationScores:
         confusion: the confusion matrix as nested lists, rows = ground truth, columns = prediction.
         num_pixels: number of valid (non-ignored) pixels evaluated.
         boundary_num_pixels: number of valid pixels inside the band; None if off.
-        active_sites: for heads with a data-dependent cost (QGN), the mean active sites per
-            image and level (``{"Q5": ..., "Q0": ...}``); None for other heads.
+        active_sites: for heads that report a data-dependent cost (QGN; the ``CostReporting``
+            capability of ``leanseg.nn.heads.base``), the mean active sites per image and level,
+            keyed by the head's level names (``{"Q5": ..., "Q0": ...}``); None for other heads.
     """
 
     miou: float

@@ -16,7 +16,7 @@ from torch.utils.data import DataLoader, Dataset, Subset
 from leanseg.config import EvalConfig
 from leanseg.engine import distributed
 from leanseg.engine.inference import predict_scores
-from leanseg.engine.site_cost import ActiveSiteCounter, by_level_name
+from leanseg.engine.site_cost import SiteCounter
 from leanseg.metrics import SegmentationMetric, SegmentationScores
 
 
@@ -55,20 +55,20 @@ def evaluate(
     metric = SegmentationMetric(
         num_classes, ignore_index=ignore_index, boundary_width=eval_cfg.boundary_width
     )
-    with ActiveSiteCounter(model) as sites:
-        for step, batch in enumerate(loader, start=1):
-            images = batch["image"].to(device)
-            probabilities = predict_scores(
-                model, images, scales=eval_cfg.scales, flip=eval_cfg.flip
-            )
-            metric.update(probabilities.argmax(dim=1).cpu(), batch["label"])
-            if on_batch is not None:
-                on_batch(step, len(loader))
+    # A head that reports its cost (QGN) is counted over every pass: tiles, scales, flips.
+    sites = SiteCounter.wrap(model)
+    scorer = model if sites is None else sites
+    for step, batch in enumerate(loader, start=1):
+        images = batch["image"].to(device)
+        probabilities = predict_scores(scorer, images, scales=eval_cfg.scales, flip=eval_cfg.flip)
+        metric.update(probabilities.argmax(dim=1).cpu(), batch["label"])
+        if on_batch is not None:
+            on_batch(step, len(loader))
     metric.reduce_across_processes()
     model.train(was_training)
     scores = metric.compute()
-    if sites.enabled:
-        per_image = by_level_name(sites.totals, divisor=max(1, len(indices)))
+    if sites is not None:
+        per_image = {level: total / max(1, len(indices)) for level, total in sites.totals.items()}
         reduced = distributed.mean_across_processes(per_image, device)
         scores = dataclasses.replace(scores, active_sites={k: reduced[k] for k in per_image})
     return scores

@@ -1,41 +1,86 @@
 """Counting the data-dependent cost of heads that report it (QGN's active sites per level).
 
-A head with a ``last_active_sites`` attribute (``{level: sites}`` of its latest forward pass, QGN
-3.3) spends compute in proportion to those sites. :class:`ActiveSiteCounter` adds them up over
-every forward pass it sees, so tiled, multi-scale or flipped inference reports the whole cost of an
-image and evaluation reports the mean cost per image.
+A head that declares :class:`~leanseg.nn.heads.base.CostReporting` reports the active sites per
+level of its last forward pass (QGN 3.3). One image may take several passes (tiles, scales,
+flips), so :class:`SiteCounter` wraps the model: its forward is the model's, and after each pass
+it adds the head's report to ``totals``. Evaluation passes the counter to
+:func:`~leanseg.engine.inference.predict_scores` in place of the model and reports the mean cost
+per image.
 """
 
 from __future__ import annotations
 
 from typing import Any
 
-from torch import nn
+from torch import Tensor, nn
+
+from leanseg.nn.heads.base import CostReporting
+from leanseg.nn.segmentor import Segmentor
 
 
-def by_level_name(sites: dict[int, int], divisor: int | None = None) -> dict[str, float]:
-    """``{"Q5": ..., "Q0": ...}`` coarse to fine: counts, or means over ``divisor`` images."""
-    ordered = sorted(sites, reverse=True)
-    if divisor is None:
-        return {f"Q{level}": sites[level] for level in ordered}
-    return {f"Q{level}": sites[level] / divisor for level in ordered}
+class SiteCounter(nn.Module):
+    """``model`` that also adds up its head's active sites over every forward pass.
+
+    Build it with :meth:`wrap`, which gives ``None`` for a model whose head reports no cost.
+
+    Args:
+        model: a segmentor whose head is :class:`~leanseg.nn.heads.base.CostReporting`.
+
+    Attributes:
+        size_divisor: the model's, so tiled inference cuts the same tiles as for the model.
+    """
+
+    def __init__(self, model: Segmentor) -> None:
+        super().__init__()
+        head = model.head
+        if not isinstance(head, CostReporting):
+            raise TypeError(f"{type(head).__name__} does not report its cost (CostReporting)")
+        self.model = model
+        self.size_divisor = model.size_divisor
+        self._levels = head.cost_levels()
+        self._report = head.active_sites  # a bound method: not registered as a submodule
+        self._totals: dict[str, int] = {}
+
+    @classmethod
+    def wrap(cls, model: nn.Module) -> SiteCounter | None:
+        """A counter around ``model``, or ``None`` when its head does not report a cost."""
+        if isinstance(model, Segmentor) and isinstance(model.head, CostReporting):
+            return cls(model)
+        return None
+
+    def forward(self, images: Tensor) -> Tensor:
+        scores = self.model(images)
+        for level, sites in self._report().items():
+            self._totals[level] = self._totals.get(level, 0) + int(sites)
+        return scores
+
+    @property
+    def totals(self) -> dict[str, int]:
+        """Active sites per level summed over the passes since the last :meth:`reset`, in the
+        head's order of :meth:`~leanseg.nn.heads.base.CostReporting.cost_levels`."""
+        return {level: self._totals[level] for level in self._levels if level in self._totals}
+
+    def reset(self) -> None:
+        self._totals = {}
 
 
 class ActiveSiteCounter:
-    """Sums ``model.head.last_active_sites`` over the head's forward passes.
+    """Transitional: :class:`~leanseg.engine.inference.Predictor`'s counter, until it wraps its
+    model in :class:`SiteCounter`; it reads the same declared report after each forward pass of
+    the head (through a forward hook). Remove it then, with :func:`by_level_name`.
 
-    ``enabled`` is false (and ``totals`` stays empty) for heads that do not report a cost. Use as
-    a context manager to remove the hook afterwards, or keep it for the model's lifetime.
+    ``enabled`` is false (and ``totals`` stays empty) for heads that do not report a cost.
     """
 
     def __init__(self, model: nn.Module) -> None:
-        head = getattr(model, "head", None)
-        self.enabled = head is not None and hasattr(head, "last_active_sites")
-        self.totals: dict[int, int] = {}
+        head = model.head if isinstance(model, Segmentor) else nn.Identity()
+        self.enabled = isinstance(head, CostReporting)
+        self.totals: dict[str, int] = {}
         self._handle = head.register_forward_hook(self._add) if self.enabled else None
 
     def _add(self, head: nn.Module, inputs: Any, output: Any) -> None:
-        for level, sites in head.last_active_sites.items():
+        assert isinstance(head, CostReporting)
+        for level, sites in head.active_sites().items():
             self.totals[level] = self.totals.get(level, 0) + int(sites)
 
     def reset(self) -> None:
@@ -51,3 +96,8 @@ class ActiveSiteCounter:
 
     def __exit__(self, *exc: object) -> None:
         self.close()
+
+
+def by_level_name(sites: dict[str, int]) -> dict[str, int]:
+    """Transitional, for ``leanseg predict``: the counts are keyed by the head's names already."""
+    return dict(sites)

@@ -53,6 +53,7 @@ from leanseg.engine.sampling import ResumableSampler, SeededSamples
 from leanseg.engine.schedules import learning_rate
 from leanseg.metrics import SegmentationScores
 from leanseg.models import build_model, without_pretrained
+from leanseg.nn.heads.base import EvaluationHook
 from leanseg.nn.segmentor import Segmentor
 from leanseg.version import __version__
 
@@ -347,9 +348,8 @@ class Trainer:
         record.pop("confusion", None)
         self._log(record)
         # Heads that adapt to validation results (QGN A.2 class weighting) are told of them.
-        on_evaluation = getattr(getattr(self.model, "head", None), "on_evaluation", None)
-        if callable(on_evaluation):
-            on_evaluation(scores.iou)
+        if isinstance(self.model.head, EvaluationHook):
+            self.model.head.on_evaluation(scores.iou)
         if self.best is None or scores.miou > self.best["value"]:
             self.best = {"metric": "miou", "value": float(scores.miou), "iteration": self.iteration}
             self._save(self.run_dir.best_checkpoint)

@@ -1,16 +1,53 @@
-"""What heads with a dense output share: per-pixel cross-entropy on their own class scores.
+"""What heads share: the dense-score loss, and the optional capabilities a head may declare.
 
 A head whose output representation *is* dense class scores at the input size (bilinear, DUC,
 CARAFE, DeepLabV3+, NRD, ERFNet decoder, ...) trains with the same loss, so it subclasses
 :class:`DenseHead` and only writes ``forward``. Heads with their own representation (quadtrees,
 pyramids, auxiliary outputs) implement ``losses`` themselves, next to the head (STYLE.md rule 3).
+
+Beyond ``forward`` and ``losses`` (:class:`~leanseg.nn.segmentor.Head`) a head may declare two
+optional capabilities, each a protocol the engine checks with ``isinstance``; a head without one
+is left alone:
+
+- :class:`CostReporting`: its compute depends on the input (QGN's active sites, QGN 3.3), so it
+  names its levels and reports the cost of its last forward pass; evaluation and prediction
+  report the cost per image.
+- :class:`EvaluationHook`: it adapts to validation results (QGN A.2 class weighting), so the
+  trainer tells it the per-class IoU after every evaluation.
 """
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+from typing import Protocol, runtime_checkable
+
 from torch import Tensor, nn
 
 from leanseg.nn.losses import cross_entropy
+
+
+@runtime_checkable
+class CostReporting(Protocol):
+    """A head with a data-dependent cost: active sites per level of its last forward pass."""
+
+    def cost_levels(self) -> tuple[str, ...]:
+        """Names of every level the head can report, coarse to fine (``("Q5", ..., "Q0")``)."""
+        ...
+
+    def active_sites(self) -> dict[str, int]:
+        """Active sites per level of the last forward pass, coarse to fine, for the levels that
+        pass computed (an anytime head may stop early); empty before the first pass."""
+        ...
+
+
+@runtime_checkable
+class EvaluationHook(Protocol):
+    """A head that adapts to validation results."""
+
+    def on_evaluation(self, iou: Sequence[float] | Tensor) -> None:
+        """Called by the trainer after every validation with the per-class IoU (NaN for classes
+        absent from the evaluated images)."""
+        ...
 
 
 class DenseHead(nn.Module):

@@ -44,6 +44,10 @@ Choices where the paper is silent (also in ``docs/notes/issue-4.md``):
   the median IoU get weight 2 in eq. 4, the others 1; classes with no IoU (absent from the
   evaluated images) and the composite class keep weight 1. Eq. 4 stays a sum over sites divided by
   the number of sites, so a weight of 2 doubles those sites' loss, as A.2 says.
+
+The head declares both optional head capabilities (:mod:`leanseg.nn.heads.base`): it reports its
+cost (:class:`~leanseg.nn.heads.base.CostReporting`, levels ``"Q5" .. "Q0"``) and adapts its class
+weights to evaluations (:class:`~leanseg.nn.heads.base.EvaluationHook`).
 """
 
 from __future__ import annotations
@@ -119,6 +123,10 @@ class QuadtreePrediction:
 
 class QGNHead(nn.Module):
     """QGN decoder and prediction layers (QGN Fig. 2, Table 7, eq. 4-8, 11).
+
+    Reports its cost per level (:meth:`cost_levels`, :meth:`active_sites`) and takes evaluation
+    results (:meth:`on_evaluation`), the two optional capabilities of
+    :mod:`leanseg.nn.heads.base`.
 
     Args:
         feature_info: what the backbone (or context module) returns; the coarsest stride is the
@@ -197,7 +205,7 @@ class QGNHead(nn.Module):
         self.min_level = min_level
         self.max_sites = max_sites
         self.units_before_upsample = units_before_upsample
-        self.last_active_sites: dict[int, int] = {}
+        self._active_sites: dict[int, int] = {}  # of the last decoder pass, by level
         if in_channels is None:
             in_channels = top.channels
             self.project: nn.Module = nn.Identity()
@@ -301,7 +309,7 @@ class QGNHead(nn.Module):
                 x = self.blocks[str(level)](x)
             logits[level] = self.predict[str(level)](x)
         active = {level: out.num_sites for level, out in logits.items()}
-        self.last_active_sites = active
+        self._active_sites = active
         scores = self._accumulate(logits, image_size, min_level) if dense_scores else None
         return QuadtreePrediction(logits, active, scores)
 
@@ -329,12 +337,25 @@ class QGNHead(nn.Module):
         return dense[:, : self.num_classes]
 
     def forward(self, features: dict[int, Tensor], image_size: tuple[int, int]) -> Tensor:
-        """Dense class scores ``(B, k, H, W)``; the active sites per level are left in
-        ``last_active_sites``."""
+        """Dense class scores ``(B, k, H, W)``; :meth:`active_sites` reports the cost."""
         scheme = self.eval_scheme if not self.training else self.train_scheme
         if scheme == "gtc":
             raise ValueError("forward cannot use 'gtc' (no labels); use predict_quadtree")
         return self.predict_quadtree(features, image_size, scheme=scheme).scores  # type: ignore[return-value]
+
+    # ------------------------------------------------------------------ cost report
+
+    def cost_levels(self) -> tuple[str, ...]:
+        """The quadtree levels ``("Q5", ..., "Q0")``, coarse to fine (root = ``Q{top}``)."""
+        return tuple(f"Q{level}" for level in range(self.top, -1, -1))
+
+    def active_sites(self) -> dict[str, int]:
+        """Active sites per level of the last decoder pass (``forward``, ``losses`` or
+        :meth:`predict_quadtree`), coarse to fine, down to the finest level it computed: the
+        predicted cost (QGN 3.3)."""
+        return {
+            f"Q{level}": self._active_sites[level] for level in sorted(self._active_sites)[::-1]
+        }
 
     # ------------------------------------------------------------------ loss
 
