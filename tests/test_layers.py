@@ -50,10 +50,7 @@ LAYERS = {
 }
 
 # Violations that exist today, each to be removed when fixed (never added to).
-KNOWN_VIOLATIONS = {
-    # the renderer names the scene classes for type checking (issue 13: a data/synthetic/ package).
-    "cycle: leanseg.data.synthetic, leanseg.data.synthetic_render",
-}
+KNOWN_VIOLATIONS: set[str] = set()
 
 
 def _module_name(path: Path) -> str:
