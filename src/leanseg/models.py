@@ -26,7 +26,7 @@ from leanseg.config import (
     config_from_dict,
     load_config,
 )
-from leanseg.nn.backbones import densenet, efficientnet_lite, hrnet, resnet, ssn_encoder
+from leanseg.nn.backbones import densenet, efficientnet_lite, hrnet, resnet, ssn_encoder, vgg
 from leanseg.nn.backbones.base import Backbone, Normalization
 from leanseg.nn.context.aspp import ASPP
 from leanseg.nn.context.spp import PSPSPP, SPP, ConvContext
@@ -60,6 +60,7 @@ BACKBONES: dict[str, Callable[..., nn.Module]] = {
     "efficientnet_lite0": efficientnet_lite.efficientnet_lite0,
     "efficientnet_lite1": efficientnet_lite.efficientnet_lite1,
     "efficientnet_lite2": efficientnet_lite.efficientnet_lite2,
+    "vgg16": vgg.vgg16,
 }
 
 CONTEXTS: dict[str, Callable[..., nn.Module]] = {
