@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import torch
 import torch.nn.functional as F
 from torch import Tensor
 
@@ -19,3 +20,54 @@ def cross_entropy(scores: Tensor, label: Tensor, ignore_index: int = 255) -> Ten
     per_pixel = F.cross_entropy(scores.float(), label, ignore_index=ignore_index, reduction="sum")
     num_valid = (label != ignore_index).sum().clamp(min=1)
     return per_pixel / num_valid
+
+
+def class_balanced_weights(
+    label: Tensor, num_classes: int, ignore_index: int = 255, max_weight: float = 1e3
+) -> Tensor:
+    """Per-class loss weights ``w_c = min(max_weight, 1 / p(c))`` of thesis §3.4.
+
+    ``p(c)`` is the fraction of the batch's labelled pixels that belong to class ``c`` (the thesis
+    computes it "in the batch"). A class with no pixel in the batch gets weight 0; it weighs no
+    pixel anyway.
+
+    Args:
+        label: ``(B, H, W)`` class ids, ``ignore_index`` where unlabelled.
+        num_classes: number of classes C.
+        ignore_index: label value that is not counted.
+        max_weight: the cap (thesis: 10^3), reached by classes rarer than ``1 / max_weight``.
+
+    Returns:
+        ``(C,)`` float weights.
+    """
+    labelled = label[label != ignore_index]
+    counts = torch.bincount(labelled.flatten(), minlength=num_classes)[:num_classes].float()
+    frequency = counts / counts.sum().clamp(min=1)
+    weights = (1.0 / frequency.clamp(min=1e-12)).clamp(max=max_weight)
+    return torch.where(counts > 0, weights, torch.zeros_like(weights))
+
+
+def class_balanced_cross_entropy(
+    scores: Tensor, label: Tensor, ignore_index: int = 255, max_weight: float = 1e3
+) -> Tensor:
+    """Cross-entropy with every pixel weighted by its class's :func:`class_balanced_weights`.
+
+    Thesis §3.4: the per-pixel losses are weighted by ``w_c = min(10^3, p(c)^-1)`` with ``p(c)``
+    the frequency of class ``c`` in the batch. The thesis sums the weighted losses over the
+    pixels; here the sum is divided by the number of labelled pixels, as :func:`cross_entropy`
+    does, so the loss scale does not grow with the crop size (the weighting is unchanged). The
+    weights are computed from the labels and carry no gradient. A batch with no labelled pixel
+    gives 0.
+
+    Args:
+        scores: ``(B, C, H, W)`` unnormalised class scores.
+        label: ``(B, H, W)`` class ids, ``ignore_index`` where unlabelled.
+        ignore_index: label value to ignore.
+        max_weight: the weight cap (thesis: 10^3).
+    """
+    weights = class_balanced_weights(label, scores.shape[1], ignore_index, max_weight)
+    weighted = F.cross_entropy(
+        scores.float(), label, weight=weights, ignore_index=ignore_index, reduction="sum"
+    )
+    num_valid = (label != ignore_index).sum().clamp(min=1)
+    return weighted / num_valid
