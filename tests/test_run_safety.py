@@ -22,8 +22,9 @@ from leanseg.cli import main
 from leanseg.demo import MARKER as DEMO_MARKER
 from leanseg.demo import _prepare_output
 from leanseg.engine.checkpoint import CheckpointError, load_checkpoint, save_checkpoint
+from leanseg.engine.rng_state import set_rng_state
 from leanseg.engine.run_dir import MARKER, RunDirectory, RunDirError
-from leanseg.engine.trainer import Trainer, _set_rng_state
+from leanseg.engine.trainer import Trainer
 from leanseg.models import load_run_config, run_config_from_dict
 
 TINY = {
@@ -230,7 +231,7 @@ def test_checkpoints_hold_only_tensors_and_plain_values(tmp_path):
     np.random.seed(5)
     saved = load_checkpoint(save_checkpoint(trainer._state(), tmp_path / "s.pt"))["rng"]
     np.random.seed(0)
-    _set_rng_state(saved)
+    set_rng_state(saved)
     assert np.array_equal(np.random.rand(3), expected)
 
 

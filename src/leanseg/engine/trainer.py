@@ -1,7 +1,11 @@
 """Iteration-based training with periodic evaluation, atomic checkpoints and exact resume.
 
-The training step (:meth:`Trainer.run_step`) fits on one screen; evaluation, checkpointing and
-logging hang around it in :meth:`Trainer.train`. What the trainer guarantees:
+The training step (:meth:`Trainer.run_step`) fits on one screen and :meth:`Trainer.train` is the
+loop around it; logging, the final BN recompute, evaluation and checkpointing hang on the loop as
+small hooks (:mod:`.hooks`), each calling the piece that does the work: :mod:`.metrics_log`,
+:mod:`.bn_statistics`, :func:`~leanseg.engine.evaluator.evaluate`, the checkpoint state below
+(:mod:`.rng_state`). Device, threads and seeds are set up first (:mod:`.runtime`). What the
+trainer guarantees:
 
 - same seed -> same loss curve on CPU (sample order and augmentation are functions of the seed and
   the sample's position, see :mod:`leanseg.engine.sampling`);
@@ -15,7 +19,6 @@ logging hang around it in :meth:`Trainer.train`. What the trainer guarantees:
 
 from __future__ import annotations
 
-import random
 import time
 from collections.abc import Iterator
 from contextlib import nullcontext
@@ -23,7 +26,6 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import torch
 from rich.console import Console
 from rich.progress import (
@@ -40,7 +42,7 @@ from torch.utils.data import DataLoader, Dataset
 
 from leanseg.config import Config
 from leanseg.data import build_dataset, dataset_classes
-from leanseg.engine import distributed
+from leanseg.engine import bn_statistics, distributed
 from leanseg.engine.checkpoint import (
     CheckpointError,
     load_checkpoint,
@@ -48,7 +50,18 @@ from leanseg.engine.checkpoint import (
     save_checkpoint,
 )
 from leanseg.engine.evaluator import evaluate
+from leanseg.engine.hooks import (
+    Checkpoint,
+    Evaluate,
+    Hook,
+    LogTrainStep,
+    RecomputeBNStatistics,
+    Step,
+)
+from leanseg.engine.metrics_log import MetricsLog
+from leanseg.engine.rng_state import rng_state, set_rng_state
 from leanseg.engine.run_dir import RunDirectory
+from leanseg.engine.runtime import seed_everything, select_device, set_up_device
 from leanseg.engine.sampling import ResumableSampler, SeededSamples
 from leanseg.engine.schedules import learning_rate
 from leanseg.metrics import SegmentationScores
@@ -56,6 +69,9 @@ from leanseg.models import build_model, without_pretrained
 from leanseg.nn.heads.base import EvaluationHook
 from leanseg.nn.segmentor import Segmentor
 from leanseg.version import __version__
+
+# select_device and seed_everything live in .runtime; the CLI imports them from here.
+__all__ = ["Trainer", "TrainingError", "TrainResult", "select_device", "seed_everything"]
 
 
 class TrainingError(RuntimeError):
@@ -71,21 +87,6 @@ class TrainResult:
     final_scores: SegmentationScores | None
     best_miou: float | None
     seconds: float
-
-
-def select_device(name: str) -> torch.device:
-    """``auto`` picks the local CUDA device when there is one, else the CPU."""
-    if name == "auto":
-        if torch.cuda.is_available():
-            return torch.device("cuda", distributed.local_rank())
-        return torch.device("cpu")
-    return torch.device(name)
-
-
-def seed_everything(seed: int) -> None:
-    random.seed(seed)
-    np.random.seed(seed % 2**32)
-    torch.manual_seed(seed)
 
 
 class Trainer:
@@ -124,12 +125,7 @@ class Trainer:
         show_progress: bool = True,
     ) -> None:
         self.cfg = cfg
-        if cfg.train.num_threads is not None:
-            torch.set_num_threads(cfg.train.num_threads)
-        self.device = select_device(cfg.train.device)
-        if self.device.type == "cuda":
-            torch.cuda.set_device(self.device)
-        distributed.init_from_environment(self.device)
+        self.device = set_up_device(cfg.train)
         self.is_main = distributed.is_main_process()
         self.console = console or Console(stderr=True)
         self.show_progress = show_progress and self.is_main
@@ -182,7 +178,8 @@ class Trainer:
         self.best: dict[str, Any] | None = None
         if resume_from is not None:
             self._restore(resume_from)
-        self._writer = self._tensorboard_writer()
+        self.metrics = MetricsLog(self.run_dir, enabled=self.is_main)
+        self._latest_scores: SegmentationScores | None = None
 
     # ------------------------------------------------------------------ setup
 
@@ -231,14 +228,15 @@ class Trainer:
         )
         return iter(loader)
 
-    def _tensorboard_writer(self) -> Any:
-        if not self.is_main:
-            return None
-        try:
-            from torch.utils.tensorboard import SummaryWriter
-        except ImportError:  # tensorboard is an optional extra
-            return None
-        return SummaryWriter(log_dir=str(self.run_dir.root))
+    def hooks(self) -> list[Hook]:
+        """What runs after every step, in order (see :mod:`.hooks`)."""
+        train_cfg = self.cfg.train
+        return [
+            LogTrainStep(self.metrics, train_cfg.log_interval),
+            RecomputeBNStatistics(self.recompute_bn_statistics, train_cfg.bn_recompute_batches),
+            Evaluate(self.validate, train_cfg.eval_interval),
+            Checkpoint(self._save, self.run_dir.last_checkpoint, train_cfg.checkpoint_interval),
+        ]
 
     # ------------------------------------------------------------------ step
 
@@ -280,10 +278,11 @@ class Trainer:
     # ------------------------------------------------------------------ loop
 
     def train(self) -> TrainResult:
-        """Run to ``train.max_iters``, evaluating and checkpointing on the way."""
+        """Run to ``train.max_iters``, calling :meth:`hooks` after every step."""
         train_cfg = self.cfg.train
         start_time = time.perf_counter()
-        final_scores: SegmentationScores | None = None
+        self._latest_scores = None
+        hooks = self.hooks()
         batches = self._batches()
         self.model.train()
         progress = self._progress()
@@ -302,22 +301,15 @@ class Trainer:
                     completed=self.iteration,
                     status=f"loss {logs['loss']:.3f} lr {logs['lr']:.2e}",
                 )
-                if self.iteration % train_cfg.log_interval == 0:
-                    self._log({"iteration": self.iteration, "split": "train", **logs})
-                last = self.iteration == train_cfg.max_iters
-                if self.iteration % train_cfg.eval_interval == 0 or last:
-                    if last and train_cfg.bn_recompute_batches > 0:
-                        self.recompute_bn_statistics(train_cfg.bn_recompute_batches)
-                    final_scores = self.validate(progress)
-                if self.iteration % train_cfg.checkpoint_interval == 0 or last:
-                    self._save(self.run_dir.last_checkpoint)
-        if self._writer is not None:
-            self._writer.close()
+                step = Step(self.iteration, train_cfg.max_iters, logs, progress)
+                for hook in hooks:
+                    hook.after_step(step)
+        self.metrics.close()
         distributed.barrier()
         return TrainResult(
             run_dir=self.run_dir.root,
             iteration=self.iteration,
-            final_scores=final_scores,
+            final_scores=self._latest_scores,
             best_miou=None if self.best is None else self.best["value"],
             seconds=time.perf_counter() - start_time,
         )
@@ -346,50 +338,21 @@ class Trainer:
         self.model.train()
         record = {"iteration": self.iteration, "split": "val", **scores.to_dict()}
         record.pop("confusion", None)
-        self._log(record)
+        self.metrics.write(record)
         # Heads that adapt to validation results (QGN A.2 class weighting) are told of them.
         if isinstance(self.model.head, EvaluationHook):
             self.model.head.on_evaluation(scores.iou)
         if self.best is None or scores.miou > self.best["value"]:
             self.best = {"metric": "miou", "value": float(scores.miou), "iteration": self.iteration}
             self._save(self.run_dir.best_checkpoint)
+        self._latest_scores = scores
         return scores
 
-    @torch.no_grad()
     def recompute_bn_statistics(self, num_batches: int) -> None:
-        """Replace BatchNorm running statistics by exact averages over training batches.
-
-        Thesis 4.6.1: "we recompute the batchnorm statistics as exact averages over the training
-        set instead of decayed moving averages". Setting ``momentum=None`` makes PyTorch keep a
-        cumulative average; the batches are training crops (with training augmentation).
-
-        The batches go through ``losses``, the training path every head has (``forward`` in
-        training mode is not defined for all of them, e.g. QGN's ``gtc`` scheme needs labels),
-        so each BatchNorm sees what it sees in training. Other buffers a training pass updates
-        (QGN's adaptive level weights) are put back afterwards: only BN statistics change.
-        """
-        norms = [m for m in self.model.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm)]
-        if not norms:
-            return
-        norm_buffers = {id(b) for m in norms for b in m.buffers(recurse=False)}
-        others = [b for b in self.model.buffers() if id(b) not in norm_buffers]
-        saved = [b.clone() for b in others]
-        momenta = [m.momentum for m in norms]
-        for module in norms:
-            module.reset_running_stats()
-            module.momentum = None
-        self.model.train()
-        batches = self._batches()
-        for _ in range(num_batches):
-            self.model.losses(*self._to_device(next(batches)))
-        for buffer, value in zip(others, saved, strict=True):
-            buffer.copy_(value)
-        for module, momentum in zip(norms, momenta, strict=True):
-            module.momentum = momentum
-            if distributed.is_distributed():
-                for buffer in (module.running_mean, module.running_var):
-                    torch.distributed.all_reduce(buffer)
-                    buffer /= distributed.world_size()
+        """BN statistics as exact averages over ``num_batches`` training batches, drawn from
+        where the run is (:func:`~leanseg.engine.bn_statistics.recompute_bn_statistics`)."""
+        batches = (self._to_device(batch) for batch in self._batches())
+        bn_statistics.recompute_bn_statistics(self.model, batches, num_batches)
 
     # ------------------------------------------------------------------ bookkeeping
 
@@ -407,17 +370,6 @@ class Trainer:
             transient=False,
         )
 
-    def _log(self, record: dict[str, Any]) -> None:
-        if not self.is_main:
-            return
-        record = {"time": round(time.time(), 3), **record}
-        self.run_dir.append_metrics(record)
-        if self._writer is not None:
-            split = record.get("split", "train")
-            for key, value in record.items():
-                if isinstance(value, int | float) and key not in ("iteration", "time"):
-                    self._writer.add_scalar(f"{split}/{key}", value, record["iteration"])
-
     def _state(self) -> dict[str, Any]:
         return {
             "model": self.model.state_dict(),
@@ -426,7 +378,7 @@ class Trainer:
             "optimizer": self.optimizer.state_dict(),
             "scaler": self.scaler.state_dict(),
             "best": self.best,
-            "rng": _rng_state(),
+            "rng": rng_state(),
             "leanseg_version": __version__,
         }
 
@@ -445,7 +397,7 @@ class Trainer:
             self.scaler.load_state_dict(payload["scaler"])
         self.iteration = int(payload["iteration"])
         self.best = payload.get("best")
-        _set_rng_state(payload.get("rng") or {})
+        set_rng_state(payload.get("rng") or {})
         if self.is_main:
             self.run_dir.commit_resume(self.cfg, self.iteration)
             self.console.print(f"resumed from {path} at iteration {self.iteration}")
@@ -463,41 +415,6 @@ class Trainer:
                 f"(iteration {saved}); resume with --resume after lowering train.lr"
             )
         return f"loss is {value} at iteration {step}; stopped. No checkpoint was written yet"
-
-
-def _rng_state() -> dict[str, Any]:
-    """The RNG states as tensors and plain values (readable with ``weights_only=True``)."""
-    name, keys, position, has_gauss, cached_gaussian = np.random.get_state()
-    return {
-        "torch": torch.get_rng_state(),
-        "cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else None,
-        "numpy": {
-            "name": str(name),
-            "keys": torch.from_numpy(np.asarray(keys, dtype=np.int64)),  # 624 uint32 words
-            "position": int(position),
-            "has_gauss": int(has_gauss),
-            "cached_gaussian": float(cached_gaussian),
-        },
-        "python": random.getstate(),
-    }
-
-
-def _set_rng_state(rng: dict[str, Any]) -> None:
-    """Inverse of :func:`_rng_state`; also takes the NumPy tuple of older checkpoints."""
-    if rng.get("torch") is not None:
-        torch.set_rng_state(rng["torch"].cpu())
-    if rng.get("cuda") is not None and torch.cuda.is_available():
-        torch.cuda.set_rng_state_all(rng["cuda"])
-    state = rng.get("numpy")
-    if isinstance(state, dict):
-        keys = state["keys"].cpu().numpy().astype(np.uint32)
-        np.random.set_state(
-            (state["name"], keys, state["position"], state["has_gauss"], state["cached_gaussian"])
-        )
-    elif state is not None:
-        np.random.set_state(state)
-    if rng.get("python") is not None:
-        random.setstate(rng["python"])
 
 
 class _LossModule(nn.Module):

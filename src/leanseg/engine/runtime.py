@@ -1,0 +1,42 @@
+"""Where and how a training process runs: threads, device, process group, seeds.
+
+The first thing a run does (:func:`set_up_device`, then :func:`seed_everything`), before any data
+or model is built, so the same seed builds the same weights on every rank.
+"""
+
+from __future__ import annotations
+
+import random
+
+import numpy as np
+import torch
+
+from leanseg.config import TrainConfig
+from leanseg.engine import distributed
+
+
+def select_device(name: str) -> torch.device:
+    """``auto`` picks the local CUDA device when there is one, else the CPU."""
+    if name == "auto":
+        if torch.cuda.is_available():
+            return torch.device("cuda", distributed.local_rank())
+        return torch.device("cpu")
+    return torch.device(name)
+
+
+def seed_everything(seed: int) -> None:
+    random.seed(seed)
+    np.random.seed(seed % 2**32)
+    torch.manual_seed(seed)
+
+
+def set_up_device(train_cfg: TrainConfig) -> torch.device:
+    """Apply ``train.num_threads``, pick ``train.device`` and join the process group (if the
+    environment describes one, :func:`leanseg.engine.distributed.init_from_environment`)."""
+    if train_cfg.num_threads is not None:
+        torch.set_num_threads(train_cfg.num_threads)
+    device = select_device(train_cfg.device)
+    if device.type == "cuda":
+        torch.cuda.set_device(device)
+    distributed.init_from_environment(device)
+    return device
