@@ -69,6 +69,13 @@ class DataConfig:
     options: dict[str, Any] = field(default_factory=dict)
     # Class names for the generic ``folder`` dataset; the named datasets know their classes.
     classes: list[str] | None = None
+    # Colour-mask labels of the ``folder`` dataset: class name (or ``ignore``) -> its RGB colour
+    # ``[r, g, b]`` or a list of such colours, matched exactly (no nearest colour: a blended
+    # edge pixel is an unknown colour, not a guess). ``null``: label files hold class ids.
+    label_colors: dict[str, Any] | None = None
+    # A label colour missing from ``label_colors``: ``error`` (naming the file, the colour and
+    # its pixel count) or ``ignore`` (such pixels get the ignore label).
+    unknown_colors: Literal["error", "ignore"] = "error"
     ignore_index: int = 255
     # Training crop (height, width). Crops larger than the rescaled image are padded with the
     # mean colour and the ignore label (thesis 4.6.1).
@@ -223,10 +230,76 @@ VALUE_RANGES: dict[str, tuple[Callable[[Any], bool], str]] = {
 }
 
 
+# The key of ``data.label_colors`` that names the ignore label instead of a class.
+IGNORE_KEY = "ignore"
+
+
+def parse_label_colors(
+    value: dict[str, Any], key: str = "data.label_colors"
+) -> dict[str, tuple[tuple[int, int, int], ...]]:
+    """The colours of each entry of ``data.label_colors``, checked.
+
+    Args:
+        value: class name (or ``ignore``) -> ``[r, g, b]`` or a list of ``[r, g, b]``.
+        key: the dotted key that error messages name.
+
+    Returns:
+        Entry name -> its colours as tuples, in the order given.
+
+    Raises:
+        ConfigError: naming the entry (``data.label_colors.road``) for a name that is not a
+            string, a colour that is not three integers in 0..255 (an empty list included), or
+            a colour given to two entries.
+    """
+    parsed: dict[str, tuple[tuple[int, int, int], ...]] = {}
+    owner: dict[tuple[int, int, int], str] = {}
+    for name, colours in value.items():
+        where = f"{key}.{name}"
+        if not isinstance(name, str) or not name:
+            raise ConfigError(f"{where}: entries are named by class name (or {IGNORE_KEY})")
+        nested = isinstance(colours, list | tuple) and colours
+        nested = nested and any(isinstance(c, list | tuple) for c in colours)
+        items = list(colours) if nested else [colours]  # one colour or a list of colours
+        checked = []
+        for colour in items:
+            if not _is_colour(colour):
+                raise ConfigError(
+                    f"{where}: {colour!r} is not a colour; expected [r, g, b] with integers "
+                    "in 0..255, or a list of such colours"
+                )
+            rgb = (int(colour[0]), int(colour[1]), int(colour[2]))
+            if rgb in owner:
+                raise ConfigError(
+                    f"{where}: colour {list(rgb)} is already given to {key}.{owner[rgb]}; "
+                    "a colour names one class"
+                )
+            owner[rgb] = name
+            checked.append(rgb)
+        parsed[name] = tuple(checked)
+    return parsed
+
+
+def _is_colour(value: Any) -> bool:
+    return (
+        isinstance(value, list | tuple)
+        and len(value) == 3
+        and all(isinstance(c, int) and not isinstance(c, bool) and 0 <= c <= 255 for c in value)
+    )
+
+
+# Checks of structured values that name the entry at fault: dotted key -> check(value, key),
+# which raises ConfigError. Run after the type check, like VALUE_RANGES.
+VALUE_CHECKS: dict[str, Callable[[Any, str], object]] = {
+    "data.label_colors": lambda value, key: value is None or parse_label_colors(value, key),
+}
+
+
 def _check_ranges(obj: Any, key: str) -> None:
     """Raise ConfigError for the first field of a validated section that is out of range."""
     for f in dataclasses.fields(obj):
         dotted = f"{key}.{f.name}" if key else f.name
+        if dotted in VALUE_CHECKS:
+            VALUE_CHECKS[dotted](getattr(obj, f.name), dotted)
         if dotted not in VALUE_RANGES:
             continue
         test, requirement = VALUE_RANGES[dotted]

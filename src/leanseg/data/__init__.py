@@ -14,6 +14,7 @@ from torch.utils.data import Dataset
 from leanseg.config import ConfigError, DataConfig, coerce
 from leanseg.data.base import IGNORE_INDEX, DatasetError, Sample, SegmentationDataset
 from leanseg.data.cocostuff import COCOStuff10k
+from leanseg.data.colour_labels import ColourTable, colour_table, convert_colour_labels
 from leanseg.data.datasets import (
     ADE20K,
     KITTI,
@@ -39,8 +40,8 @@ DATASETS: dict[str, type] = {
 SYNTHETIC = "synthetic"
 DATASET_NAMES: tuple[str, ...] = (*DATASETS, SYNTHETIC)
 
-# Parameters set from other config keys (``data.root``, ``data.classes``), never from options.
-_RESERVED = {"self", "root", "split", "transform", "classes"}
+# Parameters set from other config keys (``data.root``, ``data.classes`` ...), never from options.
+_RESERVED = {"self", "root", "split", "transform", "classes", "label_colors", "unknown_colors"}
 
 
 def dataset_class(name: str) -> type:
@@ -111,6 +112,11 @@ def build_dataset(data_cfg: DataConfig, split: str, *, train: bool) -> Dataset:
     """
     cls = dataset_class(data_cfg.dataset)
     options = _check_options(cls, dict(data_cfg.options))
+    if data_cfg.label_colors is not None and cls is not Folder:
+        raise ConfigError(
+            f"data.label_colors: colour-mask labels are read by the folder dataset only, not by "
+            f"{data_cfg.dataset!r}"
+        )
     transform = build_train_transform(data_cfg) if train else build_eval_transform(data_cfg)
     if data_cfg.dataset == SYNTHETIC:
         if data_cfg.root is not None:
@@ -123,6 +129,9 @@ def build_dataset(data_cfg: DataConfig, split: str, *, train: bool) -> Dataset:
         )
     if cls is Folder:
         options["classes"] = _folder_classes(data_cfg)
+        if data_cfg.label_colors is not None:
+            options["label_colors"] = colour_table(data_cfg)
+            options["unknown_colors"] = data_cfg.unknown_colors
     return cls(data_cfg.root, split, transform, **options)
 
 
@@ -146,8 +155,11 @@ def dataset_classes(data_cfg: DataConfig) -> tuple[str, ...]:
 def dataset_palette(data_cfg: DataConfig) -> tuple[tuple[int, int, int], ...]:
     """RGB colour per class of the configured dataset, without reading any file."""
     if data_cfg.dataset == "folder":
+        palette = data_cfg.options.get("palette")
+        if palette is None and data_cfg.label_colors is not None:
+            palette = colour_table(data_cfg).display_palette()
         try:
-            return folder_palette(_folder_classes(data_cfg), data_cfg.options.get("palette"))
+            return folder_palette(_folder_classes(data_cfg), palette)
         except DatasetError as err:
             raise ConfigError(f"data.options.palette: {err}") from None
     if data_cfg.dataset == SYNTHETIC:
@@ -159,6 +171,7 @@ def dataset_palette(data_cfg: DataConfig) -> tuple[tuple[int, int, int], ...]:
 
 __all__ = [
     "ADE20K",
+    "ColourTable",
     "DATASETS",
     "DATASET_NAMES",
     "IGNORE_INDEX",
@@ -171,6 +184,8 @@ __all__ = [
     "Sample",
     "SegmentationDataset",
     "build_dataset",
+    "colour_table",
+    "convert_colour_labels",
     "dataset_class",
     "dataset_classes",
     "dataset_palette",

@@ -3,6 +3,10 @@
 Training stops at the first bad file; a check instead walks every sample of the requested
 splits (without transforms), collects each problem with the file it concerns, and counts
 samples and label pixels per class, so a user fixes a dataset in one pass.
+
+It also warns, without failing, about what makes evaluation reports misleading: a class that
+never occurs in a split (its IoU there is 0/0, reported as NaN) and label images that are all
+ignore (they add nothing to training or evaluation; often a wrong label table or colour map).
 """
 
 from __future__ import annotations
@@ -30,6 +34,8 @@ class CheckReport:
         problems: One line per problem, each naming the file (or split) it concerns.
         class_pixels: Label pixels per class over all readable samples.
         ignored_pixels: Label pixels with the ignore value 255.
+        warnings: One line per finding that does not stop training but skews its reports:
+            classes that never occur in a split, label images that are all ignore.
     """
 
     dataset: str
@@ -39,6 +45,7 @@ class CheckReport:
     problems: list[str] = field(default_factory=list)
     class_pixels: list[int] = field(default_factory=list)
     ignored_pixels: int = 0
+    warnings: list[str] = field(default_factory=list)
 
     @property
     def ok(self) -> bool:
@@ -67,6 +74,9 @@ class CheckReport:
                 f"  ignored ({IGNORE_INDEX}): {100.0 * self.ignored_pixels / total:.2f} % "
                 "of all pixels"
             )
+        if self.warnings:
+            lines.append(f"{len(self.warnings)} warning(s):")
+            lines.extend(f"  - {warning}" for warning in self.warnings)
         if self.problems:
             lines.append(f"{len(self.problems)} problem(s):")
             lines.extend(f"  - {problem}" for problem in self.problems)
@@ -115,6 +125,8 @@ def check_dataset(
     total = report.num_samples
     done = 0
     for split, dataset in datasets.items():
+        split_pixels = np.zeros(256, dtype=np.int64)
+        all_ignore: list[str] = []
         for index in range(len(dataset)):
             where = _describe(dataset, split, index)
             try:
@@ -125,13 +137,49 @@ def check_dataset(
             except (OSError, ValueError, KeyError, TypeError) as err:
                 report.problems.append(f"{where}: {type(err).__name__}: {err}")
             else:
-                pixels += np.bincount(label.ravel(), minlength=256)
+                counts = np.bincount(label.ravel(), minlength=256)
+                split_pixels += counts
+                if counts[IGNORE_INDEX] == label.size:
+                    all_ignore.append(where)
             done += 1
             if progress is not None:
                 progress(done, total)
+        pixels += split_pixels
+        report.warnings += split_warnings(split, report.classes, split_pixels, all_ignore)
     report.class_pixels = pixels[: len(report.classes)].tolist()
     report.ignored_pixels = int(pixels[IGNORE_INDEX])
     return report
+
+
+def split_warnings(
+    split: str, classes: tuple[str, ...], pixels: np.ndarray, all_ignore: list[str]
+) -> list[str]:
+    """Warnings about one split: classes without a labelled pixel, labels that are all ignore.
+
+    Args:
+        split: the split's name.
+        classes: class names, index = class id.
+        pixels: ``(256,)`` label pixels per value over the split's readable samples.
+        all_ignore: the samples (files) whose labels hold only the ignore value.
+
+    Returns:
+        One line per kind of finding, empty when there is none.
+    """
+    warnings = []
+    missing = [f"{i} {name}" for i, name in enumerate(classes) if pixels[i] == 0]
+    if missing and pixels.sum():  # a split that could not be read is a problem already
+        warnings.append(
+            f"split {split!r}: {len(missing)} class(es) never occur, so their IoU is undefined "
+            f"(NaN) on this split: {', '.join(missing)}"
+        )
+    if all_ignore:
+        shown = ", ".join(all_ignore[:5])
+        more = f" and {len(all_ignore) - 5} more" if len(all_ignore) > 5 else ""
+        warnings.append(
+            f"split {split!r}: {len(all_ignore)} label image(s) are all ignore "
+            f"({IGNORE_INDEX}): {shown}{more}"
+        )
+    return warnings
 
 
 def _describe(dataset: Any, split: str, index: int) -> str:

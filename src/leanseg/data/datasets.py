@@ -41,6 +41,7 @@ from leanseg.data.classes import (
     Colour,
     bit_palette,
 )
+from leanseg.data.colour_labels import ColourTable, UnknownColours, read_colour_label
 from leanseg.data.io import open_image, read_rgb
 
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg")
@@ -166,9 +167,9 @@ class _FileDataset(SegmentationDataset):
         if files.label is None:  # an unlabelled image: everything is ignored
             sample["label"] = np.full(hw, IGNORE_INDEX, dtype=np.uint8)
         else:
-            raw = read_index_map(files.label, "label")
-            _check_size(files.image, hw, files.label, "label", raw.shape)
-            sample["label"] = self._convert_label(raw, files.label)
+            label = self._read_label(files.label)
+            _check_size(files.image, hw, files.label, "label", label.shape)
+            sample["label"] = label
         if files.instance is not None:
             raw = read_index_map(files.instance, "instance")
             _check_size(files.image, hw, files.instance, "instance", raw.shape)
@@ -178,6 +179,10 @@ class _FileDataset(SegmentationDataset):
             _check_size(files.image, hw, files.disparity, "disparity", raw.shape)
             sample["disparity"] = decode_disparity(raw)
         return sample
+
+    def _read_label(self, path: Path) -> np.ndarray:
+        """Train ids ``uint8 (H, W)`` of a label file (255 = ignore)."""
+        return self._convert_label(read_index_map(path, "label"), path)
 
     def _convert_label(self, raw: np.ndarray, path: Path) -> np.ndarray:
         """Check the stored values and map them to ``uint8`` train ids (255 = ignore)."""
@@ -506,13 +511,20 @@ class Folder(_FileDataset):
     ``instances/<split>/<stem>.png`` (16-bit instance ids, 0 = none) and
     ``disparity/<split>/<stem>.png`` (Cityscapes 16-bit encoding). When ``images/`` has no
     sub-folders at all, the files directly in ``images/``, ``labels/`` ... form every split.
+    With ``label_colors`` the label PNGs are colour masks instead (RGB, one exact colour per
+    class, :mod:`leanseg.data.colour_labels`).
 
     Args:
         root: Folder holding ``images/`` and ``labels/``.
         split: Name of the sub-folder of ``images/``.
         transform: Applied to each sample by ``__getitem__``.
         classes: Class names, one per label value (required).
-        palette: One RGB colour per class; the VOC bit colour map when not given.
+        palette: One RGB colour per class; the colours of ``label_colors``, else the VOC bit
+            colour map, when not given.
+        label_colors: Colour -> class table of colour-mask labels (``data.label_colors``);
+            ``None`` for labels of class ids.
+        unknown_colors: A label colour not in ``label_colors``: ``error`` names the file and
+            colour, ``ignore`` gives such pixels the ignore label.
     """
 
     def __init__(
@@ -523,14 +535,27 @@ class Folder(_FileDataset):
         *,
         classes: Sequence[str] | None = None,
         palette: Sequence[Sequence[int]] | None = None,
+        label_colors: ColourTable | None = None,
+        unknown_colors: UnknownColours = "error",
     ) -> None:
         if not classes:
             raise DatasetError("the folder dataset needs its class names (argument classes)")
         if len(classes) > IGNORE_INDEX:
             raise DatasetError(f"at most {IGNORE_INDEX} classes fit in 8-bit labels")
         self.classes = tuple(classes)
+        if label_colors is not None and label_colors.classes != self.classes:
+            raise DatasetError("label_colors was built for other class names than classes")
+        self.label_colors = label_colors
+        self.unknown_colors = unknown_colors
+        if palette is None and label_colors is not None:
+            palette = label_colors.display_palette()
         self.palette = folder_palette(self.classes, palette)
         super().__init__(root, split, transform)
+
+    def _read_label(self, path: Path) -> np.ndarray:
+        if self.label_colors is None:
+            return super()._read_label(path)
+        return read_colour_label(path, self.label_colors, unknown=self.unknown_colors)
 
     def _list_files(self) -> list[SampleFiles]:
         image_root = _require_dir(self.root / "images", "images folder")
