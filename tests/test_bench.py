@@ -17,10 +17,12 @@ from torch.utils.checkpoint import checkpoint
 
 from leanseg import bench
 from leanseg.bench import (
+    Latency,
     activation_memory,
     benchmark_model,
     count_flops,
     count_parameters,
+    describe_machine,
     format_bench,
     measure_latency,
     measure_memory,
@@ -211,6 +213,26 @@ def test_measure_latency() -> None:
     assert latency.iqr_ms >= 0 and latency.std_ms >= 0
     with pytest.raises(ValueError):
         measure_latency(lambda: None, repeats=0)
+
+
+def test_latency_from_times() -> None:
+    latency = Latency.from_times([4.0, 1.0, 3.0, 2.0], warmup=1)
+    assert (latency.median_ms, latency.min_ms, latency.max_ms) == (2.5, 1.0, 4.0)
+    assert latency.iqr_ms == pytest.approx(1.5) and latency.mean_ms == 2.5
+    assert latency.repeats == 4 and latency.warmup == 1
+    with pytest.raises(ValueError):
+        Latency.from_times([])
+
+
+def test_describe_machine_is_json_and_matches_benchmark_model() -> None:
+    machine = describe_machine()
+    json.dumps(machine, allow_nan=False)
+    assert machine["device"] == "cpu" and machine["device_name"]
+    assert machine["cpu_count"] >= machine["cpus_available"] >= 1
+    assert machine["num_threads"] == torch.get_num_threads()
+    result = benchmark_model(TinySegmentor(), (9, 11), warmup=0, repeats=1).to_dict()
+    shared = ("device", "device_name", "torch_version", "cpu_count", "cpus_available")
+    assert {key: result[key] for key in shared} == {key: machine[key] for key in shared}
 
 
 def test_measure_memory_cpu() -> None:

@@ -31,7 +31,7 @@ import re
 import resource
 import sys
 import time
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -49,10 +49,13 @@ __all__ = [
     "benchmark_model",
     "count_flops",
     "count_parameters",
+    "describe_machine",
     "format_bench",
     "measure_latency",
     "measure_memory",
     "measure_peak_memory",
+    "resident_memory_bytes",
+    "trim_heap",
 ]
 
 MIB = 1024**2
@@ -321,15 +324,21 @@ def _reset_peak_rss() -> bool:
     return _proc_status_bytes("VmHWM") is not None
 
 
-def _trim_heap() -> None:
+def trim_heap() -> None:
     """Return freed heap memory to the OS (glibc ``malloc_trim``); a no-op elsewhere.
 
     Without it the RSS baseline includes memory the allocator kept from earlier calls, and the
-    increase during the measured call is underestimated.
+    increase during the measured call is underestimated; a long run of calls with different
+    allocation patterns also grows the process far beyond one call's peak (fragmentation).
     """
     if sys.platform.startswith("linux"):
         with contextlib.suppress(OSError, AttributeError):
             ctypes.CDLL(None).malloc_trim(0)
+
+
+def resident_memory_bytes() -> int | None:
+    """The resident set size of this process now (``VmRSS``); ``None`` without ``/proc``."""
+    return _proc_status_bytes("VmRSS")
 
 
 def _ru_maxrss_bytes() -> int:
@@ -355,13 +364,13 @@ def measure_memory(fn: Callable[[], Any], device: torch.device | str | None = No
         _synchronize(device)
         peak = torch.cuda.max_memory_allocated(device)
         return PeakMemory(peak, baseline, "cuda_max_memory_allocated")
-    _trim_heap()
+    trim_heap()
     if _reset_peak_rss():
-        baseline = _proc_status_bytes("VmRSS") or 0
+        baseline = resident_memory_bytes() or 0
         fn()
         peak = _proc_status_bytes("VmHWM") or 0
         return PeakMemory(max(peak, baseline), baseline, "vmhwm_clear_refs")
-    baseline = _proc_status_bytes("VmRSS") or _ru_maxrss_bytes()
+    baseline = resident_memory_bytes() or _ru_maxrss_bytes()
     fn()
     return PeakMemory(_ru_maxrss_bytes(), baseline, "ru_maxrss")
 
@@ -398,6 +407,29 @@ class Latency:
     repeats: int
     warmup: int
 
+    @classmethod
+    def from_times(cls, times_ms: Sequence[float], warmup: int = 0) -> Latency:
+        """Summarise timed calls measured elsewhere (e.g. round-robin over several models).
+
+        Args:
+            times_ms: the wall time of every timed call, in milliseconds; at least one.
+            warmup: how many untimed calls came before them.
+        """
+        if not times_ms:
+            raise ValueError("no times to summarise")
+        values = np.asarray(times_ms, dtype=np.float64)
+        q25, q50, q75 = np.percentile(values, [25, 50, 75])
+        return cls(
+            median_ms=float(q50),
+            min_ms=float(values.min()),
+            max_ms=float(values.max()),
+            iqr_ms=float(q75 - q25),
+            mean_ms=float(values.mean()),
+            std_ms=float(values.std()),
+            repeats=len(values),
+            warmup=warmup,
+        )
+
 
 def measure_latency(
     fn: Callable[[], Any],
@@ -427,18 +459,7 @@ def measure_latency(
         fn()
         _synchronize(device)
         times.append((time.perf_counter() - start) * 1e3)
-    values = np.asarray(times, dtype=np.float64)
-    q25, q50, q75 = np.percentile(values, [25, 50, 75])
-    return Latency(
-        median_ms=float(q50),
-        min_ms=float(values.min()),
-        max_ms=float(values.max()),
-        iqr_ms=float(q75 - q25),
-        mean_ms=float(values.mean()),
-        std_ms=float(values.std()),
-        repeats=repeats,
-        warmup=warmup,
-    )
+    return Latency.from_times(times, warmup=warmup)
 
 
 # --------------------------------------------------------------------------- machine
@@ -462,6 +483,34 @@ def _cpus_available() -> int:
     if hasattr(os, "sched_getaffinity"):
         return len(os.sched_getaffinity(0))
     return os.cpu_count() or 1
+
+
+def describe_machine(device: torch.device | str = "cpu") -> dict[str, Any]:
+    """Where a figure is measured, recorded beside it: ``leanseg bench`` and the benchmarks.
+
+    Args:
+        device: the device the figure is measured on.
+
+    Returns:
+        ``device``; ``device_name`` (CPU model or GPU name); ``platform``; ``python_version``;
+        ``torch_version``; ``num_threads`` (``torch.get_num_threads()`` now); ``cpu_count`` (of
+        the machine); ``cpus_available`` (CPUs this process may run on, its affinity mask);
+        ``load_average`` (1, 5 and 15 minutes, ``None`` where the system has none), since
+        timings on a shared machine depend on what else runs.
+    """
+    device = torch.device(device)
+    load = os.getloadavg() if hasattr(os, "getloadavg") else None
+    return {
+        "device": str(device),
+        "device_name": _device_name(device),
+        "platform": platform.platform(),
+        "python_version": platform.python_version(),
+        "torch_version": torch.__version__,
+        "num_threads": torch.get_num_threads(),
+        "cpu_count": os.cpu_count() or 1,
+        "cpus_available": _cpus_available(),
+        "load_average": None if load is None else [round(value, 2) for value in load],
+    }
 
 
 # --------------------------------------------------------------------------- model benchmark
@@ -654,6 +703,7 @@ def benchmark_model(
             for p, grad in grads:
                 p.grad = grad
 
+    machine = describe_machine(device)
     return BenchResult(
         model=type(model).__name__,
         input_shape=[batch, in_channels, height, width],
@@ -663,13 +713,13 @@ def benchmark_model(
         activation_memory_bytes=activations,
         peak_memory=peak,
         latency=latency,
-        device=str(device),
-        device_name=_device_name(device),
-        torch_version=torch.__version__,
-        num_threads=torch.get_num_threads(),
-        cpu_count=os.cpu_count() or 1,
-        cpus_available=_cpus_available(),
-        python_version=platform.python_version(),
+        device=machine["device"],
+        device_name=machine["device_name"],
+        torch_version=machine["torch_version"],
+        num_threads=machine["num_threads"],
+        cpu_count=machine["cpu_count"],
+        cpus_available=machine["cpus_available"],
+        python_version=machine["python_version"],
     )
 
 
