@@ -15,12 +15,12 @@ import json
 from pathlib import Path
 
 import torch
+import torch.nn.functional as F
 
-from leanseg.config import Config
 from leanseg.data import build_dataset, dataset_classes
-from leanseg.engine.checkpoint import load_checkpoint, load_model_state
+from leanseg.engine.loading import TrainedModel, load_trained_model
+from leanseg.engine.run_dir import RunDirectory
 from leanseg.metrics import SegmentationMetric
-from leanseg.models import build_model, load_run_config
 
 
 def evaluate(model, dataset, count, num_classes, **knobs) -> dict:
@@ -32,12 +32,11 @@ def evaluate(model, dataset, count, num_classes, **knobs) -> dict:
             sample = dataset[index]
             image = torch.as_tensor(sample["image"]).float()[None]
             label = torch.as_tensor(sample["label"]).long()[None]
-            padded = model._pad(image)
-            lab = torch.nn.functional.pad(
-                label,
-                (0, padded.shape[-1] - label.shape[-1], 0, padded.shape[-2] - label.shape[-2]),
-                value=255,
-            )
+            # Padded to the output stride as the segmentor pads, the label with "ignore".
+            height, width = label.shape[-2:]
+            padding = (0, -width % model.size_divisor, 0, -height % model.size_divisor)
+            padded = F.pad(image, padding)
+            lab = F.pad(label, padding, value=255)
             pred = model.head.predict_quadtree(
                 model.features(padded), tuple(padded.shape[-2:]), label=lab, **knobs
             )
@@ -53,12 +52,9 @@ def evaluate(model, dataset, count, num_classes, **knobs) -> dict:
     }
 
 
-def load_run(run: Path) -> tuple[Config, torch.nn.Module]:
+def load_run(run: Path) -> TrainedModel:
     """Config and model of a ``leanseg train`` run directory, weights from ``last.pt``."""
-    cfg = load_run_config(run / "config.yaml")
-    model = build_model(cfg)
-    load_model_state(model, load_checkpoint(run / "checkpoints" / "last.pt")["model"], run)
-    return cfg, model
+    return load_trained_model(run, RunDirectory(run).last_checkpoint)
 
 
 def main() -> None:
@@ -70,7 +66,8 @@ def main() -> None:
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     run = Path(args.run)
-    cfg, model = load_run(run)
+    trained = load_run(run)
+    cfg, model = trained.cfg, trained.model
     dataset = build_dataset(cfg.data, cfg.data.val_split, train=False)
     count = min(args.images, len(dataset))
     k = len(dataset_classes(cfg.data))

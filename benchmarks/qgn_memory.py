@@ -83,7 +83,7 @@ def decoder_saved(model: nn.Module, image: torch.Tensor, label: torch.Tensor, sc
 
 def part_a(args: argparse.Namespace) -> dict:
     samples = camvid_samples(Path(args.camvid), args.images)
-    model = load_run(Path(args.run))[1] if args.run else build(11)
+    model = load_run(Path(args.run)).model if args.run else build(11)
     described = f"trained model of {args.run}" if args.run else "R50 QGN, random weights"
     rows = {}
     for scheme in SCHEMES:

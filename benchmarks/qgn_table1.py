@@ -80,7 +80,8 @@ def train(
 
 
 def evaluate_run(run: Path, images: int) -> dict[str, dict]:
-    cfg, model = load_run(run)
+    trained = load_run(run)
+    cfg, model = trained.cfg, trained.model
     dataset = build_dataset(cfg.data, cfg.data.val_split, train=False)
     count = min(images, len(dataset))
     classes = len(dataset_classes(cfg.data))

@@ -126,7 +126,9 @@ def build_parser() -> argparse.ArgumentParser:
     train.set_defaults(handler=_cmd_train)
 
     evaluate = commands.add_parser("eval", help="evaluate a checkpoint on a dataset split")
-    evaluate.add_argument("target", help="YAML config file, or a run directory")
+    evaluate.add_argument(
+        "target", help="run directory, checkpoint file, or YAML config file (with --checkpoint)"
+    )
     evaluate.add_argument(
         "--checkpoint", help="checkpoint file (default for a run directory: checkpoints/best.pt)"
     )
@@ -149,7 +151,9 @@ def build_parser() -> argparse.ArgumentParser:
 
     predict = commands.add_parser("predict", help="write label PNGs and colour overlays")
     predict.add_argument("images", nargs="+", help="image files or folders of images")
-    predict.add_argument("--checkpoint", required=True, help="checkpoint written by leanseg train")
+    predict.add_argument(
+        "--checkpoint", required=True, help="checkpoint written by leanseg train, or its run"
+    )
     predict.add_argument("--out", required=True, help="output folder")
     predict.add_argument(
         "--max-megapixels",
@@ -340,20 +344,14 @@ def _check_crop_size(cfg: Config) -> None:
 # ---------------------------------------------------------------------- eval
 
 
-def _resolve_eval_target(args: argparse.Namespace) -> tuple[Config, Path]:
-    target = Path(args.target)
-    if target.is_dir():
-        config_path = target / "config.yaml"
-        if not config_path.is_file():
-            raise ConfigError(f"{target} is a folder but not a run directory (no config.yaml)")
-        checkpoint = (
-            Path(args.checkpoint) if args.checkpoint else target / "checkpoints" / "best.pt"
-        )
-    else:
-        config_path = target
-        if not args.checkpoint:
-            raise ConfigError("--checkpoint is required when evaluating a config file")
-        checkpoint = Path(args.checkpoint)
+def _cmd_eval(args: argparse.Namespace) -> int:
+    from rich.progress import Progress
+
+    from leanseg.data import build_dataset, dataset_classes
+    from leanseg.engine.evaluator import evaluate
+    from leanseg.engine.loading import load_trained_model
+    from leanseg.metrics import format_scores
+
     overrides = list(args.overrides)
     if args.scales:
         overrides.append(f"eval.scales={list(args.scales)}")
@@ -361,25 +359,10 @@ def _resolve_eval_target(args: argparse.Namespace) -> tuple[Config, Path]:
         overrides.append("eval.flip=true")
     if args.max_images is not None:
         overrides.append(f"eval.max_images={args.max_images}")
-    return _load_run_config(config_path, overrides), checkpoint
-
-
-def _cmd_eval(args: argparse.Namespace) -> int:
-    from rich.progress import Progress
-
-    from leanseg.data import build_dataset, dataset_classes
-    from leanseg.engine.checkpoint import load_checkpoint, load_model_state
-    from leanseg.engine.evaluator import evaluate
-    from leanseg.metrics import format_scores
-    from leanseg.models import build_model, without_pretrained
-
-    cfg, checkpoint = _resolve_eval_target(args)
     device = _select_device(args.device)
-    # The checkpoint holds every weight: the ImageNet file the config names is not needed.
-    model = build_model(without_pretrained(cfg))
-    payload = load_checkpoint(checkpoint, map_location=device)
-    load_model_state(model, payload["model"], checkpoint)
-    model.to(device)
+    trained = load_trained_model(args.target, args.checkpoint, overrides)
+    cfg = trained.cfg
+    model = trained.model.to(device)
     split = args.split or cfg.data.val_split
     dataset = build_dataset(cfg.data, split, train=False)
     class_names = dataset_classes(cfg.data)
@@ -401,8 +384,8 @@ def _cmd_eval(args: argparse.Namespace) -> int:
         Console().print(f"active sites per image: {cost}")
     if args.json:
         record = {
-            "checkpoint": str(checkpoint),
-            "iteration": payload.get("iteration"),
+            "checkpoint": str(trained.checkpoint),
+            "iteration": trained.iteration,
             "split": split,
             "scales": cfg.eval.scales,
             "flip": cfg.eval.flip,

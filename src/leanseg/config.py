@@ -22,6 +22,7 @@ load time too.
 from __future__ import annotations
 
 import dataclasses
+import difflib
 import math
 import re
 import types
@@ -324,7 +325,8 @@ def load_config(
     """Read a YAML config (with at most one ``base:``) and apply overrides.
 
     Args:
-        path: YAML file; ``None`` starts from the defaults.
+        path: YAML file, or the name of a shipped config (``ldn/rn18_32to4_camvid``, see
+            :func:`resolve_config_path`); ``None`` starts from the defaults.
         overrides: ``["train.lr=0.1", ...]`` strings as given to ``--set``, or a mapping of
             dotted keys to values.
 
@@ -342,12 +344,32 @@ def load_config(
     raw: dict[str, Any] = Config().to_dict()
     source = "<defaults>"
     if path is not None:
-        path = Path(path)
+        path = resolve_config_path(path)
         source = str(path)
         raw = _deep_merge(raw, _read_with_base(path))
+    return config_from_dict(apply_overrides(raw, overrides), source=source)
+
+
+def apply_overrides(
+    raw: dict[str, Any], overrides: list[str] | dict[str, Any] | None
+) -> dict[str, Any]:
+    """Set dotted keys of a nested config mapping, as ``--set`` does; nothing is validated.
+
+    Args:
+        raw: the mapping, changed in place (sections a key names are created).
+        overrides: ``["train.lr=0.1", ...]`` strings (values parsed as YAML scalars), or a
+            mapping of dotted keys to values.
+
+    Returns:
+        ``raw``.
+
+    Raises:
+        ConfigError: on an override that is not ``key=value``, or one that sets a key below a
+            value that is not a section.
+    """
     for key, value in _parse_overrides(overrides).items():
         _set_dotted(raw, key, value)
-    return config_from_dict(raw, source=source)
+    return raw
 
 
 def config_from_dict(raw: dict[str, Any], source: str = "<dict>") -> Config:
@@ -361,6 +383,64 @@ def config_from_dict(raw: dict[str, Any], source: str = "<dict>") -> Config:
 def save_config(cfg: Config, path: str | Path) -> None:
     """Write the resolved config as YAML, so a run can be reproduced from its folder alone."""
     Path(path).write_text(yaml.safe_dump(cfg.to_dict(), sort_keys=False))
+
+
+# ---------------------------------------------------------------------- shipped configs
+
+CONFIG_SUFFIX = ".yaml"
+
+
+def shipped_config_dir() -> Path | None:
+    """The folder of the configs that come with leanseg, or ``None`` when there is none.
+
+    An installed wheel carries them as package data in ``leanseg/configs/`` (the build copies
+    the repository's ``configs/`` there, see ``setup.py``); a source checkout (editable
+    install) reads ``configs/`` at the repository root, so both see the same files.
+    """
+    packaged = Path(__file__).parent / "configs"
+    if packaged.is_dir():
+        return packaged
+    checkout = Path(__file__).resolve().parents[2] / "configs"
+    return checkout if checkout.is_dir() else None
+
+
+def shipped_config_names() -> list[str]:
+    """Names of the shipped configs, e.g. ``ldn/rn18_32to4_camvid``, sorted."""
+    root = shipped_config_dir()
+    if root is None:
+        return []
+    return sorted(p.relative_to(root).with_suffix("").as_posix() for p in root.rglob("*.yaml"))
+
+
+def resolve_config_path(name: str | Path) -> Path:
+    """The YAML file a user means by ``name``: a path that exists, else a shipped config.
+
+    A path that exists always wins, so a local ``ldn/x.yaml`` is never shadowed. Otherwise a
+    name without ``.yaml`` is looked up among :func:`shipped_config_names`
+    (``ldn/rn18_32to4_camvid`` -> ``<shipped>/ldn/rn18_32to4_camvid.yaml``).
+
+    Raises:
+        ConfigError: ``config file not found``, listing the shipped configs whose names are
+            closest to ``name``.
+    """
+    path = Path(name)
+    if path.exists():
+        return path
+    text = path.as_posix()
+    root = shipped_config_dir()
+    names = shipped_config_names()
+    if root is not None and text in names:  # also keeps ``..`` and absolute paths out
+        return root / f"{text}{CONFIG_SUFFIX}"
+    wanted = text.removesuffix(CONFIG_SUFFIX)
+    # A bare file name (``rn18_32to4_camvid``) matches the last part of a shipped name.
+    close = [n for n in names if n.rsplit("/", 1)[-1] == wanted.rsplit("/", 1)[-1]]
+    close += difflib.get_close_matches(wanted, names, n=5, cutoff=0.6)
+    hint = ""
+    if close:
+        hint = f"; shipped configs with close names: {', '.join(dict.fromkeys(close))}"
+    elif names:
+        hint = f"; none of the {len(names)} shipped configs is close (e.g. {names[0]})"
+    raise ConfigError(f"config file not found: {path}{hint}")
 
 
 def _read_yaml(path: Path) -> dict[str, Any]:

@@ -26,9 +26,8 @@ import torch.nn.functional as F
 from PIL import Image
 from torch import Tensor, nn
 
-from leanseg.config import Config, ConfigError
+from leanseg.config import Config
 from leanseg.data.io import image_to_rgb, read_rgb
-from leanseg.engine.checkpoint import CheckpointError, load_checkpoint, load_model_state
 from leanseg.engine.site_cost import ActiveSiteCounter
 
 # Tile sides are multiples of this: the output stride of every backbone leanseg builds.
@@ -291,13 +290,13 @@ class Predictor:
     ) -> Predictor:
         """Rebuild the model a checkpoint was trained as, load its weights, and wrap it.
 
-        The checkpoint's ``config`` entry rebuilds the model with
-        :func:`leanseg.models.build_model`. The backbone's ``pretrained`` option is dropped
-        first: the checkpoint holds all weights, and the ImageNet file it names may not exist
-        where the model is used.
+        Loads with :func:`leanseg.engine.loading.load_trained_model`: the checkpoint's
+        ``config`` entry rebuilds the model, without the backbone's ImageNet file (the
+        checkpoint holds all weights, and that file may not exist where the model is used).
 
         Args:
-            path: a checkpoint written by the trainer (or :func:`save_checkpoint`).
+            path: a checkpoint written by the trainer (or :func:`save_checkpoint`), or a run
+                directory (its ``checkpoints/best.pt`` and ``config.yaml``).
             device: where the model runs.
             **kwargs: the other keyword arguments of :class:`Predictor`.
 
@@ -306,22 +305,10 @@ class Predictor:
                 a leanseg checkpoint, e.g. bare torchvision weights), has an invalid config, or
                 its weights do not fit the model the config describes.
         """
-        from leanseg.models import build_model, run_config_from_dict, without_pretrained
+        from leanseg.engine.loading import load_trained_model  # imports every model family
 
-        payload = load_checkpoint(path, map_location="cpu")
-        raw_config = payload.get("config")
-        if not isinstance(raw_config, dict):
-            raise CheckpointError(
-                f"{path}: not a leanseg checkpoint (no 'config' entry to rebuild the model "
-                "from); bare weights must be loaded into a model built from a config"
-            )
-        try:
-            cfg = run_config_from_dict(raw_config, source=f"{path} (config)")
-        except ConfigError as err:
-            raise CheckpointError(str(err)) from None
-        model = build_model(without_pretrained(cfg))
-        load_model_state(model, payload["model"], path)
-        return cls(model, cfg, device=device, **kwargs)
+        trained = load_trained_model(path)
+        return cls(trained.model, trained.cfg, device=device, **kwargs)
 
     @property
     def last_active_sites(self) -> dict[int, int] | None:
