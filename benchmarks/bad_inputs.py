@@ -34,7 +34,6 @@ import contextlib
 import io
 import json
 import os
-import platform
 import signal
 import subprocess
 import sys
@@ -51,8 +50,9 @@ import torch
 import yaml
 from PIL import Image
 
-ROOT = Path(__file__).resolve().parents[1]
-DEFAULT_JSON = ROOT / "benchmarks" / "results" / "bad_inputs.json"
+from common import REPO, machine, write_json
+
+DEFAULT_JSON = REPO / "benchmarks" / "results" / "bad_inputs.json"
 CASE_TIMEOUT_S = 120
 
 TINY: dict[str, Any] = {
@@ -568,7 +568,7 @@ def catalogue() -> list[Case]:
         config_case(
             "dataset: folder without classes",
             "data",
-            {"dataset": "folder", "root": str(ROOT), "classes": None},
+            {"dataset": "folder", "root": str(REPO), "classes": None},
         )
     )
     add(config_case("dataset: camvid without root", "data", {"dataset": "camvid"}))
@@ -970,38 +970,6 @@ def score(case: Case, case_dir: Path, argv: list[str], use_subprocess: bool) -> 
     return Outcome(case.name, argv, code, verdict, message, round(seconds, 2), left, executed)
 
 
-def source() -> dict[str, Any]:
-    """Which leanseg ran: its folder and the git commit of that checkout (dirty: uncommitted
-    changes in it)."""
-    import leanseg
-
-    folder = Path(leanseg.__file__).parent
-
-    def git(*args: str) -> str:
-        done = subprocess.run(["git", *args], cwd=folder, capture_output=True, text=True)
-        return done.stdout.strip()
-
-    return {
-        "path": str(folder),
-        "commit": git("rev-parse", "HEAD") or None,
-        "dirty": bool(git("status", "--porcelain", "--", ".")),
-    }
-
-
-def machine() -> dict[str, Any]:
-    affinity = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else None
-    return {
-        "nproc": os.cpu_count(),
-        "cpus_available": affinity,
-        "platform": platform.platform(),
-        "processor": platform.processor() or platform.machine(),
-        "python": platform.python_version(),
-        "torch": torch.__version__,
-        "cuda": torch.cuda.is_available(),
-        "euid": os.geteuid() if hasattr(os, "geteuid") else None,
-    }
-
-
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--subprocess", action="store_true", help="one process per case")
@@ -1072,12 +1040,13 @@ def main() -> int:
         "seconds": round(time.perf_counter() - started, 1),
         "failures": failures,
         "cases": [{"name": o.name, "verdict": o.verdict, "seconds": o.seconds} for o in outcomes],
-        "machine": machine(),
-        "leanseg": source(),
+        "machine": machine(
+            cuda=torch.cuda.is_available(),
+            euid=os.geteuid() if hasattr(os, "geteuid") else None,  # root ignores permissions
+        ),
         "command": " ".join([Path(sys.executable).name, *sys.argv]),
     }
-    Path(args.json).parent.mkdir(parents=True, exist_ok=True)
-    Path(args.json).write_text(json.dumps(record, indent=1) + "\n")
+    write_json(args.json, record, indent=1)
     print(json.dumps(summary, indent=1))
     print(f"results: {args.json}")
     return 0

@@ -29,7 +29,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import platform
 import random
 import secrets
 import signal
@@ -41,10 +40,9 @@ from collections import Counter
 from pathlib import Path
 from typing import Any
 
-import torch
 import yaml
 
-import leanseg
+from common import machine, write_json
 from leanseg.engine.checkpoint import CheckpointError, load_checkpoint
 from leanseg.engine.run_dir import RunDirectory
 from leanseg.utils import KILL_IN_WRITE_ENV, is_temp_of
@@ -274,20 +272,6 @@ def reference_log(folder: Path) -> list[dict[str, Any]]:
     return records(RunDirectory(folder / "run"))
 
 
-def machine() -> dict[str, Any]:
-    affinity = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else None
-    return {
-        "nproc": os.cpu_count(),
-        "cpus_available_to_this_process": affinity,
-        "platform": platform.platform(),
-        "processor": platform.processor() or platform.machine(),
-        "python": platform.python_version(),
-        "torch": torch.__version__,
-        "leanseg_source": str(Path(leanseg.__file__).parent),
-        "omp_num_threads": os.environ.get("OMP_NUM_THREADS"),
-    }
-
-
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--faults", type=int, default=24, help="faults to inject (at least)")
@@ -339,8 +323,7 @@ def main() -> None:
     }
     print(json.dumps({k: v for k, v in result.items() if k not in ("faults", "config")}, indent=2))
     if args.json:
-        args.json.parent.mkdir(parents=True, exist_ok=True)
-        args.json.write_text(json.dumps(result, indent=2) + "\n")
+        write_json(args.json, result)
 
 
 if __name__ == "__main__":

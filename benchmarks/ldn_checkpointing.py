@@ -18,38 +18,30 @@ whichever strategy happened to be timed at the time. Progress goes to stderr. Us
 from __future__ import annotations
 
 import argparse
-import contextlib
 import copy
-import ctypes
 import json
-import statistics
 import sys
 import time
-from pathlib import Path
 
 import torch
 
-from leanseg.bench import activation_memory, measure_memory
+from common import REPO, round_robin, summary
+from leanseg.bench import activation_memory, measure_memory, resident_memory_bytes, trim_heap
 from leanseg.models import build_segmentor, load_run_config
 from leanseg.nn.backbones.densenet import CHECKPOINTING
 
 
-def trim_heap() -> int:
-    """Return freed heap memory to the OS (glibc ``malloc_trim``) and give the RSS in bytes.
+def rss_after_trim() -> float:
+    """Return freed heap memory to the OS and give the resident set size in GiB.
 
     Called between steps, outside the timing: without it, a long run of steps with different
     allocation patterns grows the process far beyond one step's peak (heap fragmentation).
     """
-    with contextlib.suppress(OSError, AttributeError):
-        ctypes.CDLL(None).malloc_trim(0)
-    with contextlib.suppress(OSError):
-        for line in Path("/proc/self/status").read_text().splitlines():
-            if line.startswith("VmRSS:"):
-                return int(line.split()[1]) * 1024
-    return 0
+    trim_heap()
+    return (resident_memory_bytes() or 0) / 2**30
 
 
-CONFIG = Path(__file__).resolve().parents[1] / "configs" / "ldn" / "ldn121_32to4_cityscapes.yaml"
+CONFIG = REPO / "configs" / "ldn" / "ldn121_32to4_cityscapes.yaml"
 
 
 def build(strategy: str, seed: int = 0) -> torch.nn.Module:
@@ -98,8 +90,8 @@ def main() -> None:
             reference = grads
         max_diff = max((grads[n] - reference[n]).abs().max().item() for n in reference)
         del grads
-        steps[strategy] = (step, [])
-        rss = trim_heap() / 2**30
+        steps[strategy] = step
+        rss = rss_after_trim()
         print(
             f"{strategy}: warm-up {warmup_s:.1f} s, RSS {rss:.2f} GiB", file=sys.stderr, flush=True
         )
@@ -114,21 +106,20 @@ def main() -> None:
                 "grads_equal_1e-5": max_diff <= 1e-5,
             }
         )
-    for round_ in range(args.steps):
-        for strategy, (step, times) in steps.items():
-            start = time.perf_counter()
-            step()
-            times.append(time.perf_counter() - start)
-            rss = trim_heap() / 2**30
-            print(
-                f"round {round_ + 1} {strategy}: {times[-1]:.1f} s, RSS after {rss:.2f} GiB",
-                file=sys.stderr,
-                flush=True,
-            )
+
+    def progress(strategy: str, round_index: int, ms: float) -> None:
+        rss = rss_after_trim()
+        print(
+            f"round {round_index + 1} {strategy}: {ms / 1e3:.1f} s, RSS after {rss:.2f} GiB",
+            file=sys.stderr,
+            flush=True,
+        )
+
+    times_ms = round_robin(steps, warmup=0, repeats=args.steps, after=progress)
     for r in results:
-        times = steps[r["strategy"]][1]
-        r["step_times_s"] = [round(t, 3) for t in times]
-        r["step_s"] = round(statistics.median(times), 3)
+        times = times_ms[r["strategy"]]
+        r["step_times_s"] = [round(t / 1e3, 3) for t in times]
+        r["step_s"] = round(summary(times)["median_ms"] / 1e3, 3)
     base = results[0]
     for r in results:
         r["memory_reduction"] = round(base["saved_bytes"] / r["saved_bytes"], 2)

@@ -12,14 +12,14 @@ from __future__ import annotations
 
 import argparse
 import json
-from pathlib import Path
 
 import torch
 
+from common import REPO
 from leanseg.bench import count_flops
 from leanseg.models import build_segmentor, load_run_config
 
-CONFIGS = Path(__file__).resolve().parents[1] / "configs" / "ldn"
+CONFIGS = REPO / "configs" / "ldn"
 
 # (table, row label, config stem, paper params [M], paper GFLOP@1MPx)
 ROWS: list[tuple[str, str, str, float, float]] = [

@@ -1,8 +1,8 @@
 """Issue 3 training comparison: LDN121 64→4 vs the ResNet-18 bilinear baseline, same budget.
 
-Four ``leanseg train`` runs (one process each, ``nice -n 5``, ``OMP_NUM_THREADS=1`` and
-``train.num_threads=1`` because the 2-core CPU is shared) from the existing configs
-``configs/ldn/ldn121_64to4_{synthetic,camvid}.yaml`` and
+Four ``leanseg train`` runs (one process each through :func:`common.train`, ``nice -n 5``,
+``OMP_NUM_THREADS=1`` and ``train.num_threads=1`` because the 2-core CPU is shared) from the
+existing configs ``configs/ldn/ldn121_64to4_{synthetic,camvid}.yaml`` and
 ``configs/baseline/rn18_bilinear_{synthetic,camvid}.yaml``, all overridden with the same CPU-sized
 budget and optimiser (:data:`COMMON`: Adam 1e-3, cosine to 1e-7, 10 warm-up iterations, backbone
 lr x1 because both start from random weights, batch 4 of 192x256 crops, no BN recomputation,
@@ -21,14 +21,11 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import shlex
-import subprocess
-import sys
-import time
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parents[1]
+from common import REPO, TrainJob, read_metrics, train
+
 RUNS = {
     "ldn121_synthetic": "configs/ldn/ldn121_64to4_synthetic.yaml",
     "rn18_synthetic": "configs/baseline/rn18_bilinear_synthetic.yaml",
@@ -57,55 +54,25 @@ COMMON = [
 
 
 def run_dir(name: str) -> Path:
-    return ROOT / "runs" / "ldn_compare" / name
+    return REPO / "runs" / "ldn_compare" / name
 
 
-def command(name: str, max_iters: int) -> list[str]:
-    """The ``leanseg train`` command line of one run (niced, one thread)."""
+def job(name: str, max_iters: int) -> TrainJob:
+    """The ``leanseg train`` run of one row (logged to ``runs/ldn_compare/<name>.log``)."""
     sets = [*COMMON, f"train.max_iters={max_iters}"]
     sets += [f"train.eval_interval={max_iters}", f"train.checkpoint_interval={max_iters}"]
     if name.endswith("camvid"):
         sets.append(f"data.root={CAMVID_ROOT}")
-    line = ["nice", "-n", "5", str(ROOT / ".venv" / "bin" / "leanseg"), "train", RUNS[name]]
-    for item in sets:
-        line += ["--set", item]
-    return [*line, "--work-dir", str(run_dir(name)), "--force", "--no-progress"]
-
-
-def train(names: list[str], max_iters: int, jobs: int) -> None:
-    """Run the trainings, at most ``jobs`` at a time, and fail loudly if one fails."""
-    env = {**os.environ, "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"}
-    pending = list(names)
-    running: dict[str, tuple[subprocess.Popen, float]] = {}
-    failed = []
-    while pending or running:
-        while pending and len(running) < jobs:
-            name = pending.pop(0)
-            line = command(name, max_iters)
-            print("+", shlex.join(line), file=sys.stderr, flush=True)
-            log = open(ROOT / "runs" / "ldn_compare" / f"{name}.log", "w")  # noqa: SIM115
-            process = subprocess.Popen(line, cwd=ROOT, env=env, stdout=log, stderr=log)
-            running[name] = (process, time.perf_counter())
-        time.sleep(2)
-        for name, (process, start) in list(running.items()):
-            if process.poll() is None:
-                continue
-            del running[name]
-            seconds = time.perf_counter() - start
-            print(f"{name}: exit {process.returncode} after {seconds:.0f} s", file=sys.stderr)
-            if process.returncode:
-                failed.append(name)
-    if failed:
-        sys.exit(f"failed runs: {failed} (logs in runs/ldn_compare/<name>.log)")
+    log = REPO / "runs" / "ldn_compare" / f"{name}.log"
+    return TrainJob(name, RUNS[name], run_dir(name), sets, log=log)
 
 
 def read(name: str) -> dict:
     """Last validation record and training wall time of one run directory."""
-    path = run_dir(name) / "metrics.jsonl"
-    records = [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+    records = read_metrics(run_dir(name))
     val = [r for r in records if r.get("split") == "val"]
     if not val:
-        raise SystemExit(f"{path}: no validation record")
+        raise SystemExit(f"{run_dir(name) / 'metrics.jsonl'}: no validation record")
     last = val[-1]
     times = [r["time"] for r in records if "time" in r]
     return {
@@ -116,7 +83,7 @@ def read(name: str) -> dict:
         "boundary_miou": round(last["boundary_miou"], 4),
         "pixel_accuracy": round(last["pixel_accuracy"], 4),
         "wall_s": round(times[-1] - times[0]) if len(times) > 1 else None,
-        "work_dir": str(run_dir(name).relative_to(ROOT)),
+        "work_dir": str(run_dir(name).relative_to(REPO)),
     }
 
 
@@ -129,8 +96,7 @@ def main() -> None:
     parser.add_argument("--json", action="store_true")
     args = parser.parse_args()
     if not args.report_only:
-        (ROOT / "runs" / "ldn_compare").mkdir(parents=True, exist_ok=True)
-        train(args.runs, args.max_iters, args.jobs)
+        train([job(name, args.max_iters) for name in args.runs], parallel=args.jobs, nice=5)
     rows = [read(name) for name in args.runs if (run_dir(name) / "metrics.jsonl").exists()]
     if args.json:
         meta = {
@@ -139,7 +105,7 @@ def main() -> None:
             f"camvid data.root={CAMVID_ROOT}",
             "threads_per_process": 1,
         }
-        commands = {r["run"]: shlex.join(command(r["run"], r["iteration"])) for r in rows}
+        commands = {r["run"]: shlex.join(job(r["run"], r["iteration"]).command()) for r in rows}
         print(json.dumps({"meta": meta, "commands": commands, "results": rows}, indent=1))
         return
     print(f"{'run':18}{'iters':>6}{'mIoU':>8}{'bnd mIoU':>10}{'pix acc':>9}{'wall s':>8}")

@@ -6,9 +6,9 @@ channels) with each decoder, for Cityscapes (19 classes), and reports:
 - GFLOPs (fused multiply-adds, ``leanseg.bench.count_flops``) of the decoder (head) and of the
   whole model at 1x3x1024x2048, beside the values of NRD Table 1 / Table 3;
 - the NRD / DeepLabV3+ decoder FLOP ratio (issue 5 asks for <= 30 %);
-- CPU latency of the decoders alone on the same cached encoder features (median after warm-up,
-  decoders timed in alternating rounds within one process; issue 5 asks for NRD <= 50 % of
-  DeepLabV3+);
+- CPU latency of the decoders alone on the same cached encoder features (median after warm-up
+  rounds, decoders timed in alternating rounds within one process; issue 5 asks for NRD <= 50 %
+  of DeepLabV3+);
 - decoder memory of NRD as leanseg evaluates it (weights at the cell resolution) against the
   reference-implementation approach (θ expanded to stride 4): analytically, as activation memory of
   a training forward (tensors saved for backward, encoder features excluded), and as the increase
@@ -28,15 +28,15 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
-import platform
 import sys
+from functools import partial
 from typing import Any
 
 import torch
 from torch import Tensor, nn
 
-from leanseg.bench import activation_memory, count_flops, measure_latency, measure_memory
+from common import machine, round_robin, summary
+from leanseg.bench import activation_memory, count_flops, measure_memory
 from leanseg.config import ModelConfig
 from leanseg.models import build_segmentor
 from leanseg.nn.heads.nrd import NRDHead, expanded_forward
@@ -147,14 +147,7 @@ def main() -> None:
         "encoder": "resnet50 (deep stem, no dilation, OS 32) + ASPP 512 (separable, 3x3 fusion)",
         "convention": "GFLOPs = 1e9 fused multiply-adds of conv/linear, NRD dynamic-MLP matmuls "
         "and CARAFE reassembly; BN, activations, pooling, softmax, interpolation not counted",
-        "machine": {
-            "cpu": platform.processor() or platform.machine(),
-            "cpu_count": os.cpu_count(),
-            "torch_threads": torch.get_num_threads(),
-            "load_average_at_start": list(os.getloadavg()),
-            "torch": torch.__version__,
-            "python": platform.python_version(),
-        },
+        "machine": machine(),  # its load_average is the load at the start
         "decoders": {},
     }
     heads: dict[str, nn.Module] = {}
@@ -199,25 +192,19 @@ def main() -> None:
         )
 
     # Latency of the decoders on the same cached features, alternating rounds in one process.
-    timed = [n for n in LATENCY_DECODERS if n in heads]
-    samples: dict[str, list[float]] = {n: [] for n in timed}
-    for round_index in range(args.repeats):
-        for name in timed:
-            head = heads[name].eval()
-
-            def call(head: nn.Module = head) -> None:
-                with torch.no_grad():
-                    head(encoder_features, size)
-
-            warmup = args.warmup if round_index == 0 else 0
-            latency = measure_latency(call, warmup=warmup, repeats=1)
-            samples[name].append(latency.median_ms)
-    latency_ms = {n: sorted(v)[len(v) // 2] for n, v in samples.items()}
+    calls = {
+        name: partial(heads[name].eval(), encoder_features, size)
+        for name in LATENCY_DECODERS
+        if name in heads
+    }
+    with torch.no_grad():
+        samples = round_robin(calls, args.warmup, args.repeats)
+    latency_ms = {name: summary(values)["median_ms"] for name, values in samples.items()}
     report["latency_ms_median"] = latency_ms
     report["latency_ms_samples"] = samples
     report["latency_setup"] = (
         f"decoder only on cached encoder features, eval + no_grad, {args.warmup} warm-up "
-        f"call(s) per decoder, then {args.repeats} alternating rounds of one call each; median"
+        f"round(s), then {args.repeats} alternating rounds of one call of each decoder; median"
     )
     if "nrd" in latency_ms and "deeplabv3plus" in latency_ms:
         report["nrd_over_deeplabv3plus_latency"] = latency_ms["nrd"] / latency_ms["deeplabv3plus"]

@@ -18,43 +18,28 @@ Usage (the issue-5 figures ran the two datasets as two parallel processes, then 
 from __future__ import annotations
 
 import argparse
-import json
-import os
-import subprocess
-import sys
-import time
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parents[1]
+from common import REPO, TrainJob, last_validation, read_metrics, train, write_json
+
 DECODERS = ["nrd", "deeplabv3plus", "bilinear"]
 
 
 def run_dir(decoder: str, dataset: str) -> Path:
-    return ROOT / "runs" / f"{decoder}_r18_{dataset}"
+    return REPO / "runs" / f"{decoder}_r18_{dataset}"
 
 
-def train(decoder: str, dataset: str, threads: int) -> float:
-    config = ROOT / "configs" / "nrd" / f"{decoder}_r18_{dataset}.yaml"
-    env = {**os.environ, "OMP_NUM_THREADS": str(threads), "MKL_NUM_THREADS": str(threads)}
-    command = ["nice", "-n", "10", str(ROOT / ".venv" / "bin" / "leanseg"), "train"]
-    command += [str(config), "--work-dir", str(run_dir(decoder, dataset)), "--force"]
-    command += ["--no-progress"]
-    print("$", " ".join(command), file=sys.stderr, flush=True)
-    start = time.perf_counter()
-    subprocess.run(command, check=True, cwd=ROOT, env=env)
-    return time.perf_counter() - start
+def job(decoder: str, dataset: str) -> TrainJob:
+    config = REPO / "configs" / "nrd" / f"{decoder}_r18_{dataset}.yaml"
+    return TrainJob(f"{decoder} {dataset}", config, run_dir(decoder, dataset))
 
 
 def last_val_record(path: Path) -> dict | None:
     """The last validation record of a run, with ``logged_s``: its time minus the first record's."""
-    metrics = path / "metrics.jsonl"
-    if not metrics.exists():
+    val = last_validation(path)
+    if val is None:
         return None
-    records = [json.loads(line) for line in metrics.read_text().splitlines() if line.strip()]
-    val = [r for r in records if r.get("split") == "val"]
-    if not val:
-        return None
-    return {**val[-1], "logged_s": val[-1]["time"] - records[0]["time"]}
+    return {**val, "logged_s": val["time"] - read_metrics(path)[0]["time"]}
 
 
 def main() -> None:
@@ -69,7 +54,9 @@ def main() -> None:
     results: dict[str, dict[str, dict]] = {}
     for dataset in args.datasets:
         for decoder in args.decoders:
-            wall = None if args.report_only else train(decoder, dataset, args.threads)
+            wall = None
+            if not args.report_only:
+                wall = train([job(decoder, dataset)], threads=args.threads)[0].seconds
             record = last_val_record(run_dir(decoder, dataset)) or {}
             results.setdefault(dataset, {})[decoder] = {
                 "iteration": record.get("iteration"),
@@ -78,15 +65,14 @@ def main() -> None:
                 "pixel_accuracy": record.get("pixel_accuracy"),
                 "train_wall_s": wall,
                 "logged_s": record.get("logged_s"),
-                "run_dir": str(run_dir(decoder, dataset).relative_to(ROOT)),
+                "run_dir": str(run_dir(decoder, dataset).relative_to(REPO)),
             }
     for dataset, rows in results.items():
         print(f"\n{dataset}: decoder, iterations, mIoU, boundary mIoU")
         for decoder, row in rows.items():
             print(f"  {decoder:14s} {row['iteration']}  {row['miou']}  {row['boundary_miou']}")
     if args.out:
-        args.out.parent.mkdir(parents=True, exist_ok=True)
-        args.out.write_text(json.dumps(results, indent=2) + "\n")
+        write_json(args.out, results)
 
 
 if __name__ == "__main__":

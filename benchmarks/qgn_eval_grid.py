@@ -11,12 +11,12 @@ eval scheme) and the anytime trade-off: mIoU vs active sites per level for sever
 from __future__ import annotations
 
 import argparse
-import json
 from pathlib import Path
 
 import torch
 import torch.nn.functional as F
 
+from common import write_json
 from leanseg.data import build_dataset, dataset_classes
 from leanseg.engine.loading import TrainedModel, load_trained_model
 from leanseg.engine.run_dir import RunDirectory
@@ -98,11 +98,7 @@ def main() -> None:
             f"{total:.0f}"
         )
     if args.json:
-        Path(args.json).write_text(
-            json.dumps(
-                {"run": str(run), "images": count, "grid": grid, "anytime": anytime}, indent=2
-            )
-        )
+        write_json(args.json, {"run": str(run), "images": count, "grid": grid, "anytime": anytime})
 
 
 if __name__ == "__main__":

@@ -23,22 +23,18 @@ only a placeholder; ``--run RUN`` measures part A with the model of a ``leanseg 
 from __future__ import annotations
 
 import argparse
-import json
-import sys
-import time
 from pathlib import Path
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
-from leanseg.bench import activation_memory, count_flops
+from common import write_json
+from leanseg.bench import activation_memory, count_flops, measure_latency
 from leanseg.config import ModelConfig
 from leanseg.models import build_segmentor
 from leanseg.nn.heads.qgn import dense_masked_logits
-
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-from qgn_eval_grid import load_run  # noqa: E402
+from qgn_eval_grid import load_run
 
 TABLE6_CITYSCAPES = {"decoder": {"all": 2.28, "gtc": 0.09}, "r50": {"all": 5.85, "gtc": 3.66}}
 TABLE2 = {"all": (5.85, 0.48), "gtc_pc": (3.66, 0.25)}
@@ -95,7 +91,7 @@ def part_a(args: argparse.Namespace) -> dict:
             enc_dec += activation_memory(
                 model, image, lambda m, x, label=label: m.losses(x, {"label": label})
             )
-            sites += model.head.last_active_sites[0]
+            sites += model.head.active_sites()["Q0"]
         n = len(samples)
         rows[scheme] = {
             "decoder_bytes": dec / n,
@@ -166,7 +162,7 @@ def part_b(args: argparse.Namespace) -> dict:
     for scheme in args.schemes:
         model.eval()
         flops = count_flops(_Runner(model, scheme, label), image)
-        sites = dict(model.head.last_active_sites)
+        sites = model.head.active_sites()
         head_flops = sum(v for k, v in flops.by_module.items() if ".head." in f".{k}")
         dec = decoder_saved(model, image, label, scheme)
         row = {
@@ -220,13 +216,7 @@ def time_decoder(model, feats, label, scheme, size) -> dict:
 
     out: dict = {"time_sites": {lvl: int(c.shape[0]) for lvl, c in sites.items()}}
     for name, fn in (("sparse_s", sparse_step), ("dense_masked_s", dense_step)):
-        fn()  # warm-up
-        best = float("inf")
-        for _ in range(2):  # best of two
-            start = time.perf_counter()
-            fn()
-            best = min(best, time.perf_counter() - start)
-        out[name] = best
+        out[name] = measure_latency(fn, warmup=1, repeats=2).min_ms / 1e3  # best of two
     head.zero_grad(set_to_none=True)
     return out
 
@@ -253,7 +243,7 @@ def main() -> None:
     if args.skip != "b":
         result["table2"] = part_b(args)
     if args.json:
-        Path(args.json).write_text(json.dumps(result, indent=2, default=str))
+        write_json(args.json, result)
 
 
 if __name__ == "__main__":

@@ -15,13 +15,14 @@ Saved bytes = tensors autograd (or the sparse Function) keeps for backward, as
 from __future__ import annotations
 
 import argparse
-import json
 import time
 from pathlib import Path
 
 import torch
 import torch.nn.functional as F
 
+from common import write_json
+from leanseg.bench import measure_latency
 from leanseg.nn.sparse import SparseTensor, SubmConv2d
 from leanseg.structures.quadtree import leaf_level_map, t_pyramid
 
@@ -72,13 +73,8 @@ def saved_bytes(fn) -> int:
 
 
 def timed(fn, repeats: int) -> float:
-    fn()
-    best = float("inf")
-    for _ in range(repeats):
-        start = time.perf_counter()
-        fn()
-        best = min(best, time.perf_counter() - start)
-    return best
+    """Seconds of the fastest of ``repeats`` calls, after one warm-up call."""
+    return measure_latency(fn, warmup=1, repeats=repeats).min_ms / 1e3
 
 
 def measure(conv: SubmConv2d, dense_x: torch.Tensor, mask: torch.Tensor, repeats: int) -> tuple:
@@ -189,7 +185,7 @@ def main() -> None:
     args = parser.parse_args()
     result = run(args)
     if args.json:
-        Path(args.json).write_text(json.dumps(result, indent=2))
+        write_json(args.json, result)
 
 
 if __name__ == "__main__":

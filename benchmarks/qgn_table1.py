@@ -17,21 +17,14 @@ Loss weightings are written ``g0.75``, ``g1``, ``g1.25`` (fixed, QGN eq. 7 with 
 from __future__ import annotations
 
 import argparse
-import json
-import os
-import subprocess
-import sys
-import time
-from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import torch
 
+from common import TrainJob, train, write_json
 from leanseg.data import build_dataset, dataset_classes
 from leanseg.engine.checkpoint import load_checkpoint
-
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-from qgn_eval_grid import evaluate, load_run  # noqa: E402
+from qgn_eval_grid import evaluate, load_run
 
 EVAL_SCHEMES = ("all", "gtc", "pc")
 
@@ -53,30 +46,19 @@ def finished_iteration(run: Path) -> int:
     return int(load_checkpoint(last, map_location="cpu").get("iteration", -1))
 
 
-def train(
-    config: str, run: Path, scheme: str, weighting: str, args: argparse.Namespace
-) -> float | None:
-    """Train one cell of the grid with ``leanseg train``; wall seconds, None if reused."""
-    if finished_iteration(run) >= args.max_iters:
-        return None
-    command = [
-        sys.executable, "-m", "leanseg", "train", config, "--no-progress",
-        "--work-dir", str(run),
-        "--set", f"model.head.train_scheme={scheme}",
-        "--set", f"train.max_iters={args.max_iters}",
-        "--set", f"train.eval_interval={args.max_iters}",
-        "--set", f"train.num_threads={args.threads}",
-        *[item for o in weighting_overrides(weighting) for item in ("--set", o)],
-        *[item for o in args.set for item in ("--set", o)],
-    ]  # fmt: skip
-    if (run / "checkpoints").is_dir():
-        command.append("--resume")
-    run.parent.mkdir(parents=True, exist_ok=True)
-    env = {**os.environ, "OMP_NUM_THREADS": str(args.threads)}
-    start = time.perf_counter()
-    with open(run.parent / f"{run.name}.log", "a") as log:
-        subprocess.run(command, check=True, stdout=log, stderr=subprocess.STDOUT, env=env)
-    return time.perf_counter() - start
+def job(config: Path, run: Path, scheme: str, weighting: str, args: argparse.Namespace) -> TrainJob:
+    """The ``leanseg train`` run of one cell of the grid; it resumes a run that has started."""
+    overrides = [
+        f"model.head.train_scheme={scheme}",
+        f"train.max_iters={args.max_iters}",
+        f"train.eval_interval={args.max_iters}",
+        f"train.num_threads={args.threads}",
+        *weighting_overrides(weighting),
+        *args.set,
+    ]
+    log = run.parent / f"{run.name}.log"
+    resume = (run / "checkpoints").is_dir()
+    return TrainJob(run.name, config, run, overrides, log=log, resume=resume)
 
 
 def evaluate_run(run: Path, images: int) -> dict[str, dict]:
@@ -105,15 +87,13 @@ def main() -> None:
     out = Path(args.out)
     cells = [(s, w) for s in args.train_schemes for w in args.weightings]
     runs = {cell: out / f"train_{cell[0]}_{cell[1]}" for cell in cells}
-
-    with ThreadPoolExecutor(max_workers=args.parallel) as pool:
-        seconds = dict(
-            zip(
-                cells,
-                pool.map(lambda c: train(args.config, runs[c], c[0], c[1], args), cells),
-                strict=True,
-            )
-        )
+    # Cells whose run already reached the iteration count are evaluated, not trained again.
+    to_train = [cell for cell in cells if finished_iteration(runs[cell]) < args.max_iters]
+    config = Path(args.config).resolve()  # the runs start in the repository's folder
+    jobs = [job(config, runs[cell].resolve(), *cell, args) for cell in to_train]
+    outcomes = train(jobs, parallel=args.parallel, threads=args.threads, nice=0)
+    seconds: dict = dict.fromkeys(cells)
+    seconds.update((cell, o.seconds) for cell, o in zip(to_train, outcomes, strict=True))
     rows = []
     print(f"{args.config}: {args.max_iters} iterations per run, {args.images} val images")
     print(f"{'train':>5} {'loss':>8} | " + " | ".join(f"{s:^13}" for s in EVAL_SCHEMES))
@@ -134,20 +114,16 @@ def main() -> None:
         )
         print(f"{scheme:>5} {weighting:>8} | {cells_text}", flush=True)
     if args.json:
-        Path(args.json).write_text(
-            json.dumps(
-                {
-                    "config": args.config,
-                    "max_iters": args.max_iters,
-                    "images": args.images,
-                    "threads_per_run": args.threads,
-                    "parallel_runs": args.parallel,
-                    "overrides": args.set,
-                    "rows": rows,
-                },
-                indent=2,
-            )
-        )
+        record = {
+            "config": args.config,
+            "max_iters": args.max_iters,
+            "images": args.images,
+            "threads_per_run": args.threads,
+            "parallel_runs": args.parallel,
+            "overrides": args.set,
+            "rows": rows,
+        }
+        write_json(args.json, record)
 
 
 if __name__ == "__main__":

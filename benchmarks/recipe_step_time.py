@@ -10,19 +10,15 @@ warm-up step and ``--steps`` timed steps (mean reported). Writes
 from __future__ import annotations
 
 import argparse
-import json
-import os
-import platform
 import sys
-import time
 from contextlib import nullcontext
-from pathlib import Path
 
 import torch
 
+from common import REPO, machine, write_json
+from leanseg.bench import measure_latency
 from leanseg.models import create_model
 
-ROOT = Path(__file__).resolve().parents[1]
 VARIANTS = [
     ("ladder w128, NCHW, fp32", {"channels": 128}, False, False),
     ("ladder w128, channels-last, fp32", {"channels": 128}, True, False),
@@ -57,18 +53,14 @@ def step_seconds(head_options: dict, channels_last: bool, bf16: bool, steps: int
         loss.backward()
         optimizer.step()
 
-    step()
-    start = time.perf_counter()
-    for _ in range(steps):
-        step()
-    return (time.perf_counter() - start) / steps
+    return measure_latency(step, warmup=1, repeats=steps).mean_ms / 1e3
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--steps", type=int, default=2)
-    parser.add_argument("--json", default=str(ROOT / "benchmarks/results/recipe_step_time.json"))
+    parser.add_argument("--json", default=str(REPO / "benchmarks/results/recipe_step_time.json"))
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     rows = {}
@@ -79,14 +71,9 @@ def main() -> None:
         "seconds_per_step": rows,
         "batch": "8 x 288x384",
         "command": " ".join([sys.executable, *sys.argv]),
-        "machine": {
-            "cpu_cores": os.cpu_count(),
-            "threads": args.threads,
-            "platform": platform.platform(),
-            "torch": torch.__version__,
-        },
+        "machine": machine(),
     }
-    Path(args.json).write_text(json.dumps(record, indent=2) + "\n")
+    write_json(args.json, record)
 
 
 if __name__ == "__main__":

@@ -16,19 +16,19 @@ from __future__ import annotations
 
 import argparse
 import json
-import subprocess
 import sys
-import time
-from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import torch
 import torch.nn.functional as F
 
-ROOT = Path(__file__).resolve().parents[1]
+from common import REPO, TrainJob, last_validation, train, write_json
+from leanseg.data import build_dataset
+from leanseg.engine.loading import load_trained_model
+
 ROWS = ("a", "f", "h")
 DATASETS = ("synthetic", "camvid")
-RUN_ROOT = ROOT / "runs" / "sandf_compare"
+RUN_ROOT = REPO / "runs" / "sandf_compare"
 MAX_IMAGES = 30
 BUDGET = [
     "train.max_iters=60",
@@ -47,44 +47,16 @@ def run_dir(row: str, dataset: str) -> Path:
     return RUN_ROOT / f"{row}_{dataset}"
 
 
-def train(row: str, dataset: str) -> tuple[str, str, int, float]:
-    config = ROOT / "configs" / "sandf" / f"sandf_{row}_hrnet18_{dataset}.yaml"
-    cmd = [
-        str(Path(sys.executable).with_name("leanseg")),
-        "train",
-        str(config),
-        "--no-progress",
-        "--force",
-    ]
-    cmd += ["--work-dir", str(run_dir(row, dataset))]
-    for item in BUDGET:
-        cmd += ["--set", item]
-    start = time.perf_counter()
+def job(row: str, dataset: str) -> TrainJob:
+    config = REPO / "configs" / "sandf" / f"sandf_{row}_hrnet18_{dataset}.yaml"
     log = RUN_ROOT / f"{row}_{dataset}.log"
-    log.parent.mkdir(parents=True, exist_ok=True)
-    with log.open("w") as handle:
-        code = subprocess.call(cmd, cwd=ROOT, stdout=handle, stderr=subprocess.STDOUT)
-    return row, dataset, code, time.perf_counter() - start
-
-
-def last_val(path: Path) -> dict:
-    val = None
-    for line in path.read_text().splitlines():
-        record = json.loads(line)
-        if record.get("split") == "val":
-            val = record
-    if val is None:
-        raise RuntimeError(f"{path}: no val record")
-    return val
+    return TrainJob(f"{row} {dataset}", config, run_dir(row, dataset), BUDGET, log=log)
 
 
 @torch.no_grad()
 def level_shares(checkpoint: Path) -> list[float]:
-    from leanseg.data import build_dataset
-    from leanseg.engine.inference import Predictor
-
-    predictor = Predictor.from_checkpoint(checkpoint)
-    model, cfg = predictor.model.eval(), predictor.cfg
+    trained = load_trained_model(checkpoint)
+    model, cfg = trained.model, trained.cfg
     head = model.head
     num_levels = head.num_levels
     if head.output != "pyramid":  # rows A-C and I: every pixel comes from the finest output
@@ -132,13 +104,11 @@ def main() -> None:
     pairs = [(d, r) for d in args.datasets.split(",") for r in args.rows]
     seconds: dict[tuple[str, str], float] = {}
     if not args.report_only:
-        with ThreadPoolExecutor(max_workers=args.jobs) as pool:
-            for row, dataset, code, took in pool.map(lambda p: train(p[1], p[0]), pairs):
-                print(f"trained {row} {dataset}: exit {code}, {took:.0f} s", flush=True)
-                if code:
-                    log = RUN_ROOT / f"{row}_{dataset}.log"
-                    print(log.read_text()[-2000:], file=sys.stderr)
-                seconds[(row, dataset)] = took
+        # A failed run is left out of the table; the others are still reported.
+        jobs = [job(row, dataset) for dataset, row in pairs]
+        outcomes = train(jobs, parallel=args.jobs, nice=0, check=False)
+        for (dataset, row), outcome in zip(pairs, outcomes, strict=True):
+            seconds[(row, dataset)] = outcome.seconds
     table = []
     if args.report_only and args.json is not None and args.json.is_file():
         # keep runs not re-read here, and the training times measured when they ran
@@ -150,7 +120,9 @@ def main() -> None:
     for dataset, row in pairs:
         directory = run_dir(row, dataset)
         try:
-            val = last_val(directory / "metrics.jsonl")
+            val = last_validation(directory)
+            if val is None:
+                raise RuntimeError(f"{directory / 'metrics.jsonl'}: no val record")
             shares = level_shares(directory / "checkpoints" / "last.pt")
         except Exception as err:  # report every run that did finish
             print(f"{row} {dataset}: {err}", file=sys.stderr)
@@ -169,9 +141,7 @@ def main() -> None:
     table.sort(key=lambda r: (DATASETS.index(r["dataset"]), ROWS.index(r["row"])))
     print(report(table))
     if args.json is not None:
-        args.json.parent.mkdir(parents=True, exist_ok=True)
-        payload = {"budget": BUDGET, "val_images": MAX_IMAGES, "runs": table}
-        args.json.write_text(json.dumps(payload, indent=2) + "\n")
+        write_json(args.json, {"budget": BUDGET, "val_images": MAX_IMAGES, "runs": table})
 
 
 if __name__ == "__main__":

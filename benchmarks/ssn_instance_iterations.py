@@ -22,17 +22,16 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
-import platform
-import statistics
-import time
+from functools import partial
 from pathlib import Path
 
 import torch
 
+from common import machine, round_robin, summary, write_json
 from leanseg.config import ModelConfig
 from leanseg.data import build_dataset, dataset_classes
-from leanseg.engine.inference import Predictor
+from leanseg.engine.loading import load_trained_model
+from leanseg.engine.run_dir import RunDirectory
 from leanseg.instance_metrics import InstanceAP
 from leanseg.models import build_segmentor
 from leanseg.nn.fold_bn import fold_batchnorm
@@ -86,24 +85,18 @@ def time_iterations(args: argparse.Namespace) -> dict[int, dict[str, float]]:
         iterative_sampling(grid, instance_offsets, t, head.inference_mode)
 
     kinds = {"full": full, "module": module, "sampling": sampling}
-    times = {t: {key: [] for key in kinds} for t in ITERATIONS}
+    calls = {(t, key): partial(fn, t) for t in ITERATIONS for key, fn in kinds.items()}
     with torch.no_grad():
-        for round_index in range(args.warmup + args.repeats):
-            for t in ITERATIONS:
-                for key, fn in kinds.items():
-                    start = time.perf_counter()
-                    fn(t)
-                    elapsed = (time.perf_counter() - start) * 1e3
-                    if round_index >= args.warmup:
-                        times[t][key].append(elapsed)
+        times = round_robin(calls, args.warmup, args.repeats)
+    median = {call: summary(values)["median_ms"] for call, values in times.items()}
     return {
         t: {
-            "full_ms": statistics.median(v["full"]),
-            "module_ms": statistics.median(v["module"]),
-            "sampling_ms": statistics.median(v["sampling"]),
-            "fps": 1e3 / statistics.median(v["full"]),
+            "full_ms": median[(t, "full")],
+            "module_ms": median[(t, "module")],
+            "sampling_ms": median[(t, "sampling")],
+            "fps": 1e3 / median[(t, "full")],
         }
-        for t, v in times.items()
+        for t in ITERATIONS
     }
 
 
@@ -111,9 +104,8 @@ def evaluate_iterations(
     run: Path, iterations: tuple[int, ...], max_images: int | None
 ) -> dict[int, dict[str, float]]:
     """AP / AP50 of a trained instance model on the held-out split, for every t."""
-    checkpoint = run / "checkpoints" / "last.pt"
-    predictor = Predictor.from_checkpoint(checkpoint)
-    model, cfg = predictor.model.eval(), predictor.cfg
+    trained = load_trained_model(RunDirectory(run).last_checkpoint)
+    model, cfg = trained.model, trained.cfg
     dataset = build_dataset(cfg.data, cfg.data.val_split, train=False)
     names = dataset_classes(cfg.data)
     count = len(dataset) if max_images is None else min(max_images, len(dataset))
@@ -147,15 +139,7 @@ def main() -> None:
     args = parser.parse_args()
     if args.threads:
         torch.set_num_threads(args.threads)
-    result: dict = {
-        "machine": {
-            "platform": platform.platform(),
-            "cpu_count": os.cpu_count(),
-            "cpus_available": len(os.sched_getaffinity(0)),
-            "torch_threads": torch.get_num_threads(),
-            "torch": torch.__version__,
-        }
-    }
+    result: dict = {"machine": machine()}
     if not args.no_timing:
         result["machine"].update(input=[1, 3, args.height, args.width], bn_folded=True)
         result["latency"] = time_iterations(args)
@@ -173,8 +157,7 @@ def main() -> None:
             print(f"{t:3d} {100 * row['AP']:6.1f} {100 * row['AP50']:6.1f}")
     print("machine:", json.dumps(result["machine"]))
     if args.json:
-        args.json.parent.mkdir(parents=True, exist_ok=True)
-        args.json.write_text(json.dumps(result, indent=2, default=str))
+        write_json(args.json, result)
 
 
 if __name__ == "__main__":

@@ -19,16 +19,12 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
-import platform
-import statistics
-import time
-from collections.abc import Callable
 from pathlib import Path
 
 import torch
 import torch.nn.functional as F
 
+from common import machine, round_robin, summary, write_json
 from leanseg.bench import count_flops, count_parameters
 from leanseg.config import ModelConfig
 from leanseg.models import build_segmentor
@@ -43,22 +39,6 @@ MODELS: dict[str, tuple[str, str]] = {
     "ssn encoder + iGUM": ("ssn_encoder", "igum"),
     "ssn encoder + bilinear": ("ssn_encoder", "bilinear"),
 }
-
-
-def round_robin(
-    fns: dict[str, Callable[[], object]], warmup: int, repeats: int
-) -> dict[str, list[float]]:
-    """Milliseconds per call of each function, timed one call of each per round."""
-    times: dict[str, list[float]] = {name: [] for name in fns}
-    with torch.no_grad():
-        for round_index in range(warmup + repeats):
-            for name, fn in fns.items():
-                start = time.perf_counter()
-                fn()
-                elapsed = (time.perf_counter() - start) * 1e3
-                if round_index >= warmup:
-                    times[name].append(elapsed)
-    return times
 
 
 def main() -> None:
@@ -106,12 +86,14 @@ def main() -> None:
     forwards["op: iGUM bilinear"] = lambda: guided_upsample(coarse, offsets, size, "bilinear")
     forwards["op: iGUM nearest"] = lambda: guided_upsample(coarse, offsets, size, "nearest")
 
-    times = round_robin(forwards, args.warmup, args.repeats)
+    with torch.no_grad():
+        times = round_robin(forwards, args.warmup, args.repeats)
     for name, values in times.items():
+        latency = summary(values, warmup=args.warmup)
         row = rows.setdefault(name, {})
-        row["latency_median_ms"] = statistics.median(values)
-        row["latency_min_ms"] = min(values)
-        row["latency_max_ms"] = max(values)
+        row["latency_median_ms"] = latency["median_ms"]
+        row["latency_min_ms"] = latency["min_ms"]
+        row["latency_max_ms"] = latency["max_ms"]
 
     def ms(name: str) -> float:
         return rows[name]["latency_median_ms"]
@@ -128,20 +110,9 @@ def main() -> None:
         "ssn_igum_vs_erfnet_baseline_speedup": ms("erfnet + erfnet decoder")
         / ms("ssn encoder + iGUM"),
     }
-    machine = {
-        "platform": platform.platform(),
-        "processor": platform.processor() or platform.machine(),
-        "cpu_count": os.cpu_count(),
-        "cpus_available": len(os.sched_getaffinity(0))
-        if hasattr(os, "sched_getaffinity")
-        else None,
-        "torch_threads": torch.get_num_threads(),
-        "torch": torch.__version__,
-        "input": [1, 3, *size],
-        "warmup": args.warmup,
-        "repeats": args.repeats,
-        "bn_folded": True,
-    }
+    described = machine(
+        input=[1, 3, *size], warmup=args.warmup, repeats=args.repeats, bn_folded=True
+    )
 
     print(
         f"input 1x3x{args.height}x{args.width}, {args.num_classes} classes, BN folded, "
@@ -156,12 +127,9 @@ def main() -> None:
         print(f"{name:28s} {params} {gflops} {head} {latency:9.1f} {1e3 / latency:7.2f}")
     for key, value in checks.items():
         print(f"{key}: {value:.3f}" if isinstance(value, float) else f"{key}: {value}")
-    print("machine:", json.dumps(machine))
+    print("machine:", json.dumps(described))
     if args.json:
-        args.json.parent.mkdir(parents=True, exist_ok=True)
-        args.json.write_text(
-            json.dumps({"rows": rows, "checks": checks, "machine": machine}, indent=2)
-        )
+        write_json(args.json, {"rows": rows, "checks": checks, "machine": described})
 
 
 if __name__ == "__main__":

@@ -6,7 +6,7 @@ Runs, one after another (each with ``nice -n 10``), on CPU:
   (``configs/ssn/erfnet_synthetic.yaml``, ``erfnet_igum_synthetic.yaml``) -> mIoU;
 - CamVid, semantic: the same pair (``erfnet_camvid.yaml``, ``erfnet_igum_camvid.yaml``) -> mIoU;
 - synthetic scenes, instances: SSN encoder + instance module (``ssn_instance_synthetic.yaml``)
-  -> mIoU and AP / AP50 on held-out scenes (``benchmarks/ssn_instance_iterations.py --run``).
+  -> mIoU and AP / AP50 on held-out scenes (``ssn_instance_iterations.evaluate_iterations``).
 
 mIoU is the trainer's own final validation (``metrics.jsonl``). The budgets are tiny (CPU,
 shared cores): small crops, few hundred iterations, a fixed seed.
@@ -21,13 +21,12 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import subprocess
-import sys
-import time
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parents[1]
-LEANSEG = [str(Path(sys.executable).with_name("leanseg"))]
+import torch
+
+from common import REPO, TrainJob, last_validation, machine, train, write_json
+from ssn_instance_iterations import ITERATIONS, evaluate_iterations
 
 SYNTHETIC = [
     "data.options={num_samples: 200, size: [128, 256], seed: 0}",
@@ -56,14 +55,6 @@ GROUPS: dict[str, list[tuple[str, list[str]]]] = {
 }
 
 
-def run(command: list[str]) -> None:
-    print("+", " ".join(command), flush=True)
-    # One intra-op thread: on 2 shared cores, 2 OpenMP threads competing with other processes
-    # made a training step 10-30x slower (spin-waiting), 1 thread does not.
-    env = {**os.environ, "OMP_NUM_THREADS": os.environ.get("OMP_NUM_THREADS", "1")}
-    subprocess.run(["nice", "-n", "10", *command], check=True, cwd=ROOT, env=env)
-
-
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--only", nargs="+", default=list(GROUPS), choices=list(GROUPS))
@@ -71,6 +62,10 @@ def main() -> None:
     parser.add_argument("--runs-dir", type=Path, default=Path("runs/ssn_train"))
     parser.add_argument("--json", type=Path, default=None)
     args = parser.parse_args()
+    # One intra-op thread: on 2 shared cores, 2 OpenMP threads competing with other processes
+    # made a training step 10-30x slower (spin-waiting), 1 thread does not.
+    threads = int(os.environ.get("OMP_NUM_THREADS", "1"))
+    torch.set_num_threads(threads)  # the AP of the instance run is computed here
     results: dict = {}
     if args.json and args.json.exists():
         results = json.loads(args.json.read_text())
@@ -85,27 +80,11 @@ def main() -> None:
                 "train.log_interval=25",
                 "train.warmup_iters=0",
             ]
-            set_args = [item for s in sets for item in ("--set", s)]
-            start = time.time()
-            run(
-                [
-                    *LEANSEG,
-                    "train",
-                    f"configs/ssn/{name}.yaml",
-                    *set_args,
-                    "--work-dir",
-                    str(work_dir),
-                    "--force",
-                    "--no-progress",
-                ]
-            )
-            train_s = time.time() - start
-            records = [
-                json.loads(line)
-                for line in (ROOT / work_dir / "metrics.jsonl").read_text().splitlines()
-                if line.strip()
-            ]
-            evaluation = [r for r in records if r.get("split") == "val"][-1]
+            config = f"configs/ssn/{name}.yaml"
+            train_s = train([TrainJob(name, config, work_dir, sets)], threads=threads)[0].seconds
+            evaluation = last_validation(REPO / work_dir)
+            if evaluation is None:
+                raise SystemExit(f"{work_dir}: the run logged no validation")
             entry = {
                 "config": f"configs/ssn/{name}.yaml",
                 "overrides": sets,
@@ -114,29 +93,14 @@ def main() -> None:
                 "pixel_accuracy": evaluation.get("pixel_accuracy"),
             }
             if group == "instance":
-                ap_json = work_dir / "instance_ap.json"
-                run(
-                    [
-                        sys.executable,
-                        "benchmarks/ssn_instance_iterations.py",
-                        "--no-timing",
-                        "--run",
-                        str(work_dir),
-                        "--max-images",
-                        "40",
-                        "--json",
-                        str(ap_json),
-                    ]
-                )
-                entry["instance"] = json.loads((ROOT / ap_json).read_text())["accuracy"]
+                entry["instance"] = evaluate_iterations(REPO / work_dir, ITERATIONS, max_images=40)
             results[name] = entry
             print(json.dumps({name: {k: v for k, v in entry.items() if k != "instance"}}))
             if args.json:
-                args.json.parent.mkdir(parents=True, exist_ok=True)
-                args.json.write_text(json.dumps(results, indent=2))
-    results["machine"] = {"cpu_count": os.cpu_count(), "cpus": len(os.sched_getaffinity(0))}
+                write_json(args.json, results)
+    results["machine"] = machine()
     if args.json:
-        args.json.write_text(json.dumps(results, indent=2))
+        write_json(args.json, results)
 
 
 if __name__ == "__main__":
