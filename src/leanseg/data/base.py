@@ -9,6 +9,8 @@ key            before transforms (numpy)                   after ``ToTensor`` (t
 ``label``      ``uint8 (H, W)`` class ids, 255 = ignore    ``int64 (H, W)``
 ``instance``   ``int32 (H, W)``, 0 = no instance (opt.)    ``int64 (H, W)``
 ``disparity``  ``float32 (H, W)``, 0 = unknown (optional)  ``float32 (H, W)``
+``stereo_``    ``float``: stereo baseline in metres, with  ``float32`` scalar
+``baseline``   disparity where the camera is known (opt.)
 ``name``       ``str``: file stem, used for outputs        ``str``
 =============  ==========================================  ===================================
 
@@ -46,6 +48,8 @@ class SampleFiles:
     label: Path | None
     instance: Path | None = None
     disparity: Path | None = None
+    # Stereo camera constants of the image (Cityscapes ``camera/*_camera.json``).
+    camera: Path | None = None
 
 
 class SegmentationDataset(Dataset):

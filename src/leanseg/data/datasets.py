@@ -43,6 +43,7 @@ from leanseg.data.classes import (
 )
 from leanseg.data.colour_labels import ColourTable, UnknownColours, read_colour_label
 from leanseg.data.io import open_image, read_rgb
+from leanseg.data.stereo import cityscapes_camera_path, read_cityscapes_camera
 
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg")
 # Modes of single-channel PNGs whose pixel values are the stored ids.
@@ -178,6 +179,8 @@ class _FileDataset(SegmentationDataset):
             raw = read_index_map(files.disparity, "disparity")
             _check_size(files.image, hw, files.disparity, "disparity", raw.shape)
             sample["disparity"] = decode_disparity(raw)
+        if files.camera is not None:
+            sample["stereo_baseline"] = read_cityscapes_camera(files.camera).baseline
         return sample
 
     def _read_label(self, path: Path) -> np.ndarray:
@@ -233,14 +236,16 @@ class Cityscapes(_FileDataset):
     ``gtFine/<split>/<city>/*_gtFine_labelIds.png``, mapped from the 34 label ids to the 19 train
     ids on load (so the ``labelTrainIds`` files are not needed). Where present, also
     ``*_gtFine_instanceIds.png`` as ``instance`` (raw Cityscapes ids ``class_id * 1000 + index``;
-    values below 1000 -> 0) and ``disparity/<split>/<city>/*_disparity.png`` as ``disparity``.
+    values below 1000 -> 0) and ``disparity/<split>/<city>/*_disparity.png`` as ``disparity``,
+    with the stereo baseline of ``camera/<split>/<city>/*_camera.json`` as ``stereo_baseline``
+    when both files exist (depth-guided scale selection, thesis ch. 3, needs the two together).
 
     Args:
         root: The Cityscapes folder holding ``leftImg8bit/`` and ``gtFine/``.
         split: ``train``, ``val`` or ``test``.
         transform: Applied to each sample by ``__getitem__``.
         instances: Load instance ids when the file exists.
-        disparity: Load disparity when the file exists.
+        disparity: Load disparity (and the camera's stereo baseline) when the files exist.
     """
 
     classes = CITYSCAPES_CLASSES
@@ -271,13 +276,16 @@ class Cityscapes(_FileDataset):
             gt = self.root / "gtFine" / self.split / city
             instance = gt / f"{base}_gtFine_instanceIds.png"
             disparity = self.root / "disparity" / self.split / city / f"{base}_disparity.png"
+            disparity_found = self.load_disparity and disparity.is_file()
+            camera = cityscapes_camera_path(self.root, self.split, base)
             files.append(
                 SampleFiles(
                     name=base,
                     image=image,
                     label=gt / f"{base}_gtFine_labelIds.png",
                     instance=instance if self.load_instances and instance.is_file() else None,
-                    disparity=disparity if self.load_disparity and disparity.is_file() else None,
+                    disparity=disparity if disparity_found else None,
+                    camera=camera if disparity_found and camera.is_file() else None,
                 )
             )
         return _require_labels(files)

@@ -236,7 +236,8 @@ class ToTensor:
     """Convert a numpy sample to tensors; normalise the image with ``mean`` and ``std``.
 
     ``image`` becomes ``float32 (3, H, W)`` with ``(x / 255 - mean) / std``; ``label`` and
-    ``instance`` become ``int64``; ``disparity`` ``float32``; other keys (``name``) are kept.
+    ``instance`` become ``int64``; ``disparity`` ``float32``; ``stereo_baseline`` a ``float32``
+    scalar tensor (a batch of them is ``(B,)``); other keys (``name``) are kept.
 
     Args:
         mean: Per-channel mean of images scaled to 0..1 (RGB).
@@ -257,6 +258,8 @@ class ToTensor:
                 out[key] = torch.from_numpy(np.array(sample[key], dtype=np.int64))
         if "disparity" in sample:
             out["disparity"] = torch.from_numpy(np.array(sample["disparity"], dtype=np.float32))
+        if "stereo_baseline" in sample:
+            out["stereo_baseline"] = torch.tensor(float(sample["stereo_baseline"]))
         return out
 
     def __repr__(self) -> str:

@@ -8,6 +8,7 @@ import numpy as np
 from torch.utils.data import Dataset
 
 from leanseg.data.base import IGNORE_INDEX, DatasetError, Sample, Transform
+from leanseg.data.synthetic.camera import scene_rig
 from leanseg.data.synthetic.files import manifest_entry, read_manifest, sample_paths, write_dataset
 from leanseg.data.synthetic.labels import CLASSES, PALETTE
 from leanseg.data.synthetic.maps import decode_disparity
@@ -20,7 +21,9 @@ class SyntheticStreetScenes(Dataset):
 
     Scene ``index`` of ``split`` is rendered by :func:`~leanseg.data.synthetic.generate_scene`
     from :func:`~leanseg.data.synthetic.scene_seed`, so the train, val and test splits never
-    share a scene, and ``seed`` picks another set of scenes altogether.
+    share a scene, and ``seed`` picks another set of scenes altogether. Each sample also carries
+    ``stereo_baseline``, the baseline in metres of the scene's stereo rig (the camera constant
+    depth-guided scale selection needs beside the disparity, thesis eq. 3.1).
 
     Args:
         split: ``"train"``, ``"val"`` or ``"test"``.
@@ -100,7 +103,13 @@ class SyntheticStreetScenes(Dataset):
         return self.transform(sample) if self.transform is not None else sample
 
     def _render(self, index: int) -> Sample:
-        return generate_scene(self.scene_seed(index), self.size)
+        sample = generate_scene(self.scene_seed(index), self.size)
+        sample["stereo_baseline"] = self._baseline(index)
+        return sample
+
+    def _baseline(self, index: int) -> float:
+        """The stereo baseline of scene ``index``'s rig, without rendering the scene."""
+        return float(scene_rig(self.scene_seed(index), self.size).baseline)
 
     def _read(self, index: int) -> Sample:
         from leanseg.data.io import read_label, read_rgb
@@ -113,5 +122,6 @@ class SyntheticStreetScenes(Dataset):
             "label": read_label(paths["labels"]).astype(np.uint8),
             "instance": read_label(paths["instances"]).astype(np.int32),
             "disparity": decode_disparity(read_label(paths["disparity"])),
+            "stereo_baseline": self._baseline(index),
             "name": name,
         }
