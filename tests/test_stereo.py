@@ -91,3 +91,27 @@ def test_cityscapes_disparity_and_camera_drive_the_multiplexer(tmp_path):
         expected = min(range(8), key=lambda level, s=s: abs(1.3**level - s))
         assert levels[0, m, :, 0].tolist() == [expected, expected]
     assert levels[0, :, :, 2].eq(0).all()  # unknown disparity: fallback level 0
+
+
+def test_cityscapes_samples_carry_the_stereo_baseline_of_their_camera_file(tmp_path):
+    _write_cityscapes(tmp_path)
+    sample = Cityscapes(tmp_path, "train")[0]
+    assert sample["stereo_baseline"] == pytest.approx(0.209313)
+    # Without disparity (or without the camera file) the sample has no baseline.
+    assert "stereo_baseline" not in Cityscapes(tmp_path, "train", disparity=False)[0]
+    camera = cityscapes_camera_path(tmp_path, "train", sample["name"])
+    camera.unlink()
+    sample = Cityscapes(tmp_path, "train")[0]
+    assert "disparity" in sample and "stereo_baseline" not in sample
+
+
+def test_cityscapes_without_camera_files_is_refused_for_depth_selection_by_key(tmp_path):
+    from leanseg.engine.model_inputs import check_dataset_inputs
+    from leanseg.models import create_model
+
+    paths = _write_cityscapes(tmp_path)
+    model = create_model("scale_invariant", "resnet18", num_classes=19, hidden_channels=8)
+    check_dataset_inputs(model, Cityscapes(tmp_path, "train"), name="cityscapes")  # complete
+    paths["camera"].unlink()
+    with pytest.raises(DatasetError, match="'stereo_baseline'.*cityscapes.*camera/"):
+        check_dataset_inputs(model, Cityscapes(tmp_path, "train"), name="cityscapes")

@@ -1,6 +1,8 @@
 """Model builders: small name -> function tables and :func:`build_model`.
 
-A model is ``backbone -> context (optional) -> head`` (DESIGN.md). The tables below are the only
+A model is ``backbone -> context (optional) -> head`` (DESIGN.md), or one of
+:data:`PYRAMID_MODELS`, which apply the backbone themselves to every level of an image pyramid
+(depth-guided scale selection, thesis ch. 3). The tables below are the only
 place names are looked up; each entry is a plain function or class whose keyword arguments are the
 options a config may set. A run reads its config with :func:`load_run_config`, which validates the
 options against those signatures once, at load time, so ``model.head.dropuot: 0.1`` fails with the
@@ -42,6 +44,8 @@ from leanseg.nn.heads.nrd import NRDHead
 from leanseg.nn.heads.qgn import QGNHead
 from leanseg.nn.heads.sandf import SandFHead
 from leanseg.nn.heads.ssn_instance import SSNInstanceHead
+from leanseg.nn.scale_selection import model as scale_selection
+from leanseg.nn.scale_selection.model import ScaleSelectionSegmentor
 from leanseg.nn.segmentor import Segmentor
 
 BACKBONES: dict[str, Callable[..., nn.Module]] = {
@@ -86,9 +90,31 @@ HEADS: dict[str, Callable[..., nn.Module]] = {
     "sandf": SandFHead,
 }
 
+# Models that are not ``backbone -> context -> head``: the rows of thesis Table 3.1, which run the
+# backbone (the shared extractor) on each level of an image pyramid and classify the levels the
+# disparity selects. A config names them as its head (``model.head: {name: scale_invariant,
+# hidden_channels: 128}``); ``model.backbone`` is the extractor and ``model.context`` must be
+# null. The class-balanced loss of thesis 3.4 is their ``class_balancing`` option (on by default,
+# as in the thesis).
+PYRAMID_MODELS: dict[str, Callable[..., nn.Module]] = {
+    "single5": scale_selection.single5,
+    "single3_5": scale_selection.single3_5,
+    "fixed_scales": scale_selection.fixed_scales,
+    "scale_invariant": scale_selection.scale_invariant,
+}
+
 # Arguments the builder passes itself; a config may not set them. A builder gets those of them
 # its signature declares (only LDN declares ``pooled_channels``, the context's pooled grids).
-_SUPPLIED = {"feature_info", "num_classes", "ignore_index", "pooled_channels", "norm_layer"}
+_SUPPLIED = {
+    "feature_info",
+    "num_classes",
+    "ignore_index",
+    "pooled_channels",
+    "norm_layer",
+    "backbone",
+}
+# A pyramid model's extractor (and its weights) come from ``model.backbone``.
+_PYRAMID_SUPPLIED = _SUPPLIED | {"pretrained"}
 
 
 def load_run_config(
@@ -123,8 +149,8 @@ def _resolve_model_section(cfg: Config, *, source: str) -> Config:
         raise ConfigError(f"{source}: {err}") from None
 
 
-def build_model(cfg: Config) -> Segmentor:
-    """Build the :class:`Segmentor` a config describes, with the dataset's class count."""
+def build_model(cfg: Config) -> Segmentor | ScaleSelectionSegmentor:
+    """Build the model a config describes, with the dataset's class count."""
     from leanseg.data import dataset_classes
 
     num_classes = len(dataset_classes(cfg.data))
@@ -133,9 +159,20 @@ def build_model(cfg: Config) -> Segmentor:
 
 def build_segmentor(
     model_cfg: ModelConfig, *, num_classes: int, ignore_index: int = 255
-) -> Segmentor:
-    """Build backbone, context and head from a :class:`ModelConfig`."""
+) -> Segmentor | ScaleSelectionSegmentor:
+    """Build backbone, context and head from a :class:`ModelConfig`; for a head named in
+    :data:`PYRAMID_MODELS`, that model around the backbone."""
     backbone = _construct("model.backbone", model_cfg.backbone, BACKBONES)
+    if model_cfg.head.get("name") in PYRAMID_MODELS:
+        return _construct(
+            "model.head",
+            model_cfg.head,
+            PYRAMID_MODELS,
+            supplied=_PYRAMID_SUPPLIED,
+            backbone=backbone,
+            num_classes=num_classes,
+            ignore_index=ignore_index,
+        )
     feature_info = backbone.feature_info
     pooled_channels: tuple[int, ...] = ()
     context = None
@@ -246,10 +283,15 @@ def fill_input_normalization(cfg: Config) -> Config:
 
 
 def _construct(
-    key: str, spec: dict[str, Any], table: dict[str, Callable[..., nn.Module]], **inputs: Any
+    key: str,
+    spec: dict[str, Any],
+    table: dict[str, Callable[..., nn.Module]],
+    *,
+    supplied: set[str] = _SUPPLIED,
+    **inputs: Any,
 ) -> nn.Module:
     """Build one component; a value its builder rejects becomes a ConfigError naming ``key``."""
-    builder, kwargs = _lookup(key, spec, table)
+    builder, kwargs = _lookup(key, spec, table, supplied=supplied)
     declared = inspect.signature(builder).parameters
     supplied = {name: value for name, value in inputs.items() if name in declared}
     try:
@@ -262,21 +304,31 @@ def _construct(
 def validate_model_config(model_cfg: ModelConfig) -> None:
     """Check component names and options against the builder tables; raise ConfigError."""
     _lookup("model.backbone", model_cfg.backbone, BACKBONES)
+    if model_cfg.head.get("name") in PYRAMID_MODELS:
+        if model_cfg.context is not None:
+            raise ConfigError(
+                f"model.context: must be null for model.head.name {model_cfg.head['name']!r} "
+                "(a scale-selection model runs the backbone on an image pyramid itself)"
+            )
+        _lookup("model.head", model_cfg.head, PYRAMID_MODELS, supplied=_PYRAMID_SUPPLIED)
+        return
     if model_cfg.context is not None:
         _lookup("model.context", model_cfg.context, CONTEXTS)
-    _lookup("model.head", model_cfg.head, HEADS)
+    _lookup("model.head", model_cfg.head, {**HEADS, **PYRAMID_MODELS})
 
 
 def _lookup(
     key: str,
     spec: dict[str, Any],
     table: dict[str, Callable[..., nn.Module]],
+    *,
+    supplied: set[str] = _SUPPLIED,
 ) -> tuple[Callable[..., nn.Module], dict[str, Any]]:
     """Resolve ``{name: ..., **options}`` to a builder and validated keyword arguments."""
     builder = _builder(key, spec, table)
     name = spec["name"]
     options = {k: v for k, v in spec.items() if k != "name"}
-    parameters = _settable_parameters(builder)
+    parameters = _settable_parameters(builder, supplied)
     hints = typing.get_type_hints(builder.__init__ if inspect.isclass(builder) else builder)
     kwargs = {}
     for option, value in options.items():
@@ -303,12 +355,14 @@ def _builder(
     return table[name]
 
 
-def _settable_parameters(builder: Callable[..., nn.Module]) -> list[str]:
+def _settable_parameters(
+    builder: Callable[..., nn.Module], supplied: set[str] = _SUPPLIED
+) -> list[str]:
     signature = inspect.signature(builder)
     return [
         name
         for name, parameter in signature.parameters.items()
-        if name not in _SUPPLIED
+        if name not in supplied
         and name != "self"
         and parameter.kind in (parameter.KEYWORD_ONLY, parameter.POSITIONAL_OR_KEYWORD)
     ]

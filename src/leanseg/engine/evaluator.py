@@ -1,7 +1,10 @@
 """Evaluation of a model on a dataset: the one code path ``train`` and ``eval`` share.
 
 Both the periodic validation during training and ``leanseg eval`` call :func:`evaluate`, so a
-checkpoint evaluated later reproduces the figures logged when it was saved.
+checkpoint evaluated later reproduces the figures logged when it was saved. A model that needs
+sample entries besides the image (:class:`~leanseg.nn.segmentor.ExtraInputs`, e.g. disparity)
+gets them from each batch, resized and mirrored with the image
+(:mod:`leanseg.engine.model_inputs`); other models take the same path as before.
 """
 
 from __future__ import annotations
@@ -16,8 +19,10 @@ from torch.utils.data import DataLoader, Dataset, Subset
 from leanseg.config import EvalConfig
 from leanseg.engine import distributed
 from leanseg.engine.inference import predict_scores
+from leanseg.engine.model_inputs import batch_inputs, predict_scores_with_inputs
 from leanseg.engine.site_cost import SiteCounter
 from leanseg.metrics import SegmentationMetric, SegmentationScores
+from leanseg.nn.segmentor import extra_inputs
 
 
 @torch.no_grad()
@@ -58,9 +63,18 @@ def evaluate(
     # A head that reports its cost (QGN) is counted over every pass: tiles, scales, flips.
     sites = SiteCounter.wrap(model)
     scorer = model if sites is None else sites
+    needed = extra_inputs(model)
     for step, batch in enumerate(loader, start=1):
         images = batch["image"].to(device)
-        probabilities = predict_scores(scorer, images, scales=eval_cfg.scales, flip=eval_cfg.flip)
+        if needed:
+            inputs = batch_inputs(batch, needed, device, source=type(dataset).__name__)
+            probabilities = predict_scores_with_inputs(
+                scorer, images, inputs, scales=eval_cfg.scales, flip=eval_cfg.flip
+            )
+        else:
+            probabilities = predict_scores(
+                scorer, images, scales=eval_cfg.scales, flip=eval_cfg.flip
+            )
         metric.update(probabilities.argmax(dim=1).cpu(), batch["label"])
         if on_batch is not None:
             on_batch(step, len(loader))

@@ -59,6 +59,7 @@ from leanseg.engine.hooks import (
     Step,
 )
 from leanseg.engine.metrics_log import MetricsLog
+from leanseg.engine.model_inputs import check_dataset_inputs
 from leanseg.engine.rng_state import rng_state, set_rng_state
 from leanseg.engine.run_dir import RunDirectory
 from leanseg.engine.runtime import seed_everything, select_device, set_up_device
@@ -100,7 +101,12 @@ class Trainer:
     Args:
         cfg: resolved configuration (:func:`leanseg.models.load_run_config`).
         model: the model to train, predicting the classes of ``cfg.data``; ``None`` builds
-            ``cfg.model``. The checkpoints still carry ``cfg``, whose ``model`` section
+            ``cfg.model``. Besides :class:`Segmentor`, a model of another family with the same
+            surface (``forward``, ``losses``, ``backbone``, ``num_classes``) trains too, e.g.
+            :class:`~leanseg.nn.scale_selection.ScaleSelectionSegmentor`; one that declares
+            :class:`~leanseg.nn.segmentor.ExtraInputs` gets them from the samples (every
+            sample tensor reaches ``losses`` as a target) and the datasets are checked for
+            them here. The checkpoints still carry ``cfg``, whose ``model`` section
             describes a passed-in model only if it was built from it; load their weights into
             the same hand-built model.
         train_set: training samples (as ``build_dataset(..., train=True)`` gives them);
@@ -116,7 +122,7 @@ class Trainer:
         self,
         cfg: Config,
         *,
-        model: Segmentor | None = None,
+        model: Segmentor | nn.Module | None = None,
         train_set: Dataset | None = None,
         val_set: Dataset | None = None,
         resume: bool = False,
@@ -145,6 +151,10 @@ class Trainer:
                 f"the model predicts {model.num_classes} classes, but data.dataset "
                 f"{cfg.data.dataset!r} has {self.num_classes}"
             )
+        # A model that needs disparity (scale selection) fails here, naming dataset and key.
+        for dataset, split in ((train_set, cfg.data.train_split), (val_set, cfg.data.val_split)):
+            where = f"data.dataset {cfg.data.dataset!r} (split {split!r})"
+            check_dataset_inputs(model, dataset, name=where)
 
         # Only once data and model are known to build is anything written to the run directory;
         # a resumed run's directory is written only once its checkpoint has loaded.
@@ -340,7 +350,7 @@ class Trainer:
         record.pop("confusion", None)
         self.metrics.write(record)
         # Heads that adapt to validation results (QGN A.2 class weighting) are told of them.
-        if isinstance(self.model.head, EvaluationHook):
+        if isinstance(self.model, Segmentor) and isinstance(self.model.head, EvaluationHook):
             self.model.head.on_evaluation(scores.iou)
         if self.best is None or scores.miou > self.best["value"]:
             self.best = {"metric": "miou", "value": float(scores.miou), "iteration": self.iteration}

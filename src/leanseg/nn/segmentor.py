@@ -4,11 +4,15 @@
 any H and W: the input is padded on the bottom and right to a multiple of the backbone's output
 stride and the scores are cropped back. Training goes through ``losses(images, targets)`` which
 returns named loss terms; no method changes its return type with a mode flag (STYLE.md rule 3).
+
+A model that needs more of the sample than the image (depth-guided scale selection, thesis ch. 3:
+disparity and stereo baseline) declares :class:`ExtraInputs`; the engine checks it with
+``isinstance`` (:func:`extra_inputs`) and passes those entries, and leaves other models alone.
 """
 
 from __future__ import annotations
 
-from typing import Protocol
+from typing import Protocol, runtime_checkable
 
 import torch
 import torch.nn.functional as F
@@ -33,6 +37,24 @@ class Head(Protocol):
     ) -> dict[str, Tensor]:
         """Named loss terms; the trainer minimises their sum."""
         ...
+
+
+@runtime_checkable
+class ExtraInputs(Protocol):
+    """A model whose ``forward`` needs sample entries besides the image.
+
+    ``extra_inputs`` names them, as keys of the sample and keyword arguments of ``forward``:
+    the trainer and the evaluator call ``model(images, **{key: batch[key] for key in
+    extra_inputs})`` (training already passes every sample tensor to ``losses`` as a target).
+    An empty tuple needs nothing (the variants of a family that do not read them).
+    """
+
+    extra_inputs: tuple[str, ...]
+
+
+def extra_inputs(model: nn.Module) -> tuple[str, ...]:
+    """The sample entries ``model`` needs besides the image; ``()`` for ordinary models."""
+    return tuple(model.extra_inputs) if isinstance(model, ExtraInputs) else ()
 
 
 class Segmentor(nn.Module):

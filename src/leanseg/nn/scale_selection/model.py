@@ -74,6 +74,10 @@ class ScaleSelectionSegmentor(nn.Module):
     ``losses(images, targets)`` reads ``targets["label"]`` and, for ``"depth"``,
     ``targets["disparity"]`` and ``targets["stereo_baseline"]``.
 
+    The model declares :class:`~leanseg.nn.segmentor.ExtraInputs`: ``extra_inputs`` is
+    ``("disparity", "stereo_baseline")`` for ``"depth"`` and ``()`` otherwise, so the trainer and
+    evaluator pass those sample entries (resized and flipped with the image at test time).
+
     Args:
         backbone: the shared extractor (thesis: VGG-16 with BN in group 5, :func:`vgg16`).
         num_classes: output classes.
@@ -148,9 +152,18 @@ class ScaleSelectionSegmentor(nn.Module):
             norm_layer=norm_layer,
         )
         self.num_classes = num_classes
+        # ExtraInputs: the sample entries forward needs besides the image.
+        self.extra_inputs: tuple[str, ...] = (
+            ("disparity", "stereo_baseline") if selection == "depth" else ()
+        )
         self.class_balancing = class_balancing
         self.max_class_weight = max_class_weight
         self.ignore_index = ignore_index
+
+    @property
+    def backbone(self) -> Backbone:
+        """The shared extractor (what ``train.backbone_lr_mult`` applies to)."""
+        return self.pyramid.backbone
 
     def selected_levels(
         self, disparity: Tensor, stereo_baseline: Tensor | float, image_size: tuple[int, int]
@@ -236,6 +249,10 @@ def _build(
     return ScaleSelectionSegmentor(backbone, num_classes=num_classes, selection=selection, **kwargs)
 
 
+# The builders' options are typed with tuples (not Sequence) so that configs can set them
+# (``leanseg.models`` checks config values against these annotations).
+
+
 def single5(
     *,
     num_classes: int,
@@ -243,6 +260,8 @@ def single5(
     pretrained: str | None = None,
     hidden_channels: int = 1024,
     class_balancing: bool = True,
+    max_class_weight: float = 1e3,
+    ignore_index: int = 255,
 ) -> ScaleSelectionSegmentor:
     """Single5 of thesis Table 3.1: relu5_3 of the full-resolution image only.
 
@@ -259,6 +278,8 @@ def single5(
         out_stride=8,
         hidden_channels=hidden_channels,
         class_balancing=class_balancing,
+        max_class_weight=max_class_weight,
+        ignore_index=ignore_index,
     )
 
 
@@ -269,6 +290,8 @@ def single3_5(
     pretrained: str | None = None,
     hidden_channels: int = 1024,
     class_balancing: bool = True,
+    max_class_weight: float = 1e3,
+    ignore_index: int = 255,
 ) -> ScaleSelectionSegmentor:
     """Single3+5 of thesis Table 3.1: pool3 and relu5_3 of the full-resolution image."""
     return _build(
@@ -279,6 +302,8 @@ def single3_5(
         feature_strides=(8, 16),
         hidden_channels=hidden_channels,
         class_balancing=class_balancing,
+        max_class_weight=max_class_weight,
+        ignore_index=ignore_index,
     )
 
 
@@ -287,11 +312,13 @@ def fixed_scales(
     num_classes: int,
     backbone: Backbone | None = None,
     pretrained: str | None = None,
-    fixed_levels: Sequence[int] = (0, 3, 7),
+    fixed_levels: tuple[int, ...] = (0, 3, 7),
     alpha: float = 1.3,
     num_levels: int = 8,
     hidden_channels: int = 1024,
     class_balancing: bool = True,
+    max_class_weight: float = 1e3,
+    ignore_index: int = 255,
 ) -> ScaleSelectionSegmentor:
     """FixedScales of thesis Table 3.1: levels 0, 3 and 7 concatenated at every pixel."""
     return _build(
@@ -304,6 +331,8 @@ def fixed_scales(
         num_levels=num_levels,
         hidden_channels=hidden_channels,
         class_balancing=class_balancing,
+        max_class_weight=max_class_weight,
+        ignore_index=ignore_index,
     )
 
 
@@ -314,11 +343,13 @@ def scale_invariant(
     pretrained: str | None = None,
     alpha: float = 1.3,
     num_levels: int = 8,
-    reference_scales: Sequence[float] = (1.0, 4.0, 7.0),
+    reference_scales: tuple[float, ...] = (1.0, 4.0, 7.0),
     receptive_field: float = 185.0,
-    fallback_levels: Sequence[int] | None = None,
+    fallback_levels: tuple[int, ...] | None = None,
     hidden_channels: int = 1024,
     class_balancing: bool = True,
+    max_class_weight: float = 1e3,
+    ignore_index: int = 255,
 ) -> ScaleSelectionSegmentor:
     """ScaleInvariant of thesis Table 3.1 (Fig. 3.1): depth-guided levels, W_R = 1, 4, 7 m."""
     return _build(
@@ -333,6 +364,8 @@ def scale_invariant(
         fallback_levels=fallback_levels,
         hidden_channels=hidden_channels,
         class_balancing=class_balancing,
+        max_class_weight=max_class_weight,
+        ignore_index=ignore_index,
     )
 
 
