@@ -293,3 +293,22 @@ def test_check_reports_unknown_colours_as_problems(tmp_path: Path) -> None:
     report = check_dataset(_cfg(root), ["train"])
     assert not report.ok
     assert "[9, 9, 9] (4 pixels)" in report.problems[0]
+
+
+def test_cli_data_convert_writes_index_pngs_and_refuses_a_foreign_file(tmp_path: Path) -> None:
+    from leanseg.cli import main
+
+    label = np.array([[0, 1, 2, 255]] * 2, np.uint8)
+    root = _colour_tree(tmp_path / "data", {"train": {"a": label}})
+    config = tmp_path / "colours.yaml"
+    raw = {"dataset": "folder", "root": str(root), "classes": list(CLASSES)}
+    config.write_text(json.dumps({"data": {**raw, "label_colors": COLOURS}}))
+    out = tmp_path / "index"
+    assert main(["data", "convert", str(config), str(root / "labels"), str(out)]) == 0
+    np.testing.assert_array_equal(read_index_map(out / "train" / "a.png"), label)
+
+    foreign = tmp_path / "foreign"
+    (foreign / "train").mkdir(parents=True)
+    (foreign / "train" / "a.png").write_bytes(b"not leanseg's")
+    assert main(["data", "convert", str(config), str(root / "labels"), str(foreign)]) != 0
+    assert (foreign / "train" / "a.png").read_bytes() == b"not leanseg's"

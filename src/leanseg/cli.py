@@ -182,6 +182,14 @@ def build_parser() -> argparse.ArgumentParser:
     _add_overrides(check)
     check.add_argument("--split", nargs="+", help="splits to walk (default: train and val)")
     check.set_defaults(handler=_cmd_data_check)
+    convert = data_commands.add_parser(
+        "convert", help="write colour-mask labels (data.label_colors) once as index PNGs"
+    )
+    convert.add_argument("config", help="YAML config with data.classes and data.label_colors")
+    _add_overrides(convert)
+    convert.add_argument("src", help="folder of RGB label images (searched recursively)")
+    convert.add_argument("out", help="folder for the index PNGs, outside src")
+    convert.set_defaults(handler=_cmd_data_convert)
 
     bench = commands.add_parser(
         "bench", help="parameters, FLOPs, activation and peak memory, latency"
@@ -531,7 +539,6 @@ def _cmd_predict(args: argparse.Namespace) -> int:
 
     from leanseg.data.io import read_rgb
     from leanseg.engine.inference import Predictor, megapixels_to_pixels
-    from leanseg.engine.site_cost import by_level_name
     from leanseg.visualize import overlay, save_label_png, save_rgb_png
 
     images = _collect_images(args.images)
@@ -567,7 +574,7 @@ def _cmd_predict(args: argparse.Namespace) -> int:
             blended = overlay(image, label, predictor.palette, alpha=args.alpha)
             save_rgb_png(np.asarray(blended), out / f"{stem}_overlay.png")
             if reports_cost:
-                costs[path.name] = by_level_name(predictor.last_active_sites or {})
+                costs[path.name] = predictor.last_active_sites or {}
             progress.advance(task)
     console.print(f"wrote {len(images)} label maps and overlays to {out}")
     if costs:
@@ -596,6 +603,19 @@ def _cmd_data_check(args: argparse.Namespace) -> int:
         )
     print(report.format())
     return 0 if report.ok else EXIT_BAD_INPUT
+
+
+def _cmd_data_convert(args: argparse.Namespace) -> int:
+    from leanseg.data.colour_labels import colour_table, convert_colour_labels
+
+    cfg = _load_run_config(args.config, args.overrides)
+    result = convert_colour_labels(
+        args.src, args.out, colour_table(cfg.data), unknown=cfg.data.unknown_colors
+    )
+    print(f"wrote {len(result.written)} index PNGs to {args.out}")
+    if result.ignored_pixels:
+        print(f"{result.ignored_pixels} pixels of unknown colours set to ignore (255)")
+    return 0
 
 
 # ---------------------------------------------------------------------- bench

@@ -28,7 +28,7 @@ from torch import Tensor, nn
 
 from leanseg.config import Config
 from leanseg.data.io import image_to_rgb, read_rgb
-from leanseg.engine.site_cost import ActiveSiteCounter
+from leanseg.engine.site_cost import SiteCounter
 
 # Tile sides are multiples of this: the output stride of every backbone leanseg builds.
 TILE_MULTIPLE = 32
@@ -278,7 +278,7 @@ class Predictor:
         self.flip = flip
         self._mean = torch.tensor(cfg.data.mean, device=self.device).view(3, 1, 1)
         self._std = torch.tensor(cfg.data.std, device=self.device).view(3, 1, 1)
-        self._sites = ActiveSiteCounter(self.model)
+        self._sites = SiteCounter.wrap(self.model)
 
     @classmethod
     def from_checkpoint(
@@ -311,10 +311,10 @@ class Predictor:
         return cls(trained.model, trained.cfg, device=device, **kwargs)
 
     @property
-    def last_active_sites(self) -> dict[int, int] | None:
+    def last_active_sites(self) -> dict[str, int] | None:
         """Active sites per level of the last predicted image, summed over its tiles, scales and
         flips, for heads that report their cost (QGN); ``None`` for other heads."""
-        return dict(self._sites.totals) if self._sites.enabled else None
+        return None if self._sites is None else self._sites.totals
 
     @property
     def class_names(self) -> tuple[str, ...]:
@@ -350,11 +350,12 @@ class Predictor:
         Averaged over the predictor's scales and flips (:func:`predict_scores`).
         """
         array = load_rgb(image)
-        self._sites.reset()
+        if self._sites is not None:
+            self._sites.reset()
         pixels = torch.from_numpy(array).to(self.device).permute(2, 0, 1).float().div_(255)
         normalised = ((pixels - self._mean) / self._std).unsqueeze(0)  # (1, 3, H, W)
         probabilities = predict_scores(
-            self.model,
+            self.model if self._sites is None else self._sites,
             normalised,
             scales=self.scales,
             flip=self.flip,

@@ -10,8 +10,6 @@ per image.
 
 from __future__ import annotations
 
-from typing import Any
-
 from torch import Tensor, nn
 
 from leanseg.nn.heads.base import CostReporting
@@ -62,42 +60,3 @@ class SiteCounter(nn.Module):
 
     def reset(self) -> None:
         self._totals = {}
-
-
-class ActiveSiteCounter:
-    """Transitional: :class:`~leanseg.engine.inference.Predictor`'s counter, until it wraps its
-    model in :class:`SiteCounter`; it reads the same declared report after each forward pass of
-    the head (through a forward hook). Remove it then, with :func:`by_level_name`.
-
-    ``enabled`` is false (and ``totals`` stays empty) for heads that do not report a cost.
-    """
-
-    def __init__(self, model: nn.Module) -> None:
-        head = model.head if isinstance(model, Segmentor) else nn.Identity()
-        self.enabled = isinstance(head, CostReporting)
-        self.totals: dict[str, int] = {}
-        self._handle = head.register_forward_hook(self._add) if self.enabled else None
-
-    def _add(self, head: nn.Module, inputs: Any, output: Any) -> None:
-        assert isinstance(head, CostReporting)
-        for level, sites in head.active_sites().items():
-            self.totals[level] = self.totals.get(level, 0) + int(sites)
-
-    def reset(self) -> None:
-        self.totals = {}
-
-    def close(self) -> None:
-        if self._handle is not None:
-            self._handle.remove()
-            self._handle = None
-
-    def __enter__(self) -> ActiveSiteCounter:
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.close()
-
-
-def by_level_name(sites: dict[str, int]) -> dict[str, int]:
-    """Transitional, for ``leanseg predict``: the counts are keyed by the head's names already."""
-    return dict(sites)
