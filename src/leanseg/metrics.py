@@ -103,6 +103,10 @@ class SegmentationScores:
         active_sites: for heads that report a data-dependent cost (QGN; the ``CostReporting``
             capability of ``leanseg.nn.heads.base``), the mean active sites per image and level,
             keyed by the head's level names (``{"Q5": ..., "Q0": ...}``); None for other heads.
+        instance_ap: for heads that predict instances (SSN's instance head) on data with
+            instance labels, what :meth:`leanseg.instance_metrics.InstanceAP.compute` returns
+            (``AP``, ``AP50``, ``per_class``, ``per_class_AP50``, fractions in ``[0, 1]``); None
+            otherwise.
     """
 
     miou: float
@@ -116,6 +120,7 @@ class SegmentationScores:
     num_pixels: int
     boundary_num_pixels: int | None = None
     active_sites: dict[str, float] | None = None
+    instance_ap: dict[str, Any] | None = None
 
     def to_dict(self) -> dict[str, Any]:
         """JSON-friendly dict: plain Python numbers and lists, NaN written as None."""
