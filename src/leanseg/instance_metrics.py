@@ -156,6 +156,23 @@ class InstanceAP:
                         record.scores[t].append(score)
                         record.matched[t].append(False)
 
+    def merge(self, other: InstanceAP) -> None:
+        """Add the images ``other`` accumulated (another rank's share of a distributed eval).
+
+        Raises:
+            ValueError: ``other`` counts other thing classes.
+        """
+        if other.thing_classes != self.thing_classes:
+            raise ValueError(
+                f"cannot merge AP of thing classes {other.thing_classes} into {self.thing_classes}"
+            )
+        for c in self.thing_classes:
+            mine, theirs = self._records[c], other._records[c]
+            mine.num_gt += theirs.num_gt
+            for t in range(len(IOU_THRESHOLDS)):
+                mine.scores[t] += theirs.scores[t]
+                mine.matched[t] += theirs.matched[t]
+
     def compute(self) -> dict[str, float | dict[str, float]]:
         """``{"AP", "AP50", "per_class": {name: AP}, "per_class_AP50": {name: AP50}}``.
 

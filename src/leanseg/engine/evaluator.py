@@ -4,7 +4,9 @@ Both the periodic validation during training and ``leanseg eval`` call :func:`ev
 checkpoint evaluated later reproduces the figures logged when it was saved. A model that needs
 sample entries besides the image (:class:`~leanseg.nn.segmentor.ExtraInputs`, e.g. disparity)
 gets them from each batch, resized and mirrored with the image
-(:mod:`leanseg.engine.model_inputs`); other models take the same path as before.
+(:mod:`leanseg.engine.model_inputs`); other models take the same path as before. A model that
+predicts instances (SSN's instance head) also gets AP / AP50 on data with instance labels
+(:mod:`leanseg.engine.instance_eval`).
 """
 
 from __future__ import annotations
@@ -19,6 +21,7 @@ from torch.utils.data import DataLoader, Dataset, Subset
 from leanseg.config import EvalConfig
 from leanseg.engine import distributed
 from leanseg.engine.inference import predict_scores
+from leanseg.engine.instance_eval import InstanceEvaluation
 from leanseg.engine.model_inputs import batch_inputs, predict_scores_with_inputs
 from leanseg.engine.site_cost import SiteCounter
 from leanseg.metrics import SegmentationMetric, SegmentationScores
@@ -64,6 +67,7 @@ def evaluate(
     sites = SiteCounter.wrap(model)
     scorer = model if sites is None else sites
     needed = extra_inputs(model)
+    instances = InstanceEvaluation.for_model(model)
     for step, batch in enumerate(loader, start=1):
         images = batch["image"].to(device)
         if needed:
@@ -76,6 +80,8 @@ def evaluate(
                 scorer, images, scales=eval_cfg.scales, flip=eval_cfg.flip
             )
         metric.update(probabilities.argmax(dim=1).cpu(), batch["label"])
+        if instances is not None:
+            instances.update(images, batch)
         if on_batch is not None:
             on_batch(step, len(loader))
     metric.reduce_across_processes()
@@ -85,4 +91,6 @@ def evaluate(
         per_image = {level: total / max(1, len(indices)) for level, total in sites.totals.items()}
         reduced = distributed.mean_across_processes(per_image, device)
         scores = dataclasses.replace(scores, active_sites={k: reduced[k] for k in per_image})
+    if instances is not None:
+        scores = dataclasses.replace(scores, instance_ap=instances.compute())
     return scores
