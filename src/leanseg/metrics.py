@@ -23,6 +23,12 @@ Conventions, stated once:
   themselves: a class next to an ignore region has no boundary there, and ignore pixels inside
   the band are still not evaluated. The band is computed from the ground truth only, so that it is
   the same for every model being compared.
+- Void predictions (per-dataset evaluation of a multi-domain model, thesis 5.3.1): with
+  ``void_index`` set, predictions equal to it are "Void" - a false negative of the pixel's class
+  and a false positive of none, as the ROB benchmark scripts count foreign-class predictions.
+- Category IoU (Cityscapes; thesis Table 5.3) is IoU of the confusion matrix summed into the 7
+  categories of the Cityscapes label definition, :data:`CITYSCAPES_CATEGORIES`.
+- Instance-level IoU, iIoU (Cityscapes; thesis 5.1.2), see :class:`InstanceIoU`.
 """
 
 from __future__ import annotations
@@ -38,10 +44,19 @@ from rich.table import Table
 from torch import Tensor
 
 __all__ = [
+    "CITYSCAPES_CATEGORIES",
+    "CITYSCAPES_CLASS_CATEGORY",
+    "InstanceIoU",
+    "InstanceIoUScores",
     "SegmentationMetric",
     "SegmentationScores",
     "boundary_band",
+    "category_iou",
+    "foreign_fraction",
     "format_scores",
+    "group_confusion",
+    "group_fractions",
+    "predicted_class_pixels",
     "scores_to_text",
 ]
 
@@ -107,6 +122,20 @@ class SegmentationScores:
             instance labels, what :meth:`leanseg.instance_metrics.InstanceAP.compute` returns
             (``AP``, ``AP50``, ``per_class``, ``per_class_AP50``, fractions in ``[0, 1]``); None
             otherwise.
+        category_iou: Cityscapes category -> IoU (:func:`category_iou`); None unless the
+            classes are Cityscapes' 19.
+        category_miou: mean of ``category_iou`` (nanmean); None with it.
+        iiou: instance-level IoU per class (:class:`InstanceIoU`), NaN for classes without
+            ground-truth instances; None unless the ground truth has instance maps.
+        miiou: nanmean of ``iiou`` (over the classes with instances); None with it.
+        category_iiou: Cityscapes category -> iIoU, NaN for categories without instances;
+            None unless both of the above apply.
+        category_miiou: nanmean of ``category_iiou``; None with it.
+        foreign_fraction: share of all pixels (ignored ones included) predicted as a class
+            foreign to the dataset (thesis Table 5.1); None outside per-dataset evaluation.
+
+    The fields from ``category_iou`` on are left out of :meth:`to_dict` while None, so the
+    records of runs that do not compute them stay as they were.
     """
 
     miou: float
@@ -121,10 +150,33 @@ class SegmentationScores:
     boundary_num_pixels: int | None = None
     active_sites: dict[str, float] | None = None
     instance_ap: dict[str, Any] | None = None
+    category_iou: dict[str, float] | None = None
+    category_miou: float | None = None
+    iiou: list[float] | None = None
+    miiou: float | None = None
+    category_iiou: dict[str, float] | None = None
+    category_miiou: float | None = None
+    foreign_fraction: float | None = None
 
     def to_dict(self) -> dict[str, Any]:
         """JSON-friendly dict: plain Python numbers and lists, NaN written as None."""
-        return _nan_to_none(asdict(self))
+        record = asdict(self)
+        for name in _OPTIONAL_FIELDS:
+            if record[name] is None:
+                del record[name]
+        return _nan_to_none(record)
+
+
+# Fields of SegmentationScores that ``to_dict`` writes only when they were computed.
+_OPTIONAL_FIELDS = (
+    "category_iou",
+    "category_miou",
+    "iiou",
+    "miiou",
+    "category_iiou",
+    "category_miiou",
+    "foreign_fraction",
+)
 
 
 def _nan_to_none(value: Any) -> Any:
@@ -142,10 +194,13 @@ def _nanmean(values: Tensor) -> float:
     return float(finite.mean()) if finite.numel() > 0 else math.nan
 
 
-def _iou_from_confusion(confusion: Tensor) -> tuple[list[float], float]:
+def _iou_from_confusion(confusion: Tensor, void: Tensor | None = None) -> tuple[list[float], float]:
+    """IoU per class and its nanmean; ``void`` (C,) adds void predictions to the false negatives."""
     matrix = confusion.to(torch.float64)
     tp = matrix.diagonal()
     union = matrix.sum(dim=0) + matrix.sum(dim=1) - tp
+    if void is not None:
+        union = union + void.to(torch.float64)
     iou = torch.where(union > 0, tp / union.clamp(min=1), torch.full_like(tp, math.nan))
     return iou.tolist(), _nanmean(iou)
 
@@ -159,6 +214,11 @@ class SegmentationMetric:
         boundary_width: half-width in pixels of the boundary band (trimap) for boundary mIoU;
             None turns boundary evaluation off. The default 8 follows Specialize-and-Fuse
             (Table 2b, "within an eight-pixel range").
+        void_index: predicted label meaning "Void" (a false negative of the pixel's class, a
+            false positive of none; thesis 5.3.1), e.g. 255 for a multi-domain model's
+            predictions of classes foreign to the dataset; None: every prediction must be a
+            class. Void predictions are kept apart from ``confusion`` (in ``void``, per
+            ground-truth class), so the matrix stays ``C x C``.
 
     Example:
         >>> metric = SegmentationMetric(num_classes=19)
@@ -169,29 +229,44 @@ class SegmentationMetric:
     """
 
     def __init__(
-        self, num_classes: int, ignore_index: int = 255, boundary_width: int | None = 8
+        self,
+        num_classes: int,
+        ignore_index: int = 255,
+        boundary_width: int | None = 8,
+        *,
+        void_index: int | None = None,
     ) -> None:
         if num_classes < 1:
             raise ValueError(f"num_classes must be >= 1, got {num_classes}")
         if boundary_width is not None and boundary_width < 0:
             raise ValueError(f"boundary_width must be >= 0 or None, got {boundary_width}")
+        if void_index is not None and 0 <= void_index < num_classes:
+            raise ValueError(f"void_index {void_index} is a class id (0..{num_classes - 1})")
         self.num_classes = num_classes
         self.ignore_index = ignore_index
         self.boundary_width = boundary_width
+        self.void_index = void_index
         self.confusion = torch.zeros(num_classes, num_classes, dtype=torch.int64)
         self.boundary_confusion: Tensor | None = (
             torch.zeros_like(self.confusion) if boundary_width is not None else None
         )
+        # Void predictions per ground-truth class (all zero unless ``void_index`` is set).
+        self.void = torch.zeros(num_classes, dtype=torch.int64)
+        self.boundary_void = torch.zeros(num_classes, dtype=torch.int64)
 
     def reset(self) -> None:
         """Zero the accumulated matrices."""
         self.confusion.zero_()
+        self.void.zero_()
+        self.boundary_void.zero_()
         if self.boundary_confusion is not None:
             self.boundary_confusion.zero_()
 
     def _to_device(self, device: torch.device) -> None:
         if self.confusion.device != device:
             self.confusion = self.confusion.to(device)
+            self.void = self.void.to(device)
+            self.boundary_void = self.boundary_void.to(device)
             if self.boundary_confusion is not None:
                 self.boundary_confusion = self.boundary_confusion.to(device)
 
@@ -229,6 +304,10 @@ class SegmentationMetric:
         target = target.to(torch.int64)
         self._to_device(target.device)
         valid = target != self.ignore_index
+        void = torch.zeros_like(valid)
+        if self.void_index is not None:
+            void = valid & (pred == self.void_index)
+            valid = valid & ~void
         if valid.any():
             bad_target = valid & ((target < 0) | (target >= self.num_classes))
             if bad_target.any():
@@ -243,24 +322,24 @@ class SegmentationMetric:
                     f"found {pred[bad_pred].unique().tolist()[:10]}"
                 )
         self.confusion += self._bincount(pred, target, valid)
+        self.void += torch.bincount(target[void], minlength=self.num_classes)
         if self.boundary_confusion is not None and self.boundary_width is not None:
             band = boundary_band(target, self.boundary_width, self.ignore_index)
-            self.boundary_confusion += self._bincount(pred, target, band)
+            self.boundary_confusion += self._bincount(pred, target, band & valid)
+            self.boundary_void += torch.bincount(target[band & void], minlength=self.num_classes)
 
     def merge(self, other: SegmentationMetric) -> SegmentationMetric:
         """Add another metric's counts into this one (e.g. from another worker); returns self."""
-        if (other.num_classes, other.ignore_index, other.boundary_width) != (
-            self.num_classes,
-            self.ignore_index,
-            self.boundary_width,
-        ):
+        mine = (self.num_classes, self.ignore_index, self.boundary_width, self.void_index)
+        theirs = (other.num_classes, other.ignore_index, other.boundary_width, other.void_index)
+        if mine != theirs:
             raise ValueError(
                 "cannot merge metrics with different settings: "
-                f"(num_classes, ignore_index, boundary_width) = "
-                f"{(self.num_classes, self.ignore_index, self.boundary_width)} vs "
-                f"{(other.num_classes, other.ignore_index, other.boundary_width)}"
+                f"(num_classes, ignore_index, boundary_width, void_index) = {mine} vs {theirs}"
             )
         self.confusion += other.confusion.to(self.confusion.device)
+        self.void += other.void.to(self.void.device)
+        self.boundary_void += other.boundary_void.to(self.boundary_void.device)
         if self.boundary_confusion is not None and other.boundary_confusion is not None:
             self.boundary_confusion += other.boundary_confusion.to(self.boundary_confusion.device)
         return self
@@ -276,26 +355,30 @@ class SegmentationMetric:
 
         if not (dist.is_available() and dist.is_initialized()):
             return
-        matrices = [self.confusion]
+        # Void counts ride along as one more column of each matrix: (C, C + 1).
+        matrices = [torch.cat([self.confusion, self.void[:, None]], dim=1)]
         if self.boundary_confusion is not None:
-            matrices.append(self.boundary_confusion)
-        stacked = torch.stack(matrices)  # (1 or 2, C, C)
+            matrices.append(torch.cat([self.boundary_confusion, self.boundary_void[:, None]], 1))
+        stacked = torch.stack(matrices)  # (1 or 2, C, C + 1)
         device = self.confusion.device
         if dist.get_backend() == "nccl":
             stacked = stacked.to(torch.device("cuda", torch.cuda.current_device()))
         dist.all_reduce(stacked, op=dist.ReduceOp.SUM)
         stacked = stacked.to(device)
-        self.confusion = stacked[0].clone()
+        self.confusion = stacked[0, :, :-1].clone()
+        self.void = stacked[0, :, -1].clone()
         if self.boundary_confusion is not None:
-            self.boundary_confusion = stacked[1].clone()
+            self.boundary_confusion = stacked[1, :, :-1].clone()
+            self.boundary_void = stacked[1, :, -1].clone()
 
     def compute(self) -> SegmentationScores:
         """Scores of everything accumulated so far (see the module docstring for conventions)."""
         matrix = self.confusion.to(torch.float64).cpu()
+        void = self.void.to(torch.float64).cpu()
         tp = matrix.diagonal()
-        gt_count = matrix.sum(dim=1)
-        total = float(matrix.sum())
-        iou, miou = _iou_from_confusion(matrix)
+        gt_count = matrix.sum(dim=1) + void
+        total = float(gt_count.sum())
+        iou, miou = _iou_from_confusion(matrix, void)
         class_accuracy = torch.where(
             gt_count > 0, tp / gt_count.clamp(min=1), torch.full_like(tp, math.nan)
         )
@@ -303,8 +386,11 @@ class SegmentationMetric:
         boundary_miou: float | None = None
         boundary_num_pixels: int | None = None
         if self.boundary_confusion is not None:
-            boundary_iou, boundary_miou = _iou_from_confusion(self.boundary_confusion.cpu())
-            boundary_num_pixels = int(self.boundary_confusion.sum())
+            boundary_void = self.boundary_void.cpu()
+            boundary_iou, boundary_miou = _iou_from_confusion(
+                self.boundary_confusion.cpu(), boundary_void
+            )
+            boundary_num_pixels = int(self.boundary_confusion.sum() + boundary_void.sum())
         return SegmentationScores(
             miou=miou,
             iou=iou,
@@ -317,6 +403,247 @@ class SegmentationMetric:
             num_pixels=int(total),
             boundary_num_pixels=boundary_num_pixels,
         )
+
+
+# ---------------------------------------------------------------------- categories, iIoU
+
+# The 7 categories of the Cityscapes label definition (Cordts et al. 2016, ``labels.py``), and
+# the category of each of the 19 train ids in train-id order: road, sidewalk (flat); building,
+# wall, fence (construction); pole, traffic light, traffic sign (object); vegetation, terrain
+# (nature); sky; person, rider (human); car, truck, bus, train, motorcycle, bicycle (vehicle).
+CITYSCAPES_CATEGORIES: tuple[str, ...] = (
+    "flat",
+    "construction",
+    "object",
+    "nature",
+    "sky",
+    "human",
+    "vehicle",
+)
+CITYSCAPES_CLASS_CATEGORY: tuple[int, ...] = (
+    0,
+    0,
+    1,
+    1,
+    1,
+    2,
+    2,
+    2,
+    3,
+    3,
+    4,
+    5,
+    5,
+    6,
+    6,
+    6,
+    6,
+    6,
+    6,
+)
+
+
+def group_confusion(confusion: Tensor, class_to_group: Sequence[int], num_groups: int) -> Tensor:
+    """A ``C x C`` confusion matrix summed into ``G x G`` groups (e.g. classes -> categories).
+
+    ``M_g = A^T M A`` with ``A`` the ``(C, G)`` one-hot class-to-group matrix, so entry
+    ``(g, h)`` counts the pixels of a class of group ``g`` predicted as a class of group ``h``.
+    """
+    groups = torch.as_tensor(class_to_group, dtype=torch.int64)
+    if groups.numel() != confusion.shape[0]:
+        raise ValueError(f"{groups.numel()} groups given for {confusion.shape[0]} classes")
+    one_hot = F.one_hot(groups, num_groups).to(torch.float64)  # (C, G)
+    return one_hot.T @ confusion.to(torch.float64).cpu() @ one_hot
+
+
+def category_iou(
+    confusion: Tensor,
+    class_to_category: Sequence[int] = CITYSCAPES_CLASS_CATEGORY,
+    categories: Sequence[str] = CITYSCAPES_CATEGORIES,
+) -> tuple[dict[str, float], float]:
+    """Category IoU: IoU of the confusion matrix summed into categories (thesis Table 5.3).
+
+    As the Cityscapes evaluation counts it: a pixel of a class of category ``g`` predicted as
+    any class of ``g`` is a true positive of ``g``; predictions across categories are a false
+    negative of the ground truth's category and a false positive of the predicted one.
+
+    Returns:
+        Category name -> IoU (NaN when absent from ground truth and predictions), and their
+        nanmean.
+    """
+    iou, mean = _iou_from_confusion(group_confusion(confusion, class_to_category, len(categories)))
+    return dict(zip(categories, iou, strict=True)), mean
+
+
+@dataclass
+class InstanceIoUScores:
+    """What :meth:`InstanceIoU.compute` returns: iIoU per group, NaN without instances."""
+
+    iiou: list[float]
+    mean: float
+    num_instances: list[int]
+
+
+class InstanceIoU:
+    """Instance-level IoU (iIoU) of the Cityscapes benchmark, optionally over class groups.
+
+    Plain IoU favours large objects: a missed pedestrian far away costs little. iIoU weighs each
+    ground-truth instance's pixels by ``w_i = mean_size(c) / size(i)``, the mean instance size of
+    its class over its own size, so every instance counts about equally (Cordts et al. 2016;
+    thesis 5.1.2 evaluates WildDash by category iIoU):
+
+        iIoU_c = TP_w / (TP_w + FP + FN_w)
+
+    with ``TP_w`` / ``FN_w`` the weighted counts of instance pixels predicted as / not as ``c``,
+    and ``FP`` the *unweighted* pixels of other ground-truth classes predicted as ``c``. Pixels of
+    class ``c`` outside any instance (Cityscapes' crowd "group" regions) are neither true
+    positives nor false positives. With the mean size measured on the evaluated ground truth,
+    ``TP_w = mean_size * sum_i tp_i / size_i`` factors, so only per-class sums are kept:
+    instances, instance pixels and ``tp_i / size_i``.
+
+    Instances: within one image, the pixels of one nonzero id of ``instance`` whose label is not
+    ignored. An instance's class is its most frequent label (the lowest id on a tie); its size is
+    its number of pixels of that label, and its other pixels count in ``FP`` only. Instance ids
+    carry no class here, so any id convention works (Cityscapes' ``class_id * 1000 + k``, the
+    synthetic scenes').
+
+    Choices where the definition leaves room: the Cityscapes script takes the mean instance
+    sizes from a fixed table measured on its training set; by default they are measured on the
+    evaluated ground truth here, and ``mean_instance_size`` gives fixed ones instead.
+
+    Args:
+        num_classes: number of classes ``C`` of the labels and predictions.
+        ignore_index: ground-truth label left out of every count.
+        class_to_group: class -> group (e.g. :data:`CITYSCAPES_CLASS_CATEGORY` for category
+            iIoU); None scores the classes themselves.
+        num_groups: number of groups; defaults to ``max(class_to_group) + 1``.
+        mean_instance_size: fixed mean instance size per group (NaN entries are measured).
+    """
+
+    def __init__(
+        self,
+        num_classes: int,
+        ignore_index: int = 255,
+        *,
+        class_to_group: Sequence[int] | None = None,
+        num_groups: int | None = None,
+        mean_instance_size: Sequence[float] | None = None,
+    ) -> None:
+        if class_to_group is None:
+            class_to_group = range(num_classes)
+        self.lut = torch.as_tensor(list(class_to_group), dtype=torch.int64)
+        if self.lut.numel() != num_classes:
+            raise ValueError(f"{self.lut.numel()} groups given for {num_classes} classes")
+        self.num_classes = num_classes
+        self.num_groups = int(self.lut.max()) + 1 if num_groups is None else num_groups
+        self.ignore_index = ignore_index
+        groups = self.num_groups
+        self.fixed_size = torch.full((groups,), math.nan, dtype=torch.float64)
+        if mean_instance_size is not None:
+            self.fixed_size = torch.as_tensor(mean_instance_size, dtype=torch.float64).clone()
+        self.confusion = torch.zeros(groups, groups, dtype=torch.int64)
+        self.instances = torch.zeros(groups, dtype=torch.int64)
+        self.instance_pixels = torch.zeros(groups, dtype=torch.int64)
+        self.hit_ratio = torch.zeros(groups, dtype=torch.float64)  # sum_i tp_i / size_i
+
+    def _group(self, labels: Tensor) -> Tensor:
+        """Group of each label, -1 for labels that are no class (ignore, void predictions)."""
+        inside = (labels >= 0) & (labels < self.num_classes)
+        return torch.where(inside, self.lut[labels.clamp(0, self.num_classes - 1)], -1)
+
+    @torch.no_grad()
+    def update(self, pred: Tensor, target: Tensor, instance: Tensor) -> None:
+        """Add a batch: predicted labels, ground-truth labels and instance ids, ``(B, H, W)``
+        or ``(H, W)``; predictions outside ``0..C-1`` (void) are false negatives only."""
+        if not pred.shape == target.shape == instance.shape:
+            raise ValueError(
+                f"pred, target and instance shapes differ: {tuple(pred.shape)}, "
+                f"{tuple(target.shape)}, {tuple(instance.shape)}"
+            )
+        if pred.dim() == 2:
+            pred, target, instance = pred[None], target[None], instance[None]
+        pred, target, instance = (t.to(torch.int64).cpu() for t in (pred, target, instance))
+        groups = self.num_groups
+        valid = target != self.ignore_index
+        truth = self._group(target)  # (B, H, W), -1 where ignored
+        guess = self._group(pred)
+        counted = valid & (guess >= 0)
+        pairs = torch.bincount(truth[counted] * groups + guess[counted], minlength=groups**2)
+        self.confusion += pairs.view(groups, groups)
+
+        in_instance = valid & (instance > 0)
+        if not in_instance.any():
+            return
+        image = torch.arange(pred.shape[0]).view(-1, 1, 1).expand_as(instance)
+        keys = image[in_instance] * (int(instance.max()) + 1) + instance[in_instance]
+        _, member = torch.unique(keys, return_inverse=True)  # instance number of each pixel
+        count = int(member.max()) + 1
+        labels = truth[in_instance]
+        cells = member * groups + labels
+        pixels = torch.bincount(cells, minlength=count * groups).view(count, groups)
+        hit = guess[in_instance] == labels
+        hits = torch.bincount(cells[hit], minlength=count * groups).view(count, groups)
+        group = pixels.argmax(dim=1)  # (N,) the instance's class (group): its most frequent
+        size = pixels.gather(1, group[:, None]).squeeze(1)
+        tp = hits.gather(1, group[:, None]).squeeze(1)
+        self.instances += torch.bincount(group, minlength=groups)
+        self.instance_pixels += torch.bincount(
+            group, weights=size.double(), minlength=groups
+        ).long()
+        ratio = tp.to(torch.float64) / size.to(torch.float64)
+        self.hit_ratio += torch.bincount(group, weights=ratio, minlength=groups)
+
+    def compute(self) -> InstanceIoUScores:
+        """iIoU per group (NaN where the ground truth has no instance) and its nanmean."""
+        instances = self.instances.to(torch.float64)
+        measured = self.instance_pixels.to(torch.float64) / instances.clamp(min=1)
+        mean_size = torch.where(torch.isnan(self.fixed_size), measured, self.fixed_size)
+        tp = mean_size * self.hit_ratio
+        fn = mean_size * (instances - self.hit_ratio)
+        matrix = self.confusion.to(torch.float64)
+        fp = matrix.sum(dim=0) - matrix.diagonal()
+        iiou = torch.where(
+            instances > 0, tp / (tp + fn + fp).clamp(min=1e-12), torch.full_like(tp, math.nan)
+        )
+        return InstanceIoUScores(iiou.tolist(), _nanmean(iiou), self.instances.tolist())
+
+
+# ---------------------------------------------------------------------- foreign classes
+
+
+def predicted_class_pixels(pred: Tensor, num_classes: int) -> Tensor:
+    """Pixels predicted as each class, ``(C,)`` int64, over every pixel of ``pred``.
+
+    No pixel is left out: the incidence of foreign classes (thesis Table 5.1) counts the whole
+    image, ignored regions included (most foreign pixels on Cityscapes lie on the ignored car
+    hood, thesis 5.3.2).
+    """
+    return torch.bincount(pred.reshape(-1).to(torch.int64).cpu(), minlength=num_classes)
+
+
+def group_fractions(pixels: Tensor, groups: dict[str, Sequence[int]]) -> dict[str, float]:
+    """Share of predicted pixels falling into each group of classes (thesis Table 5.1's columns,
+    e.g. ``{"driving": [...], "indoor": [...]}``); NaN when nothing was counted."""
+    total = float(pixels.sum())
+    shares = {}
+    for name, classes in groups.items():
+        inside = float(pixels[list(classes)].sum()) if len(classes) else 0.0
+        shares[name] = inside / total if total > 0 else math.nan
+    return shares
+
+
+def foreign_fraction(pixels: Tensor, own_classes: Sequence[int]) -> float:
+    """Share of predicted pixels in classes *not* in ``own_classes`` (foreign to the dataset).
+
+    Args:
+        pixels: :func:`predicted_class_pixels` of a dataset's images, union label space.
+        own_classes: the union classes the dataset's labels can hold.
+    """
+    total = float(pixels.sum())
+    if total == 0:
+        return math.nan
+    own = float(pixels[list(own_classes)].sum()) if len(own_classes) else 0.0
+    return (total - own) / total
 
 
 def _percent(value: float | None) -> str:
