@@ -1,0 +1,42 @@
+"""``leanseg report``: one self-contained HTML file about one or more training runs.
+
+Modules, one job each:
+
+- :mod:`~leanseg.report.gather`: read a run directory (config, metrics log, checkpoints) and
+  bench JSON files;
+- :mod:`~leanseg.report.measure`: load the checkpoint, evaluate it on the val split (confusion
+  matrix, per-class IoU, instance AP), cut prediction panels, measure cost with ``leanseg.bench``;
+- :mod:`~leanseg.report.figures`: the plots (matplotlib, the optional ``report`` extra, imported
+  nowhere else in leanseg) and :mod:`~leanseg.report.pictures`: the panels (Pillow);
+- :mod:`~leanseg.report.html`: escaped HTML pieces and the page; :mod:`~leanseg.report.output`:
+  where the file may be written;
+- :mod:`~leanseg.report.build`: :func:`write_report`, tying them together;
+  :mod:`~leanseg.report.command`: the subcommand's arguments.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from leanseg.report.build import write_report
+
+__all__ = ["write_demo_report", "write_report"]
+
+# The demo's scenes are 256x512; cost is measured at that size.
+DEMO_BENCH_SIZE = (256, 512)
+
+
+def write_demo_report(run_dir: str | Path, out_path: str | Path) -> Path:
+    """The report ``leanseg demo`` ends with: its run, 20 val images, three panels.
+
+    ``out_path`` is replaced only when a previous report wrote it (see
+    :mod:`leanseg.report.output`).
+    """
+    return write_report(
+        [run_dir],
+        out_path,
+        max_images=20,
+        num_panels=3,
+        bench_size=DEMO_BENCH_SIZE,
+        title="leanseg demo: a ladder head on EfficientNet-Lite0, synthetic street scenes",
+    )
