@@ -145,3 +145,21 @@ def test_tiny_instance_run_logs_and_evaluates_ap(tmp_path):
     out = tmp_path / "scores.json"
     assert main(["eval", str(root), "--json", str(out)]) == 0
     _check_ap(json.loads(out.read_text())["instance_ap"])
+
+
+def test_format_instance_ap_names_classes():
+    from rich.console import Console
+
+    from leanseg.instance_metrics import format_instance_ap
+
+    ap = {
+        "AP": 0.25,
+        "AP50": 0.5,
+        "per_class": {"1": 0.25, "2": None},
+        "per_class_AP50": {"1": 0.5, "2": None},
+    }
+    console = Console(record=True, width=80)
+    console.print(format_instance_ap(ap, ["road", "car", "person"]))
+    text = console.export_text()
+    assert "car" in text and "person" in text and "25.0" in text and "50.0" in text
+    assert "-" in text.split("person")[1].splitlines()[0]

@@ -25,9 +25,11 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass, field
+from typing import Any
 
 import numpy as np
 import torch
+from rich.table import Table
 from torch import Tensor
 
 IOU_THRESHOLDS: tuple[float, ...] = tuple(np.round(np.arange(0.5, 0.951, 0.05), 2).tolist())
@@ -201,3 +203,30 @@ class InstanceAP:
             "per_class": per_class,
             "per_class_AP50": per_class50,
         }
+
+
+def format_instance_ap(ap: dict[str, Any], class_names: Sequence[str] | None = None) -> Table:
+    """A rich table of :meth:`InstanceAP.compute` (or its JSON, NaN as None) in percent.
+
+    Per-class keys that are class ids (as :mod:`leanseg.engine.instance_eval` writes them) are
+    shown by name when ``class_names`` is given; ``-`` marks a class without ground truth.
+    """
+
+    def pct(value: float | None) -> str:
+        return "-" if value is None or np.isnan(value) else f"{100 * value:.1f}"
+
+    def name(key: str) -> str:
+        if class_names is not None and key.isdigit() and int(key) < len(class_names):
+            return class_names[int(key)]
+        return key
+
+    table = Table(title="Instance AP (IoU 0.50:0.95) and AP50")
+    table.add_column("class")
+    table.add_column("AP", justify="right")
+    table.add_column("AP50", justify="right")
+    per_class50 = ap.get("per_class_AP50") or {}
+    for key, value in (ap.get("per_class") or {}).items():
+        table.add_row(name(key), pct(value), pct(per_class50.get(key)))
+    table.add_section()
+    table.add_row("mean", pct(ap.get("AP")), pct(ap.get("AP50")), style="bold")
+    return table
