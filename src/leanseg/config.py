@@ -58,6 +58,53 @@ class ModelConfig:
 
 
 @dataclass
+class DatasetEntry:
+    """One dataset of a multi-dataset run (``data.datasets``, thesis ch. 5).
+
+    The keys mean what the same keys of ``data`` mean for a single dataset; the transforms,
+    batch size and loader settings stay in ``data`` and are shared by all datasets.
+    """
+
+    dataset: str = ""
+    # Names the dataset in ``data.union.map`` and in reports; defaults to ``dataset``.
+    name: str | None = None
+    root: str | None = None
+    # This dataset's split names; ``null`` takes ``data.train_split`` / ``data.val_split``.
+    train_split: str | None = None
+    val_split: str | None = None
+    options: dict[str, Any] = field(default_factory=dict)
+    classes: list[str] | None = None
+    label_colors: dict[str, Any] | None = None
+    unknown_colors: Literal["error", "ignore"] = "error"
+    # Share of the training draws, relative to the other entries' weights. The thesis draws
+    # the small driving sets 2:1 against the large indoor one (5.2): weights 2 and 1.
+    weight: float = 1.0
+
+    @property
+    def key(self) -> str:
+        """The entry's name: ``name``, or ``dataset`` when no name is given."""
+        return self.name or self.dataset
+
+
+@dataclass
+class UnionConfig:
+    """The union label space a multi-dataset model predicts (``data.union``, thesis 5.3.1).
+
+    Each dataset class becomes the union class of the same name (compared without case) unless
+    ``map`` says otherwise. ``map: {entry name: {dataset class: target}}`` where a target is a
+    union class name, a list of union class names (the dataset class covers several union
+    classes, e.g. CamVid ``Bicyclist`` -> ``[rider, bicycle]``: such pixels are ignored in
+    training, and a prediction of any of them counts as that class in its evaluation) or
+    ``ignore``. A union class may stand for at most one class of each dataset.
+    """
+
+    # ``null``: every dataset class by name, in order of the entries, merged by name, then any
+    # ``map`` target not among them.
+    classes: list[str] | None = None
+    map: dict[str, dict[str, Any]] = field(default_factory=dict)
+
+
+@dataclass
 class DataConfig:
     """Where the images are and how training samples are augmented."""
 
@@ -94,6 +141,12 @@ class DataConfig:
     std: tuple[float, float, float] | None = None
     batch_size: int = 8
     num_workers: int = 2
+    # Several datasets in one run (thesis ch. 5): each entry names a dataset with its own root,
+    # splits, classes and weight; ``dataset``, ``root``, ``options``, ``classes`` and
+    # ``label_colors`` above must then stay unset. ``null``: the one dataset above.
+    datasets: list[DatasetEntry] | None = None
+    # Union label space of ``datasets``; ``null`` merges their classes by name.
+    union: UnionConfig | None = None
 
 
 @dataclass
@@ -295,8 +348,91 @@ VALUE_CHECKS: dict[str, Callable[[Any, str], object]] = {
 }
 
 
+# The union's word for "no union class", as in ``data.label_colors``.
+UNION_IGNORE = IGNORE_KEY
+# Keys of ``data`` that describe the one dataset of a single-dataset run, and their defaults.
+_SINGLE_DATASET_KEYS = {
+    "root": None,
+    "options": {},
+    "classes": None,
+    "label_colors": None,
+}
+
+
+def _check_datasets(data: DataConfig, key: str) -> None:
+    """``data.datasets`` and ``data.union``: entries, weights, names and the map's shape.
+
+    Whether the map's dataset classes exist is checked where the classes are known
+    (:func:`leanseg.data.union.build_union`).
+    """
+    if data.datasets is None:
+        if data.union is not None:
+            raise ConfigError(f"{key}.union: a union label space needs {key}.datasets")
+        return
+    if not data.datasets:
+        raise ConfigError(f"{key}.datasets: list at least one dataset, or null for one")
+    for name, default in _SINGLE_DATASET_KEYS.items():
+        if getattr(data, name) != default:
+            raise ConfigError(
+                f"{key}.{name}: set per dataset in {key}.datasets, not here, when "
+                f"{key}.datasets is given"
+            )
+    names: set[str] = set()
+    for index, entry in enumerate(data.datasets):
+        where = f"{key}.datasets[{index}]"
+        if not entry.dataset:
+            raise ConfigError(f"{where}.dataset: name the dataset (e.g. camvid, folder)")
+        if not entry.key:
+            raise ConfigError(f"{where}.name: must be a non-empty name")
+        if entry.key in names:
+            raise ConfigError(
+                f"{where}.name: {entry.key!r} names two entries; give each a distinct name"
+            )
+        names.add(entry.key)
+        if not (_finite(entry.weight) and entry.weight > 0):
+            raise ConfigError(f"{where}.weight: must be a positive number, got {entry.weight!r}")
+        if entry.label_colors is not None:
+            parse_label_colors(entry.label_colors, f"{where}.label_colors")
+        for split in ("train_split", "val_split"):
+            if getattr(entry, split) == "":
+                raise ConfigError(f"{where}.{split}: a non-empty split name or null")
+    union = data.union or UnionConfig()
+    if union.classes is not None:
+        seen: dict[str, str] = {}
+        for index, name in enumerate(union.classes):
+            if not name or name.lower() == UNION_IGNORE:
+                raise ConfigError(f"{key}.union.classes[{index}]: {name!r} cannot name a class")
+            if name.lower() in seen:
+                raise ConfigError(
+                    f"{key}.union.classes[{index}]: {name!r} repeats {seen[name.lower()]!r} "
+                    "(names are compared without case)"
+                )
+            seen[name.lower()] = name
+    for entry_name, table in union.map.items():
+        where = f"{key}.union.map.{entry_name}"
+        if entry_name not in names:
+            raise ConfigError(f"{where}: no dataset named {entry_name!r}; names: {sorted(names)}")
+        if not isinstance(table, dict):
+            raise ConfigError(f"{where}: expected a mapping dataset class -> union class")
+        for their, target in table.items():
+            targets = target if isinstance(target, list) else [target]
+            if not targets or not all(isinstance(t, str) and t for t in targets):
+                raise ConfigError(
+                    f"{where}.{their}: expected a union class name, a list of names or "
+                    f"{UNION_IGNORE}, got {target!r}"
+                )
+            if len(targets) > 1 and UNION_IGNORE in (t.lower() for t in targets):
+                raise ConfigError(f"{where}.{their}: {UNION_IGNORE} cannot be one of a list")
+
+
+# Checks of whole sections (cross-field rules), run before their fields' range checks.
+SECTION_CHECKS: dict[str, Callable[[Any, str], object]] = {"data": _check_datasets}
+
+
 def _check_ranges(obj: Any, key: str) -> None:
     """Raise ConfigError for the first field of a validated section that is out of range."""
+    if key in SECTION_CHECKS:
+        SECTION_CHECKS[key](obj, key)
     for f in dataclasses.fields(obj):
         dotted = f"{key}.{f.name}" if key else f.name
         if dotted in VALUE_CHECKS:

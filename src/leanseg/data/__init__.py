@@ -1,18 +1,22 @@
 """Datasets, the synthetic street scenes and joint transforms.
 
-``build_dataset(cfg.data, split, train=...)`` is the one place a config becomes a dataset.
+``build_dataset(cfg.data, split, train=...)`` is the one place a config becomes a dataset. With
+``data.datasets`` (several datasets in one run, thesis ch. 5) it is a :class:`MixedDataset` of
+every entry's split, labels remapped into the union label space (:func:`union_label_space`).
 """
 
 from __future__ import annotations
 
+import dataclasses
 import inspect
 import typing
 from typing import Any
 
 from torch.utils.data import Dataset
 
-from leanseg.config import ConfigError, DataConfig, coerce
+from leanseg.config import ConfigError, DataConfig, DatasetEntry, coerce
 from leanseg.data.base import IGNORE_INDEX, DatasetError, Sample, SegmentationDataset
+from leanseg.data.classes import bit_palette
 from leanseg.data.cocostuff import COCOStuff10k
 from leanseg.data.colour_labels import ColourTable, colour_table, convert_colour_labels
 from leanseg.data.datasets import (
@@ -24,7 +28,9 @@ from leanseg.data.datasets import (
     Folder,
     folder_palette,
 )
+from leanseg.data.multi import MixedDataset, MixedSampler, UnionLabels
 from leanseg.data.transforms import build_eval_transform, build_train_transform
+from leanseg.data.union import DatasetLabels, UnionLabelSpace, build_union
 
 # Name (``data.dataset``) -> dataset class. ``synthetic`` (SyntheticStreetScenes) is resolved
 # by :func:`dataset_class` and imported only when asked for.
@@ -110,6 +116,8 @@ def build_dataset(data_cfg: DataConfig, split: str, *, train: bool) -> Dataset:
             ``data.classes``.
         DatasetError: when the files cannot be listed (missing root, split or label files).
     """
+    if data_cfg.datasets is not None:
+        return _build_mixed(data_cfg, split, train=train)
     cls = dataset_class(data_cfg.dataset)
     options = _check_options(cls, dict(data_cfg.options))
     if data_cfg.label_colors is not None and cls is not Folder:
@@ -135,6 +143,77 @@ def build_dataset(data_cfg: DataConfig, split: str, *, train: bool) -> Dataset:
     return cls(data_cfg.root, split, transform, **options)
 
 
+def entry_config(data_cfg: DataConfig, entry: DatasetEntry) -> DataConfig:
+    """The single-dataset ``data`` section of one entry of ``data.datasets``.
+
+    The entry's own keys (dataset, root, splits, options, classes, colours) replace those of
+    ``data_cfg``; transforms, batch size and loader settings are ``data_cfg``'s, shared.
+    """
+    return dataclasses.replace(
+        data_cfg,
+        dataset=entry.dataset,
+        root=entry.root,
+        train_split=entry.train_split or data_cfg.train_split,
+        val_split=entry.val_split or data_cfg.val_split,
+        options=dict(entry.options),
+        classes=entry.classes,
+        label_colors=entry.label_colors,
+        unknown_colors=entry.unknown_colors,
+        datasets=None,
+        union=None,
+    )
+
+
+def entry_split(data_cfg: DataConfig, entry: DatasetEntry, split: str) -> str:
+    """The entry's name for ``split``: ``data.train_split`` / ``data.val_split`` are roles that
+    each entry may name differently; any other split name is used as it is."""
+    if split == data_cfg.train_split:
+        return entry.train_split or split
+    if split == data_cfg.val_split:
+        return entry.val_split or split
+    return split
+
+
+def _entries(data_cfg: DataConfig) -> list[tuple[int, DatasetEntry, DataConfig]]:
+    return [(i, e, entry_config(data_cfg, e)) for i, e in enumerate(data_cfg.datasets or [])]
+
+
+def _in_entry(index: int, entry: DatasetEntry, err: ConfigError) -> ConfigError:
+    """A single-dataset config error, re-worded to name the entry of ``data.datasets``."""
+    text = str(err).replace("data.", f"data.datasets[{index}].", 1)
+    return ConfigError(f"{text} (dataset {entry.key!r})")
+
+
+def union_label_space(data_cfg: DataConfig) -> UnionLabelSpace:
+    """The union label space of ``data.datasets`` (:mod:`leanseg.data.union`).
+
+    Raises:
+        ConfigError: naming the key, when ``data.datasets`` is not set or the union is invalid.
+    """
+    if data_cfg.datasets is None:
+        raise ConfigError("data.datasets: a union label space needs several datasets")
+    classes = {}
+    for index, entry, single in _entries(data_cfg):
+        try:
+            classes[entry.key] = dataset_classes(single)
+        except ConfigError as err:
+            raise _in_entry(index, entry, err) from None
+    return build_union(data_cfg.union, classes)
+
+
+def _build_mixed(data_cfg: DataConfig, split: str, *, train: bool) -> MixedDataset:
+    space = union_label_space(data_cfg)
+    parts = []
+    for index, entry, single in _entries(data_cfg):
+        try:
+            dataset = build_dataset(single, entry_split(data_cfg, entry, split), train=train)
+        except ConfigError as err:
+            raise _in_entry(index, entry, err) from None
+        parts.append(UnionLabels(dataset, space.datasets[entry.key]))
+    entries = data_cfg.datasets or []
+    return MixedDataset(parts, [e.key for e in entries], [e.weight for e in entries])
+
+
 def _folder_classes(data_cfg: DataConfig) -> tuple[str, ...]:
     if not data_cfg.classes:
         raise ConfigError("data.classes: the folder dataset needs its list of class names")
@@ -142,7 +221,10 @@ def _folder_classes(data_cfg: DataConfig) -> tuple[str, ...]:
 
 
 def dataset_classes(data_cfg: DataConfig) -> tuple[str, ...]:
-    """Class names (index = train id) of the configured dataset, without reading any file."""
+    """Class names (index = train id) of the configured dataset, without reading any file;
+    with ``data.datasets``, the union label space's classes."""
+    if data_cfg.datasets is not None:
+        return union_label_space(data_cfg).classes
     if data_cfg.dataset == "folder":
         return _folder_classes(data_cfg)
     if data_cfg.dataset == SYNTHETIC:
@@ -153,7 +235,10 @@ def dataset_classes(data_cfg: DataConfig) -> tuple[str, ...]:
 
 
 def dataset_palette(data_cfg: DataConfig) -> tuple[tuple[int, int, int], ...]:
-    """RGB colour per class of the configured dataset, without reading any file."""
+    """RGB colour per class of the configured dataset, without reading any file; with
+    ``data.datasets``, each union class takes the colour of the first dataset class in it."""
+    if data_cfg.datasets is not None:
+        return _union_palette(data_cfg)
     if data_cfg.dataset == "folder":
         palette = data_cfg.options.get("palette")
         if palette is None and data_cfg.label_colors is not None:
@@ -169,6 +254,19 @@ def dataset_palette(data_cfg: DataConfig) -> tuple[tuple[int, int, int], ...]:
     return tuple(dataset_class(data_cfg.dataset).palette)
 
 
+def _union_palette(data_cfg: DataConfig) -> tuple[tuple[int, int, int], ...]:
+    space = union_label_space(data_cfg)
+    colours: list[tuple[int, int, int] | None] = [None] * len(space.classes)
+    for _, entry, single in _entries(data_cfg):
+        palette = dataset_palette(single)
+        lut = space.datasets[entry.key].to_dataset
+        for u in range(len(space.classes)):
+            if colours[u] is None and lut[u] != IGNORE_INDEX:
+                colours[u] = palette[lut[u]]
+    spare = iter(bit_palette(len(space.classes)))
+    return tuple(colour if colour is not None else next(spare) for colour in colours)
+
+
 __all__ = [
     "ADE20K",
     "ColourTable",
@@ -180,13 +278,21 @@ __all__ = [
     "CamVid",
     "Cityscapes",
     "DatasetError",
+    "DatasetLabels",
     "Folder",
+    "MixedDataset",
+    "MixedSampler",
     "Sample",
     "SegmentationDataset",
+    "UnionLabelSpace",
+    "UnionLabels",
     "build_dataset",
     "colour_table",
     "convert_colour_labels",
     "dataset_class",
     "dataset_classes",
     "dataset_palette",
+    "entry_config",
+    "entry_split",
+    "union_label_space",
 ]

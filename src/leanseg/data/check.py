@@ -4,6 +4,9 @@ Training stops at the first bad file; a check instead walks every sample of the 
 splits (without transforms), collects each problem with the file it concerns, and counts
 samples and label pixels per class, so a user fixes a dataset in one pass.
 
+With ``data.datasets`` (several datasets, thesis ch. 5) every dataset is checked in its own label
+set, and the union label space is built once, so a bad ``data.union`` is reported too.
+
 It also warns, without failing, about what makes evaluation reports misleading: a class that
 never occurs in a split (its IoU there is 0/0, reported as NaN) and label images that are all
 ignore (they add nothing to training or evaluation; often a wrong label table or colour map).
@@ -18,7 +21,13 @@ from typing import Any
 import numpy as np
 
 from leanseg.config import ConfigError, DataConfig
-from leanseg.data import build_dataset, dataset_classes
+from leanseg.data import (
+    build_dataset,
+    dataset_classes,
+    entry_config,
+    entry_split,
+    union_label_space,
+)
 from leanseg.data.base import IGNORE_INDEX, DatasetError, Sample, check_label_values
 
 
@@ -36,6 +45,7 @@ class CheckReport:
         ignored_pixels: Label pixels with the ignore value 255.
         warnings: One line per finding that does not stop training but skews its reports:
             classes that never occur in a split, label images that are all ignore.
+        parts: With ``data.datasets``, the report of each dataset, in order.
     """
 
     dataset: str
@@ -46,11 +56,12 @@ class CheckReport:
     class_pixels: list[int] = field(default_factory=list)
     ignored_pixels: int = 0
     warnings: list[str] = field(default_factory=list)
+    parts: list[CheckReport] = field(default_factory=list)
 
     @property
     def ok(self) -> bool:
-        """True when no problem was found."""
-        return not self.problems
+        """True when no problem was found (in any of ``parts`` either)."""
+        return not self.problems and all(part.ok for part in self.parts)
 
     @property
     def num_samples(self) -> int:
@@ -59,6 +70,14 @@ class CheckReport:
 
     def format(self) -> str:
         """A plain-text summary: sizes, class pixel shares and every problem."""
+        if self.parts or self.dataset == _MIXED:
+            lines = [
+                f"{len(self.parts)} datasets; union label space of {len(self.classes)} "
+                f"classes: {', '.join(self.classes)}"
+            ]
+            lines += [f"{len(self.problems)} problem(s):"] if self.problems else []
+            lines += [f"  - {problem}" for problem in self.problems]
+            return "\n\n".join(["\n".join(lines), *(part.format() for part in self.parts)])
         sizes = ", ".join(f"{split} {n}" for split, n in self.split_sizes.items())
         lines = [f"dataset {self.dataset} ({self.root}): {self.num_samples} samples ({sizes})"]
         labelled = sum(self.class_pixels)
@@ -105,6 +124,8 @@ def check_dataset(
     Returns:
         The :class:`CheckReport`.
     """
+    if data_cfg.datasets is not None:
+        return _check_mixed(data_cfg, splits, progress)
     report = CheckReport(dataset=data_cfg.dataset, root=data_cfg.root)
     try:
         report.classes = dataset_classes(data_cfg)
@@ -148,6 +169,27 @@ def check_dataset(
         report.warnings += split_warnings(split, report.classes, split_pixels, all_ignore)
     report.class_pixels = pixels[: len(report.classes)].tolist()
     report.ignored_pixels = int(pixels[IGNORE_INDEX])
+    return report
+
+
+_MIXED = "<datasets>"
+
+
+def _check_mixed(
+    data_cfg: DataConfig, splits: list[str], progress: Callable[[int, int], None] | None
+) -> CheckReport:
+    """Every entry of ``data.datasets`` checked in its own label set, and the union built."""
+    report = CheckReport(dataset=_MIXED, root=None)
+    try:
+        report.classes = union_label_space(data_cfg).classes
+    except ConfigError as err:
+        report.problems.append(str(err))
+    for entry in data_cfg.datasets or []:
+        single = entry_config(data_cfg, entry)
+        own_splits = list(dict.fromkeys(entry_split(data_cfg, entry, s) for s in splits))
+        part = check_dataset(single, own_splits, progress)
+        part.dataset = f"{entry.key} ({entry.dataset})"
+        report.parts.append(part)
     return report
 
 
