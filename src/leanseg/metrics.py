@@ -460,6 +460,8 @@ def category_iou(
     confusion: Tensor,
     class_to_category: Sequence[int] = CITYSCAPES_CLASS_CATEGORY,
     categories: Sequence[str] = CITYSCAPES_CATEGORIES,
+    *,
+    void: Tensor | None = None,
 ) -> tuple[dict[str, float], float]:
     """Category IoU: IoU of the confusion matrix summed into categories (thesis Table 5.3).
 
@@ -467,11 +469,19 @@ def category_iou(
     any class of ``g`` is a true positive of ``g``; predictions across categories are a false
     negative of the ground truth's category and a false positive of the predicted one.
 
+    ``void`` (C,), the void predictions per ground-truth class (``SegmentationMetric.void``),
+    adds them to the false negatives of their category.
+
     Returns:
         Category name -> IoU (NaN when absent from ground truth and predictions), and their
         nanmean.
     """
-    iou, mean = _iou_from_confusion(group_confusion(confusion, class_to_category, len(categories)))
+    grouped = group_confusion(confusion, class_to_category, len(categories))
+    grouped_void = None
+    if void is not None:
+        grouped_void = group_confusion(torch.diag(void), class_to_category, len(categories))
+        grouped_void = grouped_void.sum(dim=1)
+    iou, mean = _iou_from_confusion(grouped, grouped_void)
     return dict(zip(categories, iou, strict=True)), mean
 
 

@@ -6,13 +6,14 @@ sample entries besides the image (:class:`~leanseg.nn.segmentor.ExtraInputs`, e.
 gets them from each batch, resized and mirrored with the image
 (:mod:`leanseg.engine.model_inputs`); other models take the same path as before. A model that
 predicts instances (SSN's instance head) also gets AP / AP50 on data with instance labels
-(:mod:`leanseg.engine.instance_eval`).
+(:mod:`leanseg.engine.instance_eval`). Category IoU, iIoU and foreign-class incidence (thesis
+ch. 5) are added where they apply (:mod:`leanseg.engine.extra_scores`).
 """
 
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 
 import torch
 from torch import nn
@@ -20,6 +21,7 @@ from torch.utils.data import DataLoader, Dataset, Subset
 
 from leanseg.config import EvalConfig
 from leanseg.engine import distributed
+from leanseg.engine.extra_scores import ExtraScores
 from leanseg.engine.inference import predict_scores
 from leanseg.engine.instance_eval import InstanceEvaluation
 from leanseg.engine.model_inputs import batch_inputs, predict_scores_with_inputs
@@ -39,6 +41,8 @@ def evaluate(
     ignore_index: int = 255,
     num_workers: int = 0,
     on_batch: Callable[[int, int], None] | None = None,
+    class_names: Sequence[str] | None = None,
+    label_map: torch.Tensor | None = None,
 ) -> SegmentationScores:
     """Confusion-matrix metrics of ``model`` on ``dataset`` (eval transforms attached).
 
@@ -47,6 +51,9 @@ def evaluate(
 
     Args:
         on_batch: called as ``on_batch(done, total)`` after each batch (progress bars).
+        class_names: names of the scored classes; Cityscapes' 19 add category IoU.
+        label_map: ``(K,)`` model class -> scored class, 255 for classes foreign to the dataset
+            (scored as Void, thesis 5.3.1); None when the model predicts the scored classes.
     """
     was_training = model.training
     model.eval()
@@ -61,8 +68,12 @@ def evaluate(
         num_workers=num_workers,
     )
     metric = SegmentationMetric(
-        num_classes, ignore_index=ignore_index, boundary_width=eval_cfg.boundary_width
+        num_classes,
+        ignore_index=ignore_index,
+        boundary_width=eval_cfg.boundary_width,
+        void_index=None if label_map is None else 255,
     )
+    extras = ExtraScores(num_classes, class_names, label_map, ignore_index)
     # A head that reports its cost (QGN) is counted over every pass: tiles, scales, flips.
     sites = SiteCounter.wrap(model)
     scorer = model if sites is None else sites
@@ -79,14 +90,16 @@ def evaluate(
             probabilities = predict_scores(
                 scorer, images, scales=eval_cfg.scales, flip=eval_cfg.flip
             )
-        metric.update(probabilities.argmax(dim=1).cpu(), batch["label"])
+        pred = extras.scored(probabilities.argmax(dim=1).cpu())
+        metric.update(pred, batch["label"])
+        extras.update(pred, batch)
         if instances is not None:
             instances.update(images, batch)
         if on_batch is not None:
             on_batch(step, len(loader))
     metric.reduce_across_processes()
     model.train(was_training)
-    scores = metric.compute()
+    scores = extras.apply(metric.compute(), metric.confusion, metric.void)
     if sites is not None:
         per_image = {level: total / max(1, len(indices)) for level, total in sites.totals.items()}
         reduced = distributed.mean_across_processes(per_image, device)

@@ -38,10 +38,10 @@ from rich.progress import (
 )
 from torch import nn
 from torch.nn.parallel import DistributedDataParallel
-from torch.utils.data import DataLoader, Dataset
+from torch.utils.data import DataLoader, Dataset, Sampler
 
 from leanseg.config import Config
-from leanseg.data import build_dataset, dataset_classes
+from leanseg.data import MixedDataset, MixedSampler, build_dataset, dataset_classes
 from leanseg.engine import bn_statistics, distributed
 from leanseg.engine.checkpoint import (
     CheckpointError,
@@ -218,13 +218,18 @@ class Trainer:
         """Endless stream of training batches, starting where the run currently is."""
         data_cfg = self.cfg.data
         world = distributed.world_size()
-        sampler = ResumableSampler(
-            len(self.train_set),
-            seed=self.cfg.train.seed,
-            start=self.iteration * data_cfg.batch_size * world,
-            rank=distributed.rank(),
-            world_size=world,
-        )
+        position = {
+            "seed": self.cfg.train.seed,
+            "start": self.iteration * data_cfg.batch_size * world,
+            "rank": distributed.rank(),
+            "world_size": world,
+        }
+        sampler: Sampler[tuple[int, int]]
+        if isinstance(self.train_set, MixedDataset):
+            # Several datasets: drawn by weight, mixed within every batch (thesis 5.2).
+            sampler = MixedSampler(self.train_set.sizes, self.train_set.weights, **position)
+        else:
+            sampler = ResumableSampler(len(self.train_set), **position)
         loader = DataLoader(
             SeededSamples(self.train_set),
             batch_size=data_cfg.batch_size,
