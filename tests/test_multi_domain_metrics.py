@@ -173,3 +173,12 @@ def test_scores_write_the_new_fields_only_when_computed():
     assert "iiou" not in scores.to_dict() and "category_iou" not in scores.to_dict()
     scores.foreign_fraction = 0.25
     assert scores.to_dict()["foreign_fraction"] == 0.25
+
+
+def test_category_iou_counts_void_predictions_as_false_negatives():
+    # road predicted road, car predicted Void: flat 1 / 1; vehicle 0 / (0 + 1) = 0.
+    metric = SegmentationMetric(19, boundary_width=None, void_index=255)
+    metric.update(torch.tensor([[ROAD, 255]]), torch.tensor([[ROAD, CAR]]))
+    per_category, mean = category_iou(metric.confusion, void=metric.void)
+    assert per_category["flat"] == 1.0 and per_category["vehicle"] == 0.0
+    assert mean == 0.5
