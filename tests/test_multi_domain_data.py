@@ -3,6 +3,8 @@ sampling, a 2-iteration train, per-dataset evaluation and ``data check``."""
 
 from __future__ import annotations
 
+import json
+
 import numpy as np
 import pytest
 import torch
@@ -226,6 +228,15 @@ def test_two_iterations_on_synthetic_and_a_folder_dataset(tmp_path):
     for scores in per_dataset.values():
         assert 0.0 <= scores.foreign_fraction <= 1.0
     assert per_dataset["street"].iiou is not None  # the synthetic scenes have instance maps
+
+    # ``leanseg eval`` reports the union scores and each dataset's own.
+    from leanseg.cli import main
+
+    out = tmp_path / "scores.json"
+    assert main(["eval", str(tmp_path / "run"), "--json", str(out)]) == 0
+    record = json.loads(out.read_text())
+    assert list(record["per_dataset"]) == ["street", "em"]
+    assert len(record["per_dataset"]["em"]["iou"]) == 2
 
 
 def test_data_check_walks_every_dataset(tmp_path):

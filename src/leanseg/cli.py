@@ -385,11 +385,28 @@ def _cmd_eval(args: argparse.Namespace) -> int:
             device=device,
             ignore_index=cfg.data.ignore_index,
             on_batch=lambda done, total: progress.update(task, completed=done, total=total),
+            class_names=class_names,
         )
-    Console().print(format_scores(scores, class_names))
+    out = Console()
+    out.print(format_scores(scores, class_names))
     if scores.active_sites is not None:
         cost = ", ".join(f"{level} {sites:.0f}" for level, sites in scores.active_sites.items())
-        Console().print(f"active sites per image: {cost}")
+        out.print(f"active sites per image: {cost}")
+    if scores.category_iou is not None and scores.category_miou is not None:
+        cats = ", ".join(f"{name} {100 * v:.1f}" for name, v in scores.category_iou.items())
+        out.print(f"category IoU {100 * scores.category_miou:.2f} % ({cats})")
+    if scores.miiou is not None:
+        out.print(f"iIoU {100 * scores.miiou:.2f} % (classes with instances)")
+    if scores.category_miiou is not None:
+        out.print(f"category iIoU {100 * scores.category_miiou:.2f} %")
+    per_dataset = {}
+    if cfg.data.datasets is not None:
+        from leanseg.engine.domain_eval import evaluate_per_dataset
+
+        per_dataset = evaluate_per_dataset(model, cfg.data, split, eval_cfg=cfg.eval, device=device)
+        for name, own in per_dataset.items():
+            foreign = own.foreign_fraction or 0.0
+            out.print(f"{name}: mIoU {100 * own.miou:.2f} %, foreign pixels {100 * foreign:.3f} %")
     if args.json:
         record = {
             "checkpoint": str(trained.checkpoint),
@@ -399,6 +416,8 @@ def _cmd_eval(args: argparse.Namespace) -> int:
             "flip": cfg.eval.flip,
             **scores.to_dict(),
         }
+        if per_dataset:
+            record["per_dataset"] = {name: own.to_dict() for name, own in per_dataset.items()}
         _write_json(record, args.json)
     return 0
 
