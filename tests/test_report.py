@@ -184,7 +184,7 @@ def test_a_run_without_checkpoint_and_a_bench_file(runs, tmp_path):
     write_report([bare], out, bench_json=[bench])
     document = out.read_text(encoding="utf-8")
     assert "has no checkpoint yet" in document
-    assert "<td>1.235 M</td>" in document and "a &lt;b&gt;GPU&lt;/b&gt;" in document
+    assert '<td class="num">1.235 M</td>' in document and "a &lt;b&gt;GPU&lt;/b&gt;" in document
     for heading in RUN_HEADINGS:
         assert f">{heading}</h3>" in document
     # Per-class IoU falls back to the logged validation; curves are drawn.
@@ -241,3 +241,11 @@ def test_report_renders_in_a_headless_browser(one_report, tmp_path):
     assert not _blank(picture)
     # More than text on white: the embedded plots show colour.
     assert (picture.std(axis=2) > 30).mean() > 0.01
+
+
+def test_panels_spread_over_the_split():
+    from leanseg.report.measure import panel_indices
+
+    assert panel_indices(101, 3) == [0, 50, 100]
+    assert panel_indices(2, 3) == [0, 1]
+    assert panel_indices(5, 1) == [0] and panel_indices(5, 0) == [] and panel_indices(0, 3) == []

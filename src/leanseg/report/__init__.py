@@ -17,8 +17,7 @@ Modules, one job each:
 from __future__ import annotations
 
 from pathlib import Path
-
-from leanseg.report.build import write_report
+from typing import Any
 
 __all__ = ["write_demo_report", "write_report"]
 
@@ -32,6 +31,8 @@ def write_demo_report(run_dir: str | Path, out_path: str | Path) -> Path:
     ``out_path`` is replaced only when a previous report wrote it (see
     :mod:`leanseg.report.output`).
     """
+    from leanseg.report.build import write_report
+
     return write_report(
         [run_dir],
         out_path,
@@ -40,3 +41,12 @@ def write_demo_report(run_dir: str | Path, out_path: str | Path) -> Path:
         bench_size=DEMO_BENCH_SIZE,
         title="leanseg demo: a ladder head on EfficientNet-Lite0, synthetic street scenes",
     )
+
+
+def __getattr__(name: str) -> Any:
+    # Imported lazily, so that the command line's parser stays cheap (no torch for --help).
+    if name == "write_report":
+        from leanseg.report.build import write_report
+
+        return write_report
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

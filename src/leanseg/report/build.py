@@ -21,6 +21,7 @@ import torch
 
 from leanseg.config import ConfigError
 from leanseg.report import figures
+from leanseg.report.defaults import DEFAULT_BENCH_SIZE, DEFAULT_MAX_IMAGES, DEFAULT_PANELS
 from leanseg.report.figures import Point, Series
 from leanseg.report.gather import RunLog, read_bench_json, read_run
 from leanseg.report.html import Section, document, image, table, text
@@ -28,10 +29,6 @@ from leanseg.report.measure import Cost, Evaluation, evaluate_run, load_model, m
 from leanseg.report.output import check_output, write_output
 from leanseg.report.pictures import panel_png
 from leanseg.version import __version__
-
-DEFAULT_MAX_IMAGES = 20
-DEFAULT_PANELS = 3
-DEFAULT_BENCH_SIZE = (256, 512)
 
 
 @dataclass

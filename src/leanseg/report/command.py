@@ -1,7 +1,8 @@
 """The ``leanseg report`` subcommand: its arguments and its handler.
 
 ``leanseg.cli`` adds it with :func:`add_report_parser`; errors are :class:`ConfigError` s, which
-the command line prints as one ``leanseg: error: ...`` line with exit status 2.
+the command line prints as one ``leanseg: error: ...`` line with exit status 2. Building the
+parser imports neither torch nor matplotlib (the report itself is imported by the handler).
 """
 
 from __future__ import annotations
@@ -9,12 +10,7 @@ from __future__ import annotations
 import argparse
 from typing import Any
 
-from leanseg.report.build import (
-    DEFAULT_BENCH_SIZE,
-    DEFAULT_MAX_IMAGES,
-    DEFAULT_PANELS,
-    write_report,
-)
+from leanseg.report.defaults import DEFAULT_BENCH_SIZE, DEFAULT_MAX_IMAGES, DEFAULT_PANELS
 
 
 def _positive(text: str) -> int:
@@ -95,6 +91,8 @@ def add_report_parser(commands: Any) -> argparse.ArgumentParser:
 
 def run_report_command(args: argparse.Namespace) -> int:
     """Handler of ``leanseg report``: write the report, print its path."""
+    from leanseg.report.build import write_report
+
     path = write_report(
         args.runs,
         args.out,

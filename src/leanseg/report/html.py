@@ -13,12 +13,15 @@ from __future__ import annotations
 
 import base64
 import html
+import re
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 
 from leanseg.version import __version__
 
 GENERATOR = "leanseg report"
+# Cells that read as a number (with an optional unit) are right-aligned.
+_NUMBER = re.compile(r"-|[-+]?\d[\d.,]*(?: ?[A-Za-z%]+)?")
 
 _STYLE = """
 body { font-family: system-ui, sans-serif; margin: 1.5em auto; max-width: 1300px; color: #222;
@@ -26,8 +29,8 @@ body { font-family: system-ui, sans-serif; margin: 1.5em auto; max-width: 1300px
 h1 { font-size: 1.6em; } h2 { border-bottom: 1px solid #ccc; padding-bottom: .2em; }
 h3 { margin-top: 1.4em; }
 table { border-collapse: collapse; margin: .6em 0; font-size: .9em; }
-th, td { border: 1px solid #ccc; padding: .25em .6em; text-align: right; }
-th:first-child, td:first-child { text-align: left; }
+th, td { border: 1px solid #ccc; padding: .25em .6em; text-align: left; }
+td.num { text-align: right; }
 th { background: #f0f0f0; }
 img { max-width: 100%; height: auto; display: block; margin: .4em 0; }
 .note { color: #666; font-size: .9em; }
@@ -71,7 +74,12 @@ def table(header: Sequence[str] | None, rows: Sequence[Sequence[str]]) -> str:
         cells = "".join(f"<th>{html.escape(cell)}</th>" for cell in header)
         lines.append(f"<tr>{cells}</tr>")
     for row in rows:
-        cells = "".join(f"<td>{html.escape(cell)}</td>" for cell in row)
+        cells = "".join(
+            f'<td class="num">{html.escape(cell)}</td>'
+            if _NUMBER.fullmatch(cell)
+            else f"<td>{html.escape(cell)}</td>"
+            for cell in row
+        )
         lines.append(f"<tr>{cells}</tr>")
     return "\n".join([*lines, "</table>"])
 

@@ -6,9 +6,10 @@
   ``max_images`` images of its val split: the confusion matrix, per-class IoU and, for instance
   heads, AP. The logged validation (``metrics.jsonl``) may cover more images; the report says
   how many it evaluated.
-- **Panels**: image | ground truth | prediction | error for the first ``num_panels`` val images,
-  predicted at one scale. In the error picture wrong pixels are red, right ones dark grey and
-  ignored ones white. Pictures wider than :data:`PANEL_WIDTH` are shrunk (labels nearest).
+- **Panels**: image | ground truth | prediction | error for ``num_panels`` val images spread over
+  the split (:func:`panel_indices`), predicted at one scale. In the error picture wrong pixels
+  are red, right ones dark grey and ignored ones white. Pictures wider than
+  :data:`PANEL_WIDTH` are shrunk (labels nearest).
 - **Cost**: parameters, FLOPs, activation and peak memory and latency from
   :func:`leanseg.bench.benchmark_model` at a small size (the same for every run of a report, so
   that they compare), or read from a ``leanseg bench --json`` file.
@@ -134,8 +135,10 @@ def evaluate_run(
         ignore_index=cfg.data.ignore_index,
     )
     palette = dataset_palette(cfg.data)
-    count = min(num_panels, len(dataset))  # type: ignore[arg-type]
-    panels = [_panel(model, dataset, index, palette, device) for index in range(count)]
+    panels = [
+        _panel(model, dataset, index, palette, device)
+        for index in panel_indices(len(dataset), num_panels)  # type: ignore[arg-type]
+    ]
     return Evaluation(
         checkpoint=run.checkpoint,
         iteration=iteration,
@@ -163,6 +166,18 @@ def measure_cost(model: torch.nn.Module, size: tuple[int, int], device: torch.de
         )
     result = benchmark_model(model, size, device=device, warmup=1, repeats=3)
     return Cost.from_bench(result.to_dict(), "measured")
+
+
+def panel_indices(count: int, num_panels: int) -> list[int]:
+    """``num_panels`` val images spread evenly over the split (first and last included).
+
+    Splits such as CamVid's are video frames in order: neighbours look alike, spread ones do not.
+    """
+    if num_panels <= 0 or count <= 0:
+        return []
+    if num_panels == 1 or count == 1:
+        return [0]
+    return sorted({round(i * (count - 1) / (num_panels - 1)) for i in range(num_panels)})
 
 
 @torch.no_grad()
