@@ -249,3 +249,13 @@ def test_panels_spread_over_the_split():
     assert panel_indices(101, 3) == [0, 50, 100]
     assert panel_indices(2, 3) == [0, 1]
     assert panel_indices(5, 1) == [0] and panel_indices(5, 0) == [] and panel_indices(0, 3) == []
+
+
+def test_write_demo_report(runs, tmp_path):
+    from leanseg.report import write_demo_report
+
+    out = write_demo_report(runs[0], tmp_path / "report.html", bench_size=(64, 96))
+    document = out.read_text(encoding="utf-8")
+    assert "<title>leanseg demo:" in document and ">Cost</h3>" in document
+    assert "1x3x64x96" in document
+    write_demo_report(runs[0], out, bench_size=(64, 96))  # a rerun replaces its own report

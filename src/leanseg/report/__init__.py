@@ -25,11 +25,23 @@ __all__ = ["write_demo_report", "write_report"]
 DEMO_BENCH_SIZE = (256, 512)
 
 
-def write_demo_report(run_dir: str | Path, out_path: str | Path) -> Path:
+def write_demo_report(
+    run_dir: str | Path,
+    out_path: str | Path,
+    *,
+    bench_size: tuple[int, int] = DEMO_BENCH_SIZE,
+) -> Path:
     """The report ``leanseg demo`` ends with: its run, 20 val images, three panels.
 
     ``out_path`` is replaced only when a previous report wrote it (see
-    :mod:`leanseg.report.output`).
+    :mod:`leanseg.report.output`). Without matplotlib it raises
+    :class:`~leanseg.report.figures.MissingPlotLibrary` (a ``ConfigError`` naming
+    ``pip install "leanseg[report]"``) before doing any work.
+
+    Args:
+        run_dir: the demo's run directory.
+        out_path: the HTML file.
+        bench_size: input ``(H, W)`` for the cost (the demo's scene size).
     """
     from leanseg.report.build import write_report
 
@@ -38,7 +50,7 @@ def write_demo_report(run_dir: str | Path, out_path: str | Path) -> Path:
         out_path,
         max_images=20,
         num_panels=3,
-        bench_size=DEMO_BENCH_SIZE,
+        bench_size=bench_size,
         title="leanseg demo: a ladder head on EfficientNet-Lite0, synthetic street scenes",
     )
 
