@@ -91,10 +91,12 @@ def sample_at(source: Tensor, coords: Tensor, mode: SampleMode = "bilinear") -> 
         ``(B, C, H, W)``.
     """
     src_h, src_w = source.shape[-2:]
-    # Pixel coordinates -> grid_sample's [-1, 1] range with align_corners=False.
-    scale = coords.new_tensor([2.0 / src_w, 2.0 / src_h]).view(1, 2, 1, 1)
-    normalised = (coords + 0.5) * scale - 1.0  # (B, 2, H, W)
-    grid = normalised.permute(0, 2, 3, 1)  # (B, H, W, 2)
+    # Pixel coordinates -> grid_sample's [-1, 1] range with align_corners=False. Each axis is
+    # scaled by a Python number, not by a tensor built from the sizes, so that an ONNX export
+    # keeps the scale a function of the input size instead of a constant of the traced one.
+    x = (coords[:, :1] + 0.5) * (2.0 / src_w) - 1.0  # (B, 1, H, W)
+    y = (coords[:, 1:] + 0.5) * (2.0 / src_h) - 1.0
+    grid = torch.cat((x, y), dim=1).permute(0, 2, 3, 1)  # (B, H, W, 2)
     if grid.dtype != source.dtype:
         grid = grid.to(source.dtype)
     return F.grid_sample(source, grid, mode=mode, padding_mode="border", align_corners=False)

@@ -1,0 +1,184 @@
+"""ONNX export (leanseg.export): every exportable head round-trips through onnxruntime."""
+
+import argparse
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from torch import nn
+
+pytest.importorskip("onnx", reason="ONNX export needs onnx (pip install 'leanseg[export]')")
+ort = pytest.importorskip(
+    "onnxruntime", reason="ONNX export needs onnxruntime (pip install 'leanseg[export]')"
+)
+
+from leanseg.config import ConfigError, ModelConfig  # noqa: E402
+from leanseg.export import (  # noqa: E402
+    UNEXPORTABLE_PARTS,
+    UnsupportedModelError,
+    VerificationError,
+    add_export_parser,
+    export_onnx,
+    onnxruntime_latency,
+)
+from leanseg.models import HEADS, build_segmentor  # noqa: E402
+from leanseg.nn.backbones.base import IMAGENET_NORMALIZATION  # noqa: E402
+
+CONFIGS = Path(__file__).resolve().parents[1] / "configs"
+SIZES = [(64, 96), (70, 90)]  # one a multiple of the output stride, one padded
+REFUSED_HEADS = sorted(name for name, builder in HEADS.items() if builder in UNEXPORTABLE_PARTS)
+EXPORTABLE_HEADS = sorted(set(HEADS) - set(REFUSED_HEADS))
+
+
+def _model(head="bilinear", backbone="resnet18", context=None, num_classes=5):
+    torch.manual_seed(0)
+    model = build_segmentor(
+        ModelConfig(backbone={"name": backbone}, context=context, head={"name": head}),
+        num_classes=num_classes,
+    )
+    # Non-trivial BN statistics, so that folding and export are checked on real arithmetic.
+    generator = torch.Generator().manual_seed(1)
+    for module in model.modules():
+        if isinstance(module, nn.BatchNorm2d):
+            module.running_mean.copy_(0.1 * torch.randn(module.num_features, generator=generator))
+            module.running_var.copy_(0.5 + torch.rand(module.num_features, generator=generator))
+    return model.eval()
+
+
+def test_refused_heads_are_the_expected_ones():
+    assert REFUSED_HEADS == ["qgn", "sandf"]
+
+
+@pytest.mark.parametrize("head", EXPORTABLE_HEADS)
+@pytest.mark.parametrize("backbone", ["resnet18", "efficientnet_lite0"])
+def test_head_round_trips_through_onnxruntime(tmp_path, backbone, head):
+    model = _model(head, backbone)
+    result = export_onnx(
+        model, tmp_path / "m.onnx", normalization=IMAGENET_NORMALIZATION, sizes=SIZES
+    )
+    assert result.path.is_file()
+    assert [check.shape for check in result.checks] == [(1, 3, 64, 96), (2, 3, 70, 90)]
+    assert result.max_abs_diff <= 1e-4
+
+
+@pytest.mark.parametrize(
+    ("head", "context", "part"),
+    [
+        ("qgn", None, "QGNHead"),
+        ("sandf", None, "SandFHead"),
+        ("bilinear", {"name": "spp"}, "SPP"),
+        ("bilinear", {"name": "psp_spp"}, "PSPSPP"),
+    ],
+)
+def test_unexportable_parts_are_refused_by_name(tmp_path, head, context, part):
+    model = _model(head, context=context)
+    with pytest.raises(UnsupportedModelError, match=rf"^{part} \(.*\) does not export to ONNX: "):
+        export_onnx(model, tmp_path / "m.onnx", normalization=IMAGENET_NORMALIZATION)
+    assert list(tmp_path.iterdir()) == []
+
+
+class _FrozenWidth(nn.Module):
+    """Scales by its input width through a tensor built from the size: a trace freezes it."""
+
+    def forward(self, images):
+        return images * images.new_tensor(float(images.shape[-1]))
+
+
+def test_failed_verification_leaves_no_file(tmp_path):
+    with pytest.raises(VerificationError, match="not written"):
+        export_onnx(
+            _FrozenWidth(), tmp_path / "m.onnx", normalization=IMAGENET_NORMALIZATION, sizes=SIZES
+        )
+    assert list(tmp_path.iterdir()) == []  # neither the target nor the temporary file
+
+
+def test_existing_file_is_kept_unless_forced(tmp_path):
+    path = tmp_path / "m.onnx"
+    path.write_text("keep me")
+    with pytest.raises(FileExistsError, match="--force"):
+        export_onnx(_model(), path, normalization=IMAGENET_NORMALIZATION, sizes=SIZES)
+    assert path.read_text() == "keep me"
+    export_onnx(_model(), path, normalization=IMAGENET_NORMALIZATION, sizes=SIZES, force=True)
+    assert path.read_bytes() != b"keep me"
+
+
+@pytest.mark.parametrize("backbone", ["resnet18", "efficientnet_lite0"])
+def test_folded_export_matches_unfolded_model(tmp_path, backbone):
+    model = _model("ladder", backbone)
+    result = export_onnx(
+        model,
+        tmp_path / "m.onnx",
+        normalization=IMAGENET_NORMALIZATION,
+        sizes=SIZES,
+        fold_bn=True,
+    )
+    assert result.folded_bn > 0
+    assert result.max_abs_diff <= 1e-4  # checked against the unfolded model
+    assert any(isinstance(m, nn.BatchNorm2d) for m in model.modules())  # model not modified
+
+
+def test_included_normalization_takes_uint8_and_documents_the_contract(tmp_path):
+    import onnx
+
+    model = _model()
+    path = tmp_path / "m.onnx"
+    export_onnx(
+        model,
+        path,
+        normalization=IMAGENET_NORMALIZATION,
+        class_names=["a", "b", "c", "d", "e"],
+        include_normalization=True,
+        input_dtype="uint8",
+        sizes=SIZES,
+    )
+    props = {entry.key: entry.value for entry in onnx.load(str(path)).metadata_props}
+    assert json.loads(props["leanseg.mean"]) == pytest.approx(IMAGENET_NORMALIZATION.mean)
+    assert json.loads(props["leanseg.class_names"]) == ["a", "b", "c", "d", "e"]
+    assert props["leanseg.normalization_included"] == "true"
+    assert props["leanseg.size_divisor"] == "32"
+    assert "uint8" in props["leanseg.input"]
+
+    images = torch.randint(0, 256, (1, 3, 50, 77), dtype=torch.uint8)
+    mean = torch.tensor(IMAGENET_NORMALIZATION.mean).view(1, 3, 1, 1)
+    std = torch.tensor(IMAGENET_NORMALIZATION.std).view(1, 3, 1, 1)
+    with torch.no_grad():
+        expected = model((images.float() / 255 - mean) / std).numpy()
+    session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+    assert session.get_inputs()[0].type == "tensor(uint8)"
+    got = session.run(None, {"images": images.numpy()})[0]
+    assert np.abs(got - expected).max() <= 1e-4
+
+
+def _run(argv):
+    parser = argparse.ArgumentParser(prog="leanseg")
+    add_export_parser(parser.add_subparsers())
+    args = parser.parse_args(argv)
+    return args.handler(args)
+
+
+def test_command_exports_a_config_only_with_random_init(tmp_path, capsys):
+    config = str(CONFIGS / "ssn" / "erfnet_camvid.yaml")
+    out = tmp_path / "m.onnx"
+    with pytest.raises(ConfigError, match="--random-init"):
+        _run(["export", config, "--out", str(out)])
+    sizes = ["--check-sizes", "64x96", "70x90"]
+    assert _run(["export", config, "--out", str(out), "--random-init", "--fold-bn", *sizes]) == 0
+    printed = capsys.readouterr().out
+    assert printed.count("max abs diff") == 3 and f"wrote {out}" in printed
+    assert out.is_file()
+
+
+def test_command_reports_a_refused_model_with_status_2(tmp_path, capsys):
+    config = str(CONFIGS / "ldn" / "rn18_32to4_cityscapes.yaml")
+    status = _run(["export", config, "--out", str(tmp_path / "m.onnx"), "--random-init"])
+    assert status == 2
+    assert "SPP (context) does not export to ONNX" in capsys.readouterr().err
+    assert not (tmp_path / "m.onnx").exists()
+
+
+def test_onnxruntime_latency_times_a_model():
+    figures = onnxruntime_latency(_model(), (64, 96), repeats=2, warmup=1, threads=1)
+    assert figures["backend"] == "onnxruntime" and len(figures["times_ms"]) == 2
+    assert 0 < figures["min_ms"] <= figures["median_ms"]
