@@ -16,8 +16,9 @@ def test_demo_pipeline_writes_everything(tmp_path):
     summary = run_demo(
         out, iters=4, show_progress=False, num_train=6, num_val=3, scene_size=(64, 128)
     )
-    for name in ("data", "run", "predictions", "summary.json"):
+    for name in ("data", "run", "predictions", "summary.json", "report.html"):
         assert (out / name).exists()
+    assert "<img" in (out / "report.html").read_text()
     assert (out / "run" / "checkpoints" / "best.pt").is_file()
     assert len(list((out / "data" / "images" / "train").glob("*.png"))) == 6
     assert len(list((out / "predictions").glob("*.png"))) == 3
@@ -33,6 +34,9 @@ def test_demo_pipeline_writes_everything(tmp_path):
     with pytest.raises(RunDirError, match="notes.txt"):
         run_demo(out, iters=2, force=True, show_progress=False, scene_size=(64, 128))
     assert (out / "notes.txt").read_text() == "mine"
+    (out / "notes.txt").unlink()  # only the demo's own files, its report included: replaced
+    run_demo(out, iters=2, force=True, show_progress=False, num_train=2, num_val=1,
+             scene_size=(64, 128))  # fmt: skip
 
 
 def test_demo_command_refuses_foreign_folder(tmp_path, capsys):

@@ -43,6 +43,7 @@ LAYERS = {
     "leanseg.models": 3,
     "leanseg.engine": 4,
     "leanseg.bench": 4,
+    "leanseg.export": 4,
     "leanseg.cli": 5,
     "leanseg.demo": 5,
     "leanseg.report": 5,

@@ -196,14 +196,14 @@ def test_a_run_without_checkpoint_and_a_bench_file(runs, tmp_path):
 
 
 def test_command_arguments_and_handler(runs, tmp_path, capsys):
+    from leanseg.cli import main
+
+    out = tmp_path / "cli.html"
+    argv = ["report", str(runs[0]), "--out", str(out), "--no-eval", "--bench-size", "none"]
+    assert main(argv) == 0
+    assert f"report written to {out}" in capsys.readouterr().out
     parser = argparse.ArgumentParser()
     add_report_parser(parser.add_subparsers())
-    out = tmp_path / "cli.html"
-    args = parser.parse_args(
-        ["report", str(runs[0]), "--out", str(out), "--no-eval", "--bench-size", "none"]
-    )
-    assert args.handler(args) == 0
-    assert f"report written to {out}" in capsys.readouterr().out
     assert parser.parse_args(["report", "r", "--out", "o"]).bench_size == (256, 512)
     with pytest.raises(SystemExit):
         parser.parse_args(["report", "r", "--out", "o", "--bench-size", "12"])

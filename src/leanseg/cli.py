@@ -233,6 +233,12 @@ def build_parser() -> argparse.ArgumentParser:
     demo.add_argument("--force", action="store_true", help="replace an earlier demo run")
     demo.add_argument("--no-progress", action="store_true", help="no progress bars")
     demo.set_defaults(handler=_cmd_demo)
+
+    from leanseg.export import add_export_parser
+    from leanseg.report.command import add_report_parser
+
+    add_export_parser(commands)
+    add_report_parser(commands)
     return parser
 
 
@@ -392,6 +398,10 @@ def _cmd_eval(args: argparse.Namespace) -> int:
     if scores.active_sites is not None:
         cost = ", ".join(f"{level} {sites:.0f}" for level, sites in scores.active_sites.items())
         out.print(f"active sites per image: {cost}")
+    if scores.instance_ap is not None:
+        from leanseg.instance_metrics import format_instance_ap
+
+        out.print(format_instance_ap(scores.instance_ap, class_names))
     if scores.category_iou is not None and scores.category_miou is not None:
         cats = ", ".join(f"{name} {100 * v:.1f}" for name, v in scores.category_iou.items())
         out.print(f"category IoU {100 * scores.category_miou:.2f} % ({cats})")

@@ -7,12 +7,13 @@
    package it says so and trains the same model from random initialisation.
 3. Evaluates it on the held-out scenes, beside a per-pixel colour classifier (nearest class-mean
    colour) fitted on the same training scenes, to show what colour alone achieves.
-4. Writes prediction panels (image | ground truth | prediction) and ``summary.json``.
+4. Writes prediction panels (image | ground truth | prediction), ``summary.json`` and an HTML
+   report of the run (``leanseg report``; needs the ``report`` extra, else it says so).
 
 Layout of ``OUT``: ``.leanseg-demo`` (a marker), ``data/`` (scenes), ``run/`` (an ordinary run
-directory: config, metrics, checkpoints), ``predictions/`` and ``summary.json``. ``--force``
-replaces an earlier demo only in a folder with the marker, and only when every file below it is
-one the demo writes; otherwise it deletes nothing.
+directory: config, metrics, checkpoints), ``predictions/``, ``summary.json`` and ``report.html``.
+``--force`` replaces an earlier demo only in a folder with the marker, and only when every file
+below it is one the demo writes; otherwise it deletes nothing.
 """
 
 from __future__ import annotations
@@ -48,7 +49,7 @@ DEFAULT_ITERS = 300
 PRETRAINED = "efficientnet-lite0"
 # What the demo writes into its output folder; --force removes these and nothing else.
 MARKER = ".leanseg-demo"
-OUTPUTS = (MARKER, "data", "run", "predictions", "summary.json")
+OUTPUTS = (MARKER, "data", "run", "predictions", "summary.json", "report.html")
 # Below data/: what leanseg.data.synthetic.write_dataset writes (scenes named synthetic_<seed>).
 _SCENE_FOLDERS = ("images", "labels", "instances", "disparity")
 _SPLITS = ("train", "val")
@@ -183,7 +184,17 @@ def run_demo(
         if scores:
             scores.pop("confusion", None)
     atomic_write_text(out_dir / "summary.json", json.dumps(summary, indent=2) + "\n")
+    from leanseg.report import write_demo_report
+    from leanseg.report.figures import MissingPlotLibrary
+
+    try:
+        report = write_demo_report(result.run_dir, out_dir / "report.html", bench_size=scene_size)
+    except MissingPlotLibrary as err:
+        report = None
+        console.print(f"[yellow]no HTML report: {err}")
     _print_summary(console, summary, out_dir)
+    if report is not None:
+        console.print(f"  report:           {report}")
     return summary
 
 

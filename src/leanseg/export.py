@@ -592,10 +592,11 @@ def run_export_command(args: Any) -> int:
     """
     import sys
 
-    from leanseg import __version__, models
+    from leanseg import models
     from leanseg.config import ConfigError
     from leanseg.data import dataset_classes
     from leanseg.engine.loading import CONFIG_SUFFIXES, load_trained_model
+    from leanseg.version import __version__
 
     source = Path(args.source)
     out = Path(args.out)
