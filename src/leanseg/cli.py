@@ -204,6 +204,12 @@ def build_parser() -> argparse.ArgumentParser:
     bench.add_argument("--repeats", type=_POSITIVE_INT, default=10, help="timed runs")
     bench.add_argument("--threads", type=_POSITIVE_INT, help="torch CPU threads (default: torch's)")
     bench.add_argument(
+        "--onnxruntime",
+        action="store_true",
+        help="also time the model exported to ONNX in onnxruntime, on as many threads as torch "
+        "(CPU inference; needs leanseg[export])",
+    )
+    bench.add_argument(
         "--json", metavar="PATH", help="also write the figures as JSON ('-' = stdout)"
     )
     bench.set_defaults(handler=_cmd_bench)
@@ -685,6 +691,8 @@ def _cmd_bench(args: argparse.Namespace) -> int:
     device = _select_device(args.device)
     if args.threads is not None:
         torch.set_num_threads(args.threads)
+    if args.onnxruntime and (args.train or device.type != "cpu"):
+        raise ConfigError("--onnxruntime times CPU inference: drop --train and use --device cpu")
     model = build_model(cfg)
     _check_bench_size(size, args.batch, model.size_divisor)
     result = benchmark_model(
@@ -697,8 +705,32 @@ def _cmd_bench(args: argparse.Namespace) -> int:
         repeats=args.repeats,
     )
     Console().print(format_bench(result))
+    figures = {"config": str(args.config), **result.to_dict()}
+    if args.onnxruntime:
+        from leanseg.export import ExportError, onnxruntime_latency
+
+        try:
+            ort = onnxruntime_latency(
+                model,
+                size,
+                batch=args.batch,
+                repeats=args.repeats,
+                warmup=args.warmup,
+                threads=torch.get_num_threads(),
+            )
+        except ExportError as err:  # a refused part, or onnx / onnxruntime missing
+            ort = {"backend": "onnxruntime", "error": str(err)}
+            reason = " ".join(str(err).split())
+            print(f"leanseg: onnxruntime not timed: {reason}", file=sys.stderr)
+        else:
+            ratio = ort["median_ms"] / result.latency.median_ms
+            print(
+                f"latency median: PyTorch {result.latency.median_ms:.2f} ms, onnxruntime "
+                f"{ort['median_ms']:.2f} ms ({ratio:.2f}x, {ort['threads']} threads)"
+            )
+        figures["onnxruntime"] = ort
     if args.json:
-        _write_json({"config": str(args.config), **result.to_dict()}, args.json)
+        _write_json(figures, args.json)
     return 0
 
 
