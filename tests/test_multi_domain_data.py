@@ -188,6 +188,23 @@ def test_sampler_resumes_and_splits_across_ranks():
     assert counts.tolist() == np.bincount(offsets, minlength=3).tolist()
 
 
+def test_sampler_blocks_give_single_dataset_batches_with_the_same_shares():
+    sampler = MixedSampler([5, 40], [2.0, 1.0], seed=3, block=6)
+    stream = iter(sampler)
+    draws = [next(stream) for _ in range(6000)]
+    small = np.array([index < 5 for index, _ in draws]).reshape(-1, 6)
+    assert set(small.sum(1).tolist()) == {0, 6}  # every batch of 6 from one dataset
+    assert small.mean() == pytest.approx(2 / 3, abs=0.01)
+    resumed = iter(MixedSampler([5, 40], [2.0, 1.0], seed=3, start=603, block=6))
+    assert [next(resumed) for _ in range(100)] == draws[603:703]
+    ranks = [
+        iter(MixedSampler([5, 40], [2, 1], seed=3, rank=r, world_size=2, block=6)) for r in (0, 1)
+    ]
+    assert [next(ranks[p % 2]) for p in range(600)] == draws[:600]
+    with pytest.raises(ConfigError, match="data.mix_batches"):
+        config_from_dict({"data": {"dataset": "camvid", "mix_batches": False}})
+
+
 # ---------------------------------------------------------------------- datasets, training
 
 

@@ -147,6 +147,10 @@ class DataConfig:
     datasets: list[DatasetEntry] | None = None
     # Union label space of ``datasets``; ``null`` merges their classes by name.
     union: UnionConfig | None = None
+    # With ``datasets``: every batch mixes the datasets (the thesis found this essential for
+    # BatchNorm, 5.2); ``false`` draws each whole batch from one dataset (the ablation), with
+    # the same long-run shares.
+    mix_batches: bool = True
 
 
 @dataclass
@@ -368,6 +372,8 @@ def _check_datasets(data: DataConfig, key: str) -> None:
     if data.datasets is None:
         if data.union is not None:
             raise ConfigError(f"{key}.union: a union label space needs {key}.datasets")
+        if not data.mix_batches:
+            raise ConfigError(f"{key}.mix_batches: batches mix the datasets of {key}.datasets")
         return
     if not data.datasets:
         raise ConfigError(f"{key}.datasets: list at least one dataset, or null for one")

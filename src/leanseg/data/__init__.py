@@ -28,7 +28,16 @@ from leanseg.data.datasets import (
     Folder,
     folder_palette,
 )
+from leanseg.data.driving import (
+    BDD100K,
+    MapillaryVistas,
+    VistasLabels,
+    WildDash,
+    read_vistas_labels,
+    vistas_config_path,
+)
 from leanseg.data.multi import MixedDataset, MixedSampler, UnionLabels
+from leanseg.data.scannet import ScanNet
 from leanseg.data.transforms import build_eval_transform, build_train_transform
 from leanseg.data.union import DatasetLabels, UnionLabelSpace, build_union
 
@@ -42,8 +51,13 @@ DATASETS: dict[str, type] = {
     "voc": VOC,
     "folder": Folder,
     "cocostuff10k": COCOStuff10k,
+    "wilddash": WildDash,
+    "scannet": ScanNet,
+    "bdd100k": BDD100K,
+    "vistas": MapillaryVistas,
 }
 SYNTHETIC = "synthetic"
+VISTAS = "vistas"
 DATASET_NAMES: tuple[str, ...] = (*DATASETS, SYNTHETIC)
 
 # Parameters set from other config keys (``data.root``, ``data.classes`` ...), never from options.
@@ -231,6 +245,8 @@ def dataset_classes(data_cfg: DataConfig) -> tuple[str, ...]:
         from leanseg.data.synthetic import CLASSES
 
         return tuple(CLASSES)
+    if data_cfg.dataset == VISTAS:
+        return _vistas_labels(data_cfg).classes
     return tuple(dataset_class(data_cfg.dataset).classes)
 
 
@@ -251,7 +267,19 @@ def dataset_palette(data_cfg: DataConfig) -> tuple[tuple[int, int, int], ...]:
         from leanseg.data.synthetic import PALETTE
 
         return tuple((int(r), int(g), int(b)) for r, g, b in PALETTE)
+    if data_cfg.dataset == VISTAS:
+        return _vistas_labels(data_cfg).palette
     return tuple(dataset_class(data_cfg.dataset).palette)
+
+
+def _vistas_labels(data_cfg: DataConfig) -> VistasLabels:
+    """The classes of a Vistas config: the one dataset whose class list is a file
+    (``config_<version>.json`` under ``data.root``), read here."""
+    if data_cfg.root is None:
+        raise ConfigError("data.root: the Vistas classes are read from its config_<version>.json")
+    options = _check_options(MapillaryVistas, dict(data_cfg.options))
+    path = vistas_config_path(data_cfg.root, options.get("version", "v1.2"))
+    return read_vistas_labels(path, options.get("names", "readable"))
 
 
 def _union_palette(data_cfg: DataConfig) -> tuple[tuple[int, int, int], ...]:
@@ -269,11 +297,14 @@ def _union_palette(data_cfg: DataConfig) -> tuple[tuple[int, int, int], ...]:
 
 __all__ = [
     "ADE20K",
+    "BDD100K",
     "ColourTable",
     "DATASETS",
     "DATASET_NAMES",
     "IGNORE_INDEX",
     "KITTI",
+    "MapillaryVistas",
+    "ScanNet",
     "VOC",
     "CamVid",
     "Cityscapes",
@@ -286,6 +317,7 @@ __all__ = [
     "SegmentationDataset",
     "UnionLabelSpace",
     "UnionLabels",
+    "WildDash",
     "build_dataset",
     "colour_table",
     "convert_colour_labels",

@@ -127,6 +127,9 @@ class MixedSampler(Sampler[tuple[int, int]]):
         start: global position to start from (``iteration * batch_size * world_size``).
         rank: this process's rank; ranks take interleaved positions.
         world_size: number of processes.
+        block: consecutive positions that draw the same dataset; ``batch_size * world_size``
+            gives single-dataset batches on every rank (the ablation of thesis 5.2's mixed
+            batches), 1 mixes every batch.
     """
 
     def __init__(
@@ -137,7 +140,10 @@ class MixedSampler(Sampler[tuple[int, int]]):
         start: int = 0,
         rank: int = 0,
         world_size: int = 1,
+        block: int = 1,
     ) -> None:
+        if block < 1:
+            raise ValueError(f"block must be at least 1, got {block}")
         if len(sizes) != len(weights) or not sizes:
             raise ValueError("give one weight per dataset, at least one dataset")
         if any(size <= 0 for size in sizes):
@@ -156,20 +162,25 @@ class MixedSampler(Sampler[tuple[int, int]]):
         self.start = start
         self.rank = rank
         self.world_size = world_size
+        self.block = block
 
     def dataset_at(self, position: int) -> int:
-        """The dataset drawn at a global position."""
-        return bisect.bisect_right(self.thresholds, (self.offset + position * _PHI) & _MASK)
+        """The dataset drawn at a global position (the Weyl sequence steps once per block)."""
+        step = position // self.block
+        return bisect.bisect_right(self.thresholds, (self.offset + step * _PHI) & _MASK)
 
     def counts_before(self, position: int) -> np.ndarray:
         """Draws of each dataset at positions ``0 .. position - 1`` (vectorised, in chunks)."""
         counts = np.zeros(len(self.sizes), dtype=np.int64)
         thresholds = np.array(self.thresholds, dtype=np.uint64)
-        for low in range(0, position, _CHUNK):
-            steps = np.arange(low, min(position, low + _CHUNK), dtype=np.uint64)
+        whole, rest = divmod(position, self.block)
+        for low in range(0, whole, _CHUNK):
+            steps = np.arange(low, min(whole, low + _CHUNK), dtype=np.uint64)
             u = steps * np.uint64(_PHI) + np.uint64(self.offset)  # wraps modulo 2**64
             drawn = np.searchsorted(thresholds, u, side="right")
-            counts += np.bincount(drawn, minlength=len(self.sizes))
+            counts += np.bincount(drawn, minlength=len(self.sizes)) * self.block
+        if rest:
+            counts[self.dataset_at(whole * self.block)] += rest
         return counts
 
     def _permutation(self, dataset: int, epoch: int) -> torch.Tensor:

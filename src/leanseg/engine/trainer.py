@@ -227,7 +227,11 @@ class Trainer:
         sampler: Sampler[tuple[int, int]]
         if isinstance(self.train_set, MixedDataset):
             # Several datasets: drawn by weight, mixed within every batch (thesis 5.2).
-            sampler = MixedSampler(self.train_set.sizes, self.train_set.weights, **position)
+            # ``data.mix_batches: false``: whole batches from one dataset (the ablation).
+            block = 1 if data_cfg.mix_batches else data_cfg.batch_size * world
+            sampler = MixedSampler(
+                self.train_set.sizes, self.train_set.weights, **position, block=block
+            )
         else:
             sampler = ResumableSampler(len(self.train_set), **position)
         loader = DataLoader(
