@@ -255,6 +255,14 @@ def test_two_iterations_on_synthetic_and_a_folder_dataset(tmp_path):
     assert list(record["per_dataset"]) == ["street", "em"]
     assert len(record["per_dataset"]["em"]["iou"]) == 2
 
+    # ``leanseg predict --ood-domain`` adds the foreign-class flag and mass of each image.
+    image = tmp_path / "em" / "images" / "val" / "0.png"
+    predictions = tmp_path / "predictions"
+    argv = ["predict", str(image), "--checkpoint", str(tmp_path / "run"), "--out", str(predictions)]
+    assert main([*argv, "--ood-domain", "street"]) == 0
+    for name in ("0.png", "0_overlay.png", "0_foreign.png", "0_foreign_mass.png"):
+        assert (predictions / name).is_file()
+
 
 def test_data_check_walks_every_dataset(tmp_path):
     cfg = config_from_dict({"data": data_section(tmp_path)})

@@ -172,6 +172,9 @@ def build_parser() -> argparse.ArgumentParser:
     predict.add_argument(
         "--device", type=_device_name, default="auto", help="cpu, cuda, cuda:1 or auto"
     )
+    from leanseg.engine.ood_maps import add_ood_argument
+
+    add_ood_argument(predict)
     predict.set_defaults(handler=_cmd_predict)
 
     data = commands.add_parser("data", help="dataset tools")
@@ -574,6 +577,12 @@ def _cmd_predict(args: argparse.Namespace) -> int:
 
     from leanseg.data.io import read_rgb
     from leanseg.engine.inference import Predictor, megapixels_to_pixels
+    from leanseg.engine.ood_maps import (
+        domain_classes,
+        ood_output_names,
+        predict_with_ood,
+        write_ood_maps,
+    )
     from leanseg.visualize import overlay, save_label_png, save_rgb_png
 
     images = _collect_images(args.images)
@@ -586,10 +595,14 @@ def _cmd_predict(args: argparse.Namespace) -> int:
         scales=tuple(args.scales),
         flip=args.flip,
     )
+    # Thesis 5.3: pixels predicted as classes foreign to a chosen domain flag unfamiliar content.
+    native = domain_classes(predictor.cfg.data, args.ood_domain) if args.ood_domain else None
     # Heads with a data-dependent cost (QGN) report it with every prediction.
     reports_cost = predictor.last_active_sites is not None
     names = [name for stem in stems.values() for name in (f"{stem}.png", f"{stem}_overlay.png")]
     names += ["active_sites.json"] if reports_cost else []
+    if native is not None:
+        names += [name for stem in stems.values() for name in ood_output_names(stem)]
     out = Path(args.out)
     previous = _check_output_folder(out, images, names)
     console = _console()
@@ -599,7 +612,7 @@ def _cmd_predict(args: argparse.Namespace) -> int:
         for index, path in enumerate(images):
             image = read_rgb(path)
             try:
-                label = predictor.predict(image)
+                label, probabilities = predict_with_ood(predictor, image, native)
             except ValueError as err:  # e.g. an overlap too large for the tiles of the budget
                 raise ConfigError(f"{path}: {err}") from None
             if index == 0:  # the output folder appears with the first result, not before
@@ -608,6 +621,8 @@ def _cmd_predict(args: argparse.Namespace) -> int:
             save_label_png(label, out / f"{stem}.png", predictor.palette)
             blended = overlay(image, label, predictor.palette, alpha=args.alpha)
             save_rgb_png(np.asarray(blended), out / f"{stem}_overlay.png")
+            if probabilities is not None:
+                write_ood_maps(probabilities, native, out, stem)
             if reports_cost:
                 costs[path.name] = predictor.last_active_sites or {}
             progress.advance(task)
