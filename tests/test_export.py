@@ -66,8 +66,6 @@ def test_head_round_trips_through_onnxruntime(tmp_path, backbone, head):
     [
         ("qgn", None, "QGNHead"),
         ("sandf", None, "SandFHead"),
-        ("bilinear", {"name": "spp"}, "SPP"),
-        ("bilinear", {"name": "psp_spp"}, "PSPSPP"),
     ],
 )
 def test_unexportable_parts_are_refused_by_name(tmp_path, head, context, part):
@@ -75,6 +73,28 @@ def test_unexportable_parts_are_refused_by_name(tmp_path, head, context, part):
     with pytest.raises(UnsupportedModelError, match=rf"^{part} \(.*\) does not export to ONNX: "):
         export_onnx(model, tmp_path / "m.onnx", normalization=IMAGENET_NORMALIZATION)
     assert list(tmp_path.iterdir()) == []
+
+
+# The LDN / SwiftNet form (configs/ldn/rn18_32to4_cityscapes.yaml: resnet18, SPP, LDN head) and
+# PSP-SPP, small. The third size is wide: its square-cell grids have many more columns than the
+# trace's, so a column count frozen at trace time would show.
+SMALL_CONTEXTS = {
+    "spp": {"bottleneck_channels": 64, "level_channels": 16, "out_channels": 32},
+    "psp_spp": {"out_channels": 32},
+}
+
+
+@pytest.mark.parametrize("context", sorted(SMALL_CONTEXTS))
+def test_pyramid_pooling_contexts_round_trip_at_dynamic_sizes(tmp_path, context):
+    model = _model("ldn", context={"name": context, **SMALL_CONTEXTS[context]})
+    result = export_onnx(
+        model,
+        tmp_path / "m.onnx",
+        normalization=IMAGENET_NORMALIZATION,
+        sizes=[*SIZES, (64, 250)],
+    )
+    assert [check.shape[2:] for check in result.checks] == [(64, 96), (70, 90), (64, 250)]
+    assert result.max_abs_diff <= 1e-4
 
 
 class _FrozenWidth(nn.Module):
@@ -168,10 +188,10 @@ def test_command_exports_a_config_only_with_random_init(tmp_path, capsys):
 
 
 def test_command_reports_a_refused_model_with_status_2(tmp_path, capsys):
-    config = str(CONFIGS / "ldn" / "rn18_32to4_cityscapes.yaml")
+    config = str(CONFIGS / "qgn" / "qgn_r18_synthetic_cpu.yaml")
     status = _run(["export", config, "--out", str(tmp_path / "m.onnx"), "--random-init"])
     assert status == 2
-    assert "SPP (context) does not export to ONNX" in capsys.readouterr().err
+    assert "QGNHead (head) does not export to ONNX" in capsys.readouterr().err
     assert not (tmp_path / "m.onnx").exists()
 
 
@@ -179,3 +199,24 @@ def test_onnxruntime_latency_times_a_model():
     figures = onnxruntime_latency(_model(), (64, 96), repeats=2, warmup=1, threads=1)
     assert figures["backend"] == "onnxruntime" and len(figures["times_ms"]) == 2
     assert 0 < figures["min_ms"] <= figures["median_ms"]
+
+
+def test_bench_times_onnxruntime_beside_pytorch(tmp_path, capsys):
+    config = CONFIGS / "baseline" / "rn18_bilinear_synthetic.yaml"
+    out = tmp_path / "bench.json"
+    args = ["bench", str(config), "--size", "64x96", "--repeats", "2", "--warmup", "1"]
+    assert _run([*args, "--onnxruntime", "--threads", "1", "--json", str(out)]) == 0
+    assert "onnxruntime" in capsys.readouterr().out
+    figures = json.loads(out.read_text())
+    assert figures["onnxruntime"]["threads"] == 1 and len(figures["onnxruntime"]["times_ms"]) == 2
+    assert figures["onnxruntime"]["median_ms"] > 0 and figures["latency_median_ms"] > 0
+
+    refused = str(CONFIGS / "qgn" / "qgn_r18_synthetic_cpu.yaml")
+    args = ["bench", refused, "--size", "64x96", "--repeats", "1", "--warmup", "0"]
+    assert _run([*args, "--onnxruntime", "--json", str(out)]) == 0
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "onnxruntime not timed: QGNHead (head)" in err
+    assert "does not export" in json.loads(out.read_text())["onnxruntime"]["error"]
+
+    assert _run([*args, "--onnxruntime", "--train"]) == 2
+    assert "--onnxruntime times CPU inference" in capsys.readouterr().err

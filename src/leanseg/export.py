@@ -21,9 +21,10 @@ Choices (issue 16):
   all differences are within the tolerance. ``exporter="dynamo"`` selects the other exporter.
 - **Parts that do not export** are refused before tracing (:data:`UNEXPORTABLE_PARTS`): QGN's
   decoder evaluates a data-dependent set of sparse sites, which a trace would freeze to the
-  sites of the example image; the SPP / PSP-SPP contexts and S&F's attention pool to fixed
-  grids from a size-dependent map (``adaptive_avg_pool2d``), which ONNX cannot express with
-  dynamic height and width. A model that needs inputs besides the image (depth-guided scale
+  sites of the example image; S&F's attention pools to fixed grids from a size-dependent map
+  (``adaptive_avg_pool2d``), which ONNX cannot express with dynamic height and width (the SPP
+  and PSP-SPP contexts pool with :func:`leanseg.nn.context.spp.pool_to_grid` instead, two
+  matrix products that export). A model that needs inputs besides the image (depth-guided scale
   selection) is refused too.
 - **BN folding** (``fold_bn``) uses :func:`leanseg.nn.fold_bn.fold_batchnorm` on the trace input
   before export; the verification then compares the ONNX graph with the *unfolded* model, so
@@ -50,7 +51,6 @@ import torch
 from torch import Tensor, nn
 
 from leanseg.nn.backbones.base import Normalization
-from leanseg.nn.context.spp import PSPSPP, SPP
 from leanseg.nn.fold_bn import fold_batchnorm
 from leanseg.nn.heads.qgn import QGNHead
 from leanseg.nn.heads.sandf import SandFHead
@@ -73,8 +73,6 @@ UNEXPORTABLE_PARTS: dict[type[nn.Module], str] = {
         "its decoder evaluates a data-dependent set of sparse sites per image (QGN 3.3), which "
         "a trace would freeze to the sites of the example input; run it in PyTorch"
     ),
-    SPP: _ADAPTIVE_POOL + " (and square_cells picks the column count with round())",
-    PSPSPP: _ADAPTIVE_POOL,
     SandFHead: _ADAPTIVE_POOL + " (PyramidSampling of its attention, S&F 3.3)",
 }
 

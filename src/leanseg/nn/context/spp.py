@@ -5,6 +5,8 @@ into context-aware features ``C`` of the same stride; the finer strides pass thr
 pooling modules also return their pooled grids in ``ContextFeatures.pooled`` (the LDN ladder
 loss of thesis 4.6.1 puts an auxiliary classifier on each). Units are BN-ReLU-conv, the
 pre-activation order of DenseNet (thesis 2.7.1), except in the PSPNet form of :class:`PSPSPP`.
+Both pool with :func:`pool_to_grid`, adaptive average pooling written as two matrix products,
+so that they export to ONNX with dynamic height and width (issue 16).
 
 Widths: the thesis gives them relative to ``d``, the width of ``F`` (``d/2``, ``d/8``, ``d/4``),
 for DenseNet-121 where ``d = 1024``. The modules take absolute widths with those DenseNet-121
@@ -27,14 +29,58 @@ from leanseg.nn.context.base import Context, ContextFeatures
 from leanseg.nn.layers import NormLayer, bn_relu_conv, conv_bn_relu
 
 
-def square_grid(rows: int, height: int, width: int) -> tuple[int, int]:
+def square_grid(rows: int, height: int | Tensor, width: int | Tensor) -> tuple[int, int | Tensor]:
     """Grid with ``rows`` rows and as many columns as keep the cells square (Figure 4.2).
 
-    The column count is ``round(rows * width / height)``, at least 1. A grid can be finer than
-    the feature map (8 rows on a 4-pixel-high map); adaptive pooling then repeats pixels, which
-    is harmless and keeps the module valid for small inputs.
+    The column count is ``round(rows * width / height)`` (half to even), at least 1. A grid can be
+    finer than the feature map (8 rows on a 4-pixel-high map); the pooling then repeats pixels,
+    which is harmless and keeps the module valid for small inputs.
+
+    While an ONNX export traces the model, ``height`` and ``width`` are 0-d tensors and the count
+    is computed with tensor ops, so that it follows the input size in the exported graph. The
+    float32 quotient rounds as Python's float64 one does: ``rows * width / height`` is at least
+    ``1 / (2 * height)`` away from a half unless it is one, more than float32's error below
+    ``rows * width = 2**23``.
     """
+    if isinstance(height, Tensor):
+        return rows, torch.round(rows * width / height).clamp(min=1).long()
     return rows, max(1, round(rows * width / height))
+
+
+def _bin_sums(bins: int | Tensor, length: int | Tensor, like: Tensor) -> tuple[Tensor, Tensor]:
+    """0/1 matrix ``(bins, length)`` that sums each adaptive-pooling bin, and the bin sizes.
+
+    Bin ``i`` covers ``floor(i * length / bins)`` to ``ceil((i + 1) * length / bins)``
+    (exclusive), the edges of ``adaptive_avg_pool2d``; integer arithmetic, so the edges are exact.
+    """
+    i = torch.arange(bins, device=like.device)
+    start = (i * length) // bins
+    end = ((i + 1) * length + bins - 1) // bins
+    j = torch.arange(length, device=like.device)
+    inside = (j >= start[:, None]) & (j < end[:, None])
+    return inside.to(like.dtype), (end - start).to(like.dtype)
+
+
+def pool_to_grid(x: Tensor, rows: int | Tensor, cols: int | Tensor) -> Tensor:
+    """``F.adaptive_avg_pool2d(x, (rows, cols))`` as two matrix products, which export to ONNX.
+
+    ``adaptive_avg_pool2d`` has no ONNX operator when the input size is dynamic; sums over the
+    bins as ``S_h @ x @ S_w^T`` with 0/1 matrices built from ``arange`` over the (traced) size,
+    divided by the bin areas, give the same values (within float32 rounding of the sums) and
+    gradients, for grids finer than the map too.
+
+    Args:
+        x: ``(B, C, H, W)``.
+        rows: rows of the grid.
+        cols: columns of the grid (a 0-d tensor while tracing, see :func:`square_grid`).
+
+    Returns:
+        ``(B, C, rows, cols)``.
+    """
+    sum_h, count_h = _bin_sums(rows, x.shape[-2], x)
+    sum_w, count_w = _bin_sums(cols, x.shape[-1], x)
+    sums = sum_h @ x @ sum_w.transpose(0, 1)  # (rows, H) @ (B, C, H, W) @ (W, cols)
+    return sums / (count_h[:, None] * count_w[None, :])
 
 
 class SPP(Context):
@@ -89,7 +135,7 @@ class SPP(Context):
         branches = [x]
         for rows, level in zip(self.grids, self.levels, strict=True):
             grid = square_grid(rows, *size) if self.square_cells else (rows, rows)
-            p = level(F.adaptive_avg_pool2d(x, grid))
+            p = level(pool_to_grid(x, *grid))
             pooled.append(p)
             branches.append(F.interpolate(p, size=size, mode="bilinear", align_corners=False))
         return self.output(features, self.blend(torch.cat(branches, dim=1)), pooled)
@@ -149,8 +195,7 @@ class PSPSPP(Context):
         x = features[self.in_stride]
         size = x.shape[-2:]
         pooled = [
-            level(F.adaptive_avg_pool2d(x, b))
-            for b, level in zip(self.bins, self.levels, strict=True)
+            level(pool_to_grid(x, b, b)) for b, level in zip(self.bins, self.levels, strict=True)
         ]
         up = [F.interpolate(p, size=size, mode="bilinear", align_corners=False) for p in pooled]
         return self.output(features, self.blend(torch.cat([x, *up], dim=1)), pooled)
