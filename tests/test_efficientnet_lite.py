@@ -210,3 +210,22 @@ def test_create_model_in_one_line_with_config_checks():
         leanseg.create_model(backbone="resnet18", pretrained=True)
     with_context = leanseg.create_model(head="ldn", backbone="resnet18", context="spp")
     assert with_context.context is not None
+
+
+def test_predictor_takes_a_model_built_in_code():
+    import numpy as np
+
+    import leanseg
+
+    model = leanseg.create_model(head="bilinear", backbone="efficientnet_lite0", num_classes=5)
+    predictor = leanseg.Predictor(model, max_pixels=None)
+    image = np.random.default_rng(0).integers(0, 256, (37, 53, 3), dtype=np.uint8)
+    label = predictor.predict(image)
+    assert label.shape == (37, 53) and label.max() < 5
+    assert predictor.class_names == tuple(f"class {i}" for i in range(5))
+    assert len(predictor.palette) == 5
+    # The backbone's own normalisation, (x - 127) / 128 for Lite: the same scores as by hand.
+    pixels = torch.from_numpy(image).permute(2, 0, 1).float()[None]
+    with torch.no_grad():
+        by_hand = model.eval()((pixels - 127.0) / 128.0).softmax(1)[0]
+    assert torch.allclose(predictor.predict_scores(image), by_hand, atol=1e-5)

@@ -26,7 +26,8 @@ import torch.nn.functional as F
 from PIL import Image
 from torch import Tensor, nn
 
-from leanseg.config import Config
+from leanseg.config import IMAGENET_MEAN, IMAGENET_STD, Config
+from leanseg.data.classes import bit_palette
 from leanseg.data.io import image_to_rgb, read_rgb
 from leanseg.engine.site_cost import SiteCounter
 
@@ -250,7 +251,10 @@ class Predictor:
 
     Args:
         model: maps normalised images ``(B, 3, H, W)`` to class scores ``(B, C, H, W)``.
-        cfg: the run config; ``cfg.data`` gives normalisation, class names and palette.
+        cfg: the run config; ``cfg.data`` gives normalisation, class names and palette. ``None``
+            for a model built in code (``leanseg.create_model``): the normalisation is then the
+            one its backbone declares, the classes are named ``class 0 ...`` and coloured with
+            the VOC bit palette.
         device: where the model runs.
         max_pixels: pixel budget of one forward pass; ``None`` never tiles.
         overlap: tile overlap in pixels.
@@ -261,7 +265,7 @@ class Predictor:
     def __init__(
         self,
         model: nn.Module,
-        cfg: Config,
+        cfg: Config | None = None,
         *,
         device: str | torch.device = "cpu",
         max_pixels: int | None = 4_000_000,
@@ -276,8 +280,16 @@ class Predictor:
         self.overlap = overlap
         self.scales = tuple(scales)
         self.flip = flip
-        self._mean = torch.tensor(cfg.data.mean, device=self.device).view(3, 1, 1)
-        self._std = torch.tensor(cfg.data.std, device=self.device).view(3, 1, 1)
+        if cfg is None:
+            if not hasattr(model, "num_classes"):
+                raise ValueError("a Predictor without a config needs a model with num_classes")
+            norm = getattr(getattr(model, "backbone", None), "normalization", None)
+            imagenet = (IMAGENET_MEAN, IMAGENET_STD)
+            statistics = imagenet if norm is None else (norm.mean, norm.std)
+        else:
+            statistics = (cfg.data.mean, cfg.data.std)
+        self._mean = torch.tensor(statistics[0], device=self.device).view(3, 1, 1)
+        self._std = torch.tensor(statistics[1], device=self.device).view(3, 1, 1)
         self._sites = SiteCounter.wrap(self.model)
 
     @classmethod
@@ -321,6 +333,8 @@ class Predictor:
         """Names of the classes, indexed by label id."""
         from leanseg.data import dataset_classes
 
+        if self.cfg is None:
+            return tuple(f"class {i}" for i in range(self.model.num_classes))
         return tuple(dataset_classes(self.cfg.data))
 
     @property
@@ -328,6 +342,8 @@ class Predictor:
         """RGB colour of each class, indexed by label id."""
         from leanseg.data import dataset_palette
 
+        if self.cfg is None:
+            return bit_palette(self.model.num_classes)
         return tuple(tuple(color) for color in dataset_palette(self.cfg.data))
 
     def predict(self, image: ImageInput) -> np.ndarray:
