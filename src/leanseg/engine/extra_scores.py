@@ -40,8 +40,10 @@ def _sum_across_processes(tensor: Tensor) -> Tensor:
 
     if not (dist.is_available() and dist.is_initialized()):
         return tensor
-    device = torch.device("cuda", torch.cuda.current_device())
-    moved = tensor.to(device) if dist.get_backend() == "nccl" else tensor.clone()
+    if dist.get_backend() == "nccl":  # NCCL reduces CUDA tensors only
+        moved = tensor.to(torch.device("cuda", torch.cuda.current_device()))
+    else:
+        moved = tensor.clone()
     dist.all_reduce(moved, op=dist.ReduceOp.SUM)
     return moved.to(tensor.device)
 
