@@ -237,6 +237,8 @@ def write_table(record: dict[str, Any], path: Path) -> None:
     for head, row in record["heads"].items():
         if "miou_mean" in row:
             accuracy = f"{row['miou_mean']:.1f} ± {row['miou_spread'] / 2:.1f}"
+            if len(row["seeds"]) == 1:
+                accuracy = f"{row['miou_mean']:.1f} (one seed)"
             seeds = ", ".join(f"{s['miou']:.1f}" for s in row["seeds"])
         else:
             accuracy, seeds = "–", "–"
@@ -250,7 +252,8 @@ def write_table(record: dict[str, Any], path: Path) -> None:
         "",
         f"Budget: {budget['iterations']} iterations of batch {budget.get('batch_size', 8)}, "
         f"seeds {budget['seeds']}; {budget['recipe']}. GMAC and latency at 1024x2048 batch 1, "
-        "training activation memory at 768x768 batch 2. "
+        "training activation memory at 768x768 batch 2; a row's `cost_weights` in the JSON says "
+        "which weights its costs were measured with (none: random initialisation). "
         f"Machine: {record['machine']}.",
     ]
     path.parent.mkdir(parents=True, exist_ok=True)
