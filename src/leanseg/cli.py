@@ -551,24 +551,16 @@ def _record_outputs(out: Path, names: set[str]) -> None:
 
 
 def _read_manifest(manifest: Path) -> set[str]:
-    """File names a previous ``predict`` recorded in ``manifest``; empty if there is none."""
-    if not (manifest.exists() or manifest.is_symlink()):
-        return set()
-    try:
-        record = json.loads(manifest.read_text(encoding="utf-8"))
-    except (OSError, ValueError):
-        record = None
-    if (
-        manifest.is_symlink()
-        or not isinstance(record, dict)
-        or record.get("written_by") != _MANIFEST_TAG
-        or not isinstance(record.get("files"), list)
-    ):
+    """Names a previous predict recorded in ``manifest``; empty if there is none."""
+    from leanseg.utils import read_output_manifest
+
+    previous = read_output_manifest(manifest, _MANIFEST_TAG)
+    if previous is None:
         raise ConfigError(
-            f"{manifest} exists and is not a leanseg predict record; move it or choose another "
-            "--out"
+            f"{manifest} exists and is not a leanseg predict record; move it or choose "
+            "another --out"
         )
-    return {name for name in record["files"] if isinstance(name, str)}
+    return previous
 
 
 def _cmd_predict(args: argparse.Namespace) -> int:

@@ -8,6 +8,7 @@ the temporary file and before the rename, as a power cut or ``kill -9`` would.
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import secrets
@@ -78,3 +79,27 @@ def _maybe_kill_in_write(name: str, handle: BinaryIO) -> None:
     handle.flush()
     handle.truncate(handle.tell() // 2)  # half the data written, as when killed mid-write
     os.kill(os.getpid(), signal.SIGKILL)
+
+
+def read_output_manifest(manifest: Path, tag: str) -> set[str] | None:
+    """File names an earlier leanseg command recorded in its output ``manifest``.
+
+    Commands that write into a user's folder (``predict``, ``data convert``) record their outputs
+    there first, tagged with ``tag``, and later replace only those. Returns the empty set when
+    there is no manifest, and ``None`` when the file is not such a record (or is a link), which
+    the caller refuses with its own message.
+    """
+    if not (manifest.exists() or manifest.is_symlink()):
+        return set()
+    try:
+        record = json.loads(manifest.read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return None
+    if (
+        manifest.is_symlink()
+        or not isinstance(record, dict)
+        or record.get("written_by") != tag
+        or not isinstance(record.get("files"), list)
+    ):
+        return None
+    return {name for name in record["files"] if isinstance(name, str)}

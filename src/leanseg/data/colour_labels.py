@@ -29,7 +29,7 @@ from leanseg.config import IGNORE_KEY, ConfigError, DataConfig, parse_label_colo
 from leanseg.data.base import IGNORE_INDEX, DatasetError
 from leanseg.data.classes import Colour
 from leanseg.data.io import open_image
-from leanseg.utils import atomic_write_text
+from leanseg.utils import atomic_write_text, read_output_manifest
 from leanseg.visualize import save_label_png
 
 UnknownColours = Literal["error", "ignore"]
@@ -345,21 +345,11 @@ def _check_unique(sources: Sequence[Path], names: Sequence[str]) -> None:
 
 
 def _read_manifest(manifest: Path) -> set[str]:
-    """Names a previous conversion recorded in ``manifest``; empty if there is none."""
-    if not (manifest.exists() or manifest.is_symlink()):
-        return set()
-    try:
-        record = json.loads(manifest.read_text(encoding="utf-8"))
-    except (OSError, ValueError):
-        record = None
-    if (
-        manifest.is_symlink()
-        or not isinstance(record, dict)
-        or record.get("written_by") != _MANIFEST_TAG
-        or not isinstance(record.get("files"), list)
-    ):
+    """Names a previous data convert recorded in ``manifest``; empty if there is none."""
+    previous = read_output_manifest(manifest, _MANIFEST_TAG)
+    if previous is None:
         raise ConfigError(
             f"{manifest} exists and is not a leanseg data convert record; move it or choose "
             "another output folder"
         )
-    return {name for name in record["files"] if isinstance(name, str)}
+    return previous
