@@ -333,7 +333,15 @@ def test_missing_dataset_root(tmp_path, capsys):
 
 
 def test_every_subcommand_has_help(capsys):
-    for command in (["train"], ["eval"], ["predict"], ["data", "check"], ["bench"], ["demo"]):
+    for command in (
+        ["train"],
+        ["eval"],
+        ["predict"],
+        ["data", "check"],
+        ["data", "weights"],
+        ["bench"],
+        ["demo"],
+    ):
         with pytest.raises(SystemExit) as exit_info:
             main([*command, "--help"])
         assert exit_info.value.code == 0

@@ -185,6 +185,19 @@ def build_parser() -> argparse.ArgumentParser:
     _add_overrides(check)
     check.add_argument("--split", nargs="+", help="splits to walk (default: train and val)")
     check.set_defaults(handler=_cmd_data_check)
+    weights = data_commands.add_parser(
+        "weights", help="median-frequency class weights of a split, for model.head.class_weights"
+    )
+    weights.add_argument("config", help="YAML config file")
+    _add_overrides(weights)
+    weights.add_argument("--split", help="split to count (default: the training split)")
+    weights.add_argument(
+        "--power",
+        type=float,
+        default=1.0,
+        help="exponent of median(f)/f_c (1 = median-frequency balancing, 0.5 = milder)",
+    )
+    weights.set_defaults(handler=_cmd_data_weights)
     convert = data_commands.add_parser(
         "convert", help="write colour-mask labels (data.label_colors) once as index PNGs"
     )
@@ -645,6 +658,45 @@ def _cmd_data_check(args: argparse.Namespace) -> int:
         )
     print(report.format())
     return 0 if report.ok else EXIT_BAD_INPUT
+
+
+def _cmd_data_weights(args: argparse.Namespace) -> int:
+    from rich.progress import Progress
+    from rich.table import Table
+
+    from leanseg.data.check import check_dataset
+    from leanseg.data.class_weights import median_frequency_weights
+
+    if args.power < 0:
+        raise ConfigError(f"--power must be >= 0, got {args.power}")
+    cfg = _load_run_config(args.config, args.overrides)
+    split = args.split or cfg.data.train_split
+    console = _console()
+    with Progress(console=console, transient=True) as progress:
+        task = progress.add_task(f"count {split}", total=None)
+        report = check_dataset(
+            cfg.data,
+            [split],
+            progress=lambda done, total: progress.update(task, completed=done, total=total),
+        )
+    if not report.ok:
+        print(report.format())
+        return EXIT_BAD_INPUT
+    pixels = report.class_pixels
+    try:
+        weights = median_frequency_weights(pixels, power=args.power)
+    except ValueError as err:
+        raise ConfigError(f"{args.config} (split {split!r}): {err}") from err
+    total = max(1, sum(pixels))
+    table = Table(title=f"median-frequency weights, {split} split, power {args.power:g}")
+    for column in ("class", "pixels %", "weight"):
+        table.add_column(column, justify="left" if column == "class" else "right")
+    for name, count, weight in zip(report.classes, pixels, weights, strict=True):
+        table.add_row(name, f"{100 * count / total:.2f}", f"{weight:g}")
+    console.print(table)
+    values = ", ".join(f"{w:g}" for w in weights)
+    print(f"model.head.class_weights: [{values}]")
+    return 0
 
 
 def _cmd_data_convert(args: argparse.Namespace) -> int:

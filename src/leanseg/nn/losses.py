@@ -2,24 +2,55 @@
 
 from __future__ import annotations
 
+import math
+from collections.abc import Sequence
+
 import torch
 import torch.nn.functional as F
 from torch import Tensor
 
 
-def cross_entropy(scores: Tensor, label: Tensor, ignore_index: int = 255) -> Tensor:
+def cross_entropy(
+    scores: Tensor, label: Tensor, ignore_index: int = 255, class_weights: Tensor | None = None
+) -> Tensor:
     """Mean per-pixel cross-entropy over non-ignored pixels.
 
     Unlike ``F.cross_entropy(reduction="mean")``, a batch whose pixels are all ignored (possible
     with small random crops) gives 0 with a gradient path instead of NaN.
 
+    With ``class_weights`` each pixel's loss is multiplied by its class's weight and the sum is
+    divided by the summed weights of the labelled pixels (a weighted mean, as
+    ``F.cross_entropy`` reduces), so the loss keeps its scale whatever the weights' scale.
+
     Args:
         scores: ``(B, C, H, W)`` unnormalised class scores.
         label: ``(B, H, W)`` class ids, ``ignore_index`` where unlabelled.
+        ignore_index: label value to ignore.
+        class_weights: optional ``(C,)`` per-class weights.
     """
-    per_pixel = F.cross_entropy(scores.float(), label, ignore_index=ignore_index, reduction="sum")
-    num_valid = (label != ignore_index).sum().clamp(min=1)
-    return per_pixel / num_valid
+    per_pixel = F.cross_entropy(
+        scores.float(), label, weight=class_weights, ignore_index=ignore_index, reduction="sum"
+    )
+    valid = label != ignore_index
+    if class_weights is None:
+        return per_pixel / valid.sum().clamp(min=1)
+    pixel_weights = class_weights[label.masked_fill(~valid, 0)] * valid
+    return per_pixel / pixel_weights.sum().clamp(min=1e-12)
+
+
+def checked_class_weights(weights: Sequence[float], num_classes: int) -> Tensor:
+    """``weights`` as a float tensor, after checking there is one positive finite number per class.
+
+    Raises:
+        ValueError: naming the problem, for a wrong count or a value that is not positive.
+    """
+    values = [float(w) for w in weights]
+    if len(values) != num_classes:
+        raise ValueError(f"class_weights has {len(values)} values for {num_classes} classes")
+    bad = [w for w in values if not (w > 0 and math.isfinite(w))]
+    if bad:
+        raise ValueError(f"class_weights must be positive and finite, got {bad[0]}")
+    return torch.tensor(values, dtype=torch.float32)
 
 
 def class_balanced_weights(

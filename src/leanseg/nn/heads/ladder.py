@@ -15,7 +15,7 @@ from torch import Tensor, nn
 
 from leanseg.nn.backbones.base import FeatureInfo, feature_at
 from leanseg.nn.layers import NormLayer, conv_bn_relu
-from leanseg.nn.losses import cross_entropy
+from leanseg.nn.losses import checked_class_weights, cross_entropy
 
 
 class TransitionUp(nn.Module):
@@ -42,6 +42,9 @@ class LadderHead(nn.Module):
         ignore_index: label value excluded from the loss.
         channels: width of the upsampling path (thesis uses 128 for ResNet-18 ladders).
         out_stride: stride of the finest transition-up step, where the classifier runs.
+        class_weights: optional per-class weights of the cross-entropy (one positive number per
+            class), e.g. median-frequency weights from ``leanseg data weights``; ``None`` weighs
+            every pixel alike.
         norm_layer: normalisation layer factory.
     """
 
@@ -53,9 +56,16 @@ class LadderHead(nn.Module):
         ignore_index: int = 255,
         channels: int = 128,
         out_stride: int = 4,
+        class_weights: list[float] | None = None,
         norm_layer: NormLayer = nn.BatchNorm2d,
     ) -> None:
         super().__init__()
+        self.class_weights: Tensor | None
+        self.register_buffer(
+            "class_weights",
+            None if class_weights is None else checked_class_weights(class_weights, num_classes),
+            persistent=False,
+        )
         top = feature_at(feature_info)
         self.top_stride = top.stride
         skips = sorted(
@@ -87,4 +97,5 @@ class LadderHead(nn.Module):
         image_size: tuple[int, int],
     ) -> dict[str, Tensor]:
         scores = self(features, image_size)
-        return {"loss_ce": cross_entropy(scores, targets["label"], self.ignore_index)}
+        loss = cross_entropy(scores, targets["label"], self.ignore_index, self.class_weights)
+        return {"loss_ce": loss}
