@@ -310,7 +310,7 @@ def main(argv: list[str] | None = None) -> None:
         "budget": {
             "iterations": args.iters,
             "batch_size": args.batch_size,
-            "recipe": "configs/lite0/ladder_camvid.yaml (288x384 crops at scale 1-2, Adam, "
+            "recipe": "configs/lite0/heads/base_camvid.yaml (288x384 crops at scale 1-2, Adam, "
             "cosine; validation single scale at 1.5x input)",
             "seeds": args.seeds,
         },

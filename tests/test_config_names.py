@@ -42,7 +42,7 @@ def test_name_resolves_to_the_shipped_config(elsewhere: Path) -> None:
 
 
 def test_shipped_config_with_a_base_loads_by_name(elsewhere: Path) -> None:
-    cfg = load_config("lite0/heads/ladder_camvid")  # base: ../ladder_camvid.yaml
+    cfg = load_config("lite0/heads/ladder_camvid")  # base: base_camvid.yaml
     assert cfg.model.backbone["name"] == "efficientnet_lite0"
 
 
