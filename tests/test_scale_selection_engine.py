@@ -17,6 +17,7 @@ from leanseg.data.base import DatasetError
 from leanseg.data.synthetic import BASELINE, CLASSES, SyntheticStreetScenes, generate_scene
 from leanseg.data.synthetic.apparent_size import disparity_by_class
 from leanseg.data.transforms import ToTensor
+from leanseg.engine import evaluator, speed
 from leanseg.engine.evaluator import evaluate
 from leanseg.engine.inference import predict_scores
 from leanseg.engine.model_inputs import follow_image, predict_scores_with_inputs
@@ -227,12 +228,22 @@ def test_scale_invariant_trains_and_evaluates_through_the_trainer(tmp_path, monk
     trainer = Trainer(cfg, show_progress=False)
     seen: list[tuple[tuple[int, ...], tuple[int, ...], bool]] = []
     forward = ScaleSelectionSegmentor.forward
+    checking = []  # set while the inference options are checked on an example input
 
     def spy(self, images, disparity=None, stereo_baseline=None):
-        seen.append((tuple(images.shape), tuple(disparity.shape), self.training))
+        if not checking:
+            seen.append((tuple(images.shape), tuple(disparity.shape), self.training))
         return forward(self, images, disparity, stereo_baseline)
 
+    def prepare(*args, **kwargs):
+        checking.append(True)
+        try:
+            return speed.prepare_model(*args, **kwargs)
+        finally:
+            checking.clear()
+
     monkeypatch.setattr(ScaleSelectionSegmentor, "forward", spy)
+    monkeypatch.setattr(evaluator, "prepare_model", prepare)
     result = trainer.train()
     assert result.iteration == 2 and result.final_scores is not None
     lines = (Path(cfg.work_dir) / "metrics.jsonl").read_text().splitlines()

@@ -633,6 +633,7 @@ def benchmark_model(
     warmup: int = 3,
     repeats: int = 10,
     in_channels: int = 3,
+    inference_model: nn.Module | None = None,
 ) -> BenchResult:
     """Measure parameters, FLOPs, activation memory, peak memory and latency of a model.
 
@@ -653,6 +654,9 @@ def benchmark_model(
         warmup: untimed calls before timing.
         repeats: timed calls.
         in_channels: channels of the random input.
+        inference_model: what inference latency and peak memory are measured on, e.g. the
+            model prepared with inference-speed options (:mod:`leanseg.engine.speed`);
+            parameters, FLOPs and activation memory are always ``model``'s. Default ``model``.
 
     Raises:
         ValueError: a batch, size or repeat count below 1, or a negative warm-up count.
@@ -691,10 +695,11 @@ def benchmark_model(
 
         else:
             model.eval()
+            timed = model if inference_model is None else inference_model
 
             def step() -> None:
                 with torch.no_grad():
-                    model(images)
+                    timed(images)
 
         try:
             latency = measure_latency(step, warmup=warmup, repeats=repeats, device=device)

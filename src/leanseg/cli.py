@@ -103,6 +103,8 @@ def _device_name(text: str) -> str:
 
 
 def build_parser() -> argparse.ArgumentParser:
+    from leanseg.engine.speed import add_inference_arguments
+
     parser = _Parser(
         prog="leanseg",
         description="Efficient semantic segmentation of large images.",
@@ -147,6 +149,7 @@ def build_parser() -> argparse.ArgumentParser:
     evaluate.add_argument(
         "--device", type=_device_name, default="auto", help="cpu, cuda, cuda:1 or auto"
     )
+    add_inference_arguments(evaluate)
     evaluate.set_defaults(handler=_cmd_eval)
 
     predict = commands.add_parser("predict", help="write label PNGs and colour overlays")
@@ -175,6 +178,7 @@ def build_parser() -> argparse.ArgumentParser:
     from leanseg.engine.ood_maps import add_ood_argument
 
     add_ood_argument(predict)
+    add_inference_arguments(predict)
     predict.set_defaults(handler=_cmd_predict)
 
     data = commands.add_parser("data", help="dataset tools")
@@ -228,6 +232,7 @@ def build_parser() -> argparse.ArgumentParser:
     bench.add_argument(
         "--json", metavar="PATH", help="also write the figures as JSON ('-' = stdout)"
     )
+    add_inference_arguments(bench)
     bench.set_defaults(handler=_cmd_bench)
 
     quadtree = commands.add_parser("quadtree", help="QGN quadtree label tools")
@@ -327,6 +332,24 @@ def _load_run_config(path: str | Path | None, overrides: Sequence[str]) -> Confi
     return load_run_config(path, list(overrides))
 
 
+def _inference_options(args: argparse.Namespace, device: Any) -> Any:
+    """The inference options of the ``--fold-bn`` ... flags, refusing a dtype ``device`` cannot
+    run (fp16 on the CPU) with a ``ConfigError`` naming ``--dtype``."""
+    from leanseg.engine.speed import InferenceOptionError, check_device, options_from_args
+
+    options = options_from_args(args)
+    try:
+        check_device(options.dtype, device)
+    except InferenceOptionError as err:
+        raise ConfigError(f"--dtype {options.dtype}: {err}") from None
+    return options
+
+
+def _print_notes(notes: Sequence[str]) -> None:
+    for note in notes:  # an inference option the model does not suit, and why
+        print(f"leanseg: note: {note}", file=sys.stderr)
+
+
 # ---------------------------------------------------------------------- train
 
 
@@ -386,6 +409,7 @@ def _cmd_eval(args: argparse.Namespace) -> int:
     from leanseg.data import build_dataset, dataset_classes
     from leanseg.engine.evaluator import evaluate
     from leanseg.engine.loading import load_trained_model
+    from leanseg.engine.speed import prepare_model
     from leanseg.metrics import format_scores
 
     overrides = list(args.overrides)
@@ -399,6 +423,8 @@ def _cmd_eval(args: argparse.Namespace) -> int:
     trained = load_trained_model(args.target, args.checkpoint, overrides)
     cfg = trained.cfg
     model = trained.model.to(device)
+    prepared = prepare_model(model, _inference_options(args, device), device=device)
+    _print_notes(prepared.notes)
     split = args.split or cfg.data.val_split
     dataset = build_dataset(cfg.data, split, train=False)
     class_names = dataset_classes(cfg.data)
@@ -414,9 +440,11 @@ def _cmd_eval(args: argparse.Namespace) -> int:
             ignore_index=cfg.data.ignore_index,
             on_batch=lambda done, total: progress.update(task, completed=done, total=total),
             class_names=class_names,
+            options=prepared,
         )
     out = Console()
     out.print(format_scores(scores, class_names))
+    out.print(f"inference: {prepared.options.describe()}")
     if scores.active_sites is not None:
         cost = ", ".join(f"{level} {sites:.0f}" for level, sites in scores.active_sites.items())
         out.print(f"active sites per image: {cost}")
@@ -446,6 +474,7 @@ def _cmd_eval(args: argparse.Namespace) -> int:
             "split": split,
             "scales": cfg.eval.scales,
             "flip": cfg.eval.flip,
+            "inference": {**prepared.options.to_dict(), "notes": list(prepared.notes)},
             **scores.to_dict(),
         }
         if per_dataset:
@@ -592,14 +621,17 @@ def _cmd_predict(args: argparse.Namespace) -> int:
 
     images = _collect_images(args.images)
     stems = output_stems(images)
+    device = _select_device(args.device)
     predictor = Predictor.from_checkpoint(
         args.checkpoint,
-        device=_select_device(args.device),
+        device=device,
         max_pixels=megapixels_to_pixels(args.max_megapixels),
         overlap=args.overlap,
         scales=tuple(args.scales),
         flip=args.flip,
+        options=_inference_options(args, device),
     )
+    _print_notes(predictor.notes)
     # Thesis 5.3: pixels predicted as classes foreign to a chosen domain flag unfamiliar content.
     native = domain_classes(predictor.cfg.data, args.ood_domain) if args.ood_domain else None
     # Heads with a data-dependent cost (QGN) report it with every prediction.
@@ -743,6 +775,7 @@ def _cmd_bench(args: argparse.Namespace) -> int:
     import torch
 
     from leanseg.bench import benchmark_model, format_bench
+    from leanseg.engine.speed import InferenceRunner, options_given, prepare_model
     from leanseg.models import build_model
 
     size = parse_size(args.size)
@@ -752,8 +785,16 @@ def _cmd_bench(args: argparse.Namespace) -> int:
         torch.set_num_threads(args.threads)
     if args.onnxruntime and (args.train or device.type != "cpu"):
         raise ConfigError("--onnxruntime times CPU inference: drop --train and use --device cpu")
+    if args.train and options_given(args):
+        raise ConfigError(
+            f"{', '.join(options_given(args))} set how inference runs: drop them or --train"
+        )
     model = build_model(cfg)
     _check_bench_size(size, args.batch, model.size_divisor)
+    prepared = None
+    if not args.train:
+        prepared = prepare_model(model, _inference_options(args, device), device=device)
+        _print_notes(prepared.notes)
     result = benchmark_model(
         model,
         size,
@@ -762,9 +803,15 @@ def _cmd_bench(args: argparse.Namespace) -> int:
         device=device,
         warmup=args.warmup,
         repeats=args.repeats,
+        inference_model=None
+        if prepared is None
+        else InferenceRunner(prepared.model, prepared.options),
     )
     Console().print(format_bench(result))
     figures = {"config": str(args.config), **result.to_dict()}
+    if prepared is not None:
+        print(f"inference: {prepared.options.describe()}")
+        figures["inference"] = {**prepared.options.to_dict(), "notes": list(prepared.notes)}
     if args.onnxruntime:
         from leanseg.export import ExportError, onnxruntime_latency
 
@@ -776,6 +823,7 @@ def _cmd_bench(args: argparse.Namespace) -> int:
                 repeats=args.repeats,
                 warmup=args.warmup,
                 threads=torch.get_num_threads(),
+                fold_bn=prepared is not None and prepared.options.fold_bn,
             )
         except ExportError as err:  # a refused part, or onnx / onnxruntime missing
             ort = {"backend": "onnxruntime", "error": str(err)}

@@ -7,7 +7,10 @@ gets them from each batch, resized and mirrored with the image
 (:mod:`leanseg.engine.model_inputs`); other models take the same path as before. A model that
 predicts instances (SSN's instance head) also gets AP / AP50 on data with instance labels
 (:mod:`leanseg.engine.instance_eval`). Category IoU, iIoU and foreign-class incidence (thesis
-ch. 5) are added where they apply (:mod:`leanseg.engine.extra_scores`).
+ch. 5) are added where they apply (:mod:`leanseg.engine.extra_scores`). The model runs with
+inference-speed options (:mod:`leanseg.engine.speed`), applied to a copy of it: the defaults
+(the fastest exact ones) unless the caller passes others, so the periodic validation of training
+and ``leanseg eval`` without flags compute the same figures.
 """
 
 from __future__ import annotations
@@ -26,6 +29,7 @@ from leanseg.engine.inference import predict_scores
 from leanseg.engine.instance_eval import InstanceEvaluation
 from leanseg.engine.model_inputs import batch_inputs, predict_scores_with_inputs
 from leanseg.engine.site_cost import SiteCounter
+from leanseg.engine.speed import InferenceOptions, InferenceRunner, PreparedModel, prepare_model
 from leanseg.metrics import SegmentationMetric, SegmentationScores
 from leanseg.nn.segmentor import extra_inputs
 
@@ -43,6 +47,7 @@ def evaluate(
     on_batch: Callable[[int, int], None] | None = None,
     class_names: Sequence[str] | None = None,
     label_map: torch.Tensor | None = None,
+    options: InferenceOptions | PreparedModel | None = None,
 ) -> SegmentationScores:
     """Confusion-matrix metrics of ``model`` on ``dataset`` (eval transforms attached).
 
@@ -54,6 +59,12 @@ def evaluate(
         class_names: names of the scored classes; Cityscapes' 19 add category IoU.
         label_map: ``(K,)`` model class -> scored class, 255 for classes foreign to the dataset
             (scored as Void, thesis 5.3.1); None when the model predicts the scored classes.
+        options: inference-speed options applied to a copy of ``model``
+            (:func:`~leanseg.engine.speed.prepare_model`), or a model already prepared from
+            ``model`` with them (a caller that prints the notes prepares it itself). ``None``
+            (training's periodic validation, ``leanseg eval`` without flags) takes the default
+            options, so that ``leanseg eval`` reproduces the logged figures exactly;
+            :data:`~leanseg.engine.speed.PLAIN` scores ``model`` as it is.
     """
     was_training = model.training
     model.eval()
@@ -74,9 +85,12 @@ def evaluate(
         void_index=None if label_map is None else 255,
     )
     extras = ExtraScores(num_classes, class_names, label_map, ignore_index)
+    prepared = options
+    if not isinstance(prepared, PreparedModel):
+        prepared = prepare_model(model, options or InferenceOptions(), device=device)
     # A head that reports its cost (QGN) is counted over every pass: tiles, scales, flips.
-    sites = SiteCounter.wrap(model)
-    scorer = model if sites is None else sites
+    sites = SiteCounter.wrap(prepared.model)
+    scorer = InferenceRunner(sites or prepared.model, prepared.options)
     needed = extra_inputs(model)
     instances = InstanceEvaluation.for_model(model)
     for step, batch in enumerate(loader, start=1):

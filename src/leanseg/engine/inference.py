@@ -30,6 +30,7 @@ from leanseg.config import IMAGENET_MEAN, IMAGENET_STD, Config
 from leanseg.data.classes import bit_palette
 from leanseg.data.io import image_to_rgb, read_rgb
 from leanseg.engine.site_cost import SiteCounter
+from leanseg.engine.speed import InferenceOptions, InferenceRunner, PreparedModel, prepare_model
 
 # Tile sides are multiples of this: the output stride of every backbone leanseg builds.
 TILE_MULTIPLE = 32
@@ -260,6 +261,13 @@ class Predictor:
         overlap: tile overlap in pixels.
         scales: test-time resize factors (probabilities averaged).
         flip: also average over horizontally mirrored inputs.
+        options: inference-speed options (:class:`~leanseg.engine.speed.InferenceOptions`; the
+            default is the fastest exact setting). They are applied to a copy of the model; an
+            option the model does not suit is dropped with a note (:attr:`notes`), and
+            :attr:`options` says which are in effect.
+
+    Raises:
+        InferenceOptionError: for a dtype the device cannot run (fp16 on the CPU).
     """
 
     def __init__(
@@ -272,6 +280,7 @@ class Predictor:
         overlap: int = 128,
         scales: Sequence[float] = (1.0,),
         flip: bool = False,
+        options: InferenceOptions | None = None,
     ) -> None:
         self.device = torch.device(device)
         self.model = model.to(self.device).eval()
@@ -290,7 +299,12 @@ class Predictor:
             statistics = (cfg.data.mean, cfg.data.std)
         self._mean = torch.tensor(statistics[0], device=self.device).view(3, 1, 1)
         self._std = torch.tensor(statistics[1], device=self.device).view(3, 1, 1)
-        self._sites = SiteCounter.wrap(self.model)
+        self._prepared: PreparedModel = prepare_model(
+            self.model, options or InferenceOptions(), device=self.device
+        )
+        # A head that reports its cost (QGN) is counted inside the options' input format and dtype.
+        self._sites = SiteCounter.wrap(self._prepared.model)
+        self._runner = InferenceRunner(self._sites or self._prepared.model, self._prepared.options)
 
     @classmethod
     def from_checkpoint(
@@ -321,6 +335,16 @@ class Predictor:
 
         trained = load_trained_model(path)
         return cls(trained.model, trained.cfg, device=device, **kwargs)
+
+    @property
+    def options(self) -> InferenceOptions:
+        """The inference options in effect (an asked-for option the model does not suit is off)."""
+        return self._prepared.options
+
+    @property
+    def notes(self) -> tuple[str, ...]:
+        """Why an asked-for inference option is not in effect, one line per option."""
+        return self._prepared.notes
 
     @property
     def last_active_sites(self) -> dict[str, int] | None:
@@ -371,7 +395,7 @@ class Predictor:
         pixels = torch.from_numpy(array).to(self.device).permute(2, 0, 1).float().div_(255)
         normalised = ((pixels - self._mean) / self._std).unsqueeze(0)  # (1, 3, H, W)
         probabilities = predict_scores(
-            self.model if self._sites is None else self._sites,
+            self._runner,
             normalised,
             scales=self.scales,
             flip=self.flip,
