@@ -14,12 +14,15 @@ import math
 import sys
 from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import Any, NoReturn
+from typing import TYPE_CHECKING, Any, NoReturn
 
 from rich.console import Console
 
 from leanseg import __version__
 from leanseg.config import DEVICE_PATTERN, Config, ConfigError
+
+if TYPE_CHECKING:
+    from leanseg.data.check import CheckReport
 
 EXIT_BAD_INPUT = 2
 EXIT_FAILED = 1
@@ -673,44 +676,39 @@ def _cmd_predict(args: argparse.Namespace) -> int:
 # ---------------------------------------------------------------------- data check
 
 
-def _cmd_data_check(args: argparse.Namespace) -> int:
+def _read_splits(data: Any, splits: list[str], label: str) -> CheckReport:
+    """``check_dataset`` over ``splits`` behind a progress bar (data check and data weights)."""
     from rich.progress import Progress
 
     from leanseg.data.check import check_dataset
 
-    cfg = _load_run_config(args.config, args.overrides)
-    splits = args.split or [cfg.data.train_split, cfg.data.val_split]
-    console = _console()
-    with Progress(console=console, transient=True) as progress:
-        task = progress.add_task("check", total=None)
-        report = check_dataset(
-            cfg.data,
+    with Progress(console=_console(), transient=True) as progress:
+        task = progress.add_task(label, total=None)
+        return check_dataset(
+            data,
             splits,
             progress=lambda done, total: progress.update(task, completed=done, total=total),
         )
+
+
+def _cmd_data_check(args: argparse.Namespace) -> int:
+    cfg = _load_run_config(args.config, args.overrides)
+    splits = args.split or [cfg.data.train_split, cfg.data.val_split]
+    report = _read_splits(cfg.data, splits, "check")
     print(report.format())
     return 0 if report.ok else EXIT_BAD_INPUT
 
 
 def _cmd_data_weights(args: argparse.Namespace) -> int:
-    from rich.progress import Progress
     from rich.table import Table
 
-    from leanseg.data.check import check_dataset
     from leanseg.data.class_weights import median_frequency_weights
 
     if args.power < 0:
         raise ConfigError(f"--power must be >= 0, got {args.power}")
     cfg = _load_run_config(args.config, args.overrides)
     split = args.split or cfg.data.train_split
-    console = _console()
-    with Progress(console=console, transient=True) as progress:
-        task = progress.add_task(f"count {split}", total=None)
-        report = check_dataset(
-            cfg.data,
-            [split],
-            progress=lambda done, total: progress.update(task, completed=done, total=total),
-        )
+    report = _read_splits(cfg.data, [split], f"count {split}")
     if not report.ok:
         print(report.format())
         return EXIT_BAD_INPUT
@@ -725,7 +723,7 @@ def _cmd_data_weights(args: argparse.Namespace) -> int:
         table.add_column(column, justify="left" if column == "class" else "right")
     for name, count, weight in zip(report.classes, pixels, weights, strict=True):
         table.add_row(name, f"{100 * count / total:.2f}", f"{weight:g}")
-    console.print(table)
+    _console().print(table)
     values = ", ".join(f"{w:g}" for w in weights)
     print(f"model.head.class_weights: [{values}]")
     return 0
