@@ -4,7 +4,7 @@ Every module of ``src/leanseg`` is parsed with ``ast`` (nothing is imported), an
 makes - at module level, inside functions, under ``TYPE_CHECKING`` - is an edge. A module may
 import from its own layer or a lower one:
 
-    5  cli, demo, report, __main__, the package ``__init__``
+    5  cli, commands, demo, report, __main__, the package ``__init__``
     4  engine (all but checkpoint I/O), bench
     3  models (the builder tables)
     2  nn, baselines
@@ -46,6 +46,7 @@ LAYERS = {
     "leanseg.bench": 4,
     "leanseg.export": 4,
     "leanseg.cli": 5,
+    "leanseg.commands": 5,
     "leanseg.demo": 5,
     "leanseg.report": 5,
     "leanseg.__main__": 5,

@@ -1,4 +1,8 @@
-"""The ``leanseg`` command: train, eval, predict, data check, bench, demo.
+"""The ``leanseg`` command: its parser, and train, eval, predict and demo.
+
+The other subcommands add themselves from their own modules: ``data`` and ``quadtree``
+(:mod:`leanseg.commands.data`), ``bench`` (:mod:`leanseg.commands.bench`), ``export``
+(:mod:`leanseg.export`) and ``report`` (:mod:`leanseg.report.command`).
 
 Every subcommand has ``--help``. Bad input (config, dataset, checkpoint, run directory, a flag's
 value, an output folder that cannot be written) ends with a one-line ``leanseg: error: ...``
@@ -10,22 +14,22 @@ from __future__ import annotations
 
 import argparse
 import json
-import math
 import sys
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, NoReturn
+from typing import NoReturn
 
 from rich.console import Console
 
 from leanseg import __version__
-from leanseg.config import DEVICE_PATTERN, Config, ConfigError
+from leanseg.commands import common
+from leanseg.commands.bench import add_bench_parser
+from leanseg.commands.data import add_data_parsers
+from leanseg.config import Config, ConfigError
 
-if TYPE_CHECKING:
-    from leanseg.data.check import CheckReport
-
-EXIT_BAD_INPUT = 2
-EXIT_FAILED = 1
+# Exit statuses, kept here too for callers that read them from the command's module.
+EXIT_BAD_INPUT = common.EXIT_BAD_INPUT
+EXIT_FAILED = common.EXIT_FAILED
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -36,7 +40,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         # ``leanseg`` or ``leanseg data`` alone: the help of that level, then what is missing.
         level = getattr(args, "command_parser", parser)
         level.print_help()
-        _error(f"{level.prog}: choose a command (see {level.prog} --help)")
+        common.print_error(f"{level.prog}: choose a command (see {level.prog} --help)")
         return EXIT_BAD_INPUT
     from leanseg.data.base import DatasetError
     from leanseg.engine.checkpoint import CheckpointError
@@ -46,63 +50,26 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         return int(args.handler(args) or 0)
     except (ConfigError, DatasetError, CheckpointError, RunDirError, FileNotFoundError) as err:
-        _error(str(err))
+        common.print_error(str(err))
         return EXIT_BAD_INPUT
     except OSError as err:  # a file or folder the system refuses (permissions, disk full ...)
         where = f"{err.filename}: " if err.filename else ""
-        _error(f"{where}{err.strerror or err}")
+        common.print_error(f"{where}{err.strerror or err}")
         return EXIT_BAD_INPUT
     except TrainingError as err:
-        _error(str(err))
+        common.print_error(str(err))
         return EXIT_FAILED
     except KeyboardInterrupt:
-        _error("interrupted")
+        common.print_error("interrupted")
         return 130
-
-
-def _error(message: str) -> None:
-    one_line = " ".join(str(message).split())
-    print(f"leanseg: error: {one_line}", file=sys.stderr)
 
 
 class _Parser(argparse.ArgumentParser):
     """argparse with leanseg's one-line errors (no usage block) and exit status 2."""
 
     def error(self, message: str) -> NoReturn:
-        _error(f"{message} (see {self.prog} --help)")
+        common.print_error(f"{message} (see {self.prog} --help)")
         sys.exit(EXIT_BAD_INPUT)
-
-
-def _number(kind: Callable[[str], Any], test: Callable[[Any], bool], requirement: str) -> Any:
-    """An argparse ``type`` that parses with ``kind`` and requires ``test`` of the value."""
-
-    def parse(text: str) -> Any:
-        try:
-            value = kind(text)
-        except ValueError:
-            raise argparse.ArgumentTypeError(f"expected {requirement}, got {text!r}") from None
-        if (isinstance(value, float) and not math.isfinite(value)) or not test(value):
-            raise argparse.ArgumentTypeError(f"must be {requirement}, got {text!r}")
-        return value
-
-    parse.__name__ = kind.__name__  # argparse names the type in its messages
-    return parse
-
-
-_POSITIVE_INT = _number(int, lambda v: v >= 1, "a positive integer")
-_NON_NEGATIVE_INT = _number(int, lambda v: v >= 0, "an integer >= 0")
-_POSITIVE_FLOAT = _number(float, lambda v: v > 0, "a positive number")
-_FRACTION = _number(float, lambda v: 0 <= v <= 1, "a number in [0, 1]")
-# The smallest budget that holds one 32x32 tile (see engine.inference.choose_tile).
-_MEGAPIXELS = _number(float, lambda v: v >= 32 * 32 / 1e6, "at least 0.001024 (one 32x32 tile)")
-
-
-def _device_name(text: str) -> str:
-    if DEVICE_PATTERN.fullmatch(text) is None:
-        raise argparse.ArgumentTypeError(
-            f"unknown device {text!r}; use auto, cpu, cuda, cuda:N or mps"
-        )
-    return text
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -117,7 +84,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     train = commands.add_parser("train", help="train a model from a config")
     train.add_argument("config", help="YAML config file")
-    _add_overrides(train)
+    common.add_overrides(train)
     train.add_argument("--work-dir", help="run directory (default: the config's work_dir)")
     train.add_argument(
         "--resume", action="store_true", help="continue from RUN/checkpoints/last.pt"
@@ -137,20 +104,23 @@ def build_parser() -> argparse.ArgumentParser:
     evaluate.add_argument(
         "--checkpoint", help="checkpoint file (default for a run directory: checkpoints/best.pt)"
     )
-    _add_overrides(evaluate)
+    common.add_overrides(evaluate)
     evaluate.add_argument("--split", help="dataset split (default: the config's data.val_split)")
     evaluate.add_argument(
-        "--scales", type=_POSITIVE_FLOAT, nargs="+", help="multi-scale testing, e.g. 0.75 1 1.25"
+        "--scales",
+        type=common.POSITIVE_FLOAT,
+        nargs="+",
+        help="multi-scale testing, e.g. 0.75 1 1.25",
     )
     evaluate.add_argument("--flip", action="store_true", help="add horizontally flipped inputs")
     evaluate.add_argument(
-        "--max-images", type=_POSITIVE_INT, help="evaluate at most this many images"
+        "--max-images", type=common.POSITIVE_INT, help="evaluate at most this many images"
     )
     evaluate.add_argument(
         "--json", metavar="PATH", help="also write the scores as JSON ('-' = stdout)"
     )
     evaluate.add_argument(
-        "--device", type=_device_name, default="auto", help="cpu, cuda, cuda:1 or auto"
+        "--device", type=common.device_name, default="auto", help="cpu, cuda, cuda:1 or auto"
     )
     add_inference_arguments(evaluate)
     evaluate.set_defaults(handler=_cmd_eval)
@@ -163,20 +133,20 @@ def build_parser() -> argparse.ArgumentParser:
     predict.add_argument("--out", required=True, help="output folder")
     predict.add_argument(
         "--max-megapixels",
-        type=_MEGAPIXELS,
+        type=common.MEGAPIXELS,
         default=4.0,
         help="memory budget: larger images are processed in overlapping tiles (default 4)",
     )
     predict.add_argument(
-        "--overlap", type=_NON_NEGATIVE_INT, default=128, help="tile overlap in pixels"
+        "--overlap", type=common.NON_NEGATIVE_INT, default=128, help="tile overlap in pixels"
     )
     predict.add_argument(
-        "--scales", type=_POSITIVE_FLOAT, nargs="+", default=[1.0], help="test scales"
+        "--scales", type=common.POSITIVE_FLOAT, nargs="+", default=[1.0], help="test scales"
     )
     predict.add_argument("--flip", action="store_true", help="add horizontally flipped inputs")
-    predict.add_argument("--alpha", type=_FRACTION, default=0.5, help="overlay opacity")
+    predict.add_argument("--alpha", type=common.FRACTION, default=0.5, help="overlay opacity")
     predict.add_argument(
-        "--device", type=_device_name, default="auto", help="cpu, cuda, cuda:1 or auto"
+        "--device", type=common.device_name, default="auto", help="cpu, cuda, cuda:1 or auto"
     )
     from leanseg.engine.ood_maps import add_ood_argument
 
@@ -184,81 +154,15 @@ def build_parser() -> argparse.ArgumentParser:
     add_inference_arguments(predict)
     predict.set_defaults(handler=_cmd_predict)
 
-    data = commands.add_parser("data", help="dataset tools")
-    data.set_defaults(command_parser=data)
-    data_commands = data.add_subparsers(title="data commands", metavar="COMMAND")
-    check = data_commands.add_parser("check", help="report unreadable files and bad labels")
-    check.add_argument("config", help="YAML config file")
-    _add_overrides(check)
-    check.add_argument("--split", nargs="+", help="splits to walk (default: train and val)")
-    check.set_defaults(handler=_cmd_data_check)
-    weights = data_commands.add_parser(
-        "weights", help="median-frequency class weights of a split, for model.head.class_weights"
-    )
-    weights.add_argument("config", help="YAML config file")
-    _add_overrides(weights)
-    weights.add_argument("--split", help="split to count (default: the training split)")
-    weights.add_argument(
-        "--power",
-        type=float,
-        default=1.0,
-        help="exponent of median(f)/f_c (1 = median-frequency balancing, 0.5 = milder)",
-    )
-    weights.set_defaults(handler=_cmd_data_weights)
-    convert = data_commands.add_parser(
-        "convert", help="write colour-mask labels (data.label_colors) once as index PNGs"
-    )
-    convert.add_argument("config", help="YAML config with data.classes and data.label_colors")
-    _add_overrides(convert)
-    convert.add_argument("src", help="folder of RGB label images (searched recursively)")
-    convert.add_argument("out", help="folder for the index PNGs, outside src")
-    convert.set_defaults(handler=_cmd_data_convert)
-
-    bench = commands.add_parser(
-        "bench", help="parameters, FLOPs, activation and peak memory, latency"
-    )
-    bench.add_argument("config", help="YAML config file")
-    _add_overrides(bench)
-    bench.add_argument("--size", required=True, help="input size HxW, e.g. 1024x2048")
-    bench.add_argument("--batch", type=_POSITIVE_INT, default=1, help="batch size (default 1)")
-    bench.add_argument("--train", action="store_true", help="time a training step, not inference")
-    bench.add_argument("--device", type=_device_name, default="cpu", help="cpu or cuda")
-    bench.add_argument("--warmup", type=_NON_NEGATIVE_INT, default=3, help="untimed warm-up runs")
-    bench.add_argument("--repeats", type=_POSITIVE_INT, default=10, help="timed runs")
-    bench.add_argument("--threads", type=_POSITIVE_INT, help="torch CPU threads (default: torch's)")
-    bench.add_argument(
-        "--onnxruntime",
-        action="store_true",
-        help="also time the model exported to ONNX in onnxruntime, on as many threads as torch "
-        "(CPU inference; needs leanseg[export])",
-    )
-    bench.add_argument(
-        "--json", metavar="PATH", help="also write the figures as JSON ('-' = stdout)"
-    )
-    add_inference_arguments(bench)
-    bench.set_defaults(handler=_cmd_bench)
-
-    quadtree = commands.add_parser("quadtree", help="QGN quadtree label tools")
-    quadtree.set_defaults(command_parser=quadtree)
-    quadtree_commands = quadtree.add_subparsers(title="quadtree commands", metavar="COMMAND")
-    qstats = quadtree_commands.add_parser(
-        "stats", help="pixels per quadtree leaf level and compression ratio (QGN Table 5)"
-    )
-    qstats.add_argument("config", help="YAML config file")
-    _add_overrides(qstats)
-    qstats.add_argument("--split", nargs="+", help="splits (default: train and val)")
-    qstats.add_argument(
-        "--max-images", type=_POSITIVE_INT, help="at most this many images per split"
-    )
-    qstats.add_argument("--json", metavar="PATH", help="also write the rows as JSON ('-' = stdout)")
-    qstats.set_defaults(handler=_cmd_quadtree_stats)
+    add_data_parsers(commands)
+    add_bench_parser(commands)
 
     demo = commands.add_parser(
         "demo", help="generate street scenes, train a small model, evaluate, predict"
     )
     demo.add_argument("--out", default="runs/demo", help="run directory (default runs/demo)")
     demo.add_argument(
-        "--iters", type=_POSITIVE_INT, help="training iterations (default: the demo's)"
+        "--iters", type=common.POSITIVE_INT, help="training iterations (default: the demo's)"
     )
     demo.add_argument("--force", action="store_true", help="replace an earlier demo run")
     demo.add_argument("--no-progress", action="store_true", help="no progress bars")
@@ -272,87 +176,6 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def _add_overrides(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument(
-        "--set",
-        dest="overrides",
-        action="append",
-        default=[],
-        metavar="KEY=VALUE",
-        help="override a config value, e.g. --set train.lr=0.01 (repeatable)",
-    )
-
-
-def _console() -> Console:
-    return Console(stderr=True)
-
-
-def _write_json(payload: dict[str, Any], target: str) -> None:
-    text = json.dumps(payload, indent=2)
-    if target == "-":
-        print(text)
-        return
-    from leanseg.utils import atomic_write_text
-
-    try:
-        atomic_write_text(target, text + "\n")
-    except OSError as err:
-        raise ConfigError(f"cannot write {target}: {err.strerror or err}") from None
-
-
-def _select_device(name: str, key: str = "--device") -> Any:
-    """The torch device ``name`` stands for, refusing one this machine does not have.
-
-    Raises:
-        ConfigError: naming ``key`` and the device, e.g. ``cuda`` where CUDA is not available.
-    """
-    import torch
-
-    from leanseg.engine.trainer import select_device
-
-    if DEVICE_PATTERN.fullmatch(name) is None:
-        raise ConfigError(f"{key} {name!r}: unknown device; use auto, cpu, cuda, cuda:N or mps")
-    device = select_device(name)
-    if device.type == "cuda":
-        if not torch.cuda.is_available():
-            raise ConfigError(
-                f"{key} {name}: CUDA is not available on this machine (torch "
-                f"{torch.__version__}); use cpu"
-            )
-        if device.index is not None and device.index >= torch.cuda.device_count():
-            raise ConfigError(
-                f"{key} {name}: this machine has {torch.cuda.device_count()} CUDA device(s)"
-            )
-    if device.type == "mps" and not torch.backends.mps.is_available():
-        raise ConfigError(f"{key} {name}: MPS is not available on this machine; use cpu")
-    return device
-
-
-def _load_run_config(path: str | Path | None, overrides: Sequence[str]) -> Config:
-    """:func:`leanseg.models.load_run_config`, imported only by the commands that read a config."""
-    from leanseg.models import load_run_config
-
-    return load_run_config(path, list(overrides))
-
-
-def _inference_options(args: argparse.Namespace, device: Any) -> Any:
-    """The inference options of the ``--fold-bn`` ... flags, refusing a dtype ``device`` cannot
-    run (fp16 on the CPU) with a ``ConfigError`` naming ``--dtype``."""
-    from leanseg.engine.speed import InferenceOptionError, check_device, options_from_args
-
-    options = options_from_args(args)
-    try:
-        check_device(options.dtype, device)
-    except InferenceOptionError as err:
-        raise ConfigError(f"--dtype {options.dtype}: {err}") from None
-    return options
-
-
-def _print_notes(notes: Sequence[str]) -> None:
-    for note in notes:  # an inference option the model does not suit, and why
-        print(f"leanseg: note: {note}", file=sys.stderr)
-
-
 # ---------------------------------------------------------------------- train
 
 
@@ -362,10 +185,10 @@ def _cmd_train(args: argparse.Namespace) -> int:
     overrides = list(args.overrides)
     if args.work_dir:
         overrides.append(f"work_dir={args.work_dir}")
-    cfg = _load_run_config(args.config, overrides)
-    _select_device(cfg.train.device, key="train.device")
+    cfg = common.load_run_config(args.config, overrides)
+    common.select_device(cfg.train.device, key="train.device")
     _check_crop_size(cfg)
-    console = _console()
+    console = common.console()
     trainer = Trainer(
         cfg,
         resume=args.resume,
@@ -422,16 +245,16 @@ def _cmd_eval(args: argparse.Namespace) -> int:
         overrides.append("eval.flip=true")
     if args.max_images is not None:
         overrides.append(f"eval.max_images={args.max_images}")
-    device = _select_device(args.device)
+    device = common.select_device(args.device)
     trained = load_trained_model(args.target, args.checkpoint, overrides)
     cfg = trained.cfg
     model = trained.model.to(device)
-    prepared = prepare_model(model, _inference_options(args, device), device=device)
-    _print_notes(prepared.notes)
+    prepared = prepare_model(model, common.inference_options(args, device), device=device)
+    common.print_notes(prepared.notes)
     split = args.split or cfg.data.val_split
     dataset = build_dataset(cfg.data, split, train=False)
     class_names = dataset_classes(cfg.data)
-    console = _console()
+    console = common.console()
     with Progress(console=console, transient=True) as progress:
         task = progress.add_task(f"eval {split}", total=None)
         scores = evaluate(
@@ -482,7 +305,7 @@ def _cmd_eval(args: argparse.Namespace) -> int:
         }
         if per_dataset:
             record["per_dataset"] = {name: own.to_dict() for name, own in per_dataset.items()}
-        _write_json(record, args.json)
+        common.write_json(record, args.json)
     return 0
 
 
@@ -624,7 +447,7 @@ def _cmd_predict(args: argparse.Namespace) -> int:
 
     images = _collect_images(args.images)
     stems = output_stems(images)
-    device = _select_device(args.device)
+    device = common.select_device(args.device)
     predictor = Predictor.from_checkpoint(
         args.checkpoint,
         device=device,
@@ -632,9 +455,9 @@ def _cmd_predict(args: argparse.Namespace) -> int:
         overlap=args.overlap,
         scales=tuple(args.scales),
         flip=args.flip,
-        options=_inference_options(args, device),
+        options=common.inference_options(args, device),
     )
-    _print_notes(predictor.notes)
+    common.print_notes(predictor.notes)
     # Thesis 5.3: pixels predicted as classes foreign to a chosen domain flag unfamiliar content.
     native = domain_classes(predictor.cfg.data, args.ood_domain) if args.ood_domain else None
     # Heads with a data-dependent cost (QGN) report it with every prediction.
@@ -645,7 +468,7 @@ def _cmd_predict(args: argparse.Namespace) -> int:
         names += [name for stem in stems.values() for name in ood_output_names(stem)]
     out = Path(args.out)
     previous = _check_output_folder(out, images, names)
-    console = _console()
+    console = common.console()
     costs: dict[str, dict[str, float]] = {}
     with Progress(console=console, transient=True) as progress:
         task = progress.add_task("predict", total=len(images))
@@ -668,189 +491,8 @@ def _cmd_predict(args: argparse.Namespace) -> int:
             progress.advance(task)
     console.print(f"wrote {len(images)} label maps and overlays to {out}")
     if costs:
-        _write_json(costs, str(out / "active_sites.json"))
+        common.write_json(costs, str(out / "active_sites.json"))
         console.print(f"active sites per level of each image: {out / 'active_sites.json'}")
-    return 0
-
-
-# ---------------------------------------------------------------------- data check
-
-
-def _read_splits(data: Any, splits: list[str], label: str) -> CheckReport:
-    """``check_dataset`` over ``splits`` behind a progress bar (data check and data weights)."""
-    from rich.progress import Progress
-
-    from leanseg.data.check import check_dataset
-
-    with Progress(console=_console(), transient=True) as progress:
-        task = progress.add_task(label, total=None)
-        return check_dataset(
-            data,
-            splits,
-            progress=lambda done, total: progress.update(task, completed=done, total=total),
-        )
-
-
-def _cmd_data_check(args: argparse.Namespace) -> int:
-    cfg = _load_run_config(args.config, args.overrides)
-    splits = args.split or [cfg.data.train_split, cfg.data.val_split]
-    report = _read_splits(cfg.data, splits, "check")
-    print(report.format())
-    return 0 if report.ok else EXIT_BAD_INPUT
-
-
-def _cmd_data_weights(args: argparse.Namespace) -> int:
-    from rich.table import Table
-
-    from leanseg.data.class_weights import median_frequency_weights
-
-    if args.power < 0:
-        raise ConfigError(f"--power must be >= 0, got {args.power}")
-    cfg = _load_run_config(args.config, args.overrides)
-    split = args.split or cfg.data.train_split
-    report = _read_splits(cfg.data, [split], f"count {split}")
-    if not report.ok:
-        print(report.format())
-        return EXIT_BAD_INPUT
-    pixels = report.class_pixels
-    try:
-        weights = median_frequency_weights(pixels, power=args.power)
-    except ValueError as err:
-        raise ConfigError(f"{args.config} (split {split!r}): {err}") from err
-    total = max(1, sum(pixels))
-    table = Table(title=f"median-frequency weights, {split} split, power {args.power:g}")
-    for column in ("class", "pixels %", "weight"):
-        table.add_column(column, justify="left" if column == "class" else "right")
-    for name, count, weight in zip(report.classes, pixels, weights, strict=True):
-        table.add_row(name, f"{100 * count / total:.2f}", f"{weight:g}")
-    _console().print(table)
-    values = ", ".join(f"{w:g}" for w in weights)
-    print(f"model.head.class_weights: [{values}]")
-    return 0
-
-
-def _cmd_data_convert(args: argparse.Namespace) -> int:
-    from leanseg.data.colour_labels import colour_table, convert_colour_labels
-
-    cfg = _load_run_config(args.config, args.overrides)
-    result = convert_colour_labels(
-        args.src, args.out, colour_table(cfg.data), unknown=cfg.data.unknown_colors
-    )
-    print(f"wrote {len(result.written)} index PNGs to {args.out}")
-    if result.ignored_pixels:
-        print(f"{result.ignored_pixels} pixels of unknown colours set to ignore (255)")
-    return 0
-
-
-# ---------------------------------------------------------------------- bench
-
-
-def parse_size(text: str) -> tuple[int, int]:
-    """``"1024x2048"`` -> ``(1024, 2048)`` (height, width)."""
-    parts = text.lower().split("x")
-    if len(parts) != 2 or not all(p.strip().isdigit() and int(p) > 0 for p in parts):
-        raise ConfigError(f"--size {text!r}: expected HxW with positive integers, e.g. 512x1024")
-    return int(parts[0]), int(parts[1])
-
-
-def _check_bench_size(size: tuple[int, int], batch: int, stride: int) -> None:
-    """Refuse an input the model cannot run on in training mode (bench measures that too).
-
-    Inputs are padded to a multiple of the output stride, and batch normalisation in training
-    mode needs more than one value per channel at the coarsest level.
-    """
-    height, width = size
-    cells = -(-height // stride) * -(-width // stride) * batch
-    if min(height, width) < stride or cells < 2:
-        raise ConfigError(
-            f"--size {height}x{width} (batch {batch}) is too small for this model: its output "
-            f"stride is {stride}, so each side needs at least {stride} pixels and the batch at "
-            f"least two positions at that stride, e.g. --size {stride}x{2 * stride}"
-        )
-
-
-def _cmd_bench(args: argparse.Namespace) -> int:
-    import torch
-
-    from leanseg.bench import benchmark_model, format_bench
-    from leanseg.engine.speed import InferenceRunner, options_given, prepare_model
-    from leanseg.models import build_model
-
-    size = parse_size(args.size)
-    cfg = _load_run_config(args.config, args.overrides)
-    device = _select_device(args.device)
-    if args.threads is not None:
-        torch.set_num_threads(args.threads)
-    if args.onnxruntime and (args.train or device.type != "cpu"):
-        raise ConfigError("--onnxruntime times CPU inference: drop --train and use --device cpu")
-    if args.train and options_given(args):
-        raise ConfigError(
-            f"{', '.join(options_given(args))} set how inference runs: drop them or --train"
-        )
-    model = build_model(cfg)
-    _check_bench_size(size, args.batch, model.size_divisor)
-    prepared = None
-    if not args.train:
-        prepared = prepare_model(model, _inference_options(args, device), device=device)
-        _print_notes(prepared.notes)
-    result = benchmark_model(
-        model,
-        size,
-        batch=args.batch,
-        train=args.train,
-        device=device,
-        warmup=args.warmup,
-        repeats=args.repeats,
-        inference_model=None
-        if prepared is None
-        else InferenceRunner(prepared.model, prepared.options),
-    )
-    Console().print(format_bench(result))
-    figures = {"config": str(args.config), **result.to_dict()}
-    if prepared is not None:
-        print(f"inference: {prepared.options.describe()}")
-        figures["inference"] = {**prepared.options.to_dict(), "notes": list(prepared.notes)}
-    if args.onnxruntime:
-        from leanseg.export import ExportError, onnxruntime_latency
-
-        try:
-            ort = onnxruntime_latency(
-                model,
-                size,
-                batch=args.batch,
-                repeats=args.repeats,
-                warmup=args.warmup,
-                threads=torch.get_num_threads(),
-                fold_bn=prepared is not None and prepared.options.fold_bn,
-            )
-        except ExportError as err:  # a refused part, or onnx / onnxruntime missing
-            ort = {"backend": "onnxruntime", "error": str(err)}
-            reason = " ".join(str(err).split())
-            print(f"leanseg: onnxruntime not timed: {reason}", file=sys.stderr)
-        else:
-            ratio = ort["median_ms"] / result.latency.median_ms
-            print(
-                f"latency median: PyTorch {result.latency.median_ms:.2f} ms, onnxruntime "
-                f"{ort['median_ms']:.2f} ms ({ratio:.2f}x, {ort['threads']} threads)"
-            )
-        figures["onnxruntime"] = ort
-    if args.json:
-        _write_json(figures, args.json)
-    return 0
-
-
-# ---------------------------------------------------------------------- quadtree
-
-
-def _cmd_quadtree_stats(args: argparse.Namespace) -> int:
-    from leanseg.data.quadtree_stats import format_table, split_stats
-
-    cfg = _load_run_config(args.config, args.overrides)
-    splits = args.split or [cfg.data.train_split, cfg.data.val_split]
-    rows = [split_stats(cfg.data, split, max_images=args.max_images) for split in splits]
-    print(format_table(rows))
-    if args.json:
-        _write_json({"config": str(args.config), "rows": [r.to_dict() for r in rows]}, args.json)
     return 0
 
 

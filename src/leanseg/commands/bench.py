@@ -1,0 +1,147 @@
+"""``leanseg bench``: parameters, FLOPs, activation and peak memory, latency of a config.
+
+:func:`add_bench_parser` adds it to the ``leanseg`` command.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from typing import Any
+
+from rich.console import Console
+
+from leanseg.commands import common
+from leanseg.config import ConfigError
+
+
+def add_bench_parser(commands: Any) -> None:
+    """Add ``bench`` to ``commands`` (what ``add_subparsers`` returned)."""
+    from leanseg.engine.speed import add_inference_arguments
+
+    bench = commands.add_parser(
+        "bench", help="parameters, FLOPs, activation and peak memory, latency"
+    )
+    bench.add_argument("config", help="YAML config file")
+    common.add_overrides(bench)
+    bench.add_argument("--size", required=True, help="input size HxW, e.g. 1024x2048")
+    bench.add_argument(
+        "--batch", type=common.POSITIVE_INT, default=1, help="batch size (default 1)"
+    )
+    bench.add_argument("--train", action="store_true", help="time a training step, not inference")
+    bench.add_argument("--device", type=common.device_name, default="cpu", help="cpu or cuda")
+    bench.add_argument(
+        "--warmup", type=common.NON_NEGATIVE_INT, default=3, help="untimed warm-up runs"
+    )
+    bench.add_argument("--repeats", type=common.POSITIVE_INT, default=10, help="timed runs")
+    bench.add_argument(
+        "--threads", type=common.POSITIVE_INT, help="torch CPU threads (default: torch's)"
+    )
+    bench.add_argument(
+        "--onnxruntime",
+        action="store_true",
+        help="also time the model exported to ONNX in onnxruntime, on as many threads as torch "
+        "(CPU inference; needs leanseg[export])",
+    )
+    bench.add_argument(
+        "--json", metavar="PATH", help="also write the figures as JSON ('-' = stdout)"
+    )
+    add_inference_arguments(bench)
+    bench.set_defaults(handler=_cmd_bench)
+
+
+# ---------------------------------------------------------------------- bench
+
+
+def parse_size(text: str) -> tuple[int, int]:
+    """``"1024x2048"`` -> ``(1024, 2048)`` (height, width)."""
+    parts = text.lower().split("x")
+    if len(parts) != 2 or not all(p.strip().isdigit() and int(p) > 0 for p in parts):
+        raise ConfigError(f"--size {text!r}: expected HxW with positive integers, e.g. 512x1024")
+    return int(parts[0]), int(parts[1])
+
+
+def _check_bench_size(size: tuple[int, int], batch: int, stride: int) -> None:
+    """Refuse an input the model cannot run on in training mode (bench measures that too).
+
+    Inputs are padded to a multiple of the output stride, and batch normalisation in training
+    mode needs more than one value per channel at the coarsest level.
+    """
+    height, width = size
+    cells = -(-height // stride) * -(-width // stride) * batch
+    if min(height, width) < stride or cells < 2:
+        raise ConfigError(
+            f"--size {height}x{width} (batch {batch}) is too small for this model: its output "
+            f"stride is {stride}, so each side needs at least {stride} pixels and the batch at "
+            f"least two positions at that stride, e.g. --size {stride}x{2 * stride}"
+        )
+
+
+def _cmd_bench(args: argparse.Namespace) -> int:
+    import torch
+
+    from leanseg.bench import benchmark_model, format_bench
+    from leanseg.engine.speed import InferenceRunner, options_given, prepare_model
+    from leanseg.models import build_model
+
+    size = parse_size(args.size)
+    cfg = common.load_run_config(args.config, args.overrides)
+    device = common.select_device(args.device)
+    if args.threads is not None:
+        torch.set_num_threads(args.threads)
+    if args.onnxruntime and (args.train or device.type != "cpu"):
+        raise ConfigError("--onnxruntime times CPU inference: drop --train and use --device cpu")
+    if args.train and options_given(args):
+        raise ConfigError(
+            f"{', '.join(options_given(args))} set how inference runs: drop them or --train"
+        )
+    model = build_model(cfg)
+    _check_bench_size(size, args.batch, model.size_divisor)
+    prepared = None
+    if not args.train:
+        prepared = prepare_model(model, common.inference_options(args, device), device=device)
+        common.print_notes(prepared.notes)
+    result = benchmark_model(
+        model,
+        size,
+        batch=args.batch,
+        train=args.train,
+        device=device,
+        warmup=args.warmup,
+        repeats=args.repeats,
+        inference_model=None
+        if prepared is None
+        else InferenceRunner(prepared.model, prepared.options),
+    )
+    Console().print(format_bench(result))
+    figures = {"config": str(args.config), **result.to_dict()}
+    if prepared is not None:
+        print(f"inference: {prepared.options.describe()}")
+        figures["inference"] = {**prepared.options.to_dict(), "notes": list(prepared.notes)}
+    if args.onnxruntime:
+        from leanseg.export import ExportError, onnxruntime_latency
+
+        try:
+            ort = onnxruntime_latency(
+                model,
+                size,
+                batch=args.batch,
+                repeats=args.repeats,
+                warmup=args.warmup,
+                threads=torch.get_num_threads(),
+                fold_bn=prepared is not None and prepared.options.fold_bn,
+            )
+        except ExportError as err:  # a refused part, or onnx / onnxruntime missing
+            ort = {"backend": "onnxruntime", "error": str(err)}
+            reason = " ".join(str(err).split())
+            print(f"leanseg: onnxruntime not timed: {reason}", file=sys.stderr)
+        else:
+            ratio = ort["median_ms"] / result.latency.median_ms
+            print(
+                f"latency median: PyTorch {result.latency.median_ms:.2f} ms, onnxruntime "
+                f"{ort['median_ms']:.2f} ms ({ratio:.2f}x, {ort['threads']} threads)"
+            )
+        figures["onnxruntime"] = ort
+    if args.json:
+        common.write_json(figures, args.json)
+    return 0

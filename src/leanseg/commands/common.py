@@ -1,0 +1,142 @@
+"""What every ``leanseg`` subcommand shares: exit codes, argument types, the one-line error.
+
+The subcommand modules (:mod:`leanseg.cli`, :mod:`leanseg.commands.data`,
+:mod:`leanseg.commands.bench`) import this one and nothing of each other. Importing it imports
+neither torch nor a dataset: building the parser stays fast.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import sys
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any
+
+from rich.console import Console
+
+from leanseg.config import DEVICE_PATTERN, Config, ConfigError
+
+EXIT_BAD_INPUT = 2
+EXIT_FAILED = 1
+
+
+def print_error(message: str) -> None:
+    """``leanseg: error: MESSAGE`` on one line of stderr."""
+    one_line = " ".join(str(message).split())
+    print(f"leanseg: error: {one_line}", file=sys.stderr)
+
+
+def number(kind: Callable[[str], Any], test: Callable[[Any], bool], requirement: str) -> Any:
+    """An argparse ``type`` that parses with ``kind`` and requires ``test`` of the value."""
+
+    def parse(text: str) -> Any:
+        try:
+            value = kind(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"expected {requirement}, got {text!r}") from None
+        if (isinstance(value, float) and not math.isfinite(value)) or not test(value):
+            raise argparse.ArgumentTypeError(f"must be {requirement}, got {text!r}")
+        return value
+
+    parse.__name__ = kind.__name__  # argparse names the type in its messages
+    return parse
+
+
+POSITIVE_INT = number(int, lambda v: v >= 1, "a positive integer")
+NON_NEGATIVE_INT = number(int, lambda v: v >= 0, "an integer >= 0")
+POSITIVE_FLOAT = number(float, lambda v: v > 0, "a positive number")
+FRACTION = number(float, lambda v: 0 <= v <= 1, "a number in [0, 1]")
+# The smallest budget that holds one 32x32 tile (see engine.inference.choose_tile).
+MEGAPIXELS = number(float, lambda v: v >= 32 * 32 / 1e6, "at least 0.001024 (one 32x32 tile)")
+
+
+def device_name(text: str) -> str:
+    if DEVICE_PATTERN.fullmatch(text) is None:
+        raise argparse.ArgumentTypeError(
+            f"unknown device {text!r}; use auto, cpu, cuda, cuda:N or mps"
+        )
+    return text
+
+
+def add_overrides(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--set",
+        dest="overrides",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="override a config value, e.g. --set train.lr=0.01 (repeatable)",
+    )
+
+
+def console() -> Console:
+    return Console(stderr=True)
+
+
+def write_json(payload: dict[str, Any], target: str) -> None:
+    text = json.dumps(payload, indent=2)
+    if target == "-":
+        print(text)
+        return
+    from leanseg.utils import atomic_write_text
+
+    try:
+        atomic_write_text(target, text + "\n")
+    except OSError as err:
+        raise ConfigError(f"cannot write {target}: {err.strerror or err}") from None
+
+
+def select_device(name: str, key: str = "--device") -> Any:
+    """The torch device ``name`` stands for, refusing one this machine does not have.
+
+    Raises:
+        ConfigError: naming ``key`` and the device, e.g. ``cuda`` where CUDA is not available.
+    """
+    import torch
+
+    from leanseg.engine.trainer import select_device
+
+    if DEVICE_PATTERN.fullmatch(name) is None:
+        raise ConfigError(f"{key} {name!r}: unknown device; use auto, cpu, cuda, cuda:N or mps")
+    device = select_device(name)
+    if device.type == "cuda":
+        if not torch.cuda.is_available():
+            raise ConfigError(
+                f"{key} {name}: CUDA is not available on this machine (torch "
+                f"{torch.__version__}); use cpu"
+            )
+        if device.index is not None and device.index >= torch.cuda.device_count():
+            raise ConfigError(
+                f"{key} {name}: this machine has {torch.cuda.device_count()} CUDA device(s)"
+            )
+    if device.type == "mps" and not torch.backends.mps.is_available():
+        raise ConfigError(f"{key} {name}: MPS is not available on this machine; use cpu")
+    return device
+
+
+def load_run_config(path: str | Path | None, overrides: Sequence[str]) -> Config:
+    """:func:`leanseg.models.load_run_config`, imported only by the commands that read a config."""
+    from leanseg.models import load_run_config
+
+    return load_run_config(path, list(overrides))
+
+
+def inference_options(args: argparse.Namespace, device: Any) -> Any:
+    """The inference options of the ``--fold-bn`` ... flags, refusing a dtype ``device`` cannot
+    run (fp16 on the CPU) with a ``ConfigError`` naming ``--dtype``."""
+    from leanseg.engine.speed import InferenceOptionError, check_device, options_from_args
+
+    options = options_from_args(args)
+    try:
+        check_device(options.dtype, device)
+    except InferenceOptionError as err:
+        raise ConfigError(f"--dtype {options.dtype}: {err}") from None
+    return options
+
+
+def print_notes(notes: Sequence[str]) -> None:
+    for note in notes:  # an inference option the model does not suit, and why
+        print(f"leanseg: note: {note}", file=sys.stderr)
