@@ -20,7 +20,7 @@ from leanseg.data.transforms import ToTensor
 from leanseg.engine import evaluator, speed
 from leanseg.engine.evaluator import evaluate
 from leanseg.engine.inference import predict_scores
-from leanseg.engine.model_inputs import follow_image, predict_scores_with_inputs
+from leanseg.engine.model_inputs import follow_image
 from leanseg.engine.trainer import Trainer
 from leanseg.models import (
     PYRAMID_MODELS,
@@ -152,8 +152,8 @@ def test_multi_scale_flip_testing_resizes_and_mirrors_disparity_with_the_image()
     disparity = (relative * width).expand(1, 48, width).clone()
     images = torch.stack([relative.expand(48, width)] * 3)[None]
     inputs = {"disparity": disparity, "stereo_baseline": torch.tensor([0.22])}
-    probabilities = predict_scores_with_inputs(
-        DisparityEcho(), images, inputs, scales=(1.0, 0.5, 1.5), flip=True
+    probabilities = predict_scores(
+        DisparityEcho(), images, scales=(1.0, 0.5, 1.5), flip=True, inputs=inputs
     )
     agree = (probabilities.argmax(1) == 0).float().mean()
     assert agree > 0.9  # all but stripe borders, where the bilinear image blends stripes
@@ -162,12 +162,40 @@ def test_multi_scale_flip_testing_resizes_and_mirrors_disparity_with_the_image()
     assert (unflipped.argmax(1) == 0).float().mean() < 0.6
 
 
-def test_with_no_inputs_it_is_predict_scores():
+def test_empty_inputs_change_nothing():
     model = nn.Conv2d(3, 4, 3, padding=1)
     images = torch.randn(2, 3, 20, 28)
     expected = predict_scores(model, images, scales=(1.0, 0.75), flip=True)
-    got = predict_scores_with_inputs(model, images, {}, scales=(1.0, 0.75), flip=True)
+    got = predict_scores(model, images, scales=(1.0, 0.75), flip=True, inputs={})
     assert torch.equal(expected, got)
+
+
+class PixelwiseDisparity(nn.Module):
+    """Per-pixel scores from the image, the disparity and the baseline (no context)."""
+
+    extra_inputs = ("disparity", "stereo_baseline")
+
+    def forward(self, images: Tensor, disparity: Tensor, stereo_baseline: Tensor) -> Tensor:
+        depth = stereo_baseline[:, None, None] / disparity  # (B, H, W)
+        return torch.stack([images[:, 0] * depth, images[:, 1] - depth], dim=1)
+
+
+def test_tiles_get_their_crop_of_the_inputs():
+    torch.manual_seed(0)
+    images = torch.randn(2, 3, 96, 160)
+    inputs = {
+        "disparity": torch.rand(2, 96, 160) * 40 + 1,
+        "stereo_baseline": torch.tensor([0.22, 0.54]),
+    }
+    model = PixelwiseDisparity()
+    whole = predict_scores(model, images, inputs=inputs, scales=(1.0, 0.5), flip=True)
+    tiled = predict_scores(
+        model, images, inputs=inputs, scales=(1.0, 0.5), flip=True, tile=(64, 64), overlap=32
+    )
+    assert torch.allclose(whole, tiled, atol=1e-6)
+    # An input whose crop leanseg does not know is refused, by name.
+    with pytest.raises(ValueError, match="do not know how model input 'focal'"):
+        predict_scores(model, images, inputs={**inputs, "focal": torch.ones(2)}, tile=(64, 64))
 
 
 # ------------------------------------------------------------------ registry and configs

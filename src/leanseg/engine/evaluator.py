@@ -27,7 +27,7 @@ from leanseg.engine import distributed
 from leanseg.engine.extra_scores import ExtraScores
 from leanseg.engine.inference import predict_scores
 from leanseg.engine.instance_eval import InstanceEvaluation
-from leanseg.engine.model_inputs import batch_inputs, predict_scores_with_inputs
+from leanseg.engine.model_inputs import batch_inputs
 from leanseg.engine.site_cost import SiteCounter
 from leanseg.engine.speed import InferenceOptions, InferenceRunner, PreparedModel, prepare_model
 from leanseg.metrics import SegmentationMetric, SegmentationScores
@@ -95,15 +95,12 @@ def evaluate(
     instances = InstanceEvaluation.for_model(model)
     for step, batch in enumerate(loader, start=1):
         images = batch["image"].to(device)
+        inputs = None
         if needed:
             inputs = batch_inputs(batch, needed, device, source=type(dataset).__name__)
-            probabilities = predict_scores_with_inputs(
-                scorer, images, inputs, scales=eval_cfg.scales, flip=eval_cfg.flip
-            )
-        else:
-            probabilities = predict_scores(
-                scorer, images, scales=eval_cfg.scales, flip=eval_cfg.flip
-            )
+        probabilities = predict_scores(
+            scorer, images, scales=eval_cfg.scales, flip=eval_cfg.flip, inputs=inputs
+        )
         pred = extras.scored(probabilities.argmax(dim=1).cpu())
         metric.update(pred, batch["label"])
         extras.update(pred, batch)

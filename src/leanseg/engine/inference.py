@@ -16,7 +16,7 @@ bundles a model, its config and these settings behind ``predict(image) -> label 
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any, NamedTuple
 
@@ -29,6 +29,7 @@ from torch import Tensor, nn
 from leanseg.config import IMAGENET_MEAN, IMAGENET_STD, Config
 from leanseg.data.classes import bit_palette
 from leanseg.data.io import image_to_rgb, read_rgb
+from leanseg.engine.model_inputs import crop_inputs, follow_image
 from leanseg.engine.site_cost import SiteCounter
 from leanseg.engine.speed import InferenceOptions, InferenceRunner, PreparedModel, prepare_model
 
@@ -98,6 +99,7 @@ def sliding_window_scores(
     tile: tuple[int, int],
     overlap: int | float,
     num_classes: int | None = None,
+    inputs: Mapping[str, Tensor] | None = None,
 ) -> Tensor:
     """Class scores of ``images`` computed tile by tile and stitched by center cropping.
 
@@ -129,6 +131,8 @@ def sliding_window_scores(
             side (``float`` in ``[0, 1)``). The overlap actually used can be larger, since the
             tile step is rounded down to a multiple of ``size_divisor``.
         num_classes: if given, the number of classes the model must return (checked).
+        inputs: the model's extra inputs at the images' size; each tile gets them cropped with
+            it (:func:`~leanseg.engine.model_inputs.crop_inputs`).
 
     Returns:
         Class scores ``(B, C, H, W)`` in the model's output dtype, on ``images.device``.
@@ -146,7 +150,9 @@ def sliding_window_scores(
     scores: Tensor | None = None
     for row in rows:
         for col in cols:
-            tile_scores = model(images[:, :, row.start : row.stop, col.start : col.stop])
+            in_rows, in_cols = slice(row.start, row.stop), slice(col.start, col.stop)
+            tile_inputs = crop_inputs(inputs, in_rows, in_cols) if inputs else {}
+            tile_scores = model(images[:, :, in_rows, in_cols], **tile_inputs)
             if scores is None:
                 classes = tile_scores.shape[1]
                 if num_classes is not None and classes != num_classes:
@@ -180,6 +186,7 @@ def predict_scores(
     tile: tuple[int, int] | None = None,
     overlap: int | float = 128,
     max_pixels: int | None = None,
+    inputs: Mapping[str, Tensor] | None = None,
 ) -> Tensor:
     """Class probabilities with multi-scale and horizontal-flip testing.
 
@@ -202,6 +209,11 @@ def predict_scores(
         max_pixels: pixel budget of one forward pass; the tile is chosen per scale with
             :func:`choose_tile`, so only scales whose image exceeds the budget are tiled.
             Mutually exclusive with ``tile``.
+        inputs: the extra inputs of a model that needs them besides the image (depth-guided
+            scale selection, thesis ch. 3: ``disparity``, ``stereo_baseline``), at the images'
+            size; each pass calls ``model(images, **inputs)`` with the inputs resized and mirrored
+            with the images (:func:`~leanseg.engine.model_inputs.follow_image`) and cropped with
+            each tile.
 
     Returns:
         Probabilities ``(B, C, H, W)`` (float32, summing to one over classes).
@@ -224,11 +236,14 @@ def predict_scores(
             scaled = F.interpolate(images, size=size, mode="bilinear", align_corners=False)
         scale_tile = tile if max_pixels is None else choose_tile(*size, max_pixels)
         for mirrored in (False, True) if flip else (False,):
-            inputs = scaled.flip(-1) if mirrored else scaled
+            batch = scaled.flip(-1) if mirrored else scaled
+            batch_inputs = follow_image(inputs, size, mirrored=mirrored) if inputs else {}
             if scale_tile is None:
-                scores = model(inputs)
+                scores = model(batch, **batch_inputs)
             else:
-                scores = sliding_window_scores(model, inputs, scale_tile, overlap)
+                scores = sliding_window_scores(
+                    model, batch, scale_tile, overlap, inputs=batch_inputs
+                )
             if mirrored:
                 scores = scores.flip(-1)
             if scores.shape[-2:] != (height, width):

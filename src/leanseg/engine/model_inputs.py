@@ -7,20 +7,20 @@ thesis ch. 3: ``disparity`` and ``stereo_baseline``) is called as
 - :func:`check_dataset_inputs`: before training, a dataset that lacks an entry the model needs
   is an error naming the dataset and the key (not a ``KeyError`` deep inside the first step).
 - :func:`batch_inputs`: the entries of a loader batch, on the device.
-- :func:`predict_scores_with_inputs`: multi-scale and flip testing as
-  :func:`~leanseg.engine.inference.predict_scores` does it, with every input transformed together
-  with the image (:data:`HOW_INPUTS_FOLLOW_THE_IMAGE`).
+- :func:`follow_image` and :func:`crop_inputs`: an input resized, mirrored or cropped with the
+  image, so that :func:`~leanseg.engine.inference.predict_scores` (``inputs=``) can test such a
+  model at several scales, flipped and tile by tile (:data:`HOW_INPUTS_FOLLOW_THE_IMAGE`).
 
 Training needs nothing here: every tensor of a batch already reaches ``losses`` as a target, and
 the training transforms resize, crop and flip disparity with the image
-(:mod:`leanseg.data.transforms`). Tiled (sliding-window) inference is not supported for such
-models: :class:`~leanseg.engine.inference.Predictor` passes only images, so ``leanseg predict``
-with a model that needs disparity fails with the model's error naming the missing input.
+(:mod:`leanseg.data.transforms`). :class:`~leanseg.engine.inference.Predictor` passes only
+images, so ``leanseg predict`` with a model that needs disparity fails with the model's error
+naming the missing input; ``leanseg eval`` passes the dataset's.
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 import torch
@@ -97,8 +97,20 @@ def batch_inputs(
     return inputs
 
 
+def _how_it_follows(key: str, change: str) -> str:
+    """``"map"`` or ``"per_image"`` for a known input; a ``ValueError`` naming ``key`` else."""
+    how = HOW_INPUTS_FOLLOW_THE_IMAGE.get(key)
+    if how is None:
+        raise ValueError(
+            f"do not know how model input {key!r} follows a {change} image (known: "
+            f"{', '.join(HOW_INPUTS_FOLLOW_THE_IMAGE)}); evaluate whole images at scale 1 "
+            "without flip"
+        )
+    return how
+
+
 def follow_image(
-    inputs: dict[str, Tensor], size: tuple[int, int], *, mirrored: bool = False
+    inputs: Mapping[str, Tensor], size: tuple[int, int], *, mirrored: bool = False
 ) -> dict[str, Tensor]:
     """``inputs`` of images resized to ``size`` ``(H, W)`` and, if ``mirrored``, mirrored.
 
@@ -107,16 +119,9 @@ def follow_image(
     """
     out = {}
     for key, value in inputs.items():
-        how = HOW_INPUTS_FOLLOW_THE_IMAGE.get(key)
-        if how == "per_image":
+        if _how_it_follows(key, "resized or mirrored") == "per_image":
             out[key] = value
             continue
-        if how != "map":
-            raise ValueError(
-                f"do not know how model input {key!r} follows a resized or mirrored image "
-                f"(known: {', '.join(HOW_INPUTS_FOLLOW_THE_IMAGE)}); evaluate at scale 1 "
-                "without flip"
-            )
         in_width = value.shape[-1]
         if tuple(value.shape[-2:]) != size:
             resized = F.interpolate(value[:, None].float(), size=size, mode="nearest-exact")
@@ -127,54 +132,16 @@ def follow_image(
     return out
 
 
-@torch.no_grad()
-def predict_scores_with_inputs(
-    model: nn.Module,
-    images: Tensor,
-    inputs: dict[str, Tensor],
-    *,
-    scales: Sequence[float] = (1.0,),
-    flip: bool = False,
-) -> Tensor:
-    """Class probabilities of ``model(images, **inputs)`` with multi-scale and flip testing.
+def crop_inputs(inputs: Mapping[str, Tensor], rows: slice, cols: slice) -> dict[str, Tensor]:
+    """``inputs`` of the tile ``images[..., rows, cols]``: maps are cropped with the image.
 
-    The same procedure as :func:`~leanseg.engine.inference.predict_scores` (bilinear resize
-    without antialiasing, mean of softmax probabilities over scales and flips), with ``inputs``
-    resized and mirrored with the images (:func:`follow_image`). Whole images only, no tiles.
+    Disparity stays in pixels, which cropping does not change, so a tile's disparity is the
+    whole image's disparity there.
 
-    Args:
-        model: maps ``(B, 3, h, w)`` and the inputs to class scores ``(B, C, h, w)``.
-        images: normalised images ``(B, 3, H, W)``.
-        inputs: the model's extra inputs for these images (at their size).
-        scales: resize factors; each must be positive.
-        flip: also score the horizontally mirrored images.
-
-    Returns:
-        Probabilities ``(B, C, H, W)`` (float32).
+    Raises:
+        ValueError: for an input whose transform is not known.
     """
-    if not scales:
-        raise ValueError("scales must not be empty")
-    height, width = images.shape[-2:]
-    total: Tensor | None = None
-    count = 0
-    for scale in scales:
-        if scale <= 0:
-            raise ValueError(f"scales must be positive, got {scale}")
-        size = (max(1, round(height * scale)), max(1, round(width * scale)))
-        scaled = images
-        if size != (height, width):
-            scaled = F.interpolate(images, size=size, mode="bilinear", align_corners=False)
-        for mirrored in (False, True) if flip else (False,):
-            batch = scaled.flip(-1) if mirrored else scaled
-            scores = model(batch, **follow_image(inputs, size, mirrored=mirrored))
-            if mirrored:
-                scores = scores.flip(-1)
-            if scores.shape[-2:] != (height, width):
-                scores = F.interpolate(
-                    scores, size=(height, width), mode="bilinear", align_corners=False
-                )
-            probabilities = scores.float().softmax(dim=1)  # (B, C, H, W)
-            total = probabilities if total is None else total.add_(probabilities)
-            count += 1
-    assert total is not None
-    return total if count == 1 else total.div_(count)
+    return {
+        key: value[..., rows, cols] if _how_it_follows(key, "cropped") == "map" else value
+        for key, value in inputs.items()
+    }

@@ -185,7 +185,7 @@ def _panel(
     model: torch.nn.Module, dataset: Any, index: int, palette: Any, device: torch.device
 ) -> Panel:
     from leanseg.engine.inference import predict_scores
-    from leanseg.engine.model_inputs import batch_inputs, predict_scores_with_inputs
+    from leanseg.engine.model_inputs import batch_inputs
     from leanseg.nn.segmentor import extra_inputs
     from leanseg.visualize import colorize
 
@@ -193,12 +193,11 @@ def _panel(
     sample = dataset[index]
     images = sample["image"][None].to(device)
     needed = extra_inputs(model)
+    inputs = None
     if needed:
         batch = {k: torch.as_tensor(sample[k])[None] for k in needed if k in sample}
         inputs = batch_inputs(batch, needed, device, source=type(dataset).__name__)
-        scores = predict_scores_with_inputs(model, images, inputs)
-    else:
-        scores = predict_scores(model, images)
+    scores = predict_scores(model, images, inputs=inputs)
     truth = np.asarray(raw["label"]).astype(np.int64)
     prediction = scores.argmax(1)[0].cpu()
     if tuple(prediction.shape) != truth.shape:  # a transform that resizes: back to the label
