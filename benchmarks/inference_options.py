@@ -17,7 +17,9 @@ For the trained checkpoint (default: the CamVid recipe's EfficientNet-Lite0 + la
   timed rounds, one call of each variant per round; the median is reported.
 
 ``--compile`` adds the ``torch.compile`` variants (compiling happens in the first call of each
-input size: the CamVid images, then the latency size, each in an untimed warm-up call).
+input size: the CamVid images, then the latency size, each in an untimed warm-up call);
+``--onnxruntime`` the onnxruntime backend (the model exported in-process with BN folded, verified,
+and run by onnxruntime on as many threads as torch; needs ``leanseg[export]``).
 
     OMP_NUM_THREADS=2 .venv/bin/python benchmarks/inference_options.py --threads 2
 
@@ -57,6 +59,9 @@ VARIANTS: dict[str, InferenceOptions] = {
 COMPILED: dict[str, InferenceOptions] = {
     "compile + fold_bn + channels_last": InferenceOptions(compile=True),
     "compile + bf16 + fold_bn + channels_last": InferenceOptions(dtype="bf16", compile=True),
+}
+ONNXRUNTIME: dict[str, InferenceOptions] = {
+    "onnxruntime + fold_bn": InferenceOptions(backend="onnxruntime"),
 }
 REFERENCE = "fp32 plain"
 DEFAULT_CHECKPOINT = REPO / "runs" / "lite0" / "ladder_camvid" / "checkpoints" / "last.pt"
@@ -189,6 +194,9 @@ def main() -> None:
     parser.add_argument("--threads", type=int, help="torch threads (default: torch's)")
     parser.add_argument("--compile", action="store_true", help="add torch.compile variants")
     parser.add_argument(
+        "--onnxruntime", action="store_true", help="add the onnxruntime backend (leanseg[export])"
+    )
+    parser.add_argument(
         "--json", type=Path, default=REPO / "benchmarks" / "results" / "inference_options.json"
     )
     args = parser.parse_args()
@@ -198,7 +206,11 @@ def main() -> None:
     trained = load_trained_model(args.checkpoint)
     cfg = trained.cfg
     model = trained.model
-    variants = {**VARIANTS, **(COMPILED if args.compile else {})}
+    variants = {
+        **VARIANTS,
+        **(COMPILED if args.compile else {}),
+        **(ONNXRUNTIME if args.onnxruntime else {}),
+    }
     runners = {}
     applied = {}
     for name, options in variants.items():

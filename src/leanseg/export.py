@@ -50,7 +50,7 @@ import numpy as np
 import torch
 from torch import Tensor, nn
 
-from leanseg.nn.backbones.base import Normalization
+from leanseg.nn.backbones.base import IMAGENET_NORMALIZATION, Normalization
 from leanseg.nn.fold_bn import fold_batchnorm
 from leanseg.nn.heads.qgn import QGNHead
 from leanseg.nn.heads.sandf import SandFHead
@@ -399,6 +399,78 @@ def onnxruntime_latency(
         "times_ms": times,
         "threads": threads,
     }
+
+
+class OnnxRuntimeModel(nn.Module):
+    """An ONNX graph run by onnxruntime on the CPU, called like the PyTorch model it came from.
+
+    ``forward(images)`` takes normalised images ``(B, 3, H, W)`` (a torch tensor, any memory
+    format) and returns float32 class scores ``(B, C, H, W)`` as a torch tensor, so
+    :func:`~leanseg.engine.inference.predict_scores` and tiled inference use it unchanged.
+    ``size_divisor`` and ``num_classes`` are read from the graph's metadata
+    (:func:`input_contract`). The graph is held in memory: the file may be removed after loading.
+
+    Args:
+        path: an ``.onnx`` file written by :func:`export_onnx` without ``include_normalization``.
+        threads: onnxruntime intra-op threads (default: torch's thread count).
+
+    Raises:
+        ExportError: onnx / onnxruntime missing, or a graph that takes 0..255 RGB.
+    """
+
+    def __init__(self, path: str | Path, *, threads: int | None = None) -> None:
+        super().__init__()
+        missing = onnx_available()
+        if missing:
+            raise ExportError(missing)
+        self.threads = threads or torch.get_num_threads()
+        self.session = _session(path, threads=self.threads)
+        props = self.session.get_modelmeta().custom_metadata_map
+        if props.get("leanseg.normalization_included") == "true":
+            raise ExportError(
+                f"{path}: the graph normalises its input itself (--include-normalization); "
+                "export it without that to run it in place of the PyTorch model"
+            )
+        self.size_divisor = int(props.get("leanseg.size_divisor", "32"))
+        self.num_classes = len(json.loads(props.get("leanseg.class_names", "[]")))
+        self._input = self.session.get_inputs()[0].name
+
+    def forward(self, images: Tensor) -> Tensor:
+        array = np.ascontiguousarray(images.detach().to("cpu", torch.float32).numpy())
+        (scores,) = self.session.run(None, {self._input: array})
+        return torch.from_numpy(scores).to(images.device)
+
+
+def onnxruntime_model(
+    model: nn.Module,
+    *,
+    fold_bn: bool = True,
+    tolerance: float = DEFAULT_TOLERANCE,
+    threads: int | None = None,
+) -> OnnxRuntimeModel:
+    """``model`` exported to a temporary ONNX file, verified, and loaded into onnxruntime.
+
+    The export is :func:`export_onnx`'s (verified against ``model`` at two sizes within
+    ``tolerance``); the temporary file is removed once onnxruntime holds the graph.
+
+    Raises:
+        UnsupportedModelError: a part of the model does not export (named).
+        ExportError: onnx / onnxruntime missing, the exporter failed, or verification failed.
+    """
+    # Metadata only: the graph takes normalised images, as the model does.
+    backbone = getattr(model, "backbone", None)
+    normalization = getattr(backbone, "normalization", IMAGENET_NORMALIZATION)
+    with tempfile.TemporaryDirectory(prefix="leanseg-onnx-") as folder:
+        path = Path(folder) / "model.onnx"
+        export_onnx(
+            model,
+            path,
+            normalization=normalization,
+            fold_bn=fold_bn,
+            tolerance=tolerance,
+            metadata={"leanseg.source": "in-process export for the onnxruntime backend"},
+        )
+        return OnnxRuntimeModel(path, threads=threads)
 
 
 # --------------------------------------------------------------------------- helpers

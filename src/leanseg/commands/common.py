@@ -125,15 +125,34 @@ def load_run_config(path: str | Path | None, overrides: Sequence[str]) -> Config
 
 
 def inference_options(args: argparse.Namespace, device: Any) -> Any:
-    """The inference options of the ``--fold-bn`` ... flags, refusing a dtype ``device`` cannot
-    run (fp16 on the CPU) with a ``ConfigError`` naming ``--dtype``."""
-    from leanseg.engine.speed import InferenceOptionError, check_device, options_from_args
+    """The inference options of the ``--fold-bn`` ... flags, refusing what ``device`` cannot run
+    (fp16 on the CPU, onnxruntime on CUDA) or what cannot go together (bf16 in onnxruntime) with
+    a ``ConfigError`` naming the flag."""
+    from leanseg.engine.speed import (
+        InferenceOptionError,
+        check_backend,
+        check_device,
+        options_from_args,
+    )
 
-    options = options_from_args(args)
+    try:
+        options = options_from_args(args)
+    except InferenceOptionError as err:
+        raise ConfigError(f"--backend {args.backend}: {err}") from None
     try:
         check_device(options.dtype, device)
     except InferenceOptionError as err:
         raise ConfigError(f"--dtype {options.dtype}: {err}") from None
+    try:
+        check_backend(options.backend, device)
+    except InferenceOptionError as err:
+        raise ConfigError(f"--backend {options.backend}: {err}") from None
+    if options.backend == "onnxruntime":
+        from leanseg.export import onnx_available
+
+        missing = onnx_available()
+        if missing:
+            raise ConfigError(f"--backend onnxruntime: {missing}")
     return options
 
 

@@ -21,6 +21,11 @@ The options, and what each costs in exactness:
   float32 either way.
 - ``compile``: ``torch.compile`` (inductor) of the prepared model. Compilation happens on the
   first call of each input size and takes tens of seconds on a CPU (35-41 s measured).
+- ``backend``: ``"torch"``, or ``"onnxruntime"``: the model (BN folded if ``fold_bn``) is exported
+  to ONNX in-process, verified against PyTorch at two sizes (:func:`leanseg.export.export_onnx`),
+  and run by onnxruntime on the CPU (fp32; channels-last and compile do not apply to it). Needs
+  ``leanseg[export]``. A model that does not export (QGN, S&F, extra inputs) runs in PyTorch,
+  with a note.
 
 The defaults are the fastest exact settings measured on this project's CPU (2-core Xeon with
 avx512_bf16, torch 2.13, EfficientNet-Lite0 + ladder at 1024x2048; figures in
@@ -60,6 +65,7 @@ DTYPES: dict[str, torch.dtype] = {
     "bf16": torch.bfloat16,
     "fp16": torch.float16,
 }
+BACKENDS = ("torch", "onnxruntime")
 
 # Tolerance of the example check of the exact options, on class scores (logits). Folding and
 # another memory format only reorder float arithmetic: measured differences on the trained
@@ -92,17 +98,30 @@ class InferenceOptions:
         compile: ``torch.compile`` the prepared model. Off by default: a further 0.90x at
             1024x2048, but the first call of each input size compiles (35-41 s at 540x720 on
             2 threads with an empty inductor cache).
+        backend: ``"torch"`` (default) or ``"onnxruntime"`` (CPU, fp32; see the module
+            docstring).
     """
 
     fold_bn: bool = True
     channels_last: bool = True
     dtype: str = "fp32"
     compile: bool = False
+    backend: str = "torch"
 
     def __post_init__(self) -> None:
         if self.dtype not in DTYPES:
             raise InferenceOptionError(
                 f"unknown inference dtype {self.dtype!r}; use one of {', '.join(DTYPES)}"
+            )
+        if self.backend not in BACKENDS:
+            raise InferenceOptionError(
+                f"unknown inference backend {self.backend!r}; use one of {', '.join(BACKENDS)}"
+            )
+        if self.backend == "onnxruntime" and (self.dtype != "fp32" or self.compile):
+            asked = "torch.compile" if self.compile else f"dtype {self.dtype}"
+            raise InferenceOptionError(
+                f"backend onnxruntime runs the exported float32 graph: {asked} does not apply "
+                "to it; drop one of the two"
             )
 
     @property
@@ -113,7 +132,8 @@ class InferenceOptions:
     def describe(self) -> str:
         """A short human-readable summary, e.g. ``"fold-bn, channels-last, fp32"``."""
         parts = [name for name, on in self._flags() if on]
-        return ", ".join([*parts, self.dtype])
+        backend = [] if self.backend == "torch" else [self.backend]
+        return ", ".join([*backend, *parts, self.dtype])
 
     def to_dict(self) -> dict[str, Any]:
         """The options as a JSON-ready dict."""
@@ -298,9 +318,12 @@ def prepare_model(
     """
     device = torch.device(device)
     check_device(options.dtype, device)
+    check_backend(options.backend, device)
     model = model.to(device).eval()
     if options == PLAIN:
         return PreparedModel(model=model, options=PLAIN)
+    if options.backend == "onnxruntime":
+        return _prepare_for_onnxruntime(model, options)
     name = type(model).__name__
     if example is None:
         example = example_images(model, device)
@@ -373,6 +396,43 @@ def prepare_model(
         fold_bn=fold_bn, channels_last=channels_last, dtype=dtype, compile=compiled
     )
     return PreparedModel(model=prepared, options=applied, notes=tuple(notes))
+
+
+def check_backend(backend: str, device: torch.device | str) -> None:
+    """Refuse a backend ``device`` cannot use (onnxruntime runs on the CPU here).
+
+    Raises:
+        InferenceOptionError: naming the backend and the device.
+    """
+    if backend == "onnxruntime" and torch.device(device).type != "cpu":
+        raise InferenceOptionError(
+            f"backend onnxruntime runs on the CPU (CPUExecutionProvider), not on "
+            f"{torch.device(device)}; use --device cpu or the torch backend"
+        )
+
+
+def _prepare_for_onnxruntime(model: nn.Module, options: InferenceOptions) -> PreparedModel:
+    """``model`` exported, verified and loaded into onnxruntime; in PyTorch with a note when a
+    part of it does not export (the other options then apply as for the torch backend).
+
+    Raises:
+        InferenceOptionError: onnx / onnxruntime are not installed.
+    """
+    from leanseg.export import ExportError, onnx_available, onnxruntime_model
+
+    missing = onnx_available()
+    if missing:
+        raise InferenceOptionError(f"backend onnxruntime: {missing}")
+    name = type(model).__name__
+    try:
+        # Verified within the exact options' tolerance: folding rounds as in PyTorch.
+        runtime = onnxruntime_model(model, fold_bn=options.fold_bn, tolerance=CHECK_ATOL)
+    except ExportError as err:  # also a part that does not export (UnsupportedModelError)
+        fallback = prepare_model(model, dataclasses.replace(options, backend="torch"), device="cpu")
+        note = f"onnxruntime not used for {name}, it runs in PyTorch: {_reason(err)}"
+        return dataclasses.replace(fallback, notes=(note, *fallback.notes))
+    applied = dataclasses.replace(PLAIN, fold_bn=options.fold_bn, backend="onnxruntime")
+    return PreparedModel(model=runtime, options=applied)
 
 
 def _check_scores(
@@ -451,6 +511,13 @@ def add_inference_arguments(parser: argparse.ArgumentParser) -> None:
         help="torch.compile the model (compiles on the first image of each size; "
         f"default {on_off[defaults.compile]})",
     )
+    group.add_argument(
+        "--backend",
+        choices=BACKENDS,
+        default=None,
+        help="run the model in PyTorch or, exported to ONNX and verified, in onnxruntime "
+        f"(CPU, fp32; needs leanseg[export]; default {defaults.backend})",
+    )
 
 
 _FLAGS: dict[str, str] = {
@@ -458,6 +525,7 @@ _FLAGS: dict[str, str] = {
     "channels_last": "--channels-last",
     "dtype": "--dtype",
     "compile": "--compile",
+    "backend": "--backend",
 }
 
 
