@@ -350,3 +350,17 @@ def test_bench_records_the_options_and_refuses_them_for_training(
     capsys.readouterr()
     assert main([*args, "--train", "--dtype", "bf16"]) == 2
     assert "--dtype" in capsys.readouterr().err
+
+
+def test_subnormal_weights_are_zeroed_in_the_prepared_copy_only() -> None:
+    torch.set_flush_denormal(False)  # a training test may have left flushing on
+    model = _model("bilinear")
+    conv = next(m for m in model.modules() if isinstance(m, nn.Conv2d))
+    with torch.no_grad():
+        conv.weight.view(-1)[:3] = 1e-39  # subnormal in float32
+    assert (conv.weight.view(-1)[:3] != 0).all()
+    prepared = prepare_model(model, InferenceOptions(), device="cpu")
+    tiny = torch.finfo(torch.float32).tiny
+    for tensor in prepared.model.parameters():
+        assert not ((tensor != 0) & (tensor.abs() < tiny)).any()
+    assert (conv.weight.view(-1)[:3] != 0).all()  # the caller's model is untouched

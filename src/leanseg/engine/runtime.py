@@ -31,11 +31,18 @@ def seed_everything(seed: int) -> None:
 
 
 def set_up_device(train_cfg: TrainConfig) -> torch.device:
-    """Apply ``train.num_threads``, pick ``train.device`` and join the process group (if the
-    environment describes one, :func:`leanseg.engine.distributed.init_from_environment`)."""
+    """Apply ``train.num_threads``, pick ``train.device``, flush subnormals on the CPU
+    (``train.flush_denormal``) and join the process group (if the environment describes one,
+    :func:`leanseg.engine.distributed.init_from_environment`).
+
+    Flushing is a process-wide floating-point mode (``torch.set_flush_denormal``); it stays on
+    after training. ``train.flush_denormal: false`` leaves the mode as it is.
+    """
     if train_cfg.num_threads is not None:
         torch.set_num_threads(train_cfg.num_threads)
     device = select_device(train_cfg.device)
+    if device.type == "cpu" and train_cfg.flush_denormal:
+        torch.set_flush_denormal(True)  # False only where the CPU cannot (not SSE3 / ARM)
     if device.type == "cuda":
         torch.cuda.set_device(device)
     distributed.init_from_environment(device)
