@@ -17,7 +17,9 @@ channels-last) that a short timed pre-pass found faster for that model (``--layo
 pre-pass times are kept in the JSON). Nothing that changes the arithmetic (no reduced precision,
 no nearest sampling in iGUM). The bf16 rows run the same folded models under
 ``torch.autocast("cpu", dtype=torch.bfloat16)``, their layout chosen by the same pre-pass. SMP
-models run in fp32, contiguous, unfolded, under ``torch.inference_mode``.
+models run in fp32, contiguous, unfolded, under ``torch.inference_mode`` (as shipped), and again
+with leanseg's settings (rows ``..., BN folded``: folded, layout and bf16 rows as for leanseg),
+so that ``ladder_r18_over_smp_fpn_r18_same_settings`` compares the architectures alone.
 
 Every row, and a 3x3 convolution (256 -> 256 channels at ``--peak-size``, both layouts, fp32 and
 bf16) that gives the peak, is timed round-robin (:func:`common.round_robin`): ``--warmup`` untimed
@@ -61,6 +63,8 @@ from leanseg.nn.fold_bn import fold_batchnorm
 SMP_FPN = "SMP FPN-R18"
 SMP_DEEPLAB = "SMP DeepLabV3+-R18"
 LADDER = "leanseg ladder R18"
+# Suffix of the SMP rows given leanseg's settings (BN folded, the faster layout).
+SAME_SETTINGS = ", BN folded"
 
 # SMP model classes by row name; each gets encoder_name="resnet18", encoder_weights=None.
 PEERS: dict[str, str] = {SMP_FPN: "FPN", SMP_DEEPLAB: "DeepLabV3Plus"}
@@ -331,6 +335,12 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     images = torch.randn(1, 3, *args.size, generator=torch.Generator().manual_seed(0))
 
     entries: list[Entry] = []
+    # Models timed in both layouts and dtypes (the layout pre-pass picks one per dtype): leanseg's
+    # with its defaults, and the SMP peers given the same treatment (BN folded, faster layout).
+    variants: dict[str, dict[str, tuple[nn.Module, Tensor]]] = {}
+    parameters: dict[str, int] = {}
+    gmacs: dict[str, float] = {}
+    kinds: dict[str, dict[str, Any]] = {}
     if smp is not None:
         for name, class_name in PEERS.items():
             model = getattr(smp, class_name)(
@@ -344,27 +354,29 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
             }
             gmac = count_flops(model, images).total / 1e9
             entries.append(Entry(name, "fp32", forward(model, images, "fp32"), gmac, info))
+            same = f"{name}{SAME_SETTINGS}"
+            example = images[..., : FOLD_CROP[0], : FOLD_CROP[1]]
+            variants[same] = layout_variants(fold_batchnorm(model, example), images)
+            parameters[same], gmacs[same] = info["parameters"], gmac
+            kinds[same] = {"kind": "smp", "smp_class": class_name}
 
-    variants: dict[str, dict[str, tuple[nn.Module, Tensor]]] = {}
-    parameters: dict[str, int] = {}
-    gmacs: dict[str, float] = {}
     for name, config in LEANSEG.items():
         console.print(f"building {name} ({config})")
         model, parameters[name] = build_leanseg(config, args.num_classes, images)
         gmacs[name] = count_flops(model, images).total / 1e9
         variants[name] = layout_variants(model, images)
+        kinds[name] = {"kind": "leanseg", "config": config}
     if args.layout == "best":
         console.print(
             f"layout pre-pass: {len(variants) * 4} variants, {args.layout_repeats} rounds"
         )
     chosen, trials = choose_layouts(variants, args.layout, args.layout_repeats)
     for dtype in DTYPES:
-        for name, config in LEANSEG.items():
+        for name in variants:
             layout = chosen[(name, dtype)]
             model, laid_out = variants[name][layout]
             info = {
-                "kind": "leanseg",
-                "config": config,
+                **kinds[name],
                 "parameters": parameters[name],
                 "settings": {
                     "layout": layout,
@@ -415,6 +427,14 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         )
     ladder = next(row for row in rows if row["model"] == LADDER and row["dtype"] == "fp32")
     ratio = ladder["vs_smp_fpn_r18"]
+    same_ratio = None
+    if smp is not None:
+        fpn_same = next(
+            row
+            for row in rows
+            if row["model"] == f"{SMP_FPN}{SAME_SETTINGS}" and row["dtype"] == "fp32"
+        )
+        same_ratio = ladder["median_ms"] / fpn_same["median_ms"]
 
     title = (
         f"CPU, {args.threads} threads, 1x3x{args.size[0]}x{args.size[1]}, "
@@ -430,9 +450,11 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         console.print("SMP peers skipped (--skip-peers): no vs SMP FPN-R18 column, no ratio")
     else:
         console.print(f"ladder_r18_over_smp_fpn_r18: {ratio:.3f}")
+        console.print(f"ladder_r18_over_smp_fpn_r18_same_settings: {same_ratio:.3f}")
 
     payload = {
         "ladder_r18_over_smp_fpn_r18": ratio,
+        "ladder_r18_over_smp_fpn_r18_same_settings": same_ratio,
         "rows": rows,
         "peak": {
             "conv": f"3x3, {PEAK_CHANNELS}->{PEAK_CHANNELS}, no bias, batch 1",
