@@ -25,6 +25,7 @@ import argparse
 import json
 import os
 import shlex
+import statistics
 import subprocess
 import sys
 import time
@@ -101,11 +102,7 @@ def run_worker(name: str, args: argparse.Namespace) -> dict[str, Any]:
 
 def median(values: list[float]) -> float:
     """Median of ``values``; infinity for none (a worker that timed out)."""
-    if not values:
-        return float("inf")
-    ordered = sorted(values)
-    middle = len(ordered) // 2
-    return ordered[middle] if len(ordered) % 2 else (ordered[middle - 1] + ordered[middle]) / 2
+    return statistics.median(values) if values else float("inf")
 
 
 def main() -> None:

@@ -193,8 +193,10 @@ class TrainConfig:
     # On the CPU, flush subnormal floats (below 1.2e-38) to zero (``torch.set_flush_denormal``).
     # Weights that weight decay drives towards zero become subnormal as training goes on, and x86
     # CPUs compute on subnormals many times slower: the CamVid recipe's steps slowed from 1.3 to
-    # 2.3 s between iterations 900 and 1700 without it; the same model's forward and backward
-    # took 2.1-2.3 s as trained, 1.7 s with flushing (docs/notes/issue-11.md).
+    # 2.3 s between iterations 900 and 1700 without it (2,559 subnormal weights at 1600; zeroing
+    # them: forward + backward 0.84x, benchmarks/subnormal_step.py). With flushing on, the
+    # optimizer's updates no longer create them: none in the recipe's checkpoints, steps stayed
+    # at 1.3-1.6 s (docs/notes/issue-11.md).
     flush_denormal: bool = True
 
 
