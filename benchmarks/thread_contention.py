@@ -34,38 +34,51 @@ from typing import Any
 
 from common import REPO, machine, write_json
 
-# name -> (torch threads, extra environment of the worker process)
-SETTINGS: dict[str, tuple[int, dict[str, str]]] = {
+# name -> (torch threads, extra environment of the worker process). "auto" is leanseg's default
+# (train.num_threads: auto): leanseg.engine.cpu_share.ThreadGovernor, called after every step
+# as the trainer does, starting on every core and deciding after 3 s.
+SETTINGS: dict[str, tuple[int | str, dict[str, str]]] = {
     "2 threads": (2, {}),
     "2 threads, OMP_WAIT_POLICY=PASSIVE": (2, {"OMP_WAIT_POLICY": "PASSIVE"}),
     "1 thread": (1, {}),
+    "auto (leanseg default)": ("auto", {}),
 }
 BUSY_LOOP = "while True:\n    pass\n"
 
 
-def worker(threads: int, steps: int, warmup: int, batch: int, crop: tuple[int, int]) -> None:
-    """Time training steps of the demo's model; print one JSON line of step times (ms)."""
+def worker(threads: int | str, steps: int, warmup: int, batch: int, crop: tuple[int, int]) -> None:
+    """Time training steps of the demo's model; print one JSON line of step times (ms) and the
+    thread count of each step."""
     import torch
 
+    from leanseg.engine.cpu_share import ThreadGovernor
     from leanseg.models import create_model
 
-    torch.set_num_threads(threads)
+    governor = None
+    if threads == "auto":
+        governor = ThreadGovernor()
+        governor.start()
+    else:
+        torch.set_num_threads(int(threads))
     torch.manual_seed(0)
     model = create_model("ladder", "efficientnet_lite0", num_classes=11, channels=64)
     model = model.to(memory_format=torch.channels_last).train()
     optimizer = torch.optim.Adam(model.parameters(), lr=1e-4)
     images = torch.randn(batch, 3, *crop).contiguous(memory_format=torch.channels_last)
     labels = torch.randint(0, 11, (batch, *crop))
-    times = []
+    times, step_threads = [], []
     for step in range(warmup + steps):
         start = time.perf_counter()
+        step_threads.append(torch.get_num_threads())
         loss = sum(model.losses(images, {"label": labels}).values())
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         optimizer.step()
         if step >= warmup:
             times.append((time.perf_counter() - start) * 1e3)
-    print(json.dumps({"times_ms": times, "threads": torch.get_num_threads()}))
+        if governor is not None:
+            governor.update()
+    print(json.dumps({"times_ms": times, "threads": step_threads[warmup:]}))
 
 
 def run_worker(name: str, args: argparse.Namespace) -> dict[str, Any]:
@@ -85,7 +98,9 @@ def run_worker(name: str, args: argparse.Namespace) -> dict[str, Any]:
         "--crop",
         f"{args.crop[0]}x{args.crop[1]}",
     ]
-    environment = {**os.environ, "OMP_NUM_THREADS": str(threads), **env}
+    environment = {**os.environ, **env}
+    if threads != "auto":
+        environment["OMP_NUM_THREADS"] = str(threads)
     try:
         done = subprocess.run(
             command,
@@ -108,8 +123,8 @@ def median(values: list[float]) -> float:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--worker", action="store_true", help=argparse.SUPPRESS)
-    parser.add_argument("--threads", type=int, default=2, help=argparse.SUPPRESS)
-    parser.add_argument("--steps", type=int, default=5, help="timed training steps per worker")
+    parser.add_argument("--threads", default="2", help=argparse.SUPPRESS)
+    parser.add_argument("--steps", type=int, default=8, help="timed training steps per worker")
     parser.add_argument("--warmup", type=int, default=1, help="untimed steps first")
     parser.add_argument("--batch", type=int, default=4)
     parser.add_argument("--crop", default="192x384", help="HxW of the training batch")
@@ -126,7 +141,8 @@ def main() -> None:
     args = parser.parse_args()
     args.crop = tuple(int(v) for v in args.crop.lower().split("x"))
     if args.worker:
-        worker(args.threads, args.steps, args.warmup, args.batch, args.crop)
+        threads = args.threads if args.threads == "auto" else int(args.threads)
+        worker(threads, args.steps, args.warmup, args.batch, args.crop)
         return
 
     rows: dict[str, dict[str, Any]] = {}

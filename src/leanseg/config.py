@@ -184,9 +184,11 @@ class TrainConfig:
     bn_recompute_batches: int = 0
     sync_bn: bool = False
     device: str = "auto"
-    # CPU threads of torch's intra-op pool; ``null`` keeps torch's default (one per core). On a
-    # CPU shared with other jobs, 1 avoids threads waiting on each other.
-    num_threads: int | None = None
+    # CPU threads of torch's intra-op pool. ``auto``: the cores other processes leave free,
+    # looked at again every 15 s (engine/cpu_share.py; two threads beside one busy process were
+    # 3.6x slower per step, benchmarks/thread_contention.py). A number fixes it; ``null`` keeps
+    # torch's default (one per core).
+    num_threads: int | Literal["auto"] | None = "auto"
     # Keep weights and activations channels-last (NHWC): about 14 % faster training steps of the
     # Lite0 ladder on this project's CPUs, same results up to float rounding.
     channels_last: bool = False
@@ -284,7 +286,10 @@ VALUE_RANGES: dict[str, tuple[Callable[[Any], bool], str]] = {
         lambda v: DEVICE_PATTERN.fullmatch(v) is not None,
         "auto, cpu, cuda, cuda:N or mps",
     ),
-    "train.num_threads": (_optional(_positive), "a positive integer or null"),
+    "train.num_threads": (
+        lambda v: v is None or v == "auto" or _positive(v),
+        "auto, a positive integer or null",
+    ),
     "eval.scales": (
         lambda v: bool(v) and all(map(_positive, v)),
         "a non-empty list of positive numbers",

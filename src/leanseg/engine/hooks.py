@@ -15,6 +15,7 @@ from pathlib import Path
 
 from rich.progress import Progress
 
+from leanseg.engine.cpu_share import ThreadGovernor
 from leanseg.engine.metrics_log import MetricsLog
 from leanseg.metrics import SegmentationScores
 
@@ -101,3 +102,34 @@ class Checkpoint(Hook):
     def after_step(self, step: Step) -> None:
         if step.due(self.interval):
             self.save(self.path)
+
+
+class BalanceThreads(Hook):
+    """``train.num_threads: auto``: lets the governor resize torch's thread pool to the cores
+    other processes leave free, and records each change (``split: threads``) and says it."""
+
+    def __init__(
+        self, governor: ThreadGovernor, log: MetricsLog, say: Callable[[str], None]
+    ) -> None:
+        self.governor = governor
+        self.log = log
+        self.say = say
+
+    def after_step(self, step: Step) -> None:
+        change = self.governor.update()
+        if change is None:
+            return
+        old, new = change
+        others = self.governor.others_busy
+        self.log.write(
+            {
+                "iteration": step.iteration,
+                "split": "threads",
+                "threads": new,
+                "others_busy_cores": round(others, 2),
+            }
+        )
+        self.say(
+            f"threads {old} -> {new}: other processes keep {others:.1f} of "
+            f"{self.governor.cores} cores busy"
+        )

@@ -31,14 +31,15 @@ def seed_everything(seed: int) -> None:
 
 
 def set_up_device(train_cfg: TrainConfig) -> torch.device:
-    """Apply ``train.num_threads``, pick ``train.device``, flush subnormals on the CPU
-    (``train.flush_denormal``) and join the process group (if the environment describes one,
-    :func:`leanseg.engine.distributed.init_from_environment`).
+    """Apply a fixed ``train.num_threads`` (``auto`` is left to the trainer's
+    :class:`~leanseg.engine.cpu_share.ThreadGovernor`), pick ``train.device``, flush
+    subnormals on the CPU (``train.flush_denormal``) and join the process group (if the
+    environment describes one, :func:`leanseg.engine.distributed.init_from_environment`).
 
     Flushing is a process-wide floating-point mode (``torch.set_flush_denormal``); it stays on
     after training. ``train.flush_denormal: false`` leaves the mode as it is.
     """
-    if train_cfg.num_threads is not None:
+    if isinstance(train_cfg.num_threads, int):
         torch.set_num_threads(train_cfg.num_threads)
     device = select_device(train_cfg.device)
     if device.type == "cpu" and train_cfg.flush_denormal:

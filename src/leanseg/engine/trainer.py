@@ -49,8 +49,10 @@ from leanseg.engine.checkpoint import (
     load_model_state,
     save_checkpoint,
 )
+from leanseg.engine.cpu_share import ThreadGovernor
 from leanseg.engine.evaluator import evaluate
 from leanseg.engine.hooks import (
+    BalanceThreads,
     Checkpoint,
     Evaluate,
     Hook,
@@ -190,6 +192,10 @@ class Trainer:
             self._restore(resume_from)
         self.metrics = MetricsLog(self.run_dir, enabled=self.is_main)
         self._latest_scores: SegmentationScores | None = None
+        # ``train.num_threads: auto`` on the CPU: threads follow the cores others leave free.
+        self.thread_governor: ThreadGovernor | None = None
+        if cfg.train.num_threads == "auto" and self.device.type == "cpu":
+            self.thread_governor = ThreadGovernor()
 
     # ------------------------------------------------------------------ setup
 
@@ -250,12 +256,16 @@ class Trainer:
     def hooks(self) -> list[Hook]:
         """What runs after every step, in order (see :mod:`.hooks`)."""
         train_cfg = self.cfg.train
-        return [
+        hooks: list[Hook] = [
             LogTrainStep(self.metrics, train_cfg.log_interval),
             RecomputeBNStatistics(self.recompute_bn_statistics, train_cfg.bn_recompute_batches),
             Evaluate(self.validate, train_cfg.eval_interval),
             Checkpoint(self._save, self.run_dir.last_checkpoint, train_cfg.checkpoint_interval),
         ]
+        if self.thread_governor is not None:
+            say = self.console.print if self.is_main else lambda message: None
+            hooks.insert(0, BalanceThreads(self.thread_governor, self.metrics, say))
+        return hooks
 
     # ------------------------------------------------------------------ step
 
@@ -302,6 +312,8 @@ class Trainer:
         start_time = time.perf_counter()
         self._latest_scores = None
         hooks = self.hooks()
+        if self.thread_governor is not None:
+            self.thread_governor.start()
         batches = self._batches()
         self.model.train()
         progress = self._progress()
