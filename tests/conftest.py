@@ -7,6 +7,8 @@ from pathlib import Path
 
 import pytest
 
+from tiny_models import save_tiny_ladder_checkpoint
+
 
 def shared_data_dir() -> Path:
     """The real test data in the repository's sibling ``shared/data`` folder.
@@ -33,3 +35,9 @@ def shared_data() -> Path:
 def shared_reference() -> Path:
     """Path of ``../shared/reference`` (torchvision / HRNet state-dict manifests)."""
     return shared_data_dir().parent / "reference"
+
+
+@pytest.fixture(scope="session")
+def tiny_ladder_checkpoint(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A checkpoint of a random ResNet-18 ladder on synthetic scenes (``tiny_models``)."""
+    return save_tiny_ladder_checkpoint(tmp_path_factory.mktemp("tiny_ladder_run"))

@@ -14,7 +14,6 @@ import torch
 from torch import Tensor, nn
 
 from leanseg.cli import build_parser, main
-from leanseg.engine.checkpoint import save_checkpoint
 from leanseg.engine.inference import Predictor
 from leanseg.engine.speed import (
     PLAIN,
@@ -24,7 +23,8 @@ from leanseg.engine.speed import (
     options_from_args,
     prepare_model,
 )
-from leanseg.models import build_model, create_model, load_run_config, run_config_from_dict
+from leanseg.models import build_model, create_model, load_run_config
+from tiny_models import randomise_batchnorm
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -41,27 +41,13 @@ QGN_OPTIONS = {
 }
 
 
-def _randomise_batchnorm(model: nn.Module) -> nn.Module:
-    """Running statistics and affine parameters away from (0, 1), so folding does something."""
-    generator = torch.Generator().manual_seed(1)
-    with torch.no_grad():
-        for module in model.modules():
-            if isinstance(module, nn.BatchNorm2d):
-                size = module.num_features
-                module.running_mean.copy_(0.2 * torch.randn(size, generator=generator))
-                module.running_var.copy_(0.5 + torch.rand(size, generator=generator))
-                module.weight.copy_(0.5 + torch.rand(size, generator=generator))
-                module.bias.copy_(0.1 * torch.randn(size, generator=generator))
-    return model.eval()
-
-
 def _model(head: str, **head_options: object) -> nn.Module:
     torch.manual_seed(0)
     backbone_options = {"stem_features": True} if head == "qgn" else None
     model = create_model(
         head, "resnet18", num_classes=5, backbone_options=backbone_options, **head_options
     )
-    return _randomise_batchnorm(model)
+    return randomise_batchnorm(model)
 
 
 def _images(height: int = 70, width: int = 90) -> Tensor:
@@ -196,7 +182,7 @@ def test_unsuitable_models_fall_back_with_a_note() -> None:
         _scores(InferenceRunner(prepared.model, prepared.options), images),
         _scores(viewing, images),
     )
-    bypass = _randomise_batchnorm(_BypassesBatchNorm())
+    bypass = randomise_batchnorm(_BypassesBatchNorm())
     prepared = prepare_model(bypass, InferenceOptions(channels_last=False), device="cpu")
     assert not prepared.options.fold_bn
     assert "BN folding not applied to _BypassesBatchNorm" in prepared.notes[0]
@@ -212,7 +198,7 @@ def test_model_with_extra_inputs_is_checked_with_example_inputs() -> None:
         ["model.backbone.pretrained=null", "model.head.hidden_channels=16"],
     )
     torch.manual_seed(0)
-    model = _randomise_batchnorm(build_model(cfg))
+    model = randomise_batchnorm(build_model(cfg))
     assert "disparity" in model.extra_inputs
     images = _images(64, 96)
     inputs = {"disparity": torch.full((1, 64, 96), 8.0), "stereo_baseline": torch.tensor([0.2])}
@@ -244,27 +230,7 @@ def test_flags_parse_into_options() -> None:
 # ---------------------------------------------------------------------- commands
 
 
-@pytest.fixture(scope="module")
-def tiny_run(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """A checkpoint of a random ResNet-18 ladder model on 8 synthetic scenes (no training)."""
-    folder = tmp_path_factory.mktemp("run")
-    raw = {
-        "model": {"backbone": {"name": "resnet18"}, "head": {"name": "ladder", "channels": 32}},
-        "data": {"dataset": "synthetic", "options": {"num_samples": 4, "size": [64, 96]}},
-        "eval": {"max_images": 2, "boundary_width": 2},
-        "work_dir": str(folder),
-    }
-    cfg = run_config_from_dict(raw)
-    torch.manual_seed(0)
-    model = _randomise_batchnorm(build_model(cfg))
-    save_checkpoint(
-        {"model": model.state_dict(), "config": cfg.to_dict(), "iteration": 0},
-        folder / "last.pt",
-    )
-    return folder / "last.pt"
-
-
-def test_eval_flags_reach_the_evaluation(tiny_run: Path, tmp_path: Path) -> None:
+def test_eval_flags_reach_the_evaluation(tiny_ladder_checkpoint: Path, tmp_path: Path) -> None:
     scores = {}
     for name, flags in {
         "default": [],
@@ -272,7 +238,8 @@ def test_eval_flags_reach_the_evaluation(tiny_run: Path, tmp_path: Path) -> None
         "bf16": ["--dtype", "bf16"],
     }.items():
         out = tmp_path / f"{name}.json"
-        assert main(["eval", str(tiny_run), "--device", "cpu", "--json", str(out), *flags]) == 0
+        argv = ["eval", str(tiny_ladder_checkpoint), "--device", "cpu", "--json", str(out)]
+        assert main([*argv, *flags]) == 0
         scores[name] = json.loads(out.read_text())
     assert scores["default"]["inference"]["fold_bn"] == InferenceOptions().fold_bn
     assert scores["plain"]["inference"] == {**PLAIN.to_dict(), "notes": []}
@@ -281,7 +248,7 @@ def test_eval_flags_reach_the_evaluation(tiny_run: Path, tmp_path: Path) -> None
 
 
 def test_predict_flags_and_fp16_refusal(
-    tiny_run: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+    tiny_ladder_checkpoint: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
     images = tmp_path / "images"
     images.mkdir()
@@ -297,7 +264,7 @@ def test_predict_flags_and_fp16_refusal(
                 [
                     "predict",
                     "--checkpoint",
-                    str(tiny_run),
+                    str(tiny_ladder_checkpoint),
                     str(images),
                     "--out",
                     str(out),
@@ -318,7 +285,7 @@ def test_predict_flags_and_fp16_refusal(
         [
             "predict",
             "--checkpoint",
-            str(tiny_run),
+            str(tiny_ladder_checkpoint),
             str(images),
             "--out",
             str(tmp_path / "half"),

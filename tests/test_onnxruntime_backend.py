@@ -20,7 +20,6 @@ pytest.importorskip("onnx", reason="the onnxruntime backend needs leanseg[export
 pytest.importorskip("onnxruntime", reason="the onnxruntime backend needs leanseg[export]")
 
 from leanseg.cli import main  # noqa: E402
-from leanseg.engine.checkpoint import save_checkpoint  # noqa: E402
 from leanseg.engine.inference import Predictor, predict_scores  # noqa: E402
 from leanseg.engine.speed import (  # noqa: E402
     InferenceOptionError,
@@ -29,7 +28,7 @@ from leanseg.engine.speed import (  # noqa: E402
     prepare_model,
 )
 from leanseg.export import ExportError, OnnxRuntimeModel, export_onnx  # noqa: E402
-from leanseg.models import build_model, create_model, run_config_from_dict  # noqa: E402
+from leanseg.models import create_model  # noqa: E402
 from leanseg.nn.backbones.base import IMAGENET_NORMALIZATION  # noqa: E402
 
 ONNXRUNTIME = InferenceOptions(backend="onnxruntime")
@@ -109,31 +108,13 @@ def test_a_graph_with_normalisation_inside_is_not_taken_for_the_model(tmp_path: 
         OnnxRuntimeModel(path)
 
 
-@pytest.fixture(scope="module")
-def tiny_checkpoint(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    folder = tmp_path_factory.mktemp("run")
-    raw = {
-        "model": {"backbone": {"name": "resnet18"}, "head": {"name": "ladder", "channels": 32}},
-        "data": {"dataset": "synthetic", "options": {"num_samples": 4, "size": [64, 96]}},
-        "eval": {"max_images": 2, "boundary_width": 2},
-        "work_dir": str(folder),
-    }
-    cfg = run_config_from_dict(raw)
-    torch.manual_seed(0)
-    save_checkpoint(
-        {"model": build_model(cfg).state_dict(), "config": cfg.to_dict(), "iteration": 0},
-        folder / "last.pt",
-    )
-    return folder / "last.pt"
-
-
 def test_predictor_and_commands_take_the_backend(
-    tiny_checkpoint: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+    tiny_ladder_checkpoint: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
     rng = np.random.default_rng(0)
     image = rng.integers(0, 255, (50, 80, 3), dtype=np.uint8)
-    torch_labels = Predictor.from_checkpoint(tiny_checkpoint).predict(image)
-    predictor = Predictor.from_checkpoint(tiny_checkpoint, options=ONNXRUNTIME)
+    torch_labels = Predictor.from_checkpoint(tiny_ladder_checkpoint).predict(image)
+    predictor = Predictor.from_checkpoint(tiny_ladder_checkpoint, options=ONNXRUNTIME)
     assert predictor.options.backend == "onnxruntime"
     # Same scores up to float rounding; a near tie of this untrained model may flip a pixel.
     assert (predictor.predict(image) != torch_labels).mean() <= 0.01
@@ -142,12 +123,12 @@ def test_predictor_and_commands_take_the_backend(
     folder.mkdir()
     Image.fromarray(image).save(folder / "a.png")
     out = tmp_path / "out"
-    args = ["predict", "--checkpoint", str(tiny_checkpoint), str(folder), "--out", str(out)]
+    args = ["predict", "--checkpoint", str(tiny_ladder_checkpoint), str(folder), "--out", str(out)]
     assert main([*args, "--device", "cpu", "--backend", "onnxruntime"]) == 0
     assert (np.asarray(Image.open(out / "a.png")) != torch_labels).mean() <= 0.01
 
     scores = tmp_path / "scores.json"
-    eval_args = ["eval", str(tiny_checkpoint), "--device", "cpu", "--json", str(scores)]
+    eval_args = ["eval", str(tiny_ladder_checkpoint), "--device", "cpu", "--json", str(scores)]
     assert main([*eval_args, "--backend", "onnxruntime"]) == 0
     assert json.loads(scores.read_text())["inference"]["backend"] == "onnxruntime"
 
