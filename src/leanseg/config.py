@@ -203,6 +203,24 @@ class TrainConfig:
 
 
 @dataclass
+class CRFConfig:
+    """Fully connected CRF post-processing (thesis §3.4; :mod:`leanseg.engine.dense_crf`).
+
+    The thesis fixes w2 = 3, θγ = 3, 10 mean-field iterations, and grid-searches
+    w1 in {5, 10}, θα in {50..90}, θβ in {3..9}; the defaults are the middle of that grid.
+    """
+
+    iterations: int = 10
+    # w1, θα (pixels), θβ (0-255 colour units): the appearance (bilateral) kernel.
+    appearance_weight: float = 5.0
+    appearance_xy: float = 70.0
+    appearance_rgb: float = 6.0
+    # w2, θγ (pixels): the smoothness kernel.
+    smoothness_weight: float = 3.0
+    smoothness_xy: float = 3.0
+
+
+@dataclass
 class EvalConfig:
     """How validation and ``leanseg eval`` measure a model."""
 
@@ -213,6 +231,9 @@ class EvalConfig:
     batch_size: int = 1
     # Evaluate on at most this many validation images; ``null`` means all of them.
     max_images: int | None = None
+    # Refine the probabilities with the fully connected CRF (``{}`` for its defaults); ``null``
+    # for none. CPU seconds per megapixel: docs/notes/issue-14.md.
+    crf: CRFConfig | None = None
 
 
 @dataclass
@@ -297,6 +318,12 @@ VALUE_RANGES: dict[str, tuple[Callable[[Any], bool], str]] = {
     "eval.boundary_width": (_non_negative, "0 or more"),
     "eval.batch_size": (_positive, "a positive integer"),
     "eval.max_images": (_optional(_positive), "a positive integer or null"),
+    "eval.crf.iterations": (_non_negative, "0 or more"),
+    "eval.crf.appearance_weight": (_non_negative, "0 or more"),
+    "eval.crf.appearance_xy": (_positive, "a positive number"),
+    "eval.crf.appearance_rgb": (_positive, "a positive number"),
+    "eval.crf.smoothness_weight": (_non_negative, "0 or more"),
+    "eval.crf.smoothness_xy": (_positive, "a positive number"),
     "work_dir": (bool, "a non-empty path"),
 }
 

@@ -24,6 +24,7 @@ from torch.utils.data import DataLoader, Dataset, Subset
 
 from leanseg.config import EvalConfig
 from leanseg.engine import distributed
+from leanseg.engine.dense_crf import DenseCRF
 from leanseg.engine.extra_scores import ExtraScores
 from leanseg.engine.inference import predict_scores
 from leanseg.engine.instance_eval import InstanceEvaluation
@@ -48,6 +49,7 @@ def evaluate(
     class_names: Sequence[str] | None = None,
     label_map: torch.Tensor | None = None,
     options: InferenceOptions | PreparedModel | None = None,
+    image_statistics: tuple[Sequence[float], Sequence[float]] | None = None,
 ) -> SegmentationScores:
     """Confusion-matrix metrics of ``model`` on ``dataset`` (eval transforms attached).
 
@@ -65,6 +67,8 @@ def evaluate(
             (training's periodic validation, ``leanseg eval`` without flags) takes the default
             options, so that ``leanseg eval`` reproduces the logged figures exactly;
             :data:`~leanseg.engine.speed.PLAIN` scores ``model`` as it is.
+        image_statistics: ``(mean, std)`` the dataset normalises images with; needed when
+            ``eval_cfg.crf`` asks for CRF post-processing (its colours are the images').
     """
     was_training = model.training
     model.eval()
@@ -91,6 +95,11 @@ def evaluate(
     # A head that reports its cost (QGN) is counted over every pass: tiles, scales, flips.
     sites = SiteCounter.wrap(prepared.model)
     scorer = InferenceRunner(sites or prepared.model, prepared.options)
+    crf = None
+    if eval_cfg.crf is not None:
+        if image_statistics is None:
+            raise ValueError("eval.crf needs the images' mean and std (image_statistics)")
+        crf = DenseCRF(eval_cfg.crf, image_statistics=image_statistics)
     needed = extra_inputs(model)
     instances = InstanceEvaluation.for_model(model)
     for step, batch in enumerate(loader, start=1):
@@ -101,6 +110,8 @@ def evaluate(
         probabilities = predict_scores(
             scorer, images, scales=eval_cfg.scales, flip=eval_cfg.flip, inputs=inputs
         )
+        if crf is not None:
+            probabilities = crf.refine_batch(probabilities, images)
         pred = extras.scored(probabilities.argmax(dim=1).cpu())
         metric.update(pred, batch["label"])
         extras.update(pred, batch)

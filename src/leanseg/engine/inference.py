@@ -26,9 +26,10 @@ import torch.nn.functional as F
 from PIL import Image
 from torch import Tensor, nn
 
-from leanseg.config import IMAGENET_MEAN, IMAGENET_STD, Config
+from leanseg.config import IMAGENET_MEAN, IMAGENET_STD, Config, CRFConfig
 from leanseg.data.classes import bit_palette
 from leanseg.data.io import image_to_rgb, read_rgb
+from leanseg.engine.dense_crf import DenseCRF
 from leanseg.engine.model_inputs import crop_inputs, follow_image
 from leanseg.engine.site_cost import SiteCounter
 from leanseg.engine.speed import InferenceOptions, InferenceRunner, PreparedModel, prepare_model
@@ -280,6 +281,9 @@ class Predictor:
             default is the fastest exact setting). They are applied to a copy of the model; an
             option the model does not suit is dropped with a note (:attr:`notes`), and
             :attr:`options` says which are in effect.
+        crf: refine the probabilities with the fully connected CRF
+            (:class:`~leanseg.engine.dense_crf.DenseCRF`, thesis §3.4) with these parameters;
+            ``None`` for none.
 
     Raises:
         InferenceOptionError: for a dtype the device cannot run (fp16 on the CPU).
@@ -296,8 +300,10 @@ class Predictor:
         scales: Sequence[float] = (1.0,),
         flip: bool = False,
         options: InferenceOptions | None = None,
+        crf: CRFConfig | None = None,
     ) -> None:
         self.device = torch.device(device)
+        self.crf = None if crf is None else DenseCRF(crf)
         self.model = model.to(self.device).eval()
         self.cfg = cfg
         self.max_pixels = max_pixels
@@ -417,6 +423,8 @@ class Predictor:
             overlap=self.overlap,
             max_pixels=self.max_pixels,
         )
+        if self.crf is not None:
+            return self.crf(probabilities[0], pixels.mul(255))  # colours in 0-255
         return probabilities[0]
 
 

@@ -42,6 +42,7 @@ from torch.utils.data import DataLoader, Dataset, Sampler
 
 from leanseg.config import Config
 from leanseg.data import MixedDataset, MixedSampler, build_dataset, dataset_classes
+from leanseg.data.transforms import input_statistics
 from leanseg.engine import bn_statistics, distributed
 from leanseg.engine.checkpoint import (
     CheckpointError,
@@ -363,6 +364,7 @@ class Trainer:
             device=self.device,
             ignore_index=self.cfg.data.ignore_index,
             on_batch=on_batch,
+            image_statistics=input_statistics(self.cfg.data),
         )
         if progress is not None and task is not None:
             progress.remove_task(task)
