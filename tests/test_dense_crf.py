@@ -52,7 +52,9 @@ def _three_region_image(height: int = 30, width: int = 40, seed: int = 0) -> tup
 @settings(max_examples=40, deadline=None)
 @given(
     points=st.lists(
-        st.lists(st.floats(-50, 50, allow_nan=False), min_size=5, max_size=5),
+        st.lists(
+            st.floats(-50, 50, allow_nan=False, allow_subnormal=False), min_size=5, max_size=5
+        ),
         min_size=1,
         max_size=20,
     )
