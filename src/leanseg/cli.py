@@ -17,7 +17,7 @@ import json
 import sys
 from collections.abc import Sequence
 from pathlib import Path
-from typing import NoReturn
+from typing import TYPE_CHECKING, NoReturn
 
 from rich.console import Console
 
@@ -26,6 +26,9 @@ from leanseg.commands import common
 from leanseg.commands.bench import add_bench_parser
 from leanseg.commands.data import add_data_parsers
 from leanseg.config import Config, ConfigError
+
+if TYPE_CHECKING:
+    from torch import nn
 
 # Exit statuses, kept here too for callers that read them from the command's module.
 EXIT_BAD_INPUT = common.EXIT_BAD_INPUT
@@ -153,6 +156,24 @@ def build_parser() -> argparse.ArgumentParser:
         "--crf",
         action="store_true",
         help="refine with the fully connected CRF (thesis 3.4), the config's eval.crf or defaults",
+    )
+    predict.add_argument(
+        "--disparity",
+        metavar="DIR",
+        help="disparity maps of the images, DIR/<stem>_disparity.png or DIR/<stem>.png (16-bit, "
+        "Cityscapes encoding), for depth-guided scale selection (thesis ch. 3)",
+    )
+    predict.add_argument(
+        "--stereo-baseline",
+        type=common.POSITIVE_FLOAT,
+        metavar="METRES",
+        help="stereo baseline of the camera that took the images (with --disparity)",
+    )
+    predict.add_argument(
+        "--scale-levels",
+        action="store_true",
+        help="also write the pyramid level chosen at each pixel for each reference scale, "
+        "<stem>_levels_<W>m.png (thesis Fig. 3.2; depth-guided models)",
     )
     predict.add_argument("--alpha", type=common.FRACTION, default=0.5, help="overlay opacity")
     predict.add_argument(
@@ -447,6 +468,7 @@ def _read_manifest(manifest: Path) -> set[str]:
 
 def _cmd_predict(args: argparse.Namespace) -> int:
     import numpy as np
+    import torch
     from rich.progress import Progress
 
     from leanseg.data.io import read_rgb
@@ -457,6 +479,13 @@ def _cmd_predict(args: argparse.Namespace) -> int:
         ood_output_names,
         predict_with_ood,
         write_ood_maps,
+    )
+    from leanseg.engine.scale_levels import (
+        disparity_file,
+        level_maps,
+        level_output_names,
+        read_disparity,
+        save_level_maps,
     )
     from leanseg.visualize import overlay, save_label_png, save_rgb_png
 
@@ -476,6 +505,7 @@ def _cmd_predict(args: argparse.Namespace) -> int:
         # The run's own CRF parameters where its config has them, else the defaults.
         predictor.crf = DenseCRF(predictor.cfg.eval.crf if predictor.cfg else None)
     common.print_notes(predictor.notes)
+    depth = _depth_arguments(args, predictor.model)
     # Thesis 5.3: pixels predicted as classes foreign to a chosen domain flag unfamiliar content.
     native = domain_classes(predictor.cfg.data, args.ood_domain) if args.ood_domain else None
     # Heads with a data-dependent cost (QGN) report it with every prediction.
@@ -484,6 +514,9 @@ def _cmd_predict(args: argparse.Namespace) -> int:
     names += ["active_sites.json"] if reports_cost else []
     if native is not None:
         names += [name for stem in stems.values() for name in ood_output_names(stem)]
+    if args.scale_levels:
+        scales = predictor.model.multiplexer.reference_scales
+        names += [name for stem in stems.values() for name in level_output_names(stem, scales)]
     out = Path(args.out)
     previous = _check_output_folder(out, images, names)
     console = common.console()
@@ -492,8 +525,16 @@ def _cmd_predict(args: argparse.Namespace) -> int:
         task = progress.add_task("predict", total=len(images))
         for index, path in enumerate(images):
             image = read_rgb(path)
+            inputs = None
+            if depth is not None:
+                disparity_path = disparity_file(depth, path.stem)
+                disparity = torch.from_numpy(read_disparity(disparity_path, image.shape[:2]))
+                inputs = {
+                    "disparity": disparity[None],
+                    "stereo_baseline": torch.tensor([args.stereo_baseline]),
+                }
             try:
-                label, probabilities = predict_with_ood(predictor, image, native)
+                label, probabilities = predict_with_ood(predictor, image, native, inputs)
             except ValueError as err:  # e.g. an overlap too large for the tiles of the budget
                 raise ConfigError(f"{path}: {err}") from None
             if index == 0:  # the output folder appears with the first result, not before
@@ -504,6 +545,18 @@ def _cmd_predict(args: argparse.Namespace) -> int:
             save_rgb_png(np.asarray(blended), out / f"{stem}_overlay.png")
             if probabilities is not None:
                 write_ood_maps(probabilities, native, out, stem)
+            if args.scale_levels and inputs is not None:
+                model = predictor.model
+                levels = level_maps(
+                    model, disparity.to(predictor.device), args.stereo_baseline, image.shape[:2]
+                )
+                save_level_maps(
+                    levels,
+                    model.multiplexer.reference_scales,
+                    model.multiplexer.num_levels,
+                    out,
+                    stem,
+                )
             if reports_cost:
                 costs[path.name] = predictor.last_active_sites or {}
             progress.advance(task)
@@ -512,6 +565,31 @@ def _cmd_predict(args: argparse.Namespace) -> int:
         common.write_json(costs, str(out / "active_sites.json"))
         console.print(f"active sites per level of each image: {out / 'active_sites.json'}")
     return 0
+
+
+def _depth_arguments(args: argparse.Namespace, model: nn.Module) -> Path | None:
+    """The ``--disparity`` folder when the model reads disparity; errors name the flag."""
+    from leanseg.engine.scale_levels import selects_levels
+    from leanseg.nn.segmentor import extra_inputs
+
+    needs = "disparity" in extra_inputs(model)
+    if args.scale_levels and not selects_levels(model):
+        raise ConfigError(
+            "--scale-levels: the model does not choose pyramid levels from depth (only "
+            "head scale_invariant does)"
+        )
+    if not needs:
+        if args.disparity is not None:
+            raise ConfigError("--disparity: this model does not read disparity")
+        return None
+    if args.disparity is None or args.stereo_baseline is None:
+        raise ConfigError(
+            "the model selects scales by depth: give --disparity DIR and --stereo-baseline METRES"
+        )
+    folder = Path(args.disparity)
+    if not folder.is_dir():
+        raise ConfigError(f"--disparity: {folder} is not a folder")
+    return folder
 
 
 # ---------------------------------------------------------------------- demo

@@ -391,24 +391,32 @@ class Predictor:
             return bit_palette(self.model.num_classes)
         return tuple(tuple(color) for color in dataset_palette(self.cfg.data))
 
-    def predict(self, image: ImageInput) -> np.ndarray:
+    def predict(self, image: ImageInput, inputs: dict[str, Tensor] | None = None) -> np.ndarray:
         """Label map ``uint8 (H, W)`` of class ids for one RGB image.
 
         Args:
             image: a path to an image file, an RGB ``uint8 (H, W, 3)`` array (or grey
                 ``(H, W)``), or a PIL image.
+            inputs: what the model reads besides the image, batched as one image
+                (:meth:`predict_scores`).
         """
-        probabilities = self.predict_scores(image)  # (C, H, W)
+        probabilities = self.predict_scores(image, inputs)  # (C, H, W)
         if probabilities.shape[0] > 255:
             raise ValueError(
                 f"{probabilities.shape[0]} classes do not fit a uint8 label map (255 = ignore)"
             )
         return probabilities.argmax(dim=0).to(torch.uint8).cpu().numpy()
 
-    def predict_scores(self, image: ImageInput) -> Tensor:
+    def predict_scores(self, image: ImageInput, inputs: dict[str, Tensor] | None = None) -> Tensor:
         """Class probabilities ``float32 (C, H, W)`` of one image, on the predictor's device.
 
         Averaged over the predictor's scales and flips (:func:`predict_scores`).
+
+        Args:
+            image: as :meth:`predict`.
+            inputs: what the model reads besides the image, as a batch of one at the image's
+                size, e.g. ``{"disparity": (1, H, W), "stereo_baseline": (1,)}`` for depth-guided
+                scale selection; moved with every scale, flip and tile.
         """
         array = load_rgb(image)
         if self._sites is not None:
@@ -422,6 +430,7 @@ class Predictor:
             flip=self.flip,
             overlap=self.overlap,
             max_pixels=self.max_pixels,
+            inputs=None if inputs is None else {k: v.to(self.device) for k, v in inputs.items()},
         )
         if self.crf is not None:
             return self.crf(probabilities[0], pixels.mul(255))  # colours in 0-255

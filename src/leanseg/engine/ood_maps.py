@@ -80,13 +80,16 @@ def write_ood_maps(
 
 
 def predict_with_ood(
-    predictor: Any, image: np.ndarray, native: list[int] | None
+    predictor: Any,
+    image: np.ndarray,
+    native: list[int] | None,
+    inputs: dict[str, torch.Tensor] | None = None,
 ) -> tuple[np.ndarray, torch.Tensor | None]:
     """The label map of ``predictor.predict`` and, with ``native``, the probabilities too
-    (one forward pass for both)."""
+    (one forward pass for both); ``inputs``: what the model reads besides the image."""
     if native is None:
-        return predictor.predict(image), None
-    probabilities = predictor.predict_scores(image)  # (C, H, W)
+        return predictor.predict(image, inputs), None
+    probabilities = predictor.predict_scores(image, inputs)  # (C, H, W)
     if probabilities.shape[0] > 255:
         raise ValueError(
             f"{probabilities.shape[0]} classes do not fit a uint8 label map (255 = ignore)"
