@@ -21,7 +21,8 @@ are silent are marked):
   pixel is splatted onto the d + 1 = 6 vertices of its enclosing simplex with barycentric
   weights, the occupied vertices are blurred with (1/4, 1/2, 1/4) along each of the 6 lattice
   directions, and values are sliced back with the same weights. Vectorised over pixels
-  (``torch.unique`` hashes the vertices, ``searchsorted`` finds neighbours).
+  (``torch.unique`` hashes the vertices, ``searchsorted`` finds neighbours, slicing is one
+  sparse matrix product).
 - Normalisation (choice, as the reference implementation): each kernel is applied as
   ``D^-1/2 K D^-1/2`` with ``D`` the kernel's row sums (the filter of a map of ones), so the
   weights w1, w2 mean the same at any image size and the lattice's overall scale cancels. The
@@ -34,6 +35,7 @@ Cityscapes; :class:`~leanseg.config.CRFConfig`'s defaults are the middle of that
 from __future__ import annotations
 
 import math
+import warnings
 from collections.abc import Sequence
 
 import torch
@@ -164,6 +166,10 @@ class PermutohedralFilter:
         self.lattice_keys, inverse = torch.unique(keys.reshape(-1), return_inverse=True)
         self.vertex_index = inverse.view(d + 1, num_points)  # (d+1, N) rows of the lattice
         self.neighbours = self._neighbour_indices(d)
+        # Slicing is a sparse N x (K+1) matrix of the barycentric weights, d+1 per row, laid
+        # out point by point (so built without sorting); splatting its transpose, one scatter.
+        self._splat_rows = self.vertex_index.T.reshape(-1)  # (N*(d+1),) point-major
+        self.slice = _point_major_csr(self._splat_rows, self.weights, self.lattice_keys.numel() + 1)
         ones = torch.ones(num_points, 1, device=features.device)
         self.norm = self._filter(ones).clamp_min(1e-20).rsqrt()  # (N, 1)
 
@@ -190,24 +196,30 @@ class PermutohedralFilter:
 
     def _filter(self, values: Tensor) -> Tensor:
         """Splat, blur, slice: ``(N, C)`` -> ``(N, C)`` (unnormalised)."""
-        size, channels = self.lattice_keys.numel(), values.shape[1]
-        lattice = values.new_zeros(size + 1, channels)  # last row: the missing neighbour, 0
-        for vertex in range(self.vertex_index.shape[0]):
-            weighted = values * self.weights[:, vertex : vertex + 1]
-            lattice.index_add_(0, self.vertex_index[vertex], weighted)
+        weighted = (self.weights[:, :, None] * values[:, None, :]).flatten(0, 1)  # (N*(d+1), C)
+        lattice = values.new_zeros(self.lattice_keys.numel() + 1, values.shape[1])
+        lattice.index_add_(0, self._splat_rows, weighted)  # the last row, no vertex's, stays 0
         for forward, backward in self.neighbours:
             # (1/4, 1/2, 1/4) along one direction; index -1 reads the zero row.
-            lattice = torch.cat(
-                [0.5 * lattice[:-1] + 0.25 * (lattice[forward] + lattice[backward]), lattice[-1:]]
-            )
-        out = values.new_zeros(self.num_points, channels)
-        for vertex in range(self.vertex_index.shape[0]):
-            out += self.weights[:, vertex : vertex + 1] * lattice[self.vertex_index[vertex]]
-        return out
+            blurred = 0.5 * lattice[:-1] + 0.25 * (lattice[forward] + lattice[backward])
+            lattice = torch.cat([blurred, lattice[-1:]])
+        return self.slice @ lattice
 
     def __call__(self, values: Tensor) -> Tensor:
         """``D^-1/2 K D^-1/2`` applied to ``(N, C)`` values at the points."""
         return self.norm * self._filter(values * self.norm)
+
+
+def _point_major_csr(columns: Tensor, weights: Tensor, num_columns: int) -> Tensor:
+    """The ``(N, num_columns)`` CSR matrix whose row n holds ``weights[n]`` at
+    ``columns[n*(d+1) : (n+1)*(d+1)]``."""
+    num_points, per_row = weights.shape
+    crow = torch.arange(0, num_points * per_row + 1, per_row, device=weights.device)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", UserWarning)  # "sparse CSR support is in beta"
+        return torch.sparse_csr_tensor(
+            crow, columns, weights.reshape(-1), (num_points, num_columns), check_invariants=False
+        )
 
 
 def _simplex_vertices(features: Tensor) -> tuple[Tensor, Tensor]:
@@ -244,8 +256,11 @@ def _simplex_vertices(features: Tensor) -> tuple[Tensor, Tensor]:
     excess = torch.round(rem0.sum(1) / (d + 1)).long()  # (N,) how far off the hyperplane
     # rank[i]: how many coordinates have a larger difference (ties: the earlier one first).
     difference = elevated - rem0
-    order = torch.argsort(-difference, dim=1, stable=True)
-    rank = torch.argsort(order, dim=1)
+    larger = difference[:, None, :] > difference[:, :, None]  # (N, i, j): d_j > d_i
+    tied_before = (difference[:, None, :] == difference[:, :, None]) & torch.ones(
+        d + 1, d + 1, dtype=torch.bool, device=device
+    ).tril(-1)  # d_j == d_i with j < i
+    rank = (larger | tied_before).sum(-1)  # (N, d+1)
     # Put the point back on the plane: move the `excess` largest-rank (smallest difference)
     # coordinates down by d+1 (or the smallest-rank up, when the excess is negative).
     excess_col = excess.unsqueeze(1)
