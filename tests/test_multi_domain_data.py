@@ -255,6 +255,15 @@ def test_two_iterations_on_synthetic_and_a_folder_dataset(tmp_path):
     assert list(record["per_dataset"]) == ["street", "em"]
     assert len(record["per_dataset"]["em"]["iou"]) == 2
 
+    # ``leanseg eval --ood-images --ood-domain``: AUROC of EM images against the street scenes.
+    em_val = tmp_path / "em" / "images" / "val"
+    argv = ["eval", str(tmp_path / "run"), "--json", str(out), "--ood-images", str(em_val)]
+    assert main([*argv, "--ood-domain", "street"]) == 0
+    ood = json.loads(out.read_text())["ood"]
+    assert ood["in_images"] == 2 and ood["out_images"] == len(list(em_val.iterdir()))
+    assert set(ood["auroc"]) == {"max_softmax", "foreign_flag", "foreign_mass"}
+    assert all(0.0 <= value <= 1.0 for value in ood["auroc"].values())
+
     # ``leanseg predict --ood-domain`` adds the foreign-class flag and mass of each image.
     image = tmp_path / "em" / "images" / "val" / "0.png"
     predictions = tmp_path / "predictions"

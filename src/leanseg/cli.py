@@ -30,6 +30,8 @@ from leanseg.config import Config, ConfigError
 if TYPE_CHECKING:
     from torch import nn
 
+    from leanseg.engine.ood_eval import OODSeparation
+
 # Exit statuses, kept here too for callers that read them from the command's module.
 EXIT_BAD_INPUT = common.EXIT_BAD_INPUT
 EXIT_FAILED = common.EXIT_FAILED
@@ -120,6 +122,17 @@ def build_parser() -> argparse.ArgumentParser:
         "--crf",
         action="store_true",
         help="refine with the fully connected CRF (thesis 3.4; eval.crf.* sets its parameters)",
+    )
+    evaluate.add_argument(
+        "--ood-images",
+        metavar="DIR",
+        help="out-of-distribution images: report the image-level AUROC of max-softmax (and, "
+        "with --ood-domain, of the foreign-class flag and mass) against the evaluated split",
+    )
+    evaluate.add_argument(
+        "--ood-domain",
+        metavar="NAME",
+        help="the data.datasets entry whose images are in-domain and whose classes are native",
     )
     evaluate.add_argument(
         "--max-images", type=common.POSITIVE_INT, help="evaluate at most this many images"
@@ -320,6 +333,10 @@ def _cmd_eval(args: argparse.Namespace) -> int:
         out.print(f"iIoU {100 * scores.miiou:.2f} % (classes with instances)")
     if scores.category_miiou is not None:
         out.print(f"category iIoU {100 * scores.category_miiou:.2f} %")
+    ood = _ood_separation(args, model, cfg, split, device) if args.ood_images else None
+    if ood is not None:
+        aurocs = ", ".join(f"{name} {value:.3f}" for name, value in ood.auroc.items())
+        out.print(f"OOD image AUROC ({ood.in_images} in-domain, {ood.out_images} OOD): {aurocs}")
     per_dataset = {}
     if cfg.data.datasets is not None:
         from leanseg.engine.domain_eval import evaluate_per_dataset
@@ -340,8 +357,39 @@ def _cmd_eval(args: argparse.Namespace) -> int:
         }
         if per_dataset:
             record["per_dataset"] = {name: own.to_dict() for name, own in per_dataset.items()}
+        if ood is not None:
+            record["ood"] = ood.to_dict()
         common.write_json(record, args.json)
     return 0
+
+
+def _ood_separation(
+    args: argparse.Namespace, model: nn.Module, cfg: Config, split: str, device: object
+) -> OODSeparation:
+    """``--ood-images`` / ``--ood-domain`` of ``leanseg eval`` (:mod:`leanseg.engine.ood_eval`)."""
+    from leanseg.engine.inference import Predictor
+    from leanseg.engine.ood_eval import in_domain_images, ood_separation, read_images
+    from leanseg.engine.ood_maps import domain_classes
+
+    native = None if args.ood_domain is None else domain_classes(cfg.data, args.ood_domain)
+    try:
+        out_paths = _collect_images([args.ood_images])
+    except FileNotFoundError as err:
+        raise ConfigError(f"--ood-images: {err}") from None
+    predictor = Predictor(
+        model,
+        cfg,
+        device=device,
+        scales=tuple(cfg.eval.scales),
+        flip=cfg.eval.flip,
+        options=common.inference_options(args, device),
+    )
+    return ood_separation(
+        predictor.predict_scores,
+        in_domain_images(cfg, split, args.ood_domain),
+        read_images(out_paths),
+        native,
+    )
 
 
 # ---------------------------------------------------------------------- predict
