@@ -55,6 +55,9 @@ class ModelConfig:
     context: dict[str, Any] | None = None
     # ``{name: bilinear, **kwargs}``; the head owns the output representation and the loss.
     head: dict[str, Any] = field(default_factory=lambda: {"name": "bilinear"})
+    # Weigh each pixel's loss by min(10^3, 1 / p(c)), p(c) its class's share of the batch's
+    # labelled pixels (thesis 3.4): for heads whose loss is the dense cross-entropy.
+    class_balancing: bool = False
 
 
 @dataclass

@@ -32,6 +32,7 @@ from leanseg.nn.backbones import densenet, efficientnet_lite, hrnet, resnet, ssn
 from leanseg.nn.backbones.base import Backbone, Normalization
 from leanseg.nn.context.aspp import ASPP
 from leanseg.nn.context.spp import PSPSPP, SPP, ConvContext
+from leanseg.nn.heads.base import DenseLoss
 from leanseg.nn.heads.bilinear import BilinearHead
 from leanseg.nn.heads.carafe import CARAFEHead
 from leanseg.nn.heads.deeplabv3plus import DeepLabV3PlusHead
@@ -164,6 +165,11 @@ def build_segmentor(
     :data:`PYRAMID_MODELS`, that model around the backbone."""
     backbone = _construct("model.backbone", model_cfg.backbone, BACKBONES)
     if model_cfg.head.get("name") in PYRAMID_MODELS:
+        if model_cfg.class_balancing:
+            raise ConfigError(
+                f"model.class_balancing: head {model_cfg.head['name']!r} is a whole model with "
+                "its own loss; set model.head.class_balancing instead"
+            )
         return _construct(
             "model.head",
             model_cfg.head,
@@ -191,6 +197,19 @@ def build_segmentor(
         ignore_index=ignore_index,
         pooled_channels=pooled_channels,
     )
+    if model_cfg.class_balancing:
+        name = model_cfg.head.get("name")
+        if not isinstance(head, DenseLoss):
+            raise ConfigError(
+                f"model.class_balancing: head {name!r} computes its own loss (not the dense "
+                "cross-entropy); class balancing applies to dense-score heads"
+            )
+        if getattr(head, "class_weights", None) is not None:
+            raise ConfigError(
+                f"model.class_balancing: head {name!r} also has model.head.class_weights; "
+                "both weigh the classes, choose one"
+            )
+        head.class_balancing = True
     return Segmentor(backbone, head, context, num_classes=num_classes)
 
 

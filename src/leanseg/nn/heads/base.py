@@ -23,7 +23,7 @@ from typing import Protocol, runtime_checkable
 
 from torch import Tensor, nn
 
-from leanseg.nn.losses import cross_entropy
+from leanseg.nn.losses import class_balanced_cross_entropy, cross_entropy
 
 
 @runtime_checkable
@@ -50,14 +50,34 @@ class EvaluationHook(Protocol):
         ...
 
 
-class DenseHead(nn.Module):
-    """Base of dense-score heads: ``losses`` = cross-entropy of ``forward``'s scores.
+class DenseLoss:
+    """Mixin of heads whose loss is the per-pixel cross-entropy of dense class scores.
+
+    :meth:`dense_loss` is that loss; with :attr:`class_balancing` (set by ``model.class_balancing``)
+    it weighs every pixel by thesis §3.4's ``min(10^3, 1 / p(c))``, ``p(c)`` the class's share of
+    the batch's labelled pixels (:func:`~leanseg.nn.losses.class_balanced_cross_entropy`).
+    """
+
+    ignore_index: int
+    class_balancing: bool = False
+
+    def dense_loss(
+        self, scores: Tensor, label: Tensor, class_weights: Tensor | None = None
+    ) -> Tensor:
+        """Cross-entropy of ``(B, C, H, W)`` scores against ``(B, H, W)`` labels; optional fixed
+        ``class_weights`` (ignored under class balancing, which the builder does not combine)."""
+        if self.class_balancing:
+            return class_balanced_cross_entropy(scores, label, self.ignore_index)
+        return cross_entropy(scores, label, self.ignore_index, class_weights)
+
+
+class DenseHead(DenseLoss, nn.Module):
+    """Base of dense-score heads: ``losses`` = :meth:`DenseLoss.dense_loss` of ``forward``'s
+    scores.
 
     Subclasses set ``self.ignore_index`` and implement
     ``forward(features, image_size) -> (B, C, *image_size)``.
     """
-
-    ignore_index: int
 
     def losses(
         self,
@@ -66,4 +86,4 @@ class DenseHead(nn.Module):
         image_size: tuple[int, int],
     ) -> dict[str, Tensor]:
         scores = self(features, image_size)
-        return {"loss_ce": cross_entropy(scores, targets["label"], self.ignore_index)}
+        return {"loss_ce": self.dense_loss(scores, targets["label"])}

@@ -42,8 +42,8 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from leanseg.nn.backbones.base import FeatureInfo, feature_at
+from leanseg.nn.heads.base import DenseLoss
 from leanseg.nn.layers import NormLayer, conv_bn_relu
-from leanseg.nn.losses import cross_entropy
 
 SampleMode = Literal["bilinear", "nearest"]
 
@@ -152,7 +152,7 @@ class GuidanceBranch(nn.Module):
 # --------------------------------------------------------------------------- heads
 
 
-class IGUMHead(nn.Module):
+class IGUMHead(DenseLoss, nn.Module):
     """Improved Guided Upsampling Module as the whole decoder (SSN §3.1, §5, Tables 1-2).
 
     Two branches on the coarsest (or ``in_stride``) features: a 1x1 classifier to ``C x N x M``
@@ -211,10 +211,10 @@ class IGUMHead(nn.Module):
         scores, offsets = self.coarse(features)
         # Training always samples bilinearly: nearest is not differentiable w.r.t. the offsets.
         upsampled = guided_upsample(scores, offsets, image_size, "bilinear")
-        return {"loss_ce": cross_entropy(upsampled, targets["label"], self.ignore_index)}
+        return {"loss_ce": self.dense_loss(upsampled, targets["label"])}
 
 
-class GUMHead(nn.Module):
+class GUMHead(DenseLoss, nn.Module):
     """The original Guided Upsampling Module (SSN ref. [39], eq. 1): full-resolution offsets.
 
     Scores come from a 1x1 classifier on the coarsest features; a guidance module on a fine
@@ -293,4 +293,4 @@ class GUMHead(nn.Module):
         image_size: tuple[int, int],
     ) -> dict[str, Tensor]:
         upsampled = self._upsample(features, image_size, "bilinear")
-        return {"loss_ce": cross_entropy(upsampled, targets["label"], self.ignore_index)}
+        return {"loss_ce": self.dense_loss(upsampled, targets["label"])}

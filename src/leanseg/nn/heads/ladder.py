@@ -14,8 +14,9 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from leanseg.nn.backbones.base import FeatureInfo, feature_at
+from leanseg.nn.heads.base import DenseLoss
 from leanseg.nn.layers import NormLayer, conv_bn_relu
-from leanseg.nn.losses import checked_class_weights, cross_entropy
+from leanseg.nn.losses import checked_class_weights
 
 
 class TransitionUp(nn.Module):
@@ -33,7 +34,7 @@ class TransitionUp(nn.Module):
         return self.blend(upsampled + self.project(skip))
 
 
-class LadderHead(nn.Module):
+class LadderHead(DenseLoss, nn.Module):
     """Ladder-style upsampling path from the coarsest feature down to ``out_stride``.
 
     Args:
@@ -97,5 +98,4 @@ class LadderHead(nn.Module):
         image_size: tuple[int, int],
     ) -> dict[str, Tensor]:
         scores = self(features, image_size)
-        loss = cross_entropy(scores, targets["label"], self.ignore_index, self.class_weights)
-        return {"loss_ce": loss}
+        return {"loss_ce": self.dense_loss(scores, targets["label"], self.class_weights)}
