@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import numpy as np
@@ -128,3 +129,29 @@ def test_depth_inputs_are_asked_for_and_checked(
     Image.fromarray(np.ones((8, 8), dtype=np.uint16)).save(disparity / "street.png")
     message = error(depth_run, "--disparity", str(disparity), "--stereo-baseline", "0.2")
     assert "disparity size 8x8 differs" in message
+
+
+def test_bench_measures_a_depth_model_with_neutral_disparity(tmp_path: Path) -> None:
+    """``leanseg bench`` feeds depth-guided models example disparity shaped like each batch, so
+    inference options still apply; a size too small for the pyramid is refused by flag."""
+    import yaml
+
+    config = tmp_path / "depth.yaml"
+    config.write_text(
+        yaml.safe_dump(
+            {
+                "model": {
+                    "backbone": {"name": "resnet18"},
+                    "head": {"name": "scale_invariant", "hidden_channels": 8, "num_levels": 3},
+                },
+                "data": {"dataset": "synthetic"},
+            }
+        )
+    )
+    out = tmp_path / "bench.json"
+    argv = ["bench", str(config), "--warmup", "0", "--repeats", "1", "--json", str(out)]
+    assert main([*argv, "--size", "128x192"]) == 0
+    figures = json.loads(out.read_text())
+    assert figures["flops"] > 0 and figures["inference"]["fold_bn"] is True
+    assert figures["inference"]["notes"] == []
+    assert main([*argv, "--size", "32x48"]) == 2

@@ -81,8 +81,14 @@ def _cmd_bench(args: argparse.Namespace) -> int:
     import torch
 
     from leanseg.bench import benchmark_model, format_bench
-    from leanseg.engine.speed import InferenceRunner, options_given, prepare_model
+    from leanseg.engine.speed import (
+        InferenceRunner,
+        WithExampleInputs,
+        options_given,
+        prepare_model,
+    )
     from leanseg.models import build_model
+    from leanseg.nn.segmentor import extra_inputs
 
     size = parse_size(args.size)
     cfg = common.load_run_config(args.config, args.overrides)
@@ -97,22 +103,27 @@ def _cmd_bench(args: argparse.Namespace) -> int:
         )
     model = build_model(cfg)
     _check_bench_size(size, args.batch, model.size_divisor)
+    if extra_inputs(model):
+        model = WithExampleInputs(model)
     prepared = None
     if not args.train:
         prepared = prepare_model(model, common.inference_options(args, device), device=device)
         common.print_notes(prepared.notes)
-    result = benchmark_model(
-        model,
-        size,
-        batch=args.batch,
-        train=args.train,
-        device=device,
-        warmup=args.warmup,
-        repeats=args.repeats,
-        inference_model=None
-        if prepared is None
-        else InferenceRunner(prepared.model, prepared.options),
-    )
+    try:
+        result = benchmark_model(
+            model,
+            size,
+            batch=args.batch,
+            train=args.train,
+            device=device,
+            warmup=args.warmup,
+            repeats=args.repeats,
+            inference_model=None
+            if prepared is None
+            else InferenceRunner(prepared.model, prepared.options),
+        )
+    except ValueError as err:  # e.g. a pyramid level too small for batch norm in training mode
+        raise ConfigError(f"--size {size[0]}x{size[1]} (batch {args.batch}): {err}") from None
     Console().print(format_bench(result))
     figures = {"config": str(args.config), **result.to_dict()}
     if prepared is not None:

@@ -271,6 +271,25 @@ def example_inputs(model: nn.Module, example: Tensor) -> dict[str, Tensor]:
     return inputs
 
 
+class WithExampleInputs(nn.Module):
+    """A model that reads more than the image (depth-guided scale selection) fed neutral extra
+    inputs (:func:`example_inputs`) shaped like each batch of images, so that ``leanseg bench``
+    can measure its FLOPs, memory and latency like any model: the pyramid computes every level
+    whatever the disparity, so the cost does not depend on it."""
+
+    def __init__(self, model: nn.Module) -> None:
+        super().__init__()
+        self.model = model
+        self.num_classes = model.num_classes
+        self.size_divisor = model.size_divisor
+
+    def forward(self, images: Tensor) -> Tensor:
+        return self.model(images, **example_inputs(self.model, images))
+
+    def losses(self, images: Tensor, targets: dict[str, Tensor]) -> dict[str, Tensor]:
+        return self.model.losses(images, {**targets, **example_inputs(self.model, images)})
+
+
 def example_images(model: nn.Module, device: torch.device | str) -> Tensor:
     """A random ``(1, 3, 2u, 3u)`` batch, ``u`` the smallest multiple of the model's size
     divisor of at least 32 pixels (seeded, so the check is the same every time)."""

@@ -161,6 +161,12 @@ class ScaleSelectionSegmentor(nn.Module):
         self.ignore_index = ignore_index
 
     @property
+    def size_divisor(self) -> int:
+        """The stride of the feature grid: any input size runs (the pyramid pads each level
+        itself), and the grid's cell is what a training crop needs at least two of."""
+        return self.pyramid.out_stride
+
+    @property
     def backbone(self) -> Backbone:
         """The shared extractor (what ``train.backbone_lr_mult`` applies to)."""
         return self.pyramid.backbone
