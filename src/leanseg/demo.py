@@ -44,6 +44,7 @@ SCENE_SIZE = (256, 512)
 NUM_TRAIN_SCENES = 240
 NUM_VAL_SCENES = 40
 NUM_PANELS = 6
+# 5 min 39 s in all on the quiet 2-core CPU with channels-last (docs/notes/issue-11.md).
 DEFAULT_ITERS = 300
 # The named weight source of the demo's backbone (see leanseg.nn.backbones.pretrained).
 PRETRAINED = "efficientnet-lite0"
@@ -105,6 +106,8 @@ def demo_config(
             "checkpoint_interval": max(iters // 6, 1),
             "log_interval": 10,
             "seed": 0,
+            # NHWC: the Lite0 ladder's steps are about 14 % faster on the CPU.
+            "channels_last": True,
         },
         "eval": {"boundary_width": 4},
         "work_dir": str(out_dir / "run"),
