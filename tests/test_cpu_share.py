@@ -165,10 +165,13 @@ def test_real_clocks_see_own_work_as_own_and_an_orphan_busy_loop_as_others() -> 
     assert before is not None and after is not None
     assert after.own - before.own > 0.05
 
+    # The loop must not hold the spawner's output pipe, or reading it would wait for the loop.
     spawner = (
         "import subprocess, sys\n"
         "child = subprocess.Popen([sys.executable, '-c', "
-        "'import time\\nend = time.time() + 4\\nwhile time.time() < end: pass'])\n"
+        "'import time\\nend = time.time() + 4\\nwhile time.time() < end: pass'], "
+        "stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, "
+        "start_new_session=True)\n"
         "print(child.pid)\n"
     )
     loop_pid = int(
