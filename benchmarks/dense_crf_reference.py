@@ -42,7 +42,6 @@ def export(folder: Path, checkpoint: str, count: int) -> None:
 
     from leanseg.config import CRFConfig
     from leanseg.data import build_dataset
-    from leanseg.data.transforms import input_statistics
     from leanseg.engine.dense_crf import DenseCRF
     from leanseg.engine.inference import predict_scores
     from leanseg.engine.loading import load_trained_model
@@ -62,21 +61,19 @@ def export(folder: Path, checkpoint: str, count: int) -> None:
         smoothness_weight=PARAMS["w2"],
         smoothness_xy=PARAMS["theta_gamma"],
     )
-    crf = DenseCRF(params, image_statistics=input_statistics(cfg.data))
+    crf = DenseCRF(params)
     folder.mkdir(parents=True, exist_ok=True)
     for index in range(min(count, len(dataset))):
         sample = dataset[index]
-        images = sample["image"][None]
+        rgb = np.ascontiguousarray(dataset.load_raw(index)["image"])  # uint8 (H, W, 3)
         with torch.no_grad():
-            probabilities = predict_scores(scorer, images, scales=cfg.eval.scales)
-        mean, std = (torch.tensor(v).view(3, 1, 1) for v in input_statistics(cfg.data))
-        rgb = ((images[0] * std + mean) * 255).round().clamp(0, 255).to(torch.uint8)
+            probabilities = predict_scores(scorer, sample["image"][None], scales=cfg.eval.scales)
         start = time.process_time()
-        refined = crf(probabilities[0], rgb)
+        refined = crf(probabilities[0], torch.from_numpy(rgb).permute(2, 0, 1))
         seconds = time.process_time() - start
         np.savez(
             folder / f"{index:03d}.npz",
-            image=rgb.permute(1, 2, 0).numpy(),
+            image=rgb,
             probabilities=probabilities[0].numpy(),
             label=sample["label"].numpy(),
             leanseg=refined.numpy(),
@@ -112,15 +109,15 @@ def reference(folder: Path) -> None:
 
 
 def _miou(predictions: list[np.ndarray], labels: list[np.ndarray], classes: int, ignore: int):
-    confusion = np.zeros((classes, classes), dtype=np.int64)
+    """mIoU in % of label maps, by leanseg's own metric."""
+    import torch
+
+    from leanseg.metrics import SegmentationMetric
+
+    metric = SegmentationMetric(classes, ignore_index=ignore)
     for prediction, label in zip(predictions, labels, strict=True):
-        valid = label != ignore
-        confusion += np.bincount(
-            classes * label[valid].astype(np.int64) + prediction[valid], minlength=classes**2
-        ).reshape(classes, classes)
-    union = confusion.sum(0) + confusion.sum(1) - np.diag(confusion)
-    iou = np.diag(confusion) / np.maximum(union, 1)
-    return 100 * float(iou[union > 0].mean())
+        metric.update(torch.from_numpy(prediction)[None], torch.from_numpy(label)[None])
+    return 100 * float(metric.compute().miou)
 
 
 def compare(folder: Path, out: Path) -> None:
@@ -158,6 +155,11 @@ def compare(folder: Path, out: Path) -> None:
             k: statistics.median(v) / (pixels / 1e6) for k, v in seconds.items()
         },
         "threads": 1,
+        "commands": [
+            "python benchmarks/dense_crf_reference.py export DIR",
+            "CRF_ENV/bin/python benchmarks/dense_crf_reference.py reference DIR",
+            "python benchmarks/dense_crf_reference.py compare DIR",
+        ],
         "machine": machine(),
     }
     write_json(out, result)

@@ -45,31 +45,29 @@ def test_balanced_loss_is_the_weighted_cross_entropy_of_the_scores(head: str) ->
     assert not torch.allclose(losses[False], losses[True])
 
 
-def test_heads_with_their_own_loss_or_weights_are_refused() -> None:
-    with pytest.raises(ConfigError, match=r"model.class_balancing: head 'qgn' computes its own"):
-        build_segmentor(
-            ModelConfig(
-                backbone={"name": "resnet18", "stem_features": True},
-                head={"name": "qgn"},
-                class_balancing=True,
-            ),
-            num_classes=5,
-        )
-    with pytest.raises(ConfigError, match="class_weights; both weigh the classes"):
-        build_segmentor(
-            ModelConfig(
-                backbone={"name": "resnet18"},
-                head={"name": "ladder", "class_weights": [1.0] * 5},
-                class_balancing=True,
-            ),
-            num_classes=5,
-        )
-    with pytest.raises(ConfigError, match="set model.head.class_balancing instead"):
-        build_segmentor(
-            ModelConfig(
-                backbone={"name": "resnet18"},
-                head={"name": "single5", "hidden_channels": 8},
-                class_balancing=True,
-            ),
-            num_classes=5,
-        )
+@pytest.mark.parametrize(
+    ("backbone", "head", "message"),
+    [
+        (
+            {"name": "resnet18", "stem_features": True},
+            {"name": "qgn"},
+            r"model.class_balancing: head 'qgn' computes its own",
+        ),
+        (
+            {"name": "resnet18"},
+            {"name": "ladder", "class_weights": [1.0] * 5},
+            "class_weights; both weigh the classes",
+        ),
+        (
+            {"name": "resnet18"},
+            {"name": "single5", "hidden_channels": 8},
+            "set model.head.class_balancing instead",
+        ),
+    ],
+)
+def test_heads_with_their_own_loss_or_weights_are_refused(
+    backbone: dict, head: dict, message: str
+) -> None:
+    cfg = ModelConfig(backbone=backbone, head=head, class_balancing=True)
+    with pytest.raises(ConfigError, match=message):
+        build_segmentor(cfg, num_classes=5)

@@ -175,37 +175,16 @@ def test_eval_and_predict_take_the_crf(tiny_ladder_checkpoint: Path, tmp_path: P
     folder.mkdir()
     Image.fromarray(array).save(folder / "a.png")
     out_plain, out_crf = tmp_path / "out_plain", tmp_path / "out_crf"
-    assert (
-        main(
-            [
-                "predict",
-                "--checkpoint",
-                str(tiny_ladder_checkpoint),
-                str(folder),
-                "--out",
-                str(out_plain),
-                "--device",
-                "cpu",
-            ]
-        )
-        == 0
-    )
-    assert (
-        main(
-            [
-                "predict",
-                "--checkpoint",
-                str(tiny_ladder_checkpoint),
-                str(folder),
-                "--out",
-                str(out_crf),
-                "--device",
-                "cpu",
-                "--crf",
-            ]
-        )
-        == 0
-    )
+    predict = [
+        "predict",
+        "--checkpoint",
+        str(tiny_ladder_checkpoint),
+        str(folder),
+        "--device",
+        "cpu",
+    ]
+    assert main([*predict, "--out", str(out_plain)]) == 0
+    assert main([*predict, "--out", str(out_crf), "--crf"]) == 0
     predictor = Predictor.from_checkpoint(tiny_ladder_checkpoint, crf=CRFConfig())
     expected = predictor.predict(array)
     assert np.array_equal(np.array(Image.open(out_crf / "a.png")), expected)
