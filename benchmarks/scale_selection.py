@@ -12,11 +12,18 @@ evaluator, and writes
 - ``--png``: Fig. 3.4, the per-class IoU gain of ScaleInvariant over Single3+5 against the class's
   share of the training pixels (log scale), drawn with PIL.
 
-Not measured here (issue 14 leaves them open): the dense CRF rows and the cost at 1024x2048.
+Each trained model is then evaluated twice on the validation scenes, as is and with the fully
+connected CRF of thesis 3.4 (:class:`leanseg.config.CRFConfig`'s defaults, the thesis grid's
+middle): mIoU, per-class IoU and CPU seconds per megapixel of the whole inference (network and
+CRF, one thread) for both.
 
-Usage (the real budget takes hours on one CPU thread; a smoke run proves the script)::
+The trainings are ``leanseg train`` processes (``common.train``), ``--jobs`` at a time, one
+thread each; their logs are ``ROW_seedN.log`` beside the run folders. ``--skip-train`` evaluates the runs
+already in ``--work-root``.
 
-    python benchmarks/scale_selection.py                       # 600 iterations, seeds 0 1
+Usage (the real budget is about 100 CPU-minutes of training; a smoke run proves the script)::
+
+    python benchmarks/scale_selection.py --jobs 2               # 600 iterations, seeds 0 1
     python benchmarks/scale_selection.py --iters 2 --num-train 4 --num-val 2 \\
         --out /tmp/ss.json --png /tmp/ss.png --work-root /tmp/ss_runs
 """
@@ -24,9 +31,9 @@ Usage (the real budget takes hours on one CPU thread; a smoke run proves the scr
 from __future__ import annotations
 
 import argparse
-import json
+import dataclasses
 import math
-import platform
+import os
 import time
 from pathlib import Path
 from typing import Any
@@ -35,8 +42,13 @@ import numpy as np
 import torch
 from PIL import Image, ImageDraw
 
+from common import TrainJob, machine, train, write_json
+from leanseg.config import CRFConfig
+from leanseg.data import build_dataset
 from leanseg.data.synthetic import CLASSES, generate_scene, scene_seed
-from leanseg.engine.trainer import Trainer
+from leanseg.data.transforms import input_statistics
+from leanseg.engine.evaluator import evaluate
+from leanseg.engine.loading import load_trained_model
 from leanseg.models import load_run_config
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -59,48 +71,78 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument("--num-train", type=int, default=200, help="training scenes")
     parser.add_argument("--num-val", type=int, default=40, help="validation scenes evaluated")
     parser.add_argument("--batch-size", type=int, default=None, help="default: the configs'")
-    parser.add_argument("--threads", type=int, default=1)
+    parser.add_argument("--jobs", type=int, default=1, help="trainings at a time (1 thread each)")
+    parser.add_argument("--skip-train", action="store_true", help="evaluate the existing runs")
     parser.add_argument(
         "--no-pretrained", action="store_true", help="random-init extractor (no weights package)"
     )
-    parser.add_argument(
-        "--out", type=Path, default=ROOT / "benchmarks/results/scale_selection.json"
-    )
+    parser.add_argument("--out", type=Path, default=RESULTS / "scale_selection.json")
     parser.add_argument("--png", type=Path, default=RESULTS / "scale_selection.png")
     parser.add_argument("--work-root", type=Path, default=ROOT / "runs/benchmarks/scale_selection")
     return parser.parse_args()
 
 
-def run_row(row: str, seed: int, args: argparse.Namespace) -> dict[str, Any]:
-    """Train one row of Table 3.1 with one seed; its validation scores and time."""
-    overrides: dict[str, Any] = {
-        "train.max_iters": args.iters,
-        "train.eval_interval": args.iters,
-        "train.checkpoint_interval": args.iters,
-        "train.seed": seed,
-        "train.num_threads": args.threads,
+def train_job(row: str, seed: int, args: argparse.Namespace) -> TrainJob:
+    """The ``leanseg train`` run of one row of Table 3.1 with one seed."""
+    work_dir = args.work_root / f"{row}_seed{seed}"
+    overrides = [
+        f"train.max_iters={args.iters}",
+        f"train.eval_interval={args.iters}",
+        f"train.checkpoint_interval={args.iters}",
+        f"train.seed={seed}",
+        "train.num_threads=1",
         # One option sizes both splits: num_train scenes each, of which num_val are evaluated.
-        "data.options.num_samples": args.num_train,
-        "eval.max_images": args.num_val,
-        "work_dir": str(args.work_root / f"{row}_seed{seed}"),
-    }
+        f"data.options.num_samples={args.num_train}",
+        f"eval.max_images={args.num_val}",
+    ]
     if args.batch_size is not None:
-        overrides["data.batch_size"] = args.batch_size
+        overrides.append(f"data.batch_size={args.batch_size}")
     if args.no_pretrained:
-        overrides["model.backbone.pretrained"] = None
-    cfg = load_run_config(CONFIGS / f"{row}_lite0_synthetic.yaml", overrides)
-    start = time.perf_counter()
-    trainer = Trainer(cfg, force=True, show_progress=False)
-    result = trainer.train()
-    scores = result.final_scores
-    assert scores is not None  # the last step always evaluates
+        overrides.append("model.backbone.pretrained=null")
+    config = CONFIGS / f"{row}_lite0_synthetic.yaml"
+    log = args.work_root / f"{row}_seed{seed}.log"  # beside the run: leanseg owns its folder
+    return TrainJob(f"{row} seed {seed}", config, work_dir, overrides, log)
+
+
+def scores_record(scores: Any, cpu_seconds: float, megapixels: float) -> dict[str, Any]:
+    """mIoU, per-class IoU (``None``: class absent) and CPU seconds per megapixel."""
     return {
-        "seed": seed,
         "miou": float(scores.miou),
-        "iou": [None if math.isnan(v) else float(v) for v in scores.iou],  # None: absent
+        "iou": [None if math.isnan(v) else float(v) for v in scores.iou],
         "pixel_accuracy": float(scores.pixel_accuracy),
-        "train_seconds": round(time.perf_counter() - start, 1),
+        "cpu_seconds_per_megapixel": round(cpu_seconds / megapixels, 3),
     }
+
+
+def evaluate_run(job: TrainJob, seed: int, crf: CRFConfig) -> dict[str, Any]:
+    """Validation scores of one trained run (its last checkpoint), without and with the CRF.
+
+    CPU time is :func:`time.process_time` around the whole evaluation (network, CRF, metric) on
+    one thread, divided by the evaluated megapixels.
+    """
+    trained = load_trained_model(job.work_dir / "checkpoints" / "last.pt")
+    cfg = trained.cfg
+    dataset = build_dataset(cfg.data, cfg.data.val_split, train=False)
+    count = min(len(dataset), cfg.eval.max_images or len(dataset))
+    height, width = cfg.data.options["size"]
+    megapixels = count * height * width / 1e6
+    record: dict[str, Any] = {"seed": seed}
+    for name, crf_cfg in (("plain", None), ("crf", crf)):
+        eval_cfg = dataclasses.replace(cfg.eval, crf=crf_cfg)
+        start = time.process_time()
+        scores = evaluate(
+            trained.model,
+            dataset,
+            num_classes=len(CLASSES),
+            eval_cfg=eval_cfg,
+            device=torch.device("cpu"),
+            ignore_index=cfg.data.ignore_index,
+            image_statistics=input_statistics(cfg.data),
+        )
+        record[name] = scores_record(scores, time.process_time() - start, megapixels)
+    record["miou"] = record["plain"]["miou"]
+    record["iou"] = record["plain"]["iou"]
+    return record
 
 
 def class_frequency(num_scenes: int, size: tuple[int, int], seed: int = 0) -> list[float]:
@@ -171,16 +213,32 @@ def draw_gain_plot(gain: list[float | None], frequency: list[float], path: Path)
 
 def main() -> None:
     args = parse_args()
-    torch.set_num_threads(args.threads)
+    os.chdir(ROOT)  # configs and run folders relative to the repository
+    torch.set_num_threads(1)
     base = load_run_config(CONFIGS / "scale_invariant_lite0_synthetic.yaml")
     size = tuple(base.data.options["size"])
+    jobs = {(row, seed): train_job(row, seed, args) for seed in args.seeds for row in ROWS}
+    start = time.perf_counter()
+    if not args.skip_train:
+        train(list(jobs.values()), parallel=args.jobs)
+    train_wall_seconds = time.perf_counter() - start
+    crf = CRFConfig()
     runs: dict[str, list[dict[str, Any]]] = {row: [] for row in ROWS}
-    for seed in args.seeds:
-        for row in ROWS:
-            record = run_row(row, seed, args)
-            runs[row].append(record)
-            print(f"{LABELS[row]:15s} seed {seed}: mIoU {record['miou']:.4f}", flush=True)
-    mean_miou = {row: float(np.mean([r["miou"] for r in runs[row]])) for row in ROWS}
+    for (row, seed), job in jobs.items():
+        record = evaluate_run(job, seed, crf)
+        record["train_log"] = str(job.log)
+        runs[row].append(record)
+        print(
+            f"{LABELS[row]:15s} seed {seed}: mIoU {record['plain']['miou']:.4f}, "
+            f"with CRF {record['crf']['miou']:.4f}",
+            flush=True,
+        )
+
+    def mean_of(row: str, mode: str, key: str) -> float:
+        return float(np.mean([r[mode][key] for r in runs[row]]))
+
+    mean_miou = {row: mean_of(row, "plain", "miou") for row in ROWS}
+    mean_miou_crf = {row: mean_of(row, "crf", "miou") for row in ROWS}
     mean_iou = {row: nanmean([r["iou"] for r in runs[row]]) for row in ROWS}
     per_seed = [
         ordering({row: runs[row][i]["miou"] for row in ROWS}) for i in range(len(args.seeds))
@@ -192,8 +250,8 @@ def main() -> None:
     ]
     draw_gain_plot(gain, frequency, args.png)
     result = {
-        "what": "thesis Table 3.1 rows on the synthetic scenes, equal budget (benchmarks/"
-        "scale_selection.py); Fig. 3.4 as the PNG",
+        "what": "thesis Table 3.1 rows on the synthetic scenes, equal budget, with and without "
+        "the dense CRF (benchmarks/scale_selection.py); Fig. 3.4 as the PNG",
         "settings": {
             "configs": [f"configs/scale_selection/{row}_lite0_synthetic.yaml" for row in ROWS],
             "iters": args.iters,
@@ -203,25 +261,35 @@ def main() -> None:
             "scene_size": list(size),
             "batch_size": args.batch_size or base.data.batch_size,
             "pretrained_extractor": not args.no_pretrained,
-            "threads": args.threads,
-            "torch": torch.__version__,
-            "machine": platform.machine(),
+            "train_threads_per_run": 1,
+            "train_jobs_at_a_time": args.jobs,
+            "crf": vars(crf),
+            "eval_threads": 1,
         },
         "classes": list(CLASSES),
         "train_pixel_share": frequency,
         "rows": {
-            LABELS[row]: {"mean_miou": mean_miou[row], "mean_iou": mean_iou[row], "runs": runs[row]}
+            LABELS[row]: {
+                "mean_miou": mean_miou[row],
+                "mean_miou_crf": mean_miou_crf[row],
+                "mean_iou": mean_iou[row],
+                "mean_iou_crf": nanmean([r["crf"]["iou"] for r in runs[row]]),
+                "cpu_seconds_per_megapixel": mean_of(row, "plain", "cpu_seconds_per_megapixel"),
+                "cpu_seconds_per_megapixel_crf": mean_of(row, "crf", "cpu_seconds_per_megapixel"),
+                "runs": runs[row],
+            }
             for row in ROWS
         },
         "iou_gain_scale_invariant_over_single3_5": gain,
         "thesis_ordering": "ScaleInvariant > FixedScales > Single3+5 > Single5",
         "ordering_holds_on_mean_miou": ordering(mean_miou),
+        "ordering_holds_on_mean_miou_crf": ordering(mean_miou_crf),
         "ordering_holds_per_seed": per_seed,
+        "train_wall_seconds": None if args.skip_train else round(train_wall_seconds),
         "png": str(args.png),
-        "not_measured": ["dense CRF rows", "cost at 1024x2048"],
+        "machine": machine(),
     }
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(json.dumps(result, indent=2) + "\n")
+    write_json(args.out, result)
     print(f"ordering holds on mean mIoU: {result['ordering_holds_on_mean_miou']}; wrote {args.out}")
 
 
