@@ -96,15 +96,21 @@ class UnionConfig:
     Each dataset class becomes the union class of the same name (compared without case) unless
     ``map`` says otherwise. ``map: {entry name: {dataset class: target}}`` where a target is a
     union class name, a list of union class names (the dataset class covers several union
-    classes, e.g. CamVid ``Bicyclist`` -> ``[rider, bicycle]``: such pixels are ignored in
-    training, and a prediction of any of them counts as that class in its evaluation) or
-    ``ignore``. A union class may stand for at most one class of each dataset.
+    classes, e.g. CamVid ``Bicyclist`` -> ``[rider, bicycle]``: a prediction of any of them
+    counts as that class in its evaluation) or ``ignore``. A union class may stand for at most
+    one class of each dataset.
+
+    Pixels of a class that covers several union classes are ignored in training, unless
+    ``partial_labels`` is set: then they are trained with the partial-label loss, the negative
+    log of the probability summed over the classes they may be
+    (:func:`leanseg.nn.losses.partial_cross_entropy`).
     """
 
     # ``null``: every dataset class by name, in order of the entries, merged by name, then any
     # ``map`` target not among them.
     classes: list[str] | None = None
     map: dict[str, dict[str, Any]] = field(default_factory=dict)
+    partial_labels: bool = False
 
 
 @dataclass

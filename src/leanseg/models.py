@@ -32,7 +32,7 @@ from leanseg.nn.backbones import densenet, efficientnet_lite, hrnet, resnet, ssn
 from leanseg.nn.backbones.base import Backbone, Normalization
 from leanseg.nn.context.aspp import ASPP
 from leanseg.nn.context.spp import PSPSPP, SPP, ConvContext
-from leanseg.nn.heads.base import DenseLoss
+from leanseg.nn.heads.base import DenseLoss, PartialLabels
 from leanseg.nn.heads.bilinear import BilinearHead
 from leanseg.nn.heads.carafe import CARAFEHead
 from leanseg.nn.heads.deeplabv3plus import DeepLabV3PlusHead
@@ -151,11 +151,37 @@ def _resolve_model_section(cfg: Config, *, source: str) -> Config:
 
 
 def build_model(cfg: Config) -> Segmentor | ScaleSelectionSegmentor:
-    """Build the model a config describes, with the dataset's class count."""
+    """Build the model a config describes, with the dataset's class count; with
+    ``data.union.partial_labels``, its head trains on the union's label sets."""
     from leanseg.data import dataset_classes
 
     num_classes = len(dataset_classes(cfg.data))
-    return build_segmentor(cfg.model, num_classes=num_classes, ignore_index=cfg.data.ignore_index)
+    model = build_segmentor(cfg.model, num_classes=num_classes, ignore_index=cfg.data.ignore_index)
+    if cfg.data.union is not None and cfg.data.union.partial_labels:
+        _attach_label_sets(model, cfg)
+    return model
+
+
+def _attach_label_sets(model: Segmentor | ScaleSelectionSegmentor, cfg: Config) -> None:
+    """Give the head the union's label-set mask (:class:`PartialLabels`), after checking it can
+    use it; nothing to do when no dataset class covers several union classes."""
+    from leanseg.data import union_label_space
+
+    mask = union_label_space(cfg.data).label_set_mask()
+    if mask is None:
+        return
+    key, name = "data.union.partial_labels", cfg.model.head.get("name")
+    head = getattr(model, "head", None)
+    if not isinstance(model, Segmentor) or not isinstance(head, PartialLabels):
+        raise ConfigError(
+            f"{key}: head {name!r} has its own loss, which does not take label sets; partial "
+            "labels train the dense cross-entropy heads and ldn"
+        )
+    if cfg.model.class_balancing:
+        raise ConfigError(f"{key}: not combined with model.class_balancing (a set has no class)")
+    if getattr(head, "class_weights", None) is not None:
+        raise ConfigError(f"{key}: not combined with model.head.class_weights (a set has no class)")
+    head.label_set_mask = mask
 
 
 def build_segmentor(

@@ -223,7 +223,7 @@ def _build_mixed(data_cfg: DataConfig, split: str, *, train: bool) -> MixedDatas
             dataset = build_dataset(single, entry_split(data_cfg, entry, split), train=train)
         except ConfigError as err:
             raise _in_entry(index, entry, err) from None
-        parts.append(UnionLabels(dataset, space.datasets[entry.key]))
+        parts.append(UnionLabels(dataset, space.datasets[entry.key], partial=train))
     entries = data_cfg.datasets or []
     return MixedDataset(parts, [e.key for e in entries], [e.weight for e in entries])
 

@@ -46,19 +46,21 @@ class UnionLabels(Dataset):
     """A dataset whose label maps are read in union classes (``labels.to_union``, on load).
 
     ``load_raw`` remaps the raw sample (``data check`` reads it); ``__getitem__`` remaps, then
-    applies the wrapped dataset's ``transform``.
+    applies the wrapped dataset's ``transform``. With ``partial`` (training sets), classes that
+    cover several union classes read as their label-set values (``labels.to_union_partial``).
     """
 
-    def __init__(self, dataset: Any, labels: DatasetLabels) -> None:
+    def __init__(self, dataset: Any, labels: DatasetLabels, *, partial: bool = False) -> None:
         self.dataset = dataset
         self.labels = labels
+        self.partial = partial
 
     def __len__(self) -> int:
         return len(self.dataset)
 
     def load_raw(self, index: int) -> Sample:
         sample = self.dataset.load_raw(index)
-        sample["label"] = self.labels.remap(sample["label"])
+        sample["label"] = self.labels.remap(sample["label"], partial=self.partial)
         return sample
 
     def __getitem__(self, index: int) -> Sample:

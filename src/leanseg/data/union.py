@@ -18,6 +18,12 @@ Rules, where the thesis is silent (it maps Cityscapes' and ScanNet's disjoint cl
 - A target list (CamVid ``Bicyclist`` -> ``[rider, bicycle]``) says the class covers several union
   classes. A pixel label cannot say which, so such pixels are ignored in training; in evaluation
   a prediction of any of the listed classes counts as the dataset class.
+- With ``data.union.partial_labels`` such pixels are trained instead with the partial-label loss
+  (:func:`leanseg.nn.losses.partial_cross_entropy`): each distinct target list becomes a
+  *label set*, written in training label maps as the value ``K + j`` (``K`` union classes,
+  ``j`` the set's index in :attr:`UnionLabelSpace.label_sets`), so ``K`` plus the number of sets
+  must stay below 255. Evaluation label maps keep them ignored (``to_union``); only training
+  reads ``to_union_partial``.
 - The union must be at least as fine as every dataset: a union class stands for at most one
   class of each dataset, so that ``to_dataset`` is a function. Two dataset classes mapped to one
   union class are an error (add a union class or map one of them to ``ignore``).
@@ -48,16 +54,21 @@ class DatasetLabels:
             no class (the datasets have rejected those on load already).
         to_dataset: ``uint8 (256,)``, union class -> the dataset's class; 255 (Void) for union
             classes foreign to the dataset.
+        to_union_partial: ``uint8 (256,)``, ``to_union`` with the label-set value ``K + j`` for
+            classes mapped to several union classes when ``data.union.partial_labels`` is set
+            (training labels); equal to ``to_union`` otherwise.
     """
 
     name: str
     classes: tuple[str, ...]
     to_union: np.ndarray
     to_dataset: np.ndarray
+    to_union_partial: np.ndarray
 
-    def remap(self, label: np.ndarray) -> np.ndarray:
-        """The dataset's label map in union classes (ignore stays 255)."""
-        return self.to_union[label]
+    def remap(self, label: np.ndarray, *, partial: bool = False) -> np.ndarray:
+        """The dataset's label map in union classes (ignore stays 255); with ``partial``, label
+        sets as their values ``K + j`` (training)."""
+        return (self.to_union_partial if partial else self.to_union)[label]
 
     def to_dataset_labels(self, pred: Tensor) -> Tensor:
         """Union predictions as the dataset's classes, 255 (Void) for foreign classes."""
@@ -75,6 +86,20 @@ class UnionLabelSpace:
 
     classes: tuple[str, ...]
     datasets: dict[str, DatasetLabels]
+    # Union classes of label value ``len(classes) + j`` (``data.union.partial_labels``).
+    label_sets: tuple[tuple[int, ...], ...] = ()
+
+    def label_set_mask(self) -> Tensor | None:
+        """``(K + S, K)`` bool: row ``v`` marks the union classes label value ``v`` allows
+        (the identity for ``v < K``, the label sets below it); ``None`` without label sets."""
+        if not self.label_sets:
+            return None
+        num_classes = len(self.classes)
+        mask = torch.zeros(num_classes + len(self.label_sets), num_classes, dtype=torch.bool)
+        mask[:num_classes] = torch.eye(num_classes, dtype=torch.bool)
+        for j, members in enumerate(self.label_sets):
+            mask[num_classes + j, list(members)] = True
+        return mask
 
     def foreign_classes(self, name: str) -> list[int]:
         """Union classes foreign to dataset ``name`` (thesis 5.3.2)."""
@@ -126,7 +151,7 @@ def build_union(
         ConfigError: naming the key, for a map entry of a class the dataset does not have, a
             target that is not a union class, a dataset class with no union class of its name
             and no map entry, two classes of one dataset in one union class, or more than 255
-            union classes.
+            union classes (with ``partial_labels``: union classes and label sets).
     """
     union = union or UnionConfig()
     classes = _union_classes(union, dataset_classes)
@@ -142,6 +167,7 @@ def build_union(
         return index[name.lower()]
 
     datasets = {}
+    label_sets: list[tuple[int, ...]] = []
     for entry, names in dataset_classes.items():
         table = union.map.get(entry, {})
         unknown = [their for their in table if their not in names]
@@ -152,6 +178,7 @@ def build_union(
             )
         to_union = np.full(256, IGNORE_INDEX, dtype=np.uint8)
         to_dataset = np.full(256, IGNORE_INDEX, dtype=np.uint8)
+        partial_values: dict[int, int] = {}  # dataset value -> its label set's value
         for value, name in enumerate(names):
             where = f"{key}.map.{entry}.{name}"
             if name in table:
@@ -169,6 +196,11 @@ def build_union(
                 claimed = [index[name.lower()]]
             if len(claimed) == 1:
                 to_union[value] = claimed[0]
+            elif union.partial_labels:
+                members = tuple(sorted(set(claimed)))
+                if members not in label_sets:
+                    label_sets.append(members)
+                partial_values[value] = len(classes) + label_sets.index(members)
             for u in claimed:
                 if to_dataset[u] != IGNORE_INDEX:
                     raise ConfigError(
@@ -178,5 +210,14 @@ def build_union(
                         f"{UNION_IGNORE})"
                     )
                 to_dataset[u] = value
-        datasets[entry] = DatasetLabels(entry, tuple(names), to_union, to_dataset)
-    return UnionLabelSpace(tuple(classes), datasets)
+        to_union_partial = to_union.copy()
+        for value, label_value in partial_values.items():
+            to_union_partial[value] = label_value
+        datasets[entry] = DatasetLabels(entry, tuple(names), to_union, to_dataset, to_union_partial)
+    if len(classes) + len(label_sets) > IGNORE_INDEX:
+        raise ConfigError(
+            f"{key}.partial_labels: {len(classes)} union classes and {len(label_sets)} label "
+            f"sets need {len(classes) + len(label_sets)} label values; at most 255 fit 8 bits "
+            "beside ignore"
+        )
+    return UnionLabelSpace(tuple(classes), datasets, tuple(label_sets))

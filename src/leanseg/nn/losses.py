@@ -38,6 +38,39 @@ def cross_entropy(
     return per_pixel / pixel_weights.sum().clamp(min=1e-12)
 
 
+def partial_cross_entropy(
+    scores: Tensor, label: Tensor, label_set_mask: Tensor, ignore_index: int = 255
+) -> Tensor:
+    """Mean per-pixel cross-entropy where a label may name a set of classes (partial labels).
+
+    A pixel labelled ``v`` costs ``-log sum_{c allowed by v} p_c`` with ``p = softmax(scores)``:
+    for ``v < C`` that is the ordinary cross-entropy, for a label set (``v >= C``, several union
+    classes a dataset does not tell apart, ``data.union.partial_labels``) the probability that
+    the pixel is any one of them. The thesis (ch. 5) does not train such pixels; this is the
+    usual way to learn from a coarser taxonomy without choosing one of its classes. The mean is
+    over all labelled pixels, 0 with a gradient path when there is none (as :func:`cross_entropy`).
+
+    Args:
+        scores: ``(B, C, H, W)`` unnormalised class scores.
+        label: ``(B, H, W)`` values ``0..C+S-1``, ``ignore_index`` where unlabelled.
+        label_set_mask: ``(C + S, C)`` bool, row ``v`` the classes value ``v`` allows
+            (:meth:`leanseg.data.union.UnionLabelSpace.label_set_mask`).
+        ignore_index: label value to ignore.
+    """
+    num_classes = scores.shape[1]
+    scores = scores.float()
+    valid = label != ignore_index
+    compound = valid & (label >= num_classes)
+    plain = torch.where(compound, torch.full_like(label, ignore_index), label)
+    total = F.cross_entropy(scores, plain, ignore_index=ignore_index, reduction="sum")
+    if compound.any():
+        # Only the set pixels: (N, C) log-probabilities against their (N, C) allowed classes.
+        log_probs = F.log_softmax(scores.permute(0, 2, 3, 1)[compound], dim=1)
+        allowed = label_set_mask.to(scores.device)[label[compound]]
+        total = total - log_probs.masked_fill(~allowed, float("-inf")).logsumexp(dim=1).sum()
+    return total / valid.sum().clamp(min=1)
+
+
 def checked_class_weights(weights: Sequence[float], num_classes: int) -> Tensor:
     """``weights`` as a float tensor, after checking there is one positive finite number per class.
 

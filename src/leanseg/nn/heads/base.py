@@ -23,7 +23,11 @@ from typing import Protocol, runtime_checkable
 
 from torch import Tensor, nn
 
-from leanseg.nn.losses import class_balanced_cross_entropy, cross_entropy
+from leanseg.nn.losses import (
+    class_balanced_cross_entropy,
+    cross_entropy,
+    partial_cross_entropy,
+)
 
 
 @runtime_checkable
@@ -50,12 +54,24 @@ class EvaluationHook(Protocol):
         ...
 
 
-class DenseLoss:
+class PartialLabels:
+    """Mixin of heads that train on label sets (``data.union.partial_labels``, several datasets).
+
+    The builder sets :attr:`label_set_mask` (``(C + S, C)`` bool,
+    :meth:`~leanseg.data.union.UnionLabelSpace.label_set_mask`) when the union label space has
+    label sets; the head's main loss is then :func:`~leanseg.nn.losses.partial_cross_entropy`.
+    """
+
+    label_set_mask: Tensor | None = None
+
+
+class DenseLoss(PartialLabels):
     """Mixin of heads whose loss is the per-pixel cross-entropy of dense class scores.
 
     :meth:`dense_loss` is that loss; with :attr:`class_balancing` (set by ``model.class_balancing``)
     it weighs every pixel by thesis §3.4's ``min(10^3, 1 / p(c))``, ``p(c)`` the class's share of
-    the batch's labelled pixels (:func:`~leanseg.nn.losses.class_balanced_cross_entropy`).
+    the batch's labelled pixels (:func:`~leanseg.nn.losses.class_balanced_cross_entropy`); with
+    label sets (:class:`PartialLabels`) it is the partial-label cross-entropy.
     """
 
     ignore_index: int
@@ -65,7 +81,10 @@ class DenseLoss:
         self, scores: Tensor, label: Tensor, class_weights: Tensor | None = None
     ) -> Tensor:
         """Cross-entropy of ``(B, C, H, W)`` scores against ``(B, H, W)`` labels; optional fixed
-        ``class_weights`` (ignored under class balancing, which the builder does not combine)."""
+        ``class_weights`` (the builder combines neither them nor label sets with class
+        balancing, nor label sets with class weights)."""
+        if self.label_set_mask is not None:
+            return partial_cross_entropy(scores, label, self.label_set_mask, self.ignore_index)
         if self.class_balancing:
             return class_balanced_cross_entropy(scores, label, self.ignore_index)
         return cross_entropy(scores, label, self.ignore_index, class_weights)

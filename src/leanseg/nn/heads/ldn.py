@@ -39,15 +39,17 @@ from torch import Tensor, nn
 from leanseg.nn.backbones.base import FeatureInfo, feature_at
 from leanseg.nn.checkpointing import checkpointed
 from leanseg.nn.context.base import ContextFeatures
+from leanseg.nn.heads.base import PartialLabels
 from leanseg.nn.layers import NormLayer, bn_relu_conv
-from leanseg.nn.losses import cross_entropy
+from leanseg.nn.losses import cross_entropy, partial_cross_entropy
 
 # ----------------------------------------------------------------------------- soft targets
 
 
 def class_histograms(label: Tensor, num_classes: int, ignore_index: int = 255) -> Tensor:
-    """One-hot labels ``(B, C, H, W)`` as float; ignored pixels are all-zero columns."""
-    valid = label != ignore_index
+    """One-hot labels ``(B, C, H, W)`` as float; ignored pixels, and label-set values
+    (``>= num_classes``, :class:`~leanseg.nn.heads.base.PartialLabels`), are all-zero columns."""
+    valid = (label != ignore_index) & (label < num_classes)
     one_hot = F.one_hot(torch.where(valid, label, 0).long(), num_classes)  # (B, H, W, C)
     one_hot = one_hot * valid.unsqueeze(-1)
     return one_hot.permute(0, 3, 1, 2).float()
@@ -126,7 +128,7 @@ class Classifier(nn.Sequential):
 # ----------------------------------------------------------------------------- head
 
 
-class LDNHead(nn.Module):
+class LDNHead(PartialLabels, nn.Module):
     """Ladder-style upsampling + classifier with auxiliary soft-target losses.
 
     Args:
@@ -244,7 +246,10 @@ class LDNHead(nn.Module):
         scores = F.interpolate(
             self.classifier(path[-1]), size=image_size, mode="bilinear", align_corners=False
         )
-        main = cross_entropy(scores, label, self.ignore_index)
+        if self.label_set_mask is None:
+            main = cross_entropy(scores, label, self.ignore_index)
+        else:  # label sets: partial labels in the main loss, ignored by the pyramid's targets
+            main = partial_cross_entropy(scores, label, self.label_set_mask, self.ignore_index)
         if self.aux_loss == "none" or not len(self.aux_classifiers):
             return {"loss_ce": main}
         if self.aux_loss == "ladder":
