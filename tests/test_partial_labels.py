@@ -134,8 +134,14 @@ def partial_config(tmp_path, head="bilinear", **model):
         {
             "model": {"backbone": {"name": "resnet18"}, "head": {"name": head}, **model},
             "data": data_section(tmp_path, union=union, scale_range=[1.0, 1.0]),
-            "train": {"max_iters": 2, "eval_interval": 2, "checkpoint_interval": 2,
-                      "lr": 0.001, "optimizer": "adam", "num_threads": 1},
+            "train": {
+                "max_iters": 2,
+                "eval_interval": 2,
+                "checkpoint_interval": 2,
+                "lr": 0.001,
+                "optimizer": "adam",
+                "num_threads": 1,
+            },
             "eval": {"max_images": 2, "boundary_width": 1},
             "work_dir": str(tmp_path / "run"),
         }  # fmt: skip
