@@ -123,6 +123,9 @@ def test_depth_inputs_are_asked_for_and_checked(
     assert "--disparity: this model does not read disparity" in error(
         tiny_ladder_checkpoint, "--disparity", str(disparity)
     )
+    assert "--stereo-baseline: this model does not read disparity" in error(
+        tiny_ladder_checkpoint, "--stereo-baseline", "0.2"
+    )
     (disparity / "street_disparity.png").unlink()
     message = error(depth_run, "--disparity", str(disparity), "--stereo-baseline", "0.2")
     assert "street_disparity.png" in message and "street.png" in message

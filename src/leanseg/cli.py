@@ -627,8 +627,12 @@ def _depth_arguments(args: argparse.Namespace, model: nn.Module) -> Path | None:
             "head scale_invariant does)"
         )
     if not needs:
-        if args.disparity is not None:
-            raise ConfigError("--disparity: this model does not read disparity")
+        for flag, value in (
+            ("--disparity", args.disparity),
+            ("--stereo-baseline", args.stereo_baseline),
+        ):
+            if value is not None:
+                raise ConfigError(f"{flag}: this model does not read disparity")
         return None
     if args.disparity is None or args.stereo_baseline is None:
         raise ConfigError(
