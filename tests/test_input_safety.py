@@ -14,7 +14,8 @@ import torch
 import yaml
 from PIL import Image
 
-from leanseg.cli import PREDICT_MANIFEST, main
+from leanseg.cli import main
+from leanseg.commands.predict import PREDICT_MANIFEST
 from leanseg.config import load_config
 from leanseg.data.io import read_rgb
 from leanseg.engine.checkpoint import save_checkpoint

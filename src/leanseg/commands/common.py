@@ -1,8 +1,9 @@
-"""What every ``leanseg`` subcommand shares: exit codes, argument types, the one-line error.
+"""What every ``leanseg`` subcommand shares: exit codes, argument types, the one-line error,
+the images named on a command line.
 
-The subcommand modules (:mod:`leanseg.cli`, :mod:`leanseg.commands.data`,
-:mod:`leanseg.commands.bench`) import this one and nothing of each other. Importing it imports
-neither torch nor a dataset: building the parser stays fast.
+The subcommand modules (those of :mod:`leanseg.commands`) import this one and nothing of each
+other; :mod:`leanseg.cli` assembles them. Importing it imports neither torch nor a dataset:
+building the parser stays fast.
 """
 
 from __future__ import annotations
@@ -159,3 +160,34 @@ def inference_options(args: argparse.Namespace, device: Any) -> Any:
 def print_notes(notes: Sequence[str]) -> None:
     for note in notes:  # an inference option the model does not suit, and why
         print(f"leanseg: note: {note}", file=sys.stderr)
+
+
+IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".ppm")
+
+
+def collect_images(paths: Sequence[str]) -> list[Path]:
+    """Image files named, and those in folders named (sorted), each once.
+
+    Raises:
+        FileNotFoundError: a path that does not exist, or no image at all.
+    """
+    images: list[Path] = []
+    for name in paths:
+        path = Path(name)
+        if path.is_dir():
+            images += sorted(
+                p for p in path.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES and p.is_file()
+            )
+        elif path.is_file():
+            images.append(path)
+        else:
+            raise FileNotFoundError(f"image not found: {path}")
+    if not images:
+        raise FileNotFoundError(f"no images found in {', '.join(paths)}")
+    seen: set[Path] = set()
+    unique = []  # an image named twice (as a file and in its folder) is predicted once
+    for path in images:
+        if path.resolve() not in seen:
+            seen.add(path.resolve())
+            unique.append(path)
+    return unique

@@ -1,0 +1,187 @@
+"""``leanseg eval``: scores of a checkpoint on a dataset split, per dataset and OOD AUROC.
+
+:func:`add_eval_parser` adds it to the ``leanseg`` command.
+"""
+
+from __future__ import annotations
+
+import argparse
+from typing import TYPE_CHECKING, Any
+
+from rich.console import Console
+
+from leanseg.commands import common
+from leanseg.config import Config, ConfigError
+
+if TYPE_CHECKING:
+    from torch import nn
+
+    from leanseg.engine.ood_eval import OODSeparation
+
+
+def add_eval_parser(commands: Any) -> None:
+    """Add ``eval`` to ``commands`` (what ``add_subparsers`` returned)."""
+    from leanseg.engine.speed import add_inference_arguments
+
+    evaluate = commands.add_parser("eval", help="evaluate a checkpoint on a dataset split")
+    evaluate.add_argument(
+        "target", help="run directory, checkpoint file, or YAML config file (with --checkpoint)"
+    )
+    evaluate.add_argument(
+        "--checkpoint", help="checkpoint file (default for a run directory: checkpoints/best.pt)"
+    )
+    common.add_overrides(evaluate)
+    evaluate.add_argument("--split", help="dataset split (default: the config's data.val_split)")
+    evaluate.add_argument(
+        "--scales",
+        type=common.POSITIVE_FLOAT,
+        nargs="+",
+        help="multi-scale testing, e.g. 0.75 1 1.25",
+    )
+    evaluate.add_argument("--flip", action="store_true", help="add horizontally flipped inputs")
+    evaluate.add_argument(
+        "--crf",
+        action="store_true",
+        help="refine with the fully connected CRF (thesis 3.4; eval.crf.* sets its parameters)",
+    )
+    evaluate.add_argument(
+        "--ood-images",
+        metavar="DIR",
+        help="out-of-distribution images: report the image-level AUROC of max-softmax (and, "
+        "with --ood-domain, of the foreign-class flag and mass) against the evaluated split",
+    )
+    evaluate.add_argument(
+        "--ood-domain",
+        metavar="NAME",
+        help="the data.datasets entry whose images are in-domain and whose classes are native",
+    )
+    evaluate.add_argument(
+        "--max-images", type=common.POSITIVE_INT, help="evaluate at most this many images"
+    )
+    evaluate.add_argument(
+        "--json", metavar="PATH", help="also write the scores as JSON ('-' = stdout)"
+    )
+    evaluate.add_argument(
+        "--device", type=common.device_name, default="auto", help="cpu, cuda, cuda:1 or auto"
+    )
+    add_inference_arguments(evaluate)
+    evaluate.set_defaults(handler=_cmd_eval)
+
+
+def _cmd_eval(args: argparse.Namespace) -> int:
+    from rich.progress import Progress
+
+    from leanseg.data import build_dataset, dataset_classes
+    from leanseg.data.transforms import input_statistics
+    from leanseg.engine.evaluator import evaluate
+    from leanseg.engine.loading import load_trained_model
+    from leanseg.engine.speed import prepare_model
+    from leanseg.metrics import format_scores
+
+    overrides = list(args.overrides)
+    if args.scales:
+        overrides.append(f"eval.scales={list(args.scales)}")
+    if args.flip:
+        overrides.append("eval.flip=true")
+    if args.max_images is not None:
+        overrides.append(f"eval.max_images={args.max_images}")
+    if args.crf:
+        overrides.append("eval.crf={}")
+    device = common.select_device(args.device)
+    trained = load_trained_model(args.target, args.checkpoint, overrides)
+    cfg = trained.cfg
+    model = trained.model.to(device)
+    prepared = prepare_model(model, common.inference_options(args, device), device=device)
+    common.print_notes(prepared.notes)
+    split = args.split or cfg.data.val_split
+    dataset = build_dataset(cfg.data, split, train=False)
+    class_names = dataset_classes(cfg.data)
+    console = common.console()
+    with Progress(console=console, transient=True) as progress:
+        task = progress.add_task(f"eval {split}", total=None)
+        scores = evaluate(
+            model,
+            dataset,
+            num_classes=len(class_names),
+            eval_cfg=cfg.eval,
+            device=device,
+            ignore_index=cfg.data.ignore_index,
+            on_batch=lambda done, total: progress.update(task, completed=done, total=total),
+            class_names=class_names,
+            options=prepared,
+            image_statistics=input_statistics(cfg.data),
+        )
+    out = Console()
+    out.print(format_scores(scores, class_names))
+    out.print(f"inference: {prepared.options.describe()}")
+    if scores.active_sites is not None:
+        cost = ", ".join(f"{level} {sites:.0f}" for level, sites in scores.active_sites.items())
+        out.print(f"active sites per image: {cost}")
+    if scores.instance_ap is not None:
+        from leanseg.instance_metrics import format_instance_ap
+
+        out.print(format_instance_ap(scores.instance_ap, class_names))
+    if scores.category_iou is not None and scores.category_miou is not None:
+        cats = ", ".join(f"{name} {100 * v:.1f}" for name, v in scores.category_iou.items())
+        out.print(f"category IoU {100 * scores.category_miou:.2f} % ({cats})")
+    if scores.miiou is not None:
+        out.print(f"iIoU {100 * scores.miiou:.2f} % (classes with instances)")
+    if scores.category_miiou is not None:
+        out.print(f"category iIoU {100 * scores.category_miiou:.2f} %")
+    ood = _ood_separation(args, model, cfg, split, device) if args.ood_images else None
+    if ood is not None:
+        aurocs = ", ".join(f"{name} {value:.3f}" for name, value in ood.auroc.items())
+        out.print(f"OOD image AUROC ({ood.in_images} in-domain, {ood.out_images} OOD): {aurocs}")
+    per_dataset = {}
+    if cfg.data.datasets is not None:
+        from leanseg.engine.domain_eval import evaluate_per_dataset
+
+        per_dataset = evaluate_per_dataset(model, cfg.data, split, eval_cfg=cfg.eval, device=device)
+        for name, own in per_dataset.items():
+            foreign = own.foreign_fraction or 0.0
+            out.print(f"{name}: mIoU {100 * own.miou:.2f} %, foreign pixels {100 * foreign:.3f} %")
+    if args.json:
+        record = {
+            "checkpoint": str(trained.checkpoint),
+            "iteration": trained.iteration,
+            "split": split,
+            "scales": cfg.eval.scales,
+            "flip": cfg.eval.flip,
+            "inference": {**prepared.options.to_dict(), "notes": list(prepared.notes)},
+            **scores.to_dict(),
+        }
+        if per_dataset:
+            record["per_dataset"] = {name: own.to_dict() for name, own in per_dataset.items()}
+        if ood is not None:
+            record["ood"] = ood.to_dict()
+        common.write_json(record, args.json)
+    return 0
+
+
+def _ood_separation(
+    args: argparse.Namespace, model: nn.Module, cfg: Config, split: str, device: object
+) -> OODSeparation:
+    """``--ood-images`` / ``--ood-domain`` of ``leanseg eval`` (:mod:`leanseg.engine.ood_eval`)."""
+    from leanseg.engine.inference import Predictor
+    from leanseg.engine.ood_eval import in_domain_images, ood_separation, read_images
+    from leanseg.engine.ood_maps import domain_classes
+
+    native = None if args.ood_domain is None else domain_classes(cfg.data, args.ood_domain)
+    try:
+        out_paths = common.collect_images([args.ood_images])
+    except FileNotFoundError as err:
+        raise ConfigError(f"--ood-images: {err}") from None
+    predictor = Predictor(
+        model,
+        cfg,
+        device=device,
+        scales=tuple(cfg.eval.scales),
+        flip=cfg.eval.flip,
+        options=common.inference_options(args, device),
+    )
+    return ood_separation(
+        predictor.predict_scores,
+        in_domain_images(cfg, split, args.ood_domain),
+        read_images(out_paths),
+        native,
+    )

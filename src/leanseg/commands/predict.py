@@ -1,0 +1,300 @@
+"""``leanseg predict``: label PNGs, overlays and optional maps (OOD, scale levels) of images.
+
+:func:`add_predict_parser` adds it to the ``leanseg`` command. Outputs go into ``--out`` only,
+never beside the inputs, and replace only files a previous ``predict`` recorded there.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+from collections.abc import Sequence
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from leanseg.commands import common
+from leanseg.config import ConfigError
+
+if TYPE_CHECKING:
+    from torch import nn
+
+# Names of the files ``predict`` wrote into an output folder, so that a rerun may replace them
+# and nothing else.
+PREDICT_MANIFEST = ".leanseg_predict.json"
+_MANIFEST_TAG = "leanseg predict outputs"
+
+
+def add_predict_parser(commands: Any) -> None:
+    """Add ``predict`` to ``commands`` (what ``add_subparsers`` returned)."""
+    from leanseg.engine.speed import add_inference_arguments
+
+    predict = commands.add_parser("predict", help="write label PNGs and colour overlays")
+    predict.add_argument("images", nargs="+", help="image files or folders of images")
+    predict.add_argument(
+        "--checkpoint", required=True, help="checkpoint written by leanseg train, or its run"
+    )
+    predict.add_argument("--out", required=True, help="output folder")
+    predict.add_argument(
+        "--max-megapixels",
+        type=common.MEGAPIXELS,
+        default=4.0,
+        help="memory budget: larger images are processed in overlapping tiles (default 4)",
+    )
+    predict.add_argument(
+        "--overlap", type=common.NON_NEGATIVE_INT, default=128, help="tile overlap in pixels"
+    )
+    predict.add_argument(
+        "--scales", type=common.POSITIVE_FLOAT, nargs="+", default=[1.0], help="test scales"
+    )
+    predict.add_argument("--flip", action="store_true", help="add horizontally flipped inputs")
+    predict.add_argument(
+        "--crf",
+        action="store_true",
+        help="refine with the fully connected CRF (thesis 3.4), the config's eval.crf or defaults",
+    )
+    predict.add_argument(
+        "--disparity",
+        metavar="DIR",
+        help="disparity maps of the images, DIR/<stem>_disparity.png or DIR/<stem>.png (16-bit, "
+        "Cityscapes encoding), for depth-guided scale selection (thesis ch. 3)",
+    )
+    predict.add_argument(
+        "--stereo-baseline",
+        type=common.POSITIVE_FLOAT,
+        metavar="METRES",
+        help="stereo baseline of the camera that took the images (with --disparity)",
+    )
+    predict.add_argument(
+        "--scale-levels",
+        action="store_true",
+        help="also write the pyramid level chosen at each pixel for each reference scale, "
+        "<stem>_levels_<W>m.png (thesis Fig. 3.2; depth-guided models)",
+    )
+    predict.add_argument("--alpha", type=common.FRACTION, default=0.5, help="overlay opacity")
+    predict.add_argument(
+        "--device", type=common.device_name, default="auto", help="cpu, cuda, cuda:1 or auto"
+    )
+    from leanseg.engine.ood_maps import add_ood_argument
+
+    add_ood_argument(predict)
+    add_inference_arguments(predict)
+    predict.set_defaults(handler=_cmd_predict)
+
+
+def output_stems(images: Sequence[Path]) -> dict[Path, str]:
+    """The stem of each input's outputs: its own stem, plus its suffix where stems collide.
+
+    ``a.png`` alone gives ``a`` (outputs ``a.png``, ``a_overlay.png``); ``a.png`` and ``a.jpg``
+    together give ``a_png`` and ``a_jpg``. Stems are compared case-insensitively, as some file
+    systems do.
+
+    Raises:
+        ConfigError: naming both inputs, when two inputs would still write the same file (the
+            same name in two folders, or ``a.png`` beside ``a_overlay.png``).
+    """
+    by_stem: dict[str, list[Path]] = {}
+    for path in images:
+        by_stem.setdefault(path.stem.casefold(), []).append(path)
+    stems = {
+        path: path.stem
+        if len(by_stem[path.stem.casefold()]) == 1
+        else f"{path.stem}_{path.suffix[1:]}"
+        for path in images
+    }
+    writers: dict[str, Path] = {}
+    for path, stem in stems.items():
+        for name in (f"{stem}.png", f"{stem}_overlay.png"):
+            other = writers.setdefault(name.casefold(), path)
+            if other != path:
+                raise ConfigError(
+                    f"{other} and {path} would both write {name}; predict them into separate "
+                    "--out folders"
+                )
+    return stems
+
+
+def _check_output_folder(out: Path, images: Sequence[Path], names: Sequence[str]) -> set[str]:
+    """Check that ``names`` may be written into ``out``; writes nothing.
+
+    Returns:
+        The names a previous ``predict`` recorded in ``out`` (empty for a new folder).
+
+    Raises:
+        ConfigError: ``out`` is a folder the inputs are read from, or is not a folder; a file to
+            be written exists and is not a previous output of ``predict``.
+    """
+    resolved = out.resolve()
+    for path in images:
+        if path.resolve().parent == resolved:
+            raise ConfigError(
+                f"--out {out} is the folder of the input image {path}; choose another folder "
+                "(predict never writes beside its inputs)"
+            )
+    if out.exists() and not out.is_dir():
+        raise ConfigError(f"--out {out} exists and is not a folder")
+    previous = _read_manifest(out / PREDICT_MANIFEST)
+    for name in names:
+        target = out / name
+        if (target.exists() or target.is_symlink()) and (
+            name not in previous or target.is_symlink() or not target.is_file()
+        ):
+            raise ConfigError(
+                f"{target} exists and was not written by leanseg predict; move it or choose "
+                "another --out"
+            )
+    return previous
+
+
+def _record_outputs(out: Path, names: set[str]) -> None:
+    """Create ``out`` and record ``names`` as outputs of ``predict`` in its manifest."""
+    from leanseg.utils import atomic_write_text
+
+    record = {"written_by": _MANIFEST_TAG, "files": sorted(names)}
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+        atomic_write_text(out / PREDICT_MANIFEST, json.dumps(record, indent=1) + "\n")
+    except OSError as err:
+        raise ConfigError(f"--out {out}: cannot write there ({err.strerror or err})") from None
+
+
+def _read_manifest(manifest: Path) -> set[str]:
+    """Names a previous predict recorded in ``manifest``; empty if there is none."""
+    from leanseg.utils import read_output_manifest
+
+    previous = read_output_manifest(manifest, _MANIFEST_TAG)
+    if previous is None:
+        raise ConfigError(
+            f"{manifest} exists and is not a leanseg predict record; move it or choose "
+            "another --out"
+        )
+    return previous
+
+
+def _cmd_predict(args: argparse.Namespace) -> int:
+    import numpy as np
+    import torch
+    from rich.progress import Progress
+
+    from leanseg.data.io import read_rgb
+    from leanseg.engine.dense_crf import DenseCRF
+    from leanseg.engine.inference import Predictor, megapixels_to_pixels
+    from leanseg.engine.ood_maps import (
+        domain_classes,
+        ood_output_names,
+        predict_with_ood,
+        write_ood_maps,
+    )
+    from leanseg.engine.scale_levels import (
+        disparity_file,
+        level_maps,
+        level_output_names,
+        read_disparity,
+        save_level_maps,
+    )
+    from leanseg.visualize import overlay, save_label_png, save_rgb_png
+
+    images = common.collect_images(args.images)
+    stems = output_stems(images)
+    device = common.select_device(args.device)
+    predictor = Predictor.from_checkpoint(
+        args.checkpoint,
+        device=device,
+        max_pixels=megapixels_to_pixels(args.max_megapixels),
+        overlap=args.overlap,
+        scales=tuple(args.scales),
+        flip=args.flip,
+        options=common.inference_options(args, device),
+    )
+    if args.crf:
+        # The run's own CRF parameters where its config has them, else the defaults.
+        predictor.crf = DenseCRF(predictor.cfg.eval.crf if predictor.cfg else None)
+    common.print_notes(predictor.notes)
+    depth = _depth_arguments(args, predictor.model)
+    # Thesis 5.3: pixels predicted as classes foreign to a chosen domain flag unfamiliar content.
+    native = domain_classes(predictor.cfg.data, args.ood_domain) if args.ood_domain else None
+    # Heads with a data-dependent cost (QGN) report it with every prediction.
+    reports_cost = predictor.last_active_sites is not None
+    names = [name for stem in stems.values() for name in (f"{stem}.png", f"{stem}_overlay.png")]
+    names += ["active_sites.json"] if reports_cost else []
+    if native is not None:
+        names += [name for stem in stems.values() for name in ood_output_names(stem)]
+    if args.scale_levels:
+        scales = predictor.model.multiplexer.reference_scales
+        names += [name for stem in stems.values() for name in level_output_names(stem, scales)]
+    out = Path(args.out)
+    previous = _check_output_folder(out, images, names)
+    console = common.console()
+    costs: dict[str, dict[str, float]] = {}
+    with Progress(console=console, transient=True) as progress:
+        task = progress.add_task("predict", total=len(images))
+        for index, path in enumerate(images):
+            image = read_rgb(path)
+            inputs = None
+            if depth is not None:
+                disparity_path = disparity_file(depth, path.stem)
+                disparity = torch.from_numpy(read_disparity(disparity_path, image.shape[:2]))
+                inputs = {
+                    "disparity": disparity[None],
+                    "stereo_baseline": torch.tensor([args.stereo_baseline]),
+                }
+            try:
+                label, probabilities = predict_with_ood(predictor, image, native, inputs)
+            except ValueError as err:  # e.g. an overlap too large for the tiles of the budget
+                raise ConfigError(f"{path}: {err}") from None
+            if index == 0:  # the output folder appears with the first result, not before
+                _record_outputs(out, previous | set(names))
+            stem = stems[path]
+            save_label_png(label, out / f"{stem}.png", predictor.palette)
+            blended = overlay(image, label, predictor.palette, alpha=args.alpha)
+            save_rgb_png(np.asarray(blended), out / f"{stem}_overlay.png")
+            if probabilities is not None:
+                write_ood_maps(probabilities, native, out, stem)
+            if args.scale_levels and inputs is not None:
+                model = predictor.model
+                levels = level_maps(
+                    model, disparity.to(predictor.device), args.stereo_baseline, image.shape[:2]
+                )
+                save_level_maps(
+                    levels,
+                    model.multiplexer.reference_scales,
+                    model.multiplexer.num_levels,
+                    out,
+                    stem,
+                )
+            if reports_cost:
+                costs[path.name] = predictor.last_active_sites or {}
+            progress.advance(task)
+    console.print(f"wrote {len(images)} label maps and overlays to {out}")
+    if costs:
+        common.write_json(costs, str(out / "active_sites.json"))
+        console.print(f"active sites per level of each image: {out / 'active_sites.json'}")
+    return 0
+
+
+def _depth_arguments(args: argparse.Namespace, model: nn.Module) -> Path | None:
+    """The ``--disparity`` folder when the model reads disparity; errors name the flag."""
+    from leanseg.engine.scale_levels import selects_levels
+    from leanseg.nn.segmentor import extra_inputs
+
+    needs = "disparity" in extra_inputs(model)
+    if args.scale_levels and not selects_levels(model):
+        raise ConfigError(
+            "--scale-levels: the model does not choose pyramid levels from depth (only "
+            "head scale_invariant does)"
+        )
+    if not needs:
+        for flag, value in (
+            ("--disparity", args.disparity),
+            ("--stereo-baseline", args.stereo_baseline),
+        ):
+            if value is not None:
+                raise ConfigError(f"{flag}: this model does not read disparity")
+        return None
+    if args.disparity is None or args.stereo_baseline is None:
+        raise ConfigError(
+            "the model selects scales by depth: give --disparity DIR and --stereo-baseline METRES"
+        )
+    folder = Path(args.disparity)
+    if not folder.is_dir():
+        raise ConfigError(f"--disparity: {folder} is not a folder")
+    return folder
