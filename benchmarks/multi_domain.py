@@ -45,7 +45,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from common import REPO, TrainJob, machine, train, write_json
+from common import REPO, TrainJob, machine, read_metrics, train, write_json
 from leanseg.config import Config
 from leanseg.data import build_dataset, entry_config
 from leanseg.data.classes import CAMVID_CLASSES, CITYSCAPES_CLASSES
@@ -116,6 +116,12 @@ def _jobs(args: argparse.Namespace) -> dict[str, TrainJob]:
             runs / "joint_single_batches.log",
         ),
     }
+
+
+def _logged_seconds(run: Path) -> float | None:
+    """Seconds from a run's first to its last ``metrics.jsonl`` record (``None``: no records)."""
+    times = [record["time"] for record in read_metrics(run) if "time" in record]
+    return round(times[-1] - times[0]) if times else None
 
 
 def _load(run: Path) -> tuple[torch.nn.Module, Config]:
@@ -270,7 +276,9 @@ def main() -> None:
         },
         "e_camvid_model_on_kitti": _kitti(c_model, c_cfg, device),
         "per_dataset": {"joint": joint_scores, "joint_single_batches": single_scores},
-        "train_seconds": trained_s,
+        "train_seconds": None if args.skip_train else trained_s,
+        # Per run, from its first to its last metrics.jsonl record (with --skip-train too).
+        "train_seconds_logged": {name: _logged_seconds(job.work_dir) for name, job in jobs.items()},
         "machine": machine(args.device),
     }
     write_json(args.out, result)

@@ -15,11 +15,12 @@ evaluator, and writes
 Each trained model is then evaluated twice on the validation scenes, as is and with the fully
 connected CRF of thesis 3.4 (:class:`leanseg.config.CRFConfig`'s defaults, the thesis grid's
 middle): mIoU, per-class IoU and CPU seconds per megapixel of the whole inference (network and
-CRF, one thread) for both.
+CRF, one thread) for both; and per-class IoU within three disparity bands (terciles of the
+scenes' valid disparity: far, middle, near), to see at which depths a row wins or loses.
 
 The trainings are ``leanseg train`` processes (``common.train``), ``--jobs`` at a time, one
-thread each; their logs are ``ROW_seedN.log`` beside the run folders. ``--skip-train`` evaluates the runs
-already in ``--work-root``.
+thread each; their logs are ``ROW_seedN.log`` beside the run folders. ``--skip-train``
+evaluates the runs already in ``--work-root``.
 
 Usage (the real budget is about 100 CPU-minutes of training; a smoke run proves the script)::
 
@@ -42,13 +43,14 @@ import numpy as np
 import torch
 from PIL import Image, ImageDraw
 
-from common import TrainJob, machine, train, write_json
+from common import TrainJob, machine, read_metrics, train, write_json
 from leanseg.config import CRFConfig
 from leanseg.data import build_dataset
 from leanseg.data.synthetic import CLASSES, generate_scene, scene_seed
 from leanseg.data.transforms import input_statistics
 from leanseg.engine.evaluator import evaluate
 from leanseg.engine.loading import load_trained_model
+from leanseg.metrics import SegmentationMetric
 from leanseg.models import load_run_config
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -114,11 +116,46 @@ def scores_record(scores: Any, cpu_seconds: float, megapixels: float) -> dict[st
     }
 
 
+# Disparity bands of the by-depth scores: terciles of the valid disparity of the evaluated scenes.
+BANDS = ("far", "middle", "near")
+
+
+def disparity_edges(dataset: Any, count: int) -> list[float]:
+    """The two disparity values that split the scenes' valid (> 0) disparity into terciles."""
+    maps = [dataset[index]["disparity"] for index in range(count)]
+    values = torch.cat([disparity[disparity > 0] for disparity in maps])
+    return torch.quantile(values, torch.tensor([1 / 3, 2 / 3])).tolist()
+
+
+@torch.no_grad()
+def iou_by_disparity(model: torch.nn.Module, dataset: Any, count: int, edges: list[float]) -> dict:
+    """Per-class IoU within each disparity band (pixels of the band only; unknown disparity in
+    none): where in depth a row wins or loses. The model as trained, one pass per scene."""
+    model.eval()
+    metrics = {band: SegmentationMetric(len(CLASSES)) for band in BANDS}
+    for index in range(count):
+        sample = dataset[index]
+        disparity = sample["disparity"]
+        scores = model(sample["image"][None], disparity[None], sample["stereo_baseline"][None])
+        pred = scores.argmax(1)[0]
+        band_of = torch.bucketize(disparity, torch.tensor(edges))  # 0 far, 1 middle, 2 near
+        for number, band in enumerate(BANDS):
+            inside = (band_of == number) & (disparity > 0)
+            label = torch.where(inside, sample["label"], torch.full_like(sample["label"], 255))
+            metrics[band].update(pred[None], label[None])
+    result = {}
+    for band, metric in metrics.items():
+        scores = metric.compute()
+        result[band] = [None if math.isnan(v) else float(v) for v in scores.iou]
+    return result
+
+
 def evaluate_run(job: TrainJob, seed: int, crf: CRFConfig) -> dict[str, Any]:
     """Validation scores of one trained run (its last checkpoint), without and with the CRF.
 
     CPU time is :func:`time.process_time` around the whole evaluation (network, CRF, metric) on
-    one thread, divided by the evaluated megapixels.
+    one thread, divided by the evaluated megapixels. ``train_seconds_logged``: from the run's
+    first to its last ``metrics.jsonl`` record (training and its final validation).
     """
     trained = load_trained_model(job.work_dir / "checkpoints" / "last.pt")
     cfg = trained.cfg
@@ -142,6 +179,11 @@ def evaluate_run(job: TrainJob, seed: int, crf: CRFConfig) -> dict[str, Any]:
         record[name] = scores_record(scores, time.process_time() - start, megapixels)
     record["miou"] = record["plain"]["miou"]
     record["iou"] = record["plain"]["iou"]
+    logged = [record["time"] for record in read_metrics(job.work_dir) if "time" in record]
+    record["train_seconds_logged"] = round(logged[-1] - logged[0]) if logged else None
+    edges = disparity_edges(dataset, count)
+    record["disparity_band_edges"] = edges
+    record["iou_by_disparity_band"] = iou_by_disparity(trained.model, dataset, count, edges)
     return record
 
 
@@ -276,6 +318,10 @@ def main() -> None:
                 "mean_iou_crf": nanmean([r["crf"]["iou"] for r in runs[row]]),
                 "cpu_seconds_per_megapixel": mean_of(row, "plain", "cpu_seconds_per_megapixel"),
                 "cpu_seconds_per_megapixel_crf": mean_of(row, "crf", "cpu_seconds_per_megapixel"),
+                "mean_iou_by_disparity_band": {
+                    band: nanmean([r["iou_by_disparity_band"][band] for r in runs[row]])
+                    for band in BANDS
+                },
                 "runs": runs[row],
             }
             for row in ROWS
