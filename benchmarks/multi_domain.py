@@ -37,6 +37,7 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import json
 import os
 import time
 from pathlib import Path
@@ -237,6 +238,14 @@ def main() -> None:
     parser.add_argument("--set", action="append", default=[], help="override for every run")
     parser.add_argument("--jobs", type=int, default=1, help="trainings at a time")
     parser.add_argument("--skip-train", action="store_true", help="evaluate existing runs")
+    parser.add_argument(
+        "--stage",
+        choices=["all", "without-single", "single"],
+        default="all",
+        help="evaluate every run; all but joint_single_batches (its row of (d) left null); or "
+        "only joint_single_batches, added to the --out a without-single stage wrote (so the "
+        "other runs' evaluation can go on while it still trains)",
+    )
     args = parser.parse_args()
     os.chdir(REPO)  # the configs' data roots are relative to the repository
     jobs = _jobs(args)
@@ -245,9 +254,15 @@ def main() -> None:
         train(list(jobs.values()), parallel=args.jobs)
     trained_s = time.perf_counter() - start
     device = torch.device(args.device)
-    joint, camvid, single = (_load(jobs[name].work_dir) for name in jobs)
+    logged = {name: _logged_seconds(job.work_dir) for name, job in jobs.items()}
+    if args.stage == "single":
+        _add_single(args.out, _load(jobs["joint_single_batches"].work_dir), device, logged)
+        return
+    joint, camvid = (_load(jobs[name].work_dir) for name in ("joint", "camvid"))
     joint_scores = _per_dataset(*joint, device)
-    single_scores = _per_dataset(*single, device)
+    single_scores = None
+    if args.stage == "all":
+        single_scores = _per_dataset(*_load(jobs["joint_single_batches"].work_dir), device)
     c_model, c_cfg = camvid
     c_val = evaluate(
         c_model,
@@ -272,17 +287,33 @@ def main() -> None:
         "c_em_as_ood": _ood(joint, camvid, device, args.max_images),
         "d_mixed_vs_single_batches": {
             "mixed": {n: s["miou"] for n, s in joint_scores.items()},
-            "single": {n: s["miou"] for n, s in single_scores.items()},
+            "single": None
+            if single_scores is None
+            else {n: s["miou"] for n, s in single_scores.items()},
         },
         "e_camvid_model_on_kitti": _kitti(c_model, c_cfg, device),
         "per_dataset": {"joint": joint_scores, "joint_single_batches": single_scores},
         "train_seconds": None if args.skip_train else trained_s,
         # Per run, from its first to its last metrics.jsonl record (with --skip-train too).
-        "train_seconds_logged": {name: _logged_seconds(job.work_dir) for name, job in jobs.items()},
+        "train_seconds_logged": logged,
         "machine": machine(args.device),
     }
     write_json(args.out, result)
     print(f"wrote {args.out}")
+
+
+def _add_single(
+    out: str, single: tuple[torch.nn.Module, Config], device: torch.device, logged: dict
+) -> None:
+    """``--stage single``: joint_single_batches' scores into the results of the other runs."""
+    result = json.loads(Path(out).read_text())
+    scores = _per_dataset(*single, device)
+    result["d_mixed_vs_single_batches"]["single"] = {n: s["miou"] for n, s in scores.items()}
+    result["per_dataset"]["joint_single_batches"] = scores
+    result["train_seconds_logged"] = logged
+    result["machine_single_stage"] = machine(str(device))
+    write_json(out, result)
+    print(f"added joint_single_batches to {out}")
 
 
 if __name__ == "__main__":
