@@ -86,8 +86,8 @@ class _TableLabels:
             if target is not None:
                 self.table[index] = CAMVID_CLASSES.index(target)
 
-    def remap(self, label: np.ndarray) -> np.ndarray:
-        return self.table[label]
+    def remap(self, label: np.ndarray, *, partial: bool = False) -> np.ndarray:
+        return self.table[label]  # no class covers several: ``partial`` changes nothing
 
 
 def _jobs(args: argparse.Namespace) -> dict[str, TrainJob]:
