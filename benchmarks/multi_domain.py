@@ -39,6 +39,8 @@ import argparse
 import dataclasses
 import json
 import os
+import shlex
+import sys
 import time
 from pathlib import Path
 from typing import Any
@@ -296,6 +298,7 @@ def main() -> None:
         "train_seconds": None if args.skip_train else trained_s,
         # Per run, from its first to its last metrics.jsonl record (with --skip-train too).
         "train_seconds_logged": logged,
+        "command": shlex.join([sys.executable, *sys.argv]),
         "machine": machine(args.device),
     }
     write_json(args.out, result)
@@ -311,6 +314,7 @@ def _add_single(
     result["d_mixed_vs_single_batches"]["single"] = {n: s["miou"] for n, s in scores.items()}
     result["per_dataset"]["joint_single_batches"] = scores
     result["train_seconds_logged"] = logged
+    result["command_single_stage"] = shlex.join([sys.executable, *sys.argv])
     result["machine_single_stage"] = machine(str(device))
     write_json(out, result)
     print(f"added joint_single_batches to {out}")

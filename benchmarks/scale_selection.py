@@ -35,6 +35,8 @@ import argparse
 import dataclasses
 import math
 import os
+import shlex
+import sys
 import time
 from pathlib import Path
 from typing import Any
@@ -333,6 +335,7 @@ def main() -> None:
         "ordering_holds_per_seed": per_seed,
         "train_wall_seconds": None if args.skip_train else round(train_wall_seconds),
         "png": str(args.png),
+        "command": shlex.join([sys.executable, *sys.argv]),
         "machine": machine(),
     }
     write_json(args.out, result)
