@@ -114,6 +114,15 @@ class UnionConfig:
 
 
 @dataclass
+class CropStage:
+    """One stage of progressive resizing: crops of ``crop_size`` until iteration ``until``."""
+
+    crop_size: tuple[int, int] = (256, 256)
+    # The first iteration (0-based) that no longer uses this stage's crops.
+    until: int = 0
+
+
+@dataclass
 class DataConfig:
     """Where the images are and how training samples are augmented."""
 
@@ -137,6 +146,15 @@ class DataConfig:
     # Training crop (height, width). Crops larger than the rescaled image are padded with the
     # mean colour and the ignore label (thesis 4.6.1).
     crop_size: tuple[int, int] = (512, 512)
+    # Progressive resizing: smaller crops first (cheaper steps while the model learns the easy
+    # part), ``crop_size`` after the last stage. Stages in order of ``until``; the sample order
+    # and every augmentation draw stay the same, only the window size changes.
+    crop_schedule: list[CropStage] = field(default_factory=list)
+    # Hold the decoded training images and labels in memory (uint8, read-only), so that every
+    # epoch after the first skips file reading and PNG/JPEG decoding. Same batches as from disk.
+    cache: bool = False
+    # Prepare the next training batch in a background thread while the current step runs.
+    prefetch: bool = False
     # Random rescaling range before cropping (thesis 4.6.1 uses 0.5-2).
     scale_range: tuple[float, float] = (0.5, 2.0)
     hflip: bool = True
@@ -209,6 +227,14 @@ class TrainConfig:
     # optimizer's updates no longer create them: none in the recipe's checkpoints, steps stayed
     # at 1.3-1.6 s (docs/notes/issue-11.md).
     flush_denormal: bool = True
+    # Keep the backbone's BatchNorm statistics (and affine parameters) as the pretrained weights
+    # have them: the layers normalise with their running statistics in training too. Frozen BN
+    # skips the batch statistics and their backward pass: 0.67x of the Lite0 ladder's step
+    # (benchmarks/fast_training.py).
+    freeze_backbone_bn: bool = False
+    # Freeze the backbone up to and including the feature it returns at this stride (4, 8, ...):
+    # no gradients, no optimizer state, no stored activations there. ``null`` trains all of it.
+    freeze_backbone_until: int | None = None
 
 
 @dataclass
@@ -291,6 +317,11 @@ VALUE_RANGES: dict[str, tuple[Callable[[Any], bool], str]] = {
     "data.val_split": (bool, "a non-empty split name"),
     "data.ignore_index": (lambda v: 0 <= v <= 255, "in 0..255 (labels are 8-bit)"),
     "data.crop_size": (lambda v: all(s > 0 for s in v), "two positive integers (height, width)"),
+    "data.crop_schedule": (
+        lambda v: all(all(s > 0 for s in st.crop_size) and st.until > 0 for st in v)
+        and all(a.until < b.until for a, b in zip(v, v[1:], strict=False)),
+        "a list of {crop_size: [h, w], until: N} with positive sizes and increasing N > 0",
+    ),
     "data.scale_range": (
         lambda v: all(map(_positive, v)) and v[0] <= v[1],
         "[low, high] with 0 < low <= high",
@@ -312,6 +343,7 @@ VALUE_RANGES: dict[str, tuple[Callable[[Any], bool], str]] = {
     "train.log_interval": (_positive, "a positive integer"),
     "train.grad_clip": (_optional(_positive), "a positive number or null"),
     "train.bn_recompute_batches": (_non_negative, "0 or more"),
+    "train.freeze_backbone_until": (_optional(_positive), "a stride (4, 8, 16, ...) or null"),
     "train.device": (
         lambda v: DEVICE_PATTERN.fullmatch(v) is not None,
         "auto, cpu, cuda, cuda:N or mps",

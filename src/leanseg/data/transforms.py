@@ -6,7 +6,11 @@ and ``disparity float32``) and leave keys they do not know untouched.
 
 All randomness is drawn from torch's global generator (``torch.rand`` / ``torch.randint``), so
 ``torch.manual_seed`` makes a run reproducible and the DataLoader's per-worker seeding gives
-each worker its own stream without extra code.
+each worker its own stream without extra code. Inside :func:`sample_generator` the draws of this
+thread come from the given generator instead, which is how a background thread prepares
+batches (``data.prefetch``) without touching the global generator that the training step uses;
+a generator seeded with ``s`` gives the same draws as the global one after
+``torch.manual_seed(s)``.
 
 The training pipeline follows thesis 4.6.1: random flip, random rescaling by a factor in
 0.5-2 and random crops, where crop pixels outside the rescaled image are filled with the mean
@@ -15,7 +19,9 @@ pixel (and the ignore label).
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import threading
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 
 import numpy as np
 import torch
@@ -30,13 +36,32 @@ _LUMA = np.array([0.299, 0.587, 0.114], dtype=np.float32)
 _MAP_KEYS = ("label", "instance", "disparity")
 
 
+# Per thread: the generator of the sample being transformed, set by :func:`sample_generator`.
+_RNG = threading.local()
+
+
+@contextmanager
+def sample_generator(generator: torch.Generator | None) -> Iterator[None]:
+    """Draw this thread's augmentation randomness from ``generator`` (``None``: the global one)."""
+    previous = getattr(_RNG, "generator", None)
+    _RNG.generator = generator
+    try:
+        yield
+    finally:
+        _RNG.generator = previous
+
+
+def _rand() -> float:
+    return float(torch.rand((), generator=getattr(_RNG, "generator", None)))
+
+
 def _uniform(low: float, high: float) -> float:
-    return low + (high - low) * float(torch.rand(()))
+    return low + (high - low) * _rand()
 
 
 def _randint(high: int) -> int:
     """A random integer in ``0..high`` (inclusive)."""
-    return int(torch.randint(high + 1, ()))
+    return int(torch.randint(high + 1, (), generator=getattr(_RNG, "generator", None)))
 
 
 def _pair(size: int | Sequence[int]) -> tuple[int, int]:
@@ -121,6 +146,22 @@ class RandomScale:
         return f"{type(self).__name__}({self.min_scale}, {self.max_scale})"
 
 
+# Progressive resizing (``data.crop_schedule``): the crop size that :class:`RandomCrop` uses in
+# place of its own while set, per thread (each data-loader worker is its own process).
+_CROP_OVERRIDE = threading.local()
+
+
+@contextmanager
+def crop_size_override(size: tuple[int, int] | None) -> Iterator[None]:
+    """Make every :class:`RandomCrop` in this thread cut ``size`` windows (``None``: their own)."""
+    previous = getattr(_CROP_OVERRIDE, "size", None)
+    _CROP_OVERRIDE.size = size
+    try:
+        yield
+    finally:
+        _CROP_OVERRIDE.size = previous
+
+
 class RandomCrop:
     """Crop a random ``size`` window, padding where the sample is smaller than the crop.
 
@@ -149,7 +190,7 @@ class RandomCrop:
         return {"image": self.mean_colour, "label": self.ignore_index}.get(key, 0)
 
     def __call__(self, sample: Sample) -> Sample:
-        crop_h, crop_w = self.size
+        crop_h, crop_w = getattr(_CROP_OVERRIDE, "size", None) or self.size
         in_h, in_w = sample["image"].shape[:2]
         # Per axis: (start in the sample, start in the crop, length copied).
         rows = _window(in_h, crop_h)
@@ -184,7 +225,7 @@ class RandomHorizontalFlip:
         self.p = p
 
     def __call__(self, sample: Sample) -> Sample:
-        if float(torch.rand(())) >= self.p:
+        if _rand() >= self.p:
             return sample
         out = dict(sample)
         for key in ("image", *_MAP_KEYS):

@@ -10,11 +10,15 @@ and the same seed gives the same loss curve on CPU.
 
 from __future__ import annotations
 
+import threading
 from collections.abc import Iterator
 from typing import Any
 
 import torch
 from torch.utils.data import Dataset, Sampler
+
+from leanseg.config import CropStage
+from leanseg.data.transforms import crop_size_override, sample_generator
 
 # Large odd constants keep the per-epoch and per-sample seed streams apart.
 _EPOCH_STRIDE = 1_000_003
@@ -78,8 +82,51 @@ class SeededSamples(Dataset):
     def __len__(self) -> int:
         return len(self.dataset)  # type: ignore[arg-type]
 
-    def __getitem__(self, key: tuple[int, int]) -> Any:
-        index, seed = key
-        with torch.random.fork_rng(devices=[]):
-            torch.manual_seed(seed)
-            return self.dataset[index]
+    def __getitem__(self, key: tuple[int, int] | tuple[int, int, tuple[int, int] | None]) -> Any:
+        """``key``: ``(index, seed)``, or ``(index, seed, crop_size)`` from :class:`CropSchedule`."""
+        index, seed, crop_size = (*key, None) if len(key) == 2 else key
+        generator = torch.Generator().manual_seed(seed)
+        with sample_generator(generator), crop_size_override(crop_size):
+            if threading.current_thread() is not threading.main_thread():
+                # A prefetching thread: leanseg's transforms draw from ``generator``; the global
+                # generator belongs to the training step running beside it.
+                return self.dataset[index]
+            with torch.random.fork_rng(devices=[]):
+                # Transforms of one's own that draw from the global generator stay seeded.
+                torch.manual_seed(seed)
+                return self.dataset[index]
+
+
+class CropSchedule(Sampler[tuple[int, int, tuple[int, int] | None]]):
+    """Adds the crop size of progressive resizing (``data.crop_schedule``) to a sampler's keys.
+
+    The k-th key drawn belongs to iteration ``start_iteration + k // batch_size``; its crop size
+    is that of the first stage whose ``until`` lies beyond that iteration, or ``None`` (the
+    dataset's own ``crop_size``) after the last stage. Sample order and seeds are the wrapped
+    sampler's, so a resumed run sees the same crops as the uninterrupted one.
+    """
+
+    def __init__(
+        self,
+        sampler: Sampler[tuple[int, int]],
+        stages: list[CropStage],
+        *,
+        start_iteration: int,
+        batch_size: int,
+    ) -> None:
+        self.sampler = sampler
+        self.stages = sorted(stages, key=lambda stage: stage.until)
+        self.start_iteration = start_iteration
+        self.batch_size = batch_size
+
+    def crop_at(self, iteration: int) -> tuple[int, int] | None:
+        """The crop ``(height, width)`` of ``iteration``; ``None`` after the last stage."""
+        for stage in self.stages:
+            if iteration < stage.until:
+                return tuple(stage.crop_size)  # type: ignore[return-value]
+        return None
+
+    def __iter__(self) -> Iterator[tuple[int, int, tuple[int, int] | None]]:
+        for drawn, (index, seed) in enumerate(self.sampler):
+            iteration = self.start_iteration + drawn // self.batch_size
+            yield index, seed, self.crop_at(iteration)

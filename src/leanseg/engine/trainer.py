@@ -42,6 +42,7 @@ from torch.utils.data import DataLoader, Dataset, Sampler
 
 from leanseg.config import Config
 from leanseg.data import MixedDataset, MixedSampler, build_dataset, dataset_classes
+from leanseg.data.cache import cache_in_memory
 from leanseg.data.transforms import input_statistics
 from leanseg.engine import bn_statistics, distributed
 from leanseg.engine.checkpoint import (
@@ -52,6 +53,7 @@ from leanseg.engine.checkpoint import (
 )
 from leanseg.engine.cpu_share import ThreadGovernor
 from leanseg.engine.evaluator import evaluate
+from leanseg.engine.freezing import freeze_backbone
 from leanseg.engine.hooks import (
     BalanceThreads,
     Checkpoint,
@@ -63,10 +65,11 @@ from leanseg.engine.hooks import (
 )
 from leanseg.engine.metrics_log import MetricsLog
 from leanseg.engine.model_inputs import check_dataset_inputs
+from leanseg.engine.prefetch import Prefetcher
 from leanseg.engine.rng_state import rng_state, set_rng_state
 from leanseg.engine.run_dir import RunDirectory
 from leanseg.engine.runtime import seed_everything, select_device, set_up_device
-from leanseg.engine.sampling import ResumableSampler, SeededSamples
+from leanseg.engine.sampling import CropSchedule, ResumableSampler, SeededSamples
 from leanseg.engine.schedules import learning_rate
 from leanseg.metrics import SegmentationScores
 from leanseg.models import build_model, without_pretrained
@@ -145,6 +148,8 @@ class Trainer:
             train_set = build_dataset(cfg.data, cfg.data.train_split, train=True)
         if val_set is None:
             val_set = build_dataset(cfg.data, cfg.data.val_split, train=False)
+        if cfg.data.cache:
+            train_set = cache_in_memory(train_set)
         self.train_set, self.val_set = train_set, val_set
         if model is None:
             # Resuming loads every weight from the checkpoint: the ImageNet file is not needed.
@@ -174,6 +179,14 @@ class Trainer:
             elif self.is_main:
                 # torch's SyncBatchNorm has GPU kernels only; CPU ranks keep per-rank statistics.
                 self.console.print("train.sync_bn is ignored on CPU (SyncBatchNorm needs CUDA)")
+        if cfg.train.freeze_backbone_bn or cfg.train.freeze_backbone_until is not None:
+            frozen = freeze_backbone(
+                model.backbone,
+                batchnorm=cfg.train.freeze_backbone_bn,
+                until_stride=cfg.train.freeze_backbone_until,
+            )
+            if self.is_main:
+                self.console.print(frozen.describe())
         self.model = model.to(self.device)
         if cfg.train.channels_last:
             self.model.to(memory_format=torch.channels_last)
@@ -241,6 +254,13 @@ class Trainer:
             )
         else:
             sampler = ResumableSampler(len(self.train_set), **position)
+        if data_cfg.crop_schedule:
+            sampler = CropSchedule(
+                sampler,
+                data_cfg.crop_schedule,
+                start_iteration=self.iteration,
+                batch_size=data_cfg.batch_size,
+            )
         loader = DataLoader(
             SeededSamples(self.train_set),
             batch_size=data_cfg.batch_size,
@@ -252,6 +272,8 @@ class Trainer:
             # global RNG (dropout), or a resumed run would drift from the uninterrupted one.
             generator=torch.Generator().manual_seed(self.cfg.train.seed),
         )
+        if data_cfg.prefetch:
+            return Prefetcher(iter(loader))
         return iter(loader)
 
     def hooks(self) -> list[Hook]:
@@ -336,6 +358,8 @@ class Trainer:
                 step = Step(self.iteration, train_cfg.max_iters, logs, progress)
                 for hook in hooks:
                     hook.after_step(step)
+        if isinstance(batches, Prefetcher):
+            batches.close()
         self.metrics.close()
         distributed.barrier()
         return TrainResult(
@@ -384,8 +408,11 @@ class Trainer:
     def recompute_bn_statistics(self, num_batches: int) -> None:
         """BN statistics as exact averages over ``num_batches`` training batches, drawn from
         where the run is (:func:`~leanseg.engine.bn_statistics.recompute_bn_statistics`)."""
-        batches = (self._to_device(batch) for batch in self._batches())
+        source = self._batches()
+        batches = (self._to_device(batch) for batch in source)
         bn_statistics.recompute_bn_statistics(self.model, batches, num_batches)
+        if isinstance(source, Prefetcher):
+            source.close()
 
     # ------------------------------------------------------------------ bookkeeping
 
