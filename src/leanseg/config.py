@@ -235,6 +235,9 @@ class TrainConfig:
     # Freeze the backbone up to and including the feature it returns at this stride (4, 8, ...):
     # no gradients, no optimizer state, no stored activations there. ``null`` trains all of it.
     freeze_backbone_until: int | None = None
+    # Compile the training step (forward and loss) with ``torch.compile``; the first step of
+    # each crop size pays the compilation (minutes on a CPU; benchmarks/fast_training.py).
+    compile: bool = False
 
 
 @dataclass
@@ -318,8 +321,10 @@ VALUE_RANGES: dict[str, tuple[Callable[[Any], bool], str]] = {
     "data.ignore_index": (lambda v: 0 <= v <= 255, "in 0..255 (labels are 8-bit)"),
     "data.crop_size": (lambda v: all(s > 0 for s in v), "two positive integers (height, width)"),
     "data.crop_schedule": (
-        lambda v: all(all(s > 0 for s in st.crop_size) and st.until > 0 for st in v)
-        and all(a.until < b.until for a, b in zip(v, v[1:], strict=False)),
+        lambda v: (
+            all(all(s > 0 for s in st.crop_size) and st.until > 0 for st in v)
+            and all(a.until < b.until for a, b in zip(v, v[1:], strict=False))
+        ),
         "a list of {crop_size: [h, w], until: N} with positive sizes and increasing N > 0",
     ),
     "data.scale_range": (

@@ -212,6 +212,75 @@ class RandomCrop:
         return f"{type(self).__name__}({self.size}, mean_colour={self.mean_colour})"
 
 
+class RandomScaleCrop:
+    """:class:`RandomScale` followed by :class:`RandomCrop`, computing only the crop's pixels.
+
+    Rescaling a 480x360 image by up to 2x and then cutting a 256x192 window out of it spends
+    most of its time on pixels that are thrown away. Where the rescaled sample covers the crop,
+    this transform resamples just the window from the original (PIL's ``resize`` with a source
+    ``box`` for the image, the same index lookup as :func:`resize_nearest` for the maps), with
+    the same random draws in the same order, so the result is that of the two transforms in a
+    row (``tests/test_fast_training.py``). Where the crop needs padding it runs them as they are.
+    """
+
+    def __init__(
+        self,
+        min_scale: float,
+        max_scale: float,
+        size: int | Sequence[int],
+        mean_colour: Sequence[int],
+        ignore_index: int = IGNORE_INDEX,
+    ) -> None:
+        self.scale = RandomScale(min_scale, max_scale)
+        self.crop = RandomCrop(size, mean_colour, ignore_index)
+
+    def __call__(self, sample: Sample) -> Sample:
+        factor = _uniform(self.scale.min_scale, self.scale.max_scale)
+        in_h, in_w = sample["image"].shape[:2]
+        height, width = max(1, round(in_h * factor)), max(1, round(in_w * factor))
+        crop_h, crop_w = getattr(_CROP_OVERRIDE, "size", None) or self.crop.size
+        if height < crop_h or width < crop_w:
+            return self.crop(resize_sample(sample, height, width))
+        top, left = _randint(height - crop_h), _randint(width - crop_w)
+        return resize_window(sample, (height, width), (top, left, crop_h, crop_w))
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}({self.scale!r}, {self.crop!r})"
+
+
+def resize_window(
+    sample: Sample, size: tuple[int, int], window: tuple[int, int, int, int]
+) -> Sample:
+    """The ``(top, left, height, width)`` window of ``sample`` resized to ``size`` (H, W).
+
+    Equals ``resize_sample(sample, *size)`` cropped to the window, computed on the window only.
+    """
+    height, width = size
+    top, left, crop_h, crop_w = window
+    in_h, in_w = sample["image"].shape[:2]
+    out = dict(sample)
+    if (in_h, in_w) == (height, width):
+        for key in ("image", *_MAP_KEYS):
+            if key in sample:
+                out[key] = np.ascontiguousarray(
+                    sample[key][top : top + crop_h, left : left + crop_w]
+                )
+        return out
+    sy, sx = in_h / height, in_w / width
+    box = (left * sx, top * sy, (left + crop_w) * sx, (top + crop_h) * sy)
+    image = Image.fromarray(sample["image"]).resize((crop_w, crop_h), Image.BILINEAR, box=box)
+    out["image"] = np.array(image, dtype=np.uint8)
+    rows = np.minimum(((np.arange(top, top + crop_h) + 0.5) * sy).astype(np.int64), in_h - 1)
+    cols = np.minimum(((np.arange(left, left + crop_w) + 0.5) * sx).astype(np.int64), in_w - 1)
+    for key in ("label", "instance"):
+        if key in sample:
+            out[key] = sample[key][rows[:, None], cols[None, :]]
+    if "disparity" in sample:
+        disparity = sample["disparity"][rows[:, None], cols[None, :]]
+        out["disparity"] = (disparity * np.float32(width / in_w)).astype(np.float32)
+    return out
+
+
 def _window(length: int, crop: int) -> tuple[int, int, int]:
     if length >= crop:
         return _randint(length - crop), 0, crop
@@ -333,9 +402,13 @@ def build_train_transform(data_cfg: DataConfig) -> Compose:
     transforms: list[Transform] = []
     if data_cfg.color_jitter > 0:
         transforms.append(ColorJitter(data_cfg.color_jitter))
+    fill = mean_colour(data_cfg)
     if tuple(data_cfg.scale_range) != (1.0, 1.0):
-        transforms.append(RandomScale(*data_cfg.scale_range))
-    transforms.append(RandomCrop(data_cfg.crop_size, mean_colour(data_cfg), data_cfg.ignore_index))
+        transforms.append(
+            RandomScaleCrop(*data_cfg.scale_range, data_cfg.crop_size, fill, data_cfg.ignore_index)
+        )
+    else:
+        transforms.append(RandomCrop(data_cfg.crop_size, fill, data_cfg.ignore_index))
     if data_cfg.hflip:
         transforms.append(RandomHorizontalFlip())
     transforms.append(ToTensor(*input_statistics(data_cfg)))

@@ -83,7 +83,7 @@ class SeededSamples(Dataset):
         return len(self.dataset)  # type: ignore[arg-type]
 
     def __getitem__(self, key: tuple[int, int] | tuple[int, int, tuple[int, int] | None]) -> Any:
-        """``key``: ``(index, seed)``, or ``(index, seed, crop_size)`` from :class:`CropSchedule`."""
+        """``key``: ``(index, seed)``, or ``(index, seed, crop_size)`` (:class:`CropSchedule`)."""
         index, seed, crop_size = (*key, None) if len(key) == 2 else key
         generator = torch.Generator().manual_seed(seed)
         with sample_generator(generator), crop_size_override(crop_size):

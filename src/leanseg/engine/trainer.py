@@ -193,6 +193,8 @@ class Trainer:
         # DDP synchronises gradients through ``forward`` only, so the loss computation is
         # wrapped in a module whose forward *is* ``losses``.
         self.loss_module: nn.Module = _LossModule(self.model)
+        if cfg.train.compile:
+            self.loss_module = torch.compile(self.loss_module)  # type: ignore[assignment]
         if distributed.is_distributed():
             device_ids = [self.device.index] if self.device.type == "cuda" else None
             self.loss_module = DistributedDataParallel(self.loss_module, device_ids=device_ids)
