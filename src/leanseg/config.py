@@ -11,6 +11,12 @@ ranges in :data:`VALUE_RANGES` (a batch size of 0, a reversed ``scale_range``, a
 parsed as YAML scalars and go through the same validation. Float fields also accept numbers that
 YAML 1.1 reads as strings, such as ``1e-3`` (PyYAML wants ``1.0e-3``).
 
+Input paths (``data.root``, ``data.datasets[*].root``, a ``pretrained`` weight file) are made
+absolute when read: relative to the folder of the YAML file that writes them, and relative to
+the current folder when given with ``--set``. ``work_dir`` stays relative to the current folder.
+A saved config also keeps them relative to its own folder, so a moved run folder still finds its
+data (:mod:`leanseg.config_paths` states the rules).
+
 Components (backbone, context, head, dataset options) are open-ended: ``model.backbone`` is a
 mapping with a ``name`` and the keyword arguments of that builder. This module does not know the
 builders (it sits below them); :func:`leanseg.models.load_run_config` reads a config with
@@ -33,6 +39,8 @@ from pathlib import Path
 from typing import Any, Literal, Union
 
 import yaml
+
+from leanseg.config_paths import resolve_file_paths, resolve_override_paths, store_paths
 
 # torchvision's ImageNet statistics of 0..1 RGB, the normalisation of ResNet/DenseNet/HRNet weights
 # and of a ``DataConfig`` built by hand with ``mean``/``std`` left ``None``.
@@ -282,7 +290,8 @@ class Config:
     data: DataConfig = field(default_factory=DataConfig)
     train: TrainConfig = field(default_factory=TrainConfig)
     eval: EvalConfig = field(default_factory=EvalConfig)
-    # Where ``leanseg train`` writes the run; relative paths are relative to the working folder.
+    # Where ``leanseg train`` writes the run; relative paths are relative to the folder the
+    # command runs in (an output, unlike the input paths, which a file states relative to itself).
     work_dir: str = "runs/default"
 
     def to_dict(self) -> dict[str, Any]:
@@ -558,6 +567,10 @@ def load_config(
         overrides: ``["train.lr=0.1", ...]`` strings as given to ``--set``, or a mapping of
             dotted keys to values.
 
+    Input paths are returned absolute: a relative one in the file (or its ``base:``) is taken
+    from that file's folder, one in ``overrides`` from the current folder
+    (:mod:`leanseg.config_paths`).
+
     Returns:
         The :class:`Config`, its types and value ranges checked. The options of the model's
         components are not checked and ``data.mean`` / ``data.std`` may be ``None``: a run reads
@@ -583,6 +596,9 @@ def apply_overrides(
 ) -> dict[str, Any]:
     """Set dotted keys of a nested config mapping, as ``--set`` does; nothing is validated.
 
+    Relative input paths among the values (``data.root=data/camvid``) are made absolute against
+    the current folder, where a user typing the command means them.
+
     Args:
         raw: the mapping, changed in place (sections a key names are created).
         overrides: ``["train.lr=0.1", ...]`` strings (values parsed as YAML scalars), or a
@@ -596,7 +612,7 @@ def apply_overrides(
             value that is not a section.
     """
     for key, value in _parse_overrides(overrides).items():
-        _set_dotted(raw, key, value)
+        _set_dotted(raw, key, resolve_override_paths(key, value))
     return raw
 
 
@@ -608,9 +624,17 @@ def config_from_dict(raw: dict[str, Any], source: str = "<dict>") -> Config:
         raise ConfigError(f"{source}: {err}") from None
 
 
+def saved_config(cfg: Config, folder: str | Path) -> dict[str, Any]:
+    """The mapping a config file in ``folder`` stores: ``cfg.to_dict()`` with its input paths
+    absolute, and again relative to ``folder`` under ``relative_paths`` (tried when the
+    absolute ones are missing, e.g. a run folder moved together with its data)."""
+    return store_paths(cfg.to_dict(), Path(folder))
+
+
 def save_config(cfg: Config, path: str | Path) -> None:
     """Write the resolved config as YAML, so a run can be reproduced from its folder alone."""
-    Path(path).write_text(yaml.safe_dump(cfg.to_dict(), sort_keys=False))
+    path = Path(path)
+    path.write_text(yaml.safe_dump(saved_config(cfg, path.parent), sort_keys=False))
 
 
 # ---------------------------------------------------------------------- shipped configs
@@ -704,6 +728,7 @@ def _yaml_problem(err: yaml.YAMLError) -> str:
 def _read_with_base(path: Path) -> dict[str, Any]:
     data = _read_yaml(path)
     base_name = data.pop("base", None)
+    _resolve_paths(data, path)
     if base_name is None:
         return data
     base_path = (path.parent / str(base_name)).resolve()
@@ -712,7 +737,15 @@ def _read_with_base(path: Path) -> dict[str, Any]:
         raise ConfigError(
             f"{base_path}: a base config may not have a base of its own (used by {path})"
         )
-    return _deep_merge(base, data)
+    return _deep_merge(_resolve_paths(base, base_path), data)
+
+
+def _resolve_paths(data: dict[str, Any], path: Path) -> dict[str, Any]:
+    """The input paths of the file ``path`` made absolute (relative to its folder)."""
+    try:
+        return resolve_file_paths(data, path)
+    except ValueError as err:
+        raise ConfigError(f"{path}: {err}") from None
 
 
 def _deep_merge(base: dict[str, Any], top: dict[str, Any]) -> dict[str, Any]:

@@ -29,6 +29,8 @@ from typing import Any
 import numpy as np
 from torch.utils.data import Dataset
 
+from leanseg.config_paths import other_paths_tried
+
 Sample = dict[str, Any]
 Transform = Callable[[Sample], Sample]
 
@@ -68,7 +70,7 @@ class SegmentationDataset(Dataset):
         self.split = split
         self.transform = transform
         if not self.root.is_dir():
-            raise DatasetError(f"dataset root not found: {self.root}")
+            raise DatasetError(f"dataset root not found: {_tried(self.root)}")
         self.files = self._list_files()
         if not self.files:
             raise DatasetError(f"no samples found for split {split!r} under {self.root}")
@@ -89,6 +91,12 @@ class SegmentationDataset(Dataset):
 
     def _list_files(self) -> list[SampleFiles]:  # pragma: no cover - implemented by subclasses
         raise NotImplementedError
+
+
+def _tried(root: Path) -> str:
+    """``root``, and the other paths a saved run config tried for it (a moved run)."""
+    others = other_paths_tried(root)
+    return f"{root} (nor {', '.join(others)})" if others else str(root)
 
 
 def check_label_values(label: np.ndarray, num_classes: int, source: Path | str) -> None:

@@ -4,7 +4,8 @@ Layout::
 
     RUN/
       .leanseg-run         marker: a small JSON leanseg writes when it creates the run
-      config.yaml          resolved config: ``leanseg train RUN/config.yaml`` reproduces the run
+      config.yaml          resolved config: ``leanseg train RUN/config.yaml`` reproduces the run;
+                           input paths absolute, and relative to RUN under ``relative_paths``
       metrics.jsonl        one JSON object per log or evaluation line
       checkpoints/last.pt  latest training state (atomic writes)
       checkpoints/best.pt  best validation mIoU so far
@@ -26,7 +27,8 @@ from typing import Any
 
 import yaml
 
-from leanseg.config import Config
+from leanseg.config import Config, saved_config
+from leanseg.config_paths import RELATIVE_PATHS_KEY, resolve_file_paths
 from leanseg.utils import atomic_write_text, is_temp_of
 from leanseg.version import __version__
 
@@ -137,7 +139,7 @@ class RunDirectory:
         if not self.is_run():  # a run made before leanseg wrote markers
             self._write_marker()
         self.remove_stale_temp_files()
-        atomic_write_text(self.config_path, _config_yaml(cfg))
+        atomic_write_text(self.config_path, _config_yaml(cfg, self.root))
         self.truncate_metrics(iteration)
 
     def clear(self) -> list[str]:
@@ -197,7 +199,15 @@ class RunDirectory:
     def _check_resumable(self, cfg: Config, force: bool) -> None:
         if not _is_regular_file(self.config_path) or force:
             return
-        differences = _config_differences(self._saved_config(), cfg.to_dict())
+        # Paths as reading each file makes them (absolute), so that the same data compares equal
+        # however the two configs name it.
+        try:
+            saved = resolve_file_paths(self._saved_config(), self.config_path)
+        except ValueError as err:
+            raise RunDirError(f"--resume: {self.config_path}: {err}") from None
+        current = saved_config(cfg, self.root)
+        current.pop(RELATIVE_PATHS_KEY, None)
+        differences = _config_differences(saved, current)
         if differences:
             raise RunDirError(
                 f"--resume: config differs from the run's {self.config_path} at "
@@ -222,7 +232,7 @@ class RunDirectory:
         self.root.mkdir(parents=True, exist_ok=True)
         self._write_marker()  # first, so that a kill at any later moment leaves a marked run
         self.checkpoint_dir.mkdir(exist_ok=True)
-        atomic_write_text(self.config_path, _config_yaml(cfg))
+        atomic_write_text(self.config_path, _config_yaml(cfg, self.root))
 
     def _write_marker(self) -> None:
         # Written in place, not atomically: a torn marker still marks the run, while a kill
@@ -264,8 +274,8 @@ class RunDirectory:
         return [record for line in lines if (record := _parse_record(line)) is not None]
 
 
-def _config_yaml(cfg: Config) -> str:
-    return yaml.safe_dump(cfg.to_dict(), sort_keys=False)
+def _config_yaml(cfg: Config, folder: Path) -> str:
+    return yaml.safe_dump(saved_config(cfg, folder), sort_keys=False)
 
 
 def _parse_record(line: str) -> dict[str, Any] | None:
