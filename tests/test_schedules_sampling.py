@@ -11,14 +11,14 @@ from leanseg.engine.schedules import learning_rate
 
 
 def test_poly_schedule():
-    cfg = TrainConfig(lr=0.1, schedule="poly", max_iters=100, poly_power=0.9)
+    cfg = TrainConfig(lr=0.1, schedule="poly", max_iters=100, poly_power=0.9, warmup_iters=0)
     assert learning_rate(0, cfg) == pytest.approx(0.1)
     assert learning_rate(50, cfg) == pytest.approx(0.1 * 0.5**0.9)
     assert learning_rate(100, cfg) == pytest.approx(0.0)
 
 
 def test_cosine_schedule_is_thesis_eq_4_1():
-    cfg = TrainConfig(lr=4e-4, min_lr=1e-7, schedule="cosine", max_iters=300)
+    cfg = TrainConfig(lr=4e-4, min_lr=1e-7, schedule="cosine", max_iters=300, warmup_iters=0)
     for i in (0, 75, 150, 299):
         expected = 1e-7 + (4e-4 - 1e-7) / 2 * (1 + math.cos(i / 300 * math.pi))
         assert learning_rate(i, cfg) == pytest.approx(expected)

@@ -26,7 +26,9 @@ def add_data_parsers(commands: Any) -> None:
     check.add_argument("--split", nargs="+", help="splits to walk (default: train and val)")
     check.set_defaults(handler=_cmd_data_check)
     weights = data_commands.add_parser(
-        "weights", help="median-frequency class weights of a split, for model.head.class_weights"
+        "weights",
+        help="class weights that make rare classes count more in the loss, for "
+        "model.head.class_weights",
     )
     weights.add_argument("config", help="YAML config file")
     common.add_overrides(weights)
@@ -35,7 +37,9 @@ def add_data_parsers(commands: Any) -> None:
         "--power",
         type=float,
         default=1.0,
-        help="exponent of median(f)/f_c (1 = median-frequency balancing, 0.5 = milder)",
+        help="how strongly to favour rare classes: each weight is (median class frequency / this "
+        "class's frequency) to this power; 1 = full median-frequency balancing, 0.5 = "
+        "milder (the CamVid recipe's), 0 = all weights 1 (default 1)",
     )
     weights.set_defaults(handler=_cmd_data_weights)
     convert = data_commands.add_parser(
@@ -47,11 +51,16 @@ def add_data_parsers(commands: Any) -> None:
     convert.add_argument("out", help="folder for the index PNGs, outside src")
     convert.set_defaults(handler=_cmd_data_convert)
 
-    quadtree = commands.add_parser("quadtree", help="QGN quadtree label tools")
+    quadtree = commands.add_parser(
+        "quadtree", help="label statistics for quadtree models (configs/qgn)"
+    )
     quadtree.set_defaults(command_parser=quadtree)
     quadtree_commands = quadtree.add_subparsers(title="quadtree commands", metavar="COMMAND")
     qstats = quadtree_commands.add_parser(
-        "stats", help="pixels per quadtree leaf level and compression ratio (QGN Table 5)"
+        "stats",
+        help="how compressible the labels are as a quadtree (squares merged where all their "
+        "pixels share a class): pixels per square size and the compression ratio (QGN "
+        "paper, Table 5)",
     )
     qstats.add_argument("config", help="YAML config file")
     common.add_overrides(qstats)

@@ -41,22 +41,39 @@ def add_predict_parser(commands: Any) -> None:
         help="memory budget: larger images are processed in overlapping tiles (default 4)",
     )
     predict.add_argument(
-        "--overlap", type=common.NON_NEGATIVE_INT, default=128, help="tile overlap in pixels"
+        "--overlap",
+        type=common.NON_NEGATIVE_INT,
+        default=128,
+        help="pixels by which neighbouring tiles overlap, so that tile borders do not show "
+        "(default 128)",
     )
     predict.add_argument(
-        "--scales", type=common.POSITIVE_FLOAT, nargs="+", default=[1.0], help="test scales"
+        "--scales",
+        type=common.POSITIVE_FLOAT,
+        nargs="+",
+        default=[1.0],
+        help="run the model on the image rescaled by each of these factors and average the "
+        "scores, e.g. 0.75 1 1.25 (slower; default 1)",
     )
-    predict.add_argument("--flip", action="store_true", help="add horizontally flipped inputs")
+    predict.add_argument(
+        "--flip",
+        action="store_true",
+        help="also run the model on the mirrored image and average the two (a little more "
+        "accurate, twice the time)",
+    )
     predict.add_argument(
         "--crf",
         action="store_true",
-        help="refine with the fully connected CRF (thesis 3.4), the config's eval.crf or defaults",
+        help="clean up the label map with a fully connected CRF, which pulls nearby pixels of "
+        "similar colour towards the same class (slow on large images; parameters from the "
+        "config's eval.crf; Krähenbühl & Koltun 2011, thesis sec. 3.4)",
     )
     predict.add_argument(
         "--disparity",
         metavar="DIR",
-        help="disparity maps of the images, DIR/<stem>_disparity.png or DIR/<stem>.png (16-bit, "
-        "Cityscapes encoding), for depth-guided scale selection (thesis ch. 3)",
+        help="for models that choose how far to zoom in by depth (configs/scale_selection): "
+        "the stereo disparity maps of the images, DIR/<stem>_disparity.png or DIR/<stem>.png "
+        "(16-bit, Cityscapes encoding); thesis ch. 3",
     )
     predict.add_argument(
         "--stereo-baseline",
@@ -67,10 +84,15 @@ def add_predict_parser(commands: Any) -> None:
     predict.add_argument(
         "--scale-levels",
         action="store_true",
-        help="also write the pyramid level chosen at each pixel for each reference scale, "
-        "<stem>_levels_<W>m.png (thesis Fig. 3.2; depth-guided models)",
+        help="with a depth-guided model: also write which zoom level it chose at each pixel, "
+        "one map per reference object width, <stem>_levels_<W>m.png (thesis Fig. 3.2)",
     )
-    predict.add_argument("--alpha", type=common.FRACTION, default=0.5, help="overlay opacity")
+    predict.add_argument(
+        "--alpha",
+        type=common.FRACTION,
+        default=0.5,
+        help="opacity of the class colours over the image in *_overlay.png (0 to 1, default 0.5)",
+    )
     predict.add_argument(
         "--device", type=common.device_name, default="auto", help="cpu, cuda, cuda:1 or auto"
     )

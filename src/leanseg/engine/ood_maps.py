@@ -102,8 +102,10 @@ def add_ood_argument(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--ood-domain",
         metavar="NAME",
-        help="also write each image's foreign-class flag and foreign probability mass for the "
-        "domain of this data.datasets entry (<stem>_foreign.png, <stem>_foreign_mass.png)",
+        help="for a model trained on several datasets (data.datasets): treat this entry as the "
+        "images' own domain and also write where the model sees classes of the other "
+        "datasets (<stem>_foreign.png) and how much probability it gives them "
+        "(<stem>_foreign_mass.png)",
     )
 
 
