@@ -29,6 +29,11 @@ Conventions, stated once:
 - Category IoU (Cityscapes; thesis Table 5.3) is IoU of the confusion matrix summed into the 7
   categories of the Cityscapes label definition, :data:`CITYSCAPES_CATEGORIES`.
 - Instance-level IoU, iIoU (Cityscapes; thesis 5.1.2), see :class:`InstanceIoU`.
+- Units: :class:`SegmentationScores` holds fractions in ``[0, 1]`` (the Python API, and the
+  keys named as its fields in ``metrics.jsonl`` and ``leanseg eval --json``). Everything shown
+  to people is a percentage with one decimal (:func:`percent`): the tables here, the training
+  log, ``leanseg eval``'s summary, the HTML report; JSON records carry the same numbers under
+  keys ending in ``_percent`` (:func:`percent_scores`).
 """
 
 from __future__ import annotations
@@ -53,9 +58,12 @@ __all__ = [
     "boundary_band",
     "category_iou",
     "foreign_fraction",
+    "format_percent",
     "format_scores",
     "group_confusion",
     "group_fractions",
+    "percent",
+    "percent_scores",
     "predicted_class_pixels",
     "scores_to_text",
 ]
@@ -656,10 +664,40 @@ def foreign_fraction(pixels: Tensor, own_classes: Sequence[int]) -> float:
     return (total - own) / total
 
 
-def _percent(value: float | None) -> str:
+def percent(value: float | None) -> float | None:
+    """A score in ``[0, 1]`` as leanseg shows it: a percentage rounded to one decimal
+    (``0.72413 -> 72.4``); None for None or NaN (a class absent from the evaluated images)."""
     if value is None or math.isnan(value):
-        return "-"
-    return f"{100.0 * value:.2f}"
+        return None
+    return round(100.0 * value, 1)
+
+
+def percent_scores(
+    scores: SegmentationScores, class_names: Sequence[str] | None = None
+) -> dict[str, Any]:
+    """The mIoU and per-class IoU of ``scores`` as the percentages the tables print, for JSON
+    records: ``miou_percent`` and ``iou_percent`` (class name -> IoU, None for an absent class;
+    names default to the class indices), and ``boundary_miou_percent`` when it was computed.
+    """
+    if class_names is None:
+        class_names = [str(index) for index in range(len(scores.iou))]
+    if len(class_names) != len(scores.iou):
+        raise ValueError(f"got {len(class_names)} class names for {len(scores.iou)} classes")
+    record: dict[str, Any] = {
+        "miou_percent": percent(scores.miou),
+        "iou_percent": {
+            str(name): percent(value) for name, value in zip(class_names, scores.iou, strict=True)
+        },
+    }
+    if scores.boundary_miou is not None:
+        record["boundary_miou_percent"] = percent(scores.boundary_miou)
+    return record
+
+
+def format_percent(value: float | None) -> str:
+    """A score in ``[0, 1]`` as printed: :func:`percent` with one decimal, ``-`` for none."""
+    shown = percent(value)
+    return "-" if shown is None else f"{shown:.1f}"
 
 
 def _score_rows(
@@ -675,25 +713,26 @@ def _score_rows(
     header = ["class", "IoU %"] + (["boundary IoU %"] if with_boundary else []) + ["accuracy %"]
     rows = []
     for index, name in enumerate(class_names):
-        row = [str(name), _percent(scores.iou[index])]
+        row = [str(name), format_percent(scores.iou[index])]
         if scores.boundary_iou is not None:
-            row.append(_percent(scores.boundary_iou[index]))
-        row.append(_percent(scores.class_accuracy[index]))
+            row.append(format_percent(scores.boundary_iou[index]))
+        row.append(format_percent(scores.class_accuracy[index]))
         rows.append(row)
-    mean_row = ["mean", _percent(scores.miou)]
+    mean_row = ["mean", format_percent(scores.miou)]
     pixel_row = ["pixel accuracy", ""]
     if with_boundary:
-        mean_row.append(_percent(scores.boundary_miou))
+        mean_row.append(format_percent(scores.boundary_miou))
         pixel_row.append("")
-    mean_row.append(_percent(scores.mean_class_accuracy))
-    pixel_row.append(_percent(scores.pixel_accuracy))
+    mean_row.append(format_percent(scores.mean_class_accuracy))
+    pixel_row.append(format_percent(scores.pixel_accuracy))
     return header, rows, [mean_row, pixel_row]
 
 
 def format_scores(scores: SegmentationScores, class_names: Sequence[str] | None = None) -> Table:
     """A rich table: IoU, boundary IoU and accuracy per class, then mean and pixel accuracy.
 
-    Values are percentages; ``-`` marks NaN (class absent). ``class_names`` defaults to indices.
+    Values are percentages with one decimal (:func:`percent`); ``-`` marks NaN (class absent).
+    ``class_names`` defaults to indices.
     """
     header, rows, summary = _score_rows(scores, class_names)
     title = f"Segmentation scores ({scores.num_pixels} pixels)"

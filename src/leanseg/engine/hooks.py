@@ -53,14 +53,15 @@ class Hook:
 
 
 class LogTrainStep(Hook):
-    """Writes the step's losses and learning rate every ``interval`` steps (``split: train``)."""
+    """Writes the step's losses and learning rate every ``interval`` steps and on the last
+    (``split: train``)."""
 
     def __init__(self, log: MetricsLog, interval: int) -> None:
         self.log = log
         self.interval = interval
 
     def after_step(self, step: Step) -> None:
-        if step.iteration % self.interval == 0:
+        if step.due(self.interval):
             self.log.write({"iteration": step.iteration, "split": "train", **step.logs})
 
 

@@ -28,14 +28,7 @@ from typing import Any
 
 import torch
 from rich.console import Console
-from rich.progress import (
-    BarColumn,
-    MofNCompleteColumn,
-    Progress,
-    TextColumn,
-    TimeElapsedColumn,
-    TimeRemainingColumn,
-)
+from rich.progress import Progress
 from torch import nn
 from torch.nn.parallel import DistributedDataParallel
 from torch.utils.data import DataLoader, Dataset, Sampler
@@ -66,12 +59,13 @@ from leanseg.engine.hooks import (
 from leanseg.engine.metrics_log import MetricsLog
 from leanseg.engine.model_inputs import check_dataset_inputs
 from leanseg.engine.prefetch import Prefetcher
+from leanseg.engine.progress import DEFAULT_EVERY_SECONDS, TrainProgress, say, validation_line
 from leanseg.engine.rng_state import rng_state, set_rng_state
 from leanseg.engine.run_dir import RunDirectory
 from leanseg.engine.runtime import seed_everything, select_device, set_up_device
 from leanseg.engine.sampling import CropSchedule, ResumableSampler, SeededSamples
 from leanseg.engine.schedules import learning_rate
-from leanseg.metrics import SegmentationScores
+from leanseg.metrics import SegmentationScores, percent_scores
 from leanseg.models import build_model, without_pretrained
 from leanseg.nn.heads.base import EvaluationHook
 from leanseg.nn.segmentor import Segmentor
@@ -87,7 +81,7 @@ class TrainingError(RuntimeError):
 
 @dataclass
 class TrainResult:
-    """What a finished run reports."""
+    """What a finished run reports (``best_miou`` a fraction in ``[0, 1]``, as the scores)."""
 
     run_dir: Path
     iteration: int
@@ -120,8 +114,12 @@ class Trainer:
         val_set: validation samples; ``None`` builds ``cfg.data.val_split``.
         resume: continue from ``work_dir/checkpoints/last.pt``.
         force: replace an existing run in ``work_dir`` (or resume despite a changed config).
-        console: where progress and messages go; ``None`` for the default console.
-        show_progress: draw progress bars (off in tests and on non-main ranks).
+        console: where progress and messages go; ``None`` for the default console (stderr).
+        show_progress: draw the live progress bar when ``console`` is a terminal; elsewhere, or
+            when false, progress is a plain line every ``log_seconds`` (:mod:`.progress`).
+            Non-main ranks show nothing.
+        log_seconds: seconds between two plain progress lines; the first and the last
+            iteration and every validation are always printed.
     """
 
     def __init__(
@@ -135,12 +133,14 @@ class Trainer:
         force: bool = False,
         console: Console | None = None,
         show_progress: bool = True,
+        log_seconds: float = DEFAULT_EVERY_SECONDS,
     ) -> None:
         self.cfg = cfg
         self.device = set_up_device(cfg.train)
         self.is_main = distributed.is_main_process()
         self.console = console or Console(stderr=True)
         self.show_progress = show_progress and self.is_main
+        self.log_seconds = log_seconds
         seed_everything(cfg.train.seed)
         self.class_names = dataset_classes(cfg.data)
         self.num_classes = len(self.class_names)
@@ -341,23 +341,24 @@ class Trainer:
             self.thread_governor.start()
         batches = self._batches()
         self.model.train()
-        progress = self._progress()
-        task = progress.add_task(
-            "train", total=train_cfg.max_iters, completed=self.iteration, status=""
+        display = TrainProgress(
+            self.console,
+            max_iters=train_cfg.max_iters,
+            start=self.iteration,
+            live=self.show_progress,
+            every_seconds=self.log_seconds,
+            enabled=self.is_main,
         )
-        with progress:
+        with display:
             while self.iteration < train_cfg.max_iters:
+                step_start = time.perf_counter()
                 try:
                     logs = self.run_step(next(batches))
                 except _NonFiniteLoss as err:
                     raise TrainingError(self._nan_message(err.value)) from None
                 logs = distributed.mean_across_processes(logs, self.device)
-                progress.update(
-                    task,
-                    completed=self.iteration,
-                    status=f"loss {logs['loss']:.3f} lr {logs['lr']:.2e}",
-                )
-                step = Step(self.iteration, train_cfg.max_iters, logs, progress)
+                display.step(self.iteration, logs, time.perf_counter() - step_start)
+                step = Step(self.iteration, train_cfg.max_iters, logs, display.bar)
                 for hook in hooks:
                     hook.after_step(step)
         if isinstance(batches, Prefetcher):
@@ -373,7 +374,14 @@ class Trainer:
         )
 
     def validate(self, progress: Progress | None = None) -> SegmentationScores:
-        """Evaluate on the validation split, log it and keep ``best.pt`` up to date."""
+        """Evaluate on the validation split, log it and keep ``best.pt`` up to date.
+
+        The ``split: val`` record of ``metrics.jsonl`` holds the scores as fractions
+        (:meth:`SegmentationScores.to_dict`, the confusion matrix left out) and, as printed,
+        ``miou_percent`` and ``iou_percent`` (class name -> IoU %,
+        :func:`~leanseg.metrics.percent_scores`); the summary line goes to the console.
+        """
+        started = time.perf_counter()
         task = None
         if progress is not None:
             task = progress.add_task("eval", total=None, status="")
@@ -397,6 +405,7 @@ class Trainer:
         self.model.train()
         record = {"iteration": self.iteration, "split": "val", **scores.to_dict()}
         record.pop("confusion", None)
+        record.update(percent_scores(scores, self.class_names))
         self.metrics.write(record)
         # Heads that adapt to validation results (QGN A.2 class weighting) are told of them.
         if isinstance(self.model, Segmentor) and isinstance(self.model.head, EvaluationHook):
@@ -405,6 +414,12 @@ class Trainer:
             self.best = {"metric": "miou", "value": float(scores.miou), "iteration": self.iteration}
             self._save(self.run_dir.best_checkpoint)
         self._latest_scores = scores
+        if self.is_main:
+            seconds = time.perf_counter() - started
+            line = validation_line(
+                self.iteration, self.cfg.train.max_iters, scores, self.best, seconds
+            )
+            say(self.console, line)
         return scores
 
     def recompute_bn_statistics(self, num_batches: int) -> None:
@@ -417,20 +432,6 @@ class Trainer:
             source.close()
 
     # ------------------------------------------------------------------ bookkeeping
-
-    def _progress(self) -> Progress:
-        return Progress(
-            TextColumn("[bold]{task.description}"),
-            BarColumn(),
-            MofNCompleteColumn(),
-            TimeElapsedColumn(),
-            TextColumn("eta"),
-            TimeRemainingColumn(),
-            TextColumn("{task.fields[status]}"),
-            console=self.console,
-            disable=not self.show_progress,
-            transient=False,
-        )
 
     def _state(self) -> dict[str, Any]:
         return {
