@@ -1,330 +1,631 @@
-"""Every head on the same ImageNet-pretrained EfficientNet-Lite0, CamVid, one budget (issue 11).
+"""Every head on pretrained EfficientNet-Lite0, CamVid, at the fast recipe's full budget (issue 26).
 
-For each head config in ``configs/lite0/heads/`` and each seed, trains through
-``benchmarks/camvid_recipe.py`` (the engine of ``leanseg train``, channels-last) with
-``--iters`` iterations of batch ``--batch-size`` (default 4) at the recipe's crops and scales,
-and reads the final validation record (101 val images, one pass at the recipe's 1.5x input
-scale): mIoU and boundary (trimap, 8 px) mIoU. Then, in this one
-process and with every model built, it measures the cost of each head's model:
+Each run is a head config of ``configs/lite0/heads/`` (plus the variants in :data:`VARIANTS`)
+trained by ``leanseg train`` with the ``data`` and ``train`` sections of the fast CPU recipe,
+``configs/lite0/ladder_camvid_fast.yaml`` (and its ``base:``), passed as ``--set`` overrides.
+They are read from that file every time the script runs, so the heads train on whatever the
+recipe says now (its schedule, crop stages, frozen stages); only ``data.root`` (checked to be the
+same data) and ``train.num_threads`` (a machine setting, ``--threads``) are not taken. The model
+and its loss stay the head config's: the recipe's class weights are an option of its ladder head
+(``model.head``) and are not carried, so every head trains with the loss its config states.
 
-- GMAC (fused multiply-adds of convolutions and linear layers) at 1024x2048, whole model and
-  decoder (context + head);
-- CPU latency at 1024x2048, batch 1, timed round-robin (one call of each model in turn, repeated),
-  so a change in machine load hits every model alike; the median per model is reported;
-- training activation memory at 768x768, batch 2 (tensors saved for backward).
+Runs go to ``RUNS/<budget>/<name>_s<seed>``, ``<budget>`` a digest of the overrides: a change of
+the recipe starts a new set of runs instead of mixing budgets. A run whose last validation is at
+``train.max_iters`` is finished and skipped; one with a checkpoint continues (``--resume``); any
+other starts. Interrupt the script at any time and start it again with the same arguments.
 
-    python benchmarks/heads_camvid.py --iters 400 --seeds 0 1       # train + measure
-    taskset -c 0 python benchmarks/heads_camvid.py --iters 400 --seeds 0 --train-only &
-    taskset -c 1 python benchmarks/heads_camvid.py --iters 400 --seeds 1 --train-only  # in parallel
-    python benchmarks/heads_camvid.py --cost-only                   # only GMAC / latency / memory
-    python benchmarks/heads_camvid.py --report-only                 # tabulate finished runs
+After training, each finished QGN run is evaluated with the All, GTC and PC propagation
+schemes (QGN Table 1), at the recipe's evaluation scales (``scheme_scores``); then costs are
+measured once per head (``measure_costs``): GMAC at 1024x2048 (whole model and decoder), CPU
+latency at 1024x2048 (round-robin, median), and training activation memory at 768x768 batch 2
+with the recipe's frozen backbone parts and real CamVid labels (QGN's GTC propagation depends
+on them). The report (``--report-only``) summarises the seeds (mean, sample std) and judges the
+papers' claims (``benchmarks/heads_claims.py``), writing ``benchmarks/results/heads_camvid.json``
+and ``docs/heads_camvid.md``, and the README table through ``benchmarks/tables.py``.
 
-Results go to ``benchmarks/results/heads_camvid.json``; a difference smaller than the seed
-spread is a tie.
+    python benchmarks/heads_camvid.py --jobs 2                  # train what is missing, report
+    python benchmarks/heads_camvid.py --train-only --jobs 2     # only train (resumable)
+    python benchmarks/heads_camvid.py --cost-only               # only GMAC / latency / memory
+    python benchmarks/heads_camvid.py --report-only             # tabulate finished runs
+    python benchmarks/heads_camvid.py --plan                    # what would run, and why
 """
 
 from __future__ import annotations
 
 import argparse
+import copy
+import hashlib
 import json
-import os
-import platform
 import statistics
-import subprocess
 import sys
-import time
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import torch
+import yaml
 
-from leanseg.bench import activation_memory, count_flops
-from leanseg.engine.checkpoint import load_checkpoint, load_model_state
-from leanseg.models import build_model, load_run_config
+from common import REPO, TrainJob, last_validation, machine, round_robin, train, write_json
+from heads_claims import CLAIMS, MIXED_BATCHES, REQUIRED_SEEDS, Term, judge, seed_statistics
 
-ROOT = Path(__file__).resolve().parents[1]
-CONFIGS = ROOT / "configs" / "lite0" / "heads"
-HEADS = [
-    "bilinear",
-    "ladder",
-    "ldn",
-    "deeplabv3plus",
-    "nrd",
-    "igum",
-    "erfnet_decoder",
-    "qgn",
-    "qgn_all",
-    "sandf_a",
-    "sandf_f",
-]
+CONFIGS = REPO / "configs" / "lite0" / "heads"
+RECIPE = REPO / "configs" / "lite0" / "ladder_camvid_fast.yaml"
+RUNS = REPO / "runs" / "lite0" / "heads_fast"
+RESULTS = REPO / "benchmarks" / "results" / "heads_camvid.json"
+DOCS_TABLE = REPO / "docs" / "heads_camvid.md"
+SEEDS = (0, 1, 2)
+QGN_SCHEMES = ("all", "gtc", "pc")
+# Recipe keys that are not part of the budget: the data's location (checked to be the same
+# folder) and the thread count (a property of the machine, set by --threads).
+NOT_TAKEN = ("data.root", "train.num_threads")
 
 
-def run_dir(head: str, seed: int, iters: int) -> Path:
-    return ROOT / "runs" / "lite0" / "heads" / f"{head}_i{iters}_s{seed}"
+@dataclass(frozen=True)
+class Run:
+    """One row of the comparison: a config, and overrides applied after the recipe's.
+
+    Attributes:
+        name: the row's name (``ladder``, ``sandf_b``, ``ladder_scratch``).
+        config: the head config.
+        overrides: ``--set`` overrides after the recipe's (a variant's changes).
+        about: what the row is, for the tables.
+    """
+
+    name: str
+    config: Path
+    overrides: tuple[str, ...] = ()
+    about: str = ""
 
 
-def train(head: str, seed: int, iters: int, threads: int, batch_size: int) -> None:
-    out = run_dir(head, seed, iters)
-    if (out / "recipe.json").is_file():
-        print(f"{out} already finished; kept", flush=True)
-        return
-    interval = f"{iters}"
-    command = [
-        sys.executable,
-        str(ROOT / "benchmarks" / "camvid_recipe.py"),
-        "--config",
-        str(CONFIGS / f"{head}_camvid.yaml"),
-        "--json",
-        str(out / "recipe.json"),
-        "--force",
-        "--set",
-        f"train.max_iters={iters}",
-        f"train.eval_interval={interval}",
-        f"train.checkpoint_interval={interval}",
-        f"train.seed={seed}",
-        f"train.num_threads={threads}",
-        f"data.batch_size={batch_size}",
-        f"work_dir={out}",
-    ]
-    print(" ".join(command), flush=True)
-    subprocess.run(command, check=True, cwd=ROOT)
+# Rows that are a head config with changes: the pretrained-vs-scratch claim (thesis Table 4.5).
+# From scratch nothing can be frozen (random BN statistics, random early layers), and the
+# backbone learns at the full rate (the thesis divides it by 4 for pretrained parameters only).
+VARIANTS = (
+    Run(
+        "ladder_scratch",
+        CONFIGS / "ladder_camvid.yaml",
+        (
+            "model.backbone.pretrained=null",
+            "train.freeze_backbone_bn=false",
+            "train.freeze_backbone_until=null",
+            "train.backbone_lr_mult=1.0",
+        ),
+        "ladder, backbone from random initialisation, nothing frozen",
+    ),
+)
 
 
-def final_scores(head: str, seed: int, iters: int) -> dict[str, Any] | None:
-    path = run_dir(head, seed, iters) / "recipe.json"
-    if not path.is_file():
+def head_runs(configs: Path = CONFIGS) -> list[Run]:
+    """Every head config of ``configs`` (``*_camvid.yaml`` but the base), then the variants."""
+    runs = []
+    for path in sorted(configs.glob("*_camvid.yaml")):
+        if path.name == "base_camvid.yaml":
+            continue
+        first = path.read_text().splitlines()[0].lstrip("# ").strip()
+        runs.append(Run(path.name.removesuffix("_camvid.yaml"), path, (), first))
+    return runs + list(VARIANTS)
+
+
+# --------------------------------------------------------------------------- the budget
+
+
+def recipe_sections(recipe: Path = RECIPE) -> dict[str, dict[str, Any]]:
+    """The ``data`` and ``train`` sections as the recipe and its ``base:`` write them.
+
+    Only what the two files state, not the defaults of every option, so that a new option with
+    a default elsewhere in leanseg does not change the budget's digest.
+    """
+    top = yaml.safe_load(recipe.read_text()) or {}
+    merged: dict[str, dict[str, Any]] = {"data": {}, "train": {}}
+    files = [top]
+    if "base" in top:
+        files.insert(0, yaml.safe_load((recipe.parent / top["base"]).read_text()) or {})
+    for content in files:
+        for section in merged:
+            merged[section].update(content.get(section) or {})
+    return merged
+
+
+def recipe_overrides(recipe: Path = RECIPE) -> list[str]:
+    """The recipe's ``data`` / ``train`` values as ``--set`` overrides (values in JSON, which
+    ``--set`` parses as YAML), without :data:`NOT_TAKEN`."""
+    overrides = []
+    for section, values in recipe_sections(recipe).items():
+        for key, value in values.items():
+            if f"{section}.{key}" not in NOT_TAKEN:
+                overrides.append(f"{section}.{key}={json.dumps(value)}")
+    return overrides
+
+
+def budget_key(overrides: list[str]) -> str:
+    """A short digest of the overrides every run shares: one folder of runs per budget."""
+    return hashlib.sha1("\n".join(overrides).encode()).hexdigest()[:10]
+
+
+@dataclass(frozen=True)
+class Budget:
+    """What every run shares: the overrides (recipe's, then ``--set``), their digest, the
+    folder of the runs and the seeds."""
+
+    overrides: tuple[str, ...]
+    key: str
+    runs_dir: Path
+    seeds: tuple[int, ...]
+
+    @classmethod
+    def from_recipe(
+        cls, recipe: Path, extra: list[str], runs: Path, seeds: tuple[int, ...]
+    ) -> Budget:
+        overrides = [*recipe_overrides(recipe), *extra]
+        key = budget_key(overrides)
+        return cls(tuple(overrides), key, runs / key, seeds)
+
+    def folder(self, run: Run, seed: int) -> Path:
+        return self.runs_dir / f"{run.name}_s{seed}"
+
+    def overrides_of(self, run: Run, seed: int, threads: int) -> list[str]:
+        return [
+            *self.overrides,
+            *run.overrides,
+            f"train.seed={seed}",
+            f"train.num_threads={threads}",
+        ]
+
+
+def run_config(run: Run, budget: Budget, seed: int = 0, threads: int = 1):
+    """The config the run trains with (``leanseg.models.load_run_config``: checked in full)."""
+    from leanseg.models import load_run_config
+
+    return load_run_config(run.config, budget.overrides_of(run, seed, threads))
+
+
+def check_same_data(recipe: Path, run: Run) -> None:
+    """Stop if the head config's ``data.root`` is not the recipe's (it is not overridden)."""
+    from leanseg.config import load_config
+
+    mine, theirs = load_config(run.config).data.root, load_config(recipe).data.root
+    if Path(mine).resolve() != Path(theirs).resolve():
+        raise SystemExit(f"{run.config}: data.root {mine} is not the recipe's {theirs}")
+
+
+# --------------------------------------------------------------------------- run states
+
+
+def run_state(folder: Path, max_iters: int) -> str:
+    """``finished`` (a validation at ``max_iters`` logged), ``resume`` (a checkpoint to
+    continue from) or ``start``."""
+    from leanseg.engine.run_dir import RunDirectory
+
+    record = last_validation(folder) if folder.is_dir() else None
+    if record is not None and record.get("iteration") == max_iters:
+        return "finished"
+    if folder.is_dir() and RunDirectory(folder).resume_checkpoint() is not None:
+        return "resume"
+    return "start"
+
+
+def plan(
+    runs: list[Run], budget: Budget, threads: int, max_iters: dict[str, int]
+) -> list[tuple[Run, int, str, TrainJob | None]]:
+    """Every (run, seed) with its state and, unless finished, the ``leanseg train`` job."""
+    rows = []
+    for run in runs:
+        for seed in budget.seeds:
+            folder = budget.folder(run, seed)
+            state = run_state(folder, max_iters[run.name])
+            job = None
+            if state != "finished":
+                job = TrainJob(
+                    name=folder.name,
+                    config=run.config,
+                    work_dir=folder,
+                    overrides=budget.overrides_of(run, seed, threads),
+                    log=folder.parent / f"{folder.name}.log",
+                    resume=state == "resume",
+                )
+            rows.append((run, seed, state, job))
+    return rows
+
+
+def seed_scores(folder: Path, max_iters: int) -> dict[str, Any] | None:
+    """The final validation of a finished run (percent), ``None`` if it has not finished."""
+    record = last_validation(folder) if folder.is_dir() else None
+    if record is None or record.get("iteration") != max_iters:
         return None
-    record = json.loads(path.read_text())
-    last_val = record["val_history"][-1]
+    boundary = record.get("boundary_miou")
     return {
-        "seed": seed,
-        "miou": 100 * last_val["miou"],
-        "boundary_miou": None
-        if last_val.get("boundary_miou") is None
-        else 100 * last_val["boundary_miou"],
-        "train_seconds": record["train_seconds"],
+        "miou": 100 * record["miou"],
+        "boundary_miou": None if boundary is None else 100 * boundary,
+        "iteration": record["iteration"],
     }
 
 
+# --------------------------------------------------------------------------- QGN schemes
+
+
+def scheme_scores(folder: Path, schemes: tuple[str, ...] = QGN_SCHEMES) -> dict[str, Any]:
+    """A trained QGN run's val mIoU and pixel accuracy with each propagation scheme (QGN 3.3).
+
+    Every val image is scored at each of the run's ``eval.scales`` (bilinear resize, padded to
+    the model's stride), the labels nearest-resized to that scale for GTC (which reads them to
+    pick the sites), the leaves' scores resized back and averaged as probabilities, as
+    :func:`leanseg.engine.inference.predict_scores` does; no flip; the first
+    ``eval.max_images`` images when that is set. PC here is the run's own
+    validation up to the padding: the trainer pads with zeros too.
+    """
+    import torch
+    import torch.nn.functional as F
+
+    from leanseg.data import build_dataset, dataset_classes
+    from leanseg.engine.loading import load_trained_model
+    from leanseg.engine.run_dir import RunDirectory
+    from leanseg.metrics import SegmentationMetric
+
+    trained = load_trained_model(folder, RunDirectory(folder).last_checkpoint)
+    cfg, model = trained.cfg, trained.model.eval()
+    dataset = build_dataset(cfg.data, cfg.data.val_split, train=False)
+    classes = len(dataset_classes(cfg.data))
+    ignore = cfg.data.ignore_index
+    metrics = {
+        s: SegmentationMetric(classes, ignore, boundary_width=cfg.eval.boundary_width)
+        for s in schemes
+    }
+    divisor = model.size_divisor
+    count = len(dataset)
+    if cfg.eval.max_images is not None:
+        count = min(count, cfg.eval.max_images)
+    with torch.no_grad():
+        for index in range(count):
+            sample = dataset[index]
+            image = torch.as_tensor(sample["image"]).float()[None]  # (1, 3, H, W)
+            label = torch.as_tensor(sample["label"]).long()[None]  # (1, H, W)
+            height, width = label.shape[-2:]
+            total = {s: torch.zeros(1, classes, height, width) for s in schemes}
+            for scale in cfg.eval.scales:
+                size = (max(1, round(height * scale)), max(1, round(width * scale)))
+                scaled = F.interpolate(image, size=size, mode="bilinear", align_corners=False)
+                scaled_label = F.interpolate(label[None].float(), size=size, mode="nearest")
+                scaled_label = scaled_label[0].long()
+                padding = (0, -size[1] % divisor, 0, -size[0] % divisor)
+                padded = F.pad(scaled, padding)
+                padded_label = F.pad(scaled_label, padding, value=ignore)
+                features = model.features(padded)
+                for scheme in schemes:
+                    pred = model.head.predict_quadtree(
+                        features, tuple(padded.shape[-2:]), scheme=scheme, label=padded_label
+                    )
+                    scores = pred.scores[..., : size[0], : size[1]]
+                    scores = F.interpolate(
+                        scores, size=(height, width), mode="bilinear", align_corners=False
+                    )
+                    total[scheme] += scores.softmax(dim=1)
+            for scheme in schemes:
+                metrics[scheme].update(total[scheme].argmax(1), label)
+    result: dict[str, Any] = {"iteration": trained.iteration, "images": count}
+    for scheme, metric in metrics.items():
+        scores = metric.compute()
+        result[scheme] = {
+            "miou": 100 * scores.miou,
+            "pixel_accuracy": 100 * scores.pixel_accuracy,
+            "boundary_miou": None if scores.boundary_miou is None else 100 * scores.boundary_miou,
+        }
+    return result
+
+
+def scheme_file(folder: Path) -> Path:
+    """Where a QGN run's scheme evaluation is kept: beside the run folder, not in it."""
+    return folder.parent / f"{folder.name}.schemes.json"
+
+
+def read_scheme_scores(folder: Path, max_iters: int) -> dict[str, Any] | None:
+    path = scheme_file(folder)
+    if not path.is_file():
+        return None
+    record = json.loads(path.read_text())
+    return record if record.get("iteration") == max_iters else None
+
+
+def is_qgn(run: Run, budget: Budget) -> bool:
+    return run_config(run, budget).model.head.get("name") == "qgn"
+
+
+# --------------------------------------------------------------------------- costs
+
+
+def camvid_labels(run: Run, budget: Budget, size: int = 768) -> Any:
+    """Two CamVid val labels padded (ignore) and cropped to ``size x size``, or ``None``."""
+    import torch
+    import torch.nn.functional as F
+
+    from leanseg.data import build_dataset
+
+    cfg = run_config(run, budget)
+    try:
+        dataset = build_dataset(cfg.data, cfg.data.val_split, train=False)
+    except Exception as err:  # noqa: BLE001 - any failure: fall back to random labels
+        print(f"no CamVid labels for the memory measurement ({err}); random ones", flush=True)
+        return None
+    labels = []
+    for index in range(2):
+        label = torch.as_tensor(dataset[index]["label"]).long()[:size, :size]
+        pad = (0, size - label.shape[1], 0, size - label.shape[0])
+        labels.append(F.pad(label, pad, value=cfg.data.ignore_index))
+    return torch.stack(labels)
+
+
 def measure_costs(
-    heads: list[str], repeats: int, weights_from: tuple[int, int] | None
+    runs: list[Run], budget: Budget, repeats: int, weights_seed: int | None
 ) -> dict[str, dict[str, Any]]:
     """GMAC and round-robin latency at 1024x2048, activation memory at 768x768 batch 2.
 
-    With ``weights_from=(seed, iters)`` each model carries that run's trained weights where the
-    run exists: QGN's sparse decoder does work only at the quadtree sites its trained split
-    decisions keep active, so its cost means little with random weights.
+    With ``weights_seed`` each model carries that seed's final weights where its run finished:
+    QGN's sparse decoder works only at the quadtree sites its trained split decisions keep
+    active, so its cost means little with random weights. The memory is measured with the
+    run's frozen backbone parts (``train.freeze_backbone_*``), as it trains.
     """
-    models = {}
-    weights: dict[str, str | None] = {}
-    for head in heads:
-        cfg = load_run_config(CONFIGS / f"{head}_camvid.yaml", ["model.backbone.pretrained=null"])
+    import torch
+
+    from leanseg.bench import activation_memory, count_flops
+    from leanseg.engine.checkpoint import load_checkpoint, load_model_state
+    from leanseg.engine.freezing import freeze_backbone
+    from leanseg.models import build_model
+
+    models, weights, configs = {}, {}, {}
+    for run in runs:
+        cfg = run_config(run, budget)
+        configs[run.name] = cfg
         model = build_model(cfg)
         checkpoint = None
-        if weights_from is not None:
-            checkpoint = run_dir(head, *weights_from) / "checkpoints" / "last.pt"
-            if checkpoint.is_file():
+        if weights_seed is not None:
+            folder = budget.folder(run, weights_seed)
+            if run_state(folder, cfg.train.max_iters) == "finished":
+                checkpoint = folder / "checkpoints" / "last.pt"
                 load_model_state(model, load_checkpoint(checkpoint)["model"], checkpoint)
-            else:
-                checkpoint = None
-        weights[head] = None if checkpoint is None else str(checkpoint.relative_to(ROOT))
-        models[head] = model.eval().to(memory_format=torch.channels_last)
+        weights[run.name] = "random initialisation" if checkpoint is None else str(checkpoint)
+        models[run.name] = model.eval().to(memory_format=torch.channels_last)
     images = torch.randn(1, 3, 1024, 2048).contiguous(memory_format=torch.channels_last)
-    costs: dict[str, dict[str, float]] = {}
+    costs: dict[str, dict[str, Any]] = {}
     with torch.no_grad():
-        for head, model in models.items():
+        for name, model in models.items():
             flops = count_flops(model, images)
             backbone = flops.by_top_level().get("backbone", 0)
-            costs[head] = {
-                "cost_weights": weights[head] or "random initialisation",
+            costs[name] = {
+                "cost_weights": weights[name],
                 "gmac_1024x2048": flops.total / 1e9,
                 "decoder_gmac_1024x2048": (flops.total - backbone) / 1e9,
             }
             model(images)  # warm-up
-    times: dict[str, list[float]] = {head: [] for head in heads}
-    with torch.no_grad():
-        for _ in range(repeats):
-            for head, model in models.items():
-                start = time.perf_counter()
-                model(images)
-                times[head].append(1e3 * (time.perf_counter() - start))
+        calls = {name: (lambda model=model: model(images)) for name, model in models.items()}
+        times = round_robin(calls, warmup=0, repeats=repeats)
     small = torch.randn(2, 3, 768, 768)
-    labels = torch.randint(0, 11, (2, 768, 768))
-    for head, model in models.items():
-        costs[head]["latency_ms_1024x2048"] = statistics.median(times[head])
-        costs[head]["latency_ms_all"] = times[head]
-        memory = activation_memory(model, small, lambda m, x: m.losses(x, {"label": labels}))
-        costs[head]["train_activation_mb_768x768_b2"] = memory / 2**20
+    labels = camvid_labels(runs[0], budget) if runs else None
+    if labels is None:
+        labels = torch.randint(0, 11, (2, 768, 768))
+    for name, model in models.items():
+        costs[name]["latency_ms_1024x2048"] = statistics.median(times[name])
+        costs[name]["latency_ms_all"] = times[name]
+        trainable = copy.deepcopy(model).to(memory_format=torch.contiguous_format).train()
+        train_cfg = configs[name].train
+        freeze_backbone(
+            trainable.backbone,
+            batchnorm=train_cfg.freeze_backbone_bn,
+            until_stride=train_cfg.freeze_backbone_until,
+        )
+        memory = activation_memory(trainable, small, lambda m, x: m.losses(x, {"label": labels}))
+        costs[name]["train_activation_mb_768x768_b2"] = memory / 2**20
     return costs
 
 
-def summarise(seeds: list[dict[str, Any]]) -> dict[str, Any]:
-    mious = [s["miou"] for s in seeds]
-    boundaries = [s["boundary_miou"] for s in seeds if s["boundary_miou"] is not None]
-    return {
+# --------------------------------------------------------------------------- the report
+
+
+def summarise_row(run: Run, budget: Budget, max_iters: int) -> dict[str, Any]:
+    """One row of the JSON: per-seed scores of the finished runs, mean and std over seeds."""
+    seeds = []
+    for seed in budget.seeds:
+        scores = seed_scores(budget.folder(run, seed), max_iters)
+        if scores is not None:
+            seeds.append({"seed": seed, **scores})
+    row: dict[str, Any] = {
+        "about": run.about,
+        "config": str(run.config.relative_to(REPO)),
+        "overrides": list(run.overrides),
         "seeds": seeds,
-        "miou_mean": statistics.fmean(mious),
-        "miou_spread": max(mious) - min(mious),
-        "boundary_miou_mean": statistics.fmean(boundaries) if boundaries else None,
+        "status": "done" if len(seeds) >= REQUIRED_SEEDS else pending(len(seeds)),
     }
+    for metric in ("miou", "boundary_miou"):
+        values = {s["seed"]: s[metric] for s in seeds if s[metric] is not None}
+        stats = seed_statistics(values)
+        row[f"{metric}_mean"], row[f"{metric}_std"] = stats["mean"], stats["std"]
+    return row
 
 
-def plot(rows: dict[str, Any], path: Path) -> None:
-    """Scatter of val mIoU (mean over seeds, bar = spread) against CPU latency, as a PNG."""
-    from PIL import Image, ImageDraw
-
-    points = [
-        (head, row["latency_ms_1024x2048"], row["miou_mean"], row["miou_spread"])
-        for head, row in rows.items()
-        if "miou_mean" in row and "latency_ms_1024x2048" in row
-    ]
-    if not points:
-        return
-    width, height, margin = 900, 600, 80
-    image = Image.new("RGB", (width, height), "white")
-    draw = ImageDraw.Draw(image)
-    xs = [p[1] for p in points]
-    ys = [p[2] for p in points]
-    x0, x1 = min(xs) * 0.9, max(xs) * 1.1
-    y0, y1 = min(ys) - 3, max(ys) + 3
-
-    def at(x: float, y: float) -> tuple[float, float]:
-        u = margin + (x - x0) / (x1 - x0) * (width - 2 * margin)
-        v = height - margin - (y - y0) / (y1 - y0) * (height - 2 * margin)
-        return u, v
-
-    draw.rectangle([margin, margin, width - margin, height - margin], outline="black")
-    for i in range(5):
-        x = x0 + (x1 - x0) * i / 4
-        y = y0 + (y1 - y0) * i / 4
-        u, _ = at(x, y0)
-        _, v = at(x0, y)
-        draw.text((u - 15, height - margin + 8), f"{x:.0f}", fill="black")
-        draw.text((margin - 45, v - 6), f"{y:.1f}", fill="black")
-    draw.text((width // 2 - 120, height - 35), "CPU latency at 1024x2048 (ms)", fill="black")
-    draw.text((10, 20), "CamVid val mIoU (%), mean over seeds; bar = spread", fill="black")
-    for head, x, y, spread in points:
-        u, v = at(x, y)
-        _, top = at(x, y + spread / 2)
-        _, bottom = at(x, y - spread / 2)
-        draw.line([u, top, u, bottom], fill="gray", width=2)
-        draw.ellipse([u - 5, v - 5, u + 5, v + 5], fill="royalblue")
-        draw.text((u + 8, v - 6), head, fill="black")
-    path.parent.mkdir(parents=True, exist_ok=True)
-    image.save(path)
+def pending(done: int) -> str:
+    return f"pending ({done} of {REQUIRED_SEEDS} seeds)"
 
 
-def write_table(record: dict[str, Any], path: Path) -> None:
-    """The docs page (Markdown), regenerated with the JSON so the two never disagree."""
-
-    def cell(value: float | None, digits: int = 1) -> str:
-        return "–" if value is None else f"{value:.{digits}f}"
-
-    budget = record["budget"]
-    lines = [
-        "# Every head on pretrained EfficientNet-Lite0, CamVid",
-        "",
-        "Written by `benchmarks/heads_camvid.py` from `benchmarks/results/heads_camvid.json`; "
-        "the paper claims these rows test are judged in `docs/notes/issue-11.md`. "
-        "A difference smaller than the seed spread is a tie.",
-        "",
-        "![CamVid val mIoU against CPU latency at 1024x2048](heads_camvid.png)",
-        "",
-        "| head | val mIoU (mean ± half spread) | seeds | boundary mIoU | GMAC (decoder) "
-        "| latency ms | train act. MB |",
-        "| --- | --- | --- | --- | --- | --- | --- |",
-    ]
-    for head, row in record["heads"].items():
-        if "miou_mean" in row:
-            accuracy = f"{row['miou_mean']:.1f} ± {row['miou_spread'] / 2:.1f}"
-            if len(row["seeds"]) == 1:
-                accuracy = f"{row['miou_mean']:.1f} (one seed)"
-            seeds = ", ".join(f"{s['miou']:.1f}" for s in row["seeds"])
-        else:
-            accuracy, seeds = "–", "–"
-        gmac = f"{cell(row.get('gmac_1024x2048'))} ({cell(row.get('decoder_gmac_1024x2048'), 2)})"
-        lines.append(
-            f"| {head} | {accuracy} | {seeds} | {cell(row.get('boundary_miou_mean'))} | {gmac} "
-            f"| {cell(row.get('latency_ms_1024x2048'), 0)} "
-            f"| {cell(row.get('train_activation_mb_768x768_b2'), 0)} |"
-        )
-    lines += [
-        "",
-        f"Budget: {budget['iterations']} iterations of batch {budget.get('batch_size', 8)}, "
-        f"seeds {budget['seeds']}; {budget['recipe']}. GMAC and latency at 1024x2048 batch 1, "
-        "training activation memory at 768x768 batch 2; a row's `cost_weights` in the JSON says "
-        "which weights its costs were measured with (none: random initialisation). "
-        f"Machine: {record['machine']}.",
-    ]
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text("\n".join(lines) + "\n")
+def summarise_schemes(runs: list[Run], budget: Budget, max_iters: dict[str, int]) -> dict[str, Any]:
+    """QGN runs' scheme evaluations: per seed and mean / std over seeds, per eval scheme."""
+    grid: dict[str, Any] = {}
+    for run in runs:
+        if not is_qgn(run, budget):
+            continue
+        per_seed = {}
+        for seed in budget.seeds:
+            record = read_scheme_scores(budget.folder(run, seed), max_iters[run.name])
+            if record is not None:
+                per_seed[seed] = record
+        entry: dict[str, Any] = {
+            "train_scheme": run_config(run, budget).model.head.get("train_scheme"),
+            "seeds": sorted(per_seed),
+        }
+        for scheme in QGN_SCHEMES:
+            values = {seed: record[scheme]["miou"] for seed, record in per_seed.items()}
+            entry[scheme] = {"miou": values, **seed_statistics(values)}
+        grid[run.name] = entry
+    return grid
 
 
-def machine(threads: int) -> dict[str, Any]:
-    return {
-        "cpu_cores": os.cpu_count(),
-        "torch_threads": threads,
-        "platform": platform.platform(),
-        "torch": torch.__version__,
+def metric_values(record: dict[str, Any]):
+    """``values(term)`` for :func:`heads_claims.judge` over the record being built."""
+
+    def values(term: Term):
+        if term.metric == "decoder_gmac":
+            return record["costs"].get(term.row, {}).get("decoder_gmac_1024x2048")
+        if term.metric.startswith("scheme:"):
+            entry = record["qgn_schemes"].get(term.row, {})
+            return entry.get(term.metric.split(":")[1], {}).get("miou", {})
+        row = record["heads"].get(term.row, {"seeds": []})
+        return {s["seed"]: s[term.metric] for s in row["seeds"] if s[term.metric] is not None}
+
+    return values
+
+
+def mixed_batches_row(path: Path = REPO / "benchmarks/results/multi_domain.json") -> dict:
+    """The mixed-vs-single-batches claim, from ``multi_domain.json`` (one seed measured)."""
+    row = {
+        "claim": MIXED_BATCHES.claim,
+        "source": MIXED_BATCHES.source,
+        "paper_delta": None,
+        "ours": "benchmarks/multi_domain.py: CamVid val mIoU, mixed - single-dataset batches",
+        "kind": MIXED_BATCHES.kind,
+        "note": MIXED_BATCHES.note,
+        "delta": None,
+        "spread": None,
+        "n": 0,
+        "verdict": pending(0),
     }
+    if path.is_file():
+        measured = json.loads(path.read_text()).get("d_mixed_vs_single_batches")
+        if measured:
+            delta = 100 * (measured["mixed"]["camvid"] - measured["single"]["camvid"])
+            row.update(delta=delta, n=1, verdict=pending(1))
+            row["note"] += f"; one seed in {path.relative_to(REPO)} (d_mixed_vs_single_batches)"
+    return row
+
+
+def build_record(
+    runs: list[Run],
+    budget: Budget,
+    recipe: Path,
+    max_iters: dict[str, int],
+    costs: dict[str, Any],
+    command: str,
+) -> dict[str, Any]:
+    record: dict[str, Any] = {
+        "what": "every head on pretrained EfficientNet-Lite0, CamVid val (101 images), at the "
+        "fast recipe's full budget; mIoU and boundary mIoU in percent, mean and sample std over "
+        "seeds (issue 26)",
+        "budget": {
+            "recipe": str(recipe.relative_to(REPO)),
+            "key": budget.key,
+            "overrides": list(budget.overrides),
+            "max_iters": sorted(set(max_iters.values())),
+            "seeds": list(budget.seeds),
+            "required_seeds": REQUIRED_SEEDS,
+            "runs_dir": str(budget.runs_dir.relative_to(REPO))
+            if budget.runs_dir.is_relative_to(REPO)
+            else str(budget.runs_dir),
+        },
+        "spread": "a row: sample std over seeds; a difference of two rows: sqrt(std_a^2 + "
+        "std_b^2); of two evaluations of the same runs (QGN schemes): std of the per-seed "
+        "differences. |delta| < spread is a tie (benchmarks/heads_claims.py)",
+        "heads": {run.name: summarise_row(run, budget, max_iters[run.name]) for run in runs},
+        "qgn_schemes": summarise_schemes(runs, budget, max_iters),
+        "costs": costs,
+    }
+    for run in runs:
+        record["heads"][run.name]["command"] = reproduce_command(run)
+    values = metric_values(record)
+    record["verdicts"] = [judge(claim, values) for claim in CLAIMS] + [mixed_batches_row()]
+    record["command"] = command
+    record["machine"] = machine()
+    return record
+
+
+def reproduce_command(run: Run) -> str:
+    """The command that trains (or resumes) this row's seeds and reports them."""
+    return f"python benchmarks/heads_camvid.py --runs {run.name} --jobs 2"
+
+
+# --------------------------------------------------------------------------- main
 
 
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--heads", nargs="*", default=HEADS, choices=HEADS)
-    parser.add_argument("--seeds", nargs="*", type=int, default=[0, 1])
-    parser.add_argument("--iters", type=int, default=600)
-    parser.add_argument("--batch-size", type=int, default=4)
-    parser.add_argument("--threads", type=int, default=1)
+    parser.add_argument("--runs", nargs="*", help="rows to run (default: all); see --plan")
+    parser.add_argument("--seeds", nargs="*", type=int, default=list(SEEDS))
+    parser.add_argument("--jobs", type=int, default=1, help="training runs at a time")
+    parser.add_argument("--threads", type=int, default=1, help="torch threads per run")
     parser.add_argument("--repeats", type=int, default=5, help="latency rounds (round-robin)")
+    parser.add_argument("--recipe", type=Path, default=RECIPE)
+    parser.add_argument("--runs-dir", type=Path, default=RUNS)
+    parser.add_argument(
+        "--set",
+        action="append",
+        default=[],
+        help="extra override after the recipe's "
+        "(changes the budget digest, so such runs never mix with the full-budget ones)",
+    )
+    parser.add_argument("--plan", action="store_true", help="print each run's state and stop")
+    parser.add_argument("--train-only", action="store_true")
     parser.add_argument("--cost-only", action="store_true")
     parser.add_argument("--report-only", action="store_true")
-    parser.add_argument(
-        "--train-only", action="store_true", help="train the runs and stop (one process per seed)"
-    )
-    parser.add_argument("--json", default=str(ROOT / "benchmarks/results/heads_camvid.json"))
-    parser.add_argument("--plot", default=str(ROOT / "docs/heads_camvid.png"))
-    parser.add_argument("--table", default=str(ROOT / "docs/heads_camvid.md"))
+    parser.add_argument("--json", type=Path, default=RESULTS)
+    parser.add_argument("--table", type=Path, default=DOCS_TABLE)
+    parser.add_argument("--readme", type=Path, default=REPO / "README.md")
     args = parser.parse_args(argv)
-    torch.set_num_threads(args.threads)
+
+    all_runs = head_runs()
+    names = [run.name for run in all_runs]
+    unknown = sorted(set(args.runs or []) - set(names))
+    if unknown:
+        raise SystemExit(f"unknown rows {unknown}; the rows are {names}")
+    selected = [run for run in all_runs if not args.runs or run.name in args.runs]
+    budget = Budget.from_recipe(args.recipe, args.set, args.runs_dir, tuple(args.seeds))
+    for run in all_runs:
+        check_same_data(args.recipe, run)
+    max_iters = {run.name: run_config(run, budget).train.max_iters for run in all_runs}
+    todo = plan(selected, budget, args.threads, max_iters)
+    print(f"budget {budget.key} ({args.recipe.name}): {budget.runs_dir}", flush=True)
+    for run, seed, state, _ in todo:
+        print(f"  {run.name} seed {seed}: {state}", flush=True)
+    if args.plan:
+        return
 
     if not (args.cost_only or args.report_only):
-        for seed in args.seeds:
-            for head in args.heads:
-                train(head, seed, args.iters, args.threads, args.batch_size)
-    if args.train_only:
-        return
-    out = Path(args.json)
-    previous = json.loads(out.read_text()) if out.is_file() else {}
-    rows: dict[str, Any] = previous.get("heads", {})
-    trained = (args.seeds[0], args.iters) if args.seeds else None
-    costs = {} if args.report_only else measure_costs(args.heads, args.repeats, trained)
-    for head in args.heads:
-        row = rows.get(head, {})
-        seeds = [s for seed in args.seeds if (s := final_scores(head, seed, args.iters))]
-        if seeds:
-            row.update(summarise(seeds))
-        row.update(costs.get(head, {}))
-        rows[head] = row
-    record = {
-        "budget": {
-            "iterations": args.iters,
-            "batch_size": args.batch_size,
-            "recipe": "configs/lite0/heads/base_camvid.yaml (288x384 crops at scale 1-2, Adam, "
-            "cosine; validation single scale at 1.5x input)",
-            "seeds": args.seeds,
-        },
-        "heads": rows,
-        "command": " ".join([sys.executable, *sys.argv]),
-        "machine": machine(args.threads),
-    }
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(json.dumps(record, indent=2) + "\n")
-    plot(rows, Path(args.plot))
-    write_table(record, Path(args.table))
-    for head, row in rows.items():
-        brief = {k: v for k, v in row.items() if not isinstance(v, list)}
-        print(head, json.dumps(brief))
+        budget.runs_dir.mkdir(parents=True, exist_ok=True)
+        write_json(budget.runs_dir / "budget.json", {"overrides": list(budget.overrides)})
+        jobs = [job for _, _, _, job in todo if job is not None]
+        train(jobs, parallel=args.jobs, threads=args.threads, check=False)
+        for run in selected:
+            if not is_qgn(run, budget):
+                continue
+            for seed in budget.seeds:
+                folder = budget.folder(run, seed)
+                done = run_state(folder, max_iters[run.name]) == "finished"
+                if done and read_scheme_scores(folder, max_iters[run.name]) is None:
+                    print(f"QGN schemes of {folder.name}", flush=True)
+                    write_json(scheme_file(folder), scheme_scores(folder))
+        if args.train_only:
+            return
+
+    previous = json.loads(args.json.read_text()) if args.json.is_file() else {}
+    costs = dict(previous.get("costs", {}))
+    if not args.report_only:
+        import torch
+
+        torch.set_num_threads(args.threads)
+        costs.update(measure_costs(selected, budget, args.repeats, budget.seeds[0]))
+    command = " ".join(["python", "benchmarks/heads_camvid.py", *sys.argv[1:]])
+    record = build_record(all_runs, budget, args.recipe, max_iters, costs, command)
+    write_json(args.json, record)
+
+    import tables
+
+    tables.write_docs_table(record, args.table)
+    tables.update_readme(record, args.readme)
+    for name, row in record["heads"].items():
+        print(f"{name}: {row['status']}, mIoU {row['miou_mean']}", flush=True)
 
 
 if __name__ == "__main__":

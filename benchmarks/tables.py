@@ -1,0 +1,181 @@
+"""Tables written from benchmark JSON: the README's "Which head should I use?" and its docs page.
+
+The README holds the generated part between two marker lines; everything outside them is left
+as it is. ``tests/test_readme_tables.py`` fails when the README differs from what this module
+writes from ``benchmarks/results/heads_camvid.json``, so the two cannot drift apart.
+
+    python benchmarks/tables.py           # rewrite the README's table from the JSON
+    python benchmarks/tables.py --check   # exit 1 if the README is not up to date
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+from typing import Any
+
+REPO = Path(__file__).resolve().parents[1]
+HEADS_JSON = REPO / "benchmarks" / "results" / "heads_camvid.json"
+README = REPO / "README.md"
+START = "<!-- heads-table:start (written by python benchmarks/tables.py; do not edit) -->"
+END = "<!-- heads-table:end -->"
+
+
+def _number(value: float | None, digits: int = 1, signed: bool = False) -> str:
+    if value is None:
+        return "–"
+    return f"{value:+.{digits}f}" if signed else f"{value:.{digits}f}"
+
+
+def _accuracy(row: dict[str, Any], metric: str) -> str:
+    if row["status"] != "done":
+        return row["status"]
+    mean, std = row[f"{metric}_mean"], row[f"{metric}_std"]
+    if mean is None:
+        return "–"
+    return f"{mean:.1f} ± {_number(std)}"
+
+
+def heads_table(record: dict[str, Any]) -> list[str]:
+    """Accuracy and cost per row, with the command that reproduces it."""
+    lines = [
+        "| row | val mIoU | boundary mIoU | GMAC (decoder) | CPU ms | train act. MiB | reproduce |",
+        "| --- | --- | --- | --- | --- | --- | --- |",
+    ]
+    costs = record.get("costs", {})
+    for name, row in record["heads"].items():
+        cost = costs.get(name, {})
+        gmac = "–"
+        if cost.get("gmac_1024x2048") is not None:
+            gmac = f"{cost['gmac_1024x2048']:.1f} ({cost['decoder_gmac_1024x2048']:.2f})"
+        lines.append(
+            f"| {name} | {_accuracy(row, 'miou')} | {_accuracy(row, 'boundary_miou')} "
+            f"| {gmac} | {_number(cost.get('latency_ms_1024x2048'), 0)} "
+            f"| {_number(cost.get('train_activation_mb_768x768_b2'), 0)} "
+            f"| `{row['command']}` |"
+        )
+    return lines
+
+
+def schemes_table(record: dict[str, Any]) -> list[str]:
+    """QGN Table 1 layout: train scheme by eval scheme, mIoU mean ± std over seeds."""
+    grid = record.get("qgn_schemes", {})
+    if not grid:
+        return []
+    lines = [
+        "| QGN row (train scheme) | eval All | eval GTC | eval PC |",
+        "| --- | --- | --- | --- |",
+    ]
+    for name, entry in grid.items():
+        cells = []
+        required = record["budget"]["required_seeds"]
+        for scheme in ("all", "gtc", "pc"):
+            stats = entry[scheme]
+            if stats["n"] < required:
+                cells.append(f"pending ({stats['n']} of {required} seeds)")
+            else:
+                cells.append(f"{stats['mean']:.1f} ± {_number(stats['std'])}")
+        lines.append(f"| {name} ({entry['train_scheme']}) | " + " | ".join(cells) + " |")
+    return lines
+
+
+def verdicts_table(record: dict[str, Any]) -> list[str]:
+    """One line per paper claim: source, the paper's delta, ours ± spread, the verdict."""
+    lines = [
+        "| claim | paper (table, rows) | paper Δ | our Δ ± spread | verdict |",
+        "| --- | --- | --- | --- | --- |",
+    ]
+    for row in record["verdicts"]:
+        if row["kind"] == "cost ratio":
+            paper = f"ratio {row['paper_delta']:.2f}"
+            ours = "–" if row["delta"] is None else f"ratio {row['delta']:.2f}"
+        else:
+            paper = "not given" if row["paper_delta"] is None else f"{row['paper_delta']:+.2f}"
+            ours = "–"
+            if not row["verdict"].startswith("pending"):
+                ours = f"{row['delta']:+.1f} ± {row['spread']:.1f}"
+        lines.append(f"| {row['claim']} | {row['source']} | {paper} | {ours} | {row['verdict']} |")
+    return lines
+
+
+def readme_block(record: dict[str, Any]) -> str:
+    """The generated part of the README, marker lines included."""
+    budget = record["budget"]
+    lines = [
+        START,
+        "",
+        f"Budget: `{budget['recipe']}` (its `data` and `train` sections; "
+        f"{', '.join(map(str, budget['max_iters']))} iterations), seeds "
+        f"{', '.join(map(str, budget['seeds']))}, runs in `{budget['runs_dir']}`. Accuracy on "
+        "CamVid val (101 images) in %, mean ± sample std over the seeds; boundary mIoU in an "
+        "8-pixel band; GMAC and CPU latency at 1024x2048 (batch 1), training activation memory "
+        "at 768x768 batch 2. A row not yet trained on every seed says so instead of a number.",
+        "",
+        *heads_table(record),
+        "",
+        *schemes_table(record),
+        "",
+        "Paper claims (spread: " + record["spread"] + "):",
+        "",
+        *verdicts_table(record),
+        "",
+        END,
+    ]
+    return "\n".join(line for i, line in enumerate(lines) if line or lines[i - 1]) + "\n"
+
+
+def replace_block(text: str, block: str) -> str:
+    """``text`` with the part between the marker lines (inclusive) replaced by ``block``."""
+    start, end = text.find(START), text.find(END)
+    if start < 0 or end < start:
+        raise ValueError(f"the README lacks the marker lines {START!r} ... {END!r}")
+    return text[:start] + block + text[end + len(END) :].removeprefix("\n")
+
+
+def update_readme(record: dict[str, Any], path: Path = README) -> bool:
+    """Rewrite the README's generated block from ``record``; ``True`` if it changed."""
+    text = path.read_text()
+    updated = replace_block(text, readme_block(record))
+    if updated != text:
+        path.write_text(updated)
+    return updated != text
+
+
+def write_docs_table(record: dict[str, Any], path: Path) -> None:
+    """The docs page: the README block with the per-claim notes and the command that wrote it."""
+    lines = [
+        "# Every head on pretrained EfficientNet-Lite0, CamVid, full budget",
+        "",
+        "Written by `benchmarks/heads_camvid.py` from `benchmarks/results/heads_camvid.json` "
+        f"(`{record['command']}`).",
+        "",
+        readme_block(record).strip(),
+        "",
+        "Notes on the claims (how our setting differs from the paper's):",
+        "",
+    ]
+    lines += [f"- {row['claim']}: {row['note']}" for row in record["verdicts"] if row["note"]]
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text("\n".join(lines) + "\n")
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--json", type=Path, default=HEADS_JSON)
+    parser.add_argument("--readme", type=Path, default=README)
+    parser.add_argument("--check", action="store_true", help="exit 1 if the README is stale")
+    args = parser.parse_args(argv)
+    record = json.loads(args.json.read_text())
+    if args.check:
+        text = args.readme.read_text()
+        if replace_block(text, readme_block(record)) != text:
+            sys.exit(f"{args.readme} is stale: run python benchmarks/tables.py")
+        return
+    changed = update_readme(record, args.readme)
+    print(f"{args.readme}: {'rewritten' if changed else 'up to date'}")
+
+
+if __name__ == "__main__":
+    main()

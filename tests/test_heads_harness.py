@@ -1,0 +1,318 @@
+"""``benchmarks/heads_camvid.py`` (issue 26): run states, the budget, seed statistics, verdicts
+and the README table, all without training."""
+
+from __future__ import annotations
+
+import importlib
+import json
+from pathlib import Path
+
+import pytest
+
+from leanseg.config import apply_overrides
+from leanseg.engine.run_dir import RunDirectory
+
+BENCHMARKS = Path(__file__).resolve().parents[1] / "benchmarks"
+
+
+@pytest.fixture
+def bench(monkeypatch):
+    """The harness modules as the scripts import them: their folder is on the path."""
+    monkeypatch.syspath_prepend(str(BENCHMARKS))
+    return (
+        importlib.import_module("heads_camvid"),
+        importlib.import_module("heads_claims"),
+        importlib.import_module("tables"),
+    )
+
+
+def fake_run(folder: Path, val_iterations: list[int], checkpoint: bool) -> None:
+    """A run folder as ``leanseg train`` leaves it: marker, log lines, maybe ``last.pt``."""
+    folder.mkdir(parents=True)
+    (folder / ".leanseg-run").write_text("{}")
+    run = RunDirectory(folder)
+    for iteration in val_iterations:
+        run.append_metrics({"split": "train", "iteration": iteration, "loss": 1.0})
+        run.append_metrics(
+            {"split": "val", "iteration": iteration, "miou": 0.5, "boundary_miou": 0.25}
+        )
+    if checkpoint:
+        run.checkpoint_dir.mkdir()
+        run.last_checkpoint.write_bytes(b"not read")
+
+
+# --------------------------------------------------------------------------- run states
+
+
+def test_run_states_finished_resume_start(bench, tmp_path):
+    harness, _, _ = bench
+    fake_run(tmp_path / "done", [600, 1200], checkpoint=True)
+    fake_run(tmp_path / "midway", [600], checkpoint=True)
+    fake_run(tmp_path / "no_checkpoint", [], checkpoint=False)
+    fake_run(tmp_path / "longer_budget", [1200], checkpoint=True)  # a shorter run's last val
+    assert harness.run_state(tmp_path / "done", 1200) == "finished"
+    assert harness.run_state(tmp_path / "midway", 1200) == "resume"
+    assert harness.run_state(tmp_path / "no_checkpoint", 1200) == "start"
+    assert harness.run_state(tmp_path / "missing", 1200) == "start"
+    assert harness.run_state(tmp_path / "longer_budget", 2400) == "resume"
+    scores = harness.seed_scores(tmp_path / "done", 1200)
+    assert scores == {"miou": 50.0, "boundary_miou": 25.0, "iteration": 1200}
+    assert harness.seed_scores(tmp_path / "midway", 1200) is None
+
+
+def test_plan_skips_finished_runs_and_resumes_started_ones(bench, tmp_path):
+    harness, _, _ = bench
+    budget = harness.Budget(("train.max_iters=1200",), "k", tmp_path, (0, 1, 2))
+    run = harness.Run("ladder", Path("configs/lite0/heads/ladder_camvid.yaml"), ("x.y=1",))
+    fake_run(budget.folder(run, 0), [1200], checkpoint=True)
+    fake_run(budget.folder(run, 1), [600], checkpoint=True)
+    rows = harness.plan([run], budget, threads=1, max_iters={"ladder": 1200})
+    assert [(seed, state) for _, seed, state, _ in rows] == [
+        (0, "finished"),
+        (1, "resume"),
+        (2, "start"),
+    ]
+    assert rows[0][3] is None
+    resumed, started = rows[1][3], rows[2][3]
+    assert "--resume" in resumed.command() and "--force" in started.command()
+    assert resumed.work_dir == tmp_path / "ladder_s1"
+    assert resumed.log == tmp_path / "ladder_s1.log"  # beside the run folder, not inside it
+    # The recipe's overrides, then the row's, then the seed and the threads.
+    assert list(started.overrides) == [
+        "train.max_iters=1200",
+        "x.y=1",
+        "train.seed=2",
+        "train.num_threads=1",
+    ]
+
+
+# --------------------------------------------------------------------------- the budget
+
+
+def test_recipe_overrides_take_data_and_train_of_the_recipe_and_its_base(bench, tmp_path):
+    harness, _, _ = bench
+    (tmp_path / "base.yaml").write_text(
+        "data: {root: ../data, crop_size: [288, 384], batch_size: 8}\n"
+        "train: {lr: 6.0e-4, max_iters: 2600, num_threads: auto, min_lr: 1.0e-6}\n"
+        "model: {head: {name: ladder}}\n"
+    )
+    recipe = tmp_path / "fast.yaml"
+    recipe.write_text(
+        "base: base.yaml\n"
+        "data:\n  crop_schedule:\n    - {crop_size: [192, 256], until: 1800}\n  cache: true\n"
+        "train: {max_iters: 2400, freeze_backbone_until: 8}\n"
+    )
+    overrides = harness.recipe_overrides(recipe)
+    keys = [item.split("=")[0] for item in overrides]
+    assert "data.root" not in keys and "train.num_threads" not in keys  # not taken
+    assert not any(key.startswith("model.") for key in keys)
+    # Through leanseg's own --set parser the values come back as the files state them.
+    raw = apply_overrides({}, overrides)
+    assert raw["data"]["crop_schedule"] == [{"crop_size": [192, 256], "until": 1800}]
+    assert raw["data"]["crop_size"] == [288, 384] and raw["data"]["cache"] is True
+    assert raw["train"]["max_iters"] == 2400  # the recipe's, not its base's
+    assert float(raw["train"]["lr"]) == 6.0e-4 and float(raw["train"]["min_lr"]) == 1.0e-6
+    assert harness.budget_key(overrides) != harness.budget_key([*overrides, "train.lr=1"])
+
+
+def test_every_head_config_is_a_row_and_trains_on_the_shipped_recipe(bench):
+    harness, _, _ = bench
+    runs = harness.head_runs()
+    names = [run.name for run in runs]
+    configs = sorted(p.name for p in harness.CONFIGS.glob("*_camvid.yaml"))
+    assert len(runs) == len(configs) - 1 + len(harness.VARIANTS)  # all but the base
+    assert {f"sandf_{row}" for row in "abcdefghi"} <= set(names)
+    assert {"qgn", "qgn_all", "ladder_scratch"} <= set(names)
+    budget = harness.Budget.from_recipe(harness.RECIPE, [], Path("/tmp/unused"), (0,))
+    for run in runs:
+        harness.check_same_data(harness.RECIPE, run)
+        cfg = harness.run_config(run, budget)  # every override parses and validates
+        assert cfg.train.max_iters == harness.run_config(runs[0], budget).train.max_iters
+    scratch = harness.run_config(runs[names.index("ladder_scratch")], budget)
+    assert scratch.model.backbone["pretrained"] is None
+    assert not scratch.train.freeze_backbone_bn and scratch.train.freeze_backbone_until is None
+
+
+# --------------------------------------------------------------------------- statistics
+
+
+def test_mean_std_and_spread_of_a_difference(bench):
+    _, claims, _ = bench
+    stats = claims.seed_statistics({0: 70.0, 1: 72.0, 2: 74.0})
+    assert stats == {"n": 3, "mean": 72.0, "std": 2.0}
+    assert claims.seed_statistics({0: 70.0})["std"] is None
+    unpaired = claims.compare({0: 72.0, 1: 74.0, 2: 76.0}, {0: 70.0, 1: 70.0, 2: 70.0}, False)
+    assert unpaired["delta"] == pytest.approx(4.0) and unpaired["n"] == 3
+    assert unpaired["spread"] == pytest.approx((2.0**2 + 0.0**2) ** 0.5)
+    paired = claims.compare({0: 72.0, 1: 75.0, 2: 78.0}, {0: 70.0, 1: 72.0, 2: 74.0}, True)
+    assert paired["seed_deltas"] == {0: 2.0, 1: 3.0, 2: 4.0}
+    assert paired["delta"] == pytest.approx(3.0) and paired["spread"] == pytest.approx(1.0)
+
+
+@pytest.mark.parametrize(
+    ("kind", "paper", "delta", "spread", "n", "expected"),
+    [
+        ("difference", 1.5, 2.0, 1.0, 3, "reproduced"),
+        ("difference", 1.5, -2.0, 1.0, 3, "not reproduced"),
+        ("difference", 1.5, 0.5, 1.0, 3, "tie within spread"),
+        ("difference", -0.7, -2.0, 1.0, 3, "reproduced"),
+        ("difference", 1.5, 2.0, 1.0, 2, "pending (2 of 3 seeds)"),
+        ("difference", 1.5, None, None, 0, "pending (0 of 3 seeds)"),
+        ("no difference", -0.01, 0.5, 1.0, 3, "reproduced"),
+        ("no difference", -0.01, 1.5, 1.0, 3, "not reproduced"),
+    ],
+)
+def test_verdicts(bench, kind, paper, delta, spread, n, expected):
+    _, claims, _ = bench
+    assert claims.verdict(kind, paper, delta, spread, n) == expected
+
+
+def test_judge_reads_both_sides_and_a_cost_ratio(bench):
+    _, claims, _ = bench
+    values = {
+        ("nrd", "miou"): {0: 71.0, 1: 72.0, 2: 73.0},
+        ("deeplabv3plus", "miou"): {0: 69.0, 1: 70.0, 2: 71.0},
+        ("nrd", "decoder_gmac"): 5.0,
+        ("deeplabv3plus", "decoder_gmac"): 10.0,
+    }
+    by_claim = {c.claim: c for c in claims.CLAIMS}
+    row = claims.judge(
+        by_claim["NRD beats the DeepLabV3+ decoder"], lambda t: values[(t.row, t.metric)]
+    )
+    assert row["paper_delta"] == 0.9 and row["delta"] == pytest.approx(2.0)
+    assert row["spread"] == pytest.approx(2**0.5) and row["verdict"] == "reproduced"
+    assert row["same_sign_seeds"] == "3 of 3 seeds"
+    cost = claims.judge(
+        by_claim["NRD's decoder costs under 1/3 of DeepLabV3+'s"],
+        lambda t: values[(t.row, t.metric)],
+    )
+    assert cost["delta"] == 0.5 and cost["verdict"] == "not reproduced"
+
+
+def test_paper_numbers_are_the_tables(bench):
+    """The S&F deltas are differences of the Table 2a values; QGN's of Table 1's."""
+    _, claims, _ = bench
+    table = claims.SANDF_TABLE_2A
+    by_claim = {c.claim: c for c in claims.CLAIMS}
+    for row in "BCDEFGHI":
+        claim = by_claim[f"S&F row {row} vs row A"]
+        assert claim.paper_delta == pytest.approx(table[row] - table["A"])
+    assert by_claim["S&F row H vs row C"].paper_delta == pytest.approx(2.31)  # S&F text
+    assert by_claim["S&F row D vs row A"].kind == "no difference"
+    qgn = by_claim["QGN trained GTC matches or beats trained All, both evaluated PC"]
+    assert qgn.paper_delta == pytest.approx(73.00 - 71.33)
+
+
+# --------------------------------------------------------------------------- tables
+
+
+def fake_record(done: bool) -> dict:
+    seeds = [{"seed": s, "miou": 70.0 + s, "boundary_miou": 50.0} for s in range(3 if done else 1)]
+    head = {
+        "seeds": seeds,
+        "status": "done" if done else "pending (1 of 3 seeds)",
+        "miou_mean": 71.0 if done else 70.0,
+        "miou_std": 1.0 if done else None,
+        "boundary_miou_mean": 50.0,
+        "boundary_miou_std": 0.0 if done else None,
+        "command": "python benchmarks/heads_camvid.py --runs ladder --jobs 2",
+    }
+    return {
+        "budget": {
+            "recipe": "configs/lite0/ladder_camvid_fast.yaml",
+            "max_iters": [2400],
+            "seeds": [0, 1, 2],
+            "required_seeds": 3,
+            "runs_dir": "runs/x",
+        },
+        "spread": "as documented",
+        "heads": {"ladder": head},
+        "qgn_schemes": {},
+        "costs": {
+            "ladder": {
+                "gmac_1024x2048": 15.04,
+                "decoder_gmac_1024x2048": 6.8,
+                "latency_ms_1024x2048": 1234.4,
+                "train_activation_mb_768x768_b2": 900.2,
+            }
+        },
+        "verdicts": [
+            {
+                "claim": "c",
+                "source": "s",
+                "paper_delta": 1.5,
+                "kind": "difference",
+                "delta": 2.0 if done else 3.0,
+                "spread": 1.0 if done else None,
+                "verdict": "reproduced" if done else "pending (1 of 3 seeds)",
+                "note": "",
+            }
+        ],
+        "command": "python benchmarks/heads_camvid.py --report-only",
+    }
+
+
+def test_table_shows_mean_std_and_costs_of_finished_rows(bench):
+    _, _, tables = bench
+    block = tables.readme_block(fake_record(done=True))
+    assert "| ladder | 71.0 ± 1.0 | 50.0 ± 0.0 | 15.0 (6.80) | 1234 | 900 |" in block
+    assert "| c | s | +1.50 | +2.0 ± 1.0 | reproduced |" in block
+    assert block.startswith(tables.START) and block.endswith(tables.END + "\n")
+
+
+def test_pending_rows_show_no_numbers(bench):
+    _, _, tables = bench
+    block = tables.readme_block(fake_record(done=False))
+    assert "| ladder | pending (1 of 3 seeds) | pending (1 of 3 seeds) |" in block
+    assert "70.0" not in block and "+3.0" not in block
+    assert "| c | s | +1.50 | – | pending (1 of 3 seeds) |" in block
+
+
+def test_replace_block_keeps_the_rest_of_the_readme(bench, tmp_path):
+    _, _, tables = bench
+    readme = tmp_path / "README.md"
+    readme.write_text(f"# top\n\n{tables.START}\nold\n{tables.END}\n\n## next\n")
+    record = fake_record(done=True)
+    assert tables.update_readme(record, readme)
+    text = readme.read_text()
+    assert text.startswith("# top\n\n" + tables.START) and text.endswith(
+        tables.END + "\n\n## next\n"
+    )
+    assert "old" not in text and not tables.update_readme(record, readme)  # idempotent
+    readme.write_text("# no markers\n")
+    with pytest.raises(ValueError, match="marker"):
+        tables.update_readme(record, readme)
+
+
+def test_check_mode_fails_on_a_stale_readme(bench, tmp_path):
+    _, _, tables = bench
+    path = tmp_path / "r.json"
+    path.write_text(json.dumps(fake_record(done=True)))
+    readme = tmp_path / "README.md"
+    readme.write_text(f"{tables.START}\n{tables.END}\n")
+    with pytest.raises(SystemExit, match="stale"):
+        tables.main(["--json", str(path), "--readme", str(readme), "--check"])
+    tables.main(["--json", str(path), "--readme", str(readme)])
+    tables.main(["--json", str(path), "--readme", str(readme), "--check"])  # passes now
+
+
+def test_a_paired_claim_not_reproduced_says_what_was_checked(bench):
+    _, claims, _ = bench
+    by_claim = {c.claim: c for c in claims.CLAIMS}
+    claim = by_claim["QGN trained GTC: GTC evaluation (oracle) beats PC"]
+    values = {"scheme:gtc": {0: 50.0, 1: 51.0, 2: 52.5}, "scheme:pc": {0: 55.0, 1: 55.0, 2: 55.0}}
+    row = claims.judge(claim, lambda t: values[t.metric])
+    assert row["verdict"] == "not reproduced"
+    assert "0 of 3 per-seed differences have the paper's sign" in row["checked"]
+
+
+def test_mixed_batches_row_has_no_paper_number_and_waits_for_seeds(bench, tmp_path, monkeypatch):
+    harness, _, _ = bench
+    path = tmp_path / "multi_domain.json"
+    assert harness.mixed_batches_row(path)["verdict"] == "pending (0 of 3 seeds)"
+    mixed = {"mixed": {"camvid": 0.6}, "single": {"camvid": 0.5}}
+    path.write_text(json.dumps({"d_mixed_vs_single_batches": mixed}))
+    monkeypatch.setattr(harness, "REPO", tmp_path)  # the note names it relative to the repo
+    row = harness.mixed_batches_row(path)
+    assert row["paper_delta"] is None and row["delta"] == pytest.approx(10.0)
+    assert row["verdict"] == "pending (1 of 3 seeds)"
