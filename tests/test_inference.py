@@ -361,6 +361,16 @@ def test_predictor_round_trip_with_real_model(tmp_path) -> None:
     assert len(predictor.class_names) == len(predictor.palette) == model.num_classes
 
 
+def test_predictor_of_a_model_built_in_code_takes_class_names() -> None:
+    model = TinyFCN(num_classes=3)
+    assert Predictor(model).class_names == ("class 0", "class 1", "class 2")
+    named = Predictor(model, class_names=["road", "car", "sky"])
+    assert named.class_names == ("road", "car", "sky")
+    assert len(named.palette) == 3
+    with pytest.raises(ValueError, match="2 class names given for a model of 3 classes"):
+        Predictor(model, class_names=["road", "car"])
+
+
 def test_checkpoint_of_other_class_count_names_file(tmp_path) -> None:
     models = _require_build_model()
     from leanseg.data import dataset_classes

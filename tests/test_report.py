@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import base64
 import builtins
+import html
 import io
 import json
 import re
@@ -21,6 +22,7 @@ from leanseg.engine.trainer import Trainer
 from leanseg.models import load_run_config
 from leanseg.report import write_report
 from leanseg.report.command import add_report_parser
+from leanseg.report.gather import run_name
 
 pytestmark = pytest.mark.slow
 
@@ -119,9 +121,60 @@ def test_two_runs_give_a_side_by_side_table_and_a_latency_plot(runs, tmp_path):
     assert ">Accuracy vs latency</h2>" in document
     table = document.split(">Side-by-side comparison</h2>")[1].split("</table>")[0]
     assert table.count("<tr>") == 3  # header and one row per run
-    assert "<td>second</td>" in table and "<td>run&lt;script&gt;alert(1)&lt;</td>" in table
+    for run in runs:  # named by their folders (outside the working directory: absolute)
+        assert f"<td>{html.escape(str(run.resolve()))}</td>" in table
+    assert "run&lt;script&gt;alert(1)&lt;</td>" in table
     assert document.count(">Training curves</h3>") == 2
     assert not any(_blank(p) for p in _pngs(document))
+
+
+def test_runs_are_named_by_their_folder_path(one_report, runs, tmp_path, monkeypatch):
+    # Issue 28: a run was named by its folder's name alone: the demo's read "Run: run".
+    _, document = one_report
+    assert f">Run: {html.escape(str(runs[0].resolve()))}</h2>" in document
+    (tmp_path / "demo" / "run").mkdir(parents=True)
+    monkeypatch.chdir(tmp_path)
+    assert run_name(Path("demo/run")) == run_name(tmp_path / "demo" / "run") == "demo/run"
+    assert run_name(Path(".")) == tmp_path.resolve().name
+    monkeypatch.chdir(tmp_path / "demo")
+    assert run_name(Path("..")) == str(tmp_path.resolve())
+
+
+# Two datasets in one run (thesis ch. 5): the same generator with other scenes.
+TWO_DATASETS = (
+    "data.datasets=["
+    "{dataset: synthetic, name: street, options: {num_samples: 2, size: [64, 96], seed: 0}}, "
+    "{dataset: synthetic, name: town, options: {num_samples: 2, size: [64, 96], seed: 1}}]"
+)
+
+
+def _dataset_rows(document: str) -> list[list[str]]:
+    table = document.split(">Scores per dataset</h2>")[1].split("</table>")[0]
+    rows = re.findall(r"<tr>(.*?)</tr>", table)
+    return [re.findall(r"<t[dh][^>]*>(.*?)</t[dh]>", row) for row in rows]
+
+
+def test_runs_on_several_datasets_get_a_row_per_dataset(runs, one_report, tmp_path):
+    _, document = one_report
+    assert "Scores per dataset" not in document  # one run, one dataset
+    single = [o for o in TINY if not o.startswith(("data.dataset=", "data.options="))]
+    multi = tmp_path / "multi"
+    Trainer(
+        load_run_config(None, [*single, TWO_DATASETS, f"work_dir={multi}"]), show_progress=False
+    ).train()
+    out = tmp_path / "datasets.html"
+    write_report([runs[1], multi], out, **SMALL)
+    rows = _dataset_rows(out.read_text(encoding="utf-8"))
+    assert rows[0] == [
+        "dataset",
+        f"mIoU: {runs[1].resolve()}",
+        f"mIoU: {multi.resolve()}",
+        f"foreign pixels: {multi.resolve()}",
+    ]
+    assert [row[0] for row in rows[1:]] == ["synthetic", "street", "town"]
+    assert rows[1][1] != "-" and rows[1][2:] == ["-", "-"]  # the first run: its one dataset
+    for row in rows[2:]:
+        assert row[1] == "-" and all(re.fullmatch(r"\d+\.\d", cell) for cell in row[2:])
 
 
 def test_missing_matplotlib_names_the_extra(runs, tmp_path, monkeypatch):

@@ -270,8 +270,8 @@ class Predictor:
         model: maps normalised images ``(B, 3, H, W)`` to class scores ``(B, C, H, W)``.
         cfg: the run config; ``cfg.data`` gives normalisation, class names and palette. ``None``
             for a model built in code (``leanseg.create_model``): the normalisation is then the
-            one its backbone declares, the classes are named ``class 0 ...`` and coloured with
-            the VOC bit palette.
+            one its backbone declares, the classes are named by ``class_names`` (else
+            ``class 0 ...``) and coloured with the VOC bit palette.
         device: where the model runs.
         max_pixels: pixel budget of one forward pass; ``None`` never tiles.
         overlap: tile overlap in pixels.
@@ -284,9 +284,12 @@ class Predictor:
         crf: refine the probabilities with the fully connected CRF
             (:class:`~leanseg.engine.dense_crf.DenseCRF`, thesis §3.4) with these parameters;
             ``None`` for none.
+        class_names: the name of each class, by label id (:attr:`class_names`), for a model
+            built in code; ``None`` takes them from ``cfg``, or names them ``class 0 ...``.
 
     Raises:
         InferenceOptionError: for a dtype the device cannot run (fp16 on the CPU).
+        ValueError: for ``class_names`` whose count is not the model's ``num_classes``.
     """
 
     def __init__(
@@ -301,7 +304,12 @@ class Predictor:
         flip: bool = False,
         options: InferenceOptions | None = None,
         crf: CRFConfig | None = None,
+        class_names: Sequence[str] | None = None,
     ) -> None:
+        count = getattr(model, "num_classes", None)
+        if class_names is not None and count is not None and len(class_names) != count:
+            raise ValueError(f"{len(class_names)} class names given for a model of {count} classes")
+        self._class_names = None if class_names is None else tuple(map(str, class_names))
         self.device = torch.device(device)
         self.crf = None if crf is None else DenseCRF(crf)
         self.model = model.to(self.device).eval()
@@ -375,9 +383,11 @@ class Predictor:
 
     @property
     def class_names(self) -> tuple[str, ...]:
-        """Names of the classes, indexed by label id."""
+        """Names of the classes, indexed by label id: those given, else the config's."""
         from leanseg.data import dataset_classes
 
+        if self._class_names is not None:
+            return self._class_names
         if self.cfg is None:
             return tuple(f"class {i}" for i in range(self.model.num_classes))
         return tuple(dataset_classes(self.cfg.data))

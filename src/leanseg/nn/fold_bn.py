@@ -52,6 +52,21 @@ def find_conv_bn_pairs(model: nn.Module, example: Tensor) -> list[tuple[str, str
         model: any module; called as ``model(example)``.
         example: an input batch.
     """
+    return trace_conv_bn_pairs(model, example)[0]
+
+
+def trace_conv_bn_pairs(model: nn.Module, example: Tensor) -> tuple[list[tuple[str, str]], Any]:
+    """The foldable pairs of :func:`find_conv_bn_pairs` and the output of the forward that
+    found them (eval mode, no gradients), so a caller that also needs ``model(example)`` (the
+    reference of a check) runs the model once. The hooks only watch: the output is the model's.
+
+    Args:
+        model: any module; called as ``model(example)``.
+        example: an input batch.
+
+    Returns:
+        ``(pairs, output)``: qualified names ``(conv, bn)``, and what ``model(example)`` returned.
+    """
     names = {module: name for name, module in model.named_modules()}
     produced: dict[int, nn.Module] = {}
     keep_alive: list[Tensor] = []  # so that ids of hooked outputs are not reused
@@ -81,16 +96,17 @@ def find_conv_bn_pairs(model: nn.Module, example: Tensor) -> list[tuple[str, str
     try:
         model.eval()
         with torch.no_grad():
-            model(example)
+            output = model(example)
     finally:
         for handle in handles:
             handle.remove()
         model.train(was_training)
-    return [
+    pairs = [
         (names[conv], names[bn])
         for conv, bn in candidates
         if calls[conv] == 1 and calls[bn] == 1 and bn.track_running_stats
     ]
+    return pairs, output
 
 
 @torch.no_grad()
@@ -118,6 +134,17 @@ def _set_submodule(model: nn.Module, name: str, module: nn.Module) -> None:
     setattr(parent, child, module)
 
 
+def fold_pairs(model: nn.Module, pairs: list[tuple[str, str]]) -> None:
+    """Fold each named BN into its named convolution, in place; the BNs become ``nn.Identity``.
+
+    Unchecked: ``pairs`` must come from :func:`find_conv_bn_pairs` on ``model`` (or on a module
+    with the same names, e.g. the original of a copy), and the caller checks the outputs.
+    """
+    for conv_name, bn_name in pairs:
+        fold_conv_bn(model.get_submodule(conv_name), model.get_submodule(bn_name))
+        _set_submodule(model, bn_name, nn.Identity())
+
+
 def fold_batchnorm(
     model: nn.Module, example: Tensor, *, atol: float = 1e-4, rtol: float = 1e-4
 ) -> nn.Module:
@@ -137,9 +164,7 @@ def fold_batchnorm(
     """
     folded = copy.deepcopy(model).eval()
     pairs = find_conv_bn_pairs(folded, example)
-    for conv_name, bn_name in pairs:
-        fold_conv_bn(folded.get_submodule(conv_name), folded.get_submodule(bn_name))
-        _set_submodule(folded, bn_name, nn.Identity())
+    fold_pairs(folded, pairs)
     was_training = model.training
     model.eval()
     try:

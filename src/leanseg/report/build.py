@@ -3,7 +3,9 @@
 For each run: a summary, training curves (loss terms, learning rate, validation mIoU), per-class
 IoU bars, the confusion matrix, prediction panels, instance AP for instance heads, and cost. For
 several runs also a side-by-side table and an accuracy-vs-latency plot (latencies are measured
-one run after another on this machine at the same size, so they compare).
+one run after another on this machine at the same size, so they compare). When the runs cover
+several datasets (a run on several, ``data.datasets``, or runs on different ones), a table with
+one row per dataset gives each run's mIoU on it.
 
 Everything that can be checked is checked before the first model is loaded: matplotlib, the
 output file (:mod:`leanseg.report.output`), each run directory and each bench file.
@@ -20,6 +22,7 @@ from pathlib import Path
 import torch
 
 from leanseg.config import ConfigError
+from leanseg.metrics import SegmentationScores
 from leanseg.report import figures
 from leanseg.report.defaults import DEFAULT_BENCH_SIZE, DEFAULT_MAX_IMAGES, DEFAULT_PANELS
 from leanseg.report.figures import Point, Series
@@ -112,6 +115,7 @@ def write_report(
     sections = []
     if len(reports) > 1:
         sections += _comparison(reports)
+    sections += _datasets(reports)
     sections += [_run_section(report) for report in reports]
     return write_output(out, document(name, intro, sections))
 
@@ -229,6 +233,49 @@ def _comparison(reports: list[RunReport]) -> list[Section]:
     else:
         plot.parts.append(text("Fewer than two runs have both an mIoU and a latency.", note=True))
     return [table_section, plot]
+
+
+def _datasets(reports: list[RunReport]) -> list[Section]:
+    """One row per dataset, one mIoU column per run, when the runs cover several datasets
+    (one run on several, or runs on different ones); nothing otherwise."""
+    names: list[str] = []
+    for report in reports:
+        names += [name for name in report.log.datasets if name not in names]
+    if len(names) < 2:
+        return []
+    header = ["dataset"]
+    columns = []
+    for report in reports:
+        scores = _scores_by_dataset(report)
+        header.append(f"mIoU: {report.log.name}")
+        columns.append([_pct(scores[name].miou if name in scores else None) for name in names])
+        if report.evaluation is not None and report.evaluation.per_dataset:
+            header.append(f"foreign pixels: {report.log.name}")
+            columns.append(
+                [_pct(scores[name].foreign_fraction if name in scores else None) for name in names]
+            )
+    rows = [[name, *(column[row] for column in columns)] for row, name in enumerate(names)]
+    evaluated = {r.evaluation.num_images for r in reports if r.evaluation is not None}
+    images = " or ".join(str(count) for count in sorted(evaluated)) or "no"
+    note = (
+        f"mIoU in % in each dataset's own classes, measured by this report on the first {images} "
+        "val images of each dataset; '-': the run was not trained on that dataset, or not "
+        "evaluated. Foreign pixels: % of the dataset's pixels that a run on several datasets "
+        "predicts as classes of another dataset (they count as errors)."
+    )
+    return [Section("Scores per dataset", [table(header, rows), text(note, note=True)])]
+
+
+def _scores_by_dataset(report: RunReport) -> dict[str, SegmentationScores]:
+    """The report's scores of a run by dataset name: each dataset of a run on several, or the
+    one dataset of a run on one; empty when nothing was evaluated."""
+    evaluation = report.evaluation
+    if evaluation is None:
+        return {}
+    if evaluation.per_dataset:
+        return evaluation.per_dataset
+    datasets = report.log.datasets
+    return {datasets[0]: evaluation.scores} if len(datasets) == 1 else {}
 
 
 def _run_section(report: RunReport) -> Section:

@@ -23,7 +23,7 @@ class RunLog:
     """One run directory as logged by ``leanseg train``.
 
     Attributes:
-        name: how the report names the run (its folder name, or the name given).
+        name: how the report names the run (:func:`run_name`, or the name given).
         path: the run directory.
         config: the raw ``config.yaml`` (a dict; values as the user wrote or resolved them).
         train: the ``"split": "train"`` records of ``metrics.jsonl``, in order.
@@ -50,9 +50,22 @@ class RunLog:
         return " + ".join(parts) or "?"
 
     @property
-    def dataset(self) -> str:
+    def datasets(self) -> list[str]:
+        """The names of the datasets the run trained on: each ``data.datasets`` entry's name (or
+        dataset) for a multi-dataset run, else ``data.dataset``; empty when the config says none."""
         data = self.config.get("data") or {}
-        return str(data.get("dataset", "?")) if isinstance(data, dict) else "?"
+        if not isinstance(data, dict):
+            return []
+        entries = data.get("datasets")
+        if isinstance(entries, list):
+            names = [e.get("name") or e.get("dataset") for e in entries if isinstance(e, dict)]
+            return [str(name) for name in names if name]
+        return [str(data["dataset"])] if data.get("dataset") else []
+
+    @property
+    def dataset(self) -> str:
+        """:attr:`datasets` as one name, e.g. ``camvid + em``; ``?`` when there is none."""
+        return " + ".join(self.datasets) or "?"
 
     @property
     def iterations(self) -> int | None:
@@ -108,13 +121,25 @@ def read_run(path: str | Path, name: str | None = None) -> RunLog:
     records = run.read_metrics()
     checkpoint = next((p for p in (run.best_checkpoint, run.last_checkpoint) if p.is_file()), None)
     return RunLog(
-        name=name or run.root.resolve().name,
+        name=name or run_name(run.root),
         path=run.root,
         config=config,
         train=[r for r in records if r.get("split") == "train"],
         val=[r for r in records if r.get("split") == "val"],
         checkpoint=checkpoint,
     )
+
+
+def run_name(path: Path) -> str:
+    """How the report names a run folder: its path relative to the working directory when it
+    lies below it, else its absolute path. The folder's name alone can say little: the demo's
+    run folder is called ``run``, and a heading read "Run: run"."""
+    folder = path.resolve()
+    try:
+        relative = folder.relative_to(Path.cwd().resolve())
+    except ValueError:
+        return str(folder)
+    return str(relative) if relative.parts else folder.name
 
 
 def read_bench_json(path: str | Path) -> dict[str, Any]:

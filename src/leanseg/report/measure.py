@@ -5,7 +5,8 @@
   :func:`~leanseg.engine.evaluator.evaluate` (the run's own ``eval`` settings) on the first
   ``max_images`` images of its val split: the confusion matrix, per-class IoU and, for instance
   heads, AP. The logged validation (``metrics.jsonl``) may cover more images; the report says
-  how many it evaluated.
+  how many it evaluated. A run on several datasets (``data.datasets``) is also scored on each
+  of them in its own classes (the first ``max_images`` val images of each).
 - **Panels**: image | ground truth | prediction | error for ``num_panels`` val images spread over
   the split (:func:`panel_indices`), predicted at one scale. In the error picture wrong pixels
   are red, right ones dark grey and ignored ones white. Pictures wider than
@@ -18,7 +19,7 @@
 from __future__ import annotations
 
 import dataclasses
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -51,7 +52,12 @@ class Panel:
 
 @dataclass
 class Evaluation:
-    """The report's own evaluation of a run's checkpoint."""
+    """The report's own evaluation of a run's checkpoint.
+
+    ``per_dataset``: for a run on several datasets (``data.datasets``), each dataset's scores in
+    its own classes (:func:`~leanseg.engine.domain_eval.evaluate_per_dataset`, on the first
+    ``num_images`` val images of each), by entry name; empty for a run on one dataset.
+    """
 
     checkpoint: Path
     iteration: int | None
@@ -60,6 +66,7 @@ class Evaluation:
     scores: SegmentationScores
     class_names: list[str]
     panels: list[Panel]
+    per_dataset: dict[str, SegmentationScores] = field(default_factory=dict)
 
 
 @dataclass
@@ -134,6 +141,11 @@ def evaluate_run(
         device=device,
         ignore_index=cfg.data.ignore_index,
     )
+    per_dataset = {}
+    if cfg.data.datasets is not None:
+        from leanseg.engine.domain_eval import evaluate_per_dataset
+
+        per_dataset = evaluate_per_dataset(model, cfg.data, split, eval_cfg=eval_cfg, device=device)
     palette = dataset_palette(cfg.data)
     panels = [
         _panel(model, dataset, index, palette, device)
@@ -147,6 +159,7 @@ def evaluate_run(
         scores=scores,
         class_names=class_names,
         panels=panels,
+        per_dataset=per_dataset,
     )
 
 
