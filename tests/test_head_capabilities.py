@@ -57,7 +57,7 @@ def _declaring_model(num_classes: int = 11) -> Segmentor:
 def test_qgn_declares_both_capabilities_and_names_its_levels():
     model = create_model(
         head="qgn", backbone="resnet18", num_classes=3, backbone_options={"stem_features": True},
-        **QGN_SMALL,
+        head_options=QGN_SMALL,
     )  # fmt: skip
     head = model.head
     assert isinstance(head, CostReporting) and isinstance(head, EvaluationHook)

@@ -78,7 +78,7 @@ def test_a_model_that_does_not_export_runs_in_pytorch_with_a_note() -> None:
         "resnet18",
         num_classes=5,
         backbone_options={"stem_features": True},
-        in_channels=128,
+        head_options={"in_channels": 128},  # QGN's own width, not the image channels
         decoder_channels=[16, 16, 16, 16, 16],
         decoder_units=[1, 1, 1, 1, 1],
     ).eval()

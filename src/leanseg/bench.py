@@ -40,6 +40,8 @@ import torch
 from rich.table import Table
 from torch import Tensor, nn
 
+from leanseg.nn.segmentor import input_channels
+
 __all__ = [
     "BenchResult",
     "FlopCount",
@@ -632,7 +634,7 @@ def benchmark_model(
     device: torch.device | str = "cpu",
     warmup: int = 3,
     repeats: int = 10,
-    in_channels: int = 3,
+    in_channels: int | None = None,
     inference_model: nn.Module | None = None,
 ) -> BenchResult:
     """Measure parameters, FLOPs, activation memory, peak memory and latency of a model.
@@ -653,7 +655,8 @@ def benchmark_model(
         device: where to run.
         warmup: untimed calls before timing.
         repeats: timed calls.
-        in_channels: channels of the random input.
+        in_channels: channels of the random input; default the model's (``in_channels``, 3
+            for a model without one).
         inference_model: what inference latency and peak memory are measured on, e.g. the
             model prepared with inference-speed options (:mod:`leanseg.engine.speed`);
             parameters, FLOPs and activation memory are always ``model``'s. Default ``model``.
@@ -668,6 +671,8 @@ def benchmark_model(
         raise ValueError(f"need warmup >= 0 and repeats >= 1, got {warmup} and {repeats}")
     device = torch.device(device)
     model.to(device)
+    if in_channels is None:
+        in_channels = input_channels(model)
     generator = torch.Generator().manual_seed(0)
     images = torch.randn(batch, in_channels, height, width, generator=generator).to(device)
 

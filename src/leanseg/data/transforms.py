@@ -345,24 +345,28 @@ class ColorJitter:
 class ToTensor:
     """Convert a numpy sample to tensors; normalise the image with ``mean`` and ``std``.
 
-    ``image`` becomes ``float32 (3, H, W)`` with ``(x / 255 - mean) / std``; ``label`` and
+    ``image`` becomes ``float32 (C, H, W)`` with ``(x / 255 - mean) / std``, ``C`` the length of
+    ``mean`` (a 2-D grey image counts as one channel); ``label`` and
     ``instance`` become ``int64``; ``disparity`` ``float32``; ``stereo_baseline`` a ``float32``
     scalar tensor (a batch of them is ``(B,)``); other keys (``name``) are kept.
 
     Args:
-        mean: Per-channel mean of images scaled to 0..1 (RGB).
-        std: Per-channel standard deviation of images scaled to 0..1 (RGB).
+        mean: Per-channel mean of images scaled to 0..1 (RGB, or one per channel).
+        std: Per-channel standard deviation of images scaled to 0..1.
     """
 
     def __init__(self, mean: Sequence[float], std: Sequence[float]) -> None:
-        self.mean = torch.tensor(mean, dtype=torch.float32).view(3, 1, 1)
-        self.std = torch.tensor(std, dtype=torch.float32).view(3, 1, 1)
+        self.mean = torch.tensor(mean, dtype=torch.float32).view(-1, 1, 1)
+        self.std = torch.tensor(std, dtype=torch.float32).view(-1, 1, 1)
 
     def __call__(self, sample: Sample) -> Sample:
         out = dict(sample)
         # np.array copies: arrays decoded by PIL are read-only, which torch warns about.
-        image = torch.from_numpy(np.array(sample["image"], dtype=np.uint8)).permute(2, 0, 1)
-        out["image"] = (image.float() / 255.0 - self.mean) / self.std  # (3, H, W)
+        array = np.array(sample["image"], dtype=np.uint8)
+        if array.ndim == 2:  # grey-scale (H, W)
+            array = array[..., None]
+        image = torch.from_numpy(array).permute(2, 0, 1)
+        out["image"] = (image.float() / 255.0 - self.mean) / self.std  # (C, H, W)
         for key in ("label", "instance"):
             if key in sample:
                 out[key] = torch.from_numpy(np.array(sample[key], dtype=np.int64))
@@ -386,10 +390,9 @@ def input_statistics(data_cfg: DataConfig) -> tuple[Sequence[float], Sequence[fl
     return mean, std
 
 
-def mean_colour(data_cfg: DataConfig) -> tuple[int, int, int]:
-    """The dataset mean as a ``uint8`` RGB colour, the fill of padded crops."""
-    r, g, b = (int(round(255 * m)) for m in input_statistics(data_cfg)[0])
-    return r, g, b
+def mean_colour(data_cfg: DataConfig) -> tuple[int, ...]:
+    """The dataset mean as a ``uint8`` colour (one value per channel), the fill of padded crops."""
+    return tuple(int(round(255 * m)) for m in input_statistics(data_cfg)[0])
 
 
 def build_train_transform(data_cfg: DataConfig) -> Compose:

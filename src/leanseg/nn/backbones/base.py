@@ -21,10 +21,32 @@ from leanseg.config import IMAGENET_MEAN, IMAGENET_STD
 
 @dataclass(frozen=True)
 class Normalization:
-    """Per-channel statistics a backbone's weights expect: ``(x - mean) / std`` on 0..1 RGB."""
+    """Per-channel statistics a backbone's weights expect: ``(x - mean) / std`` on 0..1 values.
 
-    mean: tuple[float, float, float]
-    std: tuple[float, float, float]
+    A backbone's own statistics are RGB ones (3 values); :meth:`for_channels` derives those of
+    a model built for another number of input channels.
+    """
+
+    mean: tuple[float, ...]
+    std: tuple[float, ...]
+
+    def for_channels(self, in_channels: int) -> Normalization | None:
+        """The statistics for ``in_channels`` inputs, where they follow from these RGB ones.
+
+        3 channels: these. 1 channel (grey-scale): the averages of the three means and of the
+        three stds, so that a grey image normalised with them gives each RGB channel roughly
+        the value an RGB image with R = G = B would, which is what the summed first-layer
+        filters of :func:`~leanseg.nn.backbones.pretrained.adapt_input_channels` expect.
+        Any other count (RGB-D, multispectral): ``None``, the extra channels' statistics are
+        the data's, which only the user knows.
+        """
+        if in_channels == len(self.mean):
+            return self
+        if in_channels == 1:
+            return Normalization(
+                mean=(sum(self.mean) / len(self.mean),), std=(sum(self.std) / len(self.std),)
+            )
+        return None
 
 
 # torchvision's ImageNet statistics: what the ResNet, DenseNet and HRNet weights were trained with.
@@ -64,9 +86,15 @@ def feature_at(
 
 
 class Backbone(nn.Module):
-    """Base of all backbones: holds ``feature_info`` and answers questions about it."""
+    """Base of all backbones: holds ``feature_info`` and answers questions about it.
+
+    Every builder takes ``in_channels`` (3 by default): the channels of the images it reads
+    (1 for grey-scale microscopy, 4 for RGB-D ...); with ``pretrained`` weights the file's RGB
+    first convolution is adapted to them (``pretrained.adapt_input_channels``).
+    """
 
     feature_info: list[FeatureInfo]
+    in_channels: int = 3
     # The input normalisation of the backbone's pretrained weights; ``data.mean`` / ``data.std``
     # default to it (``leanseg.models.input_normalization``).
     normalization: Normalization = IMAGENET_NORMALIZATION

@@ -160,6 +160,7 @@ class DenseNet(Backbone):
         output_stride: 32 (no dilation), 16 (DB4 dilated by 2) or 8 (DB3 by 2, DB4 by 4).
         db1_stride: 4 (torchvision), or 2: the stem max-pool moves behind DB1 (32→2 model).
         checkpointing: a key of :data:`CHECKPOINTING` (thesis Table 4.11).
+        in_channels: channels of the input images.
         norm_layer: normalisation layer factory.
     """
 
@@ -175,9 +176,12 @@ class DenseNet(Backbone):
         output_stride: int = 32,
         db1_stride: int = 4,
         checkpointing: str = "none",
+        in_channels: int = 3,
         norm_layer: NormLayer = nn.BatchNorm2d,
     ) -> None:
         super().__init__()
+        if in_channels < 1:
+            raise ValueError(f"in_channels must be at least 1, got {in_channels}")
         if output_stride not in (8, 16, 32):
             raise ValueError(f"output_stride must be 8, 16 or 32, got {output_stride}")
         if output_stride != 32 and (split_db3 or split_db4):
@@ -196,13 +200,14 @@ class DenseNet(Backbone):
             if split is not None and not 0 < split < n:
                 raise ValueError(f"{name} must be in 1..{n - 1}, got {split}")
         self.splits = {3: split_db3, 4: split_db4}
+        self.in_channels = in_channels
         self.db1_stride = db1_stride
         dilation = {3: 2 if output_stride == 8 else 1, 4: {8: 4, 16: 2, 32: 1}[output_stride]}
         pool = {2: output_stride != 8, 3: output_stride == 32}
 
         self.features = nn.Sequential()
         self.features.add_module(
-            "conv0", nn.Conv2d(3, num_init_features, 7, stride=2, padding=3, bias=False)
+            "conv0", nn.Conv2d(in_channels, num_init_features, 7, stride=2, padding=3, bias=False)
         )
         self.features.add_module("norm0", norm_layer(num_init_features))
         self.features.add_module("relu0", nn.ReLU(inplace=True))
@@ -298,7 +303,7 @@ _CONFIGS: dict[str, dict[str, Any]] = {
 def _build(name: str, pretrained: str | None, **kwargs: Any) -> DenseNet:
     model = DenseNet(**_CONFIGS[name], **kwargs)
     if pretrained:
-        load_pretrained(model, pretrained)
+        load_pretrained(model, pretrained, first_conv="features.conv0.weight")
     return model
 
 
@@ -310,6 +315,7 @@ def densenet121(
     output_stride: int = 32,
     db1_stride: int = 4,
     checkpointing: str = "none",
+    in_channels: int = 3,
     norm_layer: NormLayer = nn.BatchNorm2d,
 ) -> DenseNet:
     """DenseNet-121 (6.95 M backbone parameters); ``split_db3=12`` gives LDN121 64→4."""
@@ -321,6 +327,7 @@ def densenet121(
         output_stride=output_stride,
         db1_stride=db1_stride,
         checkpointing=checkpointing,
+        in_channels=in_channels,
         norm_layer=norm_layer,
     )
 
@@ -333,6 +340,7 @@ def densenet169(
     output_stride: int = 32,
     db1_stride: int = 4,
     checkpointing: str = "none",
+    in_channels: int = 3,
     norm_layer: NormLayer = nn.BatchNorm2d,
 ) -> DenseNet:
     """DenseNet-169 (12.5 M backbone parameters)."""
@@ -344,6 +352,7 @@ def densenet169(
         output_stride=output_stride,
         db1_stride=db1_stride,
         checkpointing=checkpointing,
+        in_channels=in_channels,
         norm_layer=norm_layer,
     )
 
@@ -356,6 +365,7 @@ def densenet161(
     output_stride: int = 32,
     db1_stride: int = 4,
     checkpointing: str = "none",
+    in_channels: int = 3,
     norm_layer: NormLayer = nn.BatchNorm2d,
 ) -> DenseNet:
     """DenseNet-161 (growth rate 48; 26.5 M backbone parameters)."""
@@ -367,5 +377,6 @@ def densenet161(
         output_stride=output_stride,
         db1_stride=db1_stride,
         checkpointing=checkpointing,
+        in_channels=in_channels,
         norm_layer=norm_layer,
     )

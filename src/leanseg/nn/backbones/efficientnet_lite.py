@@ -158,6 +158,7 @@ class EfficientNetLite(Backbone):
         output_stride: 32, 16 or 8 (the last stride-2 stages dilate instead).
         head_features: return the 1280-channel ``_conv_head`` output at the coarsest stride.
         drop_path_rate: largest stochastic-depth rate, rising linearly over the blocks.
+        in_channels: channels of the input images.
         norm_layer: normalisation layer factory; the default matches the weights' BN settings.
     """
 
@@ -171,6 +172,7 @@ class EfficientNetLite(Backbone):
         output_stride: int = 32,
         head_features: bool = False,
         drop_path_rate: float = 0.0,
+        in_channels: int = 3,
         norm_layer: NormLayer | None = None,
     ) -> None:
         super().__init__()
@@ -178,9 +180,12 @@ class EfficientNetLite(Backbone):
             raise ValueError(f"output_stride must be 8, 16 or 32, got {output_stride}")
         if not 0.0 <= drop_path_rate < 1.0:
             raise ValueError(f"drop_path_rate must be in [0, 1), got {drop_path_rate}")
+        if in_channels < 1:
+            raise ValueError(f"in_channels must be at least 1, got {in_channels}")
         if norm_layer is None:
             norm_layer = _lite_batch_norm
-        self._conv_stem = nn.Conv2d(3, STEM_CHANNELS, 3, stride=2, padding=1, bias=False)
+        self.in_channels = in_channels
+        self._conv_stem = nn.Conv2d(in_channels, STEM_CHANNELS, 3, stride=2, padding=1, bias=False)
         self._bn0 = norm_layer(STEM_CHANNELS)
         self.act = nn.ReLU6(inplace=True)
 
@@ -268,6 +273,7 @@ def _build(
     output_stride: int,
     head_features: bool,
     drop_path_rate: float,
+    in_channels: int,
     norm_layer: NormLayer | None,
 ) -> EfficientNetLite:
     width_mult, depth_mult = LITE_SCALING[name]
@@ -277,11 +283,12 @@ def _build(
         output_stride=output_stride,
         head_features=head_features,
         drop_path_rate=drop_path_rate,
+        in_channels=in_channels,
         norm_layer=norm_layer,
     )
     if pretrained:
         drop = ("_fc.",) if head_features else ("_fc.", "_conv_head.", "_bn1.")
-        load_pretrained(model, pretrained, drop_prefixes=drop)
+        load_pretrained(model, pretrained, drop_prefixes=drop, first_conv="_conv_stem.weight")
     return model
 
 
@@ -291,11 +298,18 @@ def efficientnet_lite0(
     output_stride: int = 32,
     head_features: bool = False,
     drop_path_rate: float = 0.0,
+    in_channels: int = 3,
     norm_layer: NormLayer | None = None,
 ) -> EfficientNetLite:
     """EfficientNet-Lite0 (3.0 M backbone parameters; ``pretrained: efficientnet-lite0``)."""
     return _build(
-        "efficientnet_lite0", pretrained, output_stride, head_features, drop_path_rate, norm_layer
+        "efficientnet_lite0",
+        pretrained,
+        output_stride,
+        head_features,
+        drop_path_rate,
+        in_channels,
+        norm_layer,
     )
 
 
@@ -305,11 +319,18 @@ def efficientnet_lite1(
     output_stride: int = 32,
     head_features: bool = False,
     drop_path_rate: float = 0.0,
+    in_channels: int = 3,
     norm_layer: NormLayer | None = None,
 ) -> EfficientNetLite:
     """EfficientNet-Lite1 (depth x1.1; ``pretrained: efficientnet-lite1``)."""
     return _build(
-        "efficientnet_lite1", pretrained, output_stride, head_features, drop_path_rate, norm_layer
+        "efficientnet_lite1",
+        pretrained,
+        output_stride,
+        head_features,
+        drop_path_rate,
+        in_channels,
+        norm_layer,
     )
 
 
@@ -319,9 +340,16 @@ def efficientnet_lite2(
     output_stride: int = 32,
     head_features: bool = False,
     drop_path_rate: float = 0.0,
+    in_channels: int = 3,
     norm_layer: NormLayer | None = None,
 ) -> EfficientNetLite:
     """EfficientNet-Lite2 (width x1.1, depth x1.2; ``pretrained: efficientnet-lite2``)."""
     return _build(
-        "efficientnet_lite2", pretrained, output_stride, head_features, drop_path_rate, norm_layer
+        "efficientnet_lite2",
+        pretrained,
+        output_stride,
+        head_features,
+        drop_path_rate,
+        in_channels,
+        norm_layer,
     )

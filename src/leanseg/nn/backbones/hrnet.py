@@ -95,12 +95,18 @@ class HRNet(Backbone):
     Args:
         width: channels of the highest-resolution branch (18, 32 or 48); branches have
             ``width * (1, 2, 4, 8)``.
+        in_channels: channels of the input images.
         norm_layer: normalisation layer factory.
     """
 
-    def __init__(self, width: int, *, norm_layer: NormLayer = nn.BatchNorm2d) -> None:
+    def __init__(
+        self, width: int, *, in_channels: int = 3, norm_layer: NormLayer = nn.BatchNorm2d
+    ) -> None:
         super().__init__()
-        self.conv1 = nn.Conv2d(3, 64, 3, stride=2, padding=1, bias=False)
+        if in_channels < 1:
+            raise ValueError(f"in_channels must be at least 1, got {in_channels}")
+        self.in_channels = in_channels
+        self.conv1 = nn.Conv2d(in_channels, 64, 3, stride=2, padding=1, bias=False)
         self.bn1 = norm_layer(64)
         self.conv2 = nn.Conv2d(64, 64, 3, stride=2, padding=1, bias=False)
         self.bn2 = norm_layer(64)
@@ -153,23 +159,40 @@ class HRNet(Backbone):
         return {4: torch.cat([xs[0], *upsampled], dim=1)}  # (B, 15 * width, H/4, W/4)
 
 
-def _hrnet(width: int, pretrained: str | None, norm_layer: NormLayer) -> HRNet:
-    model = HRNet(width, norm_layer=norm_layer)
+def _hrnet(width: int, pretrained: str | None, in_channels: int, norm_layer: NormLayer) -> HRNet:
+    model = HRNet(width, in_channels=in_channels, norm_layer=norm_layer)
     if pretrained:
-        load_pretrained(model, pretrained, drop_prefixes=CLASSIFICATION_PREFIXES)
+        load_pretrained(
+            model, pretrained, drop_prefixes=CLASSIFICATION_PREFIXES, first_conv="conv1.weight"
+        )
     return model
 
 
-def hrnet_w18(*, pretrained: str | None = None, norm_layer: NormLayer = nn.BatchNorm2d) -> HRNet:
+def hrnet_w18(
+    *,
+    pretrained: str | None = None,
+    in_channels: int = 3,
+    norm_layer: NormLayer = nn.BatchNorm2d,
+) -> HRNet:
     """HRNetV2-W18 (270 output channels at stride 4)."""
-    return _hrnet(18, pretrained, norm_layer)
+    return _hrnet(18, pretrained, in_channels, norm_layer)
 
 
-def hrnet_w32(*, pretrained: str | None = None, norm_layer: NormLayer = nn.BatchNorm2d) -> HRNet:
+def hrnet_w32(
+    *,
+    pretrained: str | None = None,
+    in_channels: int = 3,
+    norm_layer: NormLayer = nn.BatchNorm2d,
+) -> HRNet:
     """HRNetV2-W32 (480 channels), the backbone of S&F Table 2a."""
-    return _hrnet(32, pretrained, norm_layer)
+    return _hrnet(32, pretrained, in_channels, norm_layer)
 
 
-def hrnet_w48(*, pretrained: str | None = None, norm_layer: NormLayer = nn.BatchNorm2d) -> HRNet:
+def hrnet_w48(
+    *,
+    pretrained: str | None = None,
+    in_channels: int = 3,
+    norm_layer: NormLayer = nn.BatchNorm2d,
+) -> HRNet:
     """HRNetV2-W48 (720 channels), the backbone of S&F Table 1."""
-    return _hrnet(48, pretrained, norm_layer)
+    return _hrnet(48, pretrained, in_channels, norm_layer)

@@ -9,6 +9,10 @@ Nothing is downloaded. ``model.backbone.pretrained`` is either
 
 Files are read with ``torch.load(weights_only=True)``: a file holding anything but tensors and
 plain containers is refused without running any of it. Classifier keys are dropped.
+
+A backbone built for another number of input channels than the file's three (grey-scale
+microscopy, RGB-D, multispectral: ``in_channels``) gets the file's first convolution adapted by
+:func:`adapt_input_channels`, as timm's ``adapt_input_conv`` does.
 """
 
 from __future__ import annotations
@@ -91,12 +95,53 @@ def read_state_dict(path: str | Path) -> dict[str, torch.Tensor]:
     return payload
 
 
+def adapt_input_channels(weight: torch.Tensor, in_channels: int) -> torch.Tensor:
+    """A first convolution's ``(O, 3, kh, kw)`` RGB filters adapted to ``in_channels`` inputs.
+
+    The rule keeps the response to an input whose channels all carry the same (normalised)
+    signal ``x``: the RGB filters answer it with ``(w_R + w_G + w_B) * x``.
+
+    - 1 channel: the sum of the three filters, so a grey image gives the response the RGB
+      filters give to the same image with R = G = B (timm sums them too).
+    - 2 or more than 3 channels: the RGB filters repeated cyclically (R, G, B, R, ...) and
+      scaled by ``3 / in_channels``; exact for any multiple of 3 (two stacked RGB images give
+      the response of one), approximate otherwise. This is timm's ``adapt_input_conv``.
+    - 3 channels: unchanged.
+
+    Args:
+        weight: ``(out_channels, 3, kh, kw)``; any floating dtype (computed in float32).
+        in_channels: input channels of the new convolution, at least 1.
+
+    Returns:
+        ``(out_channels, in_channels, kh, kw)`` in ``weight``'s dtype.
+
+    Raises:
+        ValueError: ``weight`` does not have 3 input channels, or ``in_channels < 1``.
+    """
+    if weight.dim() != 4 or weight.shape[1] != 3:
+        raise ValueError(
+            f"expected RGB filters (out_channels, 3, kh, kw), got {tuple(weight.shape)}"
+        )
+    if in_channels < 1:
+        raise ValueError(f"in_channels must be at least 1, got {in_channels}")
+    if in_channels == 3:
+        return weight
+    rgb = weight.float()
+    if in_channels == 1:
+        adapted = rgb.sum(dim=1, keepdim=True)  # (O, 1, kh, kw)
+    else:
+        repeats = -(-in_channels // 3)  # ceil
+        adapted = rgb.repeat(1, repeats, 1, 1)[:, :in_channels] * (3 / in_channels)
+    return adapted.to(weight.dtype)
+
+
 def load_pretrained(
     module: nn.Module,
     path: str | Path,
     *,
     allow_missing: Iterable[str] = (),
     drop_prefixes: Iterable[str] = CLASSIFIER_PREFIXES,
+    first_conv: str | None = None,
 ) -> list[str]:
     """Copy a local ImageNet state dict into ``module``.
 
@@ -107,6 +152,9 @@ def load_pretrained(
         allow_missing: name prefixes of parameters that the file may lack and that keep their
             random initialisation (e.g. a deep stem torchvision does not have).
         drop_prefixes: prefixes of keys in the file to ignore.
+        first_conv: key of the weight of the convolution that reads the image (``conv1.weight``);
+            where the module's has another number of input channels than the file's 3, the
+            file's filters are adapted with :func:`adapt_input_channels`.
 
     Returns:
         The keys of ``module`` that kept their initialisation.
@@ -120,6 +168,10 @@ def load_pretrained(
     allow = tuple(allow_missing)
     state = {key: value for key, value in state.items() if not key.startswith(drop)}
     own = module.state_dict()
+    if first_conv is not None and first_conv in state and first_conv in own:
+        rgb, in_channels = state[first_conv], own[first_conv].shape[1]
+        if rgb.dim() == 4 and rgb.shape[1] == 3 and in_channels != 3:
+            state[first_conv] = adapt_input_channels(rgb, in_channels)
     missing = [key for key in own if key not in state]
     bad_missing = [key for key in missing if not key.startswith(allow)]
     unexpected = [key for key in state if key not in own and not key.startswith(allow)]

@@ -12,9 +12,11 @@ segmentation papers use:
   The feature dict is keyed by stride, so only the deepest stage of each stride is returned.
 - ``stem_features``: also return the stem output at stride 2 (``{2: conv1-bn1-relu}``, 64
   channels, before the max-pool) and the input image itself as the stride-1 "feature"
-  (``{1: images}``, 3 channels), for decoders that add an encoder skip at every stride (QGN's
-  skips into ``Q1`` and ``Q0``: Table 7's Block0 and the input). Off by default, so heads that
-  read every returned stride see the classic 4..32 pyramid.
+  (``{1: images}``, ``in_channels`` channels), for decoders that add an encoder skip at every
+  stride (QGN's skips into ``Q1`` and ``Q0``: Table 7's Block0 and the input). Off by default,
+  so heads that read every returned stride see the classic 4..32 pyramid.
+- ``in_channels``: image channels (3). Loaded weights get their 7x7 ``conv1`` adapted
+  (``pretrained.adapt_input_channels``); a deep stem keeps its random initialisation anyway.
 """
 
 from __future__ import annotations
@@ -112,6 +114,7 @@ class ResNet(Backbone):
         deep_stem: three 3x3 convolutions instead of the 7x7 stem (see module docstring).
         output_stride: 32 (classification layout), 16 or 8 (dilated last stages).
         stem_features: also return ``{1: images, 2: stem output}`` (see module docstring).
+        in_channels: channels of the input images.
         norm_layer: normalisation layer factory (``nn.BatchNorm2d``, ``nn.SyncBatchNorm``...).
     """
 
@@ -123,15 +126,19 @@ class ResNet(Backbone):
         deep_stem: bool = False,
         output_stride: int = 32,
         stem_features: bool = False,
+        in_channels: int = 3,
         norm_layer: NormLayer = nn.BatchNorm2d,
     ) -> None:
         super().__init__()
         if output_stride not in (8, 16, 32):
             raise ValueError(f"output_stride must be 8, 16 or 32, got {output_stride}")
+        if in_channels < 1:
+            raise ValueError(f"in_channels must be at least 1, got {in_channels}")
+        self.in_channels = in_channels
         self.deep_stem = deep_stem
         if deep_stem:
             self.conv1 = nn.Sequential(
-                conv3x3(3, 32, stride=2),
+                conv3x3(in_channels, 32, stride=2),
                 norm_layer(32),
                 nn.ReLU(inplace=True),
                 conv3x3(32, 32),
@@ -140,12 +147,12 @@ class ResNet(Backbone):
                 conv3x3(32, 64),
             )
         else:
-            self.conv1 = nn.Conv2d(3, 64, 7, stride=2, padding=3, bias=False)
+            self.conv1 = nn.Conv2d(in_channels, 64, 7, stride=2, padding=3, bias=False)
         self.bn1 = norm_layer(64)
         self.relu = nn.ReLU(inplace=True)
         self.maxpool = nn.MaxPool2d(3, stride=2, padding=1)
 
-        self._in_channels = 64
+        self._stage_channels = 64
         self._dilation = 1
         self._norm_layer = norm_layer
         # Stages 3 and 4 trade stride for dilation when a finer output stride is asked for.
@@ -163,7 +170,7 @@ class ResNet(Backbone):
             channels = {"layer1": 64, "layer2": 128, "layer3": 256, "layer4": 512}[name]
             by_stride[stride] = FeatureInfo(stride, channels * block.expansion, name)
         if stem_features:
-            by_stride[1] = FeatureInfo(1, 3, "input")
+            by_stride[1] = FeatureInfo(1, in_channels, "input")
             by_stride[2] = FeatureInfo(2, 64, "conv1")
         self.stem_features = stem_features
         self.feature_info = [by_stride[s] for s in sorted(by_stride)]
@@ -183,13 +190,13 @@ class ResNet(Backbone):
             stride = 1
         out_channels = channels * block.expansion
         downsample = None
-        if stride != 1 or self._in_channels != out_channels:
+        if stride != 1 or self._stage_channels != out_channels:
             downsample = nn.Sequential(
-                conv1x1(self._in_channels, out_channels, stride), self._norm_layer(out_channels)
+                conv1x1(self._stage_channels, out_channels, stride), self._norm_layer(out_channels)
             )
         blocks = [
             block(
-                self._in_channels,
+                self._stage_channels,
                 channels,
                 stride,
                 previous_dilation,
@@ -197,7 +204,7 @@ class ResNet(Backbone):
                 self._norm_layer,
             )
         ]
-        self._in_channels = out_channels
+        self._stage_channels = out_channels
         blocks += [
             block(out_channels, channels, dilation=self._dilation, norm_layer=self._norm_layer)
             for _ in range(1, num_blocks)
@@ -238,6 +245,7 @@ def _build(
     deep_stem: bool,
     output_stride: int,
     stem_features: bool,
+    in_channels: int,
     norm_layer: NormLayer,
 ) -> ResNet:
     model = ResNet(
@@ -246,12 +254,13 @@ def _build(
         deep_stem=deep_stem,
         output_stride=output_stride,
         stem_features=stem_features,
+        in_channels=in_channels,
         norm_layer=norm_layer,
     )
     if pretrained:
         # With a deep stem, the 7x7 ``conv1.weight`` of the file has no place in the model.
         stem = ("conv1.",) if deep_stem else ()
-        load_pretrained(model, pretrained, allow_missing=stem)
+        load_pretrained(model, pretrained, allow_missing=stem, first_conv="conv1.weight")
     return model
 
 
@@ -261,11 +270,19 @@ def resnet18(
     deep_stem: bool = False,
     output_stride: int = 32,
     stem_features: bool = False,
+    in_channels: int = 3,
     norm_layer: NormLayer = nn.BatchNorm2d,
 ) -> ResNet:
     """ResNet-18 (11.2 M backbone parameters without ``fc``)."""
     return _build(
-        BasicBlock, (2, 2, 2, 2), pretrained, deep_stem, output_stride, stem_features, norm_layer
+        BasicBlock,
+        (2, 2, 2, 2),
+        pretrained,
+        deep_stem,
+        output_stride,
+        stem_features,
+        in_channels,
+        norm_layer,
     )
 
 
@@ -275,11 +292,19 @@ def resnet34(
     deep_stem: bool = False,
     output_stride: int = 32,
     stem_features: bool = False,
+    in_channels: int = 3,
     norm_layer: NormLayer = nn.BatchNorm2d,
 ) -> ResNet:
     """ResNet-34."""
     return _build(
-        BasicBlock, (3, 4, 6, 3), pretrained, deep_stem, output_stride, stem_features, norm_layer
+        BasicBlock,
+        (3, 4, 6, 3),
+        pretrained,
+        deep_stem,
+        output_stride,
+        stem_features,
+        in_channels,
+        norm_layer,
     )
 
 
@@ -289,11 +314,19 @@ def resnet50(
     deep_stem: bool = False,
     output_stride: int = 32,
     stem_features: bool = False,
+    in_channels: int = 3,
     norm_layer: NormLayer = nn.BatchNorm2d,
 ) -> ResNet:
     """ResNet-50 (V1.5: stride on the 3x3 convolution)."""
     return _build(
-        Bottleneck, (3, 4, 6, 3), pretrained, deep_stem, output_stride, stem_features, norm_layer
+        Bottleneck,
+        (3, 4, 6, 3),
+        pretrained,
+        deep_stem,
+        output_stride,
+        stem_features,
+        in_channels,
+        norm_layer,
     )
 
 
@@ -303,9 +336,17 @@ def resnet101(
     deep_stem: bool = False,
     output_stride: int = 32,
     stem_features: bool = False,
+    in_channels: int = 3,
     norm_layer: NormLayer = nn.BatchNorm2d,
 ) -> ResNet:
     """ResNet-101 (V1.5)."""
     return _build(
-        Bottleneck, (3, 4, 23, 3), pretrained, deep_stem, output_stride, stem_features, norm_layer
+        Bottleneck,
+        (3, 4, 23, 3),
+        pretrained,
+        deep_stem,
+        output_stride,
+        stem_features,
+        in_channels,
+        norm_layer,
     )

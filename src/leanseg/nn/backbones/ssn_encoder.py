@@ -148,6 +148,8 @@ class FactorizedEncoder(Backbone):
         dropouts: dropout of the stride-4 and stride-8 modules.
         bias: convolution biases in the downsampling blocks.
         activation: activation of the downsampling blocks.
+        in_channels: channels of the input images (fewer than ``widths[0]``: the first
+            downsampler concatenates the max-pooled image to its convolution's output).
         norm_layer: normalisation layer factory.
     """
 
@@ -161,17 +163,21 @@ class FactorizedEncoder(Backbone):
         dropouts: Sequence[float] = (_DROPOUT_STRIDE4, _DROPOUT_STRIDE8),
         bias: bool = True,
         activation: str = "relu",
+        in_channels: int = 3,
         norm_layer: NormLayer = nn.BatchNorm2d,
     ) -> None:
         super().__init__()
         w2, w4, w8 = widths
+        if not 1 <= in_channels < w2:
+            raise ValueError(f"in_channels must be in 1..{w2 - 1}, got {in_channels}")
+        self.in_channels = in_channels
 
         def down(cin: int, cout: int) -> DownsamplerBlock:
             return DownsamplerBlock(
                 cin, cout, bias=bias, activation=activation, norm_layer=norm_layer
             )
 
-        self.initial_block = down(3, w2)
+        self.initial_block = down(in_channels, w2)
         layers: list[nn.Module] = [down(w2, w4)]
         layers += [block(w4, dropouts[0], 1, norm_layer) for _ in range(num_blocks[0])]
         layers.append(down(w4, w8))
@@ -199,13 +205,27 @@ class FactorizedEncoder(Backbone):
         return features
 
 
-def erfnet_encoder(*, norm_layer: NormLayer = nn.BatchNorm2d) -> FactorizedEncoder:
+def erfnet_encoder(
+    *, in_channels: int = 3, norm_layer: NormLayer = nn.BatchNorm2d
+) -> FactorizedEncoder:
     """ERFNet encoder (Romera et al. 2018, SSN baseline [48]; SSN Table 2 first row)."""
-    return FactorizedEncoder(NonBottleneck1D, bias=True, activation="relu", norm_layer=norm_layer)
+    return FactorizedEncoder(
+        NonBottleneck1D,
+        bias=True,
+        activation="relu",
+        in_channels=in_channels,
+        norm_layer=norm_layer,
+    )
 
 
-def ssn_encoder(*, norm_layer: NormLayer = nn.BatchNorm2d) -> FactorizedEncoder:
+def ssn_encoder(
+    *, in_channels: int = 3, norm_layer: NormLayer = nn.BatchNorm2d
+) -> FactorizedEncoder:
     """SSN encoder: ERFNet plan with Lightweight Non-Bottleneck-1D modules (SSN §5, Table 2-3)."""
     return FactorizedEncoder(
-        LightweightNonBottleneck1D, bias=False, activation="prelu", norm_layer=norm_layer
+        LightweightNonBottleneck1D,
+        bias=False,
+        activation="prelu",
+        in_channels=in_channels,
+        norm_layer=norm_layer,
     )

@@ -50,6 +50,7 @@ class VGG(Backbone):
     Args:
         layout: convolution widths and ``"M"`` pools, as :data:`VGG16_LAYOUT`.
         norm5: batch normalisation before the non-linearities of the last group (thesis §3.2.2).
+        in_channels: channels of the input images.
         norm_layer: normalisation layer factory for ``norm5``.
     """
 
@@ -58,15 +59,19 @@ class VGG(Backbone):
         layout: tuple[int | str, ...] = VGG16_LAYOUT,
         *,
         norm5: bool = True,
+        in_channels: int = 3,
         norm_layer: NormLayer = nn.BatchNorm2d,
     ) -> None:
         super().__init__()
+        if in_channels < 1:
+            raise ValueError(f"in_channels must be at least 1, got {in_channels}")
+        self.in_channels = in_channels
         last_pool = max(i for i, item in enumerate(layout) if item == "M")
         self.features = nn.Sequential()
         self._returned: dict[int, int] = {}  # index in ``features`` -> stride
         infos: list[FeatureInfo] = []
         norm_slots: list[int] = []
-        in_channels, stride = 3, 1
+        channels, stride = in_channels, 1  # ``channels``: width of the map so far
         for position, item in enumerate(layout):
             index = len(self.features)
             if item == "M":
@@ -74,18 +79,18 @@ class VGG(Backbone):
                 stride *= 2
                 if position in _POOL_FEATURES:
                     self._returned[index] = stride
-                    infos.append(FeatureInfo(stride, in_channels, f"features.{index}"))
+                    infos.append(FeatureInfo(stride, channels, f"features.{index}"))
                 continue
-            self.features.append(nn.Conv2d(in_channels, item, 3, padding=1))
+            self.features.append(nn.Conv2d(channels, item, 3, padding=1))
             if norm5 and position > last_pool:
                 norm_slots.append(len(self.features))
                 self.features.append(nn.Sequential(norm_layer(item), nn.ReLU(inplace=True)))
             else:
                 self.features.append(nn.ReLU(inplace=True))
-            in_channels = item
+            channels = item
         last = len(self.features) - 1
         self._returned[last] = stride
-        infos.append(FeatureInfo(stride, in_channels, f"features.{last}"))
+        infos.append(FeatureInfo(stride, channels, f"features.{last}"))
         self.feature_info = infos
         # Parameter names the ImageNet file lacks: the group-5 normalisations (module docstring).
         self.norm5_prefixes = tuple(f"features.{i}." for i in norm_slots)
@@ -111,7 +116,9 @@ class VGG(Backbone):
 def _build(pretrained: str | None, **kwargs: Any) -> VGG:
     model = VGG(VGG16_LAYOUT, **kwargs)
     if pretrained:
-        load_pretrained(model, pretrained, allow_missing=model.norm5_prefixes)
+        load_pretrained(
+            model, pretrained, allow_missing=model.norm5_prefixes, first_conv="features.0.weight"
+        )
     return model
 
 
@@ -119,6 +126,7 @@ def vgg16(
     *,
     pretrained: str | None = None,
     norm5: bool = True,
+    in_channels: int = 3,
     norm_layer: NormLayer = nn.BatchNorm2d,
 ) -> VGG:
     """VGG-16 up to ``relu5_3`` with BN in group 5 (thesis §3.2.2; 14.7 M parameters).
@@ -126,4 +134,4 @@ def vgg16(
     ``pretrained`` is a torchvision ``vgg16`` state-dict file; ``norm5=False`` gives the plain
     ImageNet network (every key of that file then loads, none is left initialised).
     """
-    return _build(pretrained, norm5=norm5, norm_layer=norm_layer)
+    return _build(pretrained, norm5=norm5, in_channels=in_channels, norm_layer=norm_layer)

@@ -32,6 +32,7 @@ from leanseg.nn.layers import NormLayer, conv_bn_relu
 from leanseg.nn.losses import class_balanced_cross_entropy, cross_entropy
 from leanseg.nn.scale_selection.multiplexer import ScaleMultiplexer, disparity_on_grid
 from leanseg.nn.scale_selection.pyramid import PyramidExtractor
+from leanseg.nn.segmentor import check_targets
 
 SELECTIONS = ("single", "fixed", "depth")
 
@@ -171,6 +172,16 @@ class ScaleSelectionSegmentor(nn.Module):
         """The shared extractor (what ``train.backbone_lr_mult`` applies to)."""
         return self.pyramid.backbone
 
+    @property
+    def in_channels(self) -> int:
+        """Channels of the images the model reads (the extractor's ``in_channels``)."""
+        return self.backbone.in_channels
+
+    @property
+    def required_targets(self) -> tuple[str, ...]:
+        """The keys of ``targets`` that :meth:`losses` reads: the label, and the extra inputs."""
+        return ("label", *self.extra_inputs)
+
     def selected_levels(
         self, disparity: Tensor, stereo_baseline: Tensor | float, image_size: tuple[int, int]
     ) -> Tensor:
@@ -210,7 +221,7 @@ class ScaleSelectionSegmentor(nn.Module):
         disparity: Tensor | None = None,
         stereo_baseline: Tensor | float | None = None,
     ) -> Tensor:
-        """Class scores ``(B, num_classes, H, W)`` for images ``(B, 3, H, W)``.
+        """Class scores ``(B, num_classes, H, W)`` for images ``(B, in_channels, H, W)``.
 
         Args:
             images: normalised images.
@@ -229,7 +240,11 @@ class ScaleSelectionSegmentor(nn.Module):
 
         ``targets``: ``"label"`` ``(B, H, W)``; for ``"depth"`` also ``"disparity"`` ``(B, H, W)``
         and ``"stereo_baseline"`` ``(B,)``.
+
+        Raises:
+            MissingTargetError: a key of :attr:`required_targets` is not in ``targets``.
         """
+        check_targets(targets, self.required_targets, reader=f"{type(self).__name__}.losses")
         scores = self(images, targets.get("disparity"), targets.get("stereo_baseline"))
         label = targets["label"]
         if self.class_balancing:
