@@ -1,6 +1,8 @@
 """ONNX export (leanseg.export): every exportable head round-trips through onnxruntime."""
 
 import json
+import os
+import stat
 from pathlib import Path
 
 import numpy as np
@@ -120,6 +122,19 @@ def test_existing_file_is_kept_unless_forced(tmp_path):
     assert path.read_text() == "keep me"
     export_onnx(_model(), path, normalization=IMAGENET_NORMALIZATION, sizes=SIZES, force=True)
     assert path.read_bytes() != b"keep me"
+
+
+def test_exported_file_gets_the_mode_of_a_new_file_under_the_umask(tmp_path):
+    # Issue 28: the temporary file came from mkstemp, so every export was 0600.
+    previous = os.umask(0o027)
+    try:
+        export_onnx(
+            _model(), tmp_path / "m.onnx", normalization=IMAGENET_NORMALIZATION, sizes=SIZES
+        )
+    finally:
+        os.umask(previous)
+    assert stat.S_IMODE((tmp_path / "m.onnx").stat().st_mode) == 0o640
+    assert [p.name for p in tmp_path.iterdir()] == ["m.onnx"]
 
 
 @pytest.mark.parametrize("backbone", ["resnet18", "efficientnet_lite0"])

@@ -254,3 +254,28 @@ def test_fused_scale_crop_equals_scale_then_crop(seed):
     # PIL's box resize rounds its fixed-point weights differently: at most 2 of 255 levels.
     difference = np.abs(got["image"].astype(int) - expected["image"].astype(int))
     assert difference.max() <= 2 and difference.mean() < 0.5
+
+
+def test_folded_frozen_batchnorm_computes_the_same_and_trains_the_convolution():
+    torch.manual_seed(0)
+    model = create_model(head="bilinear", backbone="resnet18", num_classes=3)
+    for module in model.backbone.modules():  # statistics unlike the defaults
+        if isinstance(module, nn.BatchNorm2d):
+            module.running_mean.uniform_(-1, 1)
+            module.running_var.uniform_(0.5, 2)
+            module.weight.data.uniform_(0.5, 1.5)
+    reference = create_model(head="bilinear", backbone="resnet18", num_classes=3)
+    reference.load_state_dict(model.state_dict())
+    reference.eval()
+    report = freeze_backbone(model.backbone, batchnorm=True, example=torch.zeros(1, 3, 64, 64))
+    # ResNet-18: stem, 2 per basic block, 3 downsampling paths; every one follows a convolution.
+    assert report.frozen_bn_layers == report.folded_bn_layers == 1 + 16 + 3
+    assert model.state_dict().keys() == reference.state_dict().keys()
+    images = torch.randn(2, 3, 64, 64)
+    model.eval()
+    assert torch.allclose(model(images), reference(images), atol=1e-4)
+    model.train()
+    loss = sum(model.losses(images, {"label": torch.randint(0, 3, (2, 64, 64))}).values())
+    loss.backward()
+    assert model.backbone.conv1.weight.grad is not None
+    assert model.backbone.bn1.weight.grad is None

@@ -45,7 +45,11 @@ def _model(head: str, **head_options: object) -> nn.Module:
     torch.manual_seed(0)
     backbone_options = {"stem_features": True} if head == "qgn" else None
     model = create_model(
-        head, "resnet18", num_classes=5, backbone_options=backbone_options, **head_options
+        head,
+        "resnet18",
+        num_classes=5,
+        backbone_options=backbone_options,
+        head_options=head_options,
     )
     return randomise_batchnorm(model)
 
@@ -189,6 +193,60 @@ def test_unsuitable_models_fall_back_with_a_note() -> None:
     torch.testing.assert_close(
         _scores(InferenceRunner(prepared.model, prepared.options), images),
         _scores(bypass, images),
+    )
+
+
+def test_exact_options_are_checked_once_on_one_thread() -> None:
+    # Issue 28: the plain forward finds the BNs to fold and gives the reference, one forward
+    # checks the folded channels-last copy (five forwards before, on every thread).
+    model = _model("ladder")
+    threads_seen: list[int] = []
+    model.register_forward_pre_hook(
+        lambda module, args: threads_seen.append(torch.get_num_threads())
+    )
+    threads = torch.get_num_threads()
+    prepared = prepare_model(model, InferenceOptions(), device="cpu")
+    assert prepared.options == InferenceOptions() and prepared.notes == ()
+    assert threads_seen == [1, 1]  # the hook is copied with the model: both forwards count
+    assert torch.get_num_threads() == threads
+
+
+class _ViewsBypassedFeatures(nn.Module):
+    """Both unsuitable: a conv output used around its BN, and ``view``-ed."""
+
+    size_divisor = 1
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.conv = nn.Conv2d(3, 4, 3, padding=1)
+        self.bn = nn.BatchNorm2d(4)
+
+    def forward(self, images: Tensor) -> Tensor:
+        features = self.conv(images)
+        summed = self.bn(features) + features
+        return summed.view(summed.shape[0], -1).view(summed.shape)
+
+
+@pytest.mark.parametrize(
+    ("model", "dropped"),
+    [
+        (_BypassesBatchNorm(), ["BN folding"]),
+        (_ViewsFeatures(), ["channels-last"]),
+        (_ViewsBypassedFeatures(), ["BN folding", "channels-last"]),
+    ],
+)
+def test_a_failed_joint_check_drops_only_the_unsuitable_option(
+    model: nn.Module, dropped: list[str]
+) -> None:
+    model = randomise_batchnorm(model).eval()
+    prepared = prepare_model(model, InferenceOptions(), device="cpu")
+    assert [note.split(" not applied")[0] for note in prepared.notes] == dropped
+    assert prepared.options.fold_bn == ("BN folding" not in dropped)
+    assert prepared.options.channels_last == ("channels-last" not in dropped)
+    images = _images(16, 24)
+    torch.testing.assert_close(
+        _scores(InferenceRunner(prepared.model, prepared.options), images),
+        _scores(model, images),
     )
 
 

@@ -80,8 +80,20 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--version", action="version", version=f"leanseg {__version__}")
     commands = parser.add_subparsers(title="commands", metavar="COMMAND")
 
-    train = commands.add_parser("train", help="train a model from a config")
-    train.add_argument("config", help="YAML config file")
+    train = commands.add_parser(
+        "train",
+        help="train a model from a config",
+        description="Train the model a YAML config describes on its dataset, and write a run "
+        "directory: config.yaml (every value used), metrics.jsonl (losses and validation "
+        "scores) and checkpoints/ (last.pt, best.pt). What the config leaves out of train: "
+        "comes from the defaults, which are the CamVid recipe's: Adam at a learning rate of "
+        "6e-4 (a pretrained backbone at a quarter of it), a 50-step warm-up, then cosine decay "
+        "over train.max_iters. docs/own-data.md in the source repository walks through "
+        "training on your own images.",
+    )
+    train.add_argument(
+        "config", help="YAML config file, or the name of a shipped one (e.g. lite0/ladder_camvid)"
+    )
     common.add_overrides(train)
     train.add_argument("--work-dir", help="run directory (default: the config's work_dir)")
     train.add_argument(
@@ -92,7 +104,21 @@ def build_parser() -> argparse.ArgumentParser:
         action="store_true",
         help="replace a run already in the run directory (or resume with a changed config)",
     )
-    train.add_argument("--no-progress", action="store_true", help="no progress bars")
+    train.add_argument(
+        "--no-progress",
+        action="store_true",
+        help="no live progress bar: a plain progress line every --log-every seconds instead, "
+        "as when the output is not a terminal (nohup, CI, a file)",
+    )
+    train.add_argument(
+        "--log-every",
+        type=common.POSITIVE_FLOAT,
+        default=30.0,  # engine.progress.DEFAULT_EVERY_SECONDS (it imports torch; parsing doesn't)
+        metavar="SECONDS",
+        help="seconds between two plain progress lines (iteration, loss, learning rate, "
+        "s/iteration, ETA; default 30); the first and last iterations and every validation "
+        "are always printed",
+    )
     train.set_defaults(handler=_cmd_train)
 
     add_eval_parser(commands)
@@ -123,7 +149,11 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def _cmd_train(args: argparse.Namespace) -> int:
+    from rich.console import Console
+
+    from leanseg.engine.progress import say
     from leanseg.engine.trainer import Trainer
+    from leanseg.metrics import percent
 
     overrides = list(args.overrides)
     if args.work_dir:
@@ -131,19 +161,25 @@ def _cmd_train(args: argparse.Namespace) -> int:
     cfg = common.load_run_config(args.config, overrides)
     common.select_device(cfg.train.device, key="train.device")
     _check_crop_size(cfg)
-    console = common.console()
+    # Training's progress and summaries are its output: stdout, so that ``> train.log`` and
+    # ``nohup`` keep them (errors still go to stderr).
+    console = Console()
     trainer = Trainer(
         cfg,
         resume=args.resume,
         force=args.force,
         console=console,
         show_progress=not args.no_progress,
+        log_seconds=args.log_every,
     )
     result = trainer.train()
     if trainer.is_main:
-        summary = f"best mIoU {result.best_miou:.4f}" if result.best_miou is not None else ""
-        console.print(f"run finished at iteration {result.iteration}: {summary}")
-        console.print(f"run directory: {result.run_dir}")
+        best, shown = trainer.best, percent(result.best_miou)
+        summary = "no validation score"
+        if best is not None and shown is not None:
+            summary = f"best mIoU {shown:.1f} % (iteration {best['iteration']})"
+        say(console, f"run finished at iteration {result.iteration}: {summary}")
+        say(console, f"run directory: {result.run_dir}")
     return 0
 
 

@@ -169,11 +169,13 @@ class DataConfig:
     # Strength of brightness / contrast / saturation jitter in [0, 1), 0 disables it. Off by
     # default: none of the papers' recipes uses colour jitter; a recipe may turn it on.
     color_jitter: float = 0.0
-    # Per-channel input normalisation of 0..1 RGB; ``null`` takes the statistics the backbone's
+    # Per-channel input normalisation of 0..1 values; ``null`` takes the statistics the backbone's
     # pretrained weights were trained with (ImageNet's for ResNet/DenseNet/HRNet, (x-127)/128 for
-    # EfficientNet-Lite), filled in at load time so a saved config states what was used.
-    mean: tuple[float, float, float] | None = None
-    std: tuple[float, float, float] | None = None
+    # EfficientNet-Lite), filled in at load time so a saved config states what was used. One
+    # value per input channel (``model.backbone.in_channels``, 3 unless set); ``null`` works for
+    # 1 and 3 channels, others give their own (``leanseg.models.fill_input_normalization``).
+    mean: tuple[float, ...] | None = None
+    std: tuple[float, ...] | None = None
     batch_size: int = 8
     num_workers: int = 2
     # Several datasets in one run (thesis ch. 5): each entry names a dataset with its own root,
@@ -192,17 +194,21 @@ class DataConfig:
 class TrainConfig:
     """Optimisation schedule and bookkeeping of a training run."""
 
-    optimizer: Literal["sgd", "adam", "adamw"] = "sgd"
-    lr: float = 0.01
+    # The defaults are the CamVid recipe's (configs/lite0/ladder_camvid.yaml, 72.1 % val mIoU on a
+    # CPU): Adam at 6e-4 with a pretrained backbone at 1/4 of that, cosine decay after a 50-step
+    # warm-up. A config that names no optimizer gets what is known to train.
+    optimizer: Literal["sgd", "adam", "adamw"] = "adam"
+    lr: float = 6e-4
+    # Used by SGD only.
     momentum: float = 0.9
     weight_decay: float = 1e-4
     # Multiplier of the learning rate of backbone parameters (the thesis divides it by 4).
-    backbone_lr_mult: float = 1.0
-    schedule: Literal["poly", "cosine", "constant"] = "poly"
+    backbone_lr_mult: float = 0.25
+    schedule: Literal["poly", "cosine", "constant"] = "cosine"
     poly_power: float = 0.9
     # Final learning rate of the cosine schedule (thesis eq. 4.1 uses 1e-7).
     min_lr: float = 0.0
-    warmup_iters: int = 0
+    warmup_iters: int = 50
     # Learning-rate factor at the first warm-up iteration, rising linearly to 1.
     warmup_ratio: float = 0.1
     max_iters: int = 1000

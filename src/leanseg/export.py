@@ -54,7 +54,8 @@ from leanseg.nn.backbones.base import IMAGENET_NORMALIZATION, Normalization
 from leanseg.nn.fold_bn import fold_batchnorm
 from leanseg.nn.heads.qgn import QGNHead
 from leanseg.nn.heads.sandf import SandFHead
-from leanseg.nn.segmentor import extra_inputs
+from leanseg.nn.segmentor import extra_inputs, input_channels
+from leanseg.utils import temp_path
 
 Exporter = Literal["torchscript", "dynamo"]
 InputDtype = Literal["float32", "uint8"]
@@ -127,8 +128,8 @@ class NormalizedInput(nn.Module):
     def __init__(self, model: nn.Module, normalization: Normalization) -> None:
         super().__init__()
         self.model = model
-        self.register_buffer("mean", torch.tensor(normalization.mean).view(1, 3, 1, 1))
-        self.register_buffer("std", torch.tensor(normalization.std).view(1, 3, 1, 1))
+        self.register_buffer("mean", torch.tensor(normalization.mean).view(1, -1, 1, 1))
+        self.register_buffer("std", torch.tensor(normalization.std).view(1, -1, 1, 1))
 
     def forward(self, images: Tensor) -> Tensor:
         return self.model((images.float() / 255.0 - self.mean) / self.std)
@@ -184,7 +185,7 @@ def input_contract(
     else:
         values = "float32 RGB, already normalised: (x / 255 - mean) / std with x in 0..255"
     return {
-        "leanseg.input": f"images (B, 3, H, W), any H and W; {values}",
+        "leanseg.input": f"images (B, {len(normalization.mean)}, H, W), any H and W; {values}",
         "leanseg.output": "scores (B, num_classes, H, W) at the input size; argmax = class id",
         "leanseg.normalization_included": str(include_normalization).lower(),
         "leanseg.mean": json.dumps(list(normalization.mean)),
@@ -256,7 +257,10 @@ def export_onnx(
     sizes = list(sizes or check_sizes(size_divisor))
     if len(sizes) < 2:
         raise ExportError("verification needs at least two input sizes")
-    example = _random_images((1, 3, *trace_size(size_divisor)), include_normalization, input_dtype)
+    channels = input_channels(model)
+    example = _random_images(
+        (1, channels, *trace_size(size_divisor)), include_normalization, input_dtype
+    )
 
     reference: nn.Module = NormalizedInput(model, normalization) if include_normalization else model
     exported = reference
@@ -283,9 +287,10 @@ def export_onnx(
         **(metadata or {}),
     }
     path.parent.mkdir(parents=True, exist_ok=True)
-    handle, temp_name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    os.close(handle)
-    temp = Path(temp_name)
+    # Reserved with the mode a new file gets under the user's umask (mkstemp's would be 0600):
+    # the exporter and the metadata writer rewrite it in place, then it is renamed over ``path``.
+    temp = temp_path(path)
+    temp.open("xb").close()
     try:
         _export(exported.eval(), example, temp, opset=opset, exporter=exporter)
         _write_metadata(temp, props)
@@ -324,10 +329,13 @@ def verify_onnx(
     """
     session = _session(path)
     name = session.get_inputs()[0].name
+    channels = session.get_inputs()[0].shape[1]  # static in the graphs export_onnx writes
+    if not isinstance(channels, int):
+        channels = input_channels(model)
     generator = torch.Generator().manual_seed(seed)
     checks = []
     for index, (height, width) in enumerate(sizes):
-        shape = (1 if index == 0 else 2, 3, height, width)
+        shape = (1 if index == 0 else 2, channels, height, width)
         images = _random_images(shape, include_normalization, input_dtype, generator)
         with torch.no_grad():
             expected = model(images).numpy()
@@ -375,7 +383,7 @@ def onnxruntime_latency(
             model = model.eval()
             refuse_unexportable(model)
             divisor = int(getattr(model, "size_divisor", 32))
-            example = torch.randn(1, 3, *trace_size(divisor))
+            example = torch.randn(1, input_channels(model), *trace_size(divisor))
             if fold_bn:
                 model = fold_batchnorm(model, example)
             onnx_path = Path(folder) / "model.onnx"
@@ -383,8 +391,11 @@ def onnxruntime_latency(
         else:
             onnx_path = Path(model)
         session = _session(onnx_path, threads=threads)
-        name = session.get_inputs()[0].name
-        images = np.random.default_rng(0).standard_normal((batch, 3, *size), dtype=np.float32)
+        name, channels = session.get_inputs()[0].name, session.get_inputs()[0].shape[1]
+        if not isinstance(channels, int):
+            channels = input_channels(model) if isinstance(model, nn.Module) else 3
+        shape = (batch, channels, *size)
+        images = np.random.default_rng(0).standard_normal(shape, dtype=np.float32)
         for _ in range(warmup):
             session.run(None, {name: images})
         times = []
@@ -481,8 +492,8 @@ def _num_classes(model: nn.Module) -> int:
 
 
 def _normalized(images: Tensor, normalization: Normalization) -> Tensor:
-    mean = torch.tensor(normalization.mean).view(1, 3, 1, 1)
-    std = torch.tensor(normalization.std).view(1, 3, 1, 1)
+    mean = torch.tensor(normalization.mean).view(1, -1, 1, 1)
+    std = torch.tensor(normalization.std).view(1, -1, 1, 1)
     return (images.float() / 255.0 - mean) / std
 
 
@@ -615,7 +626,12 @@ def add_export_parser(subparsers: Any) -> Any:
         action="store_true",
         help="export a config without a checkpoint, with random weights (for testing)",
     )
-    export.add_argument("--fold-bn", action="store_true", help="fold BatchNorm into convolutions")
+    export.add_argument(
+        "--fold-bn",
+        action="store_true",
+        help="merge each batch-normalisation layer into the convolution before it (same "
+        "outputs, a smaller and faster graph)",
+    )
     export.add_argument(
         "--include-normalization",
         action="store_true",

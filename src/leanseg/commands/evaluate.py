@@ -36,31 +36,49 @@ def add_eval_parser(commands: Any) -> None:
         "--scales",
         type=common.POSITIVE_FLOAT,
         nargs="+",
-        help="multi-scale testing, e.g. 0.75 1 1.25",
+        help="run the model on the image rescaled by each of these factors and average the "
+        "scores, e.g. 0.75 1 1.25 (more accurate on objects of varied size, slower; "
+        "default: the config's eval.scales)",
     )
-    evaluate.add_argument("--flip", action="store_true", help="add horizontally flipped inputs")
+    evaluate.add_argument(
+        "--flip",
+        action="store_true",
+        help="also run the model on the mirrored image and average the two (a little more "
+        "accurate, twice the time)",
+    )
     evaluate.add_argument(
         "--crf",
         action="store_true",
-        help="refine with the fully connected CRF (thesis 3.4; eval.crf.* sets its parameters)",
+        help="clean up the label map with a fully connected CRF, which pulls nearby pixels of "
+        "similar colour towards the same class (slow on large images; --set eval.crf.* tunes "
+        "it; Krähenbühl & Koltun 2011, thesis sec. 3.4)",
     )
     evaluate.add_argument(
         "--ood-images",
         metavar="DIR",
-        help="out-of-distribution images: report the image-level AUROC of max-softmax (and, "
-        "with --ood-domain, of the foreign-class flag and mass) against the evaluated split",
+        help="a folder of images unlike the training data (another kind of scene): report how "
+        "well the model's confidence tells them apart from the evaluated split, as the area "
+        "under the ROC curve (1 = perfectly, 0.5 = not at all); the confidence is the highest "
+        "class probability (and, with --ood-domain, the share of pixels given classes of "
+        "the other datasets)",
     )
     evaluate.add_argument(
         "--ood-domain",
         metavar="NAME",
-        help="the data.datasets entry whose images are in-domain and whose classes are native",
+        help="for a model trained on several datasets (data.datasets): the entry whose images "
+        "count as familiar; predictions of the other entries' classes mark foreign content",
     )
     evaluate.add_argument(
         "--max-images", type=common.POSITIVE_INT, help="evaluate at most this many images"
     )
     evaluate.add_argument(
-        "--json", metavar="PATH", help="also write the scores as JSON ('-' = stdout)"
+        "--json",
+        metavar="PATH",
+        help="also write the scores as JSON ('-' = stdout): the printed mIoU and per-class IoU "
+        "in percent (miou_percent, iou_percent), and every score as a fraction in [0, 1] "
+        "under its own name (miou, iou, pixel_accuracy ...)",
     )
+    evaluate.add_argument("--no-progress", action="store_true", help="no progress bar")
     evaluate.add_argument(
         "--device", type=common.device_name, default="auto", help="cpu, cuda, cuda:1 or auto"
     )
@@ -76,7 +94,7 @@ def _cmd_eval(args: argparse.Namespace) -> int:
     from leanseg.engine.evaluator import evaluate
     from leanseg.engine.loading import load_trained_model
     from leanseg.engine.speed import prepare_model
-    from leanseg.metrics import format_scores
+    from leanseg.metrics import format_percent, format_scores, percent, percent_scores
 
     overrides = list(args.overrides)
     if args.scales:
@@ -97,7 +115,7 @@ def _cmd_eval(args: argparse.Namespace) -> int:
     dataset = build_dataset(cfg.data, split, train=False)
     class_names = dataset_classes(cfg.data)
     console = common.console()
-    with Progress(console=console, transient=True) as progress:
+    with Progress(console=console, transient=True, disable=args.no_progress) as progress:
         task = progress.add_task(f"eval {split}", total=None)
         scores = evaluate(
             model,
@@ -122,12 +140,12 @@ def _cmd_eval(args: argparse.Namespace) -> int:
 
         out.print(format_instance_ap(scores.instance_ap, class_names))
     if scores.category_iou is not None and scores.category_miou is not None:
-        cats = ", ".join(f"{name} {100 * v:.1f}" for name, v in scores.category_iou.items())
-        out.print(f"category IoU {100 * scores.category_miou:.2f} % ({cats})")
+        cats = ", ".join(f"{name} {format_percent(v)}" for name, v in scores.category_iou.items())
+        out.print(f"category IoU {format_percent(scores.category_miou)} % ({cats})")
     if scores.miiou is not None:
-        out.print(f"iIoU {100 * scores.miiou:.2f} % (classes with instances)")
+        out.print(f"iIoU {format_percent(scores.miiou)} % (classes with instances)")
     if scores.category_miiou is not None:
-        out.print(f"category iIoU {100 * scores.category_miiou:.2f} %")
+        out.print(f"category iIoU {format_percent(scores.category_miiou)} %")
     ood = _ood_separation(args, model, cfg, split, device) if args.ood_images else None
     if ood is not None:
         aurocs = ", ".join(f"{name} {value:.3f}" for name, value in ood.auroc.items())
@@ -139,7 +157,8 @@ def _cmd_eval(args: argparse.Namespace) -> int:
         per_dataset = evaluate_per_dataset(model, cfg.data, split, eval_cfg=cfg.eval, device=device)
         for name, own in per_dataset.items():
             foreign = own.foreign_fraction or 0.0
-            out.print(f"{name}: mIoU {100 * own.miou:.2f} %, foreign pixels {100 * foreign:.3f} %")
+            mean = format_percent(own.miou)
+            out.print(f"{name}: mIoU {mean} %, foreign pixels {100 * foreign:.3f} %")
     if args.json:
         record = {
             "checkpoint": str(trained.checkpoint),
@@ -148,10 +167,14 @@ def _cmd_eval(args: argparse.Namespace) -> int:
             "scales": cfg.eval.scales,
             "flip": cfg.eval.flip,
             "inference": {**prepared.options.to_dict(), "notes": list(prepared.notes)},
+            **percent_scores(scores, class_names),
             **scores.to_dict(),
         }
         if per_dataset:
-            record["per_dataset"] = {name: own.to_dict() for name, own in per_dataset.items()}
+            record["per_dataset"] = {
+                name: {"miou_percent": percent(own.miou), **own.to_dict()}
+                for name, own in per_dataset.items()
+            }
         if ood is not None:
             record["ood"] = ood.to_dict()
         common.write_json(record, args.json)

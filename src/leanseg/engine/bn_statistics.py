@@ -34,7 +34,11 @@ def recompute_bn_statistics(
         batches: ``(images, targets)`` on the model's device; ``num_batches`` are drawn.
         num_batches: how many batches the averages run over.
     """
-    norms = [m for m in model.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm)]
+    model.train()
+    # Layers that stay in eval mode in training (``train.freeze_backbone_bn``) keep theirs.
+    norms = [
+        m for m in model.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm) and m.training
+    ]
     if not norms:
         return
     norm_buffers = {id(b) for m in norms for b in m.buffers(recurse=False)}

@@ -15,6 +15,11 @@ Two levers, each a training option (``train.freeze_backbone_bn``, ``train.freeze
 Parameters are taken in registration order (``named_parameters``), which for every leanseg
 backbone is the order of computation: the stem first, then stage after stage.
 
+A frozen BN that directly follows a convolution is then computed inside it
+(:class:`FoldedConv2d`: the weight scaled per channel, a bias added), so the activations skip
+the BN's pass in both directions; on the Lite0 ladder the BN passes were about a fifth of the
+step with the BN frozen.
+
 The state dict is unchanged by either lever, so checkpoints load into a model built without them
 and evaluate identically (BN in eval mode computes the same function).
 """
@@ -23,7 +28,10 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from torch import nn
+import torch
+from torch import Tensor, nn
+
+from leanseg.nn.fold_bn import find_conv_bn_pairs
 
 
 class FrozenBatchNorm2d(nn.BatchNorm2d):
@@ -31,11 +39,17 @@ class FrozenBatchNorm2d(nn.BatchNorm2d):
 
     ``train()`` leaves it in eval mode, so ``model.train()`` cannot switch it back to batch
     statistics; its weight and bias get no gradient. Same parameters and buffers as
-    :class:`torch.nn.BatchNorm2d`.
+    :class:`torch.nn.BatchNorm2d`. Once a :class:`FoldedConv2d` computes it inside the
+    convolution before it (``folded``), it passes its input through.
     """
+
+    folded = False
 
     def train(self, mode: bool = True) -> FrozenBatchNorm2d:
         return super().train(False)
+
+    def forward(self, x: Tensor) -> Tensor:
+        return x if self.folded else super().forward(x)
 
 
 @dataclass(frozen=True)
@@ -45,18 +59,24 @@ class FreezeReport:
     frozen_bn_layers: int
     frozen_parameters: int
     trainable_parameters: int
+    folded_bn_layers: int = 0
 
     def describe(self) -> str:
         frozen = self.frozen_parameters
         total = frozen + self.trainable_parameters
         return (
-            f"backbone: {self.frozen_bn_layers} BatchNorm layers frozen, "
+            f"backbone: {self.frozen_bn_layers} BatchNorm layers frozen "
+            f"({self.folded_bn_layers} computed inside their convolution), "
             f"{frozen:,} of {total:,} parameters frozen"
         )
 
 
 def freeze_backbone(
-    backbone: nn.Module, *, batchnorm: bool = False, until_stride: int | None = None
+    backbone: nn.Module,
+    *,
+    batchnorm: bool = False,
+    until_stride: int | None = None,
+    example: Tensor | None = None,
 ) -> FreezeReport:
     """Freeze the BatchNorm layers and/or the early stages of ``backbone`` in place.
 
@@ -65,6 +85,8 @@ def freeze_backbone(
         batchnorm: freeze every BatchNorm2d of the backbone.
         until_stride: freeze every parameter up to and including the module that returns the
             feature at this stride; ``None`` freezes none.
+        example: an input batch for the backbone; given, every frozen BN that follows a
+            convolution is computed inside it (:func:`fold_frozen_batchnorm`).
 
     Returns:
         Counts of what was frozen (of the backbone's parameters).
@@ -89,12 +111,14 @@ def freeze_backbone(
         if isinstance(module, FrozenBatchNorm2d):
             for parameter in module.parameters():
                 parameter.requires_grad_(False)
+    folded = fold_frozen_batchnorm(backbone, example) if example is not None and bn_layers else 0
     parameters = list(backbone.parameters())
     frozen = sum(p.numel() for p in parameters if not p.requires_grad)
     return FreezeReport(
         frozen_bn_layers=bn_layers,
         frozen_parameters=frozen,
         trainable_parameters=sum(p.numel() for p in parameters) - frozen,
+        folded_bn_layers=folded,
     )
 
 
@@ -141,3 +165,59 @@ def _replace(root: nn.Module, name: str, module: nn.Module) -> None:
     parent_name, _, child = name.rpartition(".")
     parent = root.get_submodule(parent_name) if parent_name else root
     setattr(parent, child, module)
+
+
+class FoldedConv2d(nn.Conv2d):
+    """A convolution followed by a frozen BatchNorm, computed as one convolution.
+
+    With the BN's statistics and affine parameters fixed, ``BN(conv(x))`` equals a convolution
+    whose weight is scaled per output channel by ``gamma / sigma`` and whose bias is
+    ``beta - mu * gamma / sigma`` (SSN §6's folding, here at every training step so the conv's
+    own weight keeps training). The activations skip the BN's pass and its backward pass. The
+    convolution keeps its parameters and the BN its buffers, under the same names, so the state
+    dict is that of the unfolded pair.
+    """
+
+    def __init__(self, conv: nn.Conv2d, bn: FrozenBatchNorm2d) -> None:
+        super().__init__(
+            conv.in_channels,
+            conv.out_channels,
+            conv.kernel_size,  # type: ignore[arg-type]
+            stride=conv.stride,  # type: ignore[arg-type]
+            padding=conv.padding,  # type: ignore[arg-type]
+            dilation=conv.dilation,  # type: ignore[arg-type]
+            groups=conv.groups,
+            bias=conv.bias is not None,
+            padding_mode=conv.padding_mode,
+            device="meta",
+        )
+        self.weight = conv.weight
+        self.bias = conv.bias
+        # A tuple, so that the BN stays where it is in the module tree (and the state dict).
+        self._bn = (bn,)
+        bn.folded = True
+
+    def forward(self, x: Tensor) -> Tensor:
+        (bn,) = self._bn
+        scale = bn.weight / torch.sqrt(bn.running_var + bn.eps)
+        shift = bn.bias - bn.running_mean * scale
+        if self.bias is not None:
+            shift = shift + self.bias * scale
+        return self._conv_forward(x, self.weight * scale.view(-1, 1, 1, 1), shift)
+
+
+def fold_frozen_batchnorm(backbone: nn.Module, example: Tensor) -> int:
+    """Compute every convolution followed by a :class:`FrozenBatchNorm2d` as one
+    :class:`FoldedConv2d`; returns how many pairs were folded.
+
+    The pairs are found by one forward pass on ``example`` (:func:`find_conv_bn_pairs`: the BN's
+    input is exactly the convolution's output, each called once).
+    """
+    folded = 0
+    for conv_name, bn_name in find_conv_bn_pairs(backbone, example):
+        conv, bn = backbone.get_submodule(conv_name), backbone.get_submodule(bn_name)
+        if type(conv) is not nn.Conv2d or not isinstance(bn, FrozenBatchNorm2d):
+            continue
+        _replace(backbone, conv_name, FoldedConv2d(conv, bn))
+        folded += 1
+    return folded

@@ -31,13 +31,17 @@ The defaults are the fastest exact settings measured on this project's CPU (2-co
 avx512_bf16, torch 2.13, EfficientNet-Lite0 + ladder at 1024x2048; figures in
 ``benchmarks/results/inference_options.json`` and ``docs/notes/issue-16.md``).
 
-Nothing here crashes on a model an option does not suit. :func:`prepare_model` runs the model
-once on a small random example with each option it applies and compares the result with the
-plain model's; an option that raises, or changes the scores by more than float tolerance
-(``CHECK_ATOL`` / ``CHECK_RTOL``), is dropped and a note says why (e.g. a QGN head whose active
-sites move with the rounding of a folded BN). Reduced precision and ``torch.compile`` are not
-applied to heads whose work depends on the data (:class:`~leanseg.nn.heads.base.CostReporting`,
-QGN's sparse path), whose paths on real images the example check cannot vouch for.
+Nothing here crashes on a model an option does not suit. :func:`prepare_model` runs the plain
+model once on a small random example (which also finds the BN layers to fold), then the copy with
+the exact options (folding, channels-last) once, and each reduced dtype once, and compares the
+scores with the plain model's; an option that raises, or changes the scores by more than float
+tolerance (``CHECK_ATOL`` / ``CHECK_RTOL``), is dropped and a note says why (e.g. a QGN head
+whose active sites move with the rounding of a folded BN). The exact options are tried one at a
+time only when their joint check fails, to find the one at fault, and the checks run on one
+thread (issue 28: five forwards on two threads beside a training run made loading a Lite0 ladder
+take seconds). Reduced precision and ``torch.compile`` are not applied to heads whose work
+depends on the data (:class:`~leanseg.nn.heads.base.CostReporting`, QGN's sparse path), whose
+paths on real images the example check cannot vouch for.
 Models that need inputs besides the image (:class:`~leanseg.nn.segmentor.ExtraInputs`) are
 checked with neutral example inputs (:func:`example_inputs`).
 """
@@ -56,9 +60,9 @@ import torch
 from torch import Tensor, nn
 
 from leanseg.engine.model_inputs import HOW_INPUTS_FOLLOW_THE_IMAGE
-from leanseg.nn.fold_bn import fold_batchnorm
+from leanseg.nn.fold_bn import fold_pairs, trace_conv_bn_pairs
 from leanseg.nn.heads.base import CostReporting
-from leanseg.nn.segmentor import extra_inputs
+from leanseg.nn.segmentor import extra_inputs, input_channels
 
 DTYPES: dict[str, torch.dtype] = {
     "fp32": torch.float32,
@@ -291,12 +295,14 @@ class WithExampleInputs(nn.Module):
 
 
 def example_images(model: nn.Module, device: torch.device | str) -> Tensor:
-    """A random ``(1, 3, 2u, 3u)`` batch, ``u`` the smallest multiple of the model's size
-    divisor of at least 32 pixels (seeded, so the check is the same every time)."""
+    """A random ``(1, C, 2u, 3u)`` batch, ``C`` the model's ``in_channels`` and ``u`` the smallest
+    multiple of the model's size divisor of at least 32 pixels (seeded, so the check is the same
+    every time)."""
     divisor = int(getattr(model, "size_divisor", None) or 1)
     unit = -(-_EXAMPLE_UNIT // divisor) * divisor
     generator = torch.Generator().manual_seed(0)
-    return torch.randn(1, 3, 2 * unit, 3 * unit, generator=generator).to(device)
+    channels = input_channels(model)
+    return torch.randn(1, channels, 2 * unit, 3 * unit, generator=generator).to(device)
 
 
 class _WithInputs(nn.Module):
@@ -320,10 +326,13 @@ def prepare_model(
 ) -> PreparedModel:
     """Apply the model-changing options (BN folding, channels-last, compile) to a copy of ``model``.
 
-    ``model`` itself is left as it is (it may be the model being trained). Each exact option is
-    checked on ``example``: the scores of the changed copy must match those of ``model`` within
-    ``CHECK_ATOL`` / ``CHECK_RTOL``, and the dtype must run; an option that fails its check is
-    dropped with a note. When no option changes the model, ``model`` is returned uncopied.
+    ``model`` itself is left as it is (it may be the model being trained). The exact options
+    are applied to one copy and checked on ``example`` together: its scores must match those of
+    ``model`` within ``CHECK_ATOL`` / ``CHECK_RTOL``, and the dtype must run. When the joint
+    check fails, folding and channels-last are checked alone (folding first, channels-last on top
+    of what is kept), and an option that fails its check is dropped with a note. When no option
+    changes the model, ``model`` is returned uncopied. The checks run on one thread
+    (:func:`one_thread`).
 
     Args:
         model: maps normalised images (and its extra inputs) to class scores; moved to
@@ -343,14 +352,44 @@ def prepare_model(
         return PreparedModel(model=model, options=PLAIN)
     if options.backend == "onnxruntime":
         return _prepare_for_onnxruntime(model, options)
-    name = type(model).__name__
     if example is None:
         example = example_images(model, device)
+    with one_thread():
+        return _prepare_checked(model, options, example)
+
+
+@contextlib.contextmanager
+def one_thread() -> Iterator[None]:
+    """torch's intra-op threads set to one inside, restored after.
+
+    For the example checks of :func:`prepare_model`: on their small input a second thread gains
+    nothing, and beside a busy process it makes every operator wait for a core
+    (:mod:`leanseg.engine.cpu_share`). Loading a Lite0 ladder beside a training run on the 2-core
+    CPU took 1.6 and 6.5 s with the checks on two threads, 0.64 and 0.66 s on one (timed by
+    hand); with the joint check, median 0.73 s against 2.6 s before
+    (``benchmarks/results/predictor_load.json``).
+    """
+    threads = torch.get_num_threads()
+    if threads == 1:
+        yield
+        return
+    torch.set_num_threads(1)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(threads)
+
+
+def _prepare_checked(model: nn.Module, options: InferenceOptions, example: Tensor) -> PreparedModel:
+    """:func:`prepare_model` past its early returns: the options that change the model, applied
+    and checked on ``example`` (``model`` in eval mode on the example's device)."""
+    name = type(model).__name__
     notes: list[str] = []
     try:
         inputs = example_inputs(model, example)
-        with torch.no_grad():
-            reference = model(example, **inputs).float()
+        # One forward gives the reference scores and the conv-BN pairs that folding folds.
+        pairs, output = trace_conv_bn_pairs(_WithInputs(model, inputs).eval(), example)
+        reference = output.float()
     except (RuntimeError, ValueError, TypeError, NotImplementedError) as err:
         # Nothing can be checked: run the model as it is, in fp32.
         asked = [flag for flag, on in options._flags() if on]
@@ -361,27 +400,44 @@ def prepare_model(
                 f"input {tuple(example.shape)} ({_reason(err)})"
             )
         return PreparedModel(model=model, options=PLAIN, notes=tuple(notes))
+    pairs = [(conv.removeprefix("model."), bn.removeprefix("model.")) for conv, bn in pairs]
 
-    prepared = model
-    fold_bn = options.fold_bn
-    if fold_bn:
-        try:
-            wrapped = _WithInputs(model, inputs).eval()  # eval: fold restores its mode
-            prepared = fold_batchnorm(wrapped, example, atol=CHECK_ATOL, rtol=CHECK_RTOL).model
-        except (RuntimeError, ValueError, TypeError, NotImplementedError) as err:
-            fold_bn = False
-            notes.append(f"BN folding not applied to {name}: {_reason(err)}")
+    def exact_copy(fold: bool, nhwc: bool) -> tuple[nn.Module, str | None]:
+        """A copy of ``model`` folded and/or channels-last, and why it fails the check."""
+        changed = copy.deepcopy(model)
+        if fold:
+            fold_pairs(changed, pairs)
+        images = example
+        if nhwc:
+            changed = changed.to(memory_format=torch.channels_last)
+            images = example.contiguous(memory_format=torch.channels_last)
+        return changed, _check_scores(changed, images, inputs, reference, "fp32")
 
-    channels_last = options.channels_last
-    if channels_last:
-        converted = copy.deepcopy(prepared).to(memory_format=torch.channels_last)
-        nhwc = example.contiguous(memory_format=torch.channels_last)
-        problem = _check_scores(converted, nhwc, inputs, reference, "fp32")
+    # The exact options are applied to one copy and checked with one forward. Only when that
+    # check fails is each tried alone, as they were before (folding first, then channels-last
+    # on top of what was kept), to say which one the model does not suit.
+    fold_bn, channels_last = options.fold_bn, options.channels_last
+    prepared: nn.Module = model
+    if fold_bn or channels_last:
+        candidate, problem = exact_copy(fold_bn, channels_last)
         if problem is None:
-            prepared = converted
+            prepared = candidate
         else:
-            channels_last = False
-            notes.append(f"channels-last not applied to {name}: {problem}")
+            fold_problem = nhwc_problem = problem
+            if fold_bn and channels_last:
+                candidate, fold_problem = exact_copy(True, False)
+                if fold_problem is None:
+                    prepared = candidate  # folding passed alone: channels-last is at fault
+                else:
+                    candidate, nhwc_problem = exact_copy(False, True)
+                    if nhwc_problem is None:
+                        prepared = candidate
+            if fold_bn and fold_problem is not None:
+                fold_bn = False
+                notes.append(f"BN folding not applied to {name}: {fold_problem}")
+            if channels_last and nhwc_problem is not None:
+                channels_last = False
+                notes.append(f"channels-last not applied to {name}: {nhwc_problem}")
 
     # A head whose work depends on the data (QGN's sparse sites) may take paths on real images
     # that the example never reaches: only the exact options are applied to it.
@@ -523,33 +579,40 @@ def add_inference_arguments(parser: argparse.ArgumentParser) -> None:
     an option the user gave from a default (:func:`options_from_args`, :func:`options_given`).
     """
     defaults = InferenceOptions()
-    group = parser.add_argument_group("inference speed (issue 16)")
+    group = parser.add_argument_group(
+        "inference speed",
+        "How the trained model is run, not what it has learnt: options marked exact give the "
+        "same label maps, the others may change scores in the last digits.",
+    )
     on_off = {True: "on", False: "off"}
     group.add_argument(
         "--fold-bn",
         action=argparse.BooleanOptionalAction,
         default=None,
-        help=f"fold BatchNorm into convolutions (exact; default {on_off[defaults.fold_bn]})",
+        help="merge each batch-normalisation layer into the convolution before it: one layer "
+        f"less to run (exact; default {on_off[defaults.fold_bn]})",
     )
     group.add_argument(
         "--channels-last",
         action=argparse.BooleanOptionalAction,
         default=None,
-        help="NHWC memory format for model and inputs "
-        f"(exact; default {on_off[defaults.channels_last]})",
+        help="store weights and images with the colour channels last in memory (NHWC), which most "
+        f"CPU kernels run faster (exact; default {on_off[defaults.channels_last]})",
     )
     group.add_argument(
         "--dtype",
         choices=tuple(DTYPES),
         default=None,
-        help=f"autocast precision: bf16 on cpu or cuda, fp16 on cuda (default {defaults.dtype})",
+        help="compute in 16-bit floats where that is safe: faster on hardware that supports it, "
+        "scores differ slightly; bf16 on cpu or cuda, fp16 on cuda only "
+        f"(default {defaults.dtype})",
     )
     group.add_argument(
         "--compile",
         action=argparse.BooleanOptionalAction,
         default=None,
-        help="torch.compile the model (compiles on the first image of each size; "
-        f"default {on_off[defaults.compile]})",
+        help="compile the model with torch.compile: faster per image, but the first image of "
+        f"each size waits for the compilation (default {on_off[defaults.compile]})",
     )
     group.add_argument(
         "--backend",

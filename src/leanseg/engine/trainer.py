@@ -184,6 +184,7 @@ class Trainer:
                 model.backbone,
                 batchnorm=cfg.train.freeze_backbone_bn,
                 until_stride=cfg.train.freeze_backbone_until,
+                example=torch.zeros(1, getattr(model.backbone, "in_channels", 3), 64, 64),
             )
             if self.is_main:
                 self.console.print(frozen.describe())
