@@ -22,10 +22,8 @@ of the two so that both see the same load on a shared machine; the JSON then giv
 
     .venv/bin/python benchmarks/predictor_load.py --processes 7 --loads 3 --compare 0736ae8
 
-writes ``benchmarks/results/predictor_load.json`` (figures in seconds, command, machine). Measured
-so beside a training run on the 2-core CPU (load average 4-6): first load median 0.73 s
-(0.49-0.81 s) against 2.61 s (1.06-9.17 s) at 0736ae8, which checked each inference option on its
-own copy with five forwards on two threads; warm loads 0.36 s against 2.71 s.
+writes ``benchmarks/results/predictor_load.json`` (figures in seconds, command, machine); the
+figures quoted in the notes are read from there.
 """
 
 from __future__ import annotations
