@@ -248,13 +248,12 @@ def main() -> None:
         part.add_argument("--json", type=Path, default=RESULTS)
     args = parser.parse_args()
 
+    table = measure_steps(args) if args.part == "steps" else measure_training(args)
+    # Read the other part's table only now: the two parts may run at the same time.
     record: dict[str, Any] = json.loads(args.json.read_text()) if args.json.is_file() else {}
-    if args.part == "steps":
-        record["steps"] = measure_steps(args)
-    else:
-        record["train"] = measure_training(args)
+    record[args.part] = table
     record.setdefault("commands", {})[args.part] = " ".join([sys.executable, *sys.argv])
-    record["machine"] = machine(threads=torch.get_num_threads())
+    record.setdefault("machines", {})[args.part] = machine(threads=torch.get_num_threads())
     write_json(args.json, record)
     print(json.dumps(record[args.part]["rows"], indent=1))
 

@@ -279,3 +279,28 @@ def test_folded_frozen_batchnorm_computes_the_same_and_trains_the_convolution():
     loss.backward()
     assert model.backbone.conv1.weight.grad is not None
     assert model.backbone.bn1.weight.grad is None
+
+
+# ---------------------------------------------------------------------- train + val
+
+
+def test_joined_splits_read_every_file_of_each(tmp_path):
+    root = folder_dataset(tmp_path / "data")
+    cfg = tiny_config(root, tmp_path / "run")
+    from leanseg.data import build_dataset
+
+    joined = build_dataset(cfg.data, "train+val", train=True)
+    train = build_dataset(cfg.data, "train", train=True)
+    val = build_dataset(cfg.data, "val", train=False)
+    assert [f.image for f in joined.files] == [f.image for f in train.files + val.files]
+    assert len(joined) == 6 + 2
+    assert joined.load_raw(7)["image"].shape == val.load_raw(1)["image"].shape
+
+
+def test_joined_splits_name_the_missing_one(tmp_path):
+    root = folder_dataset(tmp_path / "data")
+    cfg = tiny_config(root, tmp_path / "run")
+    from leanseg.data import DatasetError, build_dataset
+
+    with pytest.raises(DatasetError, match="test"):
+        build_dataset(cfg.data, "train+test", train=True)

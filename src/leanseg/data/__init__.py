@@ -115,13 +115,19 @@ def _check_options(cls: type, options: dict[str, Any]) -> dict[str, Any]:
     return checked
 
 
+# ``data.train_split: train+val`` reads several splits as one.
+SPLIT_JOIN = "+"
+
+
 def build_dataset(data_cfg: DataConfig, split: str, *, train: bool) -> Dataset:
     """Build the dataset named by ``data_cfg.dataset`` with its transform attached.
 
     Args:
         data_cfg: The ``data`` section of a run config; ``options`` become keyword arguments
             of the dataset class, ``classes`` is passed to the ``folder`` dataset.
-        split: Split name, usually ``data_cfg.train_split`` or ``data_cfg.val_split``.
+        split: Split name, usually ``data_cfg.train_split`` or ``data_cfg.val_split``. Splits
+            joined by ``+`` (``train+val``) are read as one dataset: the papers' protocol for a
+            final model, trained on train and val together once the recipe is fixed on val.
         train: Attach :func:`build_train_transform` (random augmentation and crops) when true,
             else :func:`build_eval_transform` (full images as tensors).
 
@@ -141,6 +147,10 @@ def build_dataset(data_cfg: DataConfig, split: str, *, train: bool) -> Dataset:
         )
     transform = build_train_transform(data_cfg) if train else build_eval_transform(data_cfg)
     if data_cfg.dataset == SYNTHETIC:
+        if SPLIT_JOIN in split:
+            raise ConfigError(
+                f"split {split!r}: the synthetic scenes have no files to join; name one split"
+            )
         if data_cfg.root is not None:
             options["root"] = data_cfg.root
         return cls(split=split, transform=transform, **options)
@@ -154,7 +164,13 @@ def build_dataset(data_cfg: DataConfig, split: str, *, train: bool) -> Dataset:
         if data_cfg.label_colors is not None:
             options["label_colors"] = colour_table(data_cfg)
             options["unknown_colors"] = data_cfg.unknown_colors
-    return cls(data_cfg.root, split, transform, **options)
+    first, *others = split.split(SPLIT_JOIN)
+    dataset = cls(data_cfg.root, first, transform, **options)
+    for other in others:
+        # The files of every split, in order; the class table and reader are the first's.
+        dataset.files = [*dataset.files, *cls(data_cfg.root, other, None, **options).files]
+        dataset.split = split
+    return dataset
 
 
 def entry_config(data_cfg: DataConfig, entry: DatasetEntry) -> DataConfig:
