@@ -25,6 +25,7 @@ from leanseg.export import (  # noqa: E402
 )
 from leanseg.models import HEADS, build_segmentor  # noqa: E402
 from leanseg.nn.backbones.base import IMAGENET_NORMALIZATION  # noqa: E402
+from leanseg.outputs import OutputExistsError  # noqa: E402
 
 CONFIGS = Path(__file__).resolve().parents[1] / "configs"
 SIZES = [(64, 96), (70, 90)]  # one a multiple of the output stride, one padded
@@ -117,11 +118,17 @@ def test_failed_verification_leaves_no_file(tmp_path):
 def test_existing_file_is_kept_unless_forced(tmp_path):
     path = tmp_path / "m.onnx"
     path.write_text("keep me")
-    with pytest.raises(FileExistsError, match="--force"):
-        export_onnx(_model(), path, normalization=IMAGENET_NORMALIZATION, sizes=SIZES)
+    for force in (False, True):  # --force replaces only a model leanseg exported
+        with pytest.raises(OutputExistsError, match="not even --force"):
+            export_onnx(
+                _model(), path, normalization=IMAGENET_NORMALIZATION, sizes=SIZES, force=force
+            )
     assert path.read_text() == "keep me"
+    path.unlink()
+    export_onnx(_model(), path, normalization=IMAGENET_NORMALIZATION, sizes=SIZES)
+    with pytest.raises(OutputExistsError, match="--force"):
+        export_onnx(_model(), path, normalization=IMAGENET_NORMALIZATION, sizes=SIZES)
     export_onnx(_model(), path, normalization=IMAGENET_NORMALIZATION, sizes=SIZES, force=True)
-    assert path.read_bytes() != b"keep me"
 
 
 def test_exported_file_gets_the_mode_of_a_new_file_under_the_umask(tmp_path):
@@ -228,7 +235,7 @@ def test_bench_times_onnxruntime_beside_pytorch(tmp_path, capsys):
 
     refused = str(CONFIGS / "qgn" / "qgn_r18_synthetic_cpu.yaml")
     args = ["bench", refused, "--size", "64x96", "--repeats", "1", "--warmup", "0"]
-    assert _run([*args, "--onnxruntime", "--json", str(out)]) == 0
+    assert _run([*args, "--onnxruntime", "--json", str(out), "--force"]) == 0
     err = capsys.readouterr().err
     assert err.count("\n") == 1 and "onnxruntime not timed: QGNHead (head)" in err
     assert "does not export" in json.loads(out.read_text())["onnxruntime"]["error"]

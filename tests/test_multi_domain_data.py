@@ -257,7 +257,8 @@ def test_two_iterations_on_synthetic_and_a_folder_dataset(tmp_path):
 
     # ``leanseg eval --ood-images --ood-domain``: AUROC of EM images against the street scenes.
     em_val = tmp_path / "em" / "images" / "val"
-    argv = ["eval", str(tmp_path / "run"), "--json", str(out), "--ood-images", str(em_val)]
+    argv = ["eval", str(tmp_path / "run"), "--json", str(out), "--force"]  # replaces the above
+    argv += ["--ood-images", str(em_val)]
     assert main([*argv, "--ood-domain", "street"]) == 0
     ood = json.loads(out.read_text())["ood"]
     assert ood["in_images"] == 2 and ood["out_images"] == len(list(em_val.iterdir()))

@@ -133,6 +133,6 @@ def test_predictor_and_commands_take_the_backend(
     assert json.loads(scores.read_text())["inference"]["backend"] == "onnxruntime"
 
     capsys.readouterr()
-    assert main([*eval_args, "--backend", "onnxruntime", "--dtype", "bf16"]) == 2
+    assert main([*eval_args, "--force", "--backend", "onnxruntime", "--dtype", "bf16"]) == 2
     err = capsys.readouterr().err
     assert "--backend onnxruntime" in err and "bf16" in err and len(err.splitlines()) == 1

@@ -195,8 +195,9 @@ def test_missing_matplotlib_names_the_extra(runs, tmp_path, monkeypatch):
 def test_never_replaces_what_it_did_not_write(runs, one_report, tmp_path):
     foreign = tmp_path / "notes.html"
     foreign.write_text("<p>mine</p>")
-    with pytest.raises(ConfigError, match="not written by leanseg report.*--force"):
-        write_report([runs[0]], foreign, **SMALL)
+    for force in (False, True):  # not even --force replaces a file the report did not write
+        with pytest.raises(ConfigError, match="is not an HTML report.*not even --force"):
+            write_report([runs[0]], foreign, force=force, **SMALL)
     assert foreign.read_text() == "<p>mine</p>"
     with pytest.raises(ConfigError, match="is a folder"):
         write_report([runs[0]], tmp_path, **SMALL)
@@ -205,13 +206,16 @@ def test_never_replaces_what_it_did_not_write(runs, one_report, tmp_path):
     with pytest.raises(ConfigError, match="file of the run"):
         write_report([runs[0]], config, force=True, **SMALL)
     assert config.read_bytes() == before
-    # A previous report is replaced without --force; a foreign file only with it.
+    # A previous report is replaced with --force, and only with it.
     previous = tmp_path / "previous.html"
     shutil.copy(one_report[0], previous)
     cheap = {"evaluate": False, "bench_size": None}
-    write_report([runs[0]], previous, **cheap)
-    write_report([runs[0]], foreign, force=True, **cheap)
-    assert ">Training curves</h3>" in foreign.read_text(encoding="utf-8")
+    with pytest.raises(ConfigError, match="already holds an HTML report.*--force"):
+        write_report([runs[0]], previous, **cheap)
+    assert previous.read_bytes() == one_report[0].read_bytes()
+    write_report([runs[0]], previous, force=True, **cheap)
+    assert ">Training curves</h3>" in previous.read_text(encoding="utf-8")
+    assert previous.read_bytes() != one_report[0].read_bytes()
     assert not [p for p in tmp_path.iterdir() if p.name.endswith(".tmp")]
 
 

@@ -157,4 +157,4 @@ def test_bench_measures_a_depth_model_with_neutral_disparity(tmp_path: Path) -> 
     figures = json.loads(out.read_text())
     assert figures["flops"] > 0 and figures["inference"]["fold_bn"] is True
     assert figures["inference"]["notes"] == []
-    assert main([*argv, "--size", "32x48"]) == 2
+    assert main([*argv, "--force", "--size", "32x48"]) == 2

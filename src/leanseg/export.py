@@ -55,7 +55,8 @@ from leanseg.nn.fold_bn import fold_batchnorm
 from leanseg.nn.heads.qgn import QGNHead
 from leanseg.nn.heads.sandf import SandFHead
 from leanseg.nn.segmentor import extra_inputs, input_channels
-from leanseg.utils import temp_path
+from leanseg.outputs import OutputKind, check_output_path
+from leanseg.utils import temp_path, terminate_raises
 
 Exporter = Literal["torchscript", "dynamo"]
 InputDtype = Literal["float32", "uint8"]
@@ -228,14 +229,16 @@ def export_onnx(
             and later run with batch 2.
         tolerance: largest max-abs difference of the scores accepted.
         exporter: ``"torchscript"`` (default, see the module docstring) or ``"dynamo"``.
-        force: replace an existing ``path``.
+        force: replace an ONNX model leanseg exported at ``path`` earlier (never another file,
+            see :mod:`leanseg.outputs`).
         metadata: more ``metadata_props`` entries (source, checkpoint ...).
 
     Returns:
         The path, the checks with their max abs differences, and the number of BNs folded.
 
     Raises:
-        FileExistsError: ``path`` exists and ``force`` is false.
+        OutputExistsError: ``path`` exists and ``force`` is false, or it is not an ONNX
+            model leanseg exported (:data:`ONNX_MODEL`).
         UnsupportedModelError: a part of the model does not export (named).
         ExportError: the exporter failed (its first message line is kept).
         VerificationError: onnxruntime differs from PyTorch by more than ``tolerance``; no
@@ -244,9 +247,7 @@ def export_onnx(
     missing = onnx_available()
     if missing:
         raise ExportError(missing)
-    path = Path(path)
-    if path.exists() and not force:
-        raise FileExistsError(17, "already exists; pass --force to replace it", str(path))
+    path = check_output_path(path, ONNX_MODEL, force=force)
     model = model.eval()
     refuse_unexportable(model)
     if input_dtype != "float32" and not include_normalization:
@@ -289,28 +290,32 @@ def export_onnx(
     path.parent.mkdir(parents=True, exist_ok=True)
     # Reserved with the mode a new file gets under the user's umask (mkstemp's would be 0600):
     # the exporter and the metadata writer rewrite it in place, then it is renamed over ``path``.
+    # It is removed on any exception, Ctrl-C and SIGTERM (terminate_raises) too.
     temp = temp_path(path)
-    temp.open("xb").close()
-    try:
-        _export(exported.eval(), example, temp, opset=opset, exporter=exporter)
-        _write_metadata(temp, props)
-        checks = verify_onnx(
-            temp,
-            reference,
-            sizes,
-            include_normalization=include_normalization,
-            input_dtype=input_dtype,
-        )
-        worst = max(check.max_abs_diff for check in checks)
-        if not worst <= tolerance:  # also catches NaN
-            detail = ", ".join(f"{c.shape}: {c.max_abs_diff:.3g}" for c in checks)
-            raise VerificationError(
-                f"onnxruntime differs from PyTorch by {worst:.3g} > tolerance {tolerance:g} "
-                f"({detail}); {path} not written"
+    with terminate_raises():
+        temp.open("xb").close()
+        try:
+            _export(exported.eval(), example, temp, opset=opset, exporter=exporter)
+            _write_metadata(temp, props)
+            checks = verify_onnx(
+                temp,
+                reference,
+                sizes,
+                include_normalization=include_normalization,
+                input_dtype=input_dtype,
             )
-        os.replace(temp, path)
-    finally:
-        temp.unlink(missing_ok=True)
+            worst = max(check.max_abs_diff for check in checks)
+            if not worst <= tolerance:  # also catches NaN
+                detail = ", ".join(f"{c.shape}: {c.max_abs_diff:.3g}" for c in checks)
+                raise VerificationError(
+                    f"onnxruntime differs from PyTorch by {worst:.3g} > tolerance "
+                    f"{tolerance:g} ({detail}); {path} not written"
+                )
+            # Checked again: the export took a while, and a file may have appeared there.
+            check_output_path(path, ONNX_MODEL, force=force)
+            os.replace(temp, path)
+        finally:
+            temp.unlink(missing_ok=True)
     return ExportResult(path=path, checks=checks, folded_bn=folded, metadata=props)
 
 
@@ -549,6 +554,25 @@ def _export(
         raise ExportError(f"torch.onnx.export ({exporter}) failed: {first[:400]}") from err
 
 
+def is_leanseg_onnx(path: Path) -> bool:
+    """Whether ``path`` is an ONNX model leanseg exported: its metadata holds the input contract
+    (:func:`input_contract`). Never raises; without ``onnx`` installed the answer is no."""
+    try:
+        import onnx
+
+        if path.stat().st_size >= 2**31:  # protobuf's limit: no model file is that large
+            return False
+        graph = onnx.load(str(path), load_external_data=False)
+    except Exception:  # no onnx, an unreadable file, bytes protobuf cannot parse
+        return False
+    keys = {entry.key for entry in graph.metadata_props}
+    return {"leanseg.input", "leanseg.output"} <= keys
+
+
+# What ``--force`` may replace at ``--out`` (leanseg.outputs).
+ONNX_MODEL = OutputKind("an ONNX model leanseg exported", is_leanseg_onnx)
+
+
 def _write_metadata(path: Path, props: dict[str, str]) -> None:
     import onnx
 
@@ -665,7 +689,11 @@ def add_export_parser(subparsers: Any) -> Any:
         default="torchscript",
         help="torch's ONNX exporter (default torchscript: fast; dynamo needs onnxscript)",
     )
-    export.add_argument("--force", action="store_true", help="replace an existing --out file")
+    export.add_argument(
+        "--force",
+        action="store_true",
+        help="replace an ONNX model leanseg exported earlier at --out (never another file)",
+    )
     export.set_defaults(handler=run_export_command)
     return export
 
@@ -685,9 +713,7 @@ def run_export_command(args: Any) -> int:
     from leanseg.version import __version__
 
     source = Path(args.source)
-    out = Path(args.out)
-    if out.exists() and not args.force:
-        raise FileExistsError(17, "already exists; pass --force to replace it", str(out))
+    out = check_output_path(args.out, ONNX_MODEL, force=args.force, flag="--out")
     is_config = source.is_file() and source.suffix.lower() in CONFIG_SUFFIXES
     if is_config and args.checkpoint is None:
         if not args.random_init:

@@ -8,12 +8,14 @@ the temporary file and before the rename, as a power cut or ``kill -9`` would.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import re
 import secrets
 import signal
-from collections.abc import Callable
+import threading
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import BinaryIO
 
@@ -37,8 +39,9 @@ def atomic_write(
     """Write through ``write(handle)`` to a temporary file beside ``path``, then rename it over.
 
     A crash or exception at any moment leaves either the old file or the new one, never a torn
-    one, and no temporary file behind (on exceptions; a killed process leaves its temporary
-    file, which the run directory removes on the next start, see
+    one, and no temporary file behind (on exceptions, Ctrl-C and SIGTERM, see
+    :func:`terminate_raises`; a process killed with SIGKILL leaves its temporary file, which the
+    run directory removes on the next start, see
     :meth:`leanseg.engine.run_dir.RunDirectory.remove_stale_temp_files`). ``fsync`` also flushes
     the data to disk before the rename, for files whose loss would cost work (checkpoints).
 
@@ -49,18 +52,46 @@ def atomic_write(
     path.parent.mkdir(parents=True, exist_ok=True)
     # Opened with the usual permissions (unlike mkstemp's 0600): outputs are meant to be shared.
     tmp = temp_path(path)
-    try:
-        with open(tmp, "xb") as handle:
-            write(handle)
-            _maybe_kill_in_write(path.name, handle)
-            if fsync:
-                handle.flush()
-                os.fsync(handle.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
+    with terminate_raises():
+        try:
+            with open(tmp, "xb") as handle:
+                write(handle)
+                _maybe_kill_in_write(path.name, handle)
+                if fsync:
+                    handle.flush()
+                    os.fsync(handle.fileno())
+            os.replace(tmp, path)
+        except BaseException:
+            tmp.unlink(missing_ok=True)
+            raise
     return path
+
+
+@contextlib.contextmanager
+def terminate_raises() -> Iterator[None]:
+    """Within the block, SIGTERM raises ``SystemExit(143)`` instead of ending the process at once.
+
+    So the ``finally`` and ``except BaseException`` clauses that remove temporary files run
+    when a command is terminated (``kill``, a job scheduler's time limit), as they do on Ctrl-C;
+    the process still ends, with the status a shell gives a terminated one. Only the main thread
+    can set a handler, and a handler someone else set (a launcher's) is left alone: there the
+    block changes nothing.
+    """
+    if (
+        threading.current_thread() is not threading.main_thread()
+        or signal.getsignal(signal.SIGTERM) is not signal.SIG_DFL
+    ):
+        yield
+        return
+    previous = signal.signal(signal.SIGTERM, _raise_terminated)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+
+
+def _raise_terminated(signum: int, frame: object) -> None:
+    raise SystemExit(128 + signum)
 
 
 def atomic_write_text(path: str | Path, text: str) -> Path:

@@ -43,9 +43,7 @@ def add_bench_parser(commands: Any) -> None:
         help="also time the model exported to ONNX in onnxruntime, on as many threads as torch "
         "(CPU inference; needs leanseg[export])",
     )
-    bench.add_argument(
-        "--json", metavar="PATH", help="also write the figures as JSON ('-' = stdout)"
-    )
+    common.add_json_arguments(bench, "bench", "the figures")
     add_inference_arguments(bench)
     bench.set_defaults(handler=_cmd_bench)
 
@@ -91,6 +89,7 @@ def _cmd_bench(args: argparse.Namespace) -> int:
     from leanseg.nn.segmentor import extra_inputs
 
     size = parse_size(args.size)
+    common.check_json_target(args.json, "bench", force=args.force)
     cfg = common.load_run_config(args.config, args.overrides)
     device = common.select_device(args.device)
     if args.threads is not None:
@@ -154,5 +153,5 @@ def _cmd_bench(args: argparse.Namespace) -> int:
             )
         figures["onnxruntime"] = ort
     if args.json:
-        common.write_json(figures, args.json)
+        common.write_json_result(figures, args.json, "bench", force=args.force)
     return 0

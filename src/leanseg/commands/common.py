@@ -77,7 +77,49 @@ def console() -> Console:
     return Console(stderr=True)
 
 
+def add_json_arguments(parser: argparse.ArgumentParser, command: str, what: str) -> None:
+    """``--json PATH`` and ``--force`` of a command that writes a JSON result (``what``)."""
+    parser.add_argument("--json", metavar="PATH", help=f"also write {what} as JSON ('-' = stdout)")
+    parser.add_argument(
+        "--force",
+        action="store_true",
+        help=f"let --json replace an earlier result of leanseg {command} --json (never another "
+        "file)",
+    )
+
+
+def check_json_target(target: str | None, command: str, *, force: bool) -> None:
+    """Refuse ``--json TARGET`` of ``leanseg COMMAND`` before any work (:mod:`leanseg.outputs`).
+
+    No target and ``-`` (stdout) pass.
+    """
+    if target and target != "-":
+        from leanseg.outputs import check_output_path, json_kind
+
+        check_output_path(target, json_kind(command), force=force, flag="--json")
+
+
+def write_json_result(payload: dict[str, Any], target: str, command: str, *, force: bool) -> None:
+    """``--json TARGET`` of ``leanseg COMMAND``: ``payload`` with leanseg's marker in front,
+    printed for ``-``, else written where :mod:`leanseg.outputs` allows, atomically."""
+    from leanseg.outputs import json_kind, json_result, write_output
+
+    text = json.dumps(json_result(command, payload), indent=2) + "\n"
+    if target == "-":
+        print(text, end="")
+        return
+    kind = json_kind(command)
+    write_output(
+        target, kind, lambda handle: handle.write(text.encode()), force=force, flag="--json"
+    )
+
+
 def write_json(payload: dict[str, Any], target: str) -> None:
+    """``payload`` as JSON to ``target`` (``-``: stdout), atomically; replaces what is there.
+
+    For files inside a folder the command owns (predict's); a ``--json`` flag's file goes
+    through :func:`write_json_result`.
+    """
     text = json.dumps(payload, indent=2)
     if target == "-":
         print(text)

@@ -68,7 +68,7 @@ def add_data_parsers(commands: Any) -> None:
     qstats.add_argument(
         "--max-images", type=common.POSITIVE_INT, help="at most this many images per split"
     )
-    qstats.add_argument("--json", metavar="PATH", help="also write the rows as JSON ('-' = stdout)")
+    common.add_json_arguments(qstats, "quadtree stats", "the rows")
     qstats.set_defaults(handler=_cmd_quadtree_stats)
 
 
@@ -147,12 +147,12 @@ def _cmd_data_convert(args: argparse.Namespace) -> int:
 def _cmd_quadtree_stats(args: argparse.Namespace) -> int:
     from leanseg.data.quadtree_stats import format_table, split_stats
 
+    common.check_json_target(args.json, "quadtree stats", force=args.force)
     cfg = common.load_run_config(args.config, args.overrides)
     splits = args.split or [cfg.data.train_split, cfg.data.val_split]
     rows = [split_stats(cfg.data, split, max_images=args.max_images) for split in splits]
     print(format_table(rows))
     if args.json:
-        common.write_json(
-            {"config": str(args.config), "rows": [r.to_dict() for r in rows]}, args.json
-        )
+        record = {"config": str(args.config), "rows": [r.to_dict() for r in rows]}
+        common.write_json_result(record, args.json, "quadtree stats", force=args.force)
     return 0

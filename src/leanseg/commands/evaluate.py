@@ -71,12 +71,12 @@ def add_eval_parser(commands: Any) -> None:
     evaluate.add_argument(
         "--max-images", type=common.POSITIVE_INT, help="evaluate at most this many images"
     )
-    evaluate.add_argument(
-        "--json",
-        metavar="PATH",
-        help="also write the scores as JSON ('-' = stdout): the printed mIoU and per-class IoU "
-        "in percent (miou_percent, iou_percent), and every score as a fraction in [0, 1] "
-        "under its own name (miou, iou, pixel_accuracy ...)",
+    common.add_json_arguments(
+        evaluate,
+        "eval",
+        "the scores (the printed mIoU and per-class IoU in percent, miou_percent and "
+        "iou_percent, and every score as a fraction in [0, 1] under its own name: miou, iou, "
+        "pixel_accuracy ...)",
     )
     evaluate.add_argument("--no-progress", action="store_true", help="no progress bar")
     evaluate.add_argument(
@@ -105,6 +105,7 @@ def _cmd_eval(args: argparse.Namespace) -> int:
         overrides.append(f"eval.max_images={args.max_images}")
     if args.crf:
         overrides.append("eval.crf={}")
+    common.check_json_target(args.json, "eval", force=args.force)
     device = common.select_device(args.device)
     trained = load_trained_model(args.target, args.checkpoint, overrides)
     cfg = trained.cfg
@@ -177,7 +178,7 @@ def _cmd_eval(args: argparse.Namespace) -> int:
             }
         if ood is not None:
             record["ood"] = ood.to_dict()
-        common.write_json(record, args.json)
+        common.write_json_result(record, args.json, "eval", force=args.force)
     return 0
 
 

@@ -48,6 +48,7 @@ def write_demo_report(
     return write_report(
         [run_dir],
         out_path,
+        force=True,  # replaces only a previous report (leanseg.report.output)
         max_images=20,
         num_panels=3,
         bench_size=bench_size,

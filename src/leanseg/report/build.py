@@ -69,8 +69,9 @@ def write_report(
 
     Args:
         runs: run directories of ``leanseg train``.
-        out: the HTML file; replaced only if a previous report, or with ``force``.
-        force: replace a file leanseg report did not write (never a folder or a run's file).
+        out: the HTML file; an existing one is refused unless ``force``.
+        force: replace a previous report at ``out`` (never another file, see
+            :mod:`leanseg.report.output`).
         max_images: val images the checkpoint is evaluated on (confusion matrix, IoU).
         num_panels: prediction panels per run.
         bench_size: ``(H, W)`` at which cost is measured; None measures nothing.
@@ -117,7 +118,7 @@ def write_report(
         sections += _comparison(reports)
     sections += _datasets(reports)
     sections += [_run_section(report) for report in reports]
-    return write_output(out, document(name, intro, sections))
+    return write_output(out, document(name, intro, sections), force=force)
 
 
 def _measure(

@@ -51,7 +51,7 @@ def add_report_parser(commands: Any) -> argparse.ArgumentParser:
     report.add_argument(
         "--force",
         action="store_true",
-        help="replace a file that leanseg report did not write (never a folder or a run's file)",
+        help="replace a report leanseg report wrote earlier at --out (never another file)",
     )
     report.add_argument(
         "--max-images",

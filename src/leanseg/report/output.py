@@ -1,12 +1,11 @@
-"""Where the report may be written: never over a file leanseg did not write, unless forced.
+"""Where the report may be written: the rule of :mod:`leanseg.outputs`, for one HTML file.
 
-The same standard as ``leanseg predict`` and ``data convert``, for one file: a previous report
-is recognised by the ``generator`` meta tag :mod:`leanseg.report.html` writes near its top, and
-only such a file is replaced without ``--force``. Even with ``--force``, the report never
-replaces a folder, nor a file a run directory is made of (its config, metrics log, checkpoints,
-marker), which would lose the run. The file is written atomically
-(:func:`leanseg.utils.atomic_write_text`): a reader sees the old report or the new one, and a
-symlink in the way is replaced, not followed.
+An existing ``--out`` is refused without ``--force``; ``--force`` replaces only a previous
+report, recognised by the ``generator`` meta tag :mod:`leanseg.report.html` writes near its top,
+never a folder, a link, a file a run directory is made of (its config, metrics log,
+checkpoints, marker) or any other file. The file is written atomically
+(:func:`leanseg.utils.atomic_write`): a reader sees the old report or the new one, and an
+error, Ctrl-C or SIGTERM midway leaves no temporary file.
 """
 
 from __future__ import annotations
@@ -14,10 +13,10 @@ from __future__ import annotations
 from collections.abc import Sequence
 from pathlib import Path
 
+from leanseg import outputs
 from leanseg.config import ConfigError
 from leanseg.engine.run_dir import owned_kind
 from leanseg.report.html import GENERATOR
-from leanseg.utils import atomic_write_text
 
 # The generator tag lies within the first few hundred bytes of a report.
 _HEAD_BYTES = 2048
@@ -35,12 +34,16 @@ def is_report(path: Path) -> bool:
     return f'<meta name="generator" content="{GENERATOR} ' in head
 
 
+# What ``--force`` may replace at ``--out`` (leanseg.outputs).
+REPORT = outputs.OutputKind("an HTML report of leanseg report", is_report)
+
+
 def check_output(out: Path, runs: Sequence[Path], *, force: bool) -> None:
     """Refuse ``out`` before any work is done; writes nothing.
 
     Raises:
-        ConfigError: naming ``out``, when it is a folder, a file of one of ``runs``, or a file
-            leanseg report did not write (without ``force``).
+        ConfigError: naming ``out``, when it is a folder or a file of one of ``runs``; when it
+            exists, without ``force``; with ``force``, when it is not a previous report.
     """
     if out.is_dir() and not out.is_symlink():
         raise ConfigError(f"--out {out} is a folder; name the HTML file to write")
@@ -54,17 +57,12 @@ def check_output(out: Path, runs: Sequence[Path], *, force: bool) -> None:
                 f"--out {out} is a file of the run {run}; choose another name (not even "
                 "--force replaces it)"
             )
-    exists = out.exists() or out.is_symlink()
-    if exists and not force and not is_report(out):
-        raise ConfigError(
-            f"--out {out} exists and was not written by leanseg report; move it, choose "
-            "another name, or pass --force to replace it"
-        )
+    outputs.check_output_path(out, REPORT, force=force, flag="--out")
 
 
-def write_output(out: Path, document: str) -> Path:
-    """Write the report atomically (creating its folder)."""
-    try:
-        return atomic_write_text(out, document)
-    except OSError as err:
-        raise ConfigError(f"--out {out}: cannot write it ({err.strerror or err})") from None
+def write_output(out: Path, document: str, *, force: bool) -> Path:
+    """Write the report atomically (creating its folder), checking ``out`` once more."""
+    data = document.encode()
+    return outputs.write_output(
+        out, REPORT, lambda handle: handle.write(data), force=force, flag="--out"
+    )
