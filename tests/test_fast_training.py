@@ -8,6 +8,7 @@ follows ``data.crop_schedule``); these tests check that and nothing about speed,
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import numpy as np
@@ -304,3 +305,50 @@ def test_joined_splits_name_the_missing_one(tmp_path):
 
     with pytest.raises(DatasetError, match="test"):
         build_dataset(cfg.data, "train+test", train=True)
+
+
+# ---------------------------------------------------------------------- resume
+
+
+def _losses(work_dir: Path) -> dict[int, float]:
+    records = [json.loads(line) for line in (work_dir / "metrics.jsonl").read_text().splitlines()]
+    return {r["iteration"]: r["loss"] for r in records if r.get("split") == "train"}
+
+
+def test_resumed_fast_run_continues_the_uninterrupted_one(tmp_path):
+    root = folder_dataset(tmp_path / "data")
+    options = {
+        "crop_schedule": [{"crop_size": [24, 32], "until": 3}],
+        "cache": True,
+        "prefetch": True,
+    }
+    frozen = {"train.freeze_backbone_bn": True, "train.freeze_backbone_until": 8}
+
+    def config(work_dir: Path, max_iters: int):
+        cfg = tiny_config(root, work_dir, **options)
+        cfg.train.max_iters = max_iters
+        cfg.train.log_interval = 1
+        cfg.train.checkpoint_interval = 2
+        cfg.train.freeze_backbone_bn = frozen["train.freeze_backbone_bn"]
+        cfg.train.freeze_backbone_until = frozen["train.freeze_backbone_until"]
+        return cfg
+
+    Trainer(config(tmp_path / "whole", 5), show_progress=False).train()
+    killed = Trainer(config(tmp_path / "parts", 5), show_progress=False)
+    original_step = killed.run_step
+
+    def killed_during_iteration_four(batch):
+        if killed.iteration == 3:
+            raise KeyboardInterrupt
+        return original_step(batch)
+
+    killed.run_step = killed_during_iteration_four
+    with pytest.raises(KeyboardInterrupt):
+        killed.train()
+    resumed = Trainer(config(tmp_path / "parts", 5), resume=True, show_progress=False)
+    assert resumed.iteration == 2  # the last checkpoint; iteration 3 is trained again
+    resumed.train()
+    whole, parts = _losses(tmp_path / "whole"), _losses(tmp_path / "parts")
+    assert sorted(parts) == [1, 2, 3, 4, 5]
+    for iteration in range(1, 6):
+        assert parts[iteration] == pytest.approx(whole[iteration], rel=1e-5, abs=1e-6)
