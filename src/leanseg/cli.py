@@ -6,9 +6,9 @@ The other subcommands add themselves from their own modules: ``eval``
 ``export`` (:mod:`leanseg.export`) and ``report`` (:mod:`leanseg.report.command`).
 
 Every subcommand has ``--help``. Bad input (config, dataset, checkpoint, run directory, a flag's
-value, an output folder that cannot be written) ends with a one-line ``leanseg: error: ...``
-naming the file, key or flag, and exit status 2; a training run that cannot go on (NaN loss)
-exits with 1.
+value, an output folder that cannot be written, a run or output folder another process is
+writing) ends with a one-line ``leanseg: error: ...`` naming the file, key, flag or process, and
+exit status 2; a training run that cannot go on (NaN loss) exits with 1.
 """
 
 from __future__ import annotations
@@ -44,12 +44,20 @@ def main(argv: Sequence[str] | None = None) -> int:
         return EXIT_BAD_INPUT
     from leanseg.data.base import DatasetError
     from leanseg.engine.checkpoint import CheckpointError
+    from leanseg.engine.folder_lock import FolderInUseError
     from leanseg.engine.run_dir import RunDirError
     from leanseg.engine.trainer import TrainingError
 
     try:
         return int(args.handler(args) or 0)
-    except (ConfigError, DatasetError, CheckpointError, RunDirError, FileNotFoundError) as err:
+    except (
+        ConfigError,
+        DatasetError,
+        CheckpointError,
+        RunDirError,
+        FolderInUseError,
+        FileNotFoundError,
+    ) as err:
         common.print_error(str(err))
         return EXIT_BAD_INPUT
     except OSError as err:  # a file or folder the system refuses (permissions, disk full ...)
@@ -102,7 +110,8 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument(
         "--force",
         action="store_true",
-        help="replace a run already in the run directory (or resume with a changed config)",
+        help="replace a run already in the run directory (or resume with a changed config, "
+        "train.optimizer excepted)",
     )
     train.add_argument(
         "--no-progress",

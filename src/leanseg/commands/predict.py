@@ -1,7 +1,8 @@
 """``leanseg predict``: label PNGs, overlays and optional maps (OOD, scale levels) of images.
 
 :func:`add_predict_parser` adds it to the ``leanseg`` command. Outputs go into ``--out`` only,
-never beside the inputs, and replace only files a previous ``predict`` recorded there.
+never beside the inputs, and replace only files a previous ``predict`` recorded there; one
+process at a time writes into a folder.
 """
 
 from __future__ import annotations
@@ -193,6 +194,15 @@ def _read_manifest(manifest: Path) -> set[str]:
 
 
 def _cmd_predict(args: argparse.Namespace) -> int:
+    """Predict while holding the lock of ``--out``: another process writing into the same folder
+    is refused, naming this one (:mod:`leanseg.engine.folder_lock`)."""
+    from leanseg.engine.folder_lock import FolderLock
+
+    with FolderLock(args.out, "leanseg predict"):
+        return _predict(args)
+
+
+def _predict(args: argparse.Namespace) -> int:
     import numpy as np
     import torch
     from rich.progress import Progress

@@ -10,10 +10,28 @@ Layout::
       checkpoints/last.pt  latest training state (atomic writes)
       checkpoints/best.pt  best validation mIoU so far
       events.*             TensorBoard events, when tensorboard is installed
+      .leanseg-lock        while a process writes the run: its lock, and who holds it
+      .leanseg-lock.json   (:mod:`.folder_lock`; the holder removes both when it ends)
 
 Only a folder holding the marker is a leanseg run. ``--force`` removes from it only the names in
 the layout above (and leanseg's temporary files), never the folder itself, never anything else,
 and never through a symlink; in a folder without the marker it deletes nothing.
+
+Everything is checked before anything is written (:meth:`RunDirectory.check`, then
+:meth:`RunDirectory.carry_out` once the trainer has built all it needs): a request that fails
+leaves the folder as it was, and a new run's folder appears only once the run can start.
+
+``--resume`` continues under the run's own config. Of the run's ``config.yaml`` only these keys
+may change, as none of them is part of the state the checkpoint holds (:data:`RESUMABLE_KEYS`):
+how long the schedule runs (``train.max_iters``; the learning rate follows the new schedule from
+the resumed iteration on), how often the run logs, evaluates and saves (``train.log_interval``,
+``train.eval_interval``, ``train.checkpoint_interval``), how it evaluates (``eval.*``) and how many
+threads and loader workers it uses (``train.num_threads``, ``data.num_workers``; samples do not
+depend on them), and where the run folder is (``work_dir``, for a run moved with its folder).
+Any other difference is refused, naming each key with its value in the run and now; ``--force``
+resumes anyway, except for the keys the checkpoint cannot go on with (:data:`FIXED_ON_RESUME`:
+``train.optimizer``, whose saved state belongs to the run's optimizer), which a new run must
+change.
 """
 
 from __future__ import annotations
@@ -22,13 +40,15 @@ import json
 import os
 import stat
 import time
+from dataclasses import dataclass
 from pathlib import Path, PurePath
-from typing import Any
+from typing import Any, Literal
 
 import yaml
 
 from leanseg.config import Config, saved_config
 from leanseg.config_paths import RELATIVE_PATHS_KEY, resolve_file_paths
+from leanseg.engine.folder_lock import LOCK_NAMES
 from leanseg.utils import atomic_write_text, is_temp_of
 from leanseg.version import __version__
 
@@ -38,9 +58,46 @@ _CHECKPOINT_FILES = ("last.pt", "best.pt")
 _EVENTS_PREFIX = "events.out.tfevents."
 _LEGACY_METRICS_TEMP = "metrics.jsonl.tmp"  # the temporary name of leanseg <= 0.x
 
+# Config keys that may differ from the run's config.yaml on --resume; a key ending in "." stands
+# for every key below it. None of them is part of the state a checkpoint holds, and none changes
+# the samples (see the module docstring).
+RESUMABLE_KEYS = (
+    "train.max_iters",
+    "train.eval_interval",
+    "train.checkpoint_interval",
+    "train.log_interval",
+    "train.num_threads",
+    "data.num_workers",
+    "eval.",
+    "work_dir",
+)
+# Keys that cannot change on --resume even with --force: the checkpoint holds state that fits
+# only their value in the run (an Adam state does not drive SGD).
+FIXED_ON_RESUME = ("train.optimizer",)
+
 
 class RunDirError(ValueError):
     """A run directory that cannot be used as asked (holds another run, nothing to resume)."""
+
+
+@dataclass(frozen=True)
+class RunPlan:
+    """What :meth:`RunDirectory.carry_out` does, as :meth:`RunDirectory.check` decided it.
+
+    ``create``: a new run in an empty or missing folder; ``restart``: a run that holds no
+    checkpoint yet, started again; ``replace``: a run replaced (``--force``); ``resume``: nothing
+    until :meth:`RunDirectory.commit_resume`.
+    """
+
+    action: Literal["create", "restart", "replace", "resume"]
+
+
+def may_change_on_resume(key: str) -> bool:
+    """Whether the dotted config key may differ from the run's on ``--resume``."""
+    return any(
+        key.startswith(allowed) if allowed.endswith(".") else key == allowed
+        for allowed in RESUMABLE_KEYS
+    )
 
 
 class RunDirectory:
@@ -89,46 +146,69 @@ class RunDirectory:
         return None
 
     def prepare(self, cfg: Config, *, resume: bool, force: bool) -> list[str]:
-        """Create the directory for a new run, or check it for ``--resume``.
-
-        For ``--resume`` nothing is written: :meth:`commit_resume` writes the config once the
-        checkpoint has loaded. A run that holds no checkpoint yet (killed before its first one)
-        is started again from iteration 0, by a plain rerun or by ``--resume``.
+        """Create the directory for a new run, or check it for ``--resume``: :meth:`check`,
+        then :meth:`carry_out`.
 
         Returns:
             Notes for the user (a restarted run, files ``--force`` left in place).
+        """
+        return self.carry_out(self.check(cfg, resume=resume, force=force), cfg)
+
+    def check(self, cfg: Config, *, resume: bool, force: bool) -> RunPlan:
+        """Decide what starting ``cfg`` in this directory does, or refuse it; writes nothing.
+
+        For ``--resume`` the plan writes nothing either: :meth:`commit_resume` writes the config
+        once the checkpoint has loaded. A run that holds no checkpoint yet (killed before its
+        first one) is started again from iteration 0, by a plain rerun or by ``--resume``. The
+        lock files of :mod:`.folder_lock` do not count as contents of the folder.
 
         Raises:
-            RunDirError: resuming with no checkpoint; resuming with a different config; a new
-                run into a directory that already holds a run (without ``force``); a non-empty
-                directory without the marker (nothing is ever deleted from one).
+            RunDirError: resuming with no checkpoint; resuming with a config that differs in a
+                key that may not change (see the module docstring); a new run into a directory
+                that already holds a run (without ``force``); a non-empty directory without the
+                marker (nothing is ever deleted from one); a run whose files ``force`` would
+                remove include a symlink or something that is not what leanseg writes there.
         """
         if self.root.exists() and not self.root.is_dir():
             raise RunDirError(f"output directory {self.root} is a file, not a folder")
-        occupied = self.root.is_dir() and any(self.root.iterdir())
+        occupied = self.root.is_dir() and any(
+            entry.name not in LOCK_NAMES for entry in self.root.iterdir()
+        )
         if resume and occupied and self.resume_checkpoint() is not None:
             self._check_resumable(cfg, force)
-            return []
+            return RunPlan("resume")
         if not occupied:
             if resume:
                 raise RunDirError(
                     f"--resume: no checkpoint to resume from at {self.last_checkpoint}"
                 )
-            self._create(cfg)
-            return []
+            return RunPlan("create")
         if not self.is_run():
             raise RunDirError(self._not_a_run_message(resume))
         if self.resume_checkpoint() is None:
-            kept = self.clear()
-            self._create(cfg)
-            return [f"{self.root} held a run with no checkpoint yet; started it again"] + kept
+            self._survey()
+            return RunPlan("restart")
         if not force:
             raise RunDirError(
                 f"output directory {self.root} already holds a run; pass --resume to "
                 "continue it or --force to replace it"
             )
-        kept = self.clear()
+        self._survey()
+        return RunPlan("replace")
+
+    def carry_out(self, plan: RunPlan, cfg: Config) -> list[str]:
+        """Write what :meth:`check` planned: for a new run the marker, ``config.yaml`` and
+        ``checkpoints/`` (after removing the run it replaces); nothing for ``resume``.
+
+        Returns:
+            Notes for the user (a restarted run, files ``--force`` left in place).
+        """
+        if plan.action == "resume":
+            return []
+        kept = self.clear() if plan.action in ("restart", "replace") else []
         self._create(cfg)
+        if plan.action == "restart":
+            return [f"{self.root} held a run with no checkpoint yet; started it again"] + kept
         return kept
 
     def commit_resume(self, cfg: Config, iteration: int) -> None:
@@ -146,10 +226,27 @@ class RunDirectory:
         """Remove every file leanseg writes in a run, and nothing else; keep the folder.
 
         Checks everything before deleting anything: a leanseg name that is a symlink or not a
-        regular file is an error and nothing is deleted.
+        regular file is an error and nothing is deleted. The lock files stay: their holder
+        removes them (:mod:`.folder_lock`).
 
         Returns:
             One note naming the other files left in place, or nothing.
+        """
+        owned, foreign = self._survey()
+        for path in owned:
+            path.unlink()
+        if _is_dir(self.checkpoint_dir) and not any(self.checkpoint_dir.iterdir()):
+            self.checkpoint_dir.rmdir()
+        if not foreign:
+            return []
+        listed = ", ".join(sorted(foreign)[:3]) + (" ..." if len(foreign) > 3 else "")
+        return [f"kept {len(foreign)} files in {self.root} that leanseg did not write: {listed}"]
+
+    def _survey(self) -> tuple[list[Path], list[str]]:
+        """The files :meth:`clear` removes, and the names of the others it leaves.
+
+        Raises:
+            RunDirError: a leanseg name is a symlink or not what leanseg writes there.
         """
         owned: list[Path] = []
         foreign: list[str] = []
@@ -157,6 +254,8 @@ class RunDirectory:
         for entry in _entries(self.root):
             relative = entry.relative_to(self.root)
             kind = owned_kind(relative)
+            if relative.name in LOCK_NAMES and len(relative.parts) == 1:
+                continue
             if kind is None:
                 foreign.append(str(relative))
             elif not _has_kind(entry, kind):
@@ -168,14 +267,7 @@ class RunDirectory:
                 f"{self.root}: {conflicts[0]} is a symlink or not what leanseg writes there; "
                 "remove it yourself (nothing was deleted)"
             )
-        for path in owned:
-            path.unlink()
-        if _is_dir(self.checkpoint_dir) and not any(self.checkpoint_dir.iterdir()):
-            self.checkpoint_dir.rmdir()
-        if not foreign:
-            return []
-        listed = ", ".join(sorted(foreign)[:3]) + (" ..." if len(foreign) > 3 else "")
-        return [f"kept {len(foreign)} files in {self.root} that leanseg did not write: {listed}"]
+        return owned, foreign
 
     def remove_stale_temp_files(self) -> list[Path]:
         """Delete the temporary files of writes that were killed before their rename.
@@ -197,22 +289,46 @@ class RunDirectory:
         return stale
 
     def _check_resumable(self, cfg: Config, force: bool) -> None:
-        if not _is_regular_file(self.config_path) or force:
+        """Refuse a config that differs from the run's in a key that may not change."""
+        if not _is_regular_file(self.config_path):
             return
         # Paths as reading each file makes them (absolute), so that the same data compares equal
         # however the two configs name it.
         try:
             saved = resolve_file_paths(self._saved_config(), self.config_path)
+        except RunDirError:
+            if force:
+                return
+            raise
         except ValueError as err:
+            if force:
+                return
             raise RunDirError(f"--resume: {self.config_path}: {err}") from None
         current = saved_config(cfg, self.root)
         current.pop(RELATIVE_PATHS_KEY, None)
-        differences = _config_differences(saved, current)
-        if differences:
+        differences = [
+            difference
+            for difference in _config_differences(saved, current)
+            if not may_change_on_resume(difference[0])
+        ]
+        fixed = [key for key, _, _ in differences if key in FIXED_ON_RESUME]
+        if not differences or (force and not fixed):
+            return
+        listed = "; ".join(
+            f"{key}: {_shown(old)} in the run, {_shown(new)} now" for key, old, new in differences
+        )
+        message = f"--resume: the config differs from the run's {self.config_path}: {listed}. "
+        if fixed:
             raise RunDirError(
-                f"--resume: config differs from the run's {self.config_path} at "
-                f"{', '.join(differences[:5])} (pass --force to resume anyway)"
+                message + f"{', '.join(fixed)} cannot change on resume, not even with --force "
+                "(the checkpoint holds the state of the run's optimizer); start a new run in "
+                "another work_dir to change it"
             )
+        allowed = ", ".join(key + "*" if key.endswith(".") else key for key in RESUMABLE_KEYS)
+        raise RunDirError(
+            message + f"Only {allowed} may change on resume; pass --force to resume with the "
+            "other changes anyway"
+        )
 
     def _not_a_run_message(self, resume: bool) -> str:
         if resume:
@@ -295,6 +411,7 @@ def owned_kind(relative: PurePath) -> str | None:
             return "dir"
         owned = (
             name in _ROOT_FILES
+            or name in LOCK_NAMES
             or name == _LEGACY_METRICS_TEMP
             or name.startswith(_EVENTS_PREFIX)
             or any(is_temp_of(name, target) for target in _ROOT_FILES)
@@ -335,16 +452,28 @@ def _is_dir(path: Path) -> bool:
         return False
 
 
+_ABSENT = object()  # a key one of two configs lacks
+
+
 def _config_differences(
     saved: dict[str, Any], current: dict[str, Any], prefix: str = ""
-) -> list[str]:
-    keys = sorted(set(saved) | set(current))
+) -> list[tuple[str, Any, Any]]:
+    """``(dotted key, saved value, current value)`` for every leaf where the two differ; a key
+    one config lacks counts as ``None`` there (a run saved before the key existed)."""
     differences = []
-    for key in keys:
+    for key in sorted(set(saved) | set(current)):
         dotted = f"{prefix}{key}"
         a, b = saved.get(key), current.get(key)
         if isinstance(a, dict) and isinstance(b, dict):
             differences += _config_differences(a, b, dotted + ".")
         elif a != b:
-            differences.append(dotted)
+            differences.append((dotted, saved.get(key, _ABSENT), current.get(key, _ABSENT)))
     return differences
+
+
+def _shown(value: Any) -> str:
+    """A config value as a message shows it (JSON, cut short)."""
+    if value is _ABSENT:
+        return "absent"
+    text = json.dumps(value, default=str)
+    return text if len(text) <= 60 else text[:57] + "..."

@@ -14,7 +14,9 @@ trainer guarantees:
 - checkpoints are written atomically, so a killed run loses at most the work since the last one
   (and ``--resume`` or a rerun recovers from a kill at any moment, see :mod:`.run_dir`);
 - checkpoints hold tensors and plain values only, and are read with ``weights_only=True``;
-- a NaN or infinite loss stops the run, naming the iteration and the last good checkpoint.
+- a NaN or infinite loss stops the run, naming the iteration and the last good checkpoint;
+- one process at a time writes a run directory (:mod:`.folder_lock`), and nothing is written to
+  it before the whole request is checked, the model built and a resumed checkpoint loaded.
 """
 
 from __future__ import annotations
@@ -46,6 +48,7 @@ from leanseg.engine.checkpoint import (
 )
 from leanseg.engine.cpu_share import ThreadGovernor
 from leanseg.engine.evaluator import evaluate
+from leanseg.engine.folder_lock import FolderLock
 from leanseg.engine.freezing import freeze_backbone
 from leanseg.engine.hooks import (
     BalanceThreads,
@@ -113,7 +116,8 @@ class Trainer:
             ``None`` builds ``cfg.data.train_split``.
         val_set: validation samples; ``None`` builds ``cfg.data.val_split``.
         resume: continue from ``work_dir/checkpoints/last.pt``.
-        force: replace an existing run in ``work_dir`` (or resume despite a changed config).
+        force: replace an existing run in ``work_dir`` (or resume despite a changed config,
+            ``train.optimizer`` excepted; :mod:`.run_dir` says which keys may change anyway).
         console: where progress and messages go; ``None`` for the default console (stderr).
         show_progress: draw the live progress bar when ``console`` is a terminal; elsewhere, or
             when false, progress is a plain line every ``log_seconds`` (:mod:`.progress`).
@@ -138,6 +142,45 @@ class Trainer:
         self.cfg = cfg
         self.device = set_up_device(cfg.train)
         self.is_main = distributed.is_main_process()
+        # Rank 0 alone writes the run directory, so it alone locks it, before its first look at
+        # the folder: no other process checks or writes the run until this one lets go (at the
+        # end of train(), or close()). A start that fails lets go at once, leaving no trace.
+        self.run_dir = RunDirectory(cfg.work_dir)
+        self._lock = FolderLock(self.run_dir.root, "leanseg train") if self.is_main else None
+        if self._lock is not None:
+            self._lock.acquire()
+        try:
+            self._set_up(
+                model,
+                train_set,
+                val_set,
+                resume=resume,
+                force=force,
+                console=console,
+                show_progress=show_progress,
+                log_seconds=log_seconds,
+            )
+        except BaseException:
+            self.close()
+            raise
+
+    def _set_up(
+        self,
+        model: Segmentor | nn.Module | None,
+        train_set: Dataset | None,
+        val_set: Dataset | None,
+        *,
+        resume: bool,
+        force: bool,
+        console: Console | None,
+        show_progress: bool,
+        log_seconds: float,
+    ) -> None:
+        """The rest of ``__init__``: check the whole request, build, restore, only then write."""
+        cfg = self.cfg
+        # Refused here, before anything is built: a run directory that cannot take this run, or
+        # a resumed config that differs in a key that may not change.
+        plan = self.run_dir.check(cfg, resume=resume, force=force) if self.is_main else None
         self.console = console or Console(stderr=True)
         self.show_progress = show_progress and self.is_main
         self.log_seconds = log_seconds
@@ -164,12 +207,6 @@ class Trainer:
             where = f"data.dataset {cfg.data.dataset!r} (split {split!r})"
             check_dataset_inputs(model, dataset, name=where)
 
-        # Only once data and model are known to build is anything written to the run directory;
-        # a resumed run's directory is written only once its checkpoint has loaded.
-        self.run_dir = RunDirectory(cfg.work_dir)
-        if self.is_main:
-            for note in self.run_dir.prepare(cfg, resume=resume, force=force):
-                self.console.print(note)
         distributed.barrier()
         resume_from = self.run_dir.resume_checkpoint() if resume else None
 
@@ -207,6 +244,13 @@ class Trainer:
         self.best: dict[str, Any] | None = None
         if resume_from is not None:
             self._restore(resume_from)
+        # Everything is checked and built, a resumed checkpoint loaded: only now is the run
+        # directory written (MetricsLog may open TensorBoard's file in it).
+        if plan is not None:
+            for note in self.run_dir.carry_out(plan, cfg):
+                self.console.print(note)
+            if resume_from is not None:
+                self.run_dir.commit_resume(cfg, self.iteration)
         self.metrics = MetricsLog(self.run_dir, enabled=self.is_main)
         self._latest_scores: SegmentationScores | None = None
         # ``train.num_threads: auto`` on the CPU: threads follow the cores others leave free.
@@ -333,7 +377,10 @@ class Trainer:
     # ------------------------------------------------------------------ loop
 
     def train(self) -> TrainResult:
-        """Run to ``train.max_iters``, calling :meth:`hooks` after every step."""
+        """Run to ``train.max_iters``, calling :meth:`hooks` after every step; then let go of
+        the run directory (:meth:`close`)."""
+        if self._lock is not None:
+            self._lock.acquire()  # again, after an earlier train() or close()
         train_cfg = self.cfg.train
         start_time = time.perf_counter()
         self._latest_scores = None
@@ -366,6 +413,7 @@ class Trainer:
             batches.close()
         self.metrics.close()
         distributed.barrier()
+        self.close()
         return TrainResult(
             run_dir=self.run_dir.root,
             iteration=self.iteration,
@@ -434,6 +482,13 @@ class Trainer:
 
     # ------------------------------------------------------------------ bookkeeping
 
+    def close(self) -> None:
+        """Let go of the run directory's lock (:mod:`.folder_lock`), so that another process
+        may write the run; :meth:`train` does at its end. Until then, or until this process
+        ends, other processes are refused the run directory."""
+        if self._lock is not None:
+            self._lock.release()
+
     def _state(self) -> dict[str, Any]:
         return {
             "model": self.model.state_dict(),
@@ -451,19 +506,31 @@ class Trainer:
             save_checkpoint(self._state(), path)
 
     def _restore(self, path: Path) -> None:
-        """Load the training state from ``path``; only then write to the run directory."""
+        """Load the training state from ``path`` (the caller then writes the run directory)."""
         payload = load_checkpoint(path, map_location=self.device)
         if "optimizer" not in payload or "iteration" not in payload:
             raise CheckpointError(f"{path}: holds weights only, no training state to resume")
         load_model_state(self.model, payload["model"], path)
-        self.optimizer.load_state_dict(payload["optimizer"])
+        # (config.yaml says so too, but a run of an older leanseg may not have one)
+        optimizer = (payload.get("config") or {}).get("train", {}).get("optimizer")
+        if optimizer not in (None, self.cfg.train.optimizer):
+            raise CheckpointError(
+                f"{path}: holds the state of optimizer {optimizer!r}, not of train.optimizer "
+                f"{self.cfg.train.optimizer!r}; train.optimizer cannot change on --resume"
+            )
+        try:
+            self.optimizer.load_state_dict(payload["optimizer"])
+        except (ValueError, KeyError) as err:  # other parameter groups (e.g. other frozen layers)
+            raise CheckpointError(
+                f"{path}: its optimizer state does not fit this model's trainable parameters "
+                f"({err})"
+            ) from None
         if payload.get("scaler"):
             self.scaler.load_state_dict(payload["scaler"])
         self.iteration = int(payload["iteration"])
         self.best = payload.get("best")
         set_rng_state(payload.get("rng") or {})
         if self.is_main:
-            self.run_dir.commit_resume(self.cfg, self.iteration)
             self.console.print(f"resumed from {path} at iteration {self.iteration}")
 
     def _nan_message(self, value: float) -> str:
@@ -476,7 +543,7 @@ class Trainer:
                 saved = "unreadable"
             return (
                 f"loss is {value} at iteration {step}; stopped. Last good checkpoint: {last} "
-                f"(iteration {saved}); resume with --resume after lowering train.lr"
+                f"(iteration {saved}); resume with --resume --force after lowering train.lr"
             )
         return f"loss is {value} at iteration {step}; stopped. No checkpoint was written yet"
 
