@@ -17,6 +17,7 @@ from leanseg.engine.inference import Predictor
 from leanseg.engine.trainer import Trainer
 from leanseg.models import build_model, build_segmentor, load_run_config, run_config_from_dict
 from leanseg.nn.heads.qgn import QGNHead, dense_masked_logits
+from leanseg.nn.sparse import SparseTensor
 
 SMALL = {
     "name": "qgn",
@@ -102,7 +103,7 @@ def test_losses_schemes_and_weighting():
     assert fixed.level_weights() == [0.5**lvl for lvl in range(6)]
 
 
-def test_anytime_knobs_and_second_best():
+def test_anytime_knobs_stop_at_min_level_and_cap_the_sites():
     model = _model(eval_scheme="pc", min_level=2, max_sites=5).eval()
     with torch.no_grad():
         scores = model(torch.randn(1, 3, 64, 96))
@@ -112,6 +113,29 @@ def test_anytime_knobs_and_second_best():
     assert all(active[f"Q{lvl}"] <= 5 * 4 for lvl in (2, 3, 4))
     with pytest.raises(ValueError, match="gtc"):
         _model(eval_scheme="gtc").eval()(torch.randn(1, 3, 64, 64))
+
+
+def test_a_leaf_whose_top_class_is_composite_takes_its_second_best_class():
+    """QGN 3.2: the composite channel is dropped after the softmax over all k + 1 channels."""
+    head = _model().head  # 3 classes + composite (channel 3)
+    top = head.top
+    coords = torch.tensor([[0, y, x] for y in range(2) for x in range(3)])
+    top_logits = torch.zeros(6, 4)
+    top_logits[:, 0] = 3.0  # class 0 everywhere at the root level
+    # One finer leaf under root cell (0, 1): composite first, class 2 second, class 1 third.
+    leaf = torch.tensor([[0.5, 2.0, 3.0, 5.0]])
+    logits = {
+        top: SparseTensor(coords, top_logits, (1, 2, 3)),
+        top - 1: SparseTensor(torch.tensor([[0, 0, 2]]), leaf, (1, 4, 6)),
+    }
+    dense = head._accumulate(logits, (4, 6), min_level=top - 1)
+    assert dense.shape == (1, 3, 4, 6)
+    labels = dense.argmax(1)[0]
+    assert labels[0, 2] == 2  # the leaf: second best, not the composite
+    assert (labels.flatten().tolist().count(2)) == 1
+    assert (labels[labels != 2] == 0).all()  # every other pixel keeps the root's class 0
+    # Not renormalised over the real classes: the log-probabilities of the 4-way softmax.
+    torch.testing.assert_close(dense[0, :, 0, 2], torch.log_softmax(leaf[0], 0)[:3])
 
 
 def test_median_class_weighting_doubles_classes_below_the_median():

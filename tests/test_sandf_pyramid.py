@@ -84,7 +84,25 @@ def test_tp_relabelling_marks_unity_of_descendants():
     t = pyramid_targets(label, num_levels=3, finest_stride=2)
     tp = relabel(t, [torch.ones(1, 1, 1), torch.ones(1, 2, 2)], mode="tp")
     assert tp.unity[0].eq(1).all() and tp.unity[1].eq(IGNORE).all()
-    assert tp.semantic[0].eq(0).all() and tp.semantic[1:][0].eq(IGNORE).all()
+    assert tp.semantic[0].eq(0).all()
+    assert len(tp.semantic) == 3
+    assert all(finer.eq(IGNORE).all() for finer in tp.semantic[1:])  # every finer level
+    assert all(finer.eq(IGNORE).all() for finer in tp.unity[1:])
+
+
+def test_tp_relabelling_keeps_the_descendants_of_missed_and_mixed_cells():
+    label = torch.zeros(1, 8, 8, dtype=torch.long)
+    label[:, :4, :4] = 1  # the root cell is mixed; its four children are unit cells
+    t = pyramid_targets(label, num_levels=3, finest_stride=2)
+    # The root is predicted unit (a false positive); child (0, 1) is missed.
+    children = torch.tensor([[[0.9, 0.1], [0.9, 0.9]]])
+    tp = relabel(t, [torch.ones(1, 1, 1), children], mode="tp")
+    assert tp.semantic[1].ne(IGNORE).all()  # a mixed root is not a true positive
+    finest = tp.semantic[2][0]  # 4x4 cells of stride 2, 2x2 under each child
+    missed = torch.zeros(4, 4, dtype=torch.bool)
+    missed[:2, 2:] = True
+    assert finest[missed].eq(0).all()  # under the missed child: the labels stay
+    assert finest[~missed].eq(IGNORE).all()  # under the three true positives: don't care
 
 
 @settings(max_examples=30, deadline=None)
