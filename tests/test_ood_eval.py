@@ -63,6 +63,7 @@ def test_eval_reports_ood_auroc_and_names_bad_flags(
     assert list(ood["auroc"]) == ["max_softmax"] and 0.0 <= ood["auroc"]["max_softmax"] <= 1.0
     assert "OOD image AUROC (2 in-domain, 3 OOD)" in capsys.readouterr().out
 
+    argv.append("--force")  # the result above exists: the checks below must reach the flags
     assert main([*argv, "--ood-images", str(tmp_path / "missing")]) == 2
     assert "--ood-images: image not found" in capsys.readouterr().err
     assert main([*argv, "--ood-images", str(folder), "--ood-domain", "street"]) == 2

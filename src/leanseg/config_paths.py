@@ -32,8 +32,12 @@ import os
 from pathlib import Path
 from typing import Any
 
+from leanseg.weight_sources import PRETRAINED_SOURCES
+
 # The top-level key of a saved config that holds its input paths relative to its folder.
 RELATIVE_PATHS_KEY = "relative_paths"
+# The file that marks a folder as a run folder of ``leanseg train`` (``engine.run_dir.MARKER``).
+RUN_MARKER = ".leanseg-run"
 
 # Every path tried for an input path that none of its candidates found, by the path the config
 # kept (the first candidate), so that whoever fails to open it can name them all.
@@ -157,11 +161,9 @@ def _first_existing(candidates: list[str]) -> str:
 
 def _is_run_config(path: Path) -> bool:
     """Whether ``path`` is the ``config.yaml`` of a run folder of ``leanseg train``."""
-    from leanseg.engine.run_dir import MARKER  # run_dir imports the config module
-
     folder = path.parent
     return path.name == "config.yaml" and (
-        (folder / MARKER).exists() or (folder / "checkpoints").is_dir()
+        (folder / RUN_MARKER).exists() or (folder / "checkpoints").is_dir()
     )
 
 
@@ -169,6 +171,4 @@ def _is_weight_name(value: Any) -> bool:
     """Whether a ``pretrained`` value names a packaged weight source instead of a file."""
     if not isinstance(value, str):
         return False
-    from leanseg.nn.backbones.pretrained import PRETRAINED_SOURCES  # imports torch
-
     return value in PRETRAINED_SOURCES

