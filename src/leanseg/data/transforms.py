@@ -21,7 +21,7 @@ from __future__ import annotations
 
 import threading
 from collections.abc import Iterator, Sequence
-from contextlib import contextmanager
+from contextlib import AbstractContextManager, contextmanager
 
 import numpy as np
 import torch
@@ -41,18 +41,23 @@ _RNG = threading.local()
 
 
 @contextmanager
-def sample_generator(generator: torch.Generator | None) -> Iterator[None]:
-    """Draw this thread's augmentation randomness from ``generator`` (``None``: the global one)."""
-    previous = getattr(_RNG, "generator", None)
-    _RNG.generator = generator
+def _set_in_thread(store: threading.local, value: object) -> Iterator[None]:
+    """``store.value = value`` for this thread while the block runs, then the previous value."""
+    previous = getattr(store, "value", None)
+    store.value = value
     try:
         yield
     finally:
-        _RNG.generator = previous
+        store.value = previous
+
+
+def sample_generator(generator: torch.Generator | None) -> AbstractContextManager[None]:
+    """Draw this thread's augmentation randomness from ``generator`` (``None``: the global one)."""
+    return _set_in_thread(_RNG, generator)
 
 
 def _rand() -> float:
-    return float(torch.rand((), generator=getattr(_RNG, "generator", None)))
+    return float(torch.rand((), generator=getattr(_RNG, "value", None)))
 
 
 def _uniform(low: float, high: float) -> float:
@@ -61,7 +66,7 @@ def _uniform(low: float, high: float) -> float:
 
 def _randint(high: int) -> int:
     """A random integer in ``0..high`` (inclusive)."""
-    return int(torch.randint(high + 1, (), generator=getattr(_RNG, "generator", None)))
+    return int(torch.randint(high + 1, (), generator=getattr(_RNG, "value", None)))
 
 
 def _pair(size: int | Sequence[int]) -> tuple[int, int]:
@@ -151,15 +156,9 @@ class RandomScale:
 _CROP_OVERRIDE = threading.local()
 
 
-@contextmanager
-def crop_size_override(size: tuple[int, int] | None) -> Iterator[None]:
+def crop_size_override(size: tuple[int, int] | None) -> AbstractContextManager[None]:
     """Make every :class:`RandomCrop` in this thread cut ``size`` windows (``None``: their own)."""
-    previous = getattr(_CROP_OVERRIDE, "size", None)
-    _CROP_OVERRIDE.size = size
-    try:
-        yield
-    finally:
-        _CROP_OVERRIDE.size = previous
+    return _set_in_thread(_CROP_OVERRIDE, size)
 
 
 class RandomCrop:
@@ -190,7 +189,7 @@ class RandomCrop:
         return {"image": self.mean_colour, "label": self.ignore_index}.get(key, 0)
 
     def __call__(self, sample: Sample) -> Sample:
-        crop_h, crop_w = getattr(_CROP_OVERRIDE, "size", None) or self.size
+        crop_h, crop_w = getattr(_CROP_OVERRIDE, "value", None) or self.size
         in_h, in_w = sample["image"].shape[:2]
         # Per axis: (start in the sample, start in the crop, length copied).
         rows = _window(in_h, crop_h)
@@ -238,7 +237,7 @@ class RandomScaleCrop:
         factor = _uniform(self.scale.min_scale, self.scale.max_scale)
         in_h, in_w = sample["image"].shape[:2]
         height, width = max(1, round(in_h * factor)), max(1, round(in_w * factor))
-        crop_h, crop_w = getattr(_CROP_OVERRIDE, "size", None) or self.crop.size
+        crop_h, crop_w = getattr(_CROP_OVERRIDE, "value", None) or self.crop.size
         if height < crop_h or width < crop_w:
             return self.crop(resize_sample(sample, height, width))
         top, left = _randint(height - crop_h), _randint(width - crop_w)

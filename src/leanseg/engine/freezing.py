@@ -102,7 +102,7 @@ def freeze_backbone(
             continue
         in_prefix = any(f"{name}.{p}" in frozen_prefix for p in ("weight", "bias"))
         if batchnorm or in_prefix:
-            _replace(backbone, name, _frozen_copy(module))
+            backbone.set_submodule(name, _frozen_copy(module))
             bn_layers += 1
     for name, parameter in backbone.named_parameters():
         if name in frozen_prefix:
@@ -161,12 +161,6 @@ def _frozen_copy(module: nn.BatchNorm2d) -> FrozenBatchNorm2d:
     return frozen.eval()
 
 
-def _replace(root: nn.Module, name: str, module: nn.Module) -> None:
-    parent_name, _, child = name.rpartition(".")
-    parent = root.get_submodule(parent_name) if parent_name else root
-    setattr(parent, child, module)
-
-
 class FoldedConv2d(nn.Conv2d):
     """A convolution followed by a frozen BatchNorm, computed as one convolution.
 
@@ -218,6 +212,6 @@ def fold_frozen_batchnorm(backbone: nn.Module, example: Tensor) -> int:
         conv, bn = backbone.get_submodule(conv_name), backbone.get_submodule(bn_name)
         if type(conv) is not nn.Conv2d or not isinstance(bn, FrozenBatchNorm2d):
             continue
-        _replace(backbone, conv_name, FoldedConv2d(conv, bn))
+        backbone.set_submodule(conv_name, FoldedConv2d(conv, bn))
         folded += 1
     return folded
