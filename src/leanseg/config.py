@@ -243,8 +243,8 @@ class TrainConfig:
     flush_denormal: bool = True
     # Keep the backbone's BatchNorm statistics (and affine parameters) as the pretrained weights
     # have them: the layers normalise with their running statistics in training too. Frozen BN
-    # skips the batch statistics and their backward pass: 0.67x of the Lite0 ladder's step
-    # (benchmarks/fast_training.py).
+    # skips the batch statistics and their backward pass: on the Lite0 ladder recipe the
+    # iteration went from 0.958 to 0.822 s (benchmarks/results/fast_training.json).
     freeze_backbone_bn: bool = False
     # Freeze the backbone up to and including the feature it returns at this stride (4, 8, ...):
     # no gradients, no optimizer state, no stored activations there. ``null`` trains all of it.
