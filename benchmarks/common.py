@@ -84,6 +84,7 @@ def train(
     threads: int = 1,
     nice: int = 10,
     check: bool = True,
+    on_done: Callable[[TrainOutcome], None] | None = None,
 ) -> list[TrainOutcome]:
     """Run ``leanseg train`` for every job, ``parallel`` processes at a time.
 
@@ -99,6 +100,8 @@ def train(
         nice: niceness of every run (``0``: not niced).
         check: after all runs ended, exit naming the failed ones (``SystemExit``); with
             ``False`` the caller reads the exit statuses.
+        on_done: called with each outcome as soon as its run ends (in the pool's thread), to
+            keep what a run produced before the next one starts.
 
     Returns:
         One outcome per job, in the order of ``jobs``.
@@ -123,7 +126,10 @@ def train(
         if code and job.log is not None:
             tail = job.log.read_text(errors="replace").splitlines()[-20:]
             print("\n".join(tail), file=sys.stderr, flush=True)
-        return TrainOutcome(job, code, seconds)
+        outcome = TrainOutcome(job, code, seconds)
+        if on_done is not None:
+            on_done(outcome)
+        return outcome
 
     with ThreadPoolExecutor(max_workers=max(1, parallel)) as pool:
         outcomes = list(pool.map(run, jobs))

@@ -10,12 +10,17 @@ and its loss stay the head config's: the recipe's class weights are an option of
 (``model.head``) and are not carried, so every head trains with the loss its config states.
 
 Runs go to ``RUNS/<budget>/<name>_s<seed>``, ``<budget>`` a digest of the overrides: a change of
-the recipe starts a new set of runs instead of mixing budgets. A run whose last validation is at
-``train.max_iters`` is finished and skipped; one with a checkpoint continues (``--resume``); any
-other starts. Interrupt the script at any time and start it again with the same arguments.
+the recipe starts a new set of runs instead of mixing budgets. Runs are taken seed by seed (every
+row's seed 0 first), so a one-seed table exists early. As soon as a run ends, what the table needs
+of it (final validation, wall time, for QGN the scheme evaluation) is written to a small record
+in ``RECORDS/<budget>/<name>_s<seed>.json``, which is committed: run folders hold checkpoints
+and stay out of git, so the records are what carries a comparison of many hours across
+sessions. A run with a record, or whose last validation is at ``train.max_iters``, is finished
+and skipped; one with a checkpoint continues (``--resume``); any other starts. Interrupt the
+script at any time and start it again with the same arguments.
 
-After training, each finished QGN run is evaluated with the All, GTC and PC propagation
-schemes (QGN Table 1), at the recipe's evaluation scales (``scheme_scores``); then costs are
+Each finished QGN run is evaluated with the All, GTC and PC propagation schemes (QGN Table 1),
+at the recipe's evaluation scales (``scheme_scores``), into its record; then costs are
 measured once per head (``measure_costs``): GMAC at 1024x2048 (whole model and decoder), CPU
 latency at 1024x2048 (round-robin, median), and training activation memory at 768x768 batch 2
 with the recipe's frozen backbone parts and real CamVid labels (QGN's GTC propagation depends
@@ -51,6 +56,7 @@ CONFIGS = REPO / "configs" / "lite0" / "heads"
 RECIPE = REPO / "configs" / "lite0" / "ladder_camvid_fast.yaml"
 RUNS = REPO / "runs" / "lite0" / "heads_fast"
 RESULTS = REPO / "benchmarks" / "results" / "heads_camvid.json"
+RECORDS = REPO / "benchmarks" / "results" / "heads_camvid_runs"
 DOCS_TABLE = REPO / "docs" / "heads_camvid.md"
 SEEDS = (0, 1, 2)
 QGN_SCHEMES = ("all", "gtc", "pc")
@@ -144,23 +150,37 @@ def budget_key(overrides: list[str]) -> str:
 @dataclass(frozen=True)
 class Budget:
     """What every run shares: the overrides (recipe's, then ``--set``), their digest, the
-    folder of the runs and the seeds."""
+    folder of the runs, the seeds and the folder of the finished runs' records."""
 
     overrides: tuple[str, ...]
     key: str
     runs_dir: Path
     seeds: tuple[int, ...]
+    records_dir: Path | None = None
 
     @classmethod
     def from_recipe(
-        cls, recipe: Path, extra: list[str], runs: Path, seeds: tuple[int, ...]
+        cls,
+        recipe: Path,
+        extra: list[str],
+        runs: Path,
+        seeds: tuple[int, ...],
+        records: Path | None = RECORDS,
     ) -> Budget:
         overrides = [*recipe_overrides(recipe), *extra]
         key = budget_key(overrides)
-        return cls(tuple(overrides), key, runs / key, seeds)
+        return cls(
+            tuple(overrides), key, runs / key, seeds, None if records is None else records / key
+        )
 
     def folder(self, run: Run, seed: int) -> Path:
         return self.runs_dir / f"{run.name}_s{seed}"
+
+    def record(self, run: Run, seed: int) -> Path | None:
+        """The committed record of a finished run (``None``: records are not kept)."""
+        if self.records_dir is None:
+            return None
+        return self.records_dir / f"{run.name}_s{seed}.json"
 
     def overrides_of(self, run: Run, seed: int, threads: int) -> list[str]:
         return [
@@ -190,11 +210,22 @@ def check_same_data(recipe: Path, run: Run) -> None:
 # --------------------------------------------------------------------------- run states
 
 
-def run_state(folder: Path, max_iters: int) -> str:
-    """``finished`` (a validation at ``max_iters`` logged), ``resume`` (a checkpoint to
-    continue from) or ``start``."""
+def read_record(path: Path | None, max_iters: int) -> dict[str, Any] | None:
+    """A finished run's record (:func:`write_record`), ``None`` if there is none for
+    ``max_iters``."""
+    if path is None or not path.is_file():
+        return None
+    record = json.loads(path.read_text())
+    return record if record.get("scores", {}).get("iteration") == max_iters else None
+
+
+def run_state(folder: Path, max_iters: int, record: Path | None = None) -> str:
+    """``finished`` (a record, or a validation at ``max_iters`` logged), ``resume`` (a
+    checkpoint to continue from) or ``start``."""
     from leanseg.engine.run_dir import RunDirectory
 
+    if read_record(record, max_iters) is not None:
+        return "finished"
     record = last_validation(folder) if folder.is_dir() else None
     if record is not None and record.get("iteration") == max_iters:
         return "finished"
@@ -206,12 +237,13 @@ def run_state(folder: Path, max_iters: int) -> str:
 def plan(
     runs: list[Run], budget: Budget, threads: int, max_iters: dict[str, int]
 ) -> list[tuple[Run, int, str, TrainJob | None]]:
-    """Every (run, seed) with its state and, unless finished, the ``leanseg train`` job."""
+    """Every (run, seed) with its state and, unless finished, the ``leanseg train`` job; seed
+    by seed (every row's first seed, then every row's second)."""
     rows = []
-    for run in runs:
-        for seed in budget.seeds:
+    for seed in budget.seeds:
+        for run in runs:
             folder = budget.folder(run, seed)
-            state = run_state(folder, max_iters[run.name])
+            state = run_state(folder, max_iters[run.name], budget.record(run, seed))
             job = None
             if state != "finished":
                 job = TrainJob(
@@ -226,8 +258,12 @@ def plan(
     return rows
 
 
-def seed_scores(folder: Path, max_iters: int) -> dict[str, Any] | None:
-    """The final validation of a finished run (percent), ``None`` if it has not finished."""
+def seed_scores(folder: Path, max_iters: int, record: Path | None = None) -> dict[str, Any] | None:
+    """The final validation of a finished run (percent), from its record or else its folder;
+    ``None`` if it has not finished."""
+    kept = read_record(record, max_iters)
+    if kept is not None:
+        return kept["scores"]
     record = last_validation(folder) if folder.is_dir() else None
     if record is None or record.get("iteration") != max_iters:
         return None
@@ -311,17 +347,39 @@ def scheme_scores(folder: Path, schemes: tuple[str, ...] = QGN_SCHEMES) -> dict[
     return result
 
 
-def scheme_file(folder: Path) -> Path:
-    """Where a QGN run's scheme evaluation is kept: beside the run folder, not in it."""
-    return folder.parent / f"{folder.name}.schemes.json"
+def read_scheme_scores(record: Path | None, max_iters: int) -> dict[str, Any] | None:
+    """A QGN run's scheme evaluation, from its record."""
+    kept = read_record(record, max_iters)
+    return None if kept is None else kept.get("schemes")
 
 
-def read_scheme_scores(folder: Path, max_iters: int) -> dict[str, Any] | None:
-    path = scheme_file(folder)
-    if not path.is_file():
-        return None
-    record = json.loads(path.read_text())
-    return record if record.get("iteration") == max_iters else None
+def write_record(
+    run: Run, seed: int, budget: Budget, max_iters: int, seconds: float | None
+) -> None:
+    """Keep what the report needs of a finished run in its committed record: the final
+    validation, the wall time of this training process, for QGN the scheme evaluation, and how
+    it was made (command, commit, machine). Nothing is written for a run that has not finished."""
+    path = budget.record(run, seed)
+    folder = budget.folder(run, seed)
+    scores = seed_scores(folder, max_iters)
+    if path is None or scores is None:
+        return
+    record: dict[str, Any] = {
+        "what": f"{run.name} seed {seed}: final CamVid val of a heads_camvid.py run (percent)",
+        "row": run.name,
+        "seed": seed,
+        "budget": budget.key,
+        "scores": scores,
+        "train_seconds": seconds,
+        "train_command": " ".join(["leanseg", "train", str(run.config.relative_to(REPO))])
+        + "".join(f" --set {item}" for item in budget.overrides_of(run, seed, 1)),
+    }
+    if is_qgn(run, budget):
+        print(f"QGN schemes of {folder.name}", flush=True)
+        record["schemes"] = scheme_scores(folder)
+    record["command"] = " ".join(["python", "benchmarks/heads_camvid.py", *sys.argv[1:]])
+    record["machine"] = machine()
+    write_json(path, record)
 
 
 def is_qgn(run: Run, budget: Budget) -> bool:
@@ -377,7 +435,7 @@ def measure_costs(
         checkpoint = None
         if weights_seed is not None:
             folder = budget.folder(run, weights_seed)
-            if run_state(folder, cfg.train.max_iters) == "finished":
+            if run_state(folder, cfg.train.max_iters) == "finished" and folder.is_dir():
                 checkpoint = folder / "checkpoints" / "last.pt"
                 load_model_state(model, load_checkpoint(checkpoint)["model"], checkpoint)
         weights[run.name] = "random initialisation" if checkpoint is None else str(checkpoint)
@@ -422,7 +480,7 @@ def summarise_row(run: Run, budget: Budget, max_iters: int) -> dict[str, Any]:
     """One row of the JSON: per-seed scores of the finished runs, mean and std over seeds."""
     seeds = []
     for seed in budget.seeds:
-        scores = seed_scores(budget.folder(run, seed), max_iters)
+        scores = seed_scores(budget.folder(run, seed), max_iters, budget.record(run, seed))
         if scores is not None:
             seeds.append({"seed": seed, **scores})
     row: dict[str, Any] = {
@@ -451,7 +509,7 @@ def summarise_schemes(runs: list[Run], budget: Budget, max_iters: dict[str, int]
             continue
         per_seed = {}
         for seed in budget.seeds:
-            record = read_scheme_scores(budget.folder(run, seed), max_iters[run.name])
+            record = read_scheme_scores(budget.record(run, seed), max_iters[run.name])
             if record is not None:
                 per_seed[seed] = record
         entry: dict[str, Any] = {
@@ -560,6 +618,9 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--recipe", type=Path, default=RECIPE)
     parser.add_argument("--runs-dir", type=Path, default=RUNS)
     parser.add_argument(
+        "--records-dir", type=Path, default=RECORDS, help="where finished runs' records are kept"
+    )
+    parser.add_argument(
         "--set",
         action="append",
         default=[],
@@ -581,7 +642,9 @@ def main(argv: list[str] | None = None) -> None:
     if unknown:
         raise SystemExit(f"unknown rows {unknown}; the rows are {names}")
     selected = [run for run in all_runs if not args.runs or run.name in args.runs]
-    budget = Budget.from_recipe(args.recipe, args.set, args.runs_dir, tuple(args.seeds))
+    budget = Budget.from_recipe(
+        args.recipe, args.set, args.runs_dir, tuple(args.seeds), args.records_dir
+    )
     for run in all_runs:
         check_same_data(args.recipe, run)
     max_iters = {run.name: run_config(run, budget).train.max_iters for run in all_runs}
@@ -589,6 +652,12 @@ def main(argv: list[str] | None = None) -> None:
     print(f"budget {budget.key} ({args.recipe.name}): {budget.runs_dir}", flush=True)
     for run, seed, state, _ in todo:
         print(f"  {run.name} seed {seed}: {state}", flush=True)
+    by_job = {job.name: (run, seed) for run, seed, _, job in todo if job is not None}
+
+    def keep(outcome) -> None:
+        run, seed = by_job[outcome.job.name]
+        write_record(run, seed, budget, max_iters[run.name], outcome.seconds)
+
     if args.plan:
         return
 
@@ -596,16 +665,13 @@ def main(argv: list[str] | None = None) -> None:
         budget.runs_dir.mkdir(parents=True, exist_ok=True)
         write_json(budget.runs_dir / "budget.json", {"overrides": list(budget.overrides)})
         jobs = [job for _, _, _, job in todo if job is not None]
-        train(jobs, parallel=args.jobs, threads=args.threads, check=False)
-        for run in selected:
-            if not is_qgn(run, budget):
-                continue
-            for seed in budget.seeds:
-                folder = budget.folder(run, seed)
-                done = run_state(folder, max_iters[run.name]) == "finished"
-                if done and read_scheme_scores(folder, max_iters[run.name]) is None:
-                    print(f"QGN schemes of {folder.name}", flush=True)
-                    write_json(scheme_file(folder), scheme_scores(folder))
+        train(jobs, parallel=args.jobs, threads=args.threads, check=False, on_done=keep)
+        for run, seed, state, _ in todo:  # finished before records were kept
+            if (
+                state == "finished"
+                and read_record(budget.record(run, seed), max_iters[run.name]) is None
+            ):
+                write_record(run, seed, budget, max_iters[run.name], None)
         if args.train_only:
             return
 

@@ -316,3 +316,49 @@ def test_mixed_batches_row_has_no_paper_number_and_waits_for_seeds(bench, tmp_pa
     row = harness.mixed_batches_row(path)
     assert row["paper_delta"] is None and row["delta"] == pytest.approx(10.0)
     assert row["verdict"] == "pending (1 of 3 seeds)"
+
+
+def test_a_finished_run_is_kept_in_its_record_and_stays_finished_without_its_folder(
+    bench, tmp_path, monkeypatch
+):
+    harness, _, _ = bench
+    budget = harness.Budget(
+        ("train.max_iters=1200",), "k", tmp_path / "runs", (0,), tmp_path / "rec"
+    )
+    run = harness.Run("ladder", harness.CONFIGS / "ladder_camvid.yaml")
+    monkeypatch.setattr(harness, "is_qgn", lambda run, budget: False)
+    fake_run(budget.folder(run, 0), [600], checkpoint=True)
+    harness.write_record(run, 0, budget, 1200, 10.0)
+    assert not budget.record(run, 0).exists()  # not finished: nothing kept
+    (budget.folder(run, 0) / "metrics.jsonl").unlink()
+    fake_run_lines = RunDirectory(budget.folder(run, 0))
+    fake_run_lines.append_metrics(
+        {"split": "val", "iteration": 1200, "miou": 0.5, "boundary_miou": None}
+    )
+    harness.write_record(run, 0, budget, 1200, 10.0)
+    record = json.loads(budget.record(run, 0).read_text())
+    assert record["scores"] == {"miou": 50.0, "boundary_miou": None, "iteration": 1200}
+    assert record["train_seconds"] == 10.0
+    assert record["machine"]["leanseg"]["commit"] and record["command"].startswith("python")
+    import shutil
+
+    shutil.rmtree(budget.runs_dir)  # the run folders are gone (a new session)
+    assert harness.run_state(budget.folder(run, 0), 1200, budget.record(run, 0)) == "finished"
+    assert harness.seed_scores(budget.folder(run, 0), 1200, budget.record(run, 0))["miou"] == 50.0
+    # A record of another budget length does not count.
+    assert harness.run_state(budget.folder(run, 0), 2400, budget.record(run, 0)) == "start"
+    rows = harness.plan([run], budget, threads=1, max_iters={"ladder": 1200})
+    assert [state for _, _, state, _ in rows] == ["finished"]
+
+
+def test_runs_are_planned_seed_by_seed(bench, tmp_path):
+    harness, _, _ = bench
+    budget = harness.Budget((), "k", tmp_path, (0, 1))
+    runs = [harness.Run(name, Path(f"{name}.yaml")) for name in ("a", "b")]
+    rows = harness.plan(runs, budget, threads=1, max_iters={"a": 10, "b": 10})
+    assert [(run.name, seed) for run, seed, _, _ in rows] == [
+        ("a", 0),
+        ("b", 0),
+        ("a", 1),
+        ("b", 1),
+    ]
