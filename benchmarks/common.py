@@ -5,8 +5,9 @@ Benchmarks run as scripts (``python benchmarks/NAME.py``), so Python puts this f
 
 - :class:`TrainJob` and :func:`train`: ``leanseg train`` runs, one process each, a few at a time;
 - :func:`read_metrics` and :func:`last_validation`: what a run logged in ``metrics.jsonl``;
-- :func:`machine`: the machine and the leanseg a figure was measured with, :func:`write_json`:
-  results written where asked;
+- :func:`machine`: the machine and the leanseg a figure was measured with; :func:`write_result`:
+  a result file with the command, date, commit and machine beside its figures
+  (:func:`missing_provenance` checks one), :func:`write_json`: any other JSON;
 - :func:`round_robin` and :func:`summary`: timing several things on the same load, median and
   spread (:func:`leanseg.bench.measure_latency` times one thing).
 """
@@ -23,6 +24,7 @@ import time
 from collections.abc import Callable, Hashable, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
+from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -200,6 +202,79 @@ def write_json(path: str | Path, payload: Any, indent: int = 2) -> None:
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(json.dumps(payload, indent=indent, default=str) + "\n")
+
+
+# --------------------------------------------------------------------------- provenance
+
+# Where each provenance field of a result file is, as a path of keys (issue 30).
+PROVENANCE_FIELDS: dict[str, tuple[str, ...]] = {
+    "command": ("command",),
+    "date": ("date",),
+    "commit": ("machine", "leanseg", "commit"),
+    "dirty": ("machine", "leanseg", "dirty"),
+    "device": ("machine", "device"),
+    "cpu or gpu model": ("machine", "device_name"),
+    "cores": ("machine", "cpu_count"),
+    "threads": ("machine", "num_threads"),
+    "torch version": ("machine", "torch_version"),
+}
+
+
+def command_line(argv: Sequence[str] | None = None) -> str:
+    """The command that is running, as one would type it in the repository's root
+    (``python benchmarks/NAME.py ARGS``)."""
+    argv = list(sys.argv if argv is None else argv)
+    script = Path(argv[0]).resolve() if argv else Path("?")
+    shown = script.relative_to(REPO) if script.is_relative_to(REPO) else script
+    return shlex.join(["python", str(shown), *argv[1:]])
+
+
+def write_result(
+    path: str | Path, figures: Mapping[str, Any], device: str = "cpu", **machine_extra: Any
+) -> None:
+    """Write a benchmark's result file: its figures, and how they were made.
+
+    Adds what :data:`PROVENANCE_FIELDS` names: the command line (unless ``figures`` states
+    one, e.g. a script that ran others), the date and time (UTC), and :func:`machine` (CPU or GPU
+    model, cores, threads, torch version, the git commit of the leanseg that ran and whether
+    its checkout was dirty), unless ``figures`` brings its own. ``tests/test_result_provenance.py``
+    checks every file in ``benchmarks/results/`` for these fields.
+    """
+    record = dict(figures)
+    record.setdefault("command", command_line())
+    record["date"] = datetime.now(timezone.utc).isoformat(timespec="seconds")
+    record.setdefault("machine", machine(device, **machine_extra))
+    write_json(path, record)
+
+
+def missing_provenance(record: Any) -> list[str]:
+    """The :data:`PROVENANCE_FIELDS` a result file lacks (``[]``: it says how it was made)."""
+    if not isinstance(record, dict):
+        return list(PROVENANCE_FIELDS)
+    missing = []
+    for field, keys in PROVENANCE_FIELDS.items():
+        value: Any = record
+        for key in keys:
+            value = value.get(key) if isinstance(value, dict) else None
+        if field == "commit":
+            ok = isinstance(value, str) and len(value) == 40
+        elif field == "dirty":
+            ok = isinstance(value, bool)
+        elif field == "date":
+            ok = isinstance(value, str) and _is_iso_date(value)
+        else:
+            ok = value is not None and value != ""
+        if not ok:
+            missing.append(field)
+    return missing
+
+
+def _is_iso_date(text: str) -> bool:
+    try:
+        datetime.fromisoformat(text)
+    except ValueError:
+        return False
+    return True
 
 
 # --------------------------------------------------------------------------- timing

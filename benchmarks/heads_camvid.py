@@ -42,14 +42,23 @@ import copy
 import hashlib
 import json
 import statistics
-import sys
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import yaml
 
-from common import REPO, TrainJob, last_validation, machine, round_robin, train, write_json
+from common import (
+    REPO,
+    TrainJob,
+    command_line,
+    last_validation,
+    machine,
+    round_robin,
+    train,
+    write_json,
+    write_result,
+)
 from heads_claims import CLAIMS, MIXED_BATCHES, REQUIRED_SEEDS, Term, judge, seed_statistics
 
 CONFIGS = REPO / "configs" / "lite0" / "heads"
@@ -377,9 +386,7 @@ def write_record(
     if is_qgn(run, budget):
         print(f"QGN schemes of {folder.name}", flush=True)
         record["schemes"] = scheme_scores(folder)
-    record["command"] = " ".join(["python", "benchmarks/heads_camvid.py", *sys.argv[1:]])
-    record["machine"] = machine()
-    write_json(path, record)
+    write_result(path, record)
 
 
 def is_qgn(run: Run, budget: Budget) -> bool:
@@ -682,9 +689,8 @@ def main(argv: list[str] | None = None) -> None:
 
         torch.set_num_threads(args.threads)
         costs.update(measure_costs(selected, budget, args.repeats, budget.seeds[0]))
-    command = " ".join(["python", "benchmarks/heads_camvid.py", *sys.argv[1:]])
-    record = build_record(all_runs, budget, args.recipe, max_iters, costs, command)
-    write_json(args.json, record)
+    record = build_record(all_runs, budget, args.recipe, max_iters, costs, command_line())
+    write_result(args.json, record)
 
     import tables
 
