@@ -40,6 +40,7 @@ from typing import Any, Literal, Union
 
 import yaml
 
+from leanseg import limits
 from leanseg.config_paths import resolve_file_paths, resolve_override_paths, store_paths
 
 # torchvision's ImageNet statistics of 0..1 RGB, the normalisation of ResNet/DenseNet/HRNet weights
@@ -334,21 +335,34 @@ VALUE_RANGES: dict[str, tuple[Callable[[Any], bool], str]] = {
     "data.train_split": (bool, "a non-empty split name"),
     "data.val_split": (bool, "a non-empty split name"),
     "data.ignore_index": (lambda v: 0 <= v <= 255, "in 0..255 (labels are 8-bit)"),
-    "data.crop_size": (lambda v: all(s > 0 for s in v), "two positive integers (height, width)"),
+    "data.crop_size": (
+        lambda v: all(s > 0 for s in v) and limits.size_problem(*v) is None,
+        f"two positive integers (height, width), each at most {limits.MAX_SIDE} and "
+        f"{limits.megapixels(limits.MAX_CROP_PIXELS)} in all",
+    ),
     "data.crop_schedule": (
         lambda v: (
             all(all(s > 0 for s in st.crop_size) and st.until > 0 for st in v)
+            and all(limits.size_problem(*st.crop_size) is None for st in v)
             and all(a.until < b.until for a, b in zip(v, v[1:], strict=False))
         ),
-        "a list of {crop_size: [h, w], until: N} with positive sizes and increasing N > 0",
+        "a list of {crop_size: [h, w], until: N} with positive sizes (each at most "
+        f"{limits.MAX_SIDE}, {limits.megapixels(limits.MAX_CROP_PIXELS)} in all) and "
+        "increasing N > 0",
     ),
     "data.scale_range": (
         lambda v: all(map(_positive, v)) and v[0] <= v[1],
         "[low, high] with 0 < low <= high",
     ),
     "data.color_jitter": (lambda v: _finite(v) and 0 <= v < 1, "in [0, 1)"),
-    "data.batch_size": (_positive, "a positive integer"),
-    "data.num_workers": (_non_negative, "0 or more"),
+    "data.batch_size": (
+        lambda v: 0 < v <= limits.MAX_BATCH_SIZE,
+        f"a positive integer, at most {limits.MAX_BATCH_SIZE}",
+    ),
+    "data.num_workers": (
+        lambda v: 0 <= v <= limits.MAX_WORKERS,
+        f"0 or more, at most {limits.MAX_WORKERS}",
+    ),
     "train.lr": (_positive, "a positive number"),
     "train.momentum": (lambda v: _finite(v) and 0 <= v <= 1, "in [0, 1]"),
     "train.weight_decay": (_non_negative, "0 or more"),
@@ -370,16 +384,26 @@ VALUE_RANGES: dict[str, tuple[Callable[[Any], bool], str]] = {
     ),
     "train.num_threads": (
         lambda v: v is None or v == "auto" or _positive(v),
-        "auto, a positive integer or null",
+        "auto, a positive integer or null (more than the cores are clamped to them)",
     ),
     "eval.scales": (
-        lambda v: bool(v) and all(map(_positive, v)),
-        "a non-empty list of positive numbers",
+        lambda v: bool(v) and all(map(_positive, v)) and limits.scales_problem(v) is None,
+        f"a non-empty list of at most {limits.MAX_SCALE_COUNT} positive numbers, each at most "
+        f"{limits.MAX_SCALE:g}",
     ),
-    "eval.boundary_width": (_non_negative, "0 or more"),
-    "eval.batch_size": (_positive, "a positive integer"),
+    "eval.boundary_width": (
+        lambda v: 0 <= v <= limits.MAX_BOUNDARY_WIDTH,
+        f"in 0..{limits.MAX_BOUNDARY_WIDTH} (pixels)",
+    ),
+    "eval.batch_size": (
+        lambda v: 0 < v <= limits.MAX_BATCH_SIZE,
+        f"a positive integer, at most {limits.MAX_BATCH_SIZE}",
+    ),
     "eval.max_images": (_optional(_positive), "a positive integer or null"),
-    "eval.crf.iterations": (_non_negative, "0 or more"),
+    "eval.crf.iterations": (
+        lambda v: 0 <= v <= limits.MAX_CRF_ITERATIONS,
+        f"in 0..{limits.MAX_CRF_ITERATIONS}",
+    ),
     "eval.crf.appearance_weight": (_non_negative, "0 or more"),
     "eval.crf.appearance_xy": (_positive, "a positive number"),
     "eval.crf.appearance_rgb": (_positive, "a positive number"),
@@ -533,7 +557,23 @@ def _check_datasets(data: DataConfig, key: str) -> None:
 
 
 # Checks of whole sections (cross-field rules), run before their fields' range checks.
-SECTION_CHECKS: dict[str, Callable[[Any, str], object]] = {"data": _check_datasets}
+def _check_data(data: DataConfig, key: str) -> None:
+    """``data.datasets`` and ``data.union`` (:func:`_check_datasets`), then the pixels of one
+    training batch (``data.batch_size`` crops of the largest crop size), before any is made."""
+    _check_datasets(data, key)
+    crops = [data.crop_size, *(stage.crop_size for stage in data.crop_schedule)]
+    if any(limits.size_problem(*crop) for crop in crops):
+        return  # the key's own range check names it
+    largest = max(crops, key=lambda crop: crop[0] * crop[1])
+    pixels = data.batch_size * largest[0] * largest[1]
+    if pixels > limits.MAX_BATCH_PIXELS and data.batch_size <= limits.MAX_BATCH_SIZE:
+        raise ConfigError(
+            f"{key}.batch_size {data.batch_size} x crops of {list(largest)}: one batch would hold "
+            f"{limits.megapixels(pixels)}, more than {limits.megapixels(limits.MAX_BATCH_PIXELS)}"
+        )
+
+
+SECTION_CHECKS: dict[str, Callable[[Any, str], object]] = {"data": _check_data}
 
 
 def _check_ranges(obj: Any, key: str) -> None:
