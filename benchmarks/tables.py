@@ -1,11 +1,14 @@
-"""Tables written from benchmark JSON: the README's "Which head should I use?" and its docs page.
+"""The README's and docs' measured parts, written from benchmark JSON.
 
-The README holds the generated part between two marker lines; everything outside them is left
-as it is. ``tests/test_readme_tables.py`` fails when the README differs from what this module
-writes from ``benchmarks/results/heads_camvid.json``, so the two cannot drift apart.
+Two kinds: the README's "Which head should I use?" block (between two marker lines, written
+from ``benchmarks/results/heads_camvid.json``, and its docs page), and every figure quoted in
+the pages of :data:`figures.PAGES` between ``<!-- fig:NAME -->`` markers (``benchmarks/figures.py``
+says which file each comes from). Everything outside the markers is left as it is.
+``tests/test_readme_tables.py`` fails when a page differs from what this module writes, so the
+pages cannot drift from the results.
 
-    python benchmarks/tables.py           # rewrite the README's table from the JSON
-    python benchmarks/tables.py --check   # exit 1 if the README is not up to date
+    python benchmarks/tables.py           # rewrite the README's table and the quoted figures
+    python benchmarks/tables.py --check   # exit 1 if a page is not up to date
 """
 
 from __future__ import annotations
@@ -15,6 +18,8 @@ import json
 import sys
 from pathlib import Path
 from typing import Any
+
+import figures
 
 REPO = Path(__file__).resolve().parents[1]
 HEADS_JSON = REPO / "benchmarks" / "results" / "heads_camvid.json"
@@ -161,20 +166,34 @@ def write_docs_table(record: dict[str, Any], path: Path) -> None:
     path.write_text("\n".join(lines) + "\n")
 
 
+def written_pages(record: dict[str, Any], readme: Path = README) -> dict[Path, str]:
+    """Every page this module writes, as it would write it now (only changed text differs)."""
+    pages = {}
+    for page in {*figures.PAGES, readme}:
+        text = page.read_text()
+        if page == readme:
+            text = replace_block(text, readme_block(record))
+        pages[page] = figures.fill(text)
+    return pages
+
+
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--json", type=Path, default=HEADS_JSON)
     parser.add_argument("--readme", type=Path, default=README)
-    parser.add_argument("--check", action="store_true", help="exit 1 if the README is stale")
+    parser.add_argument("--check", action="store_true", help="exit 1 if a page is stale")
     args = parser.parse_args(argv)
     record = json.loads(args.json.read_text())
-    if args.check:
-        text = args.readme.read_text()
-        if replace_block(text, readme_block(record)) != text:
-            sys.exit(f"{args.readme} is stale: run python benchmarks/tables.py")
-        return
-    changed = update_readme(record, args.readme)
-    print(f"{args.readme}: {'rewritten' if changed else 'up to date'}")
+    stale = []
+    for page, text in written_pages(record, args.readme).items():
+        if text == page.read_text():
+            continue
+        stale.append(page)
+        if not args.check:
+            page.write_text(text)
+    if args.check and stale:
+        sys.exit(f"stale: {', '.join(map(str, stale))}: run python benchmarks/tables.py")
+    print("rewritten: " + ", ".join(map(str, stale)) if stale else "up to date")
 
 
 if __name__ == "__main__":

@@ -40,3 +40,50 @@ def test_heads_json_holds_every_row_and_the_verdicts(tables):
         if finished < record["budget"]["required_seeds"]:
             assert row["status"] == f"pending ({finished} of 3 seeds)", name
     assert all(row["source"] and row["verdict"] for row in record["verdicts"])
+
+
+# --------------------------------------------------------------------------- quoted figures
+
+
+@pytest.fixture
+def figures(monkeypatch):
+    monkeypatch.syspath_prepend(str(BENCHMARKS))
+    return importlib.import_module("figures")
+
+
+def test_every_page_is_what_tables_py_writes(tables):
+    record = json.loads(tables.HEADS_JSON.read_text())
+    for page, text in tables.written_pages(record).items():
+        assert page.read_text() == text, f"{page} is stale: run python benchmarks/tables.py"
+
+
+def test_every_marked_figure_is_known_and_every_known_figure_is_quoted(figures):
+    marked = set()
+    for page in figures.PAGES:
+        marked |= set(figures.marked_names(page.read_text()))
+    assert marked <= set(figures.FIGURES)
+    assert set(figures.FIGURES) <= marked, "a figure nobody quotes: remove it from FIGURES"
+
+
+def test_a_changed_result_file_changes_the_quoted_figure(figures, tmp_path):
+    (tmp_path / "camvid_recipe.json").write_text(json.dumps({"val_miou": 70.04}))
+    text = "recipe <!-- fig:recipe.miou -->72.1<!-- /fig --> % and prose 3 %"
+    assert (
+        figures.fill(text, tmp_path)
+        == "recipe <!-- fig:recipe.miou -->70.0<!-- /fig --> % and prose 3 %"
+    )
+    with pytest.raises(KeyError, match="no figure"):
+        figures.fill("<!-- fig:recipe.nope -->1<!-- /fig -->", tmp_path)
+
+
+def test_no_measured_looking_number_outside_the_markers(figures):
+    """Percentages, milliseconds and minutes in the README's prose come from result files:
+    each sits in a figure marker or the generated heads block (code blocks are examples)."""
+    import re
+
+    text = (BENCHMARKS.parent / "README.md").read_text()
+    text = re.sub(r"```.*?```", "", text, flags=re.DOTALL)
+    start, end = text.find("<!-- heads-table:start"), text.find("<!-- heads-table:end -->")
+    text = figures.MARKER.sub("", text[:start] + text[end:])
+    typed = re.findall(r"[^\n]{0,40}\b\d+(?:\.\d+)?\s?(?:%|ms\b|minutes\b|min\b)", text)
+    assert typed == [], f"figures typed by hand (mark them, benchmarks/figures.py): {typed}"

@@ -1,0 +1,228 @@
+"""Figures quoted in the README and docs, written from the result files (issue 30).
+
+A quoted figure sits between two markers that name it, ``<!-- fig:NAME -->72.1<!-- /fig -->``;
+:data:`FIGURES` says, for each name, which file of ``benchmarks/results/`` it comes from and how
+it is written. :func:`fill` rewrites every marked figure of a text from the files, so
+``python benchmarks/tables.py`` keeps the README and docs in step with the results and
+``tests/test_readme_tables.py`` fails when a page differs from what the files say. A figure
+whose file was re-measured changes in the page at the next run of the script; a figure without a
+file cannot be marked, so it cannot be quoted as measured.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+REPO = Path(__file__).resolve().parents[1]
+RESULTS = REPO / "benchmarks" / "results"
+# The pages whose figures are written from the results.
+PAGES = (REPO / "README.md", REPO / "docs" / "fast-training.md")
+MARKER = re.compile(r"<!-- fig:(?P<name>[\w.-]+) -->(?P<text>.*?)<!-- /fig -->", re.DOTALL)
+
+
+@dataclass(frozen=True)
+class Figure:
+    """One quoted figure: the result file it is read from and how it is written.
+
+    Attributes:
+        source: the file, relative to ``benchmarks/results/``.
+        write: the text of the figure, from the file's content.
+    """
+
+    source: str
+    write: Callable[[dict[str, Any]], str]
+
+
+def _class_iou(record: dict[str, Any], name: str) -> str:
+    return f"{record['per_class_iou'][name]:.1f}"
+
+
+def _minutes(seconds: float) -> str:
+    return f"{seconds / 60:.0f}"
+
+
+def _verdict(claim: str) -> Callable[[dict[str, Any]], str]:
+    """A claim's verdict in ``heads_camvid.json``, linked to that file."""
+
+    def write(record: dict[str, Any]) -> str:
+        for row in record["verdicts"]:
+            if row["claim"] == claim:
+                return f"{claim}: [{row['verdict']}](benchmarks/results/heads_camvid.json)"
+        raise KeyError(f"heads_camvid.json has no claim {claim!r}")
+
+    return write
+
+
+def _latency(record: dict[str, Any], row: str) -> float:
+    return record["latency"][row]["median_ms"]
+
+
+def _compile_ratio(record: dict[str, Any]) -> float:
+    """``--compile``'s latency over the same options without it."""
+    compiled = _latency(record, "compile + fold_bn + channels_last")
+    return compiled / _latency(record, "fold_bn + channels_last")
+
+
+def _fast_run_minutes(record: dict[str, Any]) -> str:
+    return " / ".join(f"{run['train_seconds'] / 60:.1f}" for run in record["runs"])
+
+
+def _fast_run_mious(record: dict[str, Any]) -> str:
+    return " / ".join(f"{run['val_miou']:.1f}" for run in record["runs"])
+
+
+def _scale_selection_verdict(record: dict[str, Any]) -> str:
+    holds = record["ordering_holds_on_mean_miou"]
+    verdict = "reproduced" if holds else "not reproduced"
+    return (
+        f"Table 3.1 ordering ({record['thesis_ordering']}) on synthetic scenes: "
+        f"[{verdict}](benchmarks/results/scale_selection.json)"
+    )
+
+
+FIGURES: dict[str, Figure] = {
+    # The full CPU recipe (configs/lite0/ladder_camvid.yaml).
+    "recipe.miou": Figure("camvid_recipe.json", lambda r: f"{r['val_miou']:.1f}"),
+    "recipe.minutes": Figure("camvid_recipe.json", lambda r: _minutes(r["train_seconds"])),
+    "recipe.pole": Figure("camvid_recipe.json", lambda r: _class_iou(r, "Pole")),
+    "recipe.sign": Figure("camvid_recipe.json", lambda r: _class_iou(r, "SignSymbol")),
+    "recipe.pedestrian": Figure("camvid_recipe.json", lambda r: _class_iou(r, "Pedestrian")),
+    "recipe.bicyclist": Figure("camvid_recipe.json", lambda r: _class_iou(r, "Bicyclist")),
+    "recipe_1thread.miou": Figure("camvid_recipe_1thread.json", lambda r: f"{r['val_miou']:.1f}"),
+    "recipe_1thread.iterations": Figure(
+        "camvid_recipe_1thread.json", lambda r: str(r["iterations"])
+    ),
+    "recipe_unweighted.miou": Figure(
+        "camvid_recipe_unweighted.json", lambda r: f"{r['val_miou']:.1f}"
+    ),
+    "recipe_scratch.miou": Figure("camvid_recipe_scratch.json", lambda r: f"{r['val_miou']:.1f}"),
+    "recipe_scratch.pole": Figure("camvid_recipe_scratch.json", lambda r: _class_iou(r, "Pole")),
+    "recipe_scratch.sign": Figure(
+        "camvid_recipe_scratch.json", lambda r: _class_iou(r, "SignSymbol")
+    ),
+    "recipe_scratch.pedestrian": Figure(
+        "camvid_recipe_scratch.json", lambda r: _class_iou(r, "Pedestrian")
+    ),
+    # The fast recipe (configs/lite0/ladder_camvid_fast.yaml).
+    "fast.miou": Figure("camvid_recipe_fast.json", lambda r: f"{r['val_miou_mean']:.1f}"),
+    "fast.std": Figure("camvid_recipe_fast.json", lambda r: f"{r['val_miou_std']:.1f}"),
+    "fast.run_mious": Figure("camvid_recipe_fast.json", _fast_run_mious),
+    "fast.run_minutes": Figure("camvid_recipe_fast.json", _fast_run_minutes),
+    # Threads beside a busy process (benchmarks/thread_contention.py).
+    "threads.auto_beside_ms": Figure(
+        "thread_contention.json",
+        lambda r: f"{r['rows']['auto (leanseg default)']['beside']['median_ms']:.0f}",
+    ),
+    "threads.two_beside_ms": Figure(
+        "thread_contention.json", lambda r: f"{r['rows']['2 threads']['beside']['median_ms']:.0f}"
+    ),
+    # Inference options (benchmarks/inference_options.py), latency at 1024x2048.
+    "options.plain_ms": Figure(
+        "inference_options.json", lambda r: f"{_latency(r, 'fp32 plain'):.0f}"
+    ),
+    "options.fold_cl_ratio": Figure(
+        "inference_options.json",
+        lambda r: f"{r['latency']['fold_bn + channels_last']['vs_plain']:.2f}",
+    ),
+    "options.fold_cl_miou": Figure(
+        "inference_options.json",
+        lambda r: f"{100 * r['rows']['fold_bn + channels_last']['miou']:.2f}",
+    ),
+    "options.fold_cl_changed_pixels": Figure(
+        "inference_options.json",
+        lambda r: str(r["rows"]["fold_bn + channels_last"]["labels_changed_pixels"]),
+    ),
+    "options.bf16_ratio": Figure(
+        "inference_options.json",
+        lambda r: f"{r['latency']['bf16 + fold_bn + channels_last']['vs_plain']:.2f}",
+    ),
+    "options.bf16_miou_change": Figure(
+        "inference_options.json",
+        lambda r: f"{r['rows']['bf16 + fold_bn + channels_last']['miou_change_points']:+.2f}",
+    ),
+    "options.compile_ratio": Figure(
+        "inference_options.json",
+        lambda r: f"{_compile_ratio(r):.2f}",
+    ),
+    "options.fold_ratio": Figure(
+        "inference_options.json", lambda r: f"{r['latency']['fold_bn']['vs_plain']:.2f}"
+    ),
+    "options.cl_ratio": Figure(
+        "inference_options.json", lambda r: f"{r['latency']['channels_last']['vs_plain']:.2f}"
+    ),
+    # Multi-domain training (benchmarks/multi_domain.py).
+    "multi.joint_camvid": Figure(
+        "multi_domain.json",
+        lambda r: f"{100 * r['a_joint_vs_camvid_only']['camvid_val_miou']['joint']:.1f}",
+    ),
+    "multi.camvid_only": Figure(
+        "multi_domain.json",
+        lambda r: f"{100 * r['a_joint_vs_camvid_only']['camvid_val_miou']['camvid_only']:.1f}",
+    ),
+    "multi.em": Figure(
+        "multi_domain.json",
+        lambda r: f"{100 * r['a_joint_vs_camvid_only']['em_val_miou_joint']:.1f}",
+    ),
+    "multi.auroc": Figure(
+        "multi_domain.json",
+        lambda r: f"{r['c_em_as_ood']['image_auroc']['joint_foreign_flag']:.3f}",
+    ),
+    # The dense CRF against pydensecrf (benchmarks/dense_crf_reference.py).
+    "crf.agreement": Figure(
+        "dense_crf_reference.json", lambda r: f"{100 * r['label_agreement']:.2f}"
+    ),
+    # Our verdict on each family's headline claim (the methods table).
+    "verdict.ladder": Figure(
+        "heads_camvid.json", _verdict("ladder upsampling beats bilinear upsampling")
+    ),
+    "verdict.pretrained": Figure(
+        "heads_camvid.json", _verdict("ImageNet pretraining beats random initialisation")
+    ),
+    "verdict.nrd": Figure("heads_camvid.json", _verdict("NRD beats the DeepLabV3+ decoder")),
+    "verdict.ssn": Figure(
+        "heads_camvid.json",
+        _verdict("iGUM costs little accuracy against the ERFNet decoder (pretrained encoder)"),
+    ),
+    "verdict.ldn": Figure("heads_camvid.json", _verdict("SPP helps the ladder (LDN vs no SPP)")),
+    "verdict.qgn": Figure(
+        "heads_camvid.json",
+        _verdict("QGN trained GTC matches or beats trained All, both evaluated PC"),
+    ),
+    "verdict.sandf": Figure("heads_camvid.json", _verdict("S&F row F vs row A")),
+    "verdict.scale_selection": Figure("scale_selection.json", _scale_selection_verdict),
+    "verdict.multi_domain": Figure(
+        "heads_camvid.json", _verdict("mixed-dataset batches beat single-dataset batches")
+    ),
+}
+
+
+def figure_text(name: str, results: Path = RESULTS, cache: dict[str, Any] | None = None) -> str:
+    """The text of figure ``name`` as its result file says now."""
+    if name not in FIGURES:
+        raise KeyError(f"no figure {name!r} in benchmarks/figures.py FIGURES")
+    figure = FIGURES[name]
+    cache = {} if cache is None else cache
+    if figure.source not in cache:
+        cache[figure.source] = json.loads((results / figure.source).read_text())
+    return figure.write(cache[figure.source])
+
+
+def fill(text: str, results: Path = RESULTS) -> str:
+    """``text`` with every marked figure written from the result files."""
+    cache: dict[str, Any] = {}
+
+    def replace(match: re.Match[str]) -> str:
+        name = match["name"]
+        return f"<!-- fig:{name} -->{figure_text(name, results, cache)}<!-- /fig -->"
+
+    return MARKER.sub(replace, text)
+
+
+def marked_names(text: str) -> list[str]:
+    """The figure names a text marks, in order."""
+    return [match["name"] for match in MARKER.finditer(text)]
