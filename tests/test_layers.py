@@ -36,6 +36,7 @@ LAYERS = {
     "leanseg.instance_metrics": 0,
     "leanseg.utils": 0,
     "leanseg.ood": 0,
+    "leanseg.limits": 0,
     "leanseg.version": 0,
     "leanseg.weight_sources": 0,
     "leanseg.data": 1,
