@@ -2,8 +2,8 @@
 
 Runs ``leanseg train``'s engine on a config (default ``configs/lite0/ladder_camvid.yaml``), then
 evaluates ``last.pt`` on CamVid val (101 images, single scale) and writes
-``benchmarks/results/camvid_recipe.json`` with ``val_miou``, ``train_seconds``, ``iterations``,
-``command`` and ``machine``.
+``benchmarks/results/camvid_recipe.json`` with ``val_miou``, ``train_seconds`` and ``iterations``
+(:func:`common.write_result` adds the command, date, commit and machine).
 
     python benchmarks/camvid_recipe.py [--config CONFIG] [--set KEY=VALUE ...] [--json OUT]
     python benchmarks/camvid_recipe.py --config configs/lite0/ladder_camvid_fast.yaml \
@@ -18,15 +18,13 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import shlex
 import statistics
-import sys
 from pathlib import Path
 from typing import Any
 
 import torch
 
-from common import machine, write_json
+from common import write_result
 from leanseg.engine.trainer import Trainer
 from leanseg.models import load_run_config
 
@@ -76,16 +74,14 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--force", action="store_true", help="replace an earlier run of it")
     args = parser.parse_args(argv)
 
-    command = " ".join(shlex.quote(a) for a in [sys.executable, *sys.argv])
     describe = {
+        "torch_threads": torch.get_num_threads(),
         "cpu_cores": os.cpu_count(),
         "affinity": sorted(os.sched_getaffinity(0)),
     }
     if not args.seeds:
         record = train_once(args.config, args.overrides, args.force)
-        record = {"config": args.config, **record, "command": command}
-        record["machine"] = machine(torch_threads=torch.get_num_threads(), **describe)
-        write_json(args.json, record)
+        write_result(args.json, {"config": args.config, **record}, **describe)
         print(json.dumps({k: record[k] for k in ("val_miou", "train_seconds", "iterations")}))
         return
     work_dir = load_run_config(args.config, args.overrides).work_dir
@@ -103,10 +99,8 @@ def main(argv: list[str] | None = None) -> None:
         "val_miou_std": statistics.stdev(scores) if len(scores) > 1 else None,
         "train_seconds_max": max(run["train_seconds"] for run in runs),
         "runs": runs,
-        "command": command,
-        "machine": machine(torch_threads=torch.get_num_threads(), **describe),
     }
-    write_json(args.json, record)
+    write_result(args.json, record, **describe)
     print(
         json.dumps({k: record[k] for k in ("val_miou_mean", "val_miou_std", "train_seconds_max")})
     )

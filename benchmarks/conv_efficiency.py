@@ -21,8 +21,6 @@ writes ``benchmarks/results/conv_efficiency.json``.
 from __future__ import annotations
 
 import argparse
-import shlex
-import sys
 import time
 from collections import defaultdict
 from pathlib import Path
@@ -34,7 +32,7 @@ from rich.table import Table
 from torch import nn
 from torch.profiler import ProfilerActivity, profile
 
-from common import REPO, machine, round_robin, summary, write_json
+from common import REPO, round_robin, summary, write_result
 from leanseg.bench import count_flops
 from leanseg.engine.speed import InferenceOptions, InferenceRunner, prepare_model
 from leanseg.models import build_segmentor, load_run_config
@@ -238,10 +236,8 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         "profiles": profiles,
         "kernels": kernels,
         "peak_gflops_per_s": peak,
-        "command": shlex.join([sys.executable, *sys.argv]),
-        "machine": machine(threads=torch.get_num_threads()),
     }
-    write_json(args.json, result)
+    write_result(args.json, result, threads=torch.get_num_threads())
     return result
 
 

@@ -19,14 +19,12 @@ the thesis' grid search scored its settings on held-out Cityscapes images.
 from __future__ import annotations
 
 import argparse
-import shlex
 import statistics
-import sys
 import time
 
 import torch
 
-from common import REPO, machine, write_json
+from common import REPO, write_result
 from leanseg.config import CRFConfig
 from leanseg.data import build_dataset, dataset_classes
 from leanseg.data.transforms import input_statistics
@@ -113,7 +111,7 @@ def main() -> None:
             ),
         }
         print(f"{name:10s} mIoU {rows[name]['miou']:.2f}")
-    write_json(
+    write_result(
         args.json,
         {
             "checkpoint": args.checkpoint,
@@ -123,8 +121,6 @@ def main() -> None:
             "network_seconds_per_image": statistics.median(network_seconds),
             "threads": torch.get_num_threads(),
             "rows": rows,
-            "command": shlex.join([sys.executable, *sys.argv]),
-            "machine": machine(),
         },
     )
 

@@ -122,7 +122,7 @@ def _miou(predictions: list[np.ndarray], labels: list[np.ndarray], classes: int,
 
 def compare(folder: Path, out: Path) -> None:
     sys.path.insert(0, str(REPO / "benchmarks"))
-    from common import machine, write_json
+    from common import write_result
 
     ours, theirs, none, labels, agree, diffs = [], [], [], [], [], []
     seconds = {"leanseg": [], "pydensecrf": []}
@@ -160,10 +160,9 @@ def compare(folder: Path, out: Path) -> None:
             "CRF_ENV/bin/python benchmarks/dense_crf_reference.py reference DIR",
             "python benchmarks/dense_crf_reference.py compare DIR",
         ],
-        "machine": machine(),
     }
-    write_json(out, result)
-    print(json.dumps({k: v for k, v in result.items() if k != "machine"}, indent=2))
+    write_result(out, result)
+    print(json.dumps(result, indent=2))
 
 
 def main() -> None:

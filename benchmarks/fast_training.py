@@ -38,7 +38,16 @@ from typing import Any
 
 import torch
 
-from common import REPO, TrainJob, last_validation, machine, read_metrics, train, write_json
+from common import (
+    REPO,
+    TrainJob,
+    command_line,
+    last_validation,
+    machine,
+    read_metrics,
+    train,
+    write_result,
+)
 from leanseg.data.transforms import Compose, RandomCrop, RandomScale, RandomScaleCrop
 from leanseg.engine.prefetch import Prefetcher
 from leanseg.engine.trainer import Trainer
@@ -252,9 +261,15 @@ def main() -> None:
     # Read the other part's table only now: the two parts may run at the same time.
     record: dict[str, Any] = json.loads(args.json.read_text()) if args.json.is_file() else {}
     record[args.part] = table
-    record.setdefault("commands", {})[args.part] = " ".join([sys.executable, *sys.argv])
-    record.setdefault("machines", {})[args.part] = machine(threads=torch.get_num_threads())
-    write_json(args.json, record)
+    # Each part keeps its own command, date and machine; the file's own (common.write_result)
+    # are those of the part written last.
+    command, described = command_line(), machine(threads=torch.get_num_threads())
+    record.setdefault("commands", {})[args.part] = command
+    record.setdefault("machines", {})[args.part] = described
+    record.setdefault("dates", {})[args.part] = time.strftime(
+        "%Y-%m-%dT%H:%M:%S+00:00", time.gmtime()
+    )
+    write_result(args.json, {**record, "command": command, "machine": described})
     print(json.dumps(record[args.part]["rows"], indent=1))
 
 

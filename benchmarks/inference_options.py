@@ -23,13 +23,13 @@ and run by onnxruntime on as many threads as torch; needs ``leanseg[export]``).
 
     OMP_NUM_THREADS=2 .venv/bin/python benchmarks/inference_options.py --threads 2
 
-writes ``benchmarks/results/inference_options.json`` (rows, latencies, machine, command).
+writes ``benchmarks/results/inference_options.json`` (rows, latencies; :func:`common.write_result`
+adds the command, date, commit and machine).
 """
 
 from __future__ import annotations
 
 import argparse
-import shlex
 import statistics
 import sys
 import time
@@ -41,7 +41,7 @@ from rich.console import Console
 from rich.table import Table
 from torch.utils.data import DataLoader, Subset
 
-from common import REPO, machine, round_robin, summary, write_json
+from common import REPO, round_robin, summary, write_result
 from leanseg.data import build_dataset, dataset_classes
 from leanseg.engine.inference import predict_scores
 from leanseg.engine.loading import load_trained_model
@@ -237,7 +237,8 @@ def main() -> None:
         row["notes"] = list(applied[name].notes)
     size = parse_size(args.size)
     # The accuracy part first, in case the timing is cut short.
-    write_json(args.json, {"checkpoint": str(args.checkpoint), "rows": rows, "partial": True})
+    partial = {"checkpoint": str(args.checkpoint), "rows": rows, "partial": True}
+    write_result(args.json, partial, cpu_flags=cpu_flags())
     print(f"timing at {size[0]}x{size[1]}", file=sys.stderr)
     latency = time_variants(runners, size, args.warmup, args.repeats)
     plain_ms = latency[REFERENCE]["median_ms"]
@@ -256,10 +257,8 @@ def main() -> None:
         "eval_seconds": eval_seconds,
         "started_utc": started,
         "finished_utc": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
-        "command": shlex.join([sys.executable, *sys.argv]),
-        "machine": machine(cpu_flags=cpu_flags()),
     }
-    write_json(args.json, result)
+    write_result(args.json, result, cpu_flags=cpu_flags())
     print_table(result)
     print(f"wrote {args.json}", file=sys.stderr)
 

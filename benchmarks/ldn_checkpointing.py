@@ -12,20 +12,21 @@ The timed steps run round-robin over the strategies (round 1: one step of every 
 round 2, ...) so that a change of load on a shared machine affects every strategy alike instead of
 whichever strategy happened to be timed at the time. Progress goes to stderr. Usage::
 
-    python benchmarks/ldn_checkpointing.py [--json] [--size 768] [--batch 2] [--steps 3]
+    python benchmarks/ldn_checkpointing.py [--size 768] [--batch 2] [--steps 3] \
+        [--json benchmarks/results/ldn_checkpointing_768.json]
 """
 
 from __future__ import annotations
 
 import argparse
 import copy
-import json
 import sys
 import time
+from pathlib import Path
 
 import torch
 
-from common import REPO, round_robin, summary
+from common import REPO, round_robin, summary, write_result
 from leanseg.bench import activation_memory, measure_memory, resident_memory_bytes, trim_heap
 from leanseg.models import build_segmentor, load_run_config
 from leanseg.nn.backbones.densenet import CHECKPOINTING
@@ -54,7 +55,7 @@ def build(strategy: str, seed: int = 0) -> torch.nn.Module:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--json", action="store_true")
+    parser.add_argument("--json", type=Path, help="also write the results here")
     parser.add_argument("--size", type=int, default=768)
     parser.add_argument("--batch", type=int, default=2)
     parser.add_argument(
@@ -141,8 +142,7 @@ def main() -> None:
         },
     }
     if args.json:
-        print(json.dumps({"meta": meta, "results": results}, indent=1, ensure_ascii=False))
-        return
+        write_result(args.json, {"meta": meta, "results": results})
     print(f"{meta['model']} input {meta['input']}, {meta['threads']} thread(s)")
     for r in results:
         paper = meta["paper_table_4_11_mb_bs6"][r["strategy"]]

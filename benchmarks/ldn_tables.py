@@ -5,17 +5,17 @@ with :func:`leanseg.bench.count_flops` (fused multiply-adds of convolutions and 
 on one 1024x1024 image, as the thesis counts "FLOP 1MPx" (thesis 4.6.1). Parameters exclude the
 auxiliary classifiers, which exist only for training. Usage::
 
-    python benchmarks/ldn_tables.py [--json] [--size 1024]
+    python benchmarks/ldn_tables.py [--size 1024] [--json benchmarks/results/ldn_tables.json]
 """
 
 from __future__ import annotations
 
 import argparse
-import json
+from pathlib import Path
 
 import torch
 
-from common import REPO
+from common import REPO, write_result
 from leanseg.bench import count_flops
 from leanseg.models import build_segmentor, load_run_config
 
@@ -55,7 +55,7 @@ def measure(stem: str, size: int) -> tuple[float, float]:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--json", action="store_true", help="print JSON instead of a table")
+    parser.add_argument("--json", type=Path, help="also write the rows here")
     parser.add_argument("--size", type=int, default=1024, help="square input side (1024: 1MPx)")
     args = parser.parse_args()
     torch.set_grad_enabled(False)
@@ -77,8 +77,7 @@ def main() -> None:
             }
         )
     if args.json:
-        print(json.dumps(results, indent=1, ensure_ascii=False))
-        return
+        write_result(args.json, {"rows": results})
     print(
         f"{'table':6}{'model':24}{'params M':>10}{'paper':>8}{'Δ':>8}"
         f"{'GFLOP':>9}{'paper':>8}{'Δ':>8}"

@@ -13,18 +13,17 @@ Usage (the issue-3 figures ran the four trainings two at a time, then tabulated)
 
     .venv/bin/python benchmarks/ldn_train_compare.py --runs ldn121_synthetic rn18_synthetic
     .venv/bin/python benchmarks/ldn_train_compare.py --runs ldn121_camvid rn18_camvid
-    .venv/bin/python benchmarks/ldn_train_compare.py --report-only --json \
-        > benchmarks/results/ldn_train_compare.json
+    .venv/bin/python benchmarks/ldn_train_compare.py --report-only \
+        --json benchmarks/results/ldn_train_compare.json
 """
 
 from __future__ import annotations
 
 import argparse
-import json
 import shlex
 from pathlib import Path
 
-from common import REPO, TrainJob, read_metrics, train
+from common import REPO, TrainJob, read_metrics, train, write_result
 
 RUNS = {
     "ldn121_synthetic": "configs/ldn/ldn121_64to4_synthetic.yaml",
@@ -93,7 +92,7 @@ def main() -> None:
     parser.add_argument("--max-iters", type=int, default=200)
     parser.add_argument("--jobs", type=int, default=2, help="trainings at a time")
     parser.add_argument("--report-only", action="store_true", help="only read the run dirs")
-    parser.add_argument("--json", action="store_true")
+    parser.add_argument("--json", type=Path, help="also write the table here")
     args = parser.parse_args()
     if not args.report_only:
         train([job(name, args.max_iters) for name in args.runs], parallel=args.jobs, nice=5)
@@ -106,8 +105,7 @@ def main() -> None:
             "threads_per_process": 1,
         }
         commands = {r["run"]: shlex.join(job(r["run"], r["iteration"]).command()) for r in rows}
-        print(json.dumps({"meta": meta, "commands": commands, "results": rows}, indent=1))
-        return
+        write_result(args.json, {"meta": meta, "commands": commands, "results": rows})
     print(f"{'run':18}{'iters':>6}{'mIoU':>8}{'bnd mIoU':>10}{'pix acc':>9}{'wall s':>8}")
     for r in rows:
         print(

@@ -39,8 +39,6 @@ import argparse
 import dataclasses
 import json
 import os
-import shlex
-import sys
 import time
 from pathlib import Path
 from typing import Any
@@ -48,7 +46,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from common import REPO, TrainJob, machine, read_metrics, train, write_json
+from common import REPO, TrainJob, command_line, machine, read_metrics, train, write_result
 from leanseg.config import Config
 from leanseg.data import build_dataset, entry_config
 from leanseg.data.classes import CAMVID_CLASSES, CITYSCAPES_CLASSES
@@ -298,10 +296,8 @@ def main() -> None:
         "train_seconds": None if args.skip_train else trained_s,
         # Per run, from its first to its last metrics.jsonl record (with --skip-train too).
         "train_seconds_logged": logged,
-        "command": shlex.join([sys.executable, *sys.argv]),
-        "machine": machine(args.device),
     }
-    write_json(args.out, result)
+    write_result(args.out, result, device=args.device)
     print(f"wrote {args.out}")
 
 
@@ -314,9 +310,9 @@ def _add_single(
     result["d_mixed_vs_single_batches"]["single"] = {n: s["miou"] for n, s in scores.items()}
     result["per_dataset"]["joint_single_batches"] = scores
     result["train_seconds_logged"] = logged
-    result["command_single_stage"] = shlex.join([sys.executable, *sys.argv])
+    result["command_single_stage"] = command_line()
     result["machine_single_stage"] = machine(str(device))
-    write_json(out, result)
+    write_result(out, result)  # keeps the first stage's command and machine, dates this one
     print(f"added joint_single_batches to {out}")
 
 

@@ -20,7 +20,7 @@ softmax and interpolation are not counted (``leanseg.bench`` module docstring).
 
 Usage::
 
-    nice -n 10 .venv/bin/python benchmarks/nrd_table1.py --json > benchmarks/results/nrd_table1.json
+    nice -n 10 .venv/bin/python benchmarks/nrd_table1.py --json benchmarks/results/nrd_table1.json
     .venv/bin/python benchmarks/nrd_table1.py --size 256 512 --repeats 3   # quick look
 """
 
@@ -30,12 +30,13 @@ import argparse
 import json
 import sys
 from functools import partial
+from pathlib import Path
 from typing import Any
 
 import torch
 from torch import Tensor, nn
 
-from common import machine, round_robin, summary
+from common import machine, round_robin, summary, write_result
 from leanseg.bench import activation_memory, count_flops, measure_memory
 from leanseg.config import ModelConfig
 from leanseg.models import build_segmentor
@@ -127,7 +128,7 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, default=5)
     parser.add_argument("--warmup", type=int, default=1)
     parser.add_argument("--skip", nargs="*", default=[], help="decoders to leave out")
-    parser.add_argument("--json", action="store_true", help="print JSON only")
+    parser.add_argument("--json", type=Path, help="also write the report here")
     parser.add_argument(
         "--threads",
         type=int,
@@ -178,12 +179,11 @@ def main() -> None:
         if encoder_features is None:
             with torch.no_grad():
                 encoder_features = model.features(images)
-        if not args.json:
-            print(
-                f"{name:14s} decoder {entry['gflops_decoder']:7.2f} (paper {paper_dec}) "
-                f"total {entry['gflops_total']:7.2f} (paper {paper_total})",
-                file=sys.stderr,
-            )
+        print(
+            f"{name:14s} decoder {entry['gflops_decoder']:7.2f} (paper {paper_dec}) "
+            f"total {entry['gflops_total']:7.2f} (paper {paper_total})",
+            file=sys.stderr,
+        )
     assert encoder_features is not None
     decoders = report["decoders"]
     if "nrd" in decoders and "deeplabv3plus" in decoders:
@@ -220,9 +220,8 @@ def main() -> None:
             report["nrd_memory"].append(decoder_memory(model, features, mem_size))
 
     if args.json:
-        print(json.dumps(report, indent=2))
-    else:
-        print(json.dumps({k: v for k, v in report.items() if k != "decoders"}, indent=2))
+        write_result(args.json, report)  # keeps the machine described at the start
+    print(json.dumps({k: v for k, v in report.items() if k != "decoders"}, indent=2))
 
 
 if __name__ == "__main__":

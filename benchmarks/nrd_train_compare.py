@@ -20,7 +20,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from common import REPO, TrainJob, last_validation, read_metrics, train, write_json
+from common import REPO, TrainJob, last_validation, read_metrics, train, write_result
 
 DECODERS = ["nrd", "deeplabv3plus", "bilinear"]
 
@@ -72,7 +72,7 @@ def main() -> None:
         for decoder, row in rows.items():
             print(f"  {decoder:14s} {row['iteration']}  {row['miou']}  {row['boundary_miou']}")
     if args.out:
-        write_json(args.out, results)
+        write_result(args.out, results)
 
 
 if __name__ == "__main__":

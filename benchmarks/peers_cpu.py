@@ -55,7 +55,7 @@ from rich.console import Console
 from rich.table import Table
 from torch import Tensor, nn
 
-from common import REPO, machine, round_robin, summary, write_json
+from common import REPO, machine, round_robin, summary, write_result
 from leanseg.bench import count_flops, count_parameters
 from leanseg.models import build_segmentor, load_run_config
 from leanseg.nn.fold_bn import fold_batchnorm
@@ -483,7 +483,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
             smp_version=getattr(smp, "__version__", None),
         ),
     }
-    write_json(args.json, payload)
+    write_result(args.json, payload)  # keeps the command and machine above
     console.print(f"written: {args.json}")
     return payload
 

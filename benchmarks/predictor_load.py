@@ -31,7 +31,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import shlex
 import statistics
 import subprocess
 import sys
@@ -165,7 +164,7 @@ def main() -> None:
         child(args.child, args.loads)
         return
     # Imported only here: common imports leanseg, whose import a child process times.
-    from common import machine, write_json
+    from common import write_result
 
     with tempfile.TemporaryDirectory() as tmp:
         checkpoint = args.checkpoint
@@ -189,11 +188,9 @@ def main() -> None:
 
     results = {name: figures(found) for name, found in samples.items()}
     payload: dict[str, Any] = {
-        "command": shlex.join([sys.executable, *sys.argv]),
         "checkpoint": str(args.checkpoint) if args.checkpoint else f"written from {CONFIG.name}",
         "checkpoint_bytes": checkpoint_size,
         "results": results,
-        "machine": machine(),
     }
     if args.compare:
         before, now = results[args.compare], results["now"]
@@ -202,7 +199,7 @@ def main() -> None:
             for key in ("first_load", "warm_load")
             if now[key] and before[key]
         }
-    write_json(args.out, payload)
+    write_result(args.out, payload)
     for name, found in results.items():
         warm = found["warm_load"]
         print(

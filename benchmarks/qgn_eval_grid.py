@@ -16,7 +16,7 @@ from pathlib import Path
 import torch
 import torch.nn.functional as F
 
-from common import write_json
+from common import write_result
 from leanseg.data import build_dataset, dataset_classes
 from leanseg.engine.loading import TrainedModel, load_trained_model
 from leanseg.engine.run_dir import RunDirectory
@@ -98,7 +98,8 @@ def main() -> None:
             f"{total:.0f}"
         )
     if args.json:
-        write_json(args.json, {"run": str(run), "images": count, "grid": grid, "anytime": anytime})
+        record = {"run": str(run), "images": count, "grid": grid, "anytime": anytime}
+        write_result(args.json, record, threads=args.threads)
 
 
 if __name__ == "__main__":

@@ -29,7 +29,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from common import write_json
+from common import write_result
 from leanseg.bench import activation_memory, count_flops, measure_latency
 from leanseg.config import ModelConfig
 from leanseg.models import build_segmentor
@@ -243,7 +243,7 @@ def main() -> None:
     if args.skip != "b":
         result["table2"] = part_b(args)
     if args.json:
-        write_json(args.json, result)
+        write_result(args.json, result)
 
 
 if __name__ == "__main__":

@@ -21,7 +21,7 @@ from pathlib import Path
 import torch
 import torch.nn.functional as F
 
-from common import write_json
+from common import write_result
 from leanseg.bench import measure_latency
 from leanseg.nn.sparse import SparseTensor, SubmConv2d
 from leanseg.structures.quadtree import leaf_level_map, t_pyramid
@@ -185,7 +185,7 @@ def main() -> None:
     args = parser.parse_args()
     result = run(args)
     if args.json:
-        write_json(args.json, result)
+        write_result(args.json, result)
 
 
 if __name__ == "__main__":

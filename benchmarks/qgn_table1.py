@@ -21,7 +21,7 @@ from pathlib import Path
 
 import torch
 
-from common import TrainJob, train, write_json
+from common import TrainJob, train, write_result
 from leanseg.data import build_dataset, dataset_classes
 from leanseg.engine.checkpoint import load_checkpoint
 from qgn_eval_grid import evaluate, load_run
@@ -123,7 +123,7 @@ def main() -> None:
             "overrides": args.set,
             "rows": rows,
         }
-        write_json(args.json, record)
+        write_result(args.json, record)
 
 
 if __name__ == "__main__":

@@ -10,12 +10,11 @@ warm-up step and ``--steps`` timed steps (mean reported). Writes
 from __future__ import annotations
 
 import argparse
-import sys
 from contextlib import nullcontext
 
 import torch
 
-from common import REPO, machine, write_json
+from common import REPO, write_result
 from leanseg.bench import measure_latency
 from leanseg.models import create_model
 
@@ -70,10 +69,8 @@ def main() -> None:
     record = {
         "seconds_per_step": rows,
         "batch": "8 x 288x384",
-        "command": " ".join([sys.executable, *sys.argv]),
-        "machine": machine(),
     }
-    write_json(args.json, record)
+    write_result(args.json, record)
 
 
 if __name__ == "__main__":

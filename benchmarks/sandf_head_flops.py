@@ -6,17 +6,19 @@ conv is not stated; we print two readings: ``D -> D_s`` (replacing the 1x1 proje
 natural baseline head) and ``D_s -> D_s``. FLOPs are fused multiply-adds of convolutions, linear
 layers and the attention matmuls (``Attention2D.flops``), counted on the meta device (shapes only).
 
-Usage: ``python benchmarks/sandf_head_flops.py [--json] [--size 512] [--width 48]``
+Usage: ``python benchmarks/sandf_head_flops.py [--size 512] [--width 48] [--json PATH]``
+(``--json benchmarks/results/sandf_head_flops.json`` for the committed figures).
 """
 
 from __future__ import annotations
 
 import argparse
-import json
+from pathlib import Path
 
 import torch
 from torch import nn
 
+from common import write_result
 from leanseg.bench import count_flops
 from leanseg.nn.backbones.base import FeatureInfo
 from leanseg.nn.heads.sandf import SandFHead
@@ -77,7 +79,7 @@ def measure(size: int, width: int, num_classes: int, semantic_channels: int) -> 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--json", action="store_true", help="print JSON")
+    parser.add_argument("--json", type=Path, help="also write the figures here")
     parser.add_argument("--size", type=int, default=512)
     parser.add_argument("--width", type=int, default=48)
     parser.add_argument("--num-classes", type=int, default=150)
@@ -85,8 +87,7 @@ def main() -> None:
     args = parser.parse_args()
     result = measure(args.size, args.width, args.num_classes, args.semantic_channels)
     if args.json:
-        print(json.dumps(result, indent=2))
-        return
+        write_result(args.json, result)
     print(f"setting: {result['setting']}")
     for name, row in result["heads"].items():
         print(

@@ -22,7 +22,7 @@ from pathlib import Path
 import torch
 import torch.nn.functional as F
 
-from common import REPO, TrainJob, last_validation, train, write_json
+from common import REPO, TrainJob, last_validation, train, write_result
 from leanseg.data import build_dataset
 from leanseg.engine.loading import load_trained_model
 
@@ -141,7 +141,7 @@ def main() -> None:
     table.sort(key=lambda r: (DATASETS.index(r["dataset"]), ROWS.index(r["row"])))
     print(report(table))
     if args.json is not None:
-        write_json(args.json, {"budget": BUDGET, "val_images": MAX_IMAGES, "runs": table})
+        write_result(args.json, {"budget": BUDGET, "val_images": MAX_IMAGES, "runs": table})
 
 
 if __name__ == "__main__":

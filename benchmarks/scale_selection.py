@@ -35,8 +35,6 @@ import argparse
 import dataclasses
 import math
 import os
-import shlex
-import sys
 import time
 from pathlib import Path
 from typing import Any
@@ -45,7 +43,7 @@ import numpy as np
 import torch
 from PIL import Image, ImageDraw
 
-from common import TrainJob, machine, read_metrics, train, write_json
+from common import TrainJob, read_metrics, train, write_result
 from leanseg.config import CRFConfig
 from leanseg.data import build_dataset
 from leanseg.data.synthetic import CLASSES, generate_scene, scene_seed
@@ -335,10 +333,8 @@ def main() -> None:
         "ordering_holds_per_seed": per_seed,
         "train_wall_seconds": None if args.skip_train else round(train_wall_seconds),
         "png": str(args.png),
-        "command": shlex.join([sys.executable, *sys.argv]),
-        "machine": machine(),
     }
-    write_json(args.out, result)
+    write_result(args.out, result)
     print(f"ordering holds on mean mIoU: {result['ordering_holds_on_mean_miou']}; wrote {args.out}")
 
 

@@ -17,13 +17,11 @@ to Single5.
 from __future__ import annotations
 
 import argparse
-import shlex
-import sys
 from pathlib import Path
 
 import torch
 
-from common import REPO, machine, write_json
+from common import REPO, write_result
 from leanseg.bench import benchmark_model
 from leanseg.engine.speed import (
     InferenceOptions,
@@ -84,14 +82,12 @@ def main() -> None:
     for row in rows.values():
         for key in ("gmac", "activation_memory_mib", "latency_ms"):
             row[f"{key}_vs_single5"] = row[key] / base[key]
-    write_json(
+    write_result(
         args.json,
         {
             "size": list(size),
             "threads": torch.get_num_threads(),
             "rows": rows,
-            "command": shlex.join([sys.executable, *sys.argv]),
-            "machine": machine(),
         },
     )
 

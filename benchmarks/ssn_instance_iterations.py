@@ -27,7 +27,7 @@ from pathlib import Path
 
 import torch
 
-from common import machine, round_robin, summary, write_json
+from common import machine, round_robin, summary, write_result
 from leanseg.config import ModelConfig
 from leanseg.data import build_dataset, dataset_classes
 from leanseg.engine.loading import load_trained_model
@@ -157,7 +157,7 @@ def main() -> None:
             print(f"{t:3d} {100 * row['AP']:6.1f} {100 * row['AP50']:6.1f}")
     print("machine:", json.dumps(result["machine"]))
     if args.json:
-        write_json(args.json, result)
+        write_result(args.json, result)  # keeps the machine above
 
 
 if __name__ == "__main__":

@@ -24,7 +24,7 @@ from pathlib import Path
 import torch
 import torch.nn.functional as F
 
-from common import machine, round_robin, summary, write_json
+from common import machine, round_robin, summary, write_result
 from leanseg.bench import count_flops, count_parameters
 from leanseg.config import ModelConfig
 from leanseg.models import build_segmentor
@@ -129,7 +129,7 @@ def main() -> None:
         print(f"{key}: {value:.3f}" if isinstance(value, float) else f"{key}: {value}")
     print("machine:", json.dumps(described))
     if args.json:
-        write_json(args.json, {"rows": rows, "checks": checks, "machine": described})
+        write_result(args.json, {"rows": rows, "checks": checks, "machine": described})
 
 
 if __name__ == "__main__":

@@ -25,7 +25,7 @@ from pathlib import Path
 
 import torch
 
-from common import REPO, TrainJob, last_validation, machine, train, write_json
+from common import REPO, TrainJob, last_validation, train, write_result
 from ssn_instance_iterations import ITERATIONS, evaluate_iterations
 
 SYNTHETIC = [
@@ -69,6 +69,8 @@ def main() -> None:
     results: dict = {}
     if args.json and args.json.exists():
         results = json.loads(args.json.read_text())
+        for key in ("command", "date", "machine"):  # write_result records this run's
+            results.pop(key, None)
     for group in args.only:
         for name, overrides in GROUPS[group]:
             work_dir = args.runs_dir / name
@@ -96,11 +98,8 @@ def main() -> None:
                 entry["instance"] = evaluate_iterations(REPO / work_dir, ITERATIONS, max_images=40)
             results[name] = entry
             print(json.dumps({name: {k: v for k, v in entry.items() if k != "instance"}}))
-            if args.json:
-                write_json(args.json, results)
-    results["machine"] = machine()
-    if args.json:
-        write_json(args.json, results)
+            if args.json:  # after every run, so that a cut-short grid keeps what finished
+                write_result(args.json, results)
 
 
 if __name__ == "__main__":

@@ -17,15 +17,13 @@ from __future__ import annotations
 
 import argparse
 import copy
-import shlex
-import sys
 from collections.abc import Callable
 from pathlib import Path
 
 import torch
 from torch import nn
 
-from common import REPO, machine, round_robin, summary, write_json
+from common import REPO, round_robin, summary, write_result
 from leanseg.engine.loading import load_trained_model
 from leanseg.engine.speed import zero_subnormal_weights
 
@@ -87,7 +85,7 @@ def main() -> None:
     rows = {name: summary(values) for name, values in times.items()}
     for name, row in rows.items():
         print(f"{name:30s} {row['median_ms']:8.0f} ms (forward + backward)")
-    write_json(
+    write_result(
         args.json,
         {
             "checkpoint": str(args.checkpoint),
@@ -96,9 +94,8 @@ def main() -> None:
             "subnormal_adam_moments": count_subnormal(moments),
             "batch": f"{args.batch} x {height}x{width}, channels-last, fp32",
             "rows": rows,
-            "command": shlex.join([sys.executable, *sys.argv]),
-            "machine": machine(threads=torch.get_num_threads()),
         },
+        threads=torch.get_num_threads(),
     )
 
 

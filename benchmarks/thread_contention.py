@@ -24,7 +24,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import shlex
 import statistics
 import subprocess
 import sys
@@ -32,7 +31,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from common import REPO, machine, write_json
+from common import REPO, write_result
 
 # name -> (torch threads, extra environment of the worker process). "auto" is leanseg's default
 # (train.num_threads: auto): leanseg.engine.cpu_share.ThreadGovernor, called after every step
@@ -177,15 +176,13 @@ def main() -> None:
                     row[key]["median_ms"] = None
                 else:
                     row[key] = None
-    write_json(
+    write_result(
         args.json,
         {
             "workload": f"Lite0 + ladder training step, batch {args.batch} at "
             f"{args.crop[0]}x{args.crop[1]}, channels-last, fp32",
             "competitors": f"{args.competitors} pure-Python busy loop(s)",
             "rows": rows,
-            "command": shlex.join([sys.executable, *sys.argv]),
-            "machine": machine(),
         },
     )
 
