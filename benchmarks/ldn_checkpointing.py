@@ -13,7 +13,7 @@ round 2, ...) so that a change of load on a shared machine affects every strateg
 whichever strategy happened to be timed at the time. Progress goes to stderr. Usage::
 
     python benchmarks/ldn_checkpointing.py [--size 768] [--batch 2] [--steps 3] \
-        [--json benchmarks/results/ldn_checkpointing_768.json]
+        [--json benchmarks/results/ldn_checkpointing_768_quiet.json]
 """
 
 from __future__ import annotations

@@ -12,7 +12,8 @@ It also times the upsampling operators alone on the same coarse scores (19 x 64 
 criteria: iGUM faster than the ERFNet decoder it replaces, and encoder+iGUM at most 10 % slower
 than encoder+bilinear upsampling of the same scores.
 
-    nice -n 10 .venv/bin/python benchmarks/ssn_table1.py --json benchmarks/results/ssn_table1.json
+    nice -n 10 .venv/bin/python benchmarks/ssn_table1.py --threads 1 \
+        --json benchmarks/results/ssn_table1_threads1_rerun.json
 """
 
 from __future__ import annotations

@@ -12,8 +12,11 @@ mIoU is the trainer's own final validation (``metrics.jsonl``). The budgets are 
 shared cores): small crops, few hundred iterations, a fixed seed.
 Every run gets the same overrides, listed in the JSON with the results. Relative numbers only.
 
-    .venv/bin/python benchmarks/ssn_train.py --json benchmarks/results/ssn_train.json \
+    .venv/bin/python benchmarks/ssn_train.py --json OUT.json \
         [--only synthetic camvid instance] [--iters 300]
+
+(``benchmarks/results/ssn_train_camvid.json``: ``--only camvid --iters 500``; the instance run's
+AP is re-evaluated by ``benchmarks/ssn_instance_iterations.py``.)
 """
 
 from __future__ import annotations
