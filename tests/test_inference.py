@@ -13,6 +13,7 @@ from hypothesis import strategies as st
 from PIL import Image
 from torch import Tensor, nn
 
+from leanseg import visualize
 from leanseg.data.base import DatasetError
 from leanseg.engine.checkpoint import CheckpointError, save_checkpoint
 from leanseg.engine.inference import (
@@ -438,7 +439,7 @@ def test_rgb_png_atomic(tmp_path, monkeypatch) -> None:
     def fail(*args, **kwargs):
         raise OSError("disk full")
 
-    monkeypatch.setattr(Image.Image, "save", fail)
+    monkeypatch.setattr(visualize, "_write_chunk", fail)  # PNGs are written chunk by chunk
     with pytest.raises(OSError, match="disk full"):
         save_rgb_png(_rgb(3, 3), tmp_path / "rgb.png")
     assert sorted(p.name for p in tmp_path.iterdir()) == ["rgb.png"]  # old file kept, no temp

@@ -7,15 +7,21 @@ indexed by class id (``dataset.palette``) or an equivalent ``(C, 3)`` array.
 Files are written to a temporary file in the target folder and renamed over the target, so an
 interrupted run never leaves a truncated PNG under the final name (the data is not fsynced:
 image outputs are cheap to recompute, and fsync per file would slow down writing many of them).
+
+PNGs are written by :func:`write_png` from blocks of rows, compressed as they come, so writing
+a 150-megapixel overlay needs memory for one block, not for a copy of the picture (Pillow
+keeps 4 bytes per pixel of an RGB picture it encodes).
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import struct
+import zlib
+from collections.abc import Iterable, Iterator, Sequence
 from pathlib import Path
+from typing import BinaryIO
 
 import numpy as np
-from PIL import Image
 
 from leanseg.utils import atomic_write
 
@@ -98,7 +104,7 @@ def save_label_png(label: np.ndarray, path: str | Path, palette: Palette | None 
         raise ValueError(
             f"label values {label.min()}..{label.max()} do not fit a PNG of ids 0..255"
         )
-    picture = Image.fromarray(label.astype(np.uint8))  # mode "L"
+    table = None
     if palette is not None:
         colors = _palette_array(palette)
         if len(colors) > 256:
@@ -106,8 +112,14 @@ def save_label_png(label: np.ndarray, path: str | Path, palette: Palette | None 
         table = np.zeros((256, 3), np.uint8)
         table[: len(colors)] = colors
         table[IGNORE_INDEX] = 0
-        picture.putpalette(table.tobytes())  # mode "L" -> "P", pixel values unchanged
-    return atomic_write(path, lambda handle: picture.save(handle, format="PNG"))
+    height, width = label.shape
+    blocks = (
+        label[top : top + _rows_per_block(width)]
+        for top in range(0, height, _rows_per_block(width))
+    )
+    return write_png(
+        path, height, width, (b.astype(np.uint8, copy=False) for b in blocks), palette=table
+    )
 
 
 def save_rgb_png(array: np.ndarray, path: str | Path) -> Path:
@@ -117,8 +129,142 @@ def save_rgb_png(array: np.ndarray, path: str | Path) -> Path:
         array.ndim == 2 or (array.ndim == 3 and array.shape[2] == 3)
     ):
         raise ValueError(f"expected uint8 (H, W, 3) or (H, W), got {array.dtype} {array.shape}")
-    picture = Image.fromarray(np.ascontiguousarray(array))
-    return atomic_write(path, lambda handle: picture.save(handle, format="PNG"))
+    height, width = array.shape[:2]
+    step = _rows_per_block(width)
+    return write_png(
+        path,
+        height,
+        width,
+        (array[top : top + step] for top in range(0, height, step)),
+        channels=1 if array.ndim == 2 else 3,
+    )
+
+
+# Rows of about this many pixels are filtered and compressed at a time.
+_BLOCK_PIXELS = 1 << 20
+# PNG colour types (PNG spec 11.2.2) and the largest IDAT chunk written.
+_GREY, _RGB, _PALETTE = 0, 2, 3
+_CHUNK_BYTES = 1 << 20
+
+
+def _rows_per_block(width: int) -> int:
+    return max(1, _BLOCK_PIXELS // max(1, width))
+
+
+def write_png(
+    path: str | Path,
+    height: int,
+    width: int,
+    blocks: Iterable[np.ndarray],
+    *,
+    channels: int = 1,
+    palette: np.ndarray | None = None,
+) -> Path:
+    """Write an 8-bit PNG from blocks of rows, compressing each as it comes, atomically.
+
+    Grey and palette pictures are stored unfiltered (as Pillow stores palette pictures), RGB
+    ones with the Paeth filter (PNG spec 9.4), which suits photographs.
+
+    Args:
+        path: the PNG file to write; its folder is created.
+        height: rows of the picture; the blocks must give exactly these.
+        width: columns of the picture.
+        blocks: ``uint8`` blocks of consecutive rows from the top, ``(h, width)`` for one
+            channel, ``(h, width, 3)`` for RGB.
+        channels: 1 (grey, or palette ids with ``palette``) or 3 (RGB).
+        palette: ``uint8 (N, 3)`` colours (``N <= 256``) of a palette picture of one channel.
+
+    Returns:
+        ``path`` as a :class:`~pathlib.Path`.
+
+    Raises:
+        ValueError: for blocks of another shape or dtype, or rows that do not add up to
+            ``height``.
+    """
+    if channels not in (1, 3) or (palette is not None and channels != 1):
+        raise ValueError(f"expected 1 channel (grey or palette) or 3 (RGB), got {channels}")
+    if height < 1 or width < 1:
+        raise ValueError(f"a PNG has at least one pixel, got {height}x{width}")
+    colour_type = _RGB if channels == 3 else _GREY if palette is None else _PALETTE
+    header = struct.pack(">IIBBBBB", width, height, 8, colour_type, 0, 0, 0)
+
+    def write(handle: BinaryIO) -> None:
+        handle.write(b"\x89PNG\r\n\x1a\n")
+        _write_chunk(handle, b"IHDR", header)
+        if palette is not None:
+            _write_chunk(handle, b"PLTE", np.ascontiguousarray(palette, np.uint8).tobytes())
+        for data in _compressed_rows(blocks, height, width, channels):
+            _write_chunk(handle, b"IDAT", data)
+        _write_chunk(handle, b"IEND", b"")
+
+    return atomic_write(path, write)
+
+
+def _write_chunk(handle: BinaryIO, kind: bytes, data: bytes) -> None:
+    handle.write(struct.pack(">I", len(data)))
+    handle.write(kind)
+    handle.write(data)
+    handle.write(struct.pack(">I", zlib.crc32(data, zlib.crc32(kind))))
+
+
+def _compressed_rows(
+    blocks: Iterable[np.ndarray], height: int, width: int, channels: int
+) -> Iterator[bytes]:
+    """The zlib stream of the filtered rows, in pieces of at least ``_CHUNK_BYTES``."""
+    compressor = zlib.compressobj(6)
+    shape = (width,) if channels == 1 else (width, 3)
+    previous = np.zeros(shape, np.uint8)  # the row above the first (PNG spec 9.2: zeros)
+    rows = 0
+    pending: list[bytes] = []
+    size = 0
+    for block in blocks:
+        block = np.asarray(block)
+        if block.dtype != np.uint8 or block.shape[1:] != shape:
+            raise ValueError(
+                f"expected uint8 blocks of rows (h, {', '.join(map(str, shape))}), got "
+                f"{block.dtype} {block.shape}"
+            )
+        rows += len(block)
+        if rows > height:
+            raise ValueError(f"the blocks give more than {height} rows")
+        if not len(block):
+            continue
+        if channels == 3:
+            filtered, kind = _paeth(block, previous), 4
+        else:
+            filtered, kind = block, 0
+        previous = block[-1]
+        lines = filtered.reshape(len(block), -1)
+        framed = np.empty((len(block), lines.shape[1] + 1), np.uint8)  # filter byte + row
+        framed[:, 0] = kind
+        framed[:, 1:] = lines
+        pending.append(compressor.compress(framed.tobytes()))
+        size += len(pending[-1])
+        if size >= _CHUNK_BYTES:
+            yield b"".join(pending)
+            pending, size = [], 0
+    if rows != height:
+        raise ValueError(f"the blocks give {rows} rows, expected {height}")
+    pending.append(compressor.flush())
+    yield b"".join(pending)
+
+
+def _paeth(block: np.ndarray, above: np.ndarray) -> np.ndarray:
+    """Paeth-filtered bytes of RGB rows ``(h, W, 3)`` whose row above is ``above`` (PNG 9.4)."""
+    pixels = block.astype(np.int16)
+    up = np.concatenate([above[None].astype(np.int16), pixels[:-1]])  # b
+    left = np.zeros_like(pixels)  # a (zero left of the first pixel)
+    left[:, 1:] = pixels[:, :-1]
+    upper_left = np.zeros_like(pixels)  # c
+    upper_left[:, 1:] = up[:, :-1]
+    guess = left + up - upper_left
+    to_left, to_up, to_corner = (np.abs(guess - v) for v in (left, up, upper_left))
+    predictor = np.where(
+        (to_left <= to_up) & (to_left <= to_corner),
+        left,
+        np.where(to_up <= to_corner, up, upper_left),
+    )
+    return (pixels - predictor).astype(np.uint8)
 
 
 def side_by_side(images: list[np.ndarray], *, gap: int = 0, fill: int = 255) -> np.ndarray:

@@ -11,6 +11,7 @@ from typing import Any
 
 from rich.console import Console
 
+from leanseg import limits
 from leanseg.commands import common
 from leanseg.config import ConfigError
 
@@ -24,9 +25,19 @@ def add_bench_parser(commands: Any) -> None:
     )
     bench.add_argument("config", help="YAML config file")
     common.add_overrides(bench)
-    bench.add_argument("--size", required=True, help="input size HxW, e.g. 1024x2048")
     bench.add_argument(
-        "--batch", type=common.POSITIVE_INT, default=1, help="batch size (default 1)"
+        "--size",
+        required=True,
+        help=f"input size HxW, e.g. 1024x2048 (sides up to {limits.MAX_SIDE}, batch x H x W up "
+        f"to {limits.megapixels(limits.MAX_BATCH_PIXELS)})",
+    )
+    bench.add_argument(
+        "--batch",
+        type=common.number(
+            int, lambda v: 1 <= v <= limits.MAX_BATCH_SIZE, f"in 1..{limits.MAX_BATCH_SIZE}"
+        ),
+        default=1,
+        help="batch size (default 1)",
     )
     bench.add_argument("--train", action="store_true", help="time a training step, not inference")
     bench.add_argument("--device", type=common.device_name, default="cpu", help="cpu or cuda")
@@ -35,7 +46,9 @@ def add_bench_parser(commands: Any) -> None:
     )
     bench.add_argument("--repeats", type=common.POSITIVE_INT, default=10, help="timed runs")
     bench.add_argument(
-        "--threads", type=common.POSITIVE_INT, help="torch CPU threads (default: torch's)"
+        "--threads",
+        type=common.POSITIVE_INT,
+        help="torch CPU threads (default: torch's; more than the cores are clamped to them)",
     )
     bench.add_argument(
         "--onnxruntime",
@@ -51,12 +64,25 @@ def add_bench_parser(commands: Any) -> None:
 # ---------------------------------------------------------------------- bench
 
 
-def parse_size(text: str) -> tuple[int, int]:
-    """``"1024x2048"`` -> ``(1024, 2048)`` (height, width)."""
+def parse_size(text: str, batch: int = 1) -> tuple[int, int]:
+    """``"1024x2048"`` -> ``(1024, 2048)`` (height, width), refusing a size above the limits of
+    :mod:`leanseg.limits` (for a batch of ``batch``) before anything is made."""
     parts = text.lower().split("x")
-    if len(parts) != 2 or not all(p.strip().isdigit() and int(p) > 0 for p in parts):
+    if len(parts) != 2 or not all(p.strip().isascii() and p.strip().isdigit() for p in parts):
         raise ConfigError(f"--size {text!r}: expected HxW with positive integers, e.g. 512x1024")
-    return int(parts[0]), int(parts[1])
+    if any(len(p.strip()) > 12 or int(p) == 0 for p in parts):
+        raise ConfigError(f"--size {text!r}: expected HxW with positive integers, e.g. 512x1024")
+    height, width = int(parts[0]), int(parts[1])
+    problem = limits.size_problem(height, width, limits.MAX_BATCH_PIXELS)
+    pixels = batch * height * width
+    if problem is None and pixels > limits.MAX_BATCH_PIXELS:
+        problem = (
+            f"batch x H x W is {limits.megapixels(pixels)}, more than "
+            f"{limits.megapixels(limits.MAX_BATCH_PIXELS)}"
+        )
+    if problem:
+        raise ConfigError(f"--size {text} (batch {batch}): too large, {problem}")
+    return height, width
 
 
 def _check_bench_size(size: tuple[int, int], batch: int, stride: int) -> None:
@@ -88,12 +114,12 @@ def _cmd_bench(args: argparse.Namespace) -> int:
     from leanseg.models import build_model
     from leanseg.nn.segmentor import extra_inputs
 
-    size = parse_size(args.size)
+    size = parse_size(args.size, args.batch)
     common.check_json_target(args.json, "bench", force=args.force)
     cfg = common.load_run_config(args.config, args.overrides)
     device = common.select_device(args.device)
     if args.threads is not None:
-        torch.set_num_threads(args.threads)
+        torch.set_num_threads(limits.clamp_threads(args.threads, "--threads"))
     if args.onnxruntime and (args.train or device.type != "cpu"):
         raise ConfigError("--onnxruntime times CPU inference: drop --train and use --device cpu")
     if args.train and options_given(args):

@@ -13,11 +13,20 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from leanseg import limits
 from leanseg.commands import common
 from leanseg.config import ConfigError
 
 if TYPE_CHECKING:
+    import numpy as np
     from torch import nn
+
+    from leanseg.data.io import ImageRegions
+
+# A test-time scale: positive, and at most leanseg.limits.MAX_SCALE.
+_SCALE = common.number(
+    float, lambda v: 0 < v <= limits.MAX_SCALE, f"a positive number, at most {limits.MAX_SCALE:g}"
+)
 
 # Names of the files ``predict`` wrote into an output folder, so that a rerun may replace them
 # and nothing else.
@@ -39,7 +48,17 @@ def add_predict_parser(commands: Any) -> None:
         "--max-megapixels",
         type=common.MEGAPIXELS,
         default=4.0,
-        help="memory budget: larger images are processed in overlapping tiles (default 4)",
+        help="memory budget: larger images are segmented in overlapping tiles, one at a time, "
+        "so that the memory of the model's work does not grow with the image; what does is "
+        "the decoded image (4 bytes per pixel for colour) and the label map (1 byte) "
+        "(default 4)",
+    )
+    predict.add_argument(
+        "--max-image-megapixels",
+        type=common.MEGAPIXELS,
+        default=limits.MAX_IMAGE_MEGAPIXELS,
+        help="refuse images with more pixels than this, read from the file's header before "
+        f"decoding (default {limits.MAX_IMAGE_MEGAPIXELS:g})",
     )
     predict.add_argument(
         "--overlap",
@@ -50,7 +69,7 @@ def add_predict_parser(commands: Any) -> None:
     )
     predict.add_argument(
         "--scales",
-        type=common.POSITIVE_FLOAT,
+        type=_SCALE,
         nargs="+",
         default=[1.0],
         help="run the model on the image rescaled by each of these factors and average the "
@@ -203,18 +222,17 @@ def _cmd_predict(args: argparse.Namespace) -> int:
 
 
 def _predict(args: argparse.Namespace) -> int:
-    import numpy as np
     import torch
     from rich.progress import Progress
 
-    from leanseg.data.io import read_rgb
+    from leanseg.data.io import ImageRegions
     from leanseg.engine.dense_crf import DenseCRF
     from leanseg.engine.inference import Predictor, megapixels_to_pixels
     from leanseg.engine.ood_maps import (
         domain_classes,
         ood_output_names,
         predict_with_ood,
-        write_ood_maps,
+        write_ood_pictures,
     )
     from leanseg.engine.scale_levels import (
         disparity_file,
@@ -223,8 +241,12 @@ def _predict(args: argparse.Namespace) -> int:
         read_disparity,
         save_level_maps,
     )
-    from leanseg.visualize import overlay, save_label_png, save_rgb_png
+    from leanseg.visualize import save_label_png
 
+    if len(args.scales) > limits.MAX_SCALE_COUNT:
+        raise ConfigError(
+            f"--scales: {len(args.scales)} scales given, at most {limits.MAX_SCALE_COUNT}"
+        )
     images = common.collect_images(args.images)
     stems = output_stems(images)
     device = common.select_device(args.device)
@@ -232,6 +254,7 @@ def _predict(args: argparse.Namespace) -> int:
         args.checkpoint,
         device=device,
         max_pixels=megapixels_to_pixels(args.max_megapixels),
+        max_image_pixels=megapixels_to_pixels(args.max_image_megapixels),
         overlap=args.overlap,
         scales=tuple(args.scales),
         flip=args.flip,
@@ -260,31 +283,31 @@ def _predict(args: argparse.Namespace) -> int:
     with Progress(console=console, transient=True) as progress:
         task = progress.add_task("predict", total=len(images))
         for index, path in enumerate(images):
-            image = read_rgb(path)
+            # Refused from its header before decoding when over --max-image-megapixels.
+            image = ImageRegions.open(path, predictor.max_image_pixels)
             inputs = None
             if depth is not None:
                 disparity_path = disparity_file(depth, path.stem)
-                disparity = torch.from_numpy(read_disparity(disparity_path, image.shape[:2]))
+                disparity = torch.from_numpy(read_disparity(disparity_path, image.shape))
                 inputs = {
                     "disparity": disparity[None],
                     "stereo_baseline": torch.tensor([args.stereo_baseline]),
                 }
             try:
-                label, probabilities = predict_with_ood(predictor, image, native, inputs)
+                label, foreign = predict_with_ood(predictor, image, native, inputs)
             except ValueError as err:  # e.g. an overlap too large for the tiles of the budget
                 raise ConfigError(f"{path}: {err}") from None
             if index == 0:  # the output folder appears with the first result, not before
                 _record_outputs(out, previous | set(names))
             stem = stems[path]
             save_label_png(label, out / f"{stem}.png", predictor.palette)
-            blended = overlay(image, label, predictor.palette, alpha=args.alpha)
-            save_rgb_png(np.asarray(blended), out / f"{stem}_overlay.png")
-            if probabilities is not None:
-                write_ood_maps(probabilities, native, out, stem)
+            save_overlay(image, label, predictor.palette, args.alpha, out / f"{stem}_overlay.png")
+            if foreign is not None:
+                write_ood_pictures(*foreign, out, stem)
             if args.scale_levels and inputs is not None:
                 model = predictor.model
                 levels = level_maps(
-                    model, disparity.to(predictor.device), args.stereo_baseline, image.shape[:2]
+                    model, disparity.to(predictor.device), args.stereo_baseline, image.shape
                 )
                 save_level_maps(
                     levels,
@@ -301,6 +324,28 @@ def _predict(args: argparse.Namespace) -> int:
         common.write_json(costs, str(out / "active_sites.json"))
         console.print(f"active sites per level of each image: {out / 'active_sites.json'}")
     return 0
+
+
+def save_overlay(
+    image: ImageRegions, label: np.ndarray, palette: Any, alpha: float, path: Path
+) -> Path:
+    """Write the class colours blended over ``image`` as a PNG, a block of rows at a time
+    (:func:`leanseg.visualize.overlay` of each block), so that no blended copy of a large image
+    is held."""
+    from leanseg.visualize import overlay, write_png
+
+    height, width = image.shape
+    step = max(1, 1_000_000 // width)  # rows of about a megapixel
+    blocks = (
+        overlay(
+            image.read(slice(top, top + step), slice(0, width)),
+            label[top : top + step],
+            palette,
+            alpha=alpha,
+        )
+        for top in range(0, height, step)
+    )
+    return write_png(path, height, width, blocks, channels=3)
 
 
 def _depth_arguments(args: argparse.Namespace, model: nn.Module) -> Path | None:

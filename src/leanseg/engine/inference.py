@@ -11,12 +11,19 @@ enough (see :func:`sliding_window_scores`), so tiling changes memory use but not
 :func:`predict_scores` adds multi-scale and horizontal-flip testing (averaging softmax
 probabilities), :func:`choose_tile` turns a pixel budget into a tile size, and :class:`Predictor`
 bundles a model, its config and these settings behind ``predict(image) -> label map``.
+
+Memory of :meth:`Predictor.predict` is bounded on any image size: an image larger than the
+budget is segmented block by block (:meth:`Predictor.predict_blocks`), each block read from the
+decoded image as ``uint8`` (:class:`~leanseg.data.io.ImageRegions`), normalised, scored and
+reduced to class ids before the next; no float map of the whole image is ever made. What grows
+with the image is the decoded image itself (as the file decodes: 4 bytes per pixel for colour)
+and the ``uint8`` label map (1 byte per pixel).
 """
 
 from __future__ import annotations
 
 import math
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any, NamedTuple
 
@@ -28,7 +35,7 @@ from torch import Tensor, nn
 
 from leanseg.config import IMAGENET_MEAN, IMAGENET_STD, Config, CRFConfig
 from leanseg.data.classes import bit_palette
-from leanseg.data.io import image_to_rgb, read_rgb
+from leanseg.data.io import ImageRegions, image_to_rgb, read_rgb
 from leanseg.engine.dense_crf import DenseCRF
 from leanseg.engine.model_inputs import crop_inputs, follow_image
 from leanseg.engine.site_cost import SiteCounter
@@ -37,7 +44,7 @@ from leanseg.engine.speed import InferenceOptions, InferenceRunner, PreparedMode
 # Tile sides are multiples of this: the output stride of every backbone leanseg builds.
 TILE_MULTIPLE = 32
 
-ImageInput = str | Path | np.ndarray | Image.Image
+ImageInput = str | Path | np.ndarray | Image.Image | ImageRegions
 
 
 class _Span(NamedTuple):
@@ -261,10 +268,10 @@ def predict_scores(
 class Predictor:
     """A trained model, its config and test-time settings: image in, label map out.
 
-    Images larger than ``max_pixels`` are segmented tile by tile (see
-    :func:`sliding_window_scores`), so memory stays bounded for images of any size; the
-    predicted labels do not depend on the budget for models whose receptive field fits in half
-    the overlap, and approximately so otherwise.
+    Images larger than ``max_pixels`` are segmented block by block (:meth:`predict_blocks`),
+    so memory stays bounded for images of any size; the predicted labels do not depend on the
+    budget for models whose receptive field fits in half the overlap (at one scale, without
+    flip, they are those of :func:`sliding_window_scores`), and approximately so otherwise.
 
     Args:
         model: maps normalised images ``(B, 3, H, W)`` to class scores ``(B, C, H, W)``.
@@ -286,6 +293,9 @@ class Predictor:
             ``None`` for none.
         class_names: the name of each class, by label id (:attr:`class_names`), for a model
             built in code; ``None`` takes them from ``cfg``, or names them ``class 0 ...``.
+        max_image_pixels: image files with more pixels (read from their header) are refused
+            before decoding (:class:`~leanseg.data.io.ImageTooLargeError`); ``None`` for
+            :data:`leanseg.limits.MAX_IMAGE_MEGAPIXELS`.
 
     Raises:
         InferenceOptionError: for a dtype the device cannot run (fp16 on the CPU).
@@ -305,6 +315,7 @@ class Predictor:
         options: InferenceOptions | None = None,
         crf: CRFConfig | None = None,
         class_names: Sequence[str] | None = None,
+        max_image_pixels: int | None = None,
     ) -> None:
         count = getattr(model, "num_classes", None)
         if class_names is not None and count is not None and len(class_names) != count:
@@ -315,6 +326,7 @@ class Predictor:
         self.model = model.to(self.device).eval()
         self.cfg = cfg
         self.max_pixels = max_pixels
+        self.max_image_pixels = max_image_pixels
         self.overlap = overlap
         self.scales = tuple(scales)
         self.flip = flip
@@ -402,25 +414,94 @@ class Predictor:
         return tuple(tuple(color) for color in dataset_palette(self.cfg.data))
 
     def predict(self, image: ImageInput, inputs: dict[str, Tensor] | None = None) -> np.ndarray:
-        """Label map ``uint8 (H, W)`` of class ids for one RGB image.
+        """Label map ``uint8 (H, W)`` of class ids for one RGB image, in bounded memory.
 
         Args:
             image: a path to an image file, an RGB ``uint8 (H, W, 3)`` array (or grey
-                ``(H, W)``), or a PIL image.
+                ``(H, W)``), a PIL image, or :class:`~leanseg.data.io.ImageRegions`.
             inputs: what the model reads besides the image, batched as one image
                 (:meth:`predict_scores`).
         """
-        probabilities = self.predict_scores(image, inputs)  # (C, H, W)
-        if probabilities.shape[0] > 255:
-            raise ValueError(
-                f"{probabilities.shape[0]} classes do not fit a uint8 label map (255 = ignore)"
-            )
-        return probabilities.argmax(dim=0).to(torch.uint8).cpu().numpy()
+        regions = self.regions(image)
+        label = np.empty(regions.shape, np.uint8)
+        for rows, cols, probabilities in self.predict_blocks(regions, inputs):
+            label[rows, cols] = class_ids(probabilities)
+        return label
+
+    def regions(self, image: ImageInput) -> ImageRegions:
+        """``image`` as :class:`~leanseg.data.io.ImageRegions`; a file larger than
+        :attr:`max_image_pixels` is refused before decoding."""
+        if isinstance(image, ImageRegions):
+            return image
+        if isinstance(image, str | Path):
+            return ImageRegions.open(image, self.max_image_pixels)
+        if isinstance(image, Image.Image):
+            image.load()
+            return ImageRegions(image)
+        return ImageRegions(load_rgb(image))
+
+    def predict_blocks(
+        self, image: ImageInput, inputs: dict[str, Tensor] | None = None
+    ) -> Iterator[tuple[slice, slice, Tensor]]:
+        """Class probabilities of one image, block by block, in bounded memory.
+
+        An image of at most ``max_pixels`` is one block (:meth:`predict_scores`). A larger one
+        is cut into the tiles :func:`sliding_window_scores` would cut for a budget of
+        ``max_pixels / max(1, largest scale)^2`` pixels (so that every rescaled tile fits the
+        budget too); each tile is read from the image as ``uint8``, scored with the predictor's
+        scales, flips and CRF, and yields the part of it that is farthest from the other tiles
+        (center-crop stitching). At one scale without flip and CRF the stitched probabilities
+        are those of :func:`sliding_window_scores` over the whole image. Multi-scale and flip
+        testing rescale each tile rather than the whole image, and the CRF sees one tile at a
+        time (its kernels reach across a tile border only as far as the overlap): both are
+        close to, not equal to, their whole-image results.
+
+        Args:
+            image: as :meth:`predict`.
+            inputs: as :meth:`predict_scores`; maps are cropped with each tile.
+
+        Yields:
+            ``(rows, cols, probabilities)``: the block's place in the image and its
+            ``float32 (C, h, w)`` probabilities on the predictor's device; the blocks cover the
+            image once.
+        """
+        regions = self.regions(image)
+        height, width = regions.shape
+        if self._sites is not None:
+            self._sites.reset()
+        if self.max_pixels is None or height * width <= self.max_pixels:
+            whole = slice(0, height), slice(0, width)
+            yield *whole, self._scores(regions.read(*whole), inputs)
+            return
+        largest = max(1.0, *self.scales)
+        budget = max(TILE_MULTIPLE * TILE_MULTIPLE, int(self.max_pixels / largest**2))
+        tile = choose_tile(height, width, budget)
+        assert tile is not None  # the image is over the budget
+        divisor = int(getattr(self._runner, "size_divisor", TILE_MULTIPLE) or 1)
+        rows = _tile_spans(height, tile[0], _overlap_pixels(self.overlap, tile[0]), divisor)
+        cols = _tile_spans(width, tile[1], _overlap_pixels(self.overlap, tile[1]), divisor)
+        for row in rows:
+            for col in cols:
+                in_rows, in_cols = slice(row.start, row.stop), slice(col.start, col.stop)
+                tile_inputs = None if inputs is None else crop_inputs(inputs, in_rows, in_cols)
+                scores = self._scores(regions.read(in_rows, in_cols), tile_inputs)
+                kept = scores[
+                    :,
+                    row.keep_start - row.start : row.keep_stop - row.start,
+                    col.keep_start - col.start : col.keep_stop - col.start,
+                ]
+                yield (
+                    slice(row.keep_start, row.keep_stop),
+                    slice(col.keep_start, col.keep_stop),
+                    kept,
+                )
 
     def predict_scores(self, image: ImageInput, inputs: dict[str, Tensor] | None = None) -> Tensor:
-        """Class probabilities ``float32 (C, H, W)`` of one image, on the predictor's device.
+        """Class probabilities ``float32 (C, H, W)`` of one whole image, on the predictor's device.
 
-        Averaged over the predictor's scales and flips (:func:`predict_scores`).
+        Averaged over the predictor's scales and flips (:func:`predict_scores`). This holds
+        ``4 C`` bytes per pixel of the image (a 150-megapixel image of 19 classes: 11 GB); for
+        large images use :meth:`predict` or :meth:`predict_blocks`.
 
         Args:
             image: as :meth:`predict`.
@@ -428,9 +509,14 @@ class Predictor:
                 size, e.g. ``{"disparity": (1, H, W), "stereo_baseline": (1,)}`` for depth-guided
                 scale selection; moved with every scale, flip and tile.
         """
-        array = load_rgb(image)
+        regions = self.regions(image)
         if self._sites is not None:
             self._sites.reset()
+        whole = slice(0, regions.height), slice(0, regions.width)
+        return self._scores(regions.read(*whole), inputs)
+
+    def _scores(self, array: np.ndarray, inputs: dict[str, Tensor] | None) -> Tensor:
+        """Probabilities ``(C, h, w)`` of ``uint8 (h, w, 3)`` pixels: scales, flips and CRF."""
         pixels = torch.from_numpy(array).to(self.device).permute(2, 0, 1).float().div_(255)
         normalised = ((pixels - self._mean) / self._std).unsqueeze(0)  # (1, 3, H, W)
         probabilities = predict_scores(
@@ -445,6 +531,19 @@ class Predictor:
         if self.crf is not None:
             return self.crf(probabilities[0], pixels.mul(255))  # colours in 0-255
         return probabilities[0]
+
+
+def class_ids(probabilities: Tensor) -> np.ndarray:
+    """``uint8 (h, w)`` class ids of probabilities ``(C, h, w)`` (the most likely class).
+
+    Raises:
+        ValueError: for more than 255 classes (255 is the ignore label).
+    """
+    if probabilities.shape[0] > 255:
+        raise ValueError(
+            f"{probabilities.shape[0]} classes do not fit a uint8 label map (255 = ignore)"
+        )
+    return probabilities.argmax(dim=0).to(torch.uint8).cpu().numpy()
 
 
 def load_rgb(image: ImageInput) -> np.ndarray:

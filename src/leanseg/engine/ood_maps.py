@@ -17,12 +17,10 @@ from typing import Any
 
 import numpy as np
 import torch
-from PIL import Image
 
 from leanseg.config import ConfigError, DataConfig
 from leanseg.data import union_label_space
 from leanseg.ood import ForeignMap, foreign_map
-from leanseg.utils import atomic_write
 
 
 def domain_classes(data_cfg: DataConfig, domain: str) -> list[int]:
@@ -52,8 +50,9 @@ def ood_output_names(stem: str) -> list[str]:
 
 
 def _write_grey(array: np.ndarray, path: Path) -> Path:
-    image = Image.fromarray(np.ascontiguousarray(array, dtype=np.uint8), mode="L")
-    return atomic_write(path, lambda handle: image.save(handle, format="PNG"))
+    from leanseg.visualize import save_rgb_png  # streams rows: no copy of the picture
+
+    return save_rgb_png(np.asarray(array, dtype=np.uint8), path)
 
 
 def write_ood_maps(
@@ -72,29 +71,45 @@ def write_ood_maps(
         The maps written, on the probabilities' device.
     """
     maps = foreign_map(probabilities, native)
-    out = Path(out)
-    flag_path, mass_path = (out / name for name in ood_output_names(stem))
-    _write_grey(maps.foreign.cpu().numpy().astype(np.uint8) * 255, flag_path)
-    _write_grey(torch.round(maps.mass * 255).to(torch.uint8).cpu().numpy(), mass_path)
+    write_ood_pictures(*_pictures(maps), out, stem)
     return maps
+
+
+def _pictures(maps: ForeignMap) -> tuple[np.ndarray, np.ndarray]:
+    """The two grey pictures of the module docstring, ``uint8``, of a :class:`ForeignMap`."""
+    flag = maps.foreign.cpu().numpy().astype(np.uint8) * 255
+    return flag, torch.round(maps.mass * 255).to(torch.uint8).cpu().numpy()
+
+
+def write_ood_pictures(flag: np.ndarray, mass: np.ndarray, out: str | Path, stem: str) -> None:
+    """Write the foreign flag and mass pictures (``uint8 (H, W)``, as :func:`predict_with_ood`
+    gives them) of ``stem`` into ``out``."""
+    flag_path, mass_path = (Path(out) / name for name in ood_output_names(stem))
+    _write_grey(flag, flag_path)
+    _write_grey(mass, mass_path)
 
 
 def predict_with_ood(
     predictor: Any,
-    image: np.ndarray,
+    image: Any,
     native: list[int] | None,
     inputs: dict[str, torch.Tensor] | None = None,
-) -> tuple[np.ndarray, torch.Tensor | None]:
-    """The label map of ``predictor.predict`` and, with ``native``, the probabilities too
-    (one forward pass for both); ``inputs``: what the model reads besides the image."""
-    if native is None:
-        return predictor.predict(image, inputs), None
-    probabilities = predictor.predict_scores(image, inputs)  # (C, H, W)
-    if probabilities.shape[0] > 255:
-        raise ValueError(
-            f"{probabilities.shape[0]} classes do not fit a uint8 label map (255 = ignore)"
-        )
-    return probabilities.argmax(dim=0).to(torch.uint8).cpu().numpy(), probabilities
+) -> tuple[np.ndarray, tuple[np.ndarray, np.ndarray] | None]:
+    """The label map of ``predictor.predict`` and, with ``native``, the foreign flag and mass
+    pictures (``uint8 (H, W)`` each, module docstring), from one pass over the image's blocks
+    (:meth:`~leanseg.engine.inference.Predictor.predict_blocks`: no float map of the whole
+    image is made); ``inputs``: what the model reads besides the image."""
+    from leanseg.engine.inference import class_ids
+
+    regions = predictor.regions(image)
+    label = np.empty(regions.shape, np.uint8)
+    if native is not None:
+        flag, mass = np.empty(regions.shape, np.uint8), np.empty(regions.shape, np.uint8)
+    for rows, cols, probabilities in predictor.predict_blocks(regions, inputs):
+        label[rows, cols] = class_ids(probabilities)
+        if native is not None:
+            flag[rows, cols], mass[rows, cols] = _pictures(foreign_map(probabilities, native))
+    return label, None if native is None else (flag, mass)
 
 
 def add_ood_argument(parser: argparse.ArgumentParser) -> None:
@@ -115,4 +130,5 @@ __all__ = [
     "ood_output_names",
     "predict_with_ood",
     "write_ood_maps",
+    "write_ood_pictures",
 ]

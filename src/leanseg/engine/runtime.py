@@ -13,6 +13,7 @@ import torch
 
 from leanseg.config import TrainConfig
 from leanseg.engine import distributed
+from leanseg.limits import clamp_threads
 
 
 def select_device(name: str) -> torch.device:
@@ -31,7 +32,7 @@ def seed_everything(seed: int) -> None:
 
 
 def set_up_device(train_cfg: TrainConfig) -> torch.device:
-    """Apply a fixed ``train.num_threads`` (``auto`` is left to the trainer's
+    """Apply a fixed ``train.num_threads``, at most one per core (``auto`` is left to the trainer's
     :class:`~leanseg.engine.cpu_share.ThreadGovernor`), pick ``train.device``, flush
     subnormals on the CPU (``train.flush_denormal``) and join the process group (if the
     environment describes one, :func:`leanseg.engine.distributed.init_from_environment`).
@@ -40,7 +41,8 @@ def set_up_device(train_cfg: TrainConfig) -> torch.device:
     after training. ``train.flush_denormal: false`` leaves the mode as it is.
     """
     if isinstance(train_cfg.num_threads, int):
-        torch.set_num_threads(train_cfg.num_threads)
+        # More threads than cores are clamped to the cores, with a warning.
+        torch.set_num_threads(clamp_threads(train_cfg.num_threads, "train.num_threads"))
     device = select_device(train_cfg.device)
     if device.type == "cpu" and train_cfg.flush_denormal:
         torch.set_flush_denormal(True)  # False only where the CPU cannot (not SSE3 / ARM)

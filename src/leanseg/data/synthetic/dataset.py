@@ -7,6 +7,7 @@ from pathlib import Path
 import numpy as np
 from torch.utils.data import Dataset
 
+from leanseg import limits
 from leanseg.data.base import IGNORE_INDEX, DatasetError, Sample, Transform
 from leanseg.data.synthetic.camera import scene_rig
 from leanseg.data.synthetic.files import manifest_entry, read_manifest, sample_paths, write_dataset
@@ -62,6 +63,9 @@ class SyntheticStreetScenes(Dataset):
         check_counts(num_samples, seed)
         if len(size) != 2 or min(size) < 8:
             raise DatasetError(f"size must be (height, width), each at least 8, got {size}")
+        problem = limits.size_problem(int(size[0]), int(size[1]), limits.MAX_SYNTHETIC_PIXELS)
+        if problem:  # refused before a scene is drawn (about 12 bytes per pixel)
+            raise DatasetError(f"size {list(size)}: too large for synthetic scenes, {problem}")
         self.split = split
         self.transform = transform
         self.num_samples = int(num_samples)

@@ -63,7 +63,15 @@ def resolve_pretrained(source: str | Path) -> Path:
 
 
 def read_state_dict(path: str | Path) -> dict[str, torch.Tensor]:
-    """Read a state dict (or a dict with a ``model`` state dict) without unpickling code."""
+    """Read a state dict (or a dict with a ``model`` state dict) without unpickling code; its
+    sizes are checked first, as a checkpoint's are
+    (:func:`leanseg.engine.checkpoint.check_checkpoint_sizes`)."""
+    from leanseg.engine.checkpoint import CheckpointError, check_checkpoint_sizes
+
+    try:
+        check_checkpoint_sizes(path)
+    except CheckpointError as err:
+        raise PretrainedError(str(err)) from None
     try:
         payload = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as err:  # torch raises several types for foreign or unsafe files
