@@ -86,6 +86,9 @@ def _scale_selection_verdict(record: dict[str, Any]) -> str:
 
 
 FIGURES: dict[str, Figure] = {
+    # The demo (benchmarks/demo_run.py runs leanseg demo).
+    "demo.miou": Figure("demo.json", lambda r: f"{r['model_miou_percent']:.1f}"),
+    "demo.baseline": Figure("demo.json", lambda r: f"{r['colour_baseline_miou_percent']:.1f}"),
     # The full CPU recipe (configs/lite0/ladder_camvid.yaml).
     "recipe.miou": Figure("camvid_recipe.json", lambda r: f"{r['val_miou']:.1f}"),
     "recipe.minutes": Figure("camvid_recipe.json", lambda r: _minutes(r["train_seconds"])),
