@@ -145,7 +145,8 @@ def test_to_colours_needs_a_colour_for_every_value() -> None:
             {"sky": [1, 2, 3], "road": [1, 2, 3]},
             r"road: colour .* given to data\.label_colors\.sky",
         ),
-        ({7: [1, 2, 3]}, r"data\.label_colors\.7: entries are named by class name"),
+        # (every config key must be a name: refused before the colours are read)
+        ({7: [1, 2, 3]}, r"data\.label_colors: key 7 is a int; keys are names"),
     ],
 )
 def test_malformed_entry_is_a_config_error_naming_the_key(entry: dict, match: str) -> None:

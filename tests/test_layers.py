@@ -37,6 +37,7 @@ LAYERS = {
     "leanseg.utils": 0,
     "leanseg.ood": 0,
     "leanseg.limits": 0,
+    "leanseg.safe_yaml": 0,
     "leanseg.version": 0,
     "leanseg.weight_sources": 0,
     "leanseg.data": 1,

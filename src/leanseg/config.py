@@ -30,6 +30,7 @@ from __future__ import annotations
 import dataclasses
 import difflib
 import math
+import os
 import re
 import types
 import typing
@@ -40,8 +41,14 @@ from typing import Any, Literal, Union
 
 import yaml
 
-from leanseg import limits
-from leanseg.config_paths import resolve_file_paths, resolve_override_paths, store_paths
+from leanseg import limits, safe_yaml
+from leanseg.config_paths import (
+    PathExpansionError,
+    expand_path,
+    resolve_file_paths,
+    resolve_override_paths,
+    store_paths,
+)
 
 # torchvision's ImageNet statistics of 0..1 RGB, the normalisation of ResNet/DenseNet/HRNet weights
 # and of a ``DataConfig`` built by hand with ``mean``/``std`` left ``None``.
@@ -327,7 +334,8 @@ def _optional(test: Callable[[Any], bool]) -> Callable[[Any], bool]:
 
 # ``auto``, ``cpu``, ``cuda``, ``cuda:N`` or ``mps``: the device strings torch accepts that a
 # run can use. Whether CUDA is present is checked where the device is used, not at load time.
-DEVICE_PATTERN = re.compile(r"auto|cpu|mps|cuda(:\d+)?")
+# N is 0..127: torch keeps a device index in 8 signed bits (``cuda:200`` becomes ``cuda:-56``).
+DEVICE_PATTERN = re.compile(r"auto|cpu|mps|cuda(:(1[01]\d|12[0-7]|\d\d?))?")
 
 # Ranges of values that have the right type, checked at load time: dotted key -> (test, what
 # the value must be). The message names the key, the requirement and the value given.
@@ -355,6 +363,10 @@ VALUE_RANGES: dict[str, tuple[Callable[[Any], bool], str]] = {
         "[low, high] with 0 < low <= high",
     ),
     "data.color_jitter": (lambda v: _finite(v) and 0 <= v < 1, "in [0, 1)"),
+    "data.std": (
+        _optional(lambda v: all(map(_positive, v))),
+        "positive numbers (one per input channel) or null",
+    ),
     "data.batch_size": (
         lambda v: 0 < v <= limits.MAX_BATCH_SIZE,
         f"a positive integer, at most {limits.MAX_BATCH_SIZE}",
@@ -377,6 +389,8 @@ VALUE_RANGES: dict[str, tuple[Callable[[Any], bool], str]] = {
     "train.log_interval": (_positive, "a positive integer"),
     "train.grad_clip": (_optional(_positive), "a positive number or null"),
     "train.bn_recompute_batches": (_non_negative, "0 or more"),
+    # torch, NumPy and Python's random all take a seed in this range (NumPy refuses others).
+    "train.seed": (lambda v: 0 <= v < 2**32, "in 0..4294967295 (2^32 - 1)"),
     "train.freeze_backbone_until": (_optional(_positive), "a stride (4, 8, 16, ...) or null"),
     "train.device": (
         lambda v: DEVICE_PATTERN.fullmatch(v) is not None,
@@ -658,16 +672,55 @@ def apply_overrides(
             value that is not a section.
     """
     for key, value in _parse_overrides(overrides).items():
-        _set_dotted(raw, key, resolve_override_paths(key, value))
+        try:
+            _set_dotted(raw, key, resolve_override_paths(key, value))
+        except PathExpansionError as err:
+            raise ConfigError(f"override {key}: {err}") from None
     return raw
 
 
 def config_from_dict(raw: dict[str, Any], source: str = "<dict>") -> Config:
     """Validate a nested mapping into a :class:`Config`, as :func:`load_config` does."""
     try:
+        check_plain_values(raw, "")
+        if isinstance(raw, dict) and isinstance(raw.get("work_dir"), str):
+            raw = {**raw, "work_dir": _expanded(raw["work_dir"], "work_dir")}
         return coerce(raw, Config, "")
     except ConfigError as err:
         raise ConfigError(f"{source}: {err}") from None
+
+
+def _expanded(value: str, key: str) -> str:
+    try:
+        return expand_path(value)
+    except PathExpansionError as err:
+        raise ConfigError(f"{key}: {err}") from None
+
+
+def check_plain_values(value: Any, key: str) -> None:
+    """Refuse what no config value may be, anywhere in a nested mapping (component options
+    included): a key that is not a string, a number that is NaN or infinite, a string with a
+    null byte (no path can hold one).
+
+    Raises:
+        ConfigError: naming the dotted key and the value.
+    """
+    where = key or "<root>"
+    if isinstance(value, dict):
+        for name, item in value.items():
+            if not isinstance(name, str):
+                raise ConfigError(
+                    f"{where}: key {name!r} is a {type(name).__name__}; keys are names "
+                    "(write it in quotes if a name was meant)"
+                )
+            check_plain_values(item, f"{key}.{name}" if key else name)
+    elif isinstance(value, list | tuple):
+        for index, item in enumerate(value):
+            check_plain_values(item, f"{key}[{index}]")
+    elif isinstance(value, float) and not math.isfinite(value):
+        raise ConfigError(f"{where}: must be a finite number, got {value!r}")
+    elif isinstance(value, str) and "\x00" in value:
+        raise ConfigError(f"{where}: contains a null byte: {value!r}")
 
 
 def saved_config(cfg: Config, folder: str | Path) -> dict[str, Any]:
@@ -742,22 +795,29 @@ def resolve_config_path(name: str | Path) -> Path:
 
 
 def _read_yaml(path: Path) -> dict[str, Any]:
-    if path.is_dir():
-        raise ConfigError(f"{path} is a folder, not a config file")
-    if not path.is_file():
-        raise ConfigError(f"config file not found: {path}")
+    """The mapping of one config file (:mod:`leanseg.safe_yaml`'s rules), or a ConfigError
+    naming the file: missing, a folder, unreadable, too large, not UTF-8, not YAML, empty, or
+    not a mapping."""
     try:
+        if path.is_dir():
+            raise ConfigError(f"{path} is a folder, not a config file")
+        if not path.is_file():
+            raise ConfigError(f"config file not found: {path}")
+        safe_yaml.check_file_size(path)
         text = path.read_text(encoding="utf-8")
     except UnicodeDecodeError:
         raise ConfigError(f"{path}: not a UTF-8 text file (a YAML config must be UTF-8)") from None
+    except safe_yaml.YAMLFileTooLarge as err:
+        raise ConfigError(str(err)) from None
     except OSError as err:
-        raise ConfigError(f"{path}: cannot read the config ({err.strerror})") from None
+        raise ConfigError(f"{path}: cannot read the config ({err.strerror or err})") from None
     try:
-        data = yaml.safe_load(text)
+        data = safe_yaml.load(text)
     except yaml.YAMLError as err:
         raise ConfigError(f"{path}: not valid YAML: {_yaml_problem(err)}") from None
-    if data is None:
-        return {}
+    if data is None or data == {}:
+        # Training the defaults into runs/default is never what an empty file meant.
+        raise ConfigError(f"{path}: the config file is empty (no keys set)")
     if not isinstance(data, dict):
         raise ConfigError(f"{path}: top level must be a mapping, got {type(data).__name__}")
     return data
@@ -777,7 +837,11 @@ def _read_with_base(path: Path) -> dict[str, Any]:
     _resolve_paths(data, path)
     if base_name is None:
         return data
-    base_path = (path.parent / str(base_name)).resolve()
+    base_path = path.parent / str(base_name)
+    try:
+        base_path = base_path.resolve()
+    except (OSError, RuntimeError):  # a symlink loop: reading it names the file
+        base_path = Path(os.path.abspath(base_path))
     base = _read_yaml(base_path)
     if "base" in base:
         raise ConfigError(
@@ -823,7 +887,9 @@ def _parse_overrides(overrides: list[str] | dict[str, Any] | None) -> dict[str, 
         if not sep or not key.strip():
             raise ConfigError(f"override {item!r} is not of the form key=value")
         try:
-            parsed[key.strip()] = yaml.safe_load(text) if text.strip() else None
+            parsed[key.strip()] = safe_yaml.load(text) if text.strip() else None
+        except (safe_yaml.YAMLLimitError, safe_yaml.DuplicateKeyError) as err:
+            raise ConfigError(f"override {key.strip()}: {_yaml_problem(err)}") from None
         except yaml.YAMLError:
             parsed[key.strip()] = text
     return parsed

@@ -9,7 +9,9 @@ message names the exact path tried:
   paths to the base file's folder), wherever the command runs;
 - on the command line (``--set data.root=...``) and in override mappings given in Python, it is
   relative to the current folder, as for any other command-line path;
-- a leading ``~`` is the home folder.
+- a leading ``~`` is the home folder and ``$NAME`` / ``${NAME}`` the value of an environment
+  variable, as a shell expands them; a variable that is not set is an error naming it (so is
+  one in ``work_dir``, which is expanded the same way).
 
 ``work_dir`` is an output, not an input: it stays relative to the folder the command runs in.
 
@@ -29,6 +31,7 @@ from __future__ import annotations
 
 import copy
 import os
+import re
 from pathlib import Path
 from typing import Any
 
@@ -49,7 +52,8 @@ def input_path_slots(raw: dict[str, Any]) -> list[tuple[str, dict[str, Any], str
 
     Returns:
         ``(dotted key, mapping holding the value, key in that mapping)`` for every input path
-        whose value is a non-empty string; named weight sources are left out.
+        whose value is a non-empty string without a null byte; named weight sources are left
+        out.
     """
     slots: list[tuple[str, dict[str, Any], str]] = []
     data = raw.get("data")
@@ -64,12 +68,50 @@ def input_path_slots(raw: dict[str, Any]) -> list[tuple[str, dict[str, Any], str
     backbone = model.get("backbone") if isinstance(model, dict) else None
     if isinstance(backbone, dict) and not _is_weight_name(backbone.get("pretrained")):
         slots.append(("model.backbone.pretrained", backbone, "pretrained"))
-    return [slot for slot in slots if isinstance(slot[1].get(slot[2]), str) and slot[1][slot[2]]]
+    # A value with a null byte names no file: left as it is, for the config's check to refuse.
+    return [
+        slot
+        for slot in slots
+        if isinstance(slot[1].get(slot[2]), str)
+        and slot[1][slot[2]]
+        and "\x00" not in slot[1][slot[2]]
+    ]
+
+
+# ``$NAME`` or ``${NAME}`` in a path, as a shell reads it.
+_VARIABLE = re.compile(r"\$(\w+)|\$\{([^}]*)\}")
+
+
+class PathExpansionError(ValueError):
+    """A path that names an environment variable which is not set."""
+
+
+def expand_path(value: str) -> str:
+    """``value`` with a leading ``~`` and every ``$NAME`` / ``${NAME}`` expanded, as a shell
+    expands them.
+
+    Raises:
+        PathExpansionError: naming the variable, when one is not set (a shell would put an
+            empty string there, which turns ``$DATA/camvid`` into ``/camvid``).
+    """
+    for match in _VARIABLE.finditer(value):
+        name = match.group(1) or match.group(2)
+        if name not in os.environ:
+            raise PathExpansionError(
+                f"{value!r} uses the environment variable ${name}, which is not set"
+            )
+    return os.path.expanduser(os.path.expandvars(value))
 
 
 def absolute_path(value: str, folder: Path) -> str:
-    """``value`` (``~`` expanded) as an absolute path, relative paths taken from ``folder``."""
-    return str((folder / Path(value).expanduser()).resolve())
+    """``value`` (``~`` and ``$VAR`` expanded) as an absolute path, relative paths taken from
+    ``folder``; symbolic links resolved where they lead somewhere (a loop stays as written, for
+    the reader of the path to report)."""
+    path = folder / expand_path(value)
+    try:
+        return str(path.resolve())
+    except (OSError, RuntimeError):  # a symlink loop (RuntimeError before Python 3.13)
+        return os.path.abspath(path)
 
 
 def resolve_file_paths(raw: dict[str, Any], path: Path) -> dict[str, Any]:
@@ -94,13 +136,16 @@ def resolve_file_paths(raw: dict[str, Any], path: Path) -> dict[str, Any]:
         raise ValueError(f"{RELATIVE_PATHS_KEY}: expected a mapping of keys to paths")
     legacy_run = relative is None and _is_run_config(path)
     for key, holder, name in input_path_slots(raw):
-        value = holder[name]
-        if legacy_run and not Path(value).expanduser().is_absolute():
-            candidates = [absolute_path(value, Path.cwd()), absolute_path(value, folder)]
-        else:
-            candidates = [absolute_path(value, folder)]
-        if relative and key in relative:
-            candidates.append(absolute_path(relative[key], folder))
+        try:
+            value = expand_path(holder[name])
+            if legacy_run and not Path(value).is_absolute():
+                candidates = [absolute_path(value, Path.cwd()), absolute_path(value, folder)]
+            else:
+                candidates = [absolute_path(value, folder)]
+            if relative and key in relative:
+                candidates.append(absolute_path(relative[key], folder))
+        except PathExpansionError as err:
+            raise PathExpansionError(f"{key}: {err}") from None
         holder[name] = _first_existing(list(dict.fromkeys(candidates)))
     return raw
 
@@ -112,8 +157,11 @@ def resolve_override_paths(key: str, value: Any) -> Any:
     nested: Any = copy.deepcopy(value)
     for part in reversed(parts):
         nested = {part: nested}
-    for _, holder, name in input_path_slots(nested):
-        holder[name] = absolute_path(holder[name], Path.cwd())
+    for slot, holder, name in input_path_slots(nested):
+        try:
+            holder[name] = absolute_path(holder[name], Path.cwd())
+        except PathExpansionError as err:
+            raise PathExpansionError(f"{slot}: {err}") from None
     for part in parts:
         nested = nested[part]
     return nested

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import dataclasses
 import inspect
+import re
 import typing
 from collections.abc import Callable
 from pathlib import Path
@@ -424,7 +425,23 @@ def _lookup(
                 f"{', '.join(['name', *parameters])}"
             )
         kwargs[option] = coerce(value, hints.get(option, Any), f"{key}.{option}")
+        if _LOSS_PARAMETER.fullmatch(option) and _any_negative(kwargs[option]):
+            raise ConfigError(
+                f"{key}.{option}: a loss weight or parameter must be 0 or more, got {value!r}"
+            )
     return builder, kwargs
+
+
+# Options that weigh a loss or a term of it (``aux_weight``, ``class_weights``, QGN's level
+# ratio ``gamma``): a negative value turns minimising into maximising, silently. NaN and infinite
+# values are refused for every option (``leanseg.config.check_plain_values``).
+_LOSS_PARAMETER = re.compile(r"\w*_weights?|gamma")
+
+
+def _any_negative(value: Any) -> bool:
+    if isinstance(value, list | tuple):
+        return any(_any_negative(item) for item in value)
+    return isinstance(value, int | float) and not isinstance(value, bool) and value < 0
 
 
 def _builder(

@@ -100,8 +100,12 @@ def _tried(root: Path) -> str:
 
 
 def check_label_values(label: np.ndarray, num_classes: int, source: Path | str) -> None:
-    """Raise :class:`DatasetError` naming ``source`` if a label is outside 0..C-1 and not 255."""
+    """Raise :class:`DatasetError` naming ``source`` if a label is outside 0..C-1 and not 255
+    (negative values of signed label images included: cast to ``uint8`` they would wrap into
+    class ids)."""
     bad = (label >= num_classes) & (label != IGNORE_INDEX)
+    if label.dtype.kind == "i":
+        bad |= label < 0
     if bad.any():
         values = np.unique(label[bad])[:8].tolist()
         raise DatasetError(

@@ -166,6 +166,13 @@ def check_dataset(
             if progress is not None:
                 progress(done, total)
         pixels += split_pixels
+        if split_pixels.sum() and split_pixels.sum() == split_pixels[IGNORE_INDEX]:
+            # A warning per file is not enough: training on it gives a loss of 0, scoring NaN.
+            report.problems.append(
+                f"split {split!r}: every label pixel of its {len(dataset)} sample(s) is ignore "
+                f"({IGNORE_INDEX}); there is nothing to train on or score"
+            )
+            continue
         report.warnings += split_warnings(split, report.classes, split_pixels, all_ignore)
     report.class_pixels = pixels[: len(report.classes)].tolist()
     report.ignored_pixels = int(pixels[IGNORE_INDEX])

@@ -22,6 +22,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import torch
+
 from leanseg import models
 from leanseg.config import Config, ConfigError, apply_overrides
 from leanseg.engine.checkpoint import CheckpointError, load_checkpoint, load_model_state
@@ -108,6 +110,11 @@ def load_trained_model(
     if not isinstance(state, dict):
         raise CheckpointError(
             f"{path}: the 'model' entry is a {type(state).__name__}, not a state dict"
+        )
+    wrong = next((k for k, v in state.items() if not isinstance(v, torch.Tensor)), None)
+    if wrong is not None:
+        raise CheckpointError(
+            f"{path}: the 'model' entry {wrong!r} is a {type(state[wrong]).__name__}, not a tensor"
         )
     load_model_state(model, state, path)
     iteration = payload.get("iteration")

@@ -46,6 +46,7 @@ from typing import Any, Literal
 
 import yaml
 
+from leanseg import safe_yaml
 from leanseg.config import Config, saved_config
 from leanseg.config_paths import RELATIVE_PATHS_KEY, RUN_MARKER, resolve_file_paths
 from leanseg.engine.folder_lock import LOCK_NAMES
@@ -358,8 +359,8 @@ class RunDirectory:
 
     def _saved_config(self) -> dict[str, Any]:
         try:
-            return yaml.safe_load(self.config_path.read_text()) or {}
-        except (yaml.YAMLError, UnicodeDecodeError):
+            return safe_yaml.load_file(self.config_path) or {}
+        except (yaml.YAMLError, UnicodeDecodeError, safe_yaml.YAMLFileTooLarge):
             raise RunDirError(f"--resume: {self.config_path} is not readable YAML") from None
 
     def append_metrics(self, record: dict[str, Any]) -> None:

@@ -21,6 +21,8 @@ trainer guarantees:
 
 from __future__ import annotations
 
+import errno
+import math
 import time
 from collections.abc import Iterator
 from contextlib import nullcontext
@@ -28,6 +30,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import torch
 from rich.console import Console
 from rich.progress import Progress
@@ -37,6 +40,7 @@ from torch.utils.data import DataLoader, Dataset, Sampler
 
 from leanseg.config import Config
 from leanseg.data import MixedDataset, MixedSampler, build_dataset, dataset_classes
+from leanseg.data.base import DatasetError
 from leanseg.data.cache import cache_in_memory
 from leanseg.data.transforms import input_statistics
 from leanseg.engine import bn_statistics, distributed
@@ -191,6 +195,8 @@ class Trainer:
             train_set = build_dataset(cfg.data, cfg.data.train_split, train=True)
         if val_set is None:
             val_set = build_dataset(cfg.data, cfg.data.val_split, train=False)
+        for dataset, split in ((train_set, cfg.data.train_split), (val_set, cfg.data.val_split)):
+            _refuse_all_ignored(dataset, split, cfg)
         if cfg.data.cache:
             train_set = cache_in_memory(train_set)
         self.train_set, self.val_set = train_set, val_set
@@ -459,7 +465,8 @@ class Trainer:
         # Heads that adapt to validation results (QGN A.2 class weighting) are told of them.
         if isinstance(self.model, Segmentor) and isinstance(self.model.head, EvaluationHook):
             self.model.head.on_evaluation(scores.iou)
-        if self.best is None or scores.miou > self.best["value"]:
+        # A NaN mIoU (no labelled pixel was scored) is never a best: best.pt keeps a real score.
+        if math.isfinite(scores.miou) and (self.best is None or scores.miou > self.best["value"]):
             self.best = {"metric": "miou", "value": float(scores.miou), "iteration": self.iteration}
             self._save(self.run_dir.best_checkpoint)
         self._latest_scores = scores
@@ -502,14 +509,26 @@ class Trainer:
         }
 
     def _save(self, path: Path) -> None:
-        if self.is_main:
+        if not self.is_main:
+            return
+        try:
             save_checkpoint(self._state(), path)
+        except OSError as err:
+            if err.errno not in (errno.ENOSPC, errno.EDQUOT):
+                raise
+            kept = f"the previous {path.name} is intact" if path.is_file() else "nothing replaced"
+            raise TrainingError(
+                f"{err.strerror or 'disk full'} while writing {path} at iteration "
+                f"{self.iteration}: the checkpoint was not written ({kept}, its temporary file "
+                "removed); free some space, then continue with leanseg train CONFIG --resume"
+            ) from None
 
     def _restore(self, path: Path) -> None:
         """Load the training state from ``path`` (the caller then writes the run directory)."""
         payload = load_checkpoint(path, map_location=self.device)
         if "optimizer" not in payload or "iteration" not in payload:
             raise CheckpointError(f"{path}: holds weights only, no training state to resume")
+        _check_training_state(payload, path)
         load_model_state(self.model, payload["model"], path)
         # (config.yaml says so too, but a run of an older leanseg may not have one)
         optimizer = (payload.get("config") or {}).get("train", {}).get("optimizer")
@@ -546,6 +565,79 @@ class Trainer:
                 f"(iteration {saved}); resume with --resume --force after lowering train.lr"
             )
         return f"loss is {value} at iteration {step}; stopped. No checkpoint was written yet"
+
+
+def _check_training_state(payload: dict[str, Any], path: Path) -> None:
+    """Refuse a checkpoint whose training-state entries have the wrong types, naming the entry
+    (a hand-edited or foreign file), before any of it is loaded.
+
+    Raises:
+        CheckpointError: naming the file, the entry, what it holds and what it should.
+    """
+
+    def refuse(entry: str, value: Any, expected: str) -> CheckpointError:
+        return CheckpointError(
+            f"{path}: entry {entry!r} is a {type(value).__name__} ({str(value)[:40]!r}), "
+            f"expected {expected}; not a checkpoint this version of leanseg wrote"
+        )
+
+    state = payload.get("model")
+    if not isinstance(state, dict):
+        raise refuse("model", state, "a state dict (parameter name -> tensor)")
+    for name, value in state.items():
+        if not isinstance(name, str) or not isinstance(value, torch.Tensor):
+            raise refuse(f"model.{name}", value, "a tensor")
+    iteration = payload.get("iteration")
+    if isinstance(iteration, bool) or not isinstance(iteration, int) or iteration < 0:
+        raise refuse("iteration", iteration, "an integer >= 0")
+    for entry in ("optimizer", "scaler", "rng"):
+        value = payload.get(entry)
+        if value is not None and not isinstance(value, dict):
+            raise refuse(entry, value, "a mapping")
+    best = payload.get("best")
+    if best is not None:
+        value = best.get("value") if isinstance(best, dict) else None
+        if isinstance(value, bool) or not isinstance(value, int | float):
+            raise refuse("best", best, "{metric, value: a number, iteration}")
+
+
+def _refuse_all_ignored(dataset: Dataset, split: str, cfg: Config) -> None:
+    """Refuse a split in which every label pixel is ignored, before anything is written.
+
+    Training on it gives a loss of 0 and evaluating it an mIoU of NaN. The labels are read
+    until one holds a labelled pixel: the first one in any usable dataset.
+
+    Raises:
+        DatasetError: naming the split, the sample count and the ignore values.
+    """
+    if _has_labelled_pixel(dataset, cfg.data.ignore_index) is not False:
+        return
+    ignored = sorted({255, cfg.data.ignore_index})
+    raise DatasetError(
+        f"split {split!r} of data.dataset {cfg.data.dataset!r}: every label pixel of its "
+        f"{len(dataset)} sample(s) is ignored (values {ignored}), so there is nothing to "
+        "train on or score; check the label files, data.label_colors and data.ignore_index "
+        "(leanseg data check CONFIG shows the label values)"
+    )
+
+
+def _has_labelled_pixel(dataset: Any, ignore_index: int) -> bool | None:
+    """Whether some label of ``dataset`` has a pixel that is neither 255 nor ``ignore_index``;
+    ``None`` for a dataset that cannot be read sample by sample without augmentation."""
+    parts = getattr(dataset, "parts", None)
+    if isinstance(parts, list | tuple):
+        answers = [_has_labelled_pixel(part, ignore_index) for part in parts]
+        return True if True in answers else (None if None in answers else False)
+    load_raw = getattr(dataset, "load_raw", None)
+    if load_raw is None:
+        return None
+    for index in range(len(dataset)):
+        label = load_raw(index).get("label")
+        if not isinstance(label, np.ndarray):
+            return None
+        if np.any((label != 255) & (label != ignore_index)):
+            return True
+    return False
 
 
 class _LossModule(nn.Module):

@@ -14,6 +14,7 @@ from typing import Any
 
 import yaml
 
+from leanseg import safe_yaml
 from leanseg.config import ConfigError
 from leanseg.engine.run_dir import RunDirectory
 
@@ -113,8 +114,8 @@ def read_run(path: str | Path, name: str | None = None) -> RunLog:
             f"{run.root} is not a run directory of leanseg train (it has no config.yaml)"
         )
     try:
-        config = yaml.safe_load(run.config_path.read_text(encoding="utf-8")) or {}
-    except (yaml.YAMLError, UnicodeDecodeError) as err:
+        config = safe_yaml.load_file(run.config_path) or {}
+    except (yaml.YAMLError, UnicodeDecodeError, safe_yaml.YAMLFileTooLarge) as err:
         raise ConfigError(f"{run.config_path} is not readable YAML: {err}") from None
     if not isinstance(config, dict):
         raise ConfigError(f"{run.config_path} does not hold a mapping")
