@@ -1,45 +1,53 @@
-"""A catalogue of bad inputs run against the ``leanseg`` command line (issue 12).
+"""A catalogue of bad inputs run against the ``leanseg`` command line (issues 12 and 27).
 
-Every case is something a new user may type or hand over: a config value out of range for every
-validated key, wrong types and unknown keys, broken config files (missing, a folder, binary,
-not UTF-8, bad YAML), bad ``--set`` overrides, bad flag values of every subcommand, missing,
-empty, torn, foreign or crafted checkpoint files, unreadable images, output folders that cannot
-or must not be written, and datasets with broken files.
+Every case is something a new user may type or hand over. The catalogue of issue 12
+(:func:`catalogue`): a config value out of range for every validated key, wrong types and
+unknown keys, broken config files, bad ``--set`` overrides, bad flag values of every
+subcommand, missing, empty, torn, foreign or crafted checkpoint files, unreadable images, output
+folders that cannot or must not be written, and datasets with broken files. The cases of issue 27
+(``bad_inputs_round2.py``): null bytes, symlink loops, unreadable files, mixed-type YAML keys,
+deep nesting, out-of-range seeds, NaN and infinite numbers, unknown devices, checkpoints with
+mistyped entries, empty configs, duplicate keys, negative loss weights, label ids out of range,
+all-ignored labels, ``~`` / ``$VAR`` in paths, YAML file sizes and alias bombs; and, when
+``bad_inputs_sizes.py`` exists, its size cases (item 4).
 
-Each case is scored:
+Each case runs as its own ``python -m leanseg`` process under an address-space limit
+(``RLIMIT_AS``, 4 GiB) and a time limit, in its own folder; the folder (and the shared
+workspace of good inputs) is hashed before and after. Verdicts (:data:`VERDICTS`):
 
-- **handled**: exit status 2 and the last line of stderr is one ``leanseg: error: ...`` line
-  (for ``leanseg data check`` on broken data: exit 2 and its report of the problems);
-- **traceback**: an exception escaped ``main`` (in-process) or Python printed a traceback;
-- **other**: any other ending (exit 0 where an error was due, a wrong exit status, a timeout);
-- **half-made folder**: the run or output folder the case named exists afterwards (a failed
-  command must not leave one behind); for a training run that started and then met the bad
-  input (a broken file read at the first evaluation), only if running the same command again
-  is refused because of the folder instead of ending with the same error;
-- **executed**: a crafted checkpoint ran its payload (it creates a marker file when unpickled).
+- **clear error**: a refusal was due, and the command exited with a status other than 0 and
+  one ``leanseg: error: ...`` line last on stderr, no traceback (``leanseg data check`` on
+  broken data: its report of the problems);
+- **ok**: a case that must work exited with 0;
+- **traceback**, **internal error** (the CLI's one-line ``unexpected error``, a bug caught by
+  its catch-all), **silent success** (exit 0 where a refusal was due), **wrongly refused**,
+  **unclear failure**, **memory overrun** (MemoryError, a failed allocation, a crash), **time
+  overrun**.
 
-All cases run on tiny synthetic data (a ResNet-18 + bilinear model that is never trained, 64x96
-scenes), in-process through :func:`leanseg.cli.main` (fast) or with ``--subprocess`` as real
-``python -m leanseg`` processes. Results: ``benchmarks/results/bad_inputs.json`` with the
-counts, every case that was not handled, and the machine.
+A case passes with a verdict of clear error or ok, no file changed that the case did not ask to
+write (``writes``), and no crafted checkpoint that ran code. Results:
+``benchmarks/results/bad_inputs.json``: counts, counts per class, every case's verdict, exit
+status, seconds and peak memory, the cases that did not pass, the command and the machine.
 
-    OMP_NUM_THREADS=1 taskset -c 1 .venv/bin/python benchmarks/bad_inputs.py \
-        [--subprocess] [--only SUBSTRING] [--json benchmarks/results/bad_inputs.json]
+    .venv/bin/python benchmarks/bad_inputs.py [--only SUBSTRING] [--skip-earlier] \\
+        [--json benchmarks/results/bad_inputs.json]
 """
 
 from __future__ import annotations
 
 import argparse
-import contextlib
+import hashlib
 import io
 import json
 import os
+import resource
+import shutil
 import signal
+import stat
 import subprocess
 import sys
 import tempfile
 import time
-import traceback
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -50,10 +58,17 @@ import torch
 import yaml
 from PIL import Image
 
-from common import REPO, machine, write_json
+from bad_inputs_round2 import round2_cases
+from common import REPO, write_result
+
+try:  # the size cases of issue 27 item 4, written beside this file
+    from bad_inputs_sizes import size_cases
+except ImportError:
+    size_cases = None
 
 DEFAULT_JSON = REPO / "benchmarks" / "results" / "bad_inputs.json"
 CASE_TIMEOUT_S = 120
+MEMORY_LIMIT_GIB = 4.0
 
 TINY: dict[str, Any] = {
     "model": {"backbone": {"name": "resnet18", "pretrained": None}, "head": {"name": "bilinear"}},
@@ -103,6 +118,11 @@ class Workspace:
     def images(self) -> Path:
         return self.root / "images"
 
+    @property
+    def trained(self) -> Path:
+        """A run folder of two real training iterations (``last.pt`` resumable)."""
+        return self.root / "trained"
+
     def build(self) -> None:
         from leanseg.engine.checkpoint import save_checkpoint
         from leanseg.models import build_model, load_run_config
@@ -126,6 +146,14 @@ class Workspace:
         save_checkpoint(
             {"model": other_model.state_dict(), "config": other, "iteration": 0},
             self.root / "ckpt" / "ladder.pt",
+        )
+        trained_config = self.root / "trained.yaml"
+        trained_config.write_text(yaml.safe_dump(tiny_config(self.trained)))
+        subprocess.run(
+            [sys.executable, "-m", "leanseg", "train", str(trained_config), "--no-progress"],
+            check=True,
+            capture_output=True,
+            env={**os.environ, "OMP_NUM_THREADS": "1"},
         )
 
 
@@ -174,18 +202,6 @@ class Case:
     marker: str | None = None
     # ``data check`` answers bad data with its report on stdout (exit 2), not a one-line error.
     expects_report: bool = False
-
-
-@dataclass
-class Outcome:
-    name: str
-    argv: list[str]
-    exit_code: int | None
-    verdict: str  # handled | traceback | other
-    message: str
-    seconds: float
-    half_made: list[str] = field(default_factory=list)
-    executed: bool = False
 
 
 def config_case(name: str, dotted: str, value: Any, *extra: str) -> Case:
@@ -883,170 +899,379 @@ def _png_bytes() -> bytes:
 # ---------------------------------------------------------------------- running
 
 
-class _Timeout(Exception):
-    pass
+VERDICTS = (
+    "clear error",  # refused: exit status != 0, one ``leanseg: error:`` line, no traceback
+    "ok",  # a case that must work did (exit 0)
+    "traceback",
+    "internal error",  # the CLI's one-line ``unexpected error`` (a bug caught by the catch-all)
+    "silent success",  # exit 0 where a refusal was due
+    "wrongly refused",  # a case that must work failed
+    "unclear failure",  # exit != 0 without a one-line error
+    "memory overrun",  # MemoryError, a failed allocation or a crash under the memory limit
+    "time overrun",
+)
+# A case is passed when its verdict is one of these, no file changed that it did not ask to
+# write, and no crafted checkpoint ran code.
+PASSED = ("clear error", "ok")
+_MEMORY_SIGNS = ("MemoryError", "can't allocate memory", "std::bad_alloc", "out of memory")
 
 
-def _on_alarm(signum: int, frame: Any) -> None:
-    raise _Timeout
+@dataclass
+class Planned:
+    """A case ready to run: its files made, its command known."""
+
+    name: str
+    klass: str
+    argv: list[str]
+    expect: str  # refused | ok
+    root: Path  # the folder hashed before and after (and the command's working folder)
+    writes: tuple[str, ...] = ()  # paths relative to ``root`` the case may change
+    marker: Path | None = None
+    expects_report: bool = False
+    env: dict[str, str] = field(default_factory=dict)
 
 
-def run_in_process(argv: list[str]) -> tuple[int | None, str, str, str]:
-    """``main(argv)`` with its output captured: (exit status or None, stdout, stderr,
-    the exception that escaped ``main``)."""
-    from leanseg.cli import main
+@dataclass
+class Outcome:
+    name: str
+    klass: str
+    argv: list[str]
+    exit_code: int | None
+    verdict: str
+    message: str
+    seconds: float
+    max_rss_mib: float | None
+    changed: list[str] = field(default_factory=list)
+    executed: bool = False
 
-    out, err = io.StringIO(), io.StringIO()
-    escaped = ""
-    code: int | None
-    signal.signal(signal.SIGALRM, _on_alarm)
-    signal.alarm(CASE_TIMEOUT_S)
-    try:
-        with contextlib.redirect_stderr(err), contextlib.redirect_stdout(out):
-            try:
-                code = main(argv)
-            except SystemExit as exit_:
-                code = exit_.code if isinstance(exit_.code, int) else 2
-    except _Timeout:
-        code, escaped = None, f"timed out after {CASE_TIMEOUT_S} s"
-    except BaseException as exc:  # noqa: BLE001 - anything that escapes main is a failure
-        code = None
-        escaped = "".join(traceback.format_exception_only(type(exc), exc)).strip()
-    finally:
-        signal.alarm(0)
-    return code, out.getvalue(), err.getvalue(), escaped
+    @property
+    def passed(self) -> bool:
+        return self.verdict in PASSED and not self.changed and not self.executed
 
 
-def run_subprocess(argv: list[str], cwd: Path) -> tuple[int | None, str, str, str]:
-    env = {**os.environ, "OMP_NUM_THREADS": os.environ.get("OMP_NUM_THREADS", "1")}
-    try:
-        done = subprocess.run(
+class Snapshots:
+    """Content hashes of every entry under a folder, reusing a file's hash while its
+    ``stat`` (size, modification time, inode) is unchanged. Links are recorded by their
+    target, FIFOs and sockets by their type (never opened)."""
+
+    def __init__(self) -> None:
+        self._hashes: dict[tuple[str, int, int, int], str] = {}
+
+    def take(self, root: Path) -> dict[str, str]:
+        entries: dict[str, str] = {}
+        if not root.exists():
+            return entries
+        for folder, dirs, files in os.walk(root, followlinks=False):
+            for name in dirs + files:
+                path = Path(folder) / name
+                entries[path.relative_to(root).as_posix()] = self._describe(path)
+        return entries
+
+    def _describe(self, path: Path) -> str:
+        info = path.lstat()
+        if stat.S_ISLNK(info.st_mode):
+            return f"link {os.readlink(path)}"
+        if stat.S_ISDIR(info.st_mode):
+            return f"folder {stat.S_IMODE(info.st_mode):o}"
+        if not stat.S_ISREG(info.st_mode):
+            return f"special {info.st_mode:o}"
+        key = (str(path), info.st_size, info.st_mtime_ns, info.st_ino)
+        if key not in self._hashes:
+            digest = hashlib.sha256()
+            with path.open("rb") as handle:
+                for block in iter(lambda: handle.read(1 << 20), b""):
+                    digest.update(block)
+            self._hashes[key] = digest.hexdigest()
+        return f"file {stat.S_IMODE(info.st_mode):o} {self._hashes[key]}"
+
+
+def changed_paths(
+    before: dict[str, str], after: dict[str, str], allowed: tuple[str, ...]
+) -> list[str]:
+    """Entries added, removed or changed, except those at or under an ``allowed`` path."""
+    names = sorted(set(before) | set(after))
+    changed = [name for name in names if before.get(name) != after.get(name)]
+    return [
+        name
+        for name in changed
+        if not any(name == ok or name.startswith(ok.rstrip("/") + "/") for ok in allowed)
+    ]
+
+
+def _limit_memory(limit_bytes: int) -> Callable[[], None]:
+    def apply() -> None:
+        resource.setrlimit(resource.RLIMIT_AS, (limit_bytes, limit_bytes))
+
+    return apply
+
+
+def run_limited(
+    argv: list[str], cwd: Path, env: dict[str, str], memory_gib: float, timeout_s: float
+) -> tuple[int | None, str, str, float | None, bool]:
+    """``python -m leanseg ARGV`` under an address-space limit and a time limit.
+
+    Returns:
+        (exit status, or ``-signal`` when killed by one; stdout; stderr; peak resident memory
+        in MiB; whether it ran out of time).
+    """
+    with tempfile.TemporaryFile() as out, tempfile.TemporaryFile() as err:
+        process = subprocess.Popen(
             [sys.executable, "-m", "leanseg", *argv],
             cwd=cwd,
-            env=env,
-            capture_output=True,
-            text=True,
-            timeout=CASE_TIMEOUT_S,
+            env={**os.environ, "OMP_NUM_THREADS": "1", **env},
+            stdin=subprocess.DEVNULL,
+            stdout=out,
+            stderr=err,
+            preexec_fn=_limit_memory(int(memory_gib * (1 << 30))),
+            start_new_session=True,
         )
-    except subprocess.TimeoutExpired:
-        return None, "", "", f"timed out after {CASE_TIMEOUT_S} s"
-    escaped = ""
-    if "Traceback (most recent call last)" in done.stderr:
-        escaped = done.stderr.strip().splitlines()[-1]
-    return done.returncode, done.stdout, done.stderr, escaped
+        deadline = time.monotonic() + timeout_s
+        timed_out = False
+        while True:
+            pid, status, usage = os.wait4(process.pid, os.WNOHANG)
+            if pid:
+                break
+            if time.monotonic() > deadline:
+                timed_out = True
+                os.killpg(process.pid, signal.SIGKILL)
+                pid, status, usage = os.wait4(process.pid, 0)
+                break
+            time.sleep(0.02)
+        process.returncode = os.waitstatus_to_exitcode(status)  # Popen must not wait again
+        out.seek(0)
+        err.seek(0)
+        stdout = out.read().decode(errors="replace")
+        stderr = err.read().decode(errors="replace")
+    return process.returncode, stdout, stderr, usage.ru_maxrss / 1024, timed_out
 
 
-def score(case: Case, case_dir: Path, argv: list[str], use_subprocess: bool) -> Outcome:
-    start = time.perf_counter()
-    previous = Path.cwd()
-    os.chdir(case_dir)
-    try:
-        if use_subprocess:
-            code, stdout, stderr, escaped = run_subprocess(argv, case_dir)
-        else:
-            code, stdout, stderr, escaped = run_in_process(argv)
-    finally:
-        os.chdir(previous)
-    seconds = time.perf_counter() - start
+def classify(
+    planned: Planned, code: int | None, stdout: str, stderr: str, timed_out: bool
+) -> tuple[str, str]:
+    """The verdict of one run (:data:`VERDICTS`) and the line that shows it."""
     lines = [line for line in stderr.splitlines() if line.strip()]
     last = lines[-1] if lines else ""
-    if escaped:
-        verdict, message = "traceback", escaped
-    elif code == 2 and last.startswith("leanseg: error: "):
-        verdict, message = "handled", last
-    elif case.expects_report and code == 2 and "problem(s):" in stdout:
-        verdict, message = "handled", " ".join(stdout.split("problem(s):")[-1].split())
-    else:
-        verdict, message = "other", f"exit {code}; last stderr line: {last!r}"
-    left = [name for name in case.must_not_exist if (case_dir / name).exists()]
-    if left and argv[:1] == ["train"] and verdict == "handled":
-        # Training started and then met the bad input (a broken file read at the first
-        # evaluation): the run folder may stay if running the same command again is not
-        # refused because of it, i.e. it ends with the same error.
-        again = score(Case(case.name, case.make, must_not_exist=()), case_dir, argv, use_subprocess)
-        restartable = again.message == message
-        left = [] if restartable else [f"{name} (blocks a rerun: {again.message})" for name in left]
-    executed = case.marker is not None and (case_dir / case.marker).exists()
-    return Outcome(case.name, argv, code, verdict, message, round(seconds, 2), left, executed)
+    if timed_out:
+        return "time overrun", f"killed after the time limit; last stderr line: {last!r}"
+    if any(sign in stderr for sign in _MEMORY_SIGNS) or (code is not None and code < 0):
+        return "memory overrun", f"exit {code}; last stderr line: {last!r}"
+    if "Traceback (most recent call last)" in stderr:
+        return "traceback", last
+    if planned.expect == "ok":
+        return ("ok", last) if code == 0 else ("wrongly refused", f"exit {code}: {last}")
+    if code == 0:
+        return "silent success", f"exit 0; last stderr line: {last!r}"
+    if last.startswith("leanseg: error: unexpected error"):
+        return "internal error", last
+    if last.startswith("leanseg: error: ") and len(lines) >= 1:
+        return "clear error", last
+    if planned.expects_report and "problem(s):" in stdout:
+        return "clear error", " ".join(stdout.split("problem(s):")[-1].split())
+    return "unclear failure", f"exit {code}; last stderr line: {last!r}"
+
+
+def execute(
+    planned: Planned,
+    snapshots: Snapshots,
+    workspace: Path,
+    memory_gib: float,
+    timeout_s: float,
+) -> Outcome:
+    """Run one case, hashing its folder (and the shared workspace) before and after."""
+    before = snapshots.take(planned.root)
+    shared_before = snapshots.take(workspace)
+    started = time.perf_counter()
+    code, stdout, stderr, rss, timed_out = run_limited(
+        planned.argv, planned.root, planned.env, memory_gib, timeout_s
+    )
+    seconds = time.perf_counter() - started
+    verdict, message = classify(planned, code, stdout, stderr, timed_out)
+    changed = changed_paths(before, snapshots.take(planned.root), planned.writes)
+    changed += [
+        f"workspace/{name}" for name in changed_paths(shared_before, snapshots.take(workspace), ())
+    ]
+    executed = planned.marker is not None and planned.marker.exists()
+    return Outcome(
+        planned.name,
+        planned.klass,
+        planned.argv,
+        code,
+        verdict,
+        message,
+        round(seconds, 2),
+        None if rss is None else round(rss, 1),
+        changed,
+        executed,
+    )
+
+
+def earlier_class(name: str) -> str:
+    """The class of a case of the first catalogue (issue 12), from its name."""
+    first = name.split(":")[0].split(" ")[0]
+    return f"issue 12: {first}"
+
+
+def plan_earlier(case: Case, index: int, scratch: Path, workspace: Workspace) -> Planned:
+    """A case of :func:`catalogue`: its own folder, nothing in it to be written."""
+    case_dir = scratch / "cases" / f"{index:03d}"
+    case_dir.mkdir(parents=True)
+    argv = case.make(case_dir, workspace)
+    return Planned(
+        name=case.name,
+        klass=earlier_class(case.name),
+        argv=argv,
+        expect="refused",
+        root=case_dir,
+        marker=None if case.marker is None else case_dir / case.marker,
+        expects_report=case.expects_report,
+    )
+
+
+def plan_dict(case: dict[str, Any], workdir: Path) -> Planned:
+    """A case in the dict format of ``bad_inputs_sizes.size_cases`` (and
+    ``bad_inputs_round2``): its ``setup(workdir)`` run now."""
+    workdir.mkdir(parents=True, exist_ok=True)
+    if case.get("setup") is not None:
+        case["setup"](workdir)
+    argv = [str(a) for a in case["argv"]]
+    return Planned(
+        name=case["name"],
+        klass=case["klass"],
+        argv=argv,
+        expect=case["expect"],
+        root=workdir,
+        writes=tuple(case.get("writes", ())),
+        expects_report=argv[:2] == ["data", "check"],
+        env=dict(case.get("env", {})),
+    )
 
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--subprocess", action="store_true", help="one process per case")
-    parser.add_argument("--only", help="run the cases whose name contains this")
+    parser.add_argument("--only", help="run the cases whose name or class contains this")
+    parser.add_argument(
+        "--skip-earlier", action="store_true", help="leave out the catalogue of issue 12"
+    )
     parser.add_argument("--json", default=str(DEFAULT_JSON), help="where the results go")
     parser.add_argument("--keep", action="store_true", help="keep the scratch folder")
+    parser.add_argument("--memory-gib", type=float, default=MEMORY_LIMIT_GIB)
+    parser.add_argument("--timeout", type=float, default=CASE_TIMEOUT_S)
     args = parser.parse_args()
     torch.set_num_threads(1)
 
-    cases = catalogue()
-    if args.only:
-        cases = [case for case in cases if args.only in case.name]
-    names = [case.name for case in cases]
-    assert len(names) == len(set(names)), "case names must be unique"
     scratch = Path(tempfile.mkdtemp(prefix="leanseg_bad_inputs_"))
     workspace = Workspace(scratch / "workspace")
     workspace.root.mkdir()
     workspace.build()
-    outcomes = []
+    # Each source of cases: (cases, how to plan one). Planning makes the case's files.
+    sources: list[tuple[str, list[Any], Callable[[Any, int], Planned]]] = []
+    if not args.skip_earlier:
+        sources.append(
+            ("issue 12", catalogue(), lambda c, i: plan_earlier(c, i, scratch, workspace))
+        )
+    round2_dir = scratch / "round2"
+    sources.append(
+        (
+            "issue 27",
+            round2_cases(round2_dir, workspace, tiny_config),
+            lambda c, i: plan_dict(c, round2_dir),
+        )
+    )
+    sizes_dir = scratch / "sizes"
+    if size_cases is not None:
+        sources.append(
+            ("issue 27 sizes", size_cases(sizes_dir), lambda c, i: plan_dict(c, sizes_dir))
+        )
+    snapshots = Snapshots()
+    outcomes: list[Outcome] = []
     started = time.perf_counter()
-    for index, case in enumerate(cases):
-        case_dir = scratch / "cases" / f"{index:03d}"
-        case_dir.mkdir(parents=True)
-        try:
-            argv = case.make(case_dir, workspace)
-        except Exception as exc:  # noqa: BLE001 - a broken case is reported, not fatal
-            outcomes.append(Outcome(case.name, [], None, "other", f"setup failed: {exc!r}", 0.0))
-            continue
-        outcome = score(case, case_dir, argv, args.subprocess)
-        outcomes.append(outcome)
-        flag = "ok " if outcome.verdict == "handled" and not outcome.half_made else "BAD"
-        print(f"{flag} {index:3d} {case.name}: {outcome.message[:150]}", flush=True)
+    index = 0
+    for source, cases, plan in sources:
+        names = [c.name if isinstance(c, Case) else c["name"] for c in cases]
+        assert len(names) == len(set(names)), f"case names of {source} must be unique"
+        for case in cases:
+            name = case.name if isinstance(case, Case) else case["name"]
+            klass = earlier_class(name) if isinstance(case, Case) else case["klass"]
+            index += 1
+            if args.only and args.only not in name and args.only not in klass:
+                continue
+            try:
+                planned = plan(case, index)
+            except Exception as exc:  # noqa: BLE001 - a broken case is reported, not fatal
+                outcomes.append(
+                    Outcome(name, klass, [], None, "unclear failure", f"setup: {exc!r}", 0, None)
+                )
+                print(f"BAD {index:3d} {name}: setup failed: {exc!r}", flush=True)
+                continue
+            outcome = execute(planned, snapshots, workspace.root, args.memory_gib, args.timeout)
+            outcomes.append(outcome)
+            flag = "ok " if outcome.passed else "BAD"
+            extra = f" CHANGED {outcome.changed[:3]}" if outcome.changed else ""
+            print(
+                f"{flag} {index:3d} [{klass}] {name}: {outcome.verdict}: "
+                f"{outcome.message[:140]}{extra}",
+                flush=True,
+            )
     if not args.keep:
-        import shutil
-
         shutil.rmtree(scratch, ignore_errors=True)
 
-    def count(test: Callable[[Outcome], bool]) -> int:
-        return sum(1 for outcome in outcomes if test(outcome))
+    def shown(text: str) -> str:
+        return text.replace(str(scratch), "$SCRATCH")
 
-    failures = [
-        {
-            "name": o.name,
-            "argv": [a.replace(str(scratch), "$SCRATCH") for a in o.argv],
-            "exit_code": o.exit_code,
-            "verdict": o.verdict,
-            "message": o.message.replace(str(scratch), "$SCRATCH"),
-            "half_made": o.half_made,
-            "executed": o.executed,
-        }
-        for o in outcomes
-        if o.verdict != "handled" or o.half_made or o.executed
-    ]
+    by_class: dict[str, dict[str, int]] = {}
+    for o in outcomes:
+        counts = by_class.setdefault(o.klass, {"cases": 0, "passed": 0})
+        counts["cases"] += 1
+        counts["passed"] += o.passed
+        counts[o.verdict] = counts.get(o.verdict, 0) + 1
+        if o.changed:
+            counts["files changed"] = counts.get("files changed", 0) + 1
+    new = [o for o in outcomes if o.klass.startswith("issue 12") is False]
     summary = {
-        "tried": len(outcomes),
-        "handled_one_line_error": count(lambda o: o.verdict == "handled"),
-        "traceback": count(lambda o: o.verdict == "traceback"),
-        "other": count(lambda o: o.verdict == "other"),
-        "left_half_made_folder": count(lambda o: bool(o.half_made)),
-        "executed_crafted_code": count(lambda o: o.executed),
-        "fully_handled": count(
-            lambda o: o.verdict == "handled" and not o.half_made and not o.executed
-        ),
+        "cases": len(outcomes),
+        "new_cases_issue_27": len(new),
+        "passed": sum(o.passed for o in outcomes),
+        **{verdict: sum(o.verdict == verdict for o in outcomes) for verdict in VERDICTS},
+        "files_changed": sum(bool(o.changed) for o in outcomes),
+        "executed_crafted_code": sum(o.executed for o in outcomes),
+        "max_rss_mib": max((o.max_rss_mib or 0 for o in outcomes), default=0),
     }
     record = {
-        "mode": "subprocess" if args.subprocess else "in-process",
         "summary": summary,
+        "limits": {"address_space_gib": args.memory_gib, "seconds_per_case": args.timeout},
         "seconds": round(time.perf_counter() - started, 1),
-        "failures": failures,
-        "cases": [{"name": o.name, "verdict": o.verdict, "seconds": o.seconds} for o in outcomes],
-        "machine": machine(
-            cuda=torch.cuda.is_available(),
-            euid=os.geteuid() if hasattr(os, "geteuid") else None,  # root ignores permissions
-        ),
-        "command": " ".join([Path(sys.executable).name, *sys.argv]),
+        "by_class": by_class,
+        "not_passed": [
+            {
+                "name": o.name,
+                "class": o.klass,
+                "argv": [shown(a) for a in o.argv],
+                "exit_code": o.exit_code,
+                "verdict": o.verdict,
+                "message": shown(o.message),
+                "changed": o.changed,
+                "executed": o.executed,
+            }
+            for o in outcomes
+            if not o.passed
+        ],
+        "cases": [
+            {
+                "name": o.name,
+                "class": o.klass,
+                "verdict": o.verdict,
+                "exit_code": o.exit_code,
+                "seconds": o.seconds,
+                "max_rss_mib": o.max_rss_mib,
+                "message": shown(o.message)[:300],
+                **({"changed": o.changed} if o.changed else {}),
+            }
+            for o in outcomes
+        ],
+        "sizes_module": size_cases is not None,
+        "euid": os.geteuid(),  # root reads files of any mode: no chmod cases then
     }
-    write_json(args.json, record, indent=1)
+    write_result(args.json, record, cuda=torch.cuda.is_available())
     print(json.dumps(summary, indent=1))
     print(f"results: {args.json}")
     return 0
