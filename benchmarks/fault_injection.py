@@ -20,6 +20,22 @@ to the uninterrupted run's (losses and evaluations), a loadable ``last.pt`` at t
 iteration, no leanseg temporary file, and the user's files (``notes.txt``, ``keep.tmp``) intact.
 A kill that comes after its process has already exited is not counted.
 
+Concurrency cases (issue 27, item 2), each with a first process that holds its folder while a
+second one starts:
+
+- ``two_train``: two ``leanseg train`` of one config (one run folder);
+- ``train_and_resume``: ``train`` and ``train --resume`` of the same run;
+- ``two_predict``: two ``leanseg predict`` into one ``--out``;
+- ``killed_train_holder``: a ``train`` killed with SIGKILL while it holds the run folder (after
+  its first ``last.pt``), then ``train --resume``;
+- ``killed_predict_holder``: the same for ``predict``, then ``predict`` again.
+
+A case is survived when the second process is refused with a message naming the first one's
+process id while the first still runs (or, after a kill, is accepted and finishes), the first
+finishes, the log holds every training iteration once in order (no duplicated or interleaved
+lines), ``last.pt`` loads at the last iteration, and a prediction folder's manifest parses and
+names every file in the folder.
+
     OMP_NUM_THREADS=1 python benchmarks/fault_injection.py --faults 24 \\
         --json benchmarks/results/fault_injection.json
 """
@@ -42,8 +58,10 @@ from typing import Any
 
 import yaml
 
-from common import machine, write_json
+from common import machine, write_result
+from leanseg.commands.predict import PREDICT_MANIFEST
 from leanseg.engine.checkpoint import CheckpointError, load_checkpoint
+from leanseg.engine.folder_lock import HOLDER_FILE, LOCK_NAMES
 from leanseg.engine.run_dir import RunDirectory
 from leanseg.utils import KILL_IN_WRITE_ENV, is_temp_of
 
@@ -264,6 +282,246 @@ class Chain:
         return not problems
 
 
+# ---------------------------------------------------------------------- concurrency
+
+# Long enough that a second process starts (imports torch, reads its config) while the first
+# still holds the folder, on a loaded 2-core machine.
+CONCURRENT_ITERS = 60
+
+
+def concurrent_config(folder: Path) -> Path:
+    """The config of :data:`CONFIG` trained for :data:`CONCURRENT_ITERS` iterations."""
+    folder.mkdir(parents=True, exist_ok=True)
+    raw = json.loads(json.dumps(CONFIG))
+    raw["train"].update(max_iters=CONCURRENT_ITERS, eval_interval=30, checkpoint_interval=30)
+    path = folder / "config.yaml"
+    path.write_text(yaml.safe_dump({**raw, "work_dir": str(folder / "run")}))
+    return path
+
+
+def leanseg(*args: str) -> subprocess.Popen:
+    """``python -m leanseg ARGS`` with its output captured."""
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    env.pop(KILL_IN_WRITE_ENV, None)
+    return subprocess.Popen(
+        [sys.executable, "-m", "leanseg", *args],
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+    )
+
+
+def wait_for_holder(folder: Path, process: subprocess.Popen, timeout: float = 120.0) -> bool:
+    """Wait until ``process`` has written itself as the holder of ``folder``'s lock."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline and process.poll() is None:
+        try:
+            holder = json.loads((folder / HOLDER_FILE).read_text())
+        except (OSError, ValueError):
+            holder = {}
+        if holder.get("pid") == process.pid:
+            return True
+        time.sleep(0.05)
+    return False
+
+
+def log_problems(run: RunDirectory, iterations: int) -> list[str]:
+    """What is wrong with a finished run's log and last checkpoint."""
+    problems = []
+    steps = [r["iteration"] for r in run.read_metrics() if r.get("split", "train") == "train"]
+    if steps != list(range(1, iterations + 1)):
+        problems.append(f"training lines are not iterations 1..{iterations} once each: {steps}")
+    lines = run.metrics_path.read_text().splitlines() if run.metrics_path.is_file() else []
+    torn = [line for line in lines if not line.startswith("{") or not line.endswith("}")]
+    if torn:
+        problems.append(f"{len(torn)} torn or interleaved metrics line(s)")
+    try:
+        if load_checkpoint(run.last_checkpoint)["iteration"] != iterations:
+            problems.append("last.pt is not at the last iteration")
+    except CheckpointError as err:
+        problems.append(str(err))
+    return problems
+
+
+def manifest_problems(out: Path, images: list[Path]) -> list[str]:
+    """What is wrong with a finished prediction folder: its manifest and its files."""
+    try:
+        record = json.loads((out / PREDICT_MANIFEST).read_text())
+        listed = set(record["files"])
+    except (OSError, ValueError, KeyError, TypeError) as err:
+        return [f"manifest unreadable: {err!r}"]
+    present = {p.name for p in out.iterdir()} - {PREDICT_MANIFEST, *LOCK_NAMES}
+    problems = []
+    if present - listed:
+        problems.append(f"files not in the manifest: {sorted(present - listed)[:5]}")
+    missing = [image.stem for image in images if not any(n.startswith(image.stem) for n in present)]
+    if missing:
+        problems.append(f"no output for {len(missing)} image(s), e.g. {missing[0]}")
+    return problems
+
+
+def second_refused(
+    second: subprocess.Popen, first: subprocess.Popen, started: float
+) -> dict[str, Any]:
+    """Let ``second`` finish; was it refused naming ``first``, while ``first`` still ran?"""
+    code, output = finish(second)
+    last = output.strip().splitlines()[-1] if output.strip() else ""
+    return {
+        "second_exit": code,
+        "second_message": last[:300],
+        "second_seconds": round(time.monotonic() - started, 2),
+        "first_running_when_second_ended": first.poll() is None,
+        "second_refused_naming_first": code == 2 and f"process {first.pid}" in last,
+    }
+
+
+def two_commands(
+    name: str,
+    first_args: list[str],
+    second_args: list[str],
+    *,
+    lock_folder: Path,
+    check: Any,
+) -> dict[str, Any]:
+    """``first`` holds ``lock_folder``; ``second`` starts then and must be refused."""
+    first = leanseg(*first_args)
+    result: dict[str, Any] = {"case": name}
+    if not wait_for_holder(lock_folder, first):
+        code, output = finish(first)
+        return {**result, "survived": False, "problems": [f"first never held: {output[-300:]}"]}
+    result.update(second_refused(leanseg(*second_args), first, time.monotonic()))
+    code, output = finish(first)
+    result["first_exit"] = code
+    problems = [] if code == 0 else [f"first exited {code}: {output.strip()[-300:]}"]
+    if not result["second_refused_naming_first"]:
+        problems.append(f"second not refused naming the first: {result['second_message']}")
+    if not result["first_running_when_second_ended"]:
+        problems.append("the first had ended before the second did (not a concurrent run)")
+    problems += check()
+    return {**result, "survived": not problems, "problems": problems}
+
+
+def killed_holder(
+    name: str,
+    first_args: list[str],
+    second_args: list[str],
+    *,
+    lock_folder: Path,
+    ready: Any,
+    check: Any,
+) -> dict[str, Any]:
+    """``first`` holds ``lock_folder`` and is killed once ``ready()``; ``second`` must take the
+    folder over."""
+    first = leanseg(*first_args)
+    result: dict[str, Any] = {"case": name}
+    if not wait_for_holder(lock_folder, first):
+        code, output = finish(first)
+        return {**result, "survived": False, "problems": [f"first never held: {output[-300:]}"]}
+    deadline = time.monotonic() + 300
+    while not ready() and first.poll() is None and time.monotonic() < deadline:
+        time.sleep(0.05)
+    killed = first.poll() is None
+    first.send_signal(signal.SIGKILL)
+    finish(first)
+    code, output = finish(leanseg(*second_args))
+    result.update(
+        killed_while_holding=killed,
+        stale_holder_file=(lock_folder / HOLDER_FILE).exists() or None,
+        second_exit=code,
+        second_message=(output.strip().splitlines() or [""])[-1][:300],
+    )
+    problems = [] if code == 0 else [f"second exited {code}: {output.strip()[-300:]}"]
+    if not killed:
+        problems.append("the first had ended before the kill")
+    problems += check()
+    return {**result, "survived": not problems, "problems": problems}
+
+
+def write_images(folder: Path, count: int, size: tuple[int, int]) -> list[Path]:
+    import numpy as np
+    from PIL import Image
+
+    folder.mkdir(parents=True, exist_ok=True)
+    rng = np.random.default_rng(0)
+    paths = []
+    for index in range(count):
+        path = folder / f"img{index:02d}.png"
+        Image.fromarray(rng.integers(0, 255, (*size, 3), dtype=np.uint8)).save(path)
+        paths.append(path)
+    return paths
+
+
+def concurrency_cases(root: Path) -> list[dict[str, Any]]:
+    """Run the concurrency cases of the module docstring; one result per case."""
+    results = []
+    # two train on one run folder
+    config = concurrent_config(root / "two_train")
+    run = RunDirectory(root / "two_train" / "run")
+    results.append(
+        two_commands(
+            "two_train",
+            ["train", str(config), "--no-progress"],
+            ["train", str(config), "--no-progress"],
+            lock_folder=run.root,
+            check=lambda run=run: log_problems(run, CONCURRENT_ITERS),
+        )
+    )
+    # train, then train --resume of the same run while it runs
+    config = concurrent_config(root / "resume")
+    run = RunDirectory(root / "resume" / "run")
+    results.append(
+        two_commands(
+            "train_and_resume",
+            ["train", str(config), "--no-progress"],
+            ["train", str(config), "--resume", "--no-progress"],
+            lock_folder=run.root,
+            check=lambda run=run: log_problems(run, CONCURRENT_ITERS),
+        )
+    )
+    # a killed holder, then a resume
+    config = concurrent_config(root / "killed")
+    run = RunDirectory(root / "killed" / "run")
+    results.append(
+        killed_holder(
+            "killed_train_holder",
+            ["train", str(config), "--no-progress"],
+            ["train", str(config), "--resume", "--no-progress"],
+            lock_folder=run.root,
+            ready=lambda run=run: run.last_checkpoint.is_file(),  # then --resume continues
+            check=lambda run=run: log_problems(run, CONCURRENT_ITERS),
+        )
+    )
+    # two predict into one --out (the checkpoint of the first run)
+    checkpoint = str(root / "two_train" / "run" / "checkpoints" / "last.pt")
+    images = write_images(root / "images", 24, (384, 512))
+    out = root / "predictions"
+    predict = ["predict", str(root / "images"), "--checkpoint", checkpoint, "--out", str(out)]
+    results.append(
+        two_commands(
+            "two_predict",
+            predict,
+            predict,
+            lock_folder=out,
+            check=lambda: manifest_problems(out, images),
+        )
+    )
+    out2 = root / "predictions_killed"
+    predict2 = ["predict", str(root / "images"), "--checkpoint", checkpoint, "--out", str(out2)]
+    results.append(
+        killed_holder(
+            "killed_predict_holder",
+            predict2,
+            predict2,
+            lock_folder=out2,
+            ready=lambda: len(list(out2.glob("*.png"))) >= 4,
+            check=lambda: manifest_problems(out2, images),
+        )
+    )
+    for result in results:
+        print(f"{result['case']}: survived={result['survived']} {result['problems']}", flush=True)
+    return results
+
+
 def reference_log(folder: Path) -> list[dict[str, Any]]:
     config = write_config(folder)
     code, output = finish(start(config))
@@ -279,14 +537,18 @@ def main() -> None:
     parser.add_argument("--json", type=Path, help="write the results here")
     parser.add_argument("--work", type=Path, help="folder for the runs (default: a temp dir)")
     parser.add_argument("--note", default="", help="free text kept in the JSON (e.g. the commit)")
+    parser.add_argument(
+        "--concurrency-only", action="store_true", help="only the concurrency cases"
+    )
     args = parser.parse_args()
     rng = random.Random(args.seed)
     began = time.perf_counter()
     with tempfile.TemporaryDirectory(dir=args.work) as scratch:
         root = Path(scratch)
-        reference = reference_log(root / "reference")
+        concurrency = concurrency_cases(root / "concurrency")
+        reference = [] if args.concurrency_only else reference_log(root / "reference")
         chains: list[Chain] = []
-        while sum(len(chain.faults) for chain in chains) < args.faults:
+        while not args.concurrency_only and sum(len(c.faults) for c in chains) < args.faults:
             chain = Chain(root / f"chain{len(chains)}", reference, rng)
             chain.kill_in_first_checkpoint()
             chain.torn_metrics_line()
@@ -318,12 +580,15 @@ def main() -> None:
         "random_kills_inside_a_write": len(in_a_write),
         "chains": len(chains),
         "chain_problems": [chain.problems for chain in chains if chain.problems],
+        "concurrency_cases": len(concurrency),
+        "concurrency_survived": sum(case["survived"] for case in concurrency),
+        "concurrency": concurrency,
         "seconds": round(time.perf_counter() - began, 1),
         "faults": faults,
     }
     print(json.dumps({k: v for k, v in result.items() if k not in ("faults", "config")}, indent=2))
     if args.json:
-        write_json(args.json, result)
+        write_result(args.json, result)
 
 
 if __name__ == "__main__":
