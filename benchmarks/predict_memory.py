@@ -19,7 +19,7 @@ what has to: the decoded image (Pillow keeps 4 bytes per pixel of a colour PNG) 
 only: before this change a 150-megapixel image needed tens of gigabytes (float scores of every
 class at full resolution), more than a shared machine should be asked for.
 
-    .venv/bin/python benchmarks/predict_memory.py --megapixels 2 4 150 \\
+    .venv/bin/python benchmarks/predict_memory.py --megapixels 2 4 20 150 \\
         --compare 0fba213 --compare-megapixels 2 20
 
 writes ``benchmarks/results/predict_memory.json`` (peak RSS in MiB, seconds, the ratio of the

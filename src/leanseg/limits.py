@@ -47,7 +47,7 @@ MAX_WORKERS = 256
 
 # Checkpoint files: the file itself, the bytes its tensors claim, and the pickled structure
 # around them (the config, iteration, optimizer layout: kilobytes to a few megabytes).
-MAX_CHECKPOINT_BYTES = 8 * 2**30
+MAX_CHECKPOINT_BYTES = 4 * 2**30
 MAX_CHECKPOINT_PICKLE_BYTES = 64 * 2**20
 
 

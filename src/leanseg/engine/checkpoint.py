@@ -76,8 +76,8 @@ def check_checkpoint_sizes(
     size = path.stat().st_size
     if size > max_bytes:
         raise CheckpointError(
-            f"{path}: {_gib(size)} is more than the checkpoint size limit of {_gib(max_bytes)}; "
-            "refused before reading"
+            f"{path}: {size} bytes ({_gib(size)}) is more than the checkpoint size limit of "
+            f"{max_bytes} bytes ({_gib(max_bytes)}); refused before reading"
         )
     if not zipfile.is_zipfile(path):
         return
