@@ -359,8 +359,9 @@ VALUE_RANGES: dict[str, tuple[Callable[[Any], bool], str]] = {
         "increasing N > 0",
     ),
     "data.scale_range": (
-        lambda v: all(map(_positive, v)) and v[0] <= v[1],
-        "[low, high] with 0 < low <= high",
+        lambda v: all(map(_positive, v)) and v[0] <= v[1] <= limits.MAX_SCALE,
+        f"[low, high] with 0 < low <= high <= {limits.MAX_SCALE:g} (images are rescaled "
+        "before cropping)",
     ),
     "data.color_jitter": (lambda v: _finite(v) and 0 <= v < 1, "in [0, 1)"),
     "data.std": (
