@@ -377,6 +377,7 @@ def size_cases(workdir: Path) -> list[dict[str, Any]]:
             "crop schedule stage of 100000",
             **{"data.crop_schedule": [{"crop_size": [huge, huge], "until": 1}]},
         ),
+        _train_case("training rescale up to 1000x", **{"data.scale_range": [0.5, 1000.0]}),
         _train_case("eval scale 1000", **{"eval.scales": [1000.0]}),
         _train_case("17 eval scales", **{"eval.scales": [1.0] * 17}),
         _train_case("boundary width 10^9", **{"eval.boundary_width": 10**9}),
