@@ -125,6 +125,26 @@ EQUIVALENT: dict[str, list[tuple[str, str, str]]] = {
             "(the mutants run on the CPU)",
         ),
     ],
+    "pyramid": [
+        (
+            "pyramid_targets",
+            "torch.where(valid, label, -2)",
+            "ignored pixels only need a value below every class id (any_valid = high >= 0); "
+            "-2 is one as -1 is",
+        ),
+        (
+            "fuse",
+            "torch.ones_like(finest[:, 0], dtype=None)",
+            "the finest level's indicator is all ones in any dtype; stack promotes and "
+            ".to(torch.uint8) gives the same ones",
+        ),
+        (
+            "fuse",
+            "torch.ones_like(finest[:, 0], )",
+            "the finest level's indicator is all ones in any dtype; stack promotes and "
+            ".to(torch.uint8) gives the same ones",
+        ),
+    ],
 }
 
 
