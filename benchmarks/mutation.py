@@ -80,6 +80,13 @@ MODULES: dict[str, str] = {
     "metrics": "metrics.py",
 }
 
+# Why the matching order of one image's predictions cannot matter (instance_metrics).
+_DISJOINT = (
+    "predictions are disjoint masks (an id map), so two of them can never both have IoU > 0.5 "
+    "with one instance: the order in which an image's predictions are matched changes no match, "
+    "and average_precision ranks the records by confidence (ties in index order either way)"
+)
+
 # Mutants that cannot change what the module computes, by module: ``(function, text of the
 # mutated line, why)``; a mutant of that function whose mutated line contains the text is
 # equivalent.
@@ -143,6 +150,77 @@ EQUIVALENT: dict[str, list[tuple[str, str, str]]] = {
             "torch.ones_like(finest[:, 0], )",
             "the finest level's indicator is all ones in any dtype; stack promotes and "
             ".to(torch.uint8) gives the same ones",
+        ),
+    ],
+    "instance_metrics": [
+        ("average_precision", 'float("NAN")', 'float() reads "NAN" as nan'),
+        ("average_precision", 'kind="STABLE"', "numpy reads the sort kind without case"),
+        (
+            "_ids_and_masks",
+            "*instance.shape, dtype=None)",
+            "the empty mask stack is only read through its length and an empty sum",
+        ),
+        (
+            "_ids_and_masks",
+            "*instance.shape, )",
+            "the empty mask stack is only read through its length and an empty sum",
+        ),
+        (
+            "InstanceAP.__init__",
+            "min_gt_area: int = 1",
+            "an instance has at least one pixel, so no area is below 1 or below 0",
+        ),
+        (
+            "InstanceAP.update",
+            "everywhere = None",
+            "instance[None] adds a dimension; torch.unique finds the same ids",
+        ),
+        (
+            "InstanceAP.update",
+            "_ids_and_masks(gt_instance, None)",
+            "instance[None] adds a dimension; torch.unique finds the same ids",
+        ),
+        (
+            "InstanceAP.update",
+            "_ids_and_masks(pred_instance, None)",
+            "instance[None] adds a dimension; torch.unique finds the same ids",
+        ),
+        (
+            "InstanceAP.update",
+            "if gt_masks.shape[0] or pred_masks.shape[0]:",
+            "with no prediction or no instance the matrix product gives the same empty IoU "
+            "matrix as np.zeros",
+        ),
+        (
+            "InstanceAP.update",
+            "if gt_masks.shape[1] and pred_masks.shape[0]:",
+            "with no prediction or no instance the matrix product gives the same empty IoU "
+            "matrix as np.zeros",
+        ),
+        (
+            "InstanceAP.update",
+            "if gt_masks.shape[0] and pred_masks.shape[1]:",
+            "with no prediction or no instance the matrix product gives the same empty IoU "
+            "matrix as np.zeros",
+        ),
+        (
+            "InstanceAP.update",
+            "gt_area.view(-1) - inter",
+            "(P, 1) + (G,) broadcasts to the same (P, G) as (P, 1) + (1, G)",
+        ),
+        (
+            "InstanceAP.update",
+            "iou = None",
+            "this IoU matrix is empty (no prediction or no instance) and never indexed",
+        ),
+        ("InstanceAP.update", "gt_area[j] <= self.min_gt_area]", _DISJOINT),
+        ("InstanceAP.update", "p_sel.sort(key=None)", _DISJOINT),
+        ("InstanceAP.update", "p_sel.sort(key=lambda i: +pred_scores", _DISJOINT),
+        ("InstanceAP.update", "p_sel.sort(key=lambda i: -pred_scores.get(None, 1.0))", _DISJOINT),
+        (
+            "InstanceAP.update",
+            "p_sel.sort(key=lambda i: -pred_scores.get(pred_ids[i], 2.0))",
+            _DISJOINT,
         ),
     ],
 }

@@ -235,3 +235,71 @@ def test_merge_adds_ground_truth_counts_and_records_per_threshold():
     assert result["AP"] == 0.5 and result["AP50"] == 0.5  # 1 of 2 instances at every threshold
     with pytest.raises(ValueError, match=r"thing classes \[9\] into \[8\]"):
         found.merge(InstanceAP([9]))
+
+
+def _ap_by_definition(scores, matched, num_gt):
+    """AP from its definition: rank by confidence (ties in the order given), precision and
+    recall after each prediction, precision made monotone from the right, summed over the
+    recall steps."""
+    order = sorted(range(len(scores)), key=lambda i: -scores[i])
+    tp = fp = 0
+    points = []
+    for i in order:
+        tp, fp = tp + bool(matched[i]), fp + (not matched[i])
+        points.append((tp / num_gt, tp / (tp + fp)))
+    total, previous_recall = 0.0, 0.0
+    for k, (recall, _) in enumerate(points):
+        best = max(precision for _, precision in points[k:])
+        total += (recall - previous_recall) * best
+        previous_recall = recall
+    return total
+
+
+def test_many_equal_confidences_keep_their_order():
+    """Ties are ranked in the order given (a stable sort) however many there are; numpy's
+    default sort reorders ties from 16 elements on."""
+    rng = np.random.default_rng(0)
+    scores = rng.choice([0.5, 0.7], 64)
+    matched = rng.random(64) < 0.5
+    expected = _ap_by_definition(scores.tolist(), matched.tolist(), 40)
+    assert np.isclose(average_precision(scores, matched, 40), expected)
+
+
+def test_instance_id_1000_is_the_first_instance_of_class_1():
+    """Ids are ``class * 1000 + k`` with k from 0: 1000 is an instance (class 1, k = 0)."""
+    gt, _ = _gt_square(instance=1000)
+    label = torch.where(gt > 0, 1, 0)
+    assert _ap(gt, {1000: 1.0}, gt, label, classes=(1,))["AP"] == 1.0
+
+
+def test_a_prediction_in_an_image_without_instances_is_a_false_positive():
+    metric = InstanceAP([8])
+    gt, label = _gt_square()
+    metric.update(torch.where(gt > 0, 8001, 0), {8001: 0.5}, gt, label)
+    empty = torch.zeros_like(gt)
+    metric.update(torch.where(gt > 0, 8001, 0), {8001: 0.9}, empty, empty)
+    # FP (0.9) then TP (0.5) of one instance: precision 1/2 at recall 1.
+    assert metric.compute()["AP"] == 0.5
+
+
+def test_confidences_rank_predictions_of_different_images():
+    """A later image's more confident false positive ranks before an earlier true positive."""
+    metric = InstanceAP([8])
+    gt, label = _gt_square()
+    hit = torch.where(gt > 0, 8001, 0)
+    miss = torch.zeros_like(gt)
+    miss[6:8, 6:8] = 8001
+    metric.update(hit, {8001: 0.3}, gt, label)  # image 1: a TP of 0.3
+    metric.update(miss, {8001: 0.9}, gt, label)  # image 2: a FP of 0.9, its instance missed
+    assert np.isclose(metric.compute()["AP"], 0.25)  # FP, TP over 2: precision 1/2 at 1/2
+
+
+def test_a_missing_confidence_is_exactly_one():
+    """It ties with a confidence of 1.0 given earlier, which keeps its place in front."""
+    metric = InstanceAP([8])
+    gt, label = _gt_square()
+    miss = torch.zeros_like(gt)
+    miss[6:8, 6:8] = 8001
+    metric.update(miss, {8001: 1.0}, gt, label)  # image 1: a FP of 1.0
+    metric.update(torch.where(gt > 0, 8001, 0), {}, gt, label)  # image 2: a TP, no confidence
+    assert np.isclose(metric.compute()["AP"], 0.25)

@@ -110,3 +110,11 @@ def test_class_balanced_loss_of_one_labelled_pixel_is_its_cross_entropy():
     label[0, 1, 1] = 0
     expected = -F.log_softmax(scores[0, :, 1, 1], dim=0)[0]
     assert torch.allclose(class_balanced_cross_entropy(scores, label), expected)
+
+
+def test_255_is_ignored_by_default_with_more_than_255_classes():
+    """The default ignore value is 255 whatever the number of classes: with 300 classes
+    (ADE20K-full scale) a 255 pixel is still not counted in p(c)."""
+    label = torch.tensor([[[0, 1, 255, 255]]])
+    weights = class_balanced_weights(label, 300)
+    assert weights[0] == 2.0 and weights[1] == 2.0 and weights[255] == 0.0
