@@ -500,6 +500,20 @@ def size_cases(workdir: Path) -> list[dict[str, Any]]:
             _config("bench"),
             expect="ok",
         ),
+        _case(
+            "export --check-sizes 100000x100000",
+            [
+                "export",
+                "bench.yaml",
+                "--random-init",
+                "--out",
+                "x.onnx",
+                "--check-sizes",
+                "100000x100000",
+                "64x64",
+            ],
+            _config("bench"),
+        ),
         # Checkpoints: sizes read from the file and its archive directory before loading.
         _case(
             "checkpoint of 4 GiB + 1 byte (sparse)",

@@ -470,6 +470,20 @@ def test_bench_sizes_are_refused(text: str, batch: int, match: str) -> None:
     assert parse_size("1024x2048", 8) == (1024, 2048)
 
 
+def test_export_check_sizes_are_refused(tmp_path, capsys) -> None:
+    from leanseg.cli import main
+
+    config = tmp_path / "c.yaml"
+    config.write_text("model: {backbone: {name: resnet18, pretrained: null}}\n")
+    argv = ["export", str(config), "--random-init", "--out", str(tmp_path / "m.onnx")]
+    with pytest.raises(SystemExit) as exited:  # argparse refuses it: exit status 2
+        main([*argv, "--check-sizes", "100000x100000", "64x64"])
+    assert exited.value.code == 2
+    err = capsys.readouterr().err.strip()
+    assert "\n" not in err and "--check-sizes: 100000x100000 is too large" in err
+    assert not (tmp_path / "m.onnx").exists()
+
+
 def test_synthetic_scenes_over_the_limit_are_refused_before_drawing(monkeypatch) -> None:
     import leanseg.data.synthetic.dataset as dataset
 

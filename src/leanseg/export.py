@@ -602,10 +602,18 @@ def _session(path: str | Path, threads: int = 1) -> Any:
 def _size(text: str) -> tuple[int, int]:
     import argparse
 
+    from leanseg import limits
+
     parts = text.lower().split("x")
-    if len(parts) != 2 or not all(part.isdigit() and int(part) > 0 for part in parts):
+    if len(parts) != 2 or not all(
+        part.isascii() and part.isdigit() and len(part) <= 12 and int(part) > 0 for part in parts
+    ):
         raise argparse.ArgumentTypeError(f"expected a size HxW such as 96x128, got {text!r}")
-    return int(parts[0]), int(parts[1])
+    height, width = int(parts[0]), int(parts[1])
+    problem = limits.size_problem(height, width)  # refused before a model runs at that size
+    if problem:
+        raise argparse.ArgumentTypeError(f"{text} is too large: {problem}")
+    return height, width
 
 
 def _positive_float(text: str) -> float:
