@@ -87,6 +87,13 @@ _DISJOINT = (
     "and average_precision ranks the records by confidence (ties in index order either way)"
 )
 
+# Why a prediction never has two instances to choose from (instance_metrics).
+_ONE_CANDIDATE = (
+    "instances are disjoint too: a prediction with IoU > 0.5 holds more than half its pixels "
+    "in that instance, so at most one instance is a candidate; which one, and marking it "
+    "taken, cannot matter (no other disjoint prediction can match it)"
+)
+
 # Mutants that cannot change what the module computes, by module: ``(function, text of the
 # mutated line, why)``; a mutant of that function whose mutated line contains the text is
 # equivalent.
@@ -212,6 +219,38 @@ EQUIVALENT: dict[str, list[tuple[str, str, str]]] = {
             "InstanceAP.update",
             "iou = None",
             "this IoU matrix is empty (no prediction or no instance) and never indexed",
+        ),
+        ("InstanceAP.update", "best = None", _ONE_CANDIDATE),
+        ("InstanceAP.update", "best = max(candidates, key=None)", _ONE_CANDIDATE),
+        (
+            "InstanceAP.compute",
+            "np.asarray(record.scores[t], dtype=None)",
+            "a list of Python floats (or an empty list) becomes float64 without a dtype too",
+        ),
+        (
+            "InstanceAP.compute",
+            "np.asarray(record.scores[t], )",
+            "a list of Python floats (or an empty list) becomes float64 without a dtype too",
+        ),
+        (
+            "InstanceAP.compute",
+            "np.asarray(record.matched[t], dtype=None)",
+            "a list of bools becomes a bool array; an empty one is never read "
+            "(average_precision returns 0 without predictions)",
+        ),
+        (
+            "InstanceAP.compute",
+            "np.asarray(record.matched[t], )",
+            "a list of bools becomes a bool array; an empty one is never read "
+            "(average_precision returns 0 without predictions)",
+        ),
+        ("InstanceAP.update", "best = max(candidates, )", _ONE_CANDIDATE),
+        ("InstanceAP.update", "key=lambda j: None)", _ONE_CANDIDATE),
+        ("InstanceAP.update", "taken.add(None)", _ONE_CANDIDATE),
+        (
+            "InstanceAP.update",
+            "record.matched[t].append(None)",
+            "the flags are read as np.asarray(..., dtype=bool), where None is False",
         ),
         ("InstanceAP.update", "gt_area[j] <= self.min_gt_area]", _DISJOINT),
         ("InstanceAP.update", "p_sel.sort(key=None)", _DISJOINT),

@@ -303,3 +303,15 @@ def test_a_missing_confidence_is_exactly_one():
     metric.update(miss, {8001: 1.0}, gt, label)  # image 1: a FP of 1.0
     metric.update(torch.where(gt > 0, 8001, 0), {}, gt, label)  # image 2: a TP, no confidence
     assert np.isclose(metric.compute()["AP"], 0.25)
+
+
+def test_half_covering_a_small_instance_is_a_false_positive():
+    """Only a prediction that would *match* an ignored small instance (IoU above the threshold)
+    is left uncounted; one of IoU exactly 0.5 is a false positive at every threshold."""
+    gt, label = _gt_square(size=8)
+    gt[7, 6:8] = 8002  # 2 pixels, below min_gt_area
+    label[7, 6:8] = 8
+    pred = torch.where(gt == 8001, 8001, 0)
+    pred[7, 7] = 8003  # 1 of its 2 pixels: IoU 1/2
+    result = _ap(pred, {8001: 0.1, 8003: 0.9}, gt, label, min_gt_area=3)
+    assert result["AP50"] == 0.5 and result["AP"] == 0.5
