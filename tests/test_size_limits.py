@@ -300,6 +300,18 @@ def test_streamed_multiscale_fits_the_budget_and_stays_close(local, monkeypatch)
     assert agree > 0.95
 
 
+def test_streamed_crf_stays_close_to_whole_image_crf(local) -> None:
+    from leanseg.config import CRFConfig
+
+    cfg = run_config_from_dict({})
+    rows, cols = np.mgrid[0:120, 0:170]
+    image = np.stack([rows * 2, cols, (rows + cols) % 256], -1).astype(np.uint8)
+    crf = CRFConfig(iterations=3)
+    whole = Predictor(local, cfg, max_pixels=None, crf=crf).predict(image)
+    tiled = Predictor(local, cfg, max_pixels=60 * 80, overlap=32, crf=crf).predict(image)
+    assert (whole == tiled).mean() > 0.98  # the CRF sees a tile at a time
+
+
 def test_predict_blocks_cover_the_image_once(local) -> None:
     predictor = Predictor(local, run_config_from_dict({}), max_pixels=40 * 40, overlap=8)
     covered = np.zeros((90, 130), np.int32)
