@@ -315,3 +315,16 @@ def test_half_covering_a_small_instance_is_a_false_positive():
     pred[7, 7] = 8003  # 1 of its 2 pixels: IoU 1/2
     result = _ap(pred, {8001: 0.1, 8003: 0.9}, gt, label, min_gt_area=3)
     assert result["AP50"] == 0.5 and result["AP"] == 0.5
+
+
+def test_ap50_is_the_value_at_iou_0_5_alone():
+    """IoU 0.55 matches at 0.5 only (not above 0.55): AP50 = 1, AP = 1/10."""
+    gt = torch.zeros(8, 8, dtype=torch.long)
+    gt[0:4, 0:5] = 8001  # 20 pixels
+    label = torch.where(gt > 0, 8, 0)
+    pred = torch.zeros_like(gt)
+    pred[0:2, 0:5] = 8001
+    pred[2, 0] = 8001  # 11 pixels inside: IoU 11/20
+    result = _ap(pred, {8001: 1.0}, gt, label)
+    assert result["AP50"] == 1.0 and result["per_class_AP50"]["8"] == 1.0
+    assert np.isclose(result["AP"], 0.1)
