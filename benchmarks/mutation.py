@@ -161,6 +161,17 @@ EQUIVALENT: dict[str, list[tuple[str, str, str]]] = {
     ],
     "instance_metrics": [
         ("average_precision", 'float("NAN")', 'float() reads "NAN" as nan'),
+        ("InstanceAP.compute", 'float("NAN")', 'float() reads "NAN" as nan'),
+        (
+            "InstanceAP.compute",
+            "if (valid) or True else",
+            "np.mean of no class is nan too (with a RuntimeWarning), the value given",
+        ),
+        (
+            "InstanceAP.compute",
+            "if (valid50) or True else",
+            "np.mean of no class is nan too (with a RuntimeWarning), the value given",
+        ),
         ("average_precision", 'kind="STABLE"', "numpy reads the sort kind without case"),
         (
             "_ids_and_masks",
