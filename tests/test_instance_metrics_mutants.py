@@ -328,3 +328,44 @@ def test_ap50_is_the_value_at_iou_0_5_alone():
     result = _ap(pred, {8001: 1.0}, gt, label)
     assert result["AP50"] == 1.0 and result["per_class_AP50"]["8"] == 1.0
     assert np.isclose(result["AP"], 0.1)
+
+
+# ---------------------------------------------------------------------- the printed table
+
+
+def _cells(table):
+    return [[str(cell) for cell in column._cells] for column in table.columns]
+
+
+def test_ap_table_columns_rows_and_mean():
+    """Title, a class column and two right-aligned percentage columns; one row per class, then
+    the bold mean row after a section line."""
+    from leanseg.instance_metrics import format_instance_ap
+
+    ap = {
+        "AP": 0.25,
+        "AP50": 0.5,
+        "per_class": {"1": 0.25, "3": 0.125, "x": None},
+        "per_class_AP50": {"1": 0.5, "3": 0.75, "x": None},
+    }
+    table = format_instance_ap(ap, ["road", "car", "person"])
+    assert table.title == "Instance AP (IoU 0.50:0.95) and AP50"
+    assert [column.header for column in table.columns] == ["class", "AP", "AP50"]
+    assert [column.justify for column in table.columns] == ["left", "right", "right"]
+    # Ids name classes while they are below len(class_names); others stay as they are.
+    assert _cells(table) == [
+        ["car", "3", "x", "mean"],
+        ["25.0", "12.5", "-", "25.0"],
+        ["50.0", "75.0", "-", "50.0"],
+    ]
+    assert table.rows[-1].style == "bold" and table.rows[-1].end_section is False
+    assert table.rows[-2].end_section is True
+
+
+def test_ap_table_without_names_or_ap50():
+    from leanseg.instance_metrics import format_instance_ap
+
+    table = format_instance_ap({"AP": None, "per_class": {"2": math.nan}})
+    assert _cells(table) == [["2", "mean"], ["-", "-"], ["-", "-"]]
+    table = format_instance_ap({"AP": 0.5, "AP50": 0.5, "per_class": {"0": 0.5}}, ["sky"])
+    assert _cells(table) == [["sky", "mean"], ["50.0", "50.0"], ["-", "50.0"]]
