@@ -85,6 +85,36 @@ def _scale_selection_verdict(record: dict[str, Any]) -> str:
     )
 
 
+def _predict_row(record: dict[str, Any], megapixels: float, before: bool = False) -> dict:
+    """The run of ``predict_memory.json`` at about ``megapixels``, of this checkout or the
+    compared older one."""
+    for row in record["runs"]:
+        older = row["leanseg"] != "this checkout"
+        if older == before and abs(row["megapixels"] - megapixels) < 0.5:
+            return row
+    raise KeyError(f"predict_memory.json has no run at {megapixels} MP")
+
+
+def _bytes_per_pixel(record: dict[str, Any], small: float, large: float, before: bool) -> float:
+    """Peak memory added per pixel between two image sizes."""
+    a, b = _predict_row(record, small, before), _predict_row(record, large, before)
+    added = (b["peak_rss_mib"] - a["peak_rss_mib"]) * 2**20
+    return added / ((b["megapixels"] - a["megapixels"]) * 1e6)
+
+
+def _rss(megapixels: float, before: bool = False) -> Callable[[dict[str, Any]], str]:
+    return lambda r: f"{_predict_row(r, megapixels, before)['peak_rss_mib']:.0f}"
+
+
+def _before_extrapolated_gib(record: dict[str, Any]) -> str:
+    """The older predict's memory at the largest size measured now, extrapolated linearly."""
+    largest = max(row["megapixels"] for row in record["runs"])
+    base = _predict_row(record, 2, before=True)
+    per_pixel = _bytes_per_pixel(record, 2, 20, before=True)
+    total = base["peak_rss_mib"] * 2**20 + per_pixel * (largest - base["megapixels"]) * 1e6
+    return f"{total / 2**30:.0f}"
+
+
 FIGURES: dict[str, Figure] = {
     # The demo (benchmarks/demo_run.py runs leanseg demo).
     "demo.miou": Figure("demo.json", lambda r: f"{r['model_miou_percent']:.1f}"),
@@ -158,6 +188,19 @@ FIGURES: dict[str, Figure] = {
     "options.cl_ratio": Figure(
         "inference_options.json", lambda r: f"{r['latency']['channels_last']['vs_plain']:.2f}"
     ),
+    # Memory of leanseg predict by image size (benchmarks/predict_memory.py).
+    "predict.rss_2": Figure("predict_memory.json", _rss(2)),
+    "predict.rss_4": Figure("predict_memory.json", _rss(4)),
+    "predict.rss_20": Figure("predict_memory.json", _rss(20)),
+    "predict.rss_150": Figure("predict_memory.json", _rss(150)),
+    "predict.bytes_per_pixel": Figure(
+        "predict_memory.json", lambda r: f"{_bytes_per_pixel(r, 4, 150, before=False):.0f}"
+    ),
+    "predict.before_rss_20": Figure("predict_memory.json", _rss(20, before=True)),
+    "predict.before_bytes_per_pixel": Figure(
+        "predict_memory.json", lambda r: f"{_bytes_per_pixel(r, 2, 20, before=True):.0f}"
+    ),
+    "predict.before_150_gib": Figure("predict_memory.json", _before_extrapolated_gib),
     # Multi-domain training (benchmarks/multi_domain.py).
     "multi.joint_camvid": Figure(
         "multi_domain.json",
