@@ -87,6 +87,13 @@ _DISJOINT = (
     "and average_precision ranks the records by confidence (ties in index order either way)"
 )
 
+# Equivalence reasons shared by several quadtree mutants.
+_SAME_LENGTHS = "a pyramid and its leaf masks always have the same length; strict only checks it"
+_LARGER_GRID = (
+    "decode's grid is made larger than needed; every level's leaves land in its top-left part "
+    "at the same places, and the crop returns that part"
+)
+
 # Why a prediction never has two instances to choose from (instance_metrics).
 _ONE_CANDIDATE = (
     "instances are disjoint too: a prediction with IoU > 0.5 holds more than half its pixels "
@@ -157,6 +164,32 @@ EQUIVALENT: dict[str, list[tuple[str, str, str]]] = {
             "torch.ones_like(finest[:, 0], )",
             "the finest level's indicator is all ones in any dtype; stack promotes and "
             ".to(torch.uint8) gives the same ones",
+        ),
+    ],
+    "quadtree": [
+        (
+            "merge",
+            "first = patches[..., 1]",
+            "all four children equal the first iff they all equal the second, and then the value "
+            "is the same",
+        ),
+        ("encode", "leaf_masks(pyramid), strict=None)", _SAME_LENGTHS),
+        ("encode", "leaf_masks(pyramid), )", _SAME_LENGTHS),
+        ("encode", "leaf_masks(pyramid), strict=False)", _SAME_LENGTHS),
+        ("decode", "(b, h << top, w >> top)", _LARGER_GRID),
+        ("decode", "(b, h >> top, w << top)", _LARGER_GRID),
+        ("decode", "if level <= top:", _LARGER_GRID),
+        (
+            "decode",
+            "dtype=torch.long, device=None)",
+            "on the CPU the values and the grid share the one device; the move matters on a GPU "
+            "only (the mutants run on the CPU)",
+        ),
+        (
+            "decode",
+            "dtype=torch.long, )",
+            "on the CPU the values and the grid share the one device; the move matters on a GPU "
+            "only (the mutants run on the CPU)",
         ),
     ],
     "instance_metrics": [

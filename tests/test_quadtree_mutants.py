@@ -68,6 +68,7 @@ def test_padding_goes_bottom_and_right_with_the_ignore_value():
     assert torch.equal(padded[:, :3, :5], label)
     assert padded[:, 3].eq(9).all() and padded[:, :, 5:].eq(9).all()
     assert pad_to_multiple(label, 1) is label
+    assert pad_to_multiple(label, 2)[0, 3, 5] == 255  # the ignore value by default
     assert pad_to_multiple(torch.zeros(1, 4, 3), 4).shape == (1, 4, 4)
     assert pad_to_multiple(torch.zeros(1, 3, 4), 4).shape == (1, 4, 4)
 
@@ -180,3 +181,23 @@ def test_level_stats_add_up_over_label_maps():
 def test_the_composite_channel_follows_the_classes():
     """Classes are channels 0..k-1; the composite is channel k (QGN's 0, moved to the end)."""
     assert composite_channel(19) == 19 and composite_channel(1) == 1
+
+
+def test_wildcard_mode_reaches_every_level_of_the_pyramid_and_the_tree():
+    """``ignore="wildcard"`` (training targets) merges a class with ignore pixels on every level,
+    in :func:`t_pyramid` and :func:`encode` alike."""
+    label = torch.tensor([[[3, 255, 3, 3], [3, 3, 3, 3], [3, 3, 255, 3], [3, 3, 3, 3]]])
+    pyramid = t_pyramid(label, 3, ignore="wildcard")
+    assert pyramid[1].tolist() == [[[3, 3], [3, 3]]] and pyramid[2].tolist() == [[[3]]]
+    tree = encode(label, 3, ignore="wildcard")
+    assert tree.num_leaves() == 1 and tree.values[2].tolist() == [3]
+    assert decode(tree).eq(3).all()  # differs from the label only at its ignore pixels
+    # "keep": the two 2x2 cells with an ignore pixel split into 8 pixels, 2 cells stay whole.
+    assert encode(label, 3).num_leaves() == 8 + 2
+
+
+def test_encode_defaults_to_six_levels_and_pads_with_255():
+    tree = encode(torch.zeros(3, 3, dtype=torch.long))
+    assert tree.num_levels == 6 and tree.padded_shape == (1, 32, 32) and tree.shape == (1, 3, 3)
+    assert tree.values[4].tolist() == [255, 255, 255]  # the padding-only 16x16 cells
+    assert decode(tree).eq(0).all() and decode(tree).shape == (1, 3, 3)
