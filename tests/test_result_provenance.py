@@ -195,8 +195,6 @@ AWAITING_RERUN: dict[str, str] = {
         "benchmarks/results/ssn_instance_iterations_ap.json"
     ),
     # Written by others' harnesses.
-    "bad_inputs.json": "re-made by the issue-27 harness",
-    "fault_injection.json": "re-made by the issue-27 harness",
     "heads_camvid.json": (
         "rewritten (write_result) by python benchmarks/heads_camvid.py --report-only when the "
         "running full-budget comparison has its runs"
