@@ -173,6 +173,12 @@ EQUIVALENT: dict[str, list[tuple[str, str, str]]] = {
             "all four children equal the first iff they all equal the second, and then the value "
             "is the same",
         ),
+        (
+            "leaf_level_map",
+            "range(top - 1, -2, -1)",
+            "the extra step compares T_0 with the composite value -1, which a label map never "
+            "holds (classes 0..k-1 and the ignore value)",
+        ),
         ("encode", "leaf_masks(pyramid), strict=None)", _SAME_LENGTHS),
         ("encode", "leaf_masks(pyramid), )", _SAME_LENGTHS),
         ("encode", "leaf_masks(pyramid), strict=False)", _SAME_LENGTHS),

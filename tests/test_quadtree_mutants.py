@@ -151,6 +151,8 @@ def test_level_pixel_counts_count_original_pixels_only():
     # cells mixed with padding; the 7 padding pixels are not counted.
     small = torch.zeros(3, 3, dtype=torch.long)
     assert level_pixel_counts(small, 3).tolist() == [5, 4, 0]
+    # An unlabelled map merges with its padding (255 by default): one leaf on the top level.
+    assert level_pixel_counts(torch.full((3, 3), 255), 3).tolist() == [0, 0, 9]
     assert level_pixel_counts(torch.zeros(32, 32)).tolist() == [0, 0, 0, 0, 0, 1024]
 
 
@@ -201,3 +203,10 @@ def test_encode_defaults_to_six_levels_and_pads_with_255():
     assert tree.num_levels == 6 and tree.padded_shape == (1, 32, 32) and tree.shape == (1, 3, 3)
     assert tree.values[4].tolist() == [255, 255, 255]  # the padding-only 16x16 cells
     assert decode(tree).eq(0).all() and decode(tree).shape == (1, 3, 3)
+
+
+def test_level_counts_in_wildcard_mode_and_default_padding_of_level_stats():
+    label = torch.tensor([[[3, 255, 3, 3], [3, 3, 3, 3], [3, 3, 255, 3], [3, 3, 3, 3]]])
+    assert level_pixel_counts(label, 3, ignore="wildcard").tolist() == [0, 0, 16]
+    assert level_pixel_counts(label, 3).tolist() == [8, 8, 0]
+    assert level_stats([torch.full((3, 3), 255)], num_levels=3).counts == [0, 0, 9]
