@@ -62,6 +62,7 @@ import tempfile  # noqa: E402
 import time  # noqa: E402
 from collections.abc import Iterator  # noqa: E402
 from dataclasses import dataclass  # noqa: E402
+from datetime import datetime, timezone  # noqa: E402
 from pathlib import Path  # noqa: E402
 
 REPO = Path(__file__).resolve().parents[1]
@@ -834,6 +835,7 @@ def main(argv: list[str] | None = None) -> None:
                 shutil.rmtree(work, ignore_errors=True)
         entry = entries[module]
         entry["command"] = _command(module, args)
+        entry["finished"] = datetime.now(timezone.utc).isoformat(timespec="seconds")
         print(
             f"{module}: {entry['killed']}/{entry['mutants']} killed, "
             f"{len(entry['equivalent'])} equivalent, score {entry['score']}",
