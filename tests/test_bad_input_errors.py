@@ -287,6 +287,13 @@ def test_well_typed_training_state_passes() -> None:
     trainer_module._check_training_state(payload, Path("last.pt"))
 
 
+def test_nan_best_of_a_resumed_checkpoint_is_dropped() -> None:
+    best = {"metric": "miou", "value": 0.5, "iteration": 4}
+    assert trainer_module._usable_best(best) is best
+    assert trainer_module._usable_best({**best, "value": float("nan")}) is None
+    assert trainer_module._usable_best(None) is None
+
+
 # ---------------------------------------------------------------------- labels
 
 

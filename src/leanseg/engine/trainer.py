@@ -547,7 +547,7 @@ class Trainer:
         if payload.get("scaler"):
             self.scaler.load_state_dict(payload["scaler"])
         self.iteration = int(payload["iteration"])
-        self.best = payload.get("best")
+        self.best = _usable_best(payload.get("best"))
         set_rng_state(payload.get("rng") or {})
         if self.is_main:
             self.console.print(f"resumed from {path} at iteration {self.iteration}")
@@ -599,6 +599,15 @@ def _check_training_state(payload: dict[str, Any], path: Path) -> None:
         value = best.get("value") if isinstance(best, dict) else None
         if isinstance(value, bool) or not isinstance(value, int | float):
             raise refuse("best", best, "{metric, value: a number, iteration}")
+
+
+def _usable_best(best: dict[str, Any] | None) -> dict[str, Any] | None:
+    """The ``best`` entry of a resumed checkpoint, or ``None`` for a NaN or infinite score (an
+    older leanseg saved NaN mIoU as best): no score would beat it, so ``best.pt`` would never be
+    written again."""
+    if best is None or not math.isfinite(best["value"]):
+        return None
+    return best
 
 
 def _refuse_all_ignored(dataset: Dataset, split: str, cfg: Config) -> None:
