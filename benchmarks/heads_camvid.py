@@ -41,6 +41,7 @@ import argparse
 import copy
 import hashlib
 import json
+import shlex
 import statistics
 from dataclasses import dataclass
 from pathlib import Path
@@ -380,8 +381,10 @@ def write_record(
         "budget": budget.key,
         "scores": scores,
         "train_seconds": seconds,
-        "train_command": " ".join(["leanseg", "train", str(run.config.relative_to(REPO))])
-        + "".join(f" --set {item}" for item in budget.overrides_of(run, seed, 1)),
+        "train_command": shlex.join(
+            ["leanseg", "train", str(run.config.relative_to(REPO))]
+            + [part for item in budget.overrides_of(run, seed, 1) for part in ("--set", item)]
+        ),
     }
     if is_qgn(run, budget):
         print(f"QGN schemes of {folder.name}", flush=True)

@@ -195,10 +195,6 @@ AWAITING_RERUN: dict[str, str] = {
         "benchmarks/results/ssn_instance_iterations_ap.json"
     ),
     # Written by others' harnesses.
-    "heads_camvid.json": (
-        "rewritten (write_result) by python benchmarks/heads_camvid.py --report-only when the "
-        "running full-budget comparison has its runs"
-    ),
     "heads_camvid_300iters.json": (
         "issue 11's 300-iteration comparison, whose harness is gone (heads_camvid.py trains the"
         " full budget now): delete with docs/heads_camvid_300iters.md once heads_camvid.json "
