@@ -590,9 +590,8 @@ def build_record(
             "max_iters": sorted(set(max_iters.values())),
             "seeds": list(budget.seeds),
             "required_seeds": REQUIRED_SEEDS,
-            "runs_dir": str(budget.runs_dir.relative_to(REPO))
-            if budget.runs_dir.is_relative_to(REPO)
-            else str(budget.runs_dir),
+            "runs_dir": shown_path(budget.runs_dir),
+            "records_dir": None if budget.records_dir is None else shown_path(budget.records_dir),
         },
         "spread": "a row: sample std over seeds; a difference of two rows: sqrt(std_a^2 + "
         "std_b^2); of two evaluations of the same runs (QGN schemes): std of the per-seed "
@@ -608,6 +607,12 @@ def build_record(
     record["command"] = command
     record["machine"] = machine()
     return record
+
+
+def shown_path(path: Path) -> str:
+    """``path`` relative to the repository where it is inside it."""
+    path = path.resolve()
+    return str(path.relative_to(REPO)) if path.is_relative_to(REPO) else str(path)
 
 
 def reproduce_command(run: Run) -> str:

@@ -113,7 +113,9 @@ def readme_block(record: dict[str, Any]) -> str:
         "",
         f"Budget: `{budget['recipe']}` (its `data` and `train` sections; "
         f"{', '.join(map(str, budget['max_iters']))} iterations), seeds "
-        f"{', '.join(map(str, budget['seeds']))}, runs in `{budget['runs_dir']}`. Accuracy on "
+        f"{', '.join(map(str, budget['seeds']))}, "
+        f"finished runs recorded in `{budget.get('records_dir') or budget['runs_dir']}`. "
+        "Accuracy on "
         "CamVid val (101 images) in %, mean ± sample std over the seeds; boundary mIoU in an "
         "8-pixel band; GMAC and CPU latency at 1024x2048 (batch 1), training activation memory "
         "at 768x768 batch 2. A row not yet trained on every seed says so instead of a number.",
