@@ -21,6 +21,7 @@ from types import SimpleNamespace
 
 import numpy as np
 import pytest
+import torch
 import yaml
 from PIL import Image
 
@@ -340,3 +341,16 @@ def test_check_writes_nothing_and_lock_files_are_not_contents(tmp_path):
         assert lock_files(run.root) == [LOCK_FILE, HOLDER_FILE]
         assert not run.last_checkpoint.exists()
     assert lock_files(run.root) == []
+
+
+def test_a_forced_resume_trains_with_the_new_weight_decay_and_backbone_rate(run_copy):
+    """The checkpoint brings the optimizer's moments; its hyperparameters are the config's, as
+    the rewritten config.yaml says (not the checkpoint's old weight_decay / lr_mult)."""
+    raw = tiny_config(run_copy, weight_decay=0.25, backbone_lr_mult=0.5, max_iters=3)
+    trainer = Trainer(run_config_from_dict(raw), resume=True, force=True, show_progress=False)
+    saved = torch.load(run_copy / "checkpoints" / "last.pt", weights_only=False)["optimizer"]
+    assert {group["weight_decay"] for group in saved["param_groups"]} != {0.25}
+    assert {group["weight_decay"] for group in trainer.optimizer.param_groups} == {0.25}
+    assert sorted(group["lr_mult"] for group in trainer.optimizer.param_groups) == [0.5, 1.0]
+    # The state itself (Adam's moments) is the checkpoint's.
+    assert trainer.optimizer.state_dict()["state"].keys() == saved["state"].keys()

@@ -537,6 +537,13 @@ class Trainer:
                 f"{path}: holds the state of optimizer {optimizer!r}, not of train.optimizer "
                 f"{self.cfg.train.optimizer!r}; train.optimizer cannot change on --resume"
             )
+        # The checkpoint brings the optimizer's state (moments, steps) and its hyperparameters;
+        # the hyperparameters are the config's (a --resume --force may change weight_decay,
+        # momentum or backbone_lr_mult, and config.yaml then says the new values).
+        configured = [
+            {key: value for key, value in group.items() if key != "params"}
+            for group in self.optimizer.param_groups
+        ]
         try:
             self.optimizer.load_state_dict(payload["optimizer"])
         except (ValueError, KeyError) as err:  # other parameter groups (e.g. other frozen layers)
@@ -544,6 +551,8 @@ class Trainer:
                 f"{path}: its optimizer state does not fit this model's trainable parameters "
                 f"({err})"
             ) from None
+        for group, settings in zip(self.optimizer.param_groups, configured, strict=True):
+            group.update(settings)
         if payload.get("scaler"):
             self.scaler.load_state_dict(payload["scaler"])
         self.iteration = int(payload["iteration"])
