@@ -88,6 +88,20 @@ _DISJOINT = (
     "and average_precision ranks the records by confidence (ties in index order either way)"
 )
 
+# Equivalence reasons shared by several sparse mutants.
+_BLOCK_SIZE = (
+    "only the number of rows per block changes (step 1 in range: each block recomputes rows "
+    "the next one overwrites); every row is computed the same"
+)
+_CAT_DIM = "torch.cat joins along dim 0 by default"
+_ZERO_ROWS = "a second appended zero row is never indexed (absent neighbours point at row N)"
+
+# Why a device argument cannot matter here.
+_CPU_ONLY = (
+    "on the CPU every tensor is on the one device; the device argument matters on a GPU only "
+    "(the mutants run on the CPU)"
+)
+
 # Equivalence reasons shared by several quadtree mutants.
 _SAME_LENGTHS = "a pyramid and its leaf masks always have the same length; strict only checks it"
 _LARGER_GRID = (
@@ -197,6 +211,47 @@ EQUIVALENT: dict[str, list[tuple[str, str, str]]] = {
             "dtype=torch.long, )",
             "on the CPU the values and the grid share the one device; the move matters on a GPU "
             "only (the mutants run on the CPU)",
+        ),
+    ],
+    "sparse": [
+        (
+            "SparseTensor.from_dense",
+            "torch.ones((b, h, w), dtype=None, device=dense.device)",
+            "the all-sites mask is only read by nonzero(): float ones give the same sites",
+        ),
+        (
+            "SparseTensor.from_dense",
+            "torch.ones((b, h, w), device=dense.device)",
+            "the all-sites mask is only read by nonzero(): float ones give the same sites",
+        ),
+        ("SparseTensor.from_dense", "dtype=torch.bool, device=None)", _CPU_ONLY),
+        ("SparseTensor.from_dense", "dtype=torch.bool, )", _CPU_ONLY),
+        ("_rows_per_block", "return max(2, BLOCK_BYTES", _BLOCK_SIZE),
+        (
+            "_rows_per_block",
+            "BLOCK_BYTES // max(2, width * itemsize)",
+            "width * itemsize is at least 9 channels x 2 bytes, never 1, so max(1, .) = max(2, .)",
+        ),
+        ("_gather_matmul", "_rows_per_block(weight.shape[1]", _BLOCK_SIZE),
+        ("_SubmConv3x3.backward", "_rows_per_block(weight.shape[1]", _BLOCK_SIZE),
+        ("_gather_matmul", "for start in range(0, n, ):", _BLOCK_SIZE),
+        ("_gather_matmul", "features.new_zeros((1, features.shape[1]))], )", _CAT_DIM),
+        ("_SubmConv3x3.backward", "features.new_zeros((1, cin))], )", _CAT_DIM),
+        ("_gather_matmul", "features.new_zeros((2, features.shape[1]))], dim=0)", _ZERO_ROWS),
+        ("_SubmConv3x3.backward", "features.new_zeros((2, cin))], dim=0)", _ZERO_ROWS),
+        ("neighbour_table", "dtype=torch.int32, device=None", _CPU_ONLY),
+        ("neighbour_table", "n, dtype=torch.int32, )", _CPU_ONLY),
+        (
+            "neighbour_table",
+            "torch.full((b, h + 3, w + 2)",
+            "one more padding row of 'absent' at the bottom of the index grid: no site reads it "
+            "differently",
+        ),
+        (
+            "neighbour_table",
+            "torch.full((b, h + 2, w + 3)",
+            "one more padding column of 'absent' at the right of the index grid: no site reads "
+            "it differently",
         ),
     ],
     "instance_metrics": [

@@ -182,3 +182,38 @@ def test_relu_and_sequential_keep_the_sites():
     x = SparseTensor(torch.tensor([[0, 0, 0], [0, 1, 1]]), torch.tensor([[-1.0], [2.0]]), (1, 2, 2))
     out = SparseSequential(SparseReLU(), SparseReLU())(x)
     assert out.features.tolist() == [[0.0], [2.0]] and torch.equal(out.coords, x.coords)
+
+
+@pytest.mark.parametrize("algorithm", ["gather", "offset"])
+def test_gradients_flow_to_whichever_input_requires_them(algorithm):
+    """A frozen layer still passes the gradient to its input, and a layer on an input that needs
+    none still gets its weight gradient (the custom backward returns None for the other)."""
+    dense, mask = _input(p=0.7)
+    x = SparseTensor.from_dense(dense, mask)
+    conv = SubmConv2d(3, 2, algorithm=algorithm).double()
+    ref_in = (dense * mask[:, None]).requires_grad_(True)
+    ref = F.conv2d(ref_in, conv.weight, conv.bias, padding=1).permute(0, 2, 3, 1)[mask]
+    ref_grads = torch.autograd.grad(ref.sum(), [ref_in, conv.weight])
+    conv.requires_grad_(False)
+    feats = x.features.clone().requires_grad_(True)
+    conv(x.replace(feats)).features.sum().backward()
+    torch.testing.assert_close(feats.grad, ref_grads[0].permute(0, 2, 3, 1)[mask])
+    conv.requires_grad_(True)
+    conv(x).features.sum().backward()
+    torch.testing.assert_close(conv.weight.grad, ref_grads[1])
+
+
+@pytest.mark.parametrize("algorithm", ["gather", "offset"])
+def test_row_blocks_write_their_own_rows_without_warnings(monkeypatch, algorithm):
+    """Each row block is written into its own rows of the output (no resizing of ``out=``
+    views, which PyTorch warns is going away)."""
+    import warnings
+
+    monkeypatch.setattr(sparse, "BLOCK_BYTES", 100)
+    dense, mask = _input(p=0.8)
+    x = SparseTensor.from_dense(dense, mask)
+    conv = SubmConv2d(3, 4, algorithm=algorithm).double()
+    feats = x.features.clone().requires_grad_(True)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        conv(x.replace(feats)).features.sum().backward()
