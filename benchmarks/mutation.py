@@ -239,6 +239,12 @@ EQUIVALENT: dict[str, list[tuple[str, str, str]]] = {
         ("_SubmConv3x3.backward", "features.new_zeros((1, cin))], )", _CAT_DIM),
         ("_gather_matmul", "features.new_zeros((2, features.shape[1]))], dim=0)", _ZERO_ROWS),
         ("_SubmConv3x3.backward", "features.new_zeros((2, cin))], dim=0)", _ZERO_ROWS),
+        (
+            "SubmConv2d.__init__",
+            'mode="fan_out", )',
+            "kaiming_normal_'s default leaky_relu with slope 0 has relu's gain sqrt(2)",
+        ),
+        ("SubmConv2d.__init__", 'mode="FAN_OUT"', "kaiming_normal_ reads the mode without case"),
         ("neighbour_table", "dtype=torch.int32, device=None", _CPU_ONLY),
         ("neighbour_table", "n, dtype=torch.int32, )", _CPU_ONLY),
         (

@@ -217,3 +217,22 @@ def test_row_blocks_write_their_own_rows_without_warnings(monkeypatch, algorithm
     with warnings.catch_warnings():
         warnings.simplefilter("error")
         conv(x.replace(feats)).features.sum().backward()
+
+
+@pytest.mark.parametrize(
+    ("algorithm", "p", "last_step"),
+    [
+        ("gather", 0.3, "_SubmConv3x3Backward"),
+        ("offset", 0.3, "_SubmConv3x3OffsetsBackward"),
+        ("dense", 0.3, "IndexSelectBackward0"),  # gather the sites of conv2d's output
+        ("auto", 0.3, "_SubmConv3x3Backward"),
+        ("auto", 1.0, "IndexSelectBackward0"),
+    ],
+)
+def test_the_chosen_algorithm_is_the_one_that_runs(algorithm, p, last_step):
+    """The three algorithms give the same values (tests above), so the knob is checked by what
+    ran: the autograd step that made the output (the benchmarks compare their speed)."""
+    dense, mask = _input(p=p)
+    conv = SubmConv2d(3, 2, bias=False, algorithm=algorithm).double()
+    out = conv(SparseTensor.from_dense(dense, mask))  # the weight needs a gradient
+    assert type(out.features.grad_fn).__name__ == last_step
