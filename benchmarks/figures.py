@@ -21,8 +21,12 @@ from typing import Any
 REPO = Path(__file__).resolve().parents[1]
 RESULTS = REPO / "benchmarks" / "results"
 # The pages whose figures are written from the results.
-PAGES = (REPO / "README.md", REPO / "docs" / "fast-training.md")
-MARKER = re.compile(r"<!-- fig:(?P<name>[\w.-]+) -->(?P<text>.*?)<!-- /fig -->", re.DOTALL)
+PAGES = (
+    REPO / "README.md",
+    REPO / "docs" / "fast-training.md",
+    REPO / "docs" / "reproducing-papers.md",
+)
+MARKER = re.compile(r"<!-- fig:(?P<name>[\w.+-]+) -->(?P<text>.*?)<!-- /fig -->", re.DOTALL)
 
 
 @dataclass(frozen=True)
@@ -115,6 +119,71 @@ def _before_extrapolated_gib(record: dict[str, Any]) -> str:
     return f"{total / 2**30:.0f}"
 
 
+def _crf_row(record: dict[str, Any], setting: str) -> dict[str, Any]:
+    """A row of ``dense_crf.json``: ``none`` (no CRF) or ``w1/theta_alpha/theta_beta[/w2]``."""
+    return record["rows"][setting]
+
+
+def _crf_class(setting: str, name: str) -> Callable[[dict[str, Any]], str]:
+    return lambda r: f"{_crf_row(r, setting)['per_class_iou'][name]:.0f}"
+
+
+def _crf_gain(name: str) -> Callable[[dict[str, Any]], str]:
+    """The thesis parameters' change of one class's IoU, in points."""
+
+    def write(record: dict[str, Any]) -> str:
+        before = _crf_row(record, "none")["per_class_iou"][name]
+        return f"{_crf_row(record, '5/70/6')['per_class_iou'][name] - before:+.0f}"
+
+    return write
+
+
+def _table31(row: str) -> Callable[[dict[str, Any]], str]:
+    """A Table 3.1 row's val mIoU without / with the CRF, mean over seeds."""
+
+    def write(record: dict[str, Any]) -> str:
+        scores = record["rows"][row]
+        return f"{100 * scores['mean_miou']:.1f} / {100 * scores['mean_miou_crf']:.1f}"
+
+    return write
+
+
+def _percent(*keys: str) -> Callable[[dict[str, Any]], str]:
+    """The value at ``keys`` (a fraction) in percent."""
+
+    def write(record: dict[str, Any]) -> str:
+        value: Any = record
+        for key in keys:
+            value = value[key]
+        return f"{100 * value:.1f}"
+
+    return write
+
+
+def _steps_table(record: dict[str, Any]) -> str:
+    """The step-time table of ``fast_training.json`` (``steps``), one row per lever."""
+    steps = record["steps"]
+    lines = ["", "| variant (cumulative) | s / iteration | vs the recipe |", "| --- | --- | --- |"]
+    for row in steps["rows"]:
+        name = row["variant"]
+        if name == "+ train.compile":
+            name += f" ({steps['compile_seconds_first_step']:.0f} s to compile the first step)"
+        lines.append(
+            f"| {name} | {row['seconds_per_iteration']:.3f} | {row['relative_to_recipe']:.2f} |"
+        )
+    return "\n".join(lines) + "\n"
+
+
+def _leave_one_out(run: str) -> Callable[[dict[str, Any]], str]:
+    def write(record: dict[str, Any]) -> str:
+        for row in record["train"]["rows"]:
+            if row["run"] == run:
+                return f"{row['val_miou']:.1f}"
+        raise KeyError(f"fast_training.json has no training run {run!r}")
+
+    return write
+
+
 FIGURES: dict[str, Figure] = {
     # The demo (benchmarks/demo_run.py runs leanseg demo).
     "demo.miou": Figure("demo.json", lambda r: f"{r['model_miou_percent']:.1f}"),
@@ -146,6 +215,10 @@ FIGURES: dict[str, Figure] = {
     "fast.std": Figure("camvid_recipe_fast.json", lambda r: f"{r['val_miou_std']:.1f}"),
     "fast.run_mious": Figure("camvid_recipe_fast.json", _fast_run_mious),
     "fast.run_minutes": Figure("camvid_recipe_fast.json", _fast_run_minutes),
+    "fast.steps_table": Figure("fast_training.json", _steps_table),
+    "fast.nothing_frozen_miou": Figure(
+        "fast_training.json", _leave_one_out("no_frozen_bn_or_stages")
+    ),
     # Threads beside a busy process (benchmarks/thread_contention.py).
     "threads.auto_beside_ms": Figure(
         "thread_contention.json",
@@ -221,6 +294,57 @@ FIGURES: dict[str, Figure] = {
     # The dense CRF against pydensecrf (benchmarks/dense_crf_reference.py).
     "crf.agreement": Figure(
         "dense_crf_reference.json", lambda r: f"{100 * r['label_agreement']:.2f}"
+    ),
+    "crf.leanseg_cpu_s_per_mp": Figure(
+        "dense_crf_reference.json", lambda r: f"{r['cpu_seconds_per_megapixel']['leanseg']:.1f}"
+    ),
+    "crf.reference_cpu_s_per_mp": Figure(
+        "dense_crf_reference.json",
+        lambda r: f"{r['cpu_seconds_per_megapixel']['pydensecrf']:.1f}",
+    ),
+    # The CRF on the CamVid recipe model (benchmarks/dense_crf.py).
+    "crf.thesis_s_per_mp": Figure(
+        "dense_crf.json", lambda r: f"{_crf_row(r, '5/70/6')['crf_seconds_per_megapixel']:.1f}"
+    ),
+    "crf.no_crf_miou": Figure("dense_crf.json", lambda r: f"{_crf_row(r, 'none')['miou']:.2f}"),
+    "crf.thesis_miou": Figure("dense_crf.json", lambda r: f"{_crf_row(r, '5/70/6')['miou']:.2f}"),
+    "crf.weak_miou": Figure("dense_crf.json", lambda r: f"{_crf_row(r, '1/70/6/1')['miou']:.2f}"),
+    "crf.no_crf_pole": Figure("dense_crf.json", _crf_class("none", "Pole")),
+    "crf.thesis_pole": Figure("dense_crf.json", _crf_class("5/70/6", "Pole")),
+    "crf.no_crf_sign": Figure("dense_crf.json", _crf_class("none", "SignSymbol")),
+    "crf.thesis_sign": Figure("dense_crf.json", _crf_class("5/70/6", "SignSymbol")),
+    "crf.thesis_pedestrian_gain": Figure("dense_crf.json", _crf_gain("Pedestrian")),
+    "crf.thesis_bicyclist_gain": Figure("dense_crf.json", _crf_gain("Bicyclist")),
+    # Thesis Table 3.1 on synthetic scenes (benchmarks/scale_selection.py, _cost.py).
+    "table31.Single5": Figure("scale_selection.json", _table31("Single5")),
+    "table31.Single3+5": Figure("scale_selection.json", _table31("Single3+5")),
+    "table31.FixedScales": Figure("scale_selection.json", _table31("FixedScales")),
+    "table31.ScaleInvariant": Figure("scale_selection.json", _table31("ScaleInvariant")),
+    "table31.cost_gmac_ratio": Figure(
+        "scale_selection_cost.json",
+        lambda r: f"{r['rows']['ScaleInvariant']['gmac_vs_single5']:.1f}",
+    ),
+    "table31.cost_latency_ratio": Figure(
+        "scale_selection_cost.json",
+        lambda r: f"{r['rows']['ScaleInvariant']['latency_ms_vs_single5']:.1f}",
+    ),
+    "multi.pixel_auroc": Figure(
+        "multi_domain.json",
+        lambda r: f"{r['c_em_as_ood']['pixel_auroc']['joint_foreign_mass']:.3f}",
+    ),
+    "multi.camvid_image_auroc": Figure(
+        "multi_domain.json",
+        lambda r: f"{r['c_em_as_ood']['image_auroc']['camvid_max_softmax']:.3f}",
+    ),
+    "multi.camvid_pixel_auroc": Figure(
+        "multi_domain.json",
+        lambda r: f"{r['c_em_as_ood']['pixel_auroc']['camvid_max_softmax']:.3f}",
+    ),
+    "multi.single_camvid": Figure(
+        "multi_domain.json", _percent("d_mixed_vs_single_batches", "single", "camvid")
+    ),
+    "multi.single_em": Figure(
+        "multi_domain.json", _percent("d_mixed_vs_single_batches", "single", "em")
     ),
     # Our verdict on each family's headline claim (the methods table).
     "verdict.ladder": Figure(

@@ -81,12 +81,12 @@ SETTINGS = ("a file over 1 MiB", "weight files | 4 GiB", "structure at most 64 M
 
 
 def test_no_measured_looking_number_outside_the_markers(figures):
-    """Percentages, milliseconds, minutes and MiB / GiB in the README's prose come from result
+    """Percentages, milliseconds, minutes and MiB / GiB in the pages' prose come from result
     files: each sits in a figure marker or the generated heads block (code blocks are examples),
     unless it is a setting (:data:`SETTINGS`), not a measurement."""
     import re
 
-    text = (BENCHMARKS.parent / "README.md").read_text()
+    text = "\n".join(page.read_text() for page in figures.PAGES)
     text = re.sub(r"```.*?```", "", text, flags=re.DOTALL)
     start, end = text.find("<!-- heads-table:start"), text.find("<!-- heads-table:end -->")
     text = figures.MARKER.sub("", text[:start] + text[end:])
