@@ -245,6 +245,12 @@ EQUIVALENT: dict[str, list[tuple[str, str, str]]] = {
             "kaiming_normal_'s default leaky_relu with slope 0 has relu's gain sqrt(2)",
         ),
         ("SubmConv2d.__init__", 'mode="FAN_OUT"', "kaiming_normal_ reads the mode without case"),
+        (
+            "SparseBatchNorm.forward",
+            "1.0,",
+            "the momentum of F.batch_norm is not used with training=False (running statistics "
+            "are read, not updated)",
+        ),
         ("neighbour_table", "dtype=torch.int32, device=None", _CPU_ONLY),
         ("neighbour_table", "n, dtype=torch.int32, )", _CPU_ONLY),
         (

@@ -236,3 +236,14 @@ def test_the_chosen_algorithm_is_the_one_that_runs(algorithm, p, last_step):
     conv = SubmConv2d(3, 2, bias=False, algorithm=algorithm).double()
     out = conv(SparseTensor.from_dense(dense, mask))  # the weight needs a gradient
     assert type(out.features.grad_fn).__name__ == last_step
+
+
+def test_batch_norm_uses_batch_statistics_from_two_sites_and_its_own_eps():
+    bn = SparseBatchNorm(1, eps=0.5).train()
+    two = SparseTensor(torch.zeros(2, 3, dtype=torch.long), torch.tensor([[1.0], [3.0]]), (1, 2, 2))
+    expected = torch.tensor([[-1.0], [1.0]]) / (1 + 0.5) ** 0.5  # biased variance 1, eps 0.5
+    torch.testing.assert_close(bn(two).features, expected)
+    one = SparseTensor(torch.zeros(1, 3, dtype=torch.long), torch.tensor([[2.0]]), (1, 2, 2))
+    bn.running_mean.fill_(1.0)
+    bn.running_var.fill_(0.5)
+    torch.testing.assert_close(bn(one).features, torch.tensor([[1.0]]))  # (2 - 1) / sqrt(1)
