@@ -354,3 +354,30 @@ def test_a_forced_resume_trains_with_the_new_weight_decay_and_backbone_rate(run_
     assert sorted(group["lr_mult"] for group in trainer.optimizer.param_groups) == [0.5, 1.0]
     # The state itself (Adam's moments) is the checkpoint's.
     assert trainer.optimizer.state_dict()["state"].keys() == saved["state"].keys()
+
+
+def test_a_refusal_on_rank_0_stops_every_rank(tmp_path, monkeypatch):
+    """Rank 0 alone checks the run folder; when it is refused, the other ranks learn it (one
+    all-reduce) and stop too, instead of waiting at the next barrier for a rank that left."""
+    told = []
+
+    def agree(flag, device):  # what the all-reduce of every rank's flag returns
+        told.append(flag)
+        return True if len(told) == 1 else flag
+
+    monkeypatch.setattr(trainer_module.distributed, "is_main_process", lambda: False)
+    monkeypatch.setattr(trainer_module.distributed, "broadcast_flag", agree)
+    with pytest.raises(trainer_module.RefusedOnMainRank, match="rank 0 refused"):
+        Trainer(run_config_from_dict(tiny_config(tmp_path / "run")), show_progress=False)
+    assert told == [False]  # this rank had nothing to refuse, rank 0 had
+
+
+def test_rank_0_raises_its_own_refusal_after_telling_the_others(tmp_path, monkeypatch):
+    told = []
+    monkeypatch.setattr(
+        trainer_module.distributed, "broadcast_flag", lambda flag, device: told.append(flag) or flag
+    )
+    root = tmp_path / "run"
+    with held_elsewhere(root), pytest.raises(FolderInUseError):
+        Trainer(run_config_from_dict(tiny_config(root)), show_progress=False)
+    assert told == [True]

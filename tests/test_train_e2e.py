@@ -378,6 +378,35 @@ def test_distributed_training_with_two_gloo_processes(tmp_path):
     assert state["iteration"] == 4
 
 
+def test_distributed_ranks_all_stop_when_rank_0_is_refused(tmp_path):
+    """The run folder is held by another process: rank 0 is refused, and rank 1 stops with it
+    instead of waiting at a barrier (both exit, status 2, within the timeout)."""
+    config = write_config(tmp_path, data={"batch_size": 1}, train={"max_iters": 2})
+    hold = (
+        "import sys, time\n"
+        "from leanseg.engine.folder_lock import FolderLock\n"
+        "FolderLock(sys.argv[1], 'leanseg train').acquire()\n"
+        "print('holding', flush=True)\n"
+        "time.sleep(120)\n"
+    )
+    holder = subprocess.Popen(
+        [sys.executable, "-c", hold, str(tmp_path / "run")], stdout=subprocess.PIPE, text=True
+    )
+    try:
+        assert holder.stdout is not None and holder.stdout.readline().strip() == "holding"
+        env = {**os.environ, "OMP_NUM_THREADS": "1"}
+        command = [sys.executable, "-m", "torch.distributed.run", "--standalone"]
+        command += ["--nproc_per_node", "2", "-m", "leanseg.cli", "train", str(config)]
+        done = subprocess.run(command, env=env, capture_output=True, text=True, timeout=120)
+    finally:
+        holder.kill()
+        holder.wait()
+        holder.stdout.close()
+    assert done.returncode != 0
+    assert "is in use by leanseg train" in done.stderr
+    assert "rank 0 refused this run" in done.stderr
+
+
 def test_batchnorm_statistics_recomputed_as_exact_averages(tmp_path):
     """Thesis 4.6.1: after training, running statistics are exact averages over N batches."""
     config = write_config(

@@ -24,11 +24,11 @@ from __future__ import annotations
 import errno
 import math
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import nullcontext
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import numpy as np
 import torch
@@ -68,7 +68,7 @@ from leanseg.engine.model_inputs import check_dataset_inputs
 from leanseg.engine.prefetch import Prefetcher
 from leanseg.engine.progress import DEFAULT_EVERY_SECONDS, TrainProgress, say, validation_line
 from leanseg.engine.rng_state import rng_state, set_rng_state
-from leanseg.engine.run_dir import RunDirectory
+from leanseg.engine.run_dir import RunDirectory, RunDirError
 from leanseg.engine.runtime import seed_everything, select_device, set_up_device
 from leanseg.engine.sampling import CropSchedule, ResumableSampler, SeededSamples
 from leanseg.engine.schedules import learning_rate
@@ -80,6 +80,9 @@ from leanseg.version import __version__
 
 # select_device and seed_everything live in .runtime; the CLI imports them from here.
 __all__ = ["Trainer", "TrainingError", "TrainResult", "select_device", "seed_everything"]
+
+
+T = TypeVar("T")
 
 
 class TrainingError(RuntimeError):
@@ -152,7 +155,9 @@ class Trainer:
         self.run_dir = RunDirectory(cfg.work_dir)
         self._lock = FolderLock(self.run_dir.root, "leanseg train") if self.is_main else None
         if self._lock is not None:
-            self._lock.acquire()
+            _on_main_then_agree(self._lock.acquire, self.device)
+        else:
+            _on_main_then_agree(lambda: None, self.device)
         try:
             self._set_up(
                 model,
@@ -184,7 +189,10 @@ class Trainer:
         cfg = self.cfg
         # Refused here, before anything is built: a run directory that cannot take this run, or
         # a resumed config that differs in a key that may not change.
-        plan = self.run_dir.check(cfg, resume=resume, force=force) if self.is_main else None
+        plan = _on_main_then_agree(
+            lambda: self.run_dir.check(cfg, resume=resume, force=force) if self.is_main else None,
+            self.device,
+        )
         self.console = console or Console(stderr=True)
         self.show_progress = show_progress and self.is_main
         self.log_seconds = log_seconds
@@ -617,6 +625,30 @@ def _usable_best(best: dict[str, Any] | None) -> dict[str, Any] | None:
     if best is None or not math.isfinite(best["value"]):
         return None
     return best
+
+
+class RefusedOnMainRank(RunDirError):
+    """Rank 0 refused the run (its own message says why); the other ranks stop too."""
+
+
+def _on_main_then_agree(step: Callable[[], T], device: torch.device) -> T:
+    """Run ``step`` (rank 0's check of the run folder, or any step only rank 0 takes), then let
+    every rank know whether it failed, so that no rank waits at a barrier for one that stopped.
+
+    Rank 0 re-raises its own error; the others raise :class:`RefusedOnMainRank`. Without
+    ``torch.distributed`` this is ``step()``.
+    """
+    error: BaseException | None = None
+    result = None
+    try:
+        result = step()
+    except Exception as err:  # noqa: BLE001 - told to every rank, then raised as it was
+        error = err
+    if distributed.broadcast_flag(error is not None, device):
+        if error is not None:
+            raise error
+        raise RefusedOnMainRank("rank 0 refused this run (its message says why)")
+    return result  # type: ignore[return-value]
 
 
 def _refuse_all_ignored(dataset: Dataset, split: str, cfg: Config) -> None:
