@@ -22,6 +22,7 @@ import torch
 import yaml
 
 from leanseg import cli, safe_yaml
+from leanseg.commands import demo as demo_command
 from leanseg.config import ConfigError, load_config
 from leanseg.data.base import DatasetError, check_label_values
 from leanseg.engine import checkpoint as checkpoint_module
@@ -181,7 +182,7 @@ def test_unexpected_error_is_one_line_and_debug_shows_it(
     def broken(args: Any) -> int:
         raise KeyError("boom")
 
-    monkeypatch.setattr(cli, "_cmd_demo", broken)
+    monkeypatch.setattr(demo_command, "_cmd_demo", broken)
     assert cli.main(["demo", "--out", str(tmp_path / "d")]) == cli.EXIT_FAILED
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1
@@ -199,7 +200,7 @@ def test_null_byte_in_a_command_line_path(monkeypatch: Any, capsys: Any) -> None
     def opens(args: Any) -> int:
         return len(open(args.out, "rb").read())  # noqa: SIM115 - raises before opening
 
-    monkeypatch.setattr(cli, "_cmd_demo", opens)
+    monkeypatch.setattr(demo_command, "_cmd_demo", opens)
     assert cli.main(["demo", "--out", "x\0y"]) == cli.EXIT_BAD_INPUT
     assert "a path given contains a null byte" in capsys.readouterr().err
 

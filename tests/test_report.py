@@ -17,11 +17,11 @@ import numpy as np
 import pytest
 from PIL import Image
 
+from leanseg.commands.report import add_parser as add_report_parser
 from leanseg.config import ConfigError
 from leanseg.engine.trainer import Trainer
 from leanseg.models import load_run_config
 from leanseg.report import write_report
-from leanseg.report.command import add_report_parser
 from leanseg.report.gather import run_name
 
 pytestmark = pytest.mark.slow

@@ -1,6 +1,6 @@
 """``leanseg bench``: parameters, FLOPs, activation and peak memory, latency of a config.
 
-:func:`add_bench_parser` adds it to the ``leanseg`` command.
+:func:`add_parser` adds it to the ``leanseg`` command.
 """
 
 from __future__ import annotations
@@ -16,7 +16,7 @@ from leanseg.commands import common
 from leanseg.config import ConfigError
 
 
-def add_bench_parser(commands: Any) -> None:
+def add_parser(commands: Any) -> None:
     """Add ``bench`` to ``commands`` (what ``add_subparsers`` returned)."""
     from leanseg.engine.speed import add_inference_arguments
 

@@ -1,6 +1,6 @@
 """``leanseg data`` (check, weights, convert) and ``leanseg quadtree stats``: dataset tools.
 
-:func:`add_data_parsers` adds both groups to the ``leanseg`` command.
+:func:`add_parser` adds both groups to the ``leanseg`` command.
 """
 
 from __future__ import annotations
@@ -15,7 +15,7 @@ if TYPE_CHECKING:
     from leanseg.data.check import CheckReport
 
 
-def add_data_parsers(commands: Any) -> None:
+def add_parser(commands: Any) -> None:
     """Add ``data`` and ``quadtree`` to ``commands`` (what ``add_subparsers`` returned)."""
     data = commands.add_parser("data", help="dataset tools")
     data.set_defaults(command_parser=data)

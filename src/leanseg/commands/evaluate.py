@@ -1,6 +1,6 @@
 """``leanseg eval``: scores of a checkpoint on a dataset split, per dataset and OOD AUROC.
 
-:func:`add_eval_parser` adds it to the ``leanseg`` command.
+:func:`add_parser` adds it to the ``leanseg`` command.
 """
 
 from __future__ import annotations
@@ -19,7 +19,7 @@ if TYPE_CHECKING:
     from leanseg.engine.ood_eval import OODSeparation
 
 
-def add_eval_parser(commands: Any) -> None:
+def add_parser(commands: Any) -> None:
     """Add ``eval`` to ``commands`` (what ``add_subparsers`` returned)."""
     from leanseg.engine.speed import add_inference_arguments
 

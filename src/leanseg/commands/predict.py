@@ -1,6 +1,6 @@
 """``leanseg predict``: label PNGs, overlays and optional maps (OOD, scale levels) of images.
 
-:func:`add_predict_parser` adds it to the ``leanseg`` command. Outputs go into ``--out`` only,
+:func:`add_parser` adds it to the ``leanseg`` command. Outputs go into ``--out`` only,
 never beside the inputs, and replace only files a previous ``predict`` recorded there; one
 process at a time writes into a folder.
 """
@@ -34,7 +34,7 @@ PREDICT_MANIFEST = ".leanseg_predict.json"
 _MANIFEST_TAG = "leanseg predict outputs"
 
 
-def add_predict_parser(commands: Any) -> None:
+def add_parser(commands: Any) -> None:
     """Add ``predict`` to ``commands`` (what ``add_subparsers`` returned)."""
     from leanseg.engine.speed import add_inference_arguments
 

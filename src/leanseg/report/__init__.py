@@ -10,8 +10,9 @@ Modules, one job each:
   nowhere else in leanseg) and :mod:`~leanseg.report.pictures`: the panels (Pillow);
 - :mod:`~leanseg.report.html`: escaped HTML pieces and the page; :mod:`~leanseg.report.output`:
   where the file may be written;
-- :mod:`~leanseg.report.build`: :func:`write_report`, tying them together;
-  :mod:`~leanseg.report.command`: the subcommand's arguments.
+- :mod:`~leanseg.report.build`: :func:`write_report`, tying them together.
+
+The subcommand's arguments are :mod:`leanseg.commands.report`.
 """
 
 from __future__ import annotations

@@ -1,6 +1,6 @@
-"""The ``leanseg report`` subcommand: its arguments and its handler.
+"""``leanseg report``: its arguments and its handler; the report itself is :mod:`leanseg.report`.
 
-``leanseg.cli`` adds it with :func:`add_report_parser`; errors are :class:`ConfigError` s, which
+Errors are :class:`ConfigError` s, which
 the command line prints as one ``leanseg: error: ...`` line with exit status 2. Building the
 parser imports neither torch nor matplotlib (the report itself is imported by the handler).
 """
@@ -41,7 +41,7 @@ def _size(text: str) -> tuple[int, int] | None:
     return int(parts[0]), int(parts[1])
 
 
-def add_report_parser(commands: Any) -> argparse.ArgumentParser:
+def add_parser(commands: Any) -> argparse.ArgumentParser:
     """Add ``report`` to the subcommands ``commands`` (what ``add_subparsers`` returned)."""
     report = commands.add_parser(
         "report", help="write one self-contained HTML report of one or more runs"
