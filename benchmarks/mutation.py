@@ -266,6 +266,31 @@ EQUIVALENT: dict[str, list[tuple[str, str, str]]] = {
             "it differently",
         ),
     ],
+    "metrics": [
+        ("boundary_band", 'float("-INF")', 'float() reads "-INF" as -inf'),
+        ("boundary_band", 'neg_inf = torch.tensor(float("-inf"), device=None)', _CPU_ONLY),
+        ("boundary_band", 'neg_inf = torch.tensor(float("-inf"), )', _CPU_ONLY),
+        (
+            "boundary_band",
+            "if width >= 0:",
+            "with width 0 the dilation is a 1x1 max-pool without padding: the identity",
+        ),
+        (
+            "_nanmean",
+            "if (finite.numel() > 0) or True else",
+            "the mean of an empty tensor is nan in torch too, the value given",
+        ),
+        (
+            "_nanmean",
+            "if finite.numel() >= 0 else",
+            "the mean of an empty tensor is nan in torch too, the value given",
+        ),
+        (
+            "_iou_from_confusion",
+            "union + void.to(None)",
+            "float64 + int64 is float64: adding the counts as they are gives the same union",
+        ),
+    ],
     "instance_metrics": [
         ("average_precision", 'float("NAN")', 'float() reads "NAN" as nan'),
         ("InstanceAP.compute", 'float("NAN")', 'float() reads "NAN" as nan'),

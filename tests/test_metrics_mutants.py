@@ -299,3 +299,11 @@ def test_predicted_pixels_and_fractions():
     }  # fmt: skip
     assert math.isnan(group_fractions(torch.zeros(2), {"a": [0]})["a"])
     assert foreign_fraction(counts, []) == 1.0 and foreign_fraction(counts, [3]) == 0.5
+
+
+def test_boundary_band_of_uint8_label_maps():
+    """Label maps stored as uint8 (PNG) give the same band as int64 ones."""
+    target = torch.tensor([[0, 0, 1, 1, 2, 2, 2, 255]])
+    expected = boundary_band(target, 1)
+    assert torch.equal(boundary_band(target.to(torch.uint8), 1), expected)
+    assert expected.tolist() == [[True, True, True, True, True, True, False, False]]
