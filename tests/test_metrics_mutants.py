@@ -307,3 +307,49 @@ def test_boundary_band_of_uint8_label_maps():
     expected = boundary_band(target, 1)
     assert torch.equal(boundary_band(target.to(torch.uint8), 1), expected)
     assert expected.tolist() == [[True, True, True, True, True, True, False, False]]
+
+
+def test_counts_are_exact_int64_whatever_their_size():
+    """The matrices are int64 (module docstring): float32 counts stop being exact above 2^24
+    pixels, fewer than ten Cityscapes images."""
+    metric = _two_class_metric(boundary_width=1, void_index=9)
+    for counts in (metric.confusion, metric.boundary_confusion, metric.void, metric.boundary_void):
+        assert counts.dtype == torch.int64
+    other = SegmentationMetric(3, boundary_width=1, void_index=9)
+    other.confusion[0, 0] = 2**24
+    metric.merge(other)
+    assert metric.compute().confusion[0][0] == 2**24 + 1
+
+
+def test_merge_adds_void_counts_of_both_sides():
+    first = SegmentationMetric(2, boundary_width=0, void_index=9)
+    second = SegmentationMetric(2, boundary_width=0, void_index=9)
+    first.update(torch.tensor([[9, 9]]), torch.tensor([[0, 1]]))
+    second.update(torch.tensor([[9, 1]]), torch.tensor([[0, 1]]))
+    first.merge(second)
+    assert first.void.tolist() == [2, 1] and first.boundary_void.tolist() == [2, 1]
+
+
+@pytest.mark.skipif(not torch.distributed.is_available(), reason="needs torch.distributed")
+def test_reduce_in_a_group_of_one_process_keeps_every_count(tmp_path):
+    """The all-reduce path in this process (gloo, world size 1: the sum is the counts
+    themselves): confusion, void and the band's counts travel and come back in place."""
+    import torch.distributed as dist
+
+    dist.init_process_group("gloo", init_method=f"file://{tmp_path / 'init'}", rank=0, world_size=1)
+    try:
+        metric = SegmentationMetric(3, boundary_width=0, void_index=9)
+        metric.update(torch.tensor([[0, 9, 1, 2]]), torch.tensor([[0, 0, 1, 1]]))
+        before = [t.clone() for t in (metric.confusion, metric.void)]
+        band_before = [t.clone() for t in (metric.boundary_confusion, metric.boundary_void)]
+        metric.reduce_across_processes()
+        assert torch.equal(metric.confusion, before[0]) and torch.equal(metric.void, before[1])
+        assert torch.equal(metric.boundary_confusion, band_before[0])
+        assert torch.equal(metric.boundary_void, band_before[1])
+        assert metric.confusion.dtype == torch.int64 and metric.confusion.device.type == "cpu"
+        plain = SegmentationMetric(2, boundary_width=None)
+        plain.update(torch.tensor([[0, 1]]), torch.tensor([[0, 0]]))
+        plain.reduce_across_processes()
+        assert plain.confusion.tolist() == [[1, 1], [0, 0]] and plain.boundary_confusion is None
+    finally:
+        dist.destroy_process_group()
