@@ -96,6 +96,12 @@ _BLOCK_SIZE = (
 _CAT_DIM = "torch.cat joins along dim 0 by default"
 _ZERO_ROWS = "a second appended zero row is never indexed (absent neighbours point at row N)"
 
+# Why the NCCL branch cannot be told apart here.
+_NCCL = (
+    "the NCCL branch (a move to the current CUDA device and back) runs on a GPU only; on the "
+    "CPU the backend is gloo and the tensors stay where they are (the mutants run on the CPU)"
+)
+
 # Why a device argument cannot matter here.
 _CPU_ONLY = (
     "on the CPU every tensor is on the one device; the device argument matters on a GPU only "
@@ -284,6 +290,29 @@ EQUIVALENT: dict[str, list[tuple[str, str, str]]] = {
             "_nanmean",
             "if finite.numel() >= 0 else",
             "the mean of an empty tensor is nan in torch too, the value given",
+        ),
+        ("SegmentationMetric._to_device", "", _CPU_ONLY),
+        (
+            "SegmentationMetric.compute",
+            "void = self.void.to(None).cpu()",
+            "the int64 void counts are only added to float64 tensors, which gives float64 as "
+            "converting them first does",
+        ),
+        ("SegmentationMetric.merge", ".to(None)", _CPU_ONLY),
+        (
+            "SegmentationMetric.merge",
+            "if self.boundary_confusion is not None or other.boundary_confusion is not None:",
+            "merge refuses metrics of different boundary_width first, so both matrices are "
+            "None or neither is",
+        ),
+        ("SegmentationMetric.reduce_across_processes", 'get_backend() == "XXncclXX"', _NCCL),
+        ("SegmentationMetric.reduce_across_processes", 'get_backend() == "NCCL"', _NCCL),
+        ("SegmentationMetric.reduce_across_processes", "stacked = stacked.to(", _NCCL),
+        ("SegmentationMetric.reduce_across_processes", "device = None", _NCCL),
+        (
+            "SegmentationMetric.reduce_across_processes",
+            "dist.all_reduce(stacked, )",
+            "all_reduce sums by default, the op given",
         ),
         (
             "_iou_from_confusion",
