@@ -96,6 +96,8 @@ _BLOCK_SIZE = (
 _CAT_DIM = "torch.cat joins along dim 0 by default"
 _ZERO_ROWS = "a second appended zero row is never indexed (absent neighbours point at row N)"
 
+_INT_LIST = "a list or tuple of Python ints becomes int64 without a dtype too"
+
 # Why the NCCL branch cannot be told apart here.
 _NCCL = (
     "the NCCL branch (a move to the current CUDA device and back) runs on a GPU only; on the "
@@ -292,6 +294,27 @@ EQUIVALENT: dict[str, list[tuple[str, str, str]]] = {
             "the mean of an empty tensor is nan in torch too, the value given",
         ),
         ("SegmentationMetric._to_device", "", _CPU_ONLY),
+        ("group_confusion", "torch.as_tensor(class_to_group, dtype=None)", _INT_LIST),
+        ("group_confusion", "torch.as_tensor(class_to_group, )", _INT_LIST),
+        ("InstanceIoU.__init__", "torch.as_tensor(list(class_to_group), dtype=None)", _INT_LIST),
+        ("InstanceIoU.__init__", "torch.as_tensor(list(class_to_group), )", _INT_LIST),
+        (
+            "group_confusion",
+            "confusion.shape[1]",
+            "a confusion matrix is square: shape[1] is shape[0]",
+        ),
+        (
+            "category_iou",
+            "zip(categories, iou, ",
+            "the IoU list has len(categories) entries (it is grouped into that many), so "
+            "strict only checks what holds",
+        ),
+        (
+            "InstanceIoU.__init__",
+            "torch.full((groups,), math.nan",
+            "NaN in float32 or float64 only marks sizes to measure; where() takes the float64 "
+            "measured ones",
+        ),
         (
             "SegmentationMetric.compute",
             "void = self.void.to(None).cpu()",

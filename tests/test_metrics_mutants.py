@@ -353,3 +353,24 @@ def test_reduce_in_a_group_of_one_process_keeps_every_count(tmp_path):
         assert plain.confusion.tolist() == [[1, 1], [0, 0]] and plain.boundary_confusion is None
     finally:
         dist.destroy_process_group()
+
+
+def test_groups_that_no_class_maps_to_still_get_their_rows():
+    confusion = torch.tensor([[5, 1, 0], [2, 3, 4], [0, 6, 7]])
+    grouped = group_confusion(confusion, [0, 0, 1], 3)
+    assert grouped.shape == (3, 3) and grouped[2].sum() == 0 and grouped[:, 2].sum() == 0
+
+
+def test_instance_iou_accumulates_exact_counts_in_float64():
+    """Counts are int64 and the weighted sums float64, so given mean sizes are used as given:
+    one instance of 4 pixels, 2 found, fixed mean size 0.1, and one pixel of class 0 predicted
+    as 1: TP_w = 0.1 * 2/4, FN_w = 0.1 * (1 - 2/4), FP = 1 (unweighted)."""
+    metric = InstanceIoU(2, mean_instance_size=[math.nan, 0.1])
+    for counts in (metric.confusion, metric.instances, metric.instance_pixels):
+        assert counts.dtype == torch.int64
+    assert metric.hit_ratio.dtype == torch.float64
+    target = torch.tensor([[1, 1, 1, 1, 0]])
+    pred = torch.tensor([[1, 1, 0, 0, 1]])
+    metric.update(pred, target, torch.tensor([[3, 3, 3, 3, 0]]))
+    tp, fn = 0.1 * 0.5, 0.1 * 0.5
+    assert metric.compute().iiou[1] == pytest.approx(tp / (tp + fn + 1), rel=1e-12)
