@@ -294,6 +294,18 @@ EQUIVALENT: dict[str, list[tuple[str, str, str]]] = {
             "the mean of an empty tensor is nan in torch too, the value given",
         ),
         ("SegmentationMetric._to_device", "", _CPU_ONLY),
+        (
+            "InstanceIoU.compute",
+            "instances = self.instances.to(None)",
+            "the int64 instance counts meet float64 tensors in every use (the measured sizes, "
+            "hit ratios), which gives float64 as converting them first does",
+        ),
+        (
+            "InstanceIoU.compute",
+            "matrix = self.confusion.to(None)",
+            "the int64 false positives are added to float64 weighted counts, which gives "
+            "float64 as converting them first does",
+        ),
         ("group_confusion", "torch.as_tensor(class_to_group, dtype=None)", _INT_LIST),
         ("group_confusion", "torch.as_tensor(class_to_group, )", _INT_LIST),
         ("InstanceIoU.__init__", "torch.as_tensor(list(class_to_group), dtype=None)", _INT_LIST),

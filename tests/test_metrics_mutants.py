@@ -374,3 +374,38 @@ def test_instance_iou_accumulates_exact_counts_in_float64():
     metric.update(pred, target, torch.tensor([[3, 3, 3, 3, 0]]))
     tp, fn = 0.1 * 0.5, 0.1 * 0.5
     assert metric.compute().iiou[1] == pytest.approx(tp / (tp + fn + 1), rel=1e-12)
+
+
+def test_instance_iou_with_one_measured_instance_and_small_fixed_sizes():
+    """One instance (mean size = its size, 3): found on 1 of 3 pixels, one FP pixel:
+    TP_w = 3 * 1/3 = 1, FN_w = 3 * 2/3 = 2, iIoU = 1 / (1 + 2 + 1). With a fixed mean size of
+    0.1 and no FP the weighted counts sum below 1 and iIoU is still TP_w / (TP_w + FN_w)."""
+    metric = InstanceIoU(2)
+    metric.update(
+        torch.tensor([[1, 0, 0, 1]]), torch.tensor([[1, 1, 1, 0]]), torch.tensor([[4, 4, 4, 0]])
+    )
+    assert metric.compute().iiou[1] == pytest.approx(1 / 4, rel=1e-12)
+    small = InstanceIoU(2, mean_instance_size=[math.nan, 0.1])
+    small.update(torch.tensor([[1, 0]]), torch.tensor([[1, 1]]), torch.tensor([[4, 4]]))
+    assert small.compute().iiou[1] == pytest.approx(0.5, rel=1e-12)
+
+
+def test_measured_mean_sizes_are_exact():
+    """Sizes 1, 1 and 2 of one class: mean 4/3, used in float64; one FP pixel."""
+    metric = InstanceIoU(2)
+    target = torch.tensor([[1, 0, 1, 0, 1, 1, 0]])
+    instance = torch.tensor([[5, 0, 6, 0, 7, 7, 0]])
+    pred = torch.tensor([[1, 1, 0, 0, 1, 0, 0]])
+    metric.update(pred, target, instance)
+    mean = 4 / 3
+    tp = mean * (1 / 1 + 0 / 1 + 1 / 2)
+    fn = mean * (3 - 1.5)
+    assert metric.compute().iiou[1] == pytest.approx(tp / (tp + fn + 1), rel=1e-12)
+
+
+def test_any_prediction_outside_the_classes_is_void():
+    metric = InstanceIoU(2)
+    pred = torch.tensor([[-100, 1, 255, 2]])
+    metric.update(pred, torch.tensor([[1, 1, 1, 1]]), torch.tensor([[3, 3, 3, 3]]))
+    assert metric.confusion.tolist() == [[0, 0], [0, 1]]
+    assert metric.compute().iiou[1] == pytest.approx(0.25)
