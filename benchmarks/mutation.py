@@ -295,6 +295,16 @@ EQUIVALENT: dict[str, list[tuple[str, str, str]]] = {
         ),
         ("SegmentationMetric._to_device", "", _CPU_ONLY),
         (
+            "predicted_class_pixels",
+            "pred.reshape(-1).to(None).cpu()",
+            "torch.bincount counts every integer dtype alike",
+        ),
+        (
+            "group_fractions",
+            "if (len(classes)) or True else 0.0",
+            "indexing with an empty list selects nothing: the sum is 0.0 as given",
+        ),
+        (
             "InstanceIoU.compute",
             "instances = self.instances.to(None)",
             "the int64 instance counts meet float64 tensors in every use (the measured sizes, "

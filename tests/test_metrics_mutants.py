@@ -409,3 +409,8 @@ def test_any_prediction_outside_the_classes_is_void():
     metric.update(pred, torch.tensor([[1, 1, 1, 1]]), torch.tensor([[3, 3, 3, 3]]))
     assert metric.confusion.tolist() == [[0, 0], [0, 1]]
     assert metric.compute().iiou[1] == pytest.approx(0.25)
+
+
+def test_fractions_of_a_single_predicted_pixel():
+    assert group_fractions(torch.tensor([1, 0]), {"a": [0], "b": [1]}) == {"a": 1.0, "b": 0.0}
+    assert foreign_fraction(torch.tensor([0, 1]), [0]) == 1.0
