@@ -295,6 +295,16 @@ EQUIVALENT: dict[str, list[tuple[str, str, str]]] = {
         ),
         ("SegmentationMetric._to_device", "", _CPU_ONLY),
         (
+            "foreign_fraction",
+            "if (len(own_classes)) or True else 0.0",
+            "indexing with an empty list selects nothing: the sum is 0.0 as given",
+        ),
+        (
+            "percent_scores",
+            "zip(class_names, scores.iou, ",
+            "the lengths were compared just before (ValueError), so strict only checks what holds",
+        ),
+        (
             "predicted_class_pixels",
             "pred.reshape(-1).to(None).cpu()",
             "torch.bincount counts every integer dtype alike",

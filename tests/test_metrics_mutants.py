@@ -86,6 +86,8 @@ def test_percent_scores_for_json_records():
     named = percent_scores(_two_class_metric(boundary_width=0).compute(), ["a", "b", "c"])
     assert set(named) == {"miou_percent", "iou_percent", "boundary_miou_percent"}
     assert list(named["iou_percent"]) == ["a", "b", "c"]
+    # Band of width 0: the pixels either side of the 0|1 edge; IoU 1/2 and 0 there.
+    assert named["boundary_miou_percent"] == 25.0
     with pytest.raises(ValueError, match="got 2 class names for 3 classes"):
         percent_scores(scores, ["a", "b"])
 
