@@ -416,3 +416,23 @@ def test_any_prediction_outside_the_classes_is_void():
 def test_fractions_of_a_single_predicted_pixel():
     assert group_fractions(torch.tensor([1, 0]), {"a": [0], "b": [1]}) == {"a": 1.0, "b": 0.0}
     assert foreign_fraction(torch.tensor([0, 1]), [0]) == 1.0
+
+
+def test_the_rich_table_of_scores():
+    """The same rows as the text table: a left-aligned class column, right-aligned percentage
+    columns, the pixel count in the title, bold summary rows after a section line."""
+    from leanseg.metrics import format_scores
+
+    scores = _two_class_metric(boundary_width=None).compute()
+    table = format_scores(scores, ["road", "car", "sky"])
+    assert table.title == "Segmentation scores (4 pixels)"
+    assert [column.header for column in table.columns] == ["class", "IoU %", "accuracy %"]
+    assert [column.justify for column in table.columns] == ["left", "right", "right"]
+    cells = [[str(cell) for cell in column._cells] for column in table.columns]
+    assert cells == [
+        ["road", "car", "sky", "mean", "pixel accuracy"],
+        ["50.0", "66.7", "-", "58.3", ""],
+        ["100.0", "66.7", "-", "83.3", "75.0"],
+    ]
+    assert [row.style for row in table.rows] == [None, None, None, "bold", "bold"]
+    assert [row.end_section for row in table.rows] == [False, False, True, False, False]
