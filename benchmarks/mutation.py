@@ -295,6 +295,11 @@ EQUIVALENT: dict[str, list[tuple[str, str, str]]] = {
         ),
         ("SegmentationMetric._to_device", "", _CPU_ONLY),
         (
+            "scores_to_text",
+            "zip(row[1:], widths[1:], ",
+            "every row has the header's number of cells, so strict only checks what holds",
+        ),
+        (
             "foreign_fraction",
             "if (len(own_classes)) or True else 0.0",
             "indexing with an empty list selects nothing: the sum is 0.0 as given",

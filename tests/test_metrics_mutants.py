@@ -436,3 +436,8 @@ def test_the_rich_table_of_scores():
     ]
     assert [row.style for row in table.rows] == [None, None, None, "bold", "bold"]
     assert [row.end_section for row in table.rows] == [False, False, True, False, False]
+
+
+def test_text_table_keeps_its_columns_for_a_blank_class_name():
+    text = scores_to_text(_two_class_metric(boundary_width=None).compute(), ["", "car", "sky"])
+    assert text.splitlines()[2] == " " * 14 + "   50.0       100.0"
