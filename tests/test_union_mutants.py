@@ -127,5 +127,6 @@ def test_union_classes_and_label_sets_share_the_255_label_values():
     space = _with_one_label_set(254)
     assert space.label_sets == ((0, 1),)
     assert space.datasets["b"].remap(np.array([0], dtype=np.uint8), partial=True).tolist() == [254]
-    with pytest.raises(ConfigError, match=r"partial_labels: 255 union classes and 1 label sets"):
+    message = r"partial_labels: 255 union classes and 1 label sets need 256 label values"
+    with pytest.raises(ConfigError, match=message):
         _with_one_label_set(255)
