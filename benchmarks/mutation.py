@@ -369,6 +369,8 @@ EQUIVALENT: dict[str, list[tuple[str, str, str]]] = {
         ("SegmentationMetric.reduce_across_processes", 'get_backend() == "NCCL"', _NCCL),
         ("SegmentationMetric.reduce_across_processes", "stacked = stacked.to(", _NCCL),
         ("SegmentationMetric.reduce_across_processes", "device = None", _NCCL),
+        # Also matches the two other `stacked = None` mutants; the tests kill those.
+        ("SegmentationMetric.reduce_across_processes", "stacked = None", _NCCL),
         (
             "SegmentationMetric.reduce_across_processes",
             "dist.all_reduce(stacked, )",
