@@ -327,6 +327,11 @@ EQUIVALENT: dict[str, list[tuple[str, str, str]]] = {
         ),
         (
             "InstanceIoU.compute",
+            "measured = self.instance_pixels.to(None) / instances",
+            "instances is float64 already: int64 / float64 gives float64 as converting first does",
+        ),
+        (
+            "InstanceIoU.compute",
             "matrix = self.confusion.to(None)",
             "the int64 false positives are added to float64 weighted counts, which gives "
             "float64 as converting them first does",
