@@ -98,6 +98,16 @@ _ZERO_ROWS = "a second appended zero row is never indexed (absent neighbours poi
 
 _INT_LIST = "a list or tuple of Python ints becomes int64 without a dtype too"
 
+# zip(..., strict=True) where the lengths are equal by construction (metrics).
+_ROW_LENGTHS = "every row has the header's number of cells, so strict only checks what holds"
+_CHECKED_LENGTHS = (
+    "the lengths were compared just before (ValueError), so strict only checks what holds"
+)
+_CATEGORY_LENGTHS = (
+    "the IoU list has len(categories) entries (it is grouped into that many), so strict only "
+    "checks what holds"
+)
+
 # Why the NCCL branch cannot be told apart here.
 _NCCL = (
     "the NCCL branch (a move to the current CUDA device and back) runs on a GPU only; on the "
@@ -294,20 +304,18 @@ EQUIVALENT: dict[str, list[tuple[str, str, str]]] = {
             "the mean of an empty tensor is nan in torch too, the value given",
         ),
         ("SegmentationMetric._to_device", "", _CPU_ONLY),
-        (
-            "scores_to_text",
-            "zip(row[1:], widths[1:], ",
-            "every row has the header's number of cells, so strict only checks what holds",
+        *(
+            ("scores_to_text", f"widths[1:], {end})]", _ROW_LENGTHS)
+            for end in ("strict=None", "", "strict=False")
         ),
         (
             "foreign_fraction",
             "if (len(own_classes)) or True else 0.0",
             "indexing with an empty list selects nothing: the sum is 0.0 as given",
         ),
-        (
-            "percent_scores",
-            "zip(class_names, scores.iou, ",
-            "the lengths were compared just before (ValueError), so strict only checks what holds",
+        *(
+            ("percent_scores", f"scores.iou, {end})", _CHECKED_LENGTHS)
+            for end in ("strict=None", "", "strict=False")
         ),
         (
             "predicted_class_pixels",
@@ -345,11 +353,9 @@ EQUIVALENT: dict[str, list[tuple[str, str, str]]] = {
             "confusion.shape[1]",
             "a confusion matrix is square: shape[1] is shape[0]",
         ),
-        (
-            "category_iou",
-            "zip(categories, iou, ",
-            "the IoU list has len(categories) entries (it is grouped into that many), so "
-            "strict only checks what holds",
+        *(
+            ("category_iou", f"zip(categories, iou, {end})", _CATEGORY_LENGTHS)
+            for end in ("strict=None", "", "strict=False")
         ),
         (
             "InstanceIoU.__init__",
@@ -374,8 +380,11 @@ EQUIVALENT: dict[str, list[tuple[str, str, str]]] = {
         ("SegmentationMetric.reduce_across_processes", 'get_backend() == "NCCL"', _NCCL),
         ("SegmentationMetric.reduce_across_processes", "stacked = stacked.to(", _NCCL),
         ("SegmentationMetric.reduce_across_processes", "device = None", _NCCL),
-        # Also matches the two other `stacked = None` mutants; the tests kill those.
-        ("SegmentationMetric.reduce_across_processes", "stacked = None", _NCCL),
+        (
+            "SegmentationMetric.reduce_across_processes",
+            "torch.cuda.current_device())) -> stacked = None",
+            _NCCL,
+        ),
         (
             "SegmentationMetric.reduce_across_processes",
             "dist.all_reduce(stacked, )",
@@ -456,7 +465,7 @@ EQUIVALENT: dict[str, list[tuple[str, str, str]]] = {
         ),
         (
             "InstanceAP.update",
-            "iou = None",
+            "np.zeros((len(pred_ids), len(gt_ids))) -> iou = None",
             "this IoU matrix is empty (no prediction or no instance) and never indexed",
         ),
         ("InstanceAP.update", "best = None", _ONE_CANDIDATE),
@@ -488,7 +497,7 @@ EQUIVALENT: dict[str, list[tuple[str, str, str]]] = {
         ("InstanceAP.update", "taken.add(None)", _ONE_CANDIDATE),
         (
             "InstanceAP.update",
-            "record.matched[t].append(None)",
+            "append(False) -> record.matched[t].append(None)",
             "the flags are read as np.asarray(..., dtype=bool), where None is False",
         ),
         ("InstanceAP.update", "gt_area[j] <= self.min_gt_area]", _DISJOINT),
@@ -897,7 +906,11 @@ def run_module(module: str, work: Path, resume: bool, max_test_seconds: float) -
         }
         if verdict in ("survived", "no tests"):
             after = mutant.key.split(" -> ", 1)[-1]
-            listed = any(mutant.function == f and text in after for f, text, _ in equivalent)
+            change = mutant.key.split(": ", 1)[1]
+            listed = any(
+                mutant.function == f and text in (change if " -> " in text else after)
+                for f, text, _ in equivalent
+            )
             note = " (equivalent)" if listed else ""
             print(f"  {verdict}{note}: line {mutant.line}: {mutant.key}", file=sys.stderr)
         if index % 25 == 0:
@@ -956,7 +969,8 @@ def _summary(
         function, change = key.split(": ", 1)
         after = change.split(" -> ", 1)[1]
         for where, text, why in equivalent:
-            if function == where and text in after:
+            target = change if " -> " in text else after
+            if function == where and text in target:
                 listed[key] = why
     equivalent_here = {k: why for k, why in listed.items() if k not in killed}
     listed_but_killed = [k for k in listed if k in killed]
