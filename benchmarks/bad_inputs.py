@@ -124,7 +124,7 @@ class Workspace:
         return self.root / "trained"
 
     def build(self) -> None:
-        from leanseg.engine.checkpoint import save_checkpoint
+        from leanseg.files.checkpoint import save_checkpoint
         from leanseg.models import build_model, load_run_config
 
         raw = tiny_config(self.root / "runs" / "good")

@@ -149,7 +149,7 @@ def ensure_checkpoint(workdir: Path) -> None:
         return
     import torch
 
-    from leanseg.engine.checkpoint import save_checkpoint
+    from leanseg.files.checkpoint import save_checkpoint
     from leanseg.models import build_model, run_config_from_dict
 
     raw = {

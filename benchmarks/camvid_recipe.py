@@ -25,8 +25,8 @@ from typing import Any
 import torch
 
 from common import write_result
-from leanseg.engine.trainer import Trainer
 from leanseg.models import load_run_config
+from leanseg.training.trainer import Trainer
 
 ROOT = Path(__file__).resolve().parents[1]
 

@@ -30,7 +30,7 @@ from typing import Any, TypeVar
 
 import leanseg
 from leanseg.bench import Latency, describe_machine
-from leanseg.engine.run_dir import RunDirectory
+from leanseg.files.run_dir import RunDirectory
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -148,7 +148,7 @@ def train(
 def read_metrics(run: str | Path) -> list[dict[str, Any]]:
     """The records of a run's ``metrics.jsonl``, a line torn by a kill skipped; ``[]`` if none.
 
-    Read by :meth:`leanseg.engine.run_dir.RunDirectory.read_metrics`, as the trainer reads it.
+    Read by :meth:`leanseg.files.run_dir.RunDirectory.read_metrics`, as the trainer reads it.
     """
     return RunDirectory(run).read_metrics()
 

@@ -34,7 +34,7 @@ from torch.profiler import ProfilerActivity, profile
 
 from common import REPO, round_robin, summary, write_result
 from leanseg.bench import count_flops
-from leanseg.engine.speed import InferenceOptions, InferenceRunner, prepare_model
+from leanseg.inference.speed import InferenceOptions, InferenceRunner, prepare_model
 from leanseg.models import build_segmentor, load_run_config
 
 MODELS: dict[str, str] = {

@@ -1,7 +1,7 @@
 """The fully connected CRF on a trained CamVid model's val predictions: mIoU, CPU cost (issue 14).
 
 Thesis §3.4 post-processes the network's probabilities with the fully connected CRF; this
-measures what leanseg's implementation (:mod:`leanseg.engine.dense_crf`) does for the CamVid
+measures what leanseg's implementation (:mod:`leanseg.inference.dense_crf`) does for the CamVid
 recipe's model (``configs/lite0/ladder_camvid.yaml``, trained by ``benchmarks/camvid_recipe.py``).
 The network runs once per image (the config's eval scales, i.e. 1.5x for the recipe); its
 probabilities at label resolution are then scored as they are and after the CRF with each
@@ -28,11 +28,11 @@ from common import REPO, write_result
 from leanseg.config import CRFConfig
 from leanseg.data import build_dataset, dataset_classes
 from leanseg.data.transforms import input_statistics
-from leanseg.engine.dense_crf import DenseCRF
-from leanseg.engine.inference import predict_scores
-from leanseg.engine.loading import load_trained_model
-from leanseg.engine.speed import InferenceOptions, InferenceRunner, prepare_model
-from leanseg.metrics import SegmentationMetric
+from leanseg.inference.dense_crf import DenseCRF
+from leanseg.inference.loading import load_trained_model
+from leanseg.inference.predictor import predict_scores
+from leanseg.inference.speed import InferenceOptions, InferenceRunner, prepare_model
+from leanseg.metrics.semantic import SegmentationMetric
 
 # w1, θα, θβ: the thesis grid's middle (leanseg's default) and corners of it.
 DEFAULT_SETTINGS = ["5/70/6", "10/70/6", "5/50/3", "5/90/9", "10/90/3"]

@@ -42,10 +42,10 @@ def export(folder: Path, checkpoint: str, count: int) -> None:
 
     from leanseg.config import CRFConfig
     from leanseg.data import build_dataset
-    from leanseg.engine.dense_crf import DenseCRF
-    from leanseg.engine.inference import predict_scores
-    from leanseg.engine.loading import load_trained_model
-    from leanseg.engine.speed import InferenceOptions, InferenceRunner, prepare_model
+    from leanseg.inference.dense_crf import DenseCRF
+    from leanseg.inference.loading import load_trained_model
+    from leanseg.inference.predictor import predict_scores
+    from leanseg.inference.speed import InferenceOptions, InferenceRunner, prepare_model
 
     torch.set_num_threads(1)
     trained = load_trained_model(checkpoint)
@@ -112,7 +112,7 @@ def _miou(predictions: list[np.ndarray], labels: list[np.ndarray], classes: int,
     """mIoU in % of label maps, by leanseg's own metric."""
     import torch
 
-    from leanseg.metrics import SegmentationMetric
+    from leanseg.metrics.semantic import SegmentationMetric
 
     metric = SegmentationMetric(classes, ignore_index=ignore)
     for prediction, label in zip(predictions, labels, strict=True):

@@ -3,7 +3,7 @@
 Two parts, each adding its table to ``benchmarks/results/fast_training.json``:
 
 ``steps``: seconds per training iteration (batch preparation + step, in the real training loop
-of :class:`leanseg.engine.trainer.Trainer`, real CamVid data) of the recipe
+of :class:`leanseg.training.trainer.Trainer`, real CamVid data) of the recipe
 (``configs/lite0/ladder_camvid.yaml``) with levers added one at a time, cumulatively, in blocks of
 ``--iters`` iterations per variant, the variants taking turns for ``--rounds`` rounds, so a change
 of machine load hits every variant alike; the median block is reported. The levers:
@@ -49,9 +49,9 @@ from common import (
     write_result,
 )
 from leanseg.data.transforms import Compose, RandomCrop, RandomScale, RandomScaleCrop
-from leanseg.engine.prefetch import Prefetcher
-from leanseg.engine.trainer import Trainer
 from leanseg.models import load_run_config
+from leanseg.training.prefetch import Prefetcher
+from leanseg.training.trainer import Trainer
 
 RECIPE = REPO / "configs/lite0/ladder_camvid.yaml"
 FAST = REPO / "configs/lite0/ladder_camvid_fast.yaml"

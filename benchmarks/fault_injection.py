@@ -8,7 +8,7 @@ Faults, drawn in chains of a few per run:
 - ``kill_random``: SIGKILL at a random moment of a process's life (start-up, run creation,
   resume, training, evaluation, checkpoint writes);
 - ``kill_in_checkpoint_write``: SIGKILL inside a write of ``last.pt`` or ``best.pt``, half the
-  data in the temporary file (the ``LEANSEG_KILL_IN_WRITE`` hook of ``leanseg.utils``);
+  data in the temporary file (the ``LEANSEG_KILL_IN_WRITE`` hook of ``leanseg.files.atomic``);
 - ``kill_in_first_checkpoint``: the same during a fresh run's first ``best.pt`` / ``last.pt``;
   a ``best.pt`` kill is recovered by a plain rerun (the run holds no checkpoint);
 - ``torn_metrics_line``: half a JSON line at the end of ``metrics.jsonl``;
@@ -60,10 +60,10 @@ import yaml
 
 from common import machine, write_result
 from leanseg.commands.predict import PREDICT_MANIFEST
-from leanseg.engine.checkpoint import CheckpointError, load_checkpoint
-from leanseg.engine.folder_lock import HOLDER_FILE, LOCK_NAMES
-from leanseg.engine.run_dir import RunDirectory
-from leanseg.utils import KILL_IN_WRITE_ENV, is_temp_of
+from leanseg.files.atomic import KILL_IN_WRITE_ENV, is_temp_of
+from leanseg.files.checkpoint import CheckpointError, load_checkpoint
+from leanseg.files.folder_lock import HOLDER_FILE, LOCK_NAMES
+from leanseg.files.run_dir import RunDirectory
 
 MAX_ITERS = 12
 CONFIG: dict[str, Any] = {

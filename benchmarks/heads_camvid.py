@@ -232,7 +232,7 @@ def read_record(path: Path | None, max_iters: int) -> dict[str, Any] | None:
 def run_state(folder: Path, max_iters: int, record: Path | None = None) -> str:
     """``finished`` (a record, or a validation at ``max_iters`` logged), ``resume`` (a
     checkpoint to continue from) or ``start``."""
-    from leanseg.engine.run_dir import RunDirectory
+    from leanseg.files.run_dir import RunDirectory
 
     if read_record(record, max_iters) is not None:
         return "finished"
@@ -294,7 +294,7 @@ def scheme_scores(folder: Path, schemes: tuple[str, ...] = QGN_SCHEMES) -> dict[
     Every val image is scored at each of the run's ``eval.scales`` (bilinear resize, padded to
     the model's stride), the labels nearest-resized to that scale for GTC (which reads them to
     pick the sites), the leaves' scores resized back and averaged as probabilities, as
-    :func:`leanseg.engine.inference.predict_scores` does; no flip; the first
+    :func:`leanseg.inference.predictor.predict_scores` does; no flip; the first
     ``eval.max_images`` images when that is set. PC here is the run's own
     validation up to the padding: the trainer pads with zeros too.
     """
@@ -302,9 +302,9 @@ def scheme_scores(folder: Path, schemes: tuple[str, ...] = QGN_SCHEMES) -> dict[
     import torch.nn.functional as F
 
     from leanseg.data import build_dataset, dataset_classes
-    from leanseg.engine.loading import load_trained_model
-    from leanseg.engine.run_dir import RunDirectory
-    from leanseg.metrics import SegmentationMetric
+    from leanseg.files.run_dir import RunDirectory
+    from leanseg.inference.loading import load_trained_model
+    from leanseg.metrics.semantic import SegmentationMetric
 
     trained = load_trained_model(folder, RunDirectory(folder).last_checkpoint)
     cfg, model = trained.cfg, trained.model.eval()
@@ -433,9 +433,9 @@ def measure_costs(
     import torch
 
     from leanseg.bench import activation_memory, count_flops
-    from leanseg.engine.checkpoint import load_checkpoint, load_model_state
-    from leanseg.engine.freezing import freeze_backbone
+    from leanseg.files.checkpoint import load_checkpoint, load_model_state
     from leanseg.models import build_model
+    from leanseg.training.freezing import freeze_backbone
 
     models, weights, configs = {}, {}, {}
     for run in runs:

@@ -2,13 +2,14 @@
 
 For the trained checkpoint (default: the CamVid recipe's EfficientNet-Lite0 + ladder,
 ``runs/lite0/ladder_camvid/checkpoints/last.pt``; its config is inside), every option set of
-:data:`VARIANTS` is applied with :func:`leanseg.engine.speed.prepare_model` and run through
-:class:`leanseg.engine.speed.InferenceRunner`, as ``leanseg eval`` and ``leanseg predict`` do:
+:data:`VARIANTS` is applied with :func:`leanseg.inference.speed.prepare_model` and run through
+:class:`leanseg.inference.speed.InferenceRunner`, as ``leanseg eval`` and ``leanseg predict`` do:
 
 - accuracy: CamVid val (all 101 images unless ``--max-images``), one pass at ``--scale``
   (default 1.5, the recipe's validation scale), scored by
-  :func:`leanseg.engine.inference.predict_scores` and :class:`leanseg.metrics.SegmentationMetric`
-  as :func:`leanseg.engine.evaluator.evaluate` scores them. Each image is run through every
+  :func:`leanseg.inference.predictor.predict_scores` and
+  :class:`leanseg.metrics.semantic.SegmentationMetric`
+  as :func:`leanseg.evaluation.evaluator.evaluate` scores them. Each image is run through every
   variant in turn, so the variants also share the load; besides mIoU the JSON gives the change
   against fp32 plain in points and the share of pixels whose label differs from fp32 plain
   (of all pixels, ignored ones included);
@@ -43,10 +44,10 @@ from torch.utils.data import DataLoader, Subset
 
 from common import REPO, round_robin, summary, write_result
 from leanseg.data import build_dataset, dataset_classes
-from leanseg.engine.inference import predict_scores
-from leanseg.engine.loading import load_trained_model
-from leanseg.engine.speed import PLAIN, InferenceOptions, InferenceRunner, prepare_model
-from leanseg.metrics import SegmentationMetric
+from leanseg.inference.loading import load_trained_model
+from leanseg.inference.predictor import predict_scores
+from leanseg.inference.speed import PLAIN, InferenceOptions, InferenceRunner, prepare_model
+from leanseg.metrics.semantic import SegmentationMetric
 
 # The option sets compared; "fp32 plain" is the reference of every difference.
 VARIANTS: dict[str, InferenceOptions] = {

@@ -52,12 +52,12 @@ from leanseg.data import build_dataset, entry_config
 from leanseg.data.classes import CAMVID_CLASSES, CITYSCAPES_CLASSES
 from leanseg.data.io import read_rgb
 from leanseg.data.multi import UnionLabels
-from leanseg.engine.domain_eval import evaluate_per_dataset
-from leanseg.engine.evaluator import evaluate
-from leanseg.engine.inference import Predictor
-from leanseg.engine.loading import load_trained_model
-from leanseg.engine.ood_maps import domain_classes
-from leanseg.ood import auroc, foreign_map, image_score, max_softmax_score
+from leanseg.evaluation.domains import evaluate_per_dataset
+from leanseg.evaluation.evaluator import evaluate
+from leanseg.inference.loading import load_trained_model
+from leanseg.inference.ood_maps import domain_classes
+from leanseg.inference.predictor import Predictor
+from leanseg.metrics.ood import auroc, foreign_map, image_score, max_softmax_score
 
 JOINT = "configs/multi_domain/ldn_lite0_camvid_em.yaml"
 CAMVID = "configs/multi_domain/ldn_lite0_camvid.yaml"

@@ -1,7 +1,7 @@
 """Peak memory of ``leanseg predict`` on a 2- and a 150-megapixel image (issue 27, item 4).
 
 ``leanseg predict --max-megapixels B`` segments an image larger than ``B`` megapixels tile by
-tile and never holds a float map of the whole image (:meth:`leanseg.engine.inference.Predictor.
+tile and never holds a float map of the whole image (:meth:`leanseg.inference.predictor.Predictor.
 predict_blocks`), so the model's share of the memory does not grow with the image. What grows is
 what has to: the decoded image (Pillow keeps 4 bytes per pixel of a colour PNG) and the
 ``uint8`` label map (1 byte per pixel). This script measures the whole process:
@@ -50,7 +50,7 @@ def write_checkpoint(path: Path) -> None:
     """A small model's checkpoint as the trainer writes one (weights and resolved config)."""
     import torch
 
-    from leanseg.engine.checkpoint import save_checkpoint
+    from leanseg.files.checkpoint import save_checkpoint
     from leanseg.models import build_model, run_config_from_dict
 
     raw = {

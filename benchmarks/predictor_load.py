@@ -2,11 +2,11 @@
 
 Loading a trained model for ``leanseg predict`` rebuilds it from the checkpoint's config, reads
 the weights and prepares it with the default inference options (BN folded, channels-last), whose
-exactness :func:`leanseg.engine.speed.prepare_model` checks on a small example. This script
+exactness :func:`leanseg.inference.speed.prepare_model` checks on a small example. This script
 times that whole call, default options, on the CPU:
 
 - ``first_load``: the first ``from_checkpoint`` of a fresh Python process, after the imports a
-  script makes (``from leanseg.engine.inference import Predictor``): what a user of
+  script makes (``from leanseg.inference.predictor import Predictor``): what a user of
   ``leanseg predict`` or a script waits for. The CPU kernels of every layer are set up on their
   first call, so this is the larger figure. One process per sample; the median is reported;
 - ``warm_load``: the next ``--loads`` calls in the same processes (a service reloading a model).
@@ -49,7 +49,7 @@ def write_checkpoint(path: Path) -> None:
     """A Lite0 ladder checkpoint as the trainer writes it: weights, config, Adam state."""
     import torch
 
-    from leanseg.engine.checkpoint import save_checkpoint
+    from leanseg.files.checkpoint import save_checkpoint
     from leanseg.models import build_model, load_run_config, without_pretrained
 
     cfg = load_run_config(CONFIG)
@@ -80,7 +80,7 @@ def child(checkpoint: str, loads: int) -> None:
     import torch
 
     import leanseg
-    from leanseg.engine.inference import Predictor
+    from leanseg.inference.predictor import Predictor
 
     imported = time.perf_counter() - start
     times = []

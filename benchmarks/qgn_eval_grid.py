@@ -18,9 +18,9 @@ import torch.nn.functional as F
 
 from common import write_result
 from leanseg.data import build_dataset, dataset_classes
-from leanseg.engine.loading import TrainedModel, load_trained_model
-from leanseg.engine.run_dir import RunDirectory
-from leanseg.metrics import SegmentationMetric
+from leanseg.files.run_dir import RunDirectory
+from leanseg.inference.loading import TrainedModel, load_trained_model
+from leanseg.metrics.semantic import SegmentationMetric
 
 
 def evaluate(model, dataset, count, num_classes, **knobs) -> dict:

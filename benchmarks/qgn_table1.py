@@ -23,7 +23,7 @@ import torch
 
 from common import TrainJob, train, write_result
 from leanseg.data import build_dataset, dataset_classes
-from leanseg.engine.checkpoint import load_checkpoint
+from leanseg.files.checkpoint import load_checkpoint
 from qgn_eval_grid import evaluate, load_run
 
 EVAL_SCHEMES = ("all", "gtc", "pc")

@@ -24,7 +24,7 @@ import torch.nn.functional as F
 
 from common import REPO, TrainJob, last_validation, train, write_result
 from leanseg.data import build_dataset
-from leanseg.engine.loading import load_trained_model
+from leanseg.inference.loading import load_trained_model
 
 ROWS = ("a", "f", "h")
 DATASETS = ("synthetic", "camvid")

@@ -48,9 +48,9 @@ from leanseg.config import CRFConfig
 from leanseg.data import build_dataset
 from leanseg.data.synthetic import CLASSES, generate_scene, scene_seed
 from leanseg.data.transforms import input_statistics
-from leanseg.engine.evaluator import evaluate
-from leanseg.engine.loading import load_trained_model
-from leanseg.metrics import SegmentationMetric
+from leanseg.evaluation.evaluator import evaluate
+from leanseg.inference.loading import load_trained_model
+from leanseg.metrics.semantic import SegmentationMetric
 from leanseg.models import load_run_config
 
 ROOT = Path(__file__).resolve().parents[1]

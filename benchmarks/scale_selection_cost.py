@@ -5,7 +5,7 @@ Builds Single5, Single3+5, FixedScales and ScaleInvariant from ``configs/scale_s
 :func:`leanseg.bench.benchmark_model` in one process: parameters, GMAC (multiply-adds of
 convolutions and linear layers), activation memory of a training forward (batch 1), and CPU
 inference latency with leanseg's default inference options (BN folded, channels-last). The
-depth-guided row gets neutral disparity (:class:`leanseg.engine.speed.WithExampleInputs`): its
+depth-guided row gets neutral disparity (:class:`leanseg.inference.speed.WithExampleInputs`): its
 pyramid computes every level whatever the disparity, so the cost does not depend on it.
 
     python benchmarks/scale_selection_cost.py [--size 1024x2048] [--repeats 3]
@@ -23,7 +23,7 @@ import torch
 
 from common import REPO, write_result
 from leanseg.bench import benchmark_model
-from leanseg.engine.speed import (
+from leanseg.inference.speed import (
     InferenceOptions,
     InferenceRunner,
     WithExampleInputs,

@@ -11,7 +11,7 @@ batch 1, BN folded), median over ``--repeats`` after ``--warmup``, t = 3 ... 40 
 - ``sampling_ms``: the t sampling steps alone (coarse 2 x 64 x 128 grid), the only part t changes.
 
 With ``--run RUN_DIR`` (a ``leanseg train`` run of ``configs/ssn/ssn_instance_synthetic.yaml``)
-it also reports AP / AP50 (``leanseg.instance_metrics``) for every t on held-out synthetic scenes
+it also reports AP / AP50 (``leanseg.metrics.instance``) for every t on held-out synthetic scenes
 (the config's ``val_split``, full 256x512 frames).
 
     nice -n 10 .venv/bin/python benchmarks/ssn_instance_iterations.py \
@@ -30,9 +30,9 @@ import torch
 from common import machine, round_robin, summary, write_result
 from leanseg.config import ModelConfig
 from leanseg.data import build_dataset, dataset_classes
-from leanseg.engine.loading import load_trained_model
-from leanseg.engine.run_dir import RunDirectory
-from leanseg.instance_metrics import InstanceAP
+from leanseg.files.run_dir import RunDirectory
+from leanseg.inference.loading import load_trained_model
+from leanseg.metrics.instance import InstanceAP
 from leanseg.models import build_segmentor
 from leanseg.nn.fold_bn import fold_batchnorm
 from leanseg.nn.heads.ssn_instance import (

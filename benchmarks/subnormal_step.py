@@ -6,7 +6,7 @@ its model on one random batch (``--batch`` x ``--crop``, channels-last) round-ro
 
 - as trained, subnormals computed as they are;
 - as trained, with ``torch.set_flush_denormal(True)`` during the call (what the trainer sets);
-- with the subnormal weights set to zero (what ``engine.speed.prepare_model`` does for inference).
+- with the subnormal weights set to zero (what ``inference.speed.prepare_model`` does for inference).
 
     .venv/bin/python benchmarks/subnormal_step.py --checkpoint RUN/checkpoints/last.pt --threads 2
 
@@ -24,8 +24,8 @@ import torch
 from torch import nn
 
 from common import REPO, round_robin, summary, write_result
-from leanseg.engine.loading import load_trained_model
-from leanseg.engine.speed import zero_subnormal_weights
+from leanseg.inference.loading import load_trained_model
+from leanseg.inference.speed import zero_subnormal_weights
 
 TINY = torch.finfo(torch.float32).tiny
 

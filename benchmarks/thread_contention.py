@@ -34,7 +34,7 @@ from typing import Any
 from common import REPO, write_result
 
 # name -> (torch threads, extra environment of the worker process). "auto" is leanseg's default
-# (train.num_threads: auto): leanseg.engine.cpu_share.ThreadGovernor, called after every step
+# (train.num_threads: auto): leanseg.runtime.cpu_share.ThreadGovernor, called after every step
 # as the trainer does, starting on every core and deciding after 3 s.
 SETTINGS: dict[str, tuple[int | str, dict[str, str]]] = {
     "2 threads": (2, {}),
@@ -50,8 +50,8 @@ def worker(threads: int | str, steps: int, warmup: int, batch: int, crop: tuple[
     thread count of each step."""
     import torch
 
-    from leanseg.engine.cpu_share import ThreadGovernor
     from leanseg.models import create_model
+    from leanseg.runtime.cpu_share import ThreadGovernor
 
     governor = None
     if threads == "auto":

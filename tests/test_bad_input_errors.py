@@ -1,7 +1,8 @@
 """One-line errors and no silent nonsense (issue 27, items 5 and 6, and the YAML sizes of item 4).
 
 YAML: duplicate keys, deep nesting, alias bombs and recursive aliases refused by
-:mod:`leanseg.safe_yaml`, large files refused before reading; configs: empty files, keys that are
+:mod:`leanseg.config.safe_yaml`, large files refused before reading; configs: empty files, keys
+that are
 not names, NaN and infinite values, null bytes, out-of-range seeds, ``~`` / ``$VAR`` in paths,
 negative loss weights; the CLI's one line for an unexpected error and ``--debug``; a full disk
 during a checkpoint write; checkpoints with mistyped entries; label ids below 0; a split whose
@@ -21,15 +22,15 @@ import pytest
 import torch
 import yaml
 
-from leanseg import cli, safe_yaml
+from leanseg import cli
 from leanseg.commands import demo as demo_command
-from leanseg.config import ConfigError, load_config
+from leanseg.config import ConfigError, load_config, safe_yaml
 from leanseg.data.base import DatasetError, check_label_values
-from leanseg.engine import checkpoint as checkpoint_module
-from leanseg.engine import trainer as trainer_module
-from leanseg.engine.checkpoint import CheckpointError
-from leanseg.engine.trainer import Trainer, TrainingError
+from leanseg.files import checkpoint as checkpoint_module
+from leanseg.files.checkpoint import CheckpointError
 from leanseg.models import load_run_config
+from leanseg.training import trainer as trainer_module
+from leanseg.training.trainer import Trainer, TrainingError
 
 SMALL = "train: {lr: 0.01}\n"
 

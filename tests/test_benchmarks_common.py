@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from leanseg.engine.run_dir import RunDirectory
+from leanseg.files.run_dir import RunDirectory
 
 BENCHMARKS = Path(__file__).resolve().parents[1] / "benchmarks"
 

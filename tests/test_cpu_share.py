@@ -1,4 +1,4 @@
-"""Threads that follow the cores other processes leave free (``leanseg.engine.cpu_share``)."""
+"""Threads that follow the cores other processes leave free (``leanseg.runtime.cpu_share``)."""
 
 from __future__ import annotations
 
@@ -14,16 +14,16 @@ import pytest
 import torch
 
 from leanseg.config import TrainConfig
-from leanseg.engine.cpu_share import (
+from leanseg.models import run_config_from_dict
+from leanseg.runtime.cpu_share import (
     CpuTimes,
     ThreadGovernor,
     busy_cores_of_others,
     free_cores,
     read_cpu_times,
 )
-from leanseg.engine.hooks import BalanceThreads, Step
-from leanseg.engine.trainer import Trainer
-from leanseg.models import run_config_from_dict
+from leanseg.training.hooks import BalanceThreads, Step
+from leanseg.training.trainer import Trainer
 
 LINUX_PROC = Path("/proc/stat").exists() and hasattr(os, "sched_getaffinity")
 

@@ -6,7 +6,7 @@ import pytest
 
 from leanseg.cli import main
 from leanseg.demo import run_demo
-from leanseg.engine.run_dir import RunDirError
+from leanseg.files.run_dir import RunDirError
 
 pytestmark = pytest.mark.slow
 

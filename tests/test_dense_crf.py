@@ -15,14 +15,14 @@ from PIL import Image
 
 from leanseg.cli import main
 from leanseg.config import ConfigError, CRFConfig
-from leanseg.engine.dense_crf import (
+from leanseg.inference.dense_crf import (
     DenseCRF,
     GaussianSmoothing,
     PermutohedralFilter,
     _simplex_vertices,
     appearance_features,
 )
-from leanseg.engine.inference import Predictor
+from leanseg.inference.predictor import Predictor
 from leanseg.models import load_run_config
 
 

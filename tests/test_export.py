@@ -23,9 +23,9 @@ from leanseg.export import (  # noqa: E402
     export_onnx,
     onnxruntime_latency,
 )
+from leanseg.files.outputs import OutputExistsError  # noqa: E402
 from leanseg.models import HEADS, build_segmentor  # noqa: E402
 from leanseg.nn.backbones.base import IMAGENET_NORMALIZATION  # noqa: E402
-from leanseg.outputs import OutputExistsError  # noqa: E402
 
 CONFIGS = Path(__file__).resolve().parents[1] / "configs"
 SIZES = [(64, 96), (70, 90)]  # one a multiple of the output stride, one padded

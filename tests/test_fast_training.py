@@ -26,11 +26,11 @@ from leanseg.data.transforms import (
     RandomScaleCrop,
     sample_generator,
 )
-from leanseg.engine.freezing import FrozenBatchNorm2d, freeze_backbone
-from leanseg.engine.prefetch import Prefetcher
-from leanseg.engine.sampling import CropSchedule, ResumableSampler
-from leanseg.engine.trainer import Trainer
 from leanseg.models import create_model, load_run_config
+from leanseg.training.freezing import FrozenBatchNorm2d, freeze_backbone
+from leanseg.training.prefetch import Prefetcher
+from leanseg.training.sampling import CropSchedule, ResumableSampler
+from leanseg.training.trainer import Trainer
 
 CLASSES = ["sky", "road", "car"]
 

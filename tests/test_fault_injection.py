@@ -6,7 +6,7 @@ must hold no temporary file and its losses and evaluations must equal those of a
 run. Runs are tiny (SSN encoder, 32x64 synthetic scenes, 12 iterations, one thread) and go
 through ``leanseg.cli.main`` in processes of their own, forked from a server that has imported
 torch once (a fresh interpreter spends seconds on imports); kills inside writes use the
-``LEANSEG_KILL_IN_WRITE`` hook of :mod:`leanseg.utils`. ``LEANSEG_FAULT_SEED`` picks other
+``LEANSEG_KILL_IN_WRITE`` hook of :mod:`leanseg.files.atomic`. ``LEANSEG_FAULT_SEED`` picks other
 random kill moments. ``benchmarks/fault_injection.py`` runs more faults through the real
 ``leanseg`` command.
 """
@@ -25,11 +25,11 @@ import pytest
 import torch
 import yaml
 
-from leanseg.engine.checkpoint import load_checkpoint
-from leanseg.engine.run_dir import RunDirectory
-from leanseg.engine.trainer import Trainer
+from leanseg.files.atomic import KILL_IN_WRITE_ENV
+from leanseg.files.checkpoint import load_checkpoint
+from leanseg.files.run_dir import RunDirectory
 from leanseg.models import load_run_config
-from leanseg.utils import KILL_IN_WRITE_ENV
+from leanseg.training.trainer import Trainer
 
 pytestmark = pytest.mark.slow
 
@@ -64,7 +64,7 @@ def write_config(tmp_path: Path) -> Path:
     return path
 
 
-_PRELOAD = ["torch", "torch._dynamo", "leanseg.cli", "leanseg.engine.trainer", __name__]
+_PRELOAD = ["torch", "torch._dynamo", "leanseg.cli", "leanseg.training.trainer", __name__]
 
 
 class Training:

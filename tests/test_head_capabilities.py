@@ -13,13 +13,13 @@ from torch import Tensor
 
 from leanseg.config import DataConfig, EvalConfig
 from leanseg.data import build_dataset
-from leanseg.engine.evaluator import evaluate
-from leanseg.engine.site_cost import SiteCounter
-from leanseg.engine.trainer import Trainer
+from leanseg.evaluation.evaluator import evaluate
+from leanseg.inference.site_cost import SiteCounter
 from leanseg.models import create_model, load_run_config
 from leanseg.nn.heads.base import CostReporting, EvaluationHook
 from leanseg.nn.heads.bilinear import BilinearHead
 from leanseg.nn.segmentor import Segmentor
+from leanseg.training.trainer import Trainer
 
 QGN_SMALL = {"in_channels": 16, "decoder_channels": [8] * 5, "decoder_units": [1] * 5}
 

@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 
 from leanseg.config import apply_overrides
-from leanseg.engine.run_dir import RunDirectory
+from leanseg.files.run_dir import RunDirectory
 
 BENCHMARKS = Path(__file__).resolve().parents[1] / "benchmarks"
 

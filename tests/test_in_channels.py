@@ -13,7 +13,7 @@ from torch import nn
 from leanseg.bench import benchmark_model
 from leanseg.config import ConfigError
 from leanseg.data.transforms import ToTensor
-from leanseg.engine.speed import example_images
+from leanseg.inference.speed import example_images
 from leanseg.models import BACKBONES, create_model, run_config_from_dict
 from leanseg.nn.backbones.base import IMAGENET_NORMALIZATION
 from leanseg.nn.backbones.pretrained import adapt_input_channels

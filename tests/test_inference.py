@@ -15,8 +15,8 @@ from torch import Tensor, nn
 
 from leanseg import visualize
 from leanseg.data.base import DatasetError
-from leanseg.engine.checkpoint import CheckpointError, save_checkpoint
-from leanseg.engine.inference import (
+from leanseg.files.checkpoint import CheckpointError, save_checkpoint
+from leanseg.inference.predictor import (
     Predictor,
     _tile_spans,
     choose_tile,

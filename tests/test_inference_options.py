@@ -14,8 +14,8 @@ import torch
 from torch import Tensor, nn
 
 from leanseg.cli import build_parser, main
-from leanseg.engine.inference import Predictor
-from leanseg.engine.speed import (
+from leanseg.inference.predictor import Predictor
+from leanseg.inference.speed import (
     PLAIN,
     InferenceOptionError,
     InferenceOptions,

@@ -18,8 +18,8 @@ from leanseg.cli import main
 from leanseg.commands.predict import PREDICT_MANIFEST
 from leanseg.config import load_config
 from leanseg.data.io import read_rgb
-from leanseg.engine.checkpoint import save_checkpoint
-from leanseg.engine.inference import Predictor
+from leanseg.files.checkpoint import save_checkpoint
+from leanseg.inference.predictor import Predictor
 from leanseg.models import build_model
 
 TINY = {

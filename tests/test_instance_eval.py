@@ -10,13 +10,13 @@ import torch
 
 from leanseg.cli import main
 from leanseg.config import EvalConfig, ModelConfig
-from leanseg.engine import instance_eval
-from leanseg.engine.evaluator import evaluate
-from leanseg.engine.run_dir import RunDirectory
-from leanseg.engine.trainer import Trainer
-from leanseg.instance_metrics import InstanceAP
+from leanseg.evaluation import instances as instance_eval
+from leanseg.evaluation.evaluator import evaluate
+from leanseg.files.run_dir import RunDirectory
+from leanseg.metrics.instance import InstanceAP
 from leanseg.models import build_segmentor, load_run_config
 from leanseg.nn.heads.ssn_instance import InstancePrediction
+from leanseg.training.trainer import Trainer
 
 HEIGHT, WIDTH = 32, 48
 
@@ -150,7 +150,7 @@ def test_tiny_instance_run_logs_and_evaluates_ap(tmp_path):
 def test_format_instance_ap_names_classes():
     from rich.console import Console
 
-    from leanseg.instance_metrics import format_instance_ap
+    from leanseg.metrics.instance import format_instance_ap
 
     ap = {
         "AP": 0.25,

@@ -5,7 +5,7 @@ import math
 import numpy as np
 import torch
 
-from leanseg.instance_metrics import IOU_THRESHOLDS, InstanceAP, average_precision
+from leanseg.metrics.instance import IOU_THRESHOLDS, InstanceAP, average_precision
 
 
 def _scene():

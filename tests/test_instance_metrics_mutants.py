@@ -1,4 +1,4 @@
-"""Cityscapes-style instance AP (``leanseg.instance_metrics``): the matching and AP rules one
+"""Cityscapes-style instance AP (``leanseg.metrics.instance``): the matching and AP rules one
 by one.
 
 Written against the survivors of mutation testing (``benchmarks/mutation.py --module
@@ -14,7 +14,7 @@ import numpy as np
 import pytest
 import torch
 
-from leanseg.instance_metrics import IOU_THRESHOLDS, InstanceAP, average_precision
+from leanseg.metrics.instance import IOU_THRESHOLDS, InstanceAP, average_precision
 
 
 def _gt_square(size: int = 8, top: int = 0, left: int = 0, instance: int = 8001):
@@ -340,7 +340,7 @@ def _cells(table):
 def test_ap_table_columns_rows_and_mean():
     """Title, a class column and two right-aligned percentage columns; one row per class, then
     the bold mean row after a section line."""
-    from leanseg.instance_metrics import format_instance_ap
+    from leanseg.metrics.instance import format_instance_ap
 
     ap = {
         "AP": 0.25,
@@ -363,7 +363,7 @@ def test_ap_table_columns_rows_and_mean():
 
 
 def test_ap_table_without_names_or_ap50():
-    from leanseg.instance_metrics import format_instance_ap
+    from leanseg.metrics.instance import format_instance_ap
 
     table = format_instance_ap({"AP": None, "per_class": {"2": math.nan}})
     assert _cells(table) == [["2", "mean"], ["-", "-"], ["-", "-"]]

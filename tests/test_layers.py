@@ -4,12 +4,15 @@ Every module of ``src/leanseg`` is parsed with ``ast`` (nothing is imported), an
 makes - at module level, inside functions, under ``TYPE_CHECKING`` - is an edge. A module may
 import from its own layer or a lower one:
 
-    5  cli, commands, demo, report, __main__, the package ``__init__``
-    4  engine (all but checkpoint I/O), bench
-    3  models (the builder tables)
-    2  nn, baselines
-    1  data, engine.checkpoint, visualize
-    0  structures, config, metrics, instance_metrics, utils, ood
+    8  cli, commands, demo, report, __main__, the package ``__init__``
+    7  training
+    6  evaluation
+    5  inference, export, bench
+    4  models (the builder tables)
+    3  nn, baselines
+    2  data, visualize, runtime
+    1  files
+    0  structures, metrics, config, version
 
 A cycle that climbs a layer somewhere is reported as that upward import; the cycles left are those
 within one layer (every edge on a cycle that never climbs stays in one layer), reported as the
@@ -30,32 +33,27 @@ PACKAGE = Path(__file__).resolve().parents[1] / "src" / "leanseg"
 # Layer of every module, by the longest matching dotted prefix (``leanseg`` itself only exactly).
 LAYERS = {
     "leanseg.structures": 0,
-    "leanseg.config": 0,
-    "leanseg.config_paths": 0,
     "leanseg.metrics": 0,
-    "leanseg.instance_metrics": 0,
-    "leanseg.utils": 0,
-    "leanseg.ood": 0,
-    "leanseg.limits": 0,
-    "leanseg.safe_yaml": 0,
+    "leanseg.config": 0,
     "leanseg.version": 0,
-    "leanseg.weight_sources": 0,
-    "leanseg.data": 1,
-    "leanseg.engine.checkpoint": 1,
-    "leanseg.visualize": 1,
-    "leanseg.nn": 2,
-    "leanseg.baselines": 2,
-    "leanseg.models": 3,
-    "leanseg.engine": 4,
-    "leanseg.bench": 4,
-    "leanseg.export": 4,
-    "leanseg.outputs": 4,
-    "leanseg.cli": 5,
-    "leanseg.commands": 5,
-    "leanseg.demo": 5,
-    "leanseg.report": 5,
-    "leanseg.__main__": 5,
-    "leanseg": 5,
+    "leanseg.files": 1,
+    "leanseg.data": 2,
+    "leanseg.visualize": 2,
+    "leanseg.runtime": 2,
+    "leanseg.nn": 3,
+    "leanseg.baselines": 3,
+    "leanseg.models": 4,
+    "leanseg.inference": 5,
+    "leanseg.export": 5,
+    "leanseg.bench": 5,
+    "leanseg.evaluation": 6,
+    "leanseg.training": 7,
+    "leanseg.cli": 8,
+    "leanseg.commands": 8,
+    "leanseg.demo": 8,
+    "leanseg.report": 8,
+    "leanseg.__main__": 8,
+    "leanseg": 8,
 }
 
 # Violations that exist today, each to be removed when fixed (never added to).
@@ -188,13 +186,13 @@ def test_imports_point_down_the_layers_and_form_no_cycles():
 
 def test_the_checker_sees_upward_imports_anywhere_and_cycles():
     graph = {
-        "leanseg.metrics": {"leanseg.nn.heads.qgn"},
-        "leanseg.nn.heads.qgn": {"leanseg.metrics", "leanseg.nn.sparse"},
+        "leanseg.metrics.semantic": {"leanseg.nn.heads.qgn"},
+        "leanseg.nn.heads.qgn": {"leanseg.metrics.semantic", "leanseg.nn.sparse"},
         "leanseg.nn.sparse": {"leanseg.nn.segmentor"},
         "leanseg.nn.segmentor": {"leanseg.nn.heads.qgn"},
     }
     assert _violations(graph) == {
-        "leanseg.metrics -> leanseg.nn.heads.qgn",
+        "leanseg.metrics.semantic -> leanseg.nn.heads.qgn",
         "cycle: leanseg.nn.heads.qgn, leanseg.nn.segmentor, leanseg.nn.sparse",
     }
     modules = _modules()
@@ -203,8 +201,8 @@ def test_the_checker_sees_upward_imports_anywhere_and_cycles():
         "if TYPE_CHECKING:\n"
         "    from leanseg.data import base\n"
         "def f():\n"
-        "    from leanseg.engine.trainer import Trainer\n"
-        "    from . import models\n"
+        "    from leanseg.training.trainer import Trainer\n"
+        "    from .. import models\n"
     )
-    found = _imports("leanseg.metrics", source, modules, is_package=False)
-    assert found == {"leanseg.data.base", "leanseg.engine.trainer", "leanseg.models"}
+    found = _imports("leanseg.metrics.semantic", source, modules, is_package=False)
+    assert found == {"leanseg.data.base", "leanseg.training.trainer", "leanseg.models"}

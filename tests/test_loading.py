@@ -16,11 +16,11 @@ import yaml
 
 from leanseg.cli import main
 from leanseg.config import ConfigError
-from leanseg.engine.checkpoint import CheckpointError, load_checkpoint, save_checkpoint
-from leanseg.engine.inference import Predictor
-from leanseg.engine.loading import load_trained_model
-from leanseg.engine.trainer import Trainer
+from leanseg.files.checkpoint import CheckpointError, load_checkpoint, save_checkpoint
+from leanseg.inference.loading import load_trained_model
+from leanseg.inference.predictor import Predictor
 from leanseg.models import load_run_config
+from leanseg.training.trainer import Trainer
 
 pytestmark = pytest.mark.slow
 
@@ -69,7 +69,7 @@ def test_eval_predict_and_benchmark_load_the_same_model(run, monkeypatch):
     last = run / "checkpoints" / "last.pt"
     stored = load_checkpoint(last)["model"]
 
-    from leanseg.engine import evaluator
+    from leanseg.evaluation import evaluator
 
     evaluated = []
     original = evaluator.evaluate

@@ -15,7 +15,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from rich.console import Console
 
-from leanseg.metrics import (
+from leanseg.metrics.semantic import (
     SegmentationMetric,
     SegmentationScores,
     boundary_band,

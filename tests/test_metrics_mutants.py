@@ -1,4 +1,4 @@
-"""Segmentation metrics (``leanseg.metrics``): the conventions of its module docstring that the
+"""Semantic metrics (``leanseg.metrics.semantic``): the conventions of its module docstring that the
 other tests leave open, with values worked out by hand.
 
 Written against mutation testing (``benchmarks/mutation.py --module metrics``).
@@ -11,7 +11,7 @@ import math
 import pytest
 import torch
 
-from leanseg.metrics import (
+from leanseg.metrics.semantic import (
     CITYSCAPES_CATEGORIES,
     InstanceIoU,
     SegmentationMetric,
@@ -421,7 +421,7 @@ def test_fractions_of_a_single_predicted_pixel():
 def test_the_rich_table_of_scores():
     """The same rows as the text table: a left-aligned class column, right-aligned percentage
     columns, the pixel count in the title, bold summary rows after a section line."""
-    from leanseg.metrics import format_scores
+    from leanseg.metrics.semantic import format_scores
 
     scores = _two_class_metric(boundary_width=None).compute()
     table = format_scores(scores, ["road", "car", "sky"])

@@ -16,8 +16,8 @@ from leanseg.config import ConfigError, UnionConfig, config_from_dict
 from leanseg.data import MixedDataset, MixedSampler, build_dataset, dataset_classes
 from leanseg.data.check import check_dataset
 from leanseg.data.union import build_union
-from leanseg.engine.extra_scores import ExtraScores
-from leanseg.metrics import SegmentationMetric
+from leanseg.evaluation.extra_scores import ExtraScores
+from leanseg.metrics.semantic import SegmentationMetric
 
 SYNTHETIC = {"dataset": "synthetic", "options": {"num_samples": 4, "size": [32, 48], "seed": 0}}
 EM_CLASSES = ["membrane", "cell"]
@@ -221,9 +221,9 @@ def test_mixed_dataset_remaps_on_load(tmp_path):
 
 
 def test_two_iterations_on_synthetic_and_a_folder_dataset(tmp_path):
-    from leanseg.engine.domain_eval import evaluate_per_dataset
-    from leanseg.engine.trainer import Trainer
+    from leanseg.evaluation.domains import evaluate_per_dataset
     from leanseg.models import run_config_from_dict
+    from leanseg.training.trainer import Trainer
 
     raw = {
         "model": {"backbone": {"name": "resnet18"}, "head": {"name": "bilinear"}},

@@ -8,7 +8,7 @@ import math
 import pytest
 import torch
 
-from leanseg.metrics import (
+from leanseg.metrics.semantic import (
     CITYSCAPES_CATEGORIES,
     CITYSCAPES_CLASS_CATEGORY,
     InstanceIoU,

@@ -20,14 +20,14 @@ pytest.importorskip("onnx", reason="the onnxruntime backend needs leanseg[export
 pytest.importorskip("onnxruntime", reason="the onnxruntime backend needs leanseg[export]")
 
 from leanseg.cli import main  # noqa: E402
-from leanseg.engine.inference import Predictor, predict_scores  # noqa: E402
-from leanseg.engine.speed import (  # noqa: E402
+from leanseg.export import ExportError, OnnxRuntimeModel, export_onnx  # noqa: E402
+from leanseg.inference.predictor import Predictor, predict_scores  # noqa: E402
+from leanseg.inference.speed import (  # noqa: E402
     InferenceOptionError,
     InferenceOptions,
     InferenceRunner,
     prepare_model,
 )
-from leanseg.export import ExportError, OnnxRuntimeModel, export_onnx  # noqa: E402
 from leanseg.models import create_model  # noqa: E402
 from leanseg.nn.backbones.base import IMAGENET_NORMALIZATION  # noqa: E402
 

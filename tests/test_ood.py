@@ -10,8 +10,8 @@ import torch
 from PIL import Image
 
 from leanseg.config import ConfigError, config_from_dict
-from leanseg.engine.ood_maps import domain_classes, ood_output_names, write_ood_maps
-from leanseg.ood import auroc, average_ranks, foreign_map, image_score, max_softmax_score
+from leanseg.inference.ood_maps import domain_classes, ood_output_names, write_ood_maps
+from leanseg.metrics.ood import auroc, average_ranks, foreign_map, image_score, max_softmax_score
 
 # Three union classes; the domain knows 0 and 1, class 2 is foreign. (C, H, W) = (3, 1, 3)
 PROBS = torch.tensor(

@@ -1,4 +1,4 @@
-"""Image-level OOD separation in ``leanseg eval`` (``leanseg.engine.ood_eval``, thesis 5.3.3)."""
+"""Image-level OOD separation in ``leanseg eval`` (``leanseg.evaluation.ood``, thesis 5.3.3)."""
 
 from __future__ import annotations
 
@@ -11,7 +11,7 @@ import torch
 from PIL import Image
 
 from leanseg.cli import main
-from leanseg.engine.ood_eval import image_scores, ood_separation
+from leanseg.evaluation.ood import image_scores, ood_separation
 
 
 def _fake_scores(image: np.ndarray) -> torch.Tensor:

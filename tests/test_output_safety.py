@@ -1,4 +1,4 @@
-"""Output flags never overwrite what they did not write (issue 27, item 1; leanseg.outputs).
+"""Output flags never overwrite what they did not write (issue 27, item 1; leanseg.files.outputs).
 
 For every flag that names one output file (``eval``, ``bench`` and ``quadtree stats`` ``--json``,
 ``export --out``, ``report --out``): an existing file is refused without ``--force``; ``--force``
@@ -21,17 +21,17 @@ import pytest
 from leanseg.cli import main
 from leanseg.commands.predict import PREDICT_MANIFEST
 from leanseg.config import ConfigError
-from leanseg.engine.run_dir import MARKER
-from leanseg.outputs import (
+from leanseg.files.atomic import terminate_raises
+from leanseg.files.outputs import (
     OutputExistsError,
     check_output_path,
     json_kind,
     json_result,
     write_output,
 )
+from leanseg.files.run_dir import MARKER
 from leanseg.report.output import REPORT, check_output
 from leanseg.report.output import write_output as write_report_file
-from leanseg.utils import terminate_raises
 
 CONFIGS = Path(__file__).resolve().parents[1] / "configs"
 EVAL = json_kind("eval")
@@ -286,13 +286,13 @@ def test_quadtree_json_is_refused_or_replaced_by_the_rule(tmp_path, capsys):
 
 
 def test_quadtree_json_write_stopped_midway_changes_nothing(tmp_path, monkeypatch, capsys):
-    import leanseg.utils
+    import leanseg.files.atomic
 
     def stopped(name, handle):  # called after the data reached the temporary file
         if name == "stats.json":
             raise KeyboardInterrupt
 
-    monkeypatch.setattr(leanseg.utils, "_maybe_kill_in_write", stopped)
+    monkeypatch.setattr(leanseg.files.atomic, "_maybe_kill_in_write", stopped)
     config = tmp_path / "syn.yaml"
     config.write_text(QUADTREE_CONFIG)
     earlier = tmp_path / "stats.json"

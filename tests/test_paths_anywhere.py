@@ -21,8 +21,8 @@ from PIL import Image
 
 from leanseg.cli import main
 from leanseg.config import load_config, save_config, shipped_config_dir
-from leanseg.config_paths import RELATIVE_PATHS_KEY
-from leanseg.engine.run_dir import MARKER
+from leanseg.config.paths import RELATIVE_PATHS_KEY
+from leanseg.files.run_dir import MARKER
 
 REPO = Path(__file__).resolve().parents[1]
 CLASSES = ["ground", "box", "disc"]

@@ -2,7 +2,7 @@
 
 - ``leanseg train`` with stdout to a file prints plain progress lines, the last iteration and
   each validation's summary, while it runs (not only at the end);
-- :class:`~leanseg.engine.progress.TrainProgress` prints a line every ``every_seconds`` and
+- :class:`~leanseg.training.progress.TrainProgress` prints a line every ``every_seconds`` and
   always the first and last iteration, and on a terminal draws the bar instead;
 - ``metrics.jsonl`` logs the last iteration and per-class IoU by class name, TensorBoard gets a
   scalar per class;
@@ -24,11 +24,11 @@ import pytest
 from rich.console import Console
 
 from leanseg.cli import main
-from leanseg.engine import metrics_log
-from leanseg.engine.metrics_log import MetricsLog
-from leanseg.engine.progress import TrainProgress, can_redraw, format_duration
-from leanseg.engine.run_dir import RunDirectory
-from leanseg.metrics import SegmentationMetric, format_percent, percent, percent_scores
+from leanseg.files.run_dir import RunDirectory
+from leanseg.metrics.semantic import SegmentationMetric, format_percent, percent, percent_scores
+from leanseg.training import metrics_log
+from leanseg.training.metrics_log import MetricsLog
+from leanseg.training.progress import TrainProgress, can_redraw, format_duration
 from test_train_e2e import val_records, write_config
 
 REPO = Path(__file__).resolve().parents[1]
@@ -256,8 +256,8 @@ def test_train_to_a_file_prints_progress_and_the_last_iteration(tmp_path: Path) 
 def test_eval_takes_no_progress_and_prints_json_in_percent(
     tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    from leanseg.engine.trainer import Trainer
     from leanseg.models import load_run_config
+    from leanseg.training.trainer import Trainer
 
     cfg = load_run_config(write_config(tmp_path, train={"max_iters": 2, "eval_interval": 2}))
     Trainer(cfg, console=plain_console(), show_progress=False).train()

@@ -11,13 +11,13 @@ from PIL import Image
 from leanseg.cli import main
 from leanseg.config import DataConfig, EvalConfig, ModelConfig
 from leanseg.data import build_dataset
-from leanseg.engine.checkpoint import load_checkpoint, save_checkpoint
-from leanseg.engine.evaluator import evaluate
-from leanseg.engine.inference import Predictor
-from leanseg.engine.trainer import Trainer
+from leanseg.evaluation.evaluator import evaluate
+from leanseg.files.checkpoint import load_checkpoint, save_checkpoint
+from leanseg.inference.predictor import Predictor
 from leanseg.models import build_model, build_segmentor, load_run_config, run_config_from_dict
 from leanseg.nn.heads.qgn import QGNHead, dense_masked_logits
 from leanseg.nn.sparse import SparseTensor
+from leanseg.training.trainer import Trainer
 
 SMALL = {
     "name": "qgn",

@@ -76,7 +76,7 @@ def test_a_changed_result_file_changes_the_quoted_figure(figures, tmp_path):
         figures.fill("<!-- fig:recipe.nope -->1<!-- /fig -->", tmp_path)
 
 
-# Sizes in the README that are limits leanseg sets (leanseg.limits), not measured figures.
+# Sizes in the README that are limits leanseg sets (leanseg.config.limits), not measured figures.
 SETTINGS = ("a file over 1 MiB", "weight files | 4 GiB", "structure at most 64 MiB")
 
 

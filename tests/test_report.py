@@ -19,10 +19,10 @@ from PIL import Image
 
 from leanseg.commands.report import add_parser as add_report_parser
 from leanseg.config import ConfigError
-from leanseg.engine.trainer import Trainer
 from leanseg.models import load_run_config
 from leanseg.report import write_report
 from leanseg.report.gather import run_name
+from leanseg.training.trainer import Trainer
 
 pytestmark = pytest.mark.slow
 

@@ -26,17 +26,17 @@ import yaml
 from PIL import Image
 
 from leanseg.cli import main
-from leanseg.engine import trainer as trainer_module
-from leanseg.engine.folder_lock import (
+from leanseg.files.folder_lock import (
     HOLDER_FILE,
     LOCK_FILE,
     FolderInUseError,
     FolderLock,
     read_holder,
 )
-from leanseg.engine.run_dir import RunDirectory, RunPlan, may_change_on_resume
-from leanseg.engine.trainer import Trainer
+from leanseg.files.run_dir import RunDirectory, RunPlan, may_change_on_resume
 from leanseg.models import run_config_from_dict
+from leanseg.training import trainer as trainer_module
+from leanseg.training.trainer import Trainer
 
 TINY = {
     "model": {"backbone": {"name": "ssn_encoder"}, "head": {"name": "bilinear"}},
@@ -60,7 +60,7 @@ TINY = {
 # A second process: takes the lock of argv[1] as the command argv[2], says so, and waits.
 HOLD = """
 import sys, time
-from leanseg.engine.folder_lock import FolderLock
+from leanseg.files.folder_lock import FolderLock
 FolderLock(sys.argv[1], sys.argv[2]).acquire()
 print("holding", flush=True)
 time.sleep(120)
@@ -69,7 +69,7 @@ time.sleep(120)
 # A second process: tries to take the lock of argv[1] and prints what happened.
 TRY = """
 import sys
-from leanseg.engine.folder_lock import FolderInUseError, FolderLock
+from leanseg.files.folder_lock import FolderInUseError, FolderLock
 try:
     FolderLock(sys.argv[1], "leanseg train").acquire()
 except FolderInUseError as err:

@@ -21,11 +21,11 @@ from PIL import Image
 from leanseg.cli import main
 from leanseg.demo import MARKER as DEMO_MARKER
 from leanseg.demo import _prepare_output
-from leanseg.engine.checkpoint import CheckpointError, load_checkpoint, save_checkpoint
-from leanseg.engine.rng_state import set_rng_state
-from leanseg.engine.run_dir import MARKER, RunDirectory, RunDirError
-from leanseg.engine.trainer import Trainer
+from leanseg.files.checkpoint import CheckpointError, load_checkpoint, save_checkpoint
+from leanseg.files.run_dir import MARKER, RunDirectory, RunDirError
 from leanseg.models import load_run_config, run_config_from_dict
+from leanseg.training.rng_state import set_rng_state
+from leanseg.training.trainer import Trainer
 
 TINY = {
     "model": {"backbone": {"name": "ssn_encoder"}, "head": {"name": "bilinear"}},

@@ -1,4 +1,4 @@
-"""How a training process is set up (``leanseg.engine.runtime``): threads and subnormal flushing."""
+"""How a training process is set up (``leanseg.runtime.process``): threads, subnormal flushing."""
 
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ import pytest
 import torch
 
 from leanseg.config import TrainConfig
-from leanseg.engine.runtime import set_up_device
+from leanseg.runtime.process import set_up_device
 
 SUBNORMAL = 1e-39  # below float32's smallest normal number, 1.18e-38
 

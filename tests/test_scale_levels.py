@@ -11,9 +11,9 @@ import torch
 from PIL import Image
 
 from leanseg.cli import main
-from leanseg.engine.checkpoint import save_checkpoint
-from leanseg.engine.inference import Predictor
-from leanseg.engine.scale_levels import level_colours, level_output_names
+from leanseg.files.checkpoint import save_checkpoint
+from leanseg.inference.predictor import Predictor
+from leanseg.inference.scale_levels import level_colours, level_output_names
 from leanseg.models import build_model, run_config_from_dict
 
 HEIGHT, WIDTH, SPLIT = 64, 96, 48  # the disparity changes at a column every grid divides

@@ -17,11 +17,11 @@ from leanseg.data.base import DatasetError
 from leanseg.data.synthetic import BASELINE, CLASSES, SyntheticStreetScenes, generate_scene
 from leanseg.data.synthetic.apparent_size import disparity_by_class
 from leanseg.data.transforms import ToTensor
-from leanseg.engine import evaluator, speed
-from leanseg.engine.evaluator import evaluate
-from leanseg.engine.inference import predict_scores
-from leanseg.engine.model_inputs import follow_image
-from leanseg.engine.trainer import Trainer
+from leanseg.evaluation import evaluator
+from leanseg.evaluation.evaluator import evaluate
+from leanseg.inference import speed
+from leanseg.inference.model_inputs import follow_image
+from leanseg.inference.predictor import predict_scores
 from leanseg.models import (
     PYRAMID_MODELS,
     build_model,
@@ -31,6 +31,7 @@ from leanseg.models import (
 )
 from leanseg.nn.scale_selection import ScaleSelectionSegmentor
 from leanseg.nn.segmentor import ExtraInputs, Segmentor, extra_inputs
+from leanseg.training.trainer import Trainer
 
 CONFIGS = Path(__file__).resolve().parents[1] / "configs" / "scale_selection"
 

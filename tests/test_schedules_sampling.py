@@ -6,8 +6,8 @@ import math
 import pytest
 
 from leanseg.config import TrainConfig
-from leanseg.engine.sampling import ResumableSampler
-from leanseg.engine.schedules import learning_rate
+from leanseg.training.sampling import ResumableSampler
+from leanseg.training.schedules import learning_rate
 
 
 def test_poly_schedule():

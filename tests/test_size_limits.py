@@ -23,9 +23,8 @@ import torch.nn.functional as F
 from PIL import Image
 from torch import Tensor, nn
 
-from leanseg import limits
 from leanseg.commands.bench import parse_size
-from leanseg.config import ConfigError, TrainConfig, load_config
+from leanseg.config import ConfigError, TrainConfig, limits, load_config
 from leanseg.data.base import DatasetError
 from leanseg.data.io import (
     ImageRegions,
@@ -35,11 +34,11 @@ from leanseg.data.io import (
     read_rgb,
 )
 from leanseg.data.synthetic.dataset import SyntheticStreetScenes
-from leanseg.engine.checkpoint import CheckpointError, check_checkpoint_sizes, load_checkpoint
-from leanseg.engine.inference import Predictor
-from leanseg.engine.ood_maps import predict_with_ood
+from leanseg.files.checkpoint import CheckpointError, check_checkpoint_sizes, load_checkpoint
+from leanseg.inference.ood_maps import predict_with_ood
+from leanseg.inference.predictor import Predictor
+from leanseg.metrics.ood import foreign_map
 from leanseg.models import run_config_from_dict
-from leanseg.ood import foreign_map
 from leanseg.visualize import write_png
 
 # --------------------------------------------------------------------------- helpers
@@ -104,7 +103,7 @@ def test_threads_above_the_cores_are_clamped_with_a_warning(monkeypatch, capsys)
 
 
 def test_train_num_threads_is_clamped(monkeypatch, capsys) -> None:
-    from leanseg.engine import runtime
+    from leanseg.runtime import process as runtime
 
     monkeypatch.setattr(limits, "cpu_cores", lambda: 1)
     before = torch.get_num_threads()

@@ -106,7 +106,7 @@ def test_cityscapes_samples_carry_the_stereo_baseline_of_their_camera_file(tmp_p
 
 
 def test_cityscapes_without_camera_files_is_refused_for_depth_selection_by_key(tmp_path):
-    from leanseg.engine.model_inputs import check_dataset_inputs
+    from leanseg.inference.model_inputs import check_dataset_inputs
     from leanseg.models import create_model
 
     paths = _write_cityscapes(tmp_path)

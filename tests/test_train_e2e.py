@@ -18,9 +18,9 @@ import yaml
 from PIL import Image
 
 from leanseg.cli import main
-from leanseg.engine.checkpoint import load_checkpoint, save_checkpoint
-from leanseg.engine.trainer import Trainer
+from leanseg.files.checkpoint import load_checkpoint, save_checkpoint
 from leanseg.models import load_run_config
+from leanseg.training.trainer import Trainer
 
 pytestmark = pytest.mark.slow
 
@@ -384,7 +384,7 @@ def test_distributed_ranks_all_stop_when_rank_0_is_refused(tmp_path):
     config = write_config(tmp_path, data={"batch_size": 1}, train={"max_iters": 2})
     hold = (
         "import sys, time\n"
-        "from leanseg.engine.folder_lock import FolderLock\n"
+        "from leanseg.files.folder_lock import FolderLock\n"
         "FolderLock(sys.argv[1], 'leanseg train').acquire()\n"
         "print('holding', flush=True)\n"
         "time.sleep(120)\n"

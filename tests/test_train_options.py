@@ -8,8 +8,8 @@ import pytest
 import torch
 
 from leanseg.data import build_dataset
-from leanseg.engine.trainer import Trainer
 from leanseg.models import create_model, load_run_config
+from leanseg.training.trainer import Trainer
 
 
 def test_channels_last_gives_the_same_losses_and_gradients():

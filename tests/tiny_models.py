@@ -7,7 +7,7 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from leanseg.engine.checkpoint import save_checkpoint
+from leanseg.files.checkpoint import save_checkpoint
 from leanseg.models import build_model, run_config_from_dict
 
 

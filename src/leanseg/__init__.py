@@ -36,7 +36,7 @@ def __getattr__(name: str):
 
         return load_run_config
     if name == "Predictor":
-        from leanseg.engine.inference import Predictor
+        from leanseg.inference.predictor import Predictor
 
         return Predictor
     raise AttributeError(f"module 'leanseg' has no attribute {name!r}")

@@ -658,7 +658,7 @@ def benchmark_model(
         in_channels: channels of the random input; default the model's (``in_channels``, 3
             for a model without one).
         inference_model: what inference latency and peak memory are measured on, e.g. the
-            model prepared with inference-speed options (:mod:`leanseg.engine.speed`);
+            model prepared with inference-speed options (:mod:`leanseg.inference.speed`);
             parameters, FLOPs and activation memory are always ``model``'s. Default ``model``.
 
     Raises:

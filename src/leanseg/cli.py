@@ -51,10 +51,10 @@ def main(argv: Sequence[str] | None = None) -> int:
 def _run(args: argparse.Namespace) -> int:
     """``args.handler(args)``, with bad input turned into one-line errors (exit status 2)."""
     from leanseg.data.base import DatasetError
-    from leanseg.engine.checkpoint import CheckpointError
-    from leanseg.engine.folder_lock import FolderInUseError
-    from leanseg.engine.run_dir import RunDirError
-    from leanseg.engine.trainer import TrainingError
+    from leanseg.files.checkpoint import CheckpointError
+    from leanseg.files.folder_lock import FolderInUseError
+    from leanseg.files.run_dir import RunDirError
+    from leanseg.training.trainer import TrainingError
 
     try:
         return int(args.handler(args) or 0)

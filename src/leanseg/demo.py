@@ -34,10 +34,10 @@ from rich.progress import Progress
 from rich.table import Table
 
 from leanseg.config import Config
-from leanseg.engine.run_dir import RunDirError, owned_kind
+from leanseg.files.atomic import atomic_write_text, is_temp_of
+from leanseg.files.run_dir import RunDirError, owned_kind
 from leanseg.models import run_config_from_dict
 from leanseg.nn.backbones.pretrained import PRETRAINED_SOURCES
-from leanseg.utils import atomic_write_text, is_temp_of
 
 # Scenes are generated at this size (height, width); training crops are smaller.
 SCENE_SIZE = (256, 512)
@@ -131,7 +131,7 @@ def run_demo(
     The scene counts and size are parameters so that tests can run the whole pipeline small;
     the command line always uses the defaults.
     """
-    from leanseg.engine.trainer import Trainer
+    from leanseg.training.trainer import Trainer
 
     console = console or Console(stderr=True)
     started = time.perf_counter()
@@ -314,7 +314,7 @@ def _generate_scenes(
 def _colour_baseline(cfg: Config) -> Any:
     from leanseg.baselines import ColourMeanClassifier
     from leanseg.data import build_dataset, dataset_classes
-    from leanseg.metrics import SegmentationMetric
+    from leanseg.metrics.semantic import SegmentationMetric
 
     train_set = build_dataset(cfg.data, cfg.data.train_split, train=False)
     val_set = build_dataset(cfg.data, cfg.data.val_split, train=False)

@@ -50,13 +50,13 @@ import numpy as np
 import torch
 from torch import Tensor, nn
 
+from leanseg.files.atomic import temp_path, terminate_raises
+from leanseg.files.outputs import OutputKind, check_output_path
 from leanseg.nn.backbones.base import IMAGENET_NORMALIZATION, Normalization
 from leanseg.nn.fold_bn import fold_batchnorm
 from leanseg.nn.heads.qgn import QGNHead
 from leanseg.nn.heads.sandf import SandFHead
 from leanseg.nn.segmentor import extra_inputs, input_channels
-from leanseg.outputs import OutputKind, check_output_path
-from leanseg.utils import temp_path, terminate_raises
 
 Exporter = Literal["torchscript", "dynamo"]
 InputDtype = Literal["float32", "uint8"]
@@ -230,7 +230,7 @@ def export_onnx(
         tolerance: largest max-abs difference of the scores accepted.
         exporter: ``"torchscript"`` (default, see the module docstring) or ``"dynamo"``.
         force: replace an ONNX model leanseg exported at ``path`` earlier (never another file,
-            see :mod:`leanseg.outputs`).
+            see :mod:`leanseg.files.outputs`).
         metadata: more ``metadata_props`` entries (source, checkpoint ...).
 
     Returns:
@@ -422,7 +422,7 @@ class OnnxRuntimeModel(nn.Module):
 
     ``forward(images)`` takes normalised images ``(B, 3, H, W)`` (a torch tensor, any memory
     format) and returns float32 class scores ``(B, C, H, W)`` as a torch tensor, so
-    :func:`~leanseg.engine.inference.predict_scores` and tiled inference use it unchanged.
+    :func:`~leanseg.inference.predictor.predict_scores` and tiled inference use it unchanged.
     ``size_divisor`` and ``num_classes`` are read from the graph's metadata
     (:func:`input_contract`). The graph is held in memory: the file may be removed after loading.
 
@@ -569,7 +569,7 @@ def is_leanseg_onnx(path: Path) -> bool:
     return {"leanseg.input", "leanseg.output"} <= keys
 
 
-# What ``--force`` may replace at ``--out`` (leanseg.outputs).
+# What ``--force`` may replace at ``--out`` (leanseg.files.outputs).
 ONNX_MODEL = OutputKind("an ONNX model leanseg exported", is_leanseg_onnx)
 
 

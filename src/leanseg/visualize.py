@@ -23,7 +23,7 @@ from typing import BinaryIO
 
 import numpy as np
 
-from leanseg.utils import atomic_write
+from leanseg.files.atomic import atomic_write
 
 IGNORE_INDEX = 255
 

@@ -11,14 +11,13 @@ from typing import Any
 
 from rich.console import Console
 
-from leanseg import limits
 from leanseg.commands import common
-from leanseg.config import ConfigError
+from leanseg.config import ConfigError, limits
 
 
 def add_parser(commands: Any) -> None:
     """Add ``bench`` to ``commands`` (what ``add_subparsers`` returned)."""
-    from leanseg.engine.speed import add_inference_arguments
+    from leanseg.inference.speed import add_inference_arguments
 
     bench = commands.add_parser(
         "bench", help="parameters, FLOPs, activation and peak memory, latency"
@@ -66,7 +65,7 @@ def add_parser(commands: Any) -> None:
 
 def parse_size(text: str, batch: int = 1) -> tuple[int, int]:
     """``"1024x2048"`` -> ``(1024, 2048)`` (height, width), refusing a size above the limits of
-    :mod:`leanseg.limits` (for a batch of ``batch``) before anything is made."""
+    :mod:`leanseg.config.limits` (for a batch of ``batch``) before anything is made."""
     parts = text.lower().split("x")
     if len(parts) != 2 or not all(p.strip().isascii() and p.strip().isdigit() for p in parts):
         raise ConfigError(f"--size {text!r}: expected HxW with positive integers, e.g. 512x1024")
@@ -105,7 +104,7 @@ def _cmd_bench(args: argparse.Namespace) -> int:
     import torch
 
     from leanseg.bench import benchmark_model, format_bench
-    from leanseg.engine.speed import (
+    from leanseg.inference.speed import (
         InferenceRunner,
         WithExampleInputs,
         options_given,

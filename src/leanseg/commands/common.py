@@ -50,7 +50,7 @@ POSITIVE_INT = number(int, lambda v: v >= 1, "a positive integer")
 NON_NEGATIVE_INT = number(int, lambda v: v >= 0, "an integer >= 0")
 POSITIVE_FLOAT = number(float, lambda v: v > 0, "a positive number")
 FRACTION = number(float, lambda v: 0 <= v <= 1, "a number in [0, 1]")
-# The smallest budget that holds one 32x32 tile (see engine.inference.choose_tile).
+# The smallest budget that holds one 32x32 tile (see inference.predictor.choose_tile).
 MEGAPIXELS = number(float, lambda v: v >= 32 * 32 / 1e6, "at least 0.001024 (one 32x32 tile)")
 
 
@@ -89,20 +89,20 @@ def add_json_arguments(parser: argparse.ArgumentParser, command: str, what: str)
 
 
 def check_json_target(target: str | None, command: str, *, force: bool) -> None:
-    """Refuse ``--json TARGET`` of ``leanseg COMMAND`` before any work (:mod:`leanseg.outputs`).
+    """Refuse ``--json TARGET`` of ``leanseg COMMAND`` before any work (see ``files.outputs``).
 
     No target and ``-`` (stdout) pass.
     """
     if target and target != "-":
-        from leanseg.outputs import check_output_path, json_kind
+        from leanseg.files.outputs import check_output_path, json_kind
 
         check_output_path(target, json_kind(command), force=force, flag="--json")
 
 
 def write_json_result(payload: dict[str, Any], target: str, command: str, *, force: bool) -> None:
     """``--json TARGET`` of ``leanseg COMMAND``: ``payload`` with leanseg's marker in front,
-    printed for ``-``, else written where :mod:`leanseg.outputs` allows, atomically."""
-    from leanseg.outputs import json_kind, json_result, write_output
+    printed for ``-``, else written where :mod:`leanseg.files.outputs` allows, atomically."""
+    from leanseg.files.outputs import json_kind, json_result, write_output
 
     text = json.dumps(json_result(command, payload), indent=2) + "\n"
     if target == "-":
@@ -124,7 +124,7 @@ def write_json(payload: dict[str, Any], target: str) -> None:
     if target == "-":
         print(text)
         return
-    from leanseg.utils import atomic_write_text
+    from leanseg.files.atomic import atomic_write_text
 
     try:
         atomic_write_text(target, text + "\n")
@@ -140,7 +140,7 @@ def select_device(name: str, key: str = "--device") -> Any:
     """
     import torch
 
-    from leanseg.engine.trainer import select_device
+    from leanseg.training.trainer import select_device
 
     if DEVICE_PATTERN.fullmatch(name) is None:
         raise ConfigError(f"{key} {name!r}: unknown device; use auto, cpu, cuda, cuda:N or mps")
@@ -171,7 +171,7 @@ def inference_options(args: argparse.Namespace, device: Any) -> Any:
     """The inference options of the ``--fold-bn`` ... flags, refusing what ``device`` cannot run
     (fp16 on the CPU, onnxruntime on CUDA) or what cannot go together (bf16 in onnxruntime) with
     a ``ConfigError`` naming the flag."""
-    from leanseg.engine.speed import (
+    from leanseg.inference.speed import (
         InferenceOptionError,
         check_backend,
         check_device,

@@ -16,12 +16,12 @@ from leanseg.config import Config, ConfigError
 if TYPE_CHECKING:
     from torch import nn
 
-    from leanseg.engine.ood_eval import OODSeparation
+    from leanseg.evaluation.ood import OODSeparation
 
 
 def add_parser(commands: Any) -> None:
     """Add ``eval`` to ``commands`` (what ``add_subparsers`` returned)."""
-    from leanseg.engine.speed import add_inference_arguments
+    from leanseg.inference.speed import add_inference_arguments
 
     evaluate = commands.add_parser("eval", help="evaluate a checkpoint on a dataset split")
     evaluate.add_argument(
@@ -91,10 +91,10 @@ def _cmd_eval(args: argparse.Namespace) -> int:
 
     from leanseg.data import build_dataset, dataset_classes
     from leanseg.data.transforms import input_statistics
-    from leanseg.engine.evaluator import evaluate
-    from leanseg.engine.loading import load_trained_model
-    from leanseg.engine.speed import prepare_model
-    from leanseg.metrics import format_percent, format_scores, percent, percent_scores
+    from leanseg.evaluation.evaluator import evaluate
+    from leanseg.inference.loading import load_trained_model
+    from leanseg.inference.speed import prepare_model
+    from leanseg.metrics.semantic import format_percent, format_scores, percent, percent_scores
 
     overrides = list(args.overrides)
     if args.scales:
@@ -137,7 +137,7 @@ def _cmd_eval(args: argparse.Namespace) -> int:
         cost = ", ".join(f"{level} {sites:.0f}" for level, sites in scores.active_sites.items())
         out.print(f"active sites per image: {cost}")
     if scores.instance_ap is not None:
-        from leanseg.instance_metrics import format_instance_ap
+        from leanseg.metrics.instance import format_instance_ap
 
         out.print(format_instance_ap(scores.instance_ap, class_names))
     if scores.category_iou is not None and scores.category_miou is not None:
@@ -153,7 +153,7 @@ def _cmd_eval(args: argparse.Namespace) -> int:
         out.print(f"OOD image AUROC ({ood.in_images} in-domain, {ood.out_images} OOD): {aurocs}")
     per_dataset = {}
     if cfg.data.datasets is not None:
-        from leanseg.engine.domain_eval import evaluate_per_dataset
+        from leanseg.evaluation.domains import evaluate_per_dataset
 
         per_dataset = evaluate_per_dataset(model, cfg.data, split, eval_cfg=cfg.eval, device=device)
         for name, own in per_dataset.items():
@@ -185,10 +185,10 @@ def _cmd_eval(args: argparse.Namespace) -> int:
 def _ood_separation(
     args: argparse.Namespace, model: nn.Module, cfg: Config, split: str, device: object
 ) -> OODSeparation:
-    """``--ood-images`` / ``--ood-domain`` of ``leanseg eval`` (:mod:`leanseg.engine.ood_eval`)."""
-    from leanseg.engine.inference import Predictor
-    from leanseg.engine.ood_eval import in_domain_images, ood_separation, read_images
-    from leanseg.engine.ood_maps import domain_classes
+    """``--ood-images`` / ``--ood-domain`` of ``leanseg eval`` (:mod:`leanseg.evaluation.ood`)."""
+    from leanseg.evaluation.ood import in_domain_images, ood_separation, read_images
+    from leanseg.inference.ood_maps import domain_classes
+    from leanseg.inference.predictor import Predictor
 
     native = None if args.ood_domain is None else domain_classes(cfg.data, args.ood_domain)
     try:

@@ -11,7 +11,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from leanseg import limits
+from leanseg.config import limits
 from leanseg.export import DEFAULT_OPSET, DEFAULT_TOLERANCE
 
 
@@ -125,10 +125,10 @@ def run_export_command(args: Any) -> int:
     from leanseg import models
     from leanseg.config import ConfigError
     from leanseg.data import dataset_classes
-    from leanseg.engine.loading import CONFIG_SUFFIXES, load_trained_model
     from leanseg.export import ONNX_MODEL, ExportError, UnsupportedModelError, export_onnx
+    from leanseg.files.outputs import check_output_path
+    from leanseg.inference.loading import CONFIG_SUFFIXES, load_trained_model
     from leanseg.nn.backbones.base import Normalization
-    from leanseg.outputs import check_output_path
     from leanseg.version import __version__
 
     source = Path(args.source)

@@ -13,9 +13,8 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from leanseg import limits
 from leanseg.commands import common
-from leanseg.config import ConfigError
+from leanseg.config import ConfigError, limits
 
 if TYPE_CHECKING:
     import numpy as np
@@ -23,7 +22,7 @@ if TYPE_CHECKING:
 
     from leanseg.data.io import ImageRegions
 
-# A test-time scale: positive, and at most leanseg.limits.MAX_SCALE.
+# A test-time scale: positive, and at most leanseg.config.limits.MAX_SCALE.
 _SCALE = common.number(
     float, lambda v: 0 < v <= limits.MAX_SCALE, f"a positive number, at most {limits.MAX_SCALE:g}"
 )
@@ -36,7 +35,7 @@ _MANIFEST_TAG = "leanseg predict outputs"
 
 def add_parser(commands: Any) -> None:
     """Add ``predict`` to ``commands`` (what ``add_subparsers`` returned)."""
-    from leanseg.engine.speed import add_inference_arguments
+    from leanseg.inference.speed import add_inference_arguments
 
     predict = commands.add_parser("predict", help="write label PNGs and colour overlays")
     predict.add_argument("images", nargs="+", help="image files or folders of images")
@@ -116,7 +115,7 @@ def add_parser(commands: Any) -> None:
     predict.add_argument(
         "--device", type=common.device_name, default="auto", help="cpu, cuda, cuda:1 or auto"
     )
-    from leanseg.engine.ood_maps import add_ood_argument
+    from leanseg.inference.ood_maps import add_ood_argument
 
     add_ood_argument(predict)
     add_inference_arguments(predict)
@@ -189,7 +188,7 @@ def _check_output_folder(out: Path, images: Sequence[Path], names: Sequence[str]
 
 def _record_outputs(out: Path, names: set[str]) -> None:
     """Create ``out`` and record ``names`` as outputs of ``predict`` in its manifest."""
-    from leanseg.utils import atomic_write_text
+    from leanseg.files.atomic import atomic_write_text
 
     record = {"written_by": _MANIFEST_TAG, "files": sorted(names)}
     try:
@@ -201,7 +200,7 @@ def _record_outputs(out: Path, names: set[str]) -> None:
 
 def _read_manifest(manifest: Path) -> set[str]:
     """Names a previous predict recorded in ``manifest``; empty if there is none."""
-    from leanseg.utils import read_output_manifest
+    from leanseg.files.atomic import read_output_manifest
 
     previous = read_output_manifest(manifest, _MANIFEST_TAG)
     if previous is None:
@@ -214,8 +213,8 @@ def _read_manifest(manifest: Path) -> set[str]:
 
 def _cmd_predict(args: argparse.Namespace) -> int:
     """Predict while holding the lock of ``--out``: another process writing into the same folder
-    is refused, naming this one (:mod:`leanseg.engine.folder_lock`)."""
-    from leanseg.engine.folder_lock import FolderLock
+    is refused, naming this one (:mod:`leanseg.files.folder_lock`)."""
+    from leanseg.files.folder_lock import FolderLock
 
     with FolderLock(args.out, "leanseg predict"):
         return _predict(args)
@@ -226,15 +225,15 @@ def _predict(args: argparse.Namespace) -> int:
     from rich.progress import Progress
 
     from leanseg.data.io import ImageRegions
-    from leanseg.engine.dense_crf import DenseCRF
-    from leanseg.engine.inference import Predictor, megapixels_to_pixels
-    from leanseg.engine.ood_maps import (
+    from leanseg.inference.dense_crf import DenseCRF
+    from leanseg.inference.ood_maps import (
         domain_classes,
         ood_output_names,
         predict_with_ood,
         write_ood_pictures,
     )
-    from leanseg.engine.scale_levels import (
+    from leanseg.inference.predictor import Predictor, megapixels_to_pixels
+    from leanseg.inference.scale_levels import (
         disparity_file,
         level_maps,
         level_output_names,
@@ -350,7 +349,7 @@ def save_overlay(
 
 def _depth_arguments(args: argparse.Namespace, model: nn.Module) -> Path | None:
     """The ``--disparity`` folder when the model reads disparity; errors name the flag."""
-    from leanseg.engine.scale_levels import selects_levels
+    from leanseg.inference.scale_levels import selects_levels
     from leanseg.nn.segmentor import extra_inputs
 
     needs = "disparity" in extra_inputs(model)

@@ -1,5 +1,5 @@
 """``leanseg train``: its arguments and its handler; training itself is
-:class:`leanseg.engine.trainer.Trainer`."""
+:class:`leanseg.training.trainer.Trainer`."""
 
 from __future__ import annotations
 
@@ -45,7 +45,7 @@ def add_parser(commands: Any) -> None:
     train.add_argument(
         "--log-every",
         type=common.POSITIVE_FLOAT,
-        default=30.0,  # engine.progress.DEFAULT_EVERY_SECONDS (it imports torch; parsing doesn't)
+        default=30.0,  # training.progress.DEFAULT_EVERY_SECONDS (it imports torch; parsing doesn't)
         metavar="SECONDS",
         help="seconds between two plain progress lines (iteration, loss, learning rate, "
         "s/iteration, ETA; default 30); the first and last iterations and every validation "
@@ -57,9 +57,9 @@ def add_parser(commands: Any) -> None:
 def _cmd_train(args: argparse.Namespace) -> int:
     from rich.console import Console
 
-    from leanseg.engine.progress import say
-    from leanseg.engine.trainer import Trainer
-    from leanseg.metrics import percent
+    from leanseg.metrics.semantic import percent
+    from leanseg.training.progress import say
+    from leanseg.training.trainer import Trainer
 
     overrides = list(args.overrides)
     if args.work_dir:

@@ -29,7 +29,7 @@ from typing import Any
 import numpy as np
 from torch.utils.data import Dataset
 
-from leanseg.config_paths import other_paths_tried
+from leanseg.config.paths import other_paths_tried
 
 Sample = dict[str, Any]
 Transform = Callable[[Sample], Sample]

@@ -29,7 +29,7 @@ from leanseg.config import IGNORE_KEY, ConfigError, DataConfig, parse_label_colo
 from leanseg.data.base import IGNORE_INDEX, DatasetError
 from leanseg.data.classes import Colour
 from leanseg.data.io import open_image
-from leanseg.utils import atomic_write_text, read_output_manifest
+from leanseg.files.atomic import atomic_write_text, read_output_manifest
 from leanseg.visualize import save_label_png
 
 UnknownColours = Literal["error", "ignore"]

@@ -7,7 +7,8 @@ are read as stored: no orientation, no scaling.
 
 Every file's pixel count is read from its header (``Image.open`` decodes nothing) and checked
 against a limit before the pixels are decoded (:func:`open_image_header`): by default
-:data:`leanseg.limits.MAX_IMAGE_MEGAPIXELS`, 300 megapixels. leanseg checks the size itself, so
+:data:`leanseg.config.limits.MAX_IMAGE_MEGAPIXELS`, 300 megapixels. leanseg checks the size itself,
+so
 Pillow's own decompression-bomb guard (a warning above 89 and an error above 179 megapixels) is
 off while a header is read, and the limit is the one given.
 """
@@ -22,7 +23,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
 
-from leanseg import limits
+from leanseg.config import limits
 from leanseg.data.base import DatasetError
 
 # Single-channel modes of more than 8 bits whose values are 0..65535 grey levels.

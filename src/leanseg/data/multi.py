@@ -8,7 +8,7 @@
 
 The thesis found mixing the domains inside *every* batch essential for BatchNorm's population
 statistics (5.2); it does not say how the draws were arranged. Ours: position ``p`` of the
-training stream (counted over all ranks, as in :mod:`leanseg.engine.sampling`) draws dataset
+training stream (counted over all ranks, as in :mod:`leanseg.training.sampling`) draws dataset
 ``k`` when ``u_p = frac(beta + p * phi)`` (``phi`` the golden ratio, ``beta`` from the seed)
 falls in ``k``'s slice of ``[0, 1)``, the slices sized by the weights. This Weyl sequence is a
 low-discrepancy one: every window of ``n`` consecutive positions holds each dataset within a
@@ -119,7 +119,7 @@ class MixedDataset(Dataset):
 class MixedSampler(Sampler[tuple[int, int]]):
     """Endless ``(global index, sample seed)`` stream drawing datasets by weight, per rank.
 
-    A drop-in for :class:`leanseg.engine.sampling.ResumableSampler` over a
+    A drop-in for :class:`leanseg.training.sampling.ResumableSampler` over a
     :class:`MixedDataset` (see the module docstring for the draw).
 
     Args:

@@ -22,7 +22,7 @@ from pathlib import Path
 import torch
 
 from leanseg.config import ConfigError
-from leanseg.metrics import SegmentationScores
+from leanseg.metrics.semantic import SegmentationScores
 from leanseg.report import figures
 from leanseg.report.defaults import DEFAULT_BENCH_SIZE, DEFAULT_MAX_IMAGES, DEFAULT_PANELS
 from leanseg.report.figures import Point, Series

@@ -14,9 +14,8 @@ from typing import Any
 
 import yaml
 
-from leanseg import safe_yaml
-from leanseg.config import ConfigError
-from leanseg.engine.run_dir import RunDirectory
+from leanseg.config import ConfigError, safe_yaml
+from leanseg.files.run_dir import RunDirectory
 
 
 @dataclass

@@ -1,8 +1,8 @@
 """What the report measures itself: scores and prediction panels on the val split, and cost.
 
 - **Scores**: the run's checkpoint (``best.pt``, else ``last.pt``) is loaded with
-  :func:`~leanseg.engine.loading.load_trained_model` and evaluated with
-  :func:`~leanseg.engine.evaluator.evaluate` (the run's own ``eval`` settings) on the first
+  :func:`~leanseg.inference.loading.load_trained_model` and evaluated with
+  :func:`~leanseg.evaluation.evaluator.evaluate` (the run's own ``eval`` settings) on the first
   ``max_images`` images of its val split: the confusion matrix, per-class IoU and, for instance
   heads, AP. The logged validation (``metrics.jsonl``) may cover more images; the report says
   how many it evaluated. A run on several datasets (``data.datasets``) is also scored on each
@@ -28,8 +28,8 @@ import torch
 from PIL import Image
 
 from leanseg.config import Config, ConfigError
-from leanseg.engine.run_dir import RunDirectory
-from leanseg.metrics import SegmentationScores
+from leanseg.files.run_dir import RunDirectory
+from leanseg.metrics.semantic import SegmentationScores
 from leanseg.report.gather import RunLog
 
 # Width in pixels of one picture of a panel in the report.
@@ -55,7 +55,7 @@ class Evaluation:
     """The report's own evaluation of a run's checkpoint.
 
     ``per_dataset``: for a run on several datasets (``data.datasets``), each dataset's scores in
-    its own classes (:func:`~leanseg.engine.domain_eval.evaluate_per_dataset`, on the first
+    its own classes (:func:`~leanseg.evaluation.domains.evaluate_per_dataset`, on the first
     ``num_images`` val images of each), by entry name; empty for a run on one dataset.
     """
 
@@ -104,7 +104,7 @@ def load_model(run: RunLog) -> tuple[torch.nn.Module, Config, int | None]:
         The model (CPU, eval mode), its config and the checkpoint's iteration (None without).
     """
     from leanseg import models
-    from leanseg.engine.loading import load_trained_model
+    from leanseg.inference.loading import load_trained_model
 
     if run.checkpoint is not None:
         trained = load_trained_model(run.path, run.checkpoint)
@@ -125,7 +125,7 @@ def evaluate_run(
 ) -> Evaluation:
     """Scores of ``model`` on the first ``max_images`` val images, and ``num_panels`` panels."""
     from leanseg.data import build_dataset, dataset_classes, dataset_palette
-    from leanseg.engine.evaluator import evaluate
+    from leanseg.evaluation.evaluator import evaluate
 
     assert run.checkpoint is not None
     split = cfg.data.val_split
@@ -143,7 +143,7 @@ def evaluate_run(
     )
     per_dataset = {}
     if cfg.data.datasets is not None:
-        from leanseg.engine.domain_eval import evaluate_per_dataset
+        from leanseg.evaluation.domains import evaluate_per_dataset
 
         per_dataset = evaluate_per_dataset(model, cfg.data, split, eval_cfg=eval_cfg, device=device)
     palette = dataset_palette(cfg.data)
@@ -197,8 +197,8 @@ def panel_indices(count: int, num_panels: int) -> list[int]:
 def _panel(
     model: torch.nn.Module, dataset: Any, index: int, palette: Any, device: torch.device
 ) -> Panel:
-    from leanseg.engine.inference import predict_scores
-    from leanseg.engine.model_inputs import batch_inputs
+    from leanseg.inference.model_inputs import batch_inputs
+    from leanseg.inference.predictor import predict_scores
     from leanseg.nn.segmentor import extra_inputs
     from leanseg.visualize import colorize
 

@@ -1,10 +1,10 @@
-"""Where the report may be written: the rule of :mod:`leanseg.outputs`, for one HTML file.
+"""Where the report may be written: the rule of :mod:`leanseg.files.outputs`, for one HTML file.
 
 An existing ``--out`` is refused without ``--force``; ``--force`` replaces only a previous
 report, recognised by the ``generator`` meta tag :mod:`leanseg.report.html` writes near its top,
 never a folder, a link, a file a run directory is made of (its config, metrics log,
 checkpoints, marker) or any other file. The file is written atomically
-(:func:`leanseg.utils.atomic_write`): a reader sees the old report or the new one, and an
+(:func:`leanseg.files.atomic.atomic_write`): a reader sees the old report or the new one, and an
 error, Ctrl-C or SIGTERM midway leaves no temporary file.
 """
 
@@ -13,9 +13,9 @@ from __future__ import annotations
 from collections.abc import Sequence
 from pathlib import Path
 
-from leanseg import outputs
 from leanseg.config import ConfigError
-from leanseg.engine.run_dir import owned_kind
+from leanseg.files import outputs
+from leanseg.files.run_dir import owned_kind
 from leanseg.report.html import GENERATOR
 
 # The generator tag lies within the first few hundred bytes of a report.
@@ -34,7 +34,7 @@ def is_report(path: Path) -> bool:
     return f'<meta name="generator" content="{GENERATOR} ' in head
 
 
-# What ``--force`` may replace at ``--out`` (leanseg.outputs).
+# What ``--force`` may replace at ``--out`` (leanseg.files.outputs).
 REPORT = outputs.OutputKind("an HTML report of leanseg report", is_report)
 
 

@@ -7,7 +7,7 @@ from pathlib import Path
 import numpy as np
 from torch.utils.data import Dataset
 
-from leanseg import limits
+from leanseg.config import limits
 from leanseg.data.base import IGNORE_INDEX, DatasetError, Sample, Transform
 from leanseg.data.synthetic.camera import scene_rig
 from leanseg.data.synthetic.files import manifest_entry, read_manifest, sample_paths, write_dataset

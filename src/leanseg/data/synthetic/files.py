@@ -11,7 +11,7 @@ from PIL import Image
 from leanseg.data.synthetic.maps import encode_disparity
 from leanseg.data.synthetic.scene import GENERATOR_VERSION, generate_scene
 from leanseg.data.synthetic.splits import check_counts, check_split, scene_seed
-from leanseg.utils import atomic_write, atomic_write_text
+from leanseg.files.atomic import atomic_write, atomic_write_text
 
 MANIFEST = "synthetic_manifest.json"
 _FOLDERS = ("images", "labels", "instances", "disparity")

@@ -24,7 +24,7 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from leanseg.weight_sources import PRETRAINED_SOURCES
+from leanseg.config.weight_sources import PRETRAINED_SOURCES
 
 # Keys of ImageNet classifiers that segmentation backbones do not have.
 CLASSIFIER_PREFIXES = ("fc.", "classifier.", "head.")
@@ -65,8 +65,8 @@ def resolve_pretrained(source: str | Path) -> Path:
 def read_state_dict(path: str | Path) -> dict[str, torch.Tensor]:
     """Read a state dict (or a dict with a ``model`` state dict) without unpickling code; its
     sizes are checked first, as a checkpoint's are
-    (:func:`leanseg.engine.checkpoint.check_checkpoint_sizes`)."""
-    from leanseg.engine.checkpoint import CheckpointError, check_checkpoint_sizes
+    (:func:`leanseg.files.checkpoint.check_checkpoint_sizes`)."""
+    from leanseg.files.checkpoint import CheckpointError, check_checkpoint_sizes
 
     try:
         check_checkpoint_sizes(path)

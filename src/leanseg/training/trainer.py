@@ -1,0 +1,708 @@
+"""Iteration-based training with periodic evaluation, atomic checkpoints and exact resume.
+
+The training step (:meth:`Trainer.run_step`) fits on one screen and :meth:`Trainer.train` is the
+loop around it; logging, the final BN recompute, evaluation and checkpointing hang on the loop as
+small hooks (:mod:`.hooks`), each calling the piece that does the work: :mod:`.metrics_log`,
+:mod:`.bn_statistics`, :func:`~leanseg.evaluation.evaluator.evaluate`, the checkpoint state below
+(:mod:`.rng_state`). Device, threads and seeds are set up first (:mod:`.runtime`). What the
+trainer guarantees:
+
+- same seed -> same loss curve on CPU (sample order and augmentation are functions of the seed and
+  the sample's position, see :mod:`leanseg.training.sampling`);
+- ``--resume`` continues the same schedule and gives the same next loss as the uninterrupted run
+  (model, optimizer, gradient scaler and RNG states are in the checkpoint);
+- checkpoints are written atomically, so a killed run loses at most the work since the last one
+  (and ``--resume`` or a rerun recovers from a kill at any moment, see :mod:`.run_dir`);
+- checkpoints hold tensors and plain values only, and are read with ``weights_only=True``;
+- a NaN or infinite loss stops the run, naming the iteration and the last good checkpoint;
+- one process at a time writes a run directory (:mod:`.folder_lock`), and nothing is written to
+  it before the whole request is checked, the model built and a resumed checkpoint loaded.
+"""
+
+from __future__ import annotations
+
+import errno
+import math
+import time
+from collections.abc import Callable, Iterator
+from contextlib import nullcontext
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, TypeVar
+
+import numpy as np
+import torch
+from rich.console import Console
+from rich.progress import Progress
+from torch import nn
+from torch.nn.parallel import DistributedDataParallel
+from torch.utils.data import DataLoader, Dataset, Sampler
+
+from leanseg.config import Config
+from leanseg.data import MixedDataset, MixedSampler, build_dataset, dataset_classes
+from leanseg.data.base import DatasetError
+from leanseg.data.cache import cache_in_memory
+from leanseg.data.transforms import input_statistics
+from leanseg.evaluation.evaluator import evaluate
+from leanseg.files.checkpoint import (
+    CheckpointError,
+    load_checkpoint,
+    load_model_state,
+    save_checkpoint,
+)
+from leanseg.files.folder_lock import FolderLock
+from leanseg.files.run_dir import RunDirectory, RunDirError
+from leanseg.inference.model_inputs import check_dataset_inputs
+from leanseg.metrics.semantic import SegmentationScores, percent_scores
+from leanseg.models import build_model, without_pretrained
+from leanseg.nn.heads.base import EvaluationHook
+from leanseg.nn.segmentor import Segmentor
+from leanseg.runtime import distributed
+from leanseg.runtime.cpu_share import ThreadGovernor
+from leanseg.runtime.process import seed_everything, select_device, set_up_device
+from leanseg.training import bn_statistics
+from leanseg.training.freezing import freeze_backbone
+from leanseg.training.hooks import (
+    BalanceThreads,
+    Checkpoint,
+    Evaluate,
+    Hook,
+    LogTrainStep,
+    RecomputeBNStatistics,
+    Step,
+)
+from leanseg.training.metrics_log import MetricsLog
+from leanseg.training.prefetch import Prefetcher
+from leanseg.training.progress import DEFAULT_EVERY_SECONDS, TrainProgress, say, validation_line
+from leanseg.training.rng_state import rng_state, set_rng_state
+from leanseg.training.sampling import CropSchedule, ResumableSampler, SeededSamples
+from leanseg.training.schedules import learning_rate
+from leanseg.version import __version__
+
+# select_device and seed_everything live in .runtime; the CLI imports them from here.
+__all__ = ["Trainer", "TrainingError", "TrainResult", "select_device", "seed_everything"]
+
+
+T = TypeVar("T")
+
+
+class TrainingError(RuntimeError):
+    """Training cannot go on (e.g. the loss became NaN)."""
+
+
+@dataclass
+class TrainResult:
+    """What a finished run reports (``best_miou`` a fraction in ``[0, 1]``, as the scores)."""
+
+    run_dir: Path
+    iteration: int
+    final_scores: SegmentationScores | None
+    best_miou: float | None
+    seconds: float
+
+
+class Trainer:
+    """Trains a model on a dataset into the run directory ``cfg.work_dir``.
+
+    By default the model is ``build_model(cfg)`` and the datasets are the splits of ``cfg.data``;
+    a model or datasets passed in are trained and evaluated instead, so a hand-built
+    :class:`Segmentor` trains like a configured one. ``cfg.train`` and ``cfg.eval`` always set
+    how it trains and evaluates, and ``cfg.data`` the classes, batch size and loader.
+
+    Args:
+        cfg: resolved configuration (:func:`leanseg.models.load_run_config`).
+        model: the model to train, predicting the classes of ``cfg.data``; ``None`` builds
+            ``cfg.model``. Besides :class:`Segmentor`, a model of another family with the same
+            surface (``forward``, ``losses``, ``backbone``, ``num_classes``) trains too, e.g.
+            :class:`~leanseg.nn.scale_selection.ScaleSelectionSegmentor`; one that declares
+            :class:`~leanseg.nn.segmentor.ExtraInputs` gets them from the samples (every
+            sample tensor reaches ``losses`` as a target) and the datasets are checked for
+            them here. The checkpoints still carry ``cfg``, whose ``model`` section
+            describes a passed-in model only if it was built from it; load their weights into
+            the same hand-built model.
+        train_set: training samples (as ``build_dataset(..., train=True)`` gives them);
+            ``None`` builds ``cfg.data.train_split``.
+        val_set: validation samples; ``None`` builds ``cfg.data.val_split``.
+        resume: continue from ``work_dir/checkpoints/last.pt``.
+        force: replace an existing run in ``work_dir`` (or resume despite a changed config,
+            ``train.optimizer`` excepted; :mod:`.run_dir` says which keys may change anyway).
+        console: where progress and messages go; ``None`` for the default console (stderr).
+        show_progress: draw the live progress bar when ``console`` is a terminal; elsewhere, or
+            when false, progress is a plain line every ``log_seconds`` (:mod:`.progress`).
+            Non-main ranks show nothing.
+        log_seconds: seconds between two plain progress lines; the first and the last
+            iteration and every validation are always printed.
+    """
+
+    def __init__(
+        self,
+        cfg: Config,
+        *,
+        model: Segmentor | nn.Module | None = None,
+        train_set: Dataset | None = None,
+        val_set: Dataset | None = None,
+        resume: bool = False,
+        force: bool = False,
+        console: Console | None = None,
+        show_progress: bool = True,
+        log_seconds: float = DEFAULT_EVERY_SECONDS,
+    ) -> None:
+        self.cfg = cfg
+        self.device = set_up_device(cfg.train)
+        self.is_main = distributed.is_main_process()
+        # Rank 0 alone writes the run directory, so it alone locks it, before its first look at
+        # the folder: no other process checks or writes the run until this one lets go (at the
+        # end of train(), or close()). A start that fails lets go at once, leaving no trace.
+        self.run_dir = RunDirectory(cfg.work_dir)
+        self._lock = FolderLock(self.run_dir.root, "leanseg train") if self.is_main else None
+        if self._lock is not None:
+            _on_main_then_agree(self._lock.acquire, self.device)
+        else:
+            _on_main_then_agree(lambda: None, self.device)
+        try:
+            self._set_up(
+                model,
+                train_set,
+                val_set,
+                resume=resume,
+                force=force,
+                console=console,
+                show_progress=show_progress,
+                log_seconds=log_seconds,
+            )
+        except BaseException:
+            self.close()
+            raise
+
+    def _set_up(
+        self,
+        model: Segmentor | nn.Module | None,
+        train_set: Dataset | None,
+        val_set: Dataset | None,
+        *,
+        resume: bool,
+        force: bool,
+        console: Console | None,
+        show_progress: bool,
+        log_seconds: float,
+    ) -> None:
+        """The rest of ``__init__``: check the whole request, build, restore, only then write."""
+        cfg = self.cfg
+        # Refused here, before anything is built: a run directory that cannot take this run, or
+        # a resumed config that differs in a key that may not change.
+        plan = _on_main_then_agree(
+            lambda: self.run_dir.check(cfg, resume=resume, force=force) if self.is_main else None,
+            self.device,
+        )
+        self.console = console or Console(stderr=True)
+        self.show_progress = show_progress and self.is_main
+        self.log_seconds = log_seconds
+        seed_everything(cfg.train.seed)
+        self.class_names = dataset_classes(cfg.data)
+        self.num_classes = len(self.class_names)
+        if train_set is None:
+            train_set = build_dataset(cfg.data, cfg.data.train_split, train=True)
+        if val_set is None:
+            val_set = build_dataset(cfg.data, cfg.data.val_split, train=False)
+        for dataset, split in ((train_set, cfg.data.train_split), (val_set, cfg.data.val_split)):
+            _refuse_all_ignored(dataset, split, cfg)
+        if cfg.data.cache:
+            train_set = cache_in_memory(train_set)
+        self.train_set, self.val_set = train_set, val_set
+        if model is None:
+            # Resuming loads every weight from the checkpoint: the ImageNet file is not needed.
+            model = build_model(without_pretrained(cfg) if resume else cfg)
+        elif model.num_classes != self.num_classes:
+            raise ValueError(
+                f"the model predicts {model.num_classes} classes, but data.dataset "
+                f"{cfg.data.dataset!r} has {self.num_classes}"
+            )
+        # A model that needs disparity (scale selection) fails here, naming dataset and key.
+        for dataset, split in ((train_set, cfg.data.train_split), (val_set, cfg.data.val_split)):
+            where = f"data.dataset {cfg.data.dataset!r} (split {split!r})"
+            check_dataset_inputs(model, dataset, name=where)
+
+        distributed.barrier()
+        resume_from = self.run_dir.resume_checkpoint() if resume else None
+
+        if cfg.train.sync_bn and distributed.is_distributed():
+            if self.device.type == "cuda":
+                model = nn.SyncBatchNorm.convert_sync_batchnorm(model)
+            elif self.is_main:
+                # torch's SyncBatchNorm has GPU kernels only; CPU ranks keep per-rank statistics.
+                self.console.print("train.sync_bn is ignored on CPU (SyncBatchNorm needs CUDA)")
+        if cfg.train.freeze_backbone_bn or cfg.train.freeze_backbone_until is not None:
+            frozen = freeze_backbone(
+                model.backbone,
+                batchnorm=cfg.train.freeze_backbone_bn,
+                until_stride=cfg.train.freeze_backbone_until,
+                example=torch.zeros(1, getattr(model.backbone, "in_channels", 3), 64, 64),
+            )
+            if self.is_main:
+                self.console.print(frozen.describe())
+        self.model = model.to(self.device)
+        if cfg.train.channels_last:
+            self.model.to(memory_format=torch.channels_last)
+        # DDP synchronises gradients through ``forward`` only, so the loss computation is
+        # wrapped in a module whose forward *is* ``losses``.
+        self.loss_module: nn.Module = _LossModule(self.model)
+        if cfg.train.compile:
+            self.loss_module = torch.compile(self.loss_module)  # type: ignore[assignment]
+        if distributed.is_distributed():
+            device_ids = [self.device.index] if self.device.type == "cuda" else None
+            self.loss_module = DistributedDataParallel(self.loss_module, device_ids=device_ids)
+
+        self.optimizer = self._build_optimizer()
+        self.use_amp = cfg.train.amp and self.device.type == "cuda"
+        self.scaler = torch.amp.GradScaler("cuda", enabled=self.use_amp)
+        self.iteration = 0
+        self.best: dict[str, Any] | None = None
+        if resume_from is not None:
+            self._restore(resume_from)
+        # Everything is checked and built, a resumed checkpoint loaded: only now is the run
+        # directory written (MetricsLog may open TensorBoard's file in it).
+        if plan is not None:
+            for note in self.run_dir.carry_out(plan, cfg):
+                self.console.print(note)
+            if resume_from is not None:
+                self.run_dir.commit_resume(cfg, self.iteration)
+        self.metrics = MetricsLog(self.run_dir, enabled=self.is_main)
+        self._latest_scores: SegmentationScores | None = None
+        # ``train.num_threads: auto`` on the CPU: threads follow the cores others leave free.
+        self.thread_governor: ThreadGovernor | None = None
+        if cfg.train.num_threads == "auto" and self.device.type == "cpu":
+            self.thread_governor = ThreadGovernor()
+
+    # ------------------------------------------------------------------ setup
+
+    def _build_optimizer(self) -> torch.optim.Optimizer:
+        """Two parameter groups: the backbone (with ``backbone_lr_mult``) and the rest."""
+        train_cfg = self.cfg.train
+        backbone_ids = {id(p) for p in self.model.backbone.parameters()}
+        backbone = [p for p in self.model.parameters() if id(p) in backbone_ids and p.requires_grad]
+        rest = [p for p in self.model.parameters() if id(p) not in backbone_ids and p.requires_grad]
+        groups = [
+            {"params": backbone, "lr_mult": train_cfg.backbone_lr_mult},
+            {"params": rest, "lr_mult": 1.0},
+        ]
+        groups = [group for group in groups if group["params"]]
+        if train_cfg.optimizer == "sgd":
+            return torch.optim.SGD(
+                groups,
+                lr=train_cfg.lr,
+                momentum=train_cfg.momentum,
+                weight_decay=train_cfg.weight_decay,
+            )
+        optimizer_class = torch.optim.Adam if train_cfg.optimizer == "adam" else torch.optim.AdamW
+        return optimizer_class(groups, lr=train_cfg.lr, weight_decay=train_cfg.weight_decay)
+
+    def _batches(self) -> Iterator[dict[str, Any]]:
+        """Endless stream of training batches, starting where the run currently is."""
+        data_cfg = self.cfg.data
+        world = distributed.world_size()
+        position = {
+            "seed": self.cfg.train.seed,
+            "start": self.iteration * data_cfg.batch_size * world,
+            "rank": distributed.rank(),
+            "world_size": world,
+        }
+        sampler: Sampler[tuple[int, int]]
+        if isinstance(self.train_set, MixedDataset):
+            # Several datasets: drawn by weight, mixed within every batch (thesis 5.2).
+            # ``data.mix_batches: false``: whole batches from one dataset (the ablation).
+            block = 1 if data_cfg.mix_batches else data_cfg.batch_size * world
+            sampler = MixedSampler(
+                self.train_set.sizes, self.train_set.weights, **position, block=block
+            )
+        else:
+            sampler = ResumableSampler(len(self.train_set), **position)
+        if data_cfg.crop_schedule:
+            sampler = CropSchedule(
+                sampler,
+                data_cfg.crop_schedule,
+                start_iteration=self.iteration,
+                batch_size=data_cfg.batch_size,
+            )
+        loader = DataLoader(
+            SeededSamples(self.train_set),
+            batch_size=data_cfg.batch_size,
+            sampler=sampler,
+            num_workers=data_cfg.num_workers,
+            pin_memory=self.device.type == "cuda",
+            drop_last=True,
+            # Its own generator: starting an iterator draws a seed, which must not advance the
+            # global RNG (dropout), or a resumed run would drift from the uninterrupted one.
+            generator=torch.Generator().manual_seed(self.cfg.train.seed),
+        )
+        if data_cfg.prefetch:
+            return Prefetcher(iter(loader))
+        return iter(loader)
+
+    def hooks(self) -> list[Hook]:
+        """What runs after every step, in order (see :mod:`.hooks`)."""
+        train_cfg = self.cfg.train
+        hooks: list[Hook] = [
+            LogTrainStep(self.metrics, train_cfg.log_interval),
+            RecomputeBNStatistics(self.recompute_bn_statistics, train_cfg.bn_recompute_batches),
+            Evaluate(self.validate, train_cfg.eval_interval),
+            Checkpoint(self._save, self.run_dir.last_checkpoint, train_cfg.checkpoint_interval),
+        ]
+        if self.thread_governor is not None:
+            say = self.console.print if self.is_main else lambda message: None
+            hooks.insert(0, BalanceThreads(self.thread_governor, self.metrics, say))
+        return hooks
+
+    # ------------------------------------------------------------------ step
+
+    def _to_device(self, batch: dict[str, Any]) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+        """``(images, targets)`` of a loader batch on the training device."""
+        images = batch["image"].to(self.device, non_blocking=True)
+        targets = {
+            key: value.to(self.device, non_blocking=True)
+            for key, value in batch.items()
+            if isinstance(value, torch.Tensor) and key != "image"
+        }
+        return images, targets
+
+    def run_step(self, batch: dict[str, Any]) -> dict[str, float]:
+        """One optimisation step; returns the loss terms and the learning rate."""
+        lr = learning_rate(self.iteration, self.cfg.train)
+        for group in self.optimizer.param_groups:
+            group["lr"] = lr * group["lr_mult"]
+        images, targets = self._to_device(batch)
+        autocast = torch.autocast("cuda", dtype=torch.float16) if self.use_amp else nullcontext()
+        with autocast:
+            terms = self.loss_module(images, targets)
+            loss = sum(terms.values())
+        if not torch.isfinite(loss):
+            raise _NonFiniteLoss(float(loss.detach()))
+        self.optimizer.zero_grad(set_to_none=True)
+        self.scaler.scale(loss).backward()
+        if self.cfg.train.grad_clip is not None:
+            self.scaler.unscale_(self.optimizer)
+            nn.utils.clip_grad_norm_(self.model.parameters(), self.cfg.train.grad_clip)
+        self.scaler.step(self.optimizer)
+        self.scaler.update()
+        self.iteration += 1
+        logs = {name: float(value.detach()) for name, value in terms.items()}
+        logs["loss"] = float(loss.detach())
+        logs["lr"] = lr
+        return logs
+
+    # ------------------------------------------------------------------ loop
+
+    def train(self) -> TrainResult:
+        """Run to ``train.max_iters``, calling :meth:`hooks` after every step; then let go of
+        the run directory (:meth:`close`)."""
+        if self._lock is not None:
+            self._lock.acquire()  # again, after an earlier train() or close()
+        train_cfg = self.cfg.train
+        start_time = time.perf_counter()
+        self._latest_scores = None
+        hooks = self.hooks()
+        if self.thread_governor is not None:
+            self.thread_governor.start()
+        batches = self._batches()
+        self.model.train()
+        display = TrainProgress(
+            self.console,
+            max_iters=train_cfg.max_iters,
+            start=self.iteration,
+            live=self.show_progress,
+            every_seconds=self.log_seconds,
+            enabled=self.is_main,
+        )
+        with display:
+            while self.iteration < train_cfg.max_iters:
+                step_start = time.perf_counter()
+                try:
+                    logs = self.run_step(next(batches))
+                except _NonFiniteLoss as err:
+                    raise TrainingError(self._nan_message(err.value)) from None
+                logs = distributed.mean_across_processes(logs, self.device)
+                display.step(self.iteration, logs, time.perf_counter() - step_start)
+                step = Step(self.iteration, train_cfg.max_iters, logs, display.bar)
+                for hook in hooks:
+                    hook.after_step(step)
+        if isinstance(batches, Prefetcher):
+            batches.close()
+        self.metrics.close()
+        distributed.barrier()
+        self.close()
+        return TrainResult(
+            run_dir=self.run_dir.root,
+            iteration=self.iteration,
+            final_scores=self._latest_scores,
+            best_miou=None if self.best is None else self.best["value"],
+            seconds=time.perf_counter() - start_time,
+        )
+
+    def validate(self, progress: Progress | None = None) -> SegmentationScores:
+        """Evaluate on the validation split, log it and keep ``best.pt`` up to date.
+
+        The ``split: val`` record of ``metrics.jsonl`` holds the scores as fractions
+        (:meth:`SegmentationScores.to_dict`, the confusion matrix left out) and, as printed,
+        ``miou_percent`` and ``iou_percent`` (class name -> IoU %,
+        :func:`~leanseg.metrics.semantic.percent_scores`); the summary line goes to the console.
+        """
+        started = time.perf_counter()
+        task = None
+        if progress is not None:
+            task = progress.add_task("eval", total=None, status="")
+
+        def on_batch(done: int, total: int) -> None:
+            if progress is not None and task is not None:
+                progress.update(task, completed=done, total=total)
+
+        scores = evaluate(
+            self.model,
+            self.val_set,
+            num_classes=self.num_classes,
+            eval_cfg=self.cfg.eval,
+            device=self.device,
+            ignore_index=self.cfg.data.ignore_index,
+            on_batch=on_batch,
+            image_statistics=input_statistics(self.cfg.data),
+        )
+        if progress is not None and task is not None:
+            progress.remove_task(task)
+        self.model.train()
+        record = {"iteration": self.iteration, "split": "val", **scores.to_dict()}
+        record.pop("confusion", None)
+        record.update(percent_scores(scores, self.class_names))
+        self.metrics.write(record)
+        # Heads that adapt to validation results (QGN A.2 class weighting) are told of them.
+        if isinstance(self.model, Segmentor) and isinstance(self.model.head, EvaluationHook):
+            self.model.head.on_evaluation(scores.iou)
+        # A NaN mIoU (no labelled pixel was scored) is never a best: best.pt keeps a real score.
+        if math.isfinite(scores.miou) and (self.best is None or scores.miou > self.best["value"]):
+            self.best = {"metric": "miou", "value": float(scores.miou), "iteration": self.iteration}
+            self._save(self.run_dir.best_checkpoint)
+        self._latest_scores = scores
+        if self.is_main:
+            seconds = time.perf_counter() - started
+            line = validation_line(
+                self.iteration, self.cfg.train.max_iters, scores, self.best, seconds
+            )
+            say(self.console, line)
+        return scores
+
+    def recompute_bn_statistics(self, num_batches: int) -> None:
+        """BN statistics as exact averages over ``num_batches`` training batches, drawn from
+        where the run is (:func:`~leanseg.training.bn_statistics.recompute_bn_statistics`)."""
+        source = self._batches()
+        batches = (self._to_device(batch) for batch in source)
+        bn_statistics.recompute_bn_statistics(self.model, batches, num_batches)
+        if isinstance(source, Prefetcher):
+            source.close()
+
+    # ------------------------------------------------------------------ bookkeeping
+
+    def close(self) -> None:
+        """Let go of the run directory's lock (:mod:`.folder_lock`), so that another process
+        may write the run; :meth:`train` does at its end. Until then, or until this process
+        ends, other processes are refused the run directory."""
+        if self._lock is not None:
+            self._lock.release()
+
+    def _state(self) -> dict[str, Any]:
+        return {
+            "model": self.model.state_dict(),
+            "config": self.cfg.to_dict(),
+            "iteration": self.iteration,
+            "optimizer": self.optimizer.state_dict(),
+            "scaler": self.scaler.state_dict(),
+            "best": self.best,
+            "rng": rng_state(),
+            "leanseg_version": __version__,
+        }
+
+    def _save(self, path: Path) -> None:
+        if not self.is_main:
+            return
+        try:
+            save_checkpoint(self._state(), path)
+        except OSError as err:
+            if err.errno not in (errno.ENOSPC, errno.EDQUOT):
+                raise
+            kept = f"the previous {path.name} is intact" if path.is_file() else "nothing replaced"
+            raise TrainingError(
+                f"{err.strerror or 'disk full'} while writing {path} at iteration "
+                f"{self.iteration}: the checkpoint was not written ({kept}, its temporary file "
+                "removed); free some space, then continue with leanseg train CONFIG --resume"
+            ) from None
+
+    def _restore(self, path: Path) -> None:
+        """Load the training state from ``path`` (the caller then writes the run directory)."""
+        payload = load_checkpoint(path, map_location=self.device)
+        if "optimizer" not in payload or "iteration" not in payload:
+            raise CheckpointError(f"{path}: holds weights only, no training state to resume")
+        _check_training_state(payload, path)
+        load_model_state(self.model, payload["model"], path)
+        # (config.yaml says so too, but a run of an older leanseg may not have one)
+        optimizer = (payload.get("config") or {}).get("train", {}).get("optimizer")
+        if optimizer not in (None, self.cfg.train.optimizer):
+            raise CheckpointError(
+                f"{path}: holds the state of optimizer {optimizer!r}, not of train.optimizer "
+                f"{self.cfg.train.optimizer!r}; train.optimizer cannot change on --resume"
+            )
+        # The checkpoint brings the optimizer's state (moments, steps) and its hyperparameters;
+        # the hyperparameters are the config's (a --resume --force may change weight_decay,
+        # momentum or backbone_lr_mult, and config.yaml then says the new values).
+        configured = [
+            {key: value for key, value in group.items() if key != "params"}
+            for group in self.optimizer.param_groups
+        ]
+        try:
+            self.optimizer.load_state_dict(payload["optimizer"])
+        except (ValueError, KeyError) as err:  # other parameter groups (e.g. other frozen layers)
+            raise CheckpointError(
+                f"{path}: its optimizer state does not fit this model's trainable parameters "
+                f"({err})"
+            ) from None
+        for group, settings in zip(self.optimizer.param_groups, configured, strict=True):
+            group.update(settings)
+        if payload.get("scaler"):
+            self.scaler.load_state_dict(payload["scaler"])
+        self.iteration = int(payload["iteration"])
+        self.best = _usable_best(payload.get("best"))
+        set_rng_state(payload.get("rng") or {})
+        if self.is_main:
+            self.console.print(f"resumed from {path} at iteration {self.iteration}")
+
+    def _nan_message(self, value: float) -> str:
+        step = self.iteration + 1
+        last = self.run_dir.last_checkpoint
+        if last.is_file():
+            try:
+                saved = load_checkpoint(last).get("iteration")
+            except CheckpointError:
+                saved = "unreadable"
+            return (
+                f"loss is {value} at iteration {step}; stopped. Last good checkpoint: {last} "
+                f"(iteration {saved}); resume with --resume --force after lowering train.lr"
+            )
+        return f"loss is {value} at iteration {step}; stopped. No checkpoint was written yet"
+
+
+def _check_training_state(payload: dict[str, Any], path: Path) -> None:
+    """Refuse a checkpoint whose training-state entries have the wrong types, naming the entry
+    (a hand-edited or foreign file), before any of it is loaded.
+
+    Raises:
+        CheckpointError: naming the file, the entry, what it holds and what it should.
+    """
+
+    def refuse(entry: str, value: Any, expected: str) -> CheckpointError:
+        return CheckpointError(
+            f"{path}: entry {entry!r} is a {type(value).__name__} ({str(value)[:40]!r}), "
+            f"expected {expected}; not a checkpoint this version of leanseg wrote"
+        )
+
+    state = payload.get("model")
+    if not isinstance(state, dict):
+        raise refuse("model", state, "a state dict (parameter name -> tensor)")
+    for name, value in state.items():
+        if not isinstance(name, str) or not isinstance(value, torch.Tensor):
+            raise refuse(f"model.{name}", value, "a tensor")
+    iteration = payload.get("iteration")
+    if isinstance(iteration, bool) or not isinstance(iteration, int) or iteration < 0:
+        raise refuse("iteration", iteration, "an integer >= 0")
+    for entry in ("optimizer", "scaler", "rng"):
+        value = payload.get(entry)
+        if value is not None and not isinstance(value, dict):
+            raise refuse(entry, value, "a mapping")
+    best = payload.get("best")
+    if best is not None:
+        value = best.get("value") if isinstance(best, dict) else None
+        if isinstance(value, bool) or not isinstance(value, int | float):
+            raise refuse("best", best, "{metric, value: a number, iteration}")
+
+
+def _usable_best(best: dict[str, Any] | None) -> dict[str, Any] | None:
+    """The ``best`` entry of a resumed checkpoint, or ``None`` for a NaN or infinite score (an
+    older leanseg saved NaN mIoU as best): no score would beat it, so ``best.pt`` would never be
+    written again."""
+    if best is None or not math.isfinite(best["value"]):
+        return None
+    return best
+
+
+class RefusedOnMainRank(RunDirError):
+    """Rank 0 refused the run (its own message says why); the other ranks stop too."""
+
+
+def _on_main_then_agree(step: Callable[[], T], device: torch.device) -> T:
+    """Run ``step`` (rank 0's check of the run folder, or any step only rank 0 takes), then let
+    every rank know whether it failed, so that no rank waits at a barrier for one that stopped.
+
+    Rank 0 re-raises its own error; the others raise :class:`RefusedOnMainRank`. Without
+    ``torch.distributed`` this is ``step()``.
+    """
+    error: BaseException | None = None
+    result = None
+    try:
+        result = step()
+    except Exception as err:  # noqa: BLE001 - told to every rank, then raised as it was
+        error = err
+    if distributed.broadcast_flag(error is not None, device):
+        if error is not None:
+            raise error
+        raise RefusedOnMainRank("rank 0 refused this run (its message says why)")
+    return result  # type: ignore[return-value]
+
+
+def _refuse_all_ignored(dataset: Dataset, split: str, cfg: Config) -> None:
+    """Refuse a split in which every label pixel is ignored, before anything is written.
+
+    Training on it gives a loss of 0 and evaluating it an mIoU of NaN. The labels are read
+    until one holds a labelled pixel: the first one in any usable dataset.
+
+    Raises:
+        DatasetError: naming the split, the sample count and the ignore values.
+    """
+    if _has_labelled_pixel(dataset, cfg.data.ignore_index) is not False:
+        return
+    ignored = sorted({255, cfg.data.ignore_index})
+    raise DatasetError(
+        f"split {split!r} of data.dataset {cfg.data.dataset!r}: every label pixel of its "
+        f"{len(dataset)} sample(s) is ignored (values {ignored}), so there is nothing to "
+        "train on or score; check the label files, data.label_colors and data.ignore_index "
+        "(leanseg data check CONFIG shows the label values)"
+    )
+
+
+def _has_labelled_pixel(dataset: Any, ignore_index: int) -> bool | None:
+    """Whether some label of ``dataset`` has a pixel that is neither 255 nor ``ignore_index``;
+    ``None`` for a dataset that cannot be read sample by sample without augmentation."""
+    parts = getattr(dataset, "parts", None)
+    if isinstance(parts, list | tuple):
+        answers = [_has_labelled_pixel(part, ignore_index) for part in parts]
+        return True if True in answers else (None if None in answers else False)
+    load_raw = getattr(dataset, "load_raw", None)
+    if load_raw is None:
+        return None
+    for index in range(len(dataset)):
+        label = load_raw(index).get("label")
+        if not isinstance(label, np.ndarray):
+            return None
+        if np.any((label != 255) & (label != ignore_index)):
+            return True
+    return False
+
+
+class _LossModule(nn.Module):
+    """``forward(images, targets)`` = ``model.losses(images, targets)``, for DDP."""
+
+    def __init__(self, model: nn.Module) -> None:
+        super().__init__()
+        self.model = model
+
+    def forward(self, images: torch.Tensor, targets: dict[str, torch.Tensor]) -> dict[str, Any]:
+        return self.model.losses(images, targets)
+
+
+class _NonFiniteLoss(Exception):
+    def __init__(self, value: float) -> None:
+        super().__init__(value)
+        self.value = value
