@@ -109,7 +109,7 @@ import sys
 import numpy as np
 from PIL import Image
 
-from leanseg.engine.checkpoint import save_checkpoint
+from leanseg.files.checkpoint import save_checkpoint
 from leanseg.models import build_model, load_run_config
 
 cfg = load_run_config(sys.argv[1])
