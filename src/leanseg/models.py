@@ -49,6 +49,7 @@ from leanseg.nn.heads.ssn_instance import SSNInstanceHead
 from leanseg.nn.scale_selection import model as scale_selection
 from leanseg.nn.scale_selection.model import ScaleSelectionSegmentor
 from leanseg.nn.segmentor import Segmentor
+from leanseg.structures.labels import IGNORE_INDEX
 
 BACKBONES: dict[str, Callable[..., nn.Module]] = {
     "resnet18": resnet.resnet18,
@@ -186,7 +187,7 @@ def _attach_label_sets(model: Segmentor | ScaleSelectionSegmentor, cfg: Config) 
 
 
 def build_segmentor(
-    model_cfg: ModelConfig, *, num_classes: int, ignore_index: int = 255
+    model_cfg: ModelConfig, *, num_classes: int, ignore_index: int = IGNORE_INDEX
 ) -> Segmentor | ScaleSelectionSegmentor:
     """Build backbone, context and head from a :class:`ModelConfig`; for a head named in
     :data:`PYRAMID_MODELS`, that model around the backbone."""
@@ -248,7 +249,7 @@ def create_model(
     pretrained: bool | str = False,
     in_channels: int = 3,
     context: str | None = None,
-    ignore_index: int = 255,
+    ignore_index: int = IGNORE_INDEX,
     backbone_options: dict[str, Any] | None = None,
     context_options: dict[str, Any] | None = None,
     head_options: dict[str, Any] | None = None,

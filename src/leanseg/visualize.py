@@ -24,8 +24,7 @@ from typing import BinaryIO
 import numpy as np
 
 from leanseg.files.atomic import atomic_write
-
-IGNORE_INDEX = 255
+from leanseg.structures.labels import IGNORE_INDEX
 
 Palette = Sequence[Sequence[int]] | np.ndarray
 

@@ -30,11 +30,10 @@ import numpy as np
 from torch.utils.data import Dataset
 
 from leanseg.config.paths import other_paths_tried
+from leanseg.structures.labels import IGNORE_INDEX
 
 Sample = dict[str, Any]
 Transform = Callable[[Sample], Sample]
-
-IGNORE_INDEX = 255
 
 
 class DatasetError(ValueError):

@@ -40,6 +40,7 @@ from leanseg.inference.dense_crf import DenseCRF
 from leanseg.inference.model_inputs import crop_inputs, follow_image
 from leanseg.inference.site_cost import SiteCounter
 from leanseg.inference.speed import InferenceOptions, InferenceRunner, PreparedModel, prepare_model
+from leanseg.structures.labels import IGNORE_INDEX
 
 # Tile sides are multiples of this: the output stride of every backbone leanseg builds.
 TILE_MULTIPLE = 32
@@ -539,7 +540,7 @@ def class_ids(probabilities: Tensor) -> np.ndarray:
     Raises:
         ValueError: for more than 255 classes (255 is the ignore label).
     """
-    if probabilities.shape[0] > 255:
+    if probabilities.shape[0] > IGNORE_INDEX:
         raise ValueError(
             f"{probabilities.shape[0]} classes do not fit a uint8 label map (255 = ignore)"
         )

@@ -48,6 +48,8 @@ import torch.nn.functional as F
 from rich.table import Table
 from torch import Tensor
 
+from leanseg.structures.labels import IGNORE_INDEX
+
 __all__ = [
     "CITYSCAPES_CATEGORIES",
     "CITYSCAPES_CLASS_CATEGORY",
@@ -69,7 +71,7 @@ __all__ = [
 ]
 
 
-def boundary_band(target: Tensor, width: int, ignore_index: int = 255) -> Tensor:
+def boundary_band(target: Tensor, width: int, ignore_index: int = IGNORE_INDEX) -> Tensor:
     """Boolean mask of the valid pixels within ``width`` pixels of a ground-truth label boundary.
 
     See the module docstring for the definition (8-neighbourhood boundary pixels, Chebyshev
@@ -239,7 +241,7 @@ class SegmentationMetric:
     def __init__(
         self,
         num_classes: int,
-        ignore_index: int = 255,
+        ignore_index: int = IGNORE_INDEX,
         boundary_width: int | None = 8,
         *,
         void_index: int | None = None,
@@ -541,7 +543,7 @@ class InstanceIoU:
     def __init__(
         self,
         num_classes: int,
-        ignore_index: int = 255,
+        ignore_index: int = IGNORE_INDEX,
         *,
         class_to_group: Sequence[int] | None = None,
         num_groups: int | None = None,

@@ -9,9 +9,14 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
+from leanseg.structures.labels import IGNORE_INDEX
+
 
 def cross_entropy(
-    scores: Tensor, label: Tensor, ignore_index: int = 255, class_weights: Tensor | None = None
+    scores: Tensor,
+    label: Tensor,
+    ignore_index: int = IGNORE_INDEX,
+    class_weights: Tensor | None = None,
 ) -> Tensor:
     """Mean per-pixel cross-entropy over non-ignored pixels.
 
@@ -39,7 +44,7 @@ def cross_entropy(
 
 
 def partial_cross_entropy(
-    scores: Tensor, label: Tensor, label_set_mask: Tensor, ignore_index: int = 255
+    scores: Tensor, label: Tensor, label_set_mask: Tensor, ignore_index: int = IGNORE_INDEX
 ) -> Tensor:
     """Mean per-pixel cross-entropy where a label may name a set of classes (partial labels).
 
@@ -87,7 +92,7 @@ def checked_class_weights(weights: Sequence[float], num_classes: int) -> Tensor:
 
 
 def class_balanced_weights(
-    label: Tensor, num_classes: int, ignore_index: int = 255, max_weight: float = 1e3
+    label: Tensor, num_classes: int, ignore_index: int = IGNORE_INDEX, max_weight: float = 1e3
 ) -> Tensor:
     """Per-class loss weights ``w_c = min(max_weight, 1 / p(c))`` of thesis §3.4.
 
@@ -112,7 +117,7 @@ def class_balanced_weights(
 
 
 def class_balanced_cross_entropy(
-    scores: Tensor, label: Tensor, ignore_index: int = 255, max_weight: float = 1e3
+    scores: Tensor, label: Tensor, ignore_index: int = IGNORE_INDEX, max_weight: float = 1e3
 ) -> Tensor:
     """Cross-entropy with every pixel weighted by its class's :func:`class_balanced_weights`.
 

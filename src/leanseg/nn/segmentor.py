@@ -25,6 +25,7 @@ from torch import Tensor, nn
 
 from leanseg.nn.backbones.base import Backbone
 from leanseg.nn.context.base import Context
+from leanseg.structures.labels import IGNORE_INDEX
 
 # What a head's ``losses`` reads unless the head declares ``required_targets`` itself: the
 # ``(B, H, W)`` int64 label map, ``ignore_index`` (255) where unlabelled.
@@ -208,7 +209,7 @@ class Segmentor(nn.Module):
             return value
         pad_h = padded.shape[-2] - value.shape[-2]
         pad_w = padded.shape[-1] - value.shape[-1]
-        fill = 255 if key == "label" else 0
+        fill = IGNORE_INDEX if key == "label" else 0
         return F.pad(value, (0, pad_w, 0, pad_h), value=fill)
 
     @torch.no_grad()

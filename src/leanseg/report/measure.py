@@ -31,6 +31,7 @@ from leanseg.config import Config, ConfigError
 from leanseg.files.run_dir import RunDirectory
 from leanseg.metrics.semantic import SegmentationScores
 from leanseg.report.gather import RunLog
+from leanseg.structures.labels import IGNORE_INDEX
 
 # Width in pixels of one picture of a panel in the report.
 PANEL_WIDTH = 320
@@ -221,7 +222,7 @@ def _panel(
     error = np.empty((*truth.shape, 3), np.uint8)
     error[:] = RIGHT
     error[predicted != truth] = WRONG
-    error[truth == 255] = IGNORED
+    error[truth == IGNORE_INDEX] = IGNORED
     pictures = [
         _shrink(np.asarray(raw["image"], np.uint8), Image.BILINEAR),
         _shrink(colorize(truth, palette), Image.NEAREST),

@@ -36,6 +36,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
+from leanseg.structures.labels import IGNORE_INDEX
+
 Relabel = Literal["raw", "gt", "tp"]
 
 
@@ -92,7 +94,7 @@ def pyramid_targets(
     *,
     num_levels: int,
     finest_stride: int,
-    ignore_index: int = 255,
+    ignore_index: int = IGNORE_INDEX,
 ) -> PyramidTargets:
     """Unit-cell maps ``U^(l)`` and semantic targets ``Y^(l)`` of a label map (S&F 3.1).
 
@@ -143,7 +145,7 @@ def relabel(
     *,
     mode: Relabel,
     tau: float = 0.5,
-    ignore_index: int = 255,
+    ignore_index: int = IGNORE_INDEX,
 ) -> PyramidTargets:
     """The training-time relabelling of S&F 3.1, one of Table 2a's settings D, E, F.
 

@@ -33,6 +33,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
+from leanseg.structures.labels import IGNORE_INDEX
+
 COMPOSITE = -1
 """Value of the composite class in T-pyramid tensors (QGN eq. 2's ``0``)."""
 
@@ -44,7 +46,7 @@ def composite_channel(num_classes: int) -> int:
     return num_classes
 
 
-def merge(level: Tensor, ignore_index: int = 255, ignore: str = "keep") -> Tensor:
+def merge(level: Tensor, ignore_index: int = IGNORE_INDEX, ignore: str = "keep") -> Tensor:
     """QGN eq. 2: merge every 2x2 patch of ``level`` ``(B, h, w)``, h and w even.
 
     Returns ``(B, h/2, w/2)`` with the common value, or :data:`COMPOSITE`. See the module
@@ -72,7 +74,7 @@ def merge(level: Tensor, ignore_index: int = 255, ignore: str = "keep") -> Tenso
     return torch.where(any_composite, torch.full_like(low, COMPOSITE), out)
 
 
-def pad_to_multiple(label: Tensor, multiple: int, ignore_index: int = 255) -> Tensor:
+def pad_to_multiple(label: Tensor, multiple: int, ignore_index: int = IGNORE_INDEX) -> Tensor:
     """Pad ``(B, H, W)`` at the bottom and right with ``ignore_index`` to a ``multiple``."""
     pad_h = (-label.shape[-2]) % multiple
     pad_w = (-label.shape[-1]) % multiple
@@ -82,7 +84,7 @@ def pad_to_multiple(label: Tensor, multiple: int, ignore_index: int = 255) -> Te
 
 
 def t_pyramid(
-    label: Tensor, num_levels: int = 6, ignore_index: int = 255, ignore: str = "keep"
+    label: Tensor, num_levels: int = 6, ignore_index: int = IGNORE_INDEX, ignore: str = "keep"
 ) -> list[Tensor]:
     """QGN eq. 3: ``[T_0, ..., T_{num_levels-1}]`` of a label map ``(B, H, W)`` (or ``(H, W)``).
 
@@ -140,7 +142,7 @@ def leaf_masks(pyramid: list[Tensor]) -> list[Tensor]:
 
 
 def encode(
-    label: Tensor, num_levels: int = 6, ignore_index: int = 255, ignore: str = "keep"
+    label: Tensor, num_levels: int = 6, ignore_index: int = IGNORE_INDEX, ignore: str = "keep"
 ) -> Quadtree:
     """Quadtree of a label map ``(B, H, W)`` or ``(H, W)``; ``ignore="keep"`` is lossless."""
     if label.dim() == 2:
@@ -181,7 +183,7 @@ def leaf_level_map(pyramid: list[Tensor]) -> Tensor:
 
 
 def level_pixel_counts(
-    label: Tensor, num_levels: int = 6, ignore_index: int = 255, ignore: str = "keep"
+    label: Tensor, num_levels: int = 6, ignore_index: int = IGNORE_INDEX, ignore: str = "keep"
 ) -> Tensor:
     """Number of original pixels whose leaf lies on each level (index = level), for Table 5.
 
@@ -216,7 +218,7 @@ class LevelStats:
 
 
 def level_stats(
-    labels: list[Tensor] | Tensor, num_levels: int = 6, ignore_index: int = 255
+    labels: list[Tensor] | Tensor, num_levels: int = 6, ignore_index: int = IGNORE_INDEX
 ) -> LevelStats:
     """Aggregate :class:`LevelStats` over label maps (lossless ``"keep"`` mode)."""
     stats = LevelStats([0] * num_levels)

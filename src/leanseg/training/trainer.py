@@ -60,6 +60,7 @@ from leanseg.nn.segmentor import Segmentor
 from leanseg.runtime import distributed
 from leanseg.runtime.cpu_share import ThreadGovernor
 from leanseg.runtime.process import seed_everything, select_device, set_up_device
+from leanseg.structures.labels import IGNORE_INDEX
 from leanseg.training import bn_statistics
 from leanseg.training.freezing import freeze_backbone
 from leanseg.training.hooks import (
@@ -663,7 +664,7 @@ def _refuse_all_ignored(dataset: Dataset, split: str, cfg: Config) -> None:
     """
     if _has_labelled_pixel(dataset, cfg.data.ignore_index) is not False:
         return
-    ignored = sorted({255, cfg.data.ignore_index})
+    ignored = sorted({IGNORE_INDEX, cfg.data.ignore_index})
     raise DatasetError(
         f"split {split!r} of data.dataset {cfg.data.dataset!r}: every label pixel of its "
         f"{len(dataset)} sample(s) is ignored (values {ignored}), so there is nothing to "
@@ -686,7 +687,7 @@ def _has_labelled_pixel(dataset: Any, ignore_index: int) -> bool | None:
         label = load_raw(index).get("label")
         if not isinstance(label, np.ndarray):
             return None
-        if np.any((label != 255) & (label != ignore_index)):
+        if np.any((label != IGNORE_INDEX) & (label != ignore_index)):
             return True
     return False
 

@@ -13,6 +13,7 @@ from torch import Tensor, nn
 from leanseg.nn.backbones.base import FeatureInfo, feature_at
 from leanseg.nn.heads.base import DenseHead
 from leanseg.nn.layers import conv_bn_relu
+from leanseg.structures.labels import IGNORE_INDEX
 
 
 class BilinearHead(DenseHead):
@@ -33,7 +34,7 @@ class BilinearHead(DenseHead):
         *,
         feature_info: list[FeatureInfo],
         num_classes: int,
-        ignore_index: int = 255,
+        ignore_index: int = IGNORE_INDEX,
         in_stride: int | None = None,
         mid_channels: int | None = None,
         dropout: float = 0.0,

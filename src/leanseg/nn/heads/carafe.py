@@ -29,6 +29,7 @@ from torch import Tensor, nn
 from leanseg.nn.backbones.base import FeatureInfo, feature_at
 from leanseg.nn.heads.base import DenseHead
 from leanseg.nn.layers import NormLayer, conv_bn_relu
+from leanseg.structures.labels import IGNORE_INDEX
 
 
 class Reassemble(nn.Module):
@@ -115,7 +116,7 @@ class CARAFEHead(DenseHead):
         *,
         feature_info: list[FeatureInfo],
         num_classes: int,
-        ignore_index: int = 255,
+        ignore_index: int = IGNORE_INDEX,
         in_stride: int | None = None,
         out_stride: int = 4,
         channels: int = 256,

@@ -18,6 +18,7 @@ from torch import Tensor, nn
 
 from leanseg.nn.backbones.base import FeatureInfo, feature_at
 from leanseg.nn.heads.base import DenseHead
+from leanseg.structures.labels import IGNORE_INDEX
 
 
 class DUCHead(DenseHead):
@@ -38,7 +39,7 @@ class DUCHead(DenseHead):
         *,
         feature_info: list[FeatureInfo],
         num_classes: int,
-        ignore_index: int = 255,
+        ignore_index: int = IGNORE_INDEX,
         in_stride: int | None = None,
         out_stride: int = 4,
         kernel_size: int = 3,

@@ -19,6 +19,7 @@ from torch import Tensor, nn
 from leanseg.nn.backbones.base import FeatureInfo, feature_at
 from leanseg.nn.heads.base import DenseHead
 from leanseg.nn.layers import NonBottleneck1D, NormLayer
+from leanseg.structures.labels import IGNORE_INDEX
 
 
 class UpsamplerBlock(nn.Module):
@@ -54,7 +55,7 @@ class ERFNetDecoderHead(DenseHead):
         *,
         feature_info: list[FeatureInfo],
         num_classes: int,
-        ignore_index: int = 255,
+        ignore_index: int = IGNORE_INDEX,
         channels: Sequence[int] = (64, 16),
         blocks_per_stage: int = 2,
         norm_layer: NormLayer = nn.BatchNorm2d,

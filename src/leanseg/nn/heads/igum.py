@@ -44,6 +44,7 @@ from torch import Tensor, nn
 from leanseg.nn.backbones.base import FeatureInfo, feature_at
 from leanseg.nn.heads.base import DenseLoss
 from leanseg.nn.layers import NormLayer, conv_bn_relu
+from leanseg.structures.labels import IGNORE_INDEX
 
 SampleMode = Literal["bilinear", "nearest"]
 
@@ -175,7 +176,7 @@ class IGUMHead(DenseLoss, nn.Module):
         *,
         feature_info: list[FeatureInfo],
         num_classes: int,
-        ignore_index: int = 255,
+        ignore_index: int = IGNORE_INDEX,
         in_stride: int | None = None,
         mode: SampleMode = "bilinear",
         max_offset: float = 1.0,
@@ -242,7 +243,7 @@ class GUMHead(DenseLoss, nn.Module):
         *,
         feature_info: list[FeatureInfo],
         num_classes: int,
-        ignore_index: int = 255,
+        ignore_index: int = IGNORE_INDEX,
         in_stride: int | None = None,
         guidance_stride: int | None = None,
         guidance_channels: int = 16,

@@ -17,6 +17,7 @@ from leanseg.nn.backbones.base import FeatureInfo, feature_at
 from leanseg.nn.heads.base import DenseLoss
 from leanseg.nn.layers import NormLayer, conv_bn_relu
 from leanseg.nn.losses import checked_class_weights
+from leanseg.structures.labels import IGNORE_INDEX
 
 
 class TransitionUp(nn.Module):
@@ -54,7 +55,7 @@ class LadderHead(DenseLoss, nn.Module):
         *,
         feature_info: list[FeatureInfo],
         num_classes: int,
-        ignore_index: int = 255,
+        ignore_index: int = IGNORE_INDEX,
         channels: int = 128,
         out_stride: int = 4,
         class_weights: list[float] | None = None,

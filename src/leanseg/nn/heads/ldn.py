@@ -42,11 +42,12 @@ from leanseg.nn.context.base import ContextFeatures
 from leanseg.nn.heads.base import PartialLabels
 from leanseg.nn.layers import NormLayer, bn_relu_conv
 from leanseg.nn.losses import cross_entropy, partial_cross_entropy
+from leanseg.structures.labels import IGNORE_INDEX
 
 # ----------------------------------------------------------------------------- soft targets
 
 
-def class_histograms(label: Tensor, num_classes: int, ignore_index: int = 255) -> Tensor:
+def class_histograms(label: Tensor, num_classes: int, ignore_index: int = IGNORE_INDEX) -> Tensor:
     """One-hot labels ``(B, C, H, W)`` as float; ignored pixels, and label-set values
     (``>= num_classes``, :class:`~leanseg.nn.heads.base.PartialLabels`), are all-zero columns."""
     valid = (label != ignore_index) & (label < num_classes)
@@ -156,7 +157,7 @@ class LDNHead(PartialLabels, nn.Module):
         *,
         feature_info: list[FeatureInfo],
         num_classes: int,
-        ignore_index: int = 255,
+        ignore_index: int = IGNORE_INDEX,
         pooled_channels: Sequence[int] = (),
         out_stride: int = 4,
         channels: tuple[int, ...] | None = None,

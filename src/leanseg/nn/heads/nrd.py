@@ -39,6 +39,7 @@ from torch import Tensor, nn
 from leanseg.nn.backbones.base import FeatureInfo, feature_at
 from leanseg.nn.heads.base import DenseHead
 from leanseg.nn.layers import NormLayer, conv_bn_relu
+from leanseg.structures.labels import IGNORE_INDEX
 
 # --------------------------------------------------------------------------- helpers
 
@@ -176,7 +177,7 @@ class NRDHead(DenseHead):
         *,
         feature_info: list[FeatureInfo],
         num_classes: int,
-        ignore_index: int = 255,
+        ignore_index: int = IGNORE_INDEX,
         in_stride: int | None = None,
         low_level_stride: int = 4,
         controller_channels: int | None = 512,

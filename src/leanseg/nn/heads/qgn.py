@@ -71,6 +71,7 @@ from leanseg.nn.sparse import (
     SubmConv2d,
     gather_dense,
 )
+from leanseg.structures.labels import IGNORE_INDEX
 from leanseg.structures.quadtree import COMPOSITE, composite_channel, t_pyramid
 
 Scheme = Literal["all", "gtc", "pc"]
@@ -158,7 +159,7 @@ class QGNHead(nn.Module):
         *,
         feature_info: list[FeatureInfo],
         num_classes: int,
-        ignore_index: int = 255,
+        ignore_index: int = IGNORE_INDEX,
         in_channels: int | None = 512,
         decoder_channels: tuple[int, ...] = (256, 128, 64, 64, 64),
         decoder_units: tuple[int, ...] = (6, 4, 3, 3, 3),

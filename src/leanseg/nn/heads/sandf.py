@@ -67,6 +67,7 @@ from torch import Tensor, nn
 from leanseg.nn.backbones.base import FeatureInfo, feature_at
 from leanseg.nn.layers import conv_bn_relu
 from leanseg.nn.losses import cross_entropy
+from leanseg.structures.labels import IGNORE_INDEX
 from leanseg.structures.pyramid import fuse, pyramid_targets, relabel
 
 POOL_SIZES = (1, 3, 6, 8)  # PyramidSampling N of S&F 3.3, S = 1 + 9 + 36 + 64 = 110
@@ -233,7 +234,7 @@ class SandFHead(nn.Module):
         *,
         feature_info: list[FeatureInfo],
         num_classes: int,
-        ignore_index: int = 255,
+        ignore_index: int = IGNORE_INDEX,
         num_levels: int = 4,
         in_stride: int | None = None,
         concat_coarser: bool = True,

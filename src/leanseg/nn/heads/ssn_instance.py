@@ -61,6 +61,7 @@ from leanseg.nn.heads.igum import (
 )
 from leanseg.nn.layers import conv_bn_relu
 from leanseg.nn.losses import cross_entropy
+from leanseg.structures.labels import IGNORE_INDEX
 
 InstanceLoss = Literal["l2", "l1", "smooth_l1"]
 
@@ -280,7 +281,7 @@ class SSNInstanceHead(nn.Module):
         *,
         feature_info: list[FeatureInfo],
         num_classes: int,
-        ignore_index: int = 255,
+        ignore_index: int = IGNORE_INDEX,
         in_stride: int | None = None,
         thing_classes: list[int] | None = None,
         iterations: int = 30,

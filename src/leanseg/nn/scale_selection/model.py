@@ -33,6 +33,7 @@ from leanseg.nn.losses import class_balanced_cross_entropy, cross_entropy
 from leanseg.nn.scale_selection.multiplexer import ScaleMultiplexer, disparity_on_grid
 from leanseg.nn.scale_selection.pyramid import PyramidExtractor
 from leanseg.nn.segmentor import check_targets
+from leanseg.structures.labels import IGNORE_INDEX
 
 SELECTIONS = ("single", "fixed", "depth")
 
@@ -117,7 +118,7 @@ class ScaleSelectionSegmentor(nn.Module):
         hidden_channels: int = 1024,
         class_balancing: bool = True,
         max_class_weight: float = 1e3,
-        ignore_index: int = 255,
+        ignore_index: int = IGNORE_INDEX,
         norm_layer: NormLayer = nn.BatchNorm2d,
     ) -> None:
         super().__init__()
@@ -282,7 +283,7 @@ def single5(
     hidden_channels: int = 1024,
     class_balancing: bool = True,
     max_class_weight: float = 1e3,
-    ignore_index: int = 255,
+    ignore_index: int = IGNORE_INDEX,
 ) -> ScaleSelectionSegmentor:
     """Single5 of thesis Table 3.1: relu5_3 of the full-resolution image only.
 
@@ -312,7 +313,7 @@ def single3_5(
     hidden_channels: int = 1024,
     class_balancing: bool = True,
     max_class_weight: float = 1e3,
-    ignore_index: int = 255,
+    ignore_index: int = IGNORE_INDEX,
 ) -> ScaleSelectionSegmentor:
     """Single3+5 of thesis Table 3.1: pool3 and relu5_3 of the full-resolution image."""
     return _build(
@@ -339,7 +340,7 @@ def fixed_scales(
     hidden_channels: int = 1024,
     class_balancing: bool = True,
     max_class_weight: float = 1e3,
-    ignore_index: int = 255,
+    ignore_index: int = IGNORE_INDEX,
 ) -> ScaleSelectionSegmentor:
     """FixedScales of thesis Table 3.1: levels 0, 3 and 7 concatenated at every pixel."""
     return _build(
@@ -370,7 +371,7 @@ def scale_invariant(
     hidden_channels: int = 1024,
     class_balancing: bool = True,
     max_class_weight: float = 1e3,
-    ignore_index: int = 255,
+    ignore_index: int = IGNORE_INDEX,
 ) -> ScaleSelectionSegmentor:
     """ScaleInvariant of thesis Table 3.1 (Fig. 3.1): depth-guided levels, W_R = 1, 4, 7 m."""
     return _build(
