@@ -35,12 +35,17 @@ def _number(value: float | None, digits: int = 1, signed: bool = False) -> str:
 
 
 def _accuracy(row: dict[str, Any], metric: str) -> str:
-    if row["status"] != "done":
-        return row["status"]
+    """``mean ± std``; a row short of its seeds shows what it has and says how many."""
     mean, std = row[f"{metric}_mean"], row[f"{metric}_std"]
+    if row["status"] != "done":
+        return row["status"] if mean is None else f"{_partial(mean, std)}, {row['status']}"
     if mean is None:
         return "–"
     return f"{mean:.1f} ± {_number(std)}"
+
+
+def _partial(mean: float, std: float | None) -> str:
+    return f"{mean:.1f}" if std is None else f"{mean:.1f} ± {_number(std)}"
 
 
 def heads_table(record: dict[str, Any]) -> list[str]:
@@ -79,7 +84,11 @@ def schemes_table(record: dict[str, Any]) -> list[str]:
         for scheme in ("all", "gtc", "pc"):
             stats = entry[scheme]
             if stats["n"] < required:
-                cells.append(f"pending ({stats['n']} of {required} seeds)")
+                status = f"pending ({stats['n']} of {required} seeds)"
+                has = stats["n"] and stats["mean"] is not None
+                cells.append(
+                    f"{_partial(stats['mean'], stats['std'])}, {status}" if has else status
+                )
             else:
                 cells.append(f"{stats['mean']:.1f} ± {_number(stats['std'])}")
         lines.append(f"| {name} ({entry['train_scheme']}) | " + " | ".join(cells) + " |")
@@ -99,8 +108,9 @@ def verdicts_table(record: dict[str, Any]) -> list[str]:
         else:
             paper = "not given" if row["paper_delta"] is None else f"{row['paper_delta']:+.2f}"
             ours = "–"
-            if not row["verdict"].startswith("pending"):
-                ours = f"{row['delta']:+.1f} ± {row['spread']:.1f}"
+            if row["delta"] is not None:
+                spread = "–" if row["spread"] is None else f"{row['spread']:.1f}"
+                ours = f"{row['delta']:+.1f} ± {spread}"
         lines.append(f"| {row['claim']} | {row['source']} | {paper} | {ours} | {row['verdict']} |")
     return lines
 
@@ -118,7 +128,8 @@ def readme_block(record: dict[str, Any]) -> str:
         "Accuracy on "
         "CamVid val (101 images) in %, mean ± sample std over the seeds; boundary mIoU in an "
         "8-pixel band; GMAC and CPU latency at 1024x2048 (batch 1), training activation memory "
-        "at 768x768 batch 2. A row not yet trained on every seed says so instead of a number.",
+        "at 768x768 batch 2. A row not yet trained on every seed shows the seeds it has and "
+        "says how many; its verdict waits for all of them.",
         "",
         *heads_table(record),
         "",

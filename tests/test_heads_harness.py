@@ -260,12 +260,13 @@ def test_table_shows_mean_std_and_costs_of_finished_rows(bench):
     assert block.startswith(tables.START) and block.endswith(tables.END + "\n")
 
 
-def test_pending_rows_show_no_numbers(bench):
+def test_pending_rows_show_their_seeds_labelled_and_no_verdict(bench):
     _, _, tables = bench
     block = tables.readme_block(fake_record(done=False))
-    assert "| ladder | pending (1 of 3 seeds) | pending (1 of 3 seeds) |" in block
-    assert "70.0" not in block and "+3.0" not in block
-    assert "| c | s | +1.50 | – | pending (1 of 3 seeds) |" in block
+    row = "| ladder | 70.0, pending (1 of 3 seeds) | 50.0, pending (1 of 3 seeds) |"
+    assert row in block
+    assert "| c | s | +1.50 | +3.0 ± – | pending (1 of 3 seeds) |" in block
+    assert "reproduced" not in block and "70.0 ±" not in block
 
 
 def test_replace_block_keeps_the_rest_of_the_readme(bench, tmp_path):
