@@ -297,6 +297,11 @@ def scheme_scores(folder: Path, schemes: tuple[str, ...] = QGN_SCHEMES) -> dict[
     :func:`leanseg.inference.predictor.predict_scores` does; no flip; the first
     ``eval.max_images`` images when that is set. PC here is the run's own
     validation up to the padding: the trainer pads with zeros too.
+
+    ``levels_all`` is a diagnostic (issue 26's bug hunt): under All propagation, the val mIoU of
+    each level's own prediction (its class argmax, composite dropped, nearest-upsampled to the
+    image; first evaluation scale). A decoder whose finer levels label pure regions worse than
+    its coarse ones shows here.
     """
     import torch
     import torch.nn.functional as F
@@ -315,6 +320,8 @@ def scheme_scores(folder: Path, schemes: tuple[str, ...] = QGN_SCHEMES) -> dict[
         s: SegmentationMetric(classes, ignore, boundary_width=cfg.eval.boundary_width)
         for s in schemes
     }
+    levels = range(model.head.top, -1, -1)
+    level_metrics = {level: SegmentationMetric(classes, ignore) for level in levels}
     divisor = model.size_divisor
     count = len(dataset)
     if cfg.eval.max_images is not None:
@@ -344,9 +351,23 @@ def scheme_scores(folder: Path, schemes: tuple[str, ...] = QGN_SCHEMES) -> dict[
                         scores, size=(height, width), mode="bilinear", align_corners=False
                     )
                     total[scheme] += scores.softmax(dim=1)
+                    if scheme == "all" and scale == cfg.eval.scales[0]:
+                        for level, sites in pred.logits.items():
+                            labels = level_labels(
+                                sites.to_dense(),
+                                classes,
+                                tuple(padded.shape[-2:]),
+                                size,
+                                (height, width),
+                            )
+                            level_metrics[level].update(labels, label)
             for scheme in schemes:
                 metrics[scheme].update(total[scheme].argmax(1), label)
     result: dict[str, Any] = {"iteration": trained.iteration, "images": count}
+    if "all" in schemes:
+        result["levels_all"] = {
+            f"Q{level}": 100 * metric.compute().miou for level, metric in level_metrics.items()
+        }
     for scheme, metric in metrics.items():
         scores = metric.compute()
         result[scheme] = {
@@ -355,6 +376,25 @@ def scheme_scores(folder: Path, schemes: tuple[str, ...] = QGN_SCHEMES) -> dict[
             "boundary_miou": None if scores.boundary_miou is None else 100 * scores.boundary_miou,
         }
     return result
+
+
+def level_labels(
+    logits: Any,
+    classes: int,
+    padded_size: tuple[int, int],
+    size: tuple[int, int],
+    image_size: tuple[int, int],
+) -> Any:
+    """One quadtree level's class map: ``(1, k+1, h, w)`` logits -> ``(1, H, W)`` labels.
+
+    The composite channel (the last) is dropped before the argmax; the map is nearest-upsampled
+    to the padded input, cropped to the scaled image ``size`` and nearest-resized to the image.
+    """
+    import torch.nn.functional as F
+
+    labels = logits[:, :classes].argmax(dim=1, keepdim=True).float()
+    labels = F.interpolate(labels, size=padded_size, mode="nearest")[..., : size[0], : size[1]]
+    return F.interpolate(labels, size=image_size, mode="nearest")[:, 0].long()
 
 
 def read_scheme_scores(record: Path | None, max_iters: int) -> dict[str, Any] | None:
@@ -432,9 +472,10 @@ def measure_costs(
     """
     import torch
 
-    from leanseg.bench import activation_memory, count_flops
     from leanseg.files.checkpoint import load_checkpoint, load_model_state
     from leanseg.models import build_model
+    from leanseg.profiling.flops import count_flops
+    from leanseg.profiling.memory import activation_memory
     from leanseg.training.freezing import freeze_backbone
 
     models, weights, configs = {}, {}, {}
