@@ -17,7 +17,6 @@ ort = pytest.importorskip(
 
 from leanseg.config import ModelConfig  # noqa: E402
 from leanseg.export import (  # noqa: E402
-    UNEXPORTABLE_PARTS,
     UnsupportedModelError,
     VerificationError,
     export_onnx,
@@ -29,7 +28,7 @@ from leanseg.nn.backbones.base import IMAGENET_NORMALIZATION  # noqa: E402
 
 CONFIGS = Path(__file__).resolve().parents[1] / "configs"
 SIZES = [(64, 96), (70, 90)]  # one a multiple of the output stride, one padded
-REFUSED_HEADS = sorted(name for name, builder in HEADS.items() if builder in UNEXPORTABLE_PARTS)
+REFUSED_HEADS = sorted(name for name, head in HEADS.items() if head.onnx_unexportable)
 EXPORTABLE_HEADS = sorted(set(HEADS) - set(REFUSED_HEADS))
 
 

@@ -4,19 +4,29 @@ A head that reports its cost names its levels and reports the active sites of it
 pass; evaluation sums them over every pass and reports the mean per image in the head's order. A
 head that adapts to evaluations hears the per-class IoU from the trainer. Heads without either are
 left alone.
+
+What a head's class can do (``HeadCapabilities``: ONNX export, instance predictions) is declared in
+every head class of the builder table, and export and evaluation read only that declaration.
 """
 
 from __future__ import annotations
 
+import pytest
 import torch
-from torch import Tensor
+from torch import Tensor, nn
 
 from leanseg.config import DataConfig, EvalConfig
 from leanseg.data import build_dataset
 from leanseg.evaluation.evaluator import evaluate
+from leanseg.export import UnsupportedModelError, refuse_unexportable
 from leanseg.inference.site_cost import SiteCounter
-from leanseg.models import create_model, load_run_config
-from leanseg.nn.heads.base import CostReporting, EvaluationHook
+from leanseg.models import HEADS, create_model, load_run_config
+from leanseg.nn.heads.base import (
+    CostReporting,
+    EvaluationHook,
+    HeadCapabilities,
+    head_predicts_instances,
+)
 from leanseg.nn.heads.bilinear import BilinearHead
 from leanseg.nn.segmentor import Segmentor
 from leanseg.training.trainer import Trainer
@@ -115,3 +125,50 @@ def test_trainer_tells_a_declaring_head_of_each_evaluation(tmp_path):
         torch.tensor(model.head.heard[-1]), torch.tensor(result.final_scores.iou), equal_nan=True
     )
     assert result.final_scores.active_sites == {"coarse": 2 * 2, "fine": 64 * 64}
+
+
+DECLARATIONS = ("onnx_unexportable", "predicts_instances")
+
+
+@pytest.mark.parametrize("name", sorted(HEADS))
+def test_every_head_declares_its_capabilities_in_its_own_class(name):
+    head = HEADS[name]
+    assert isinstance(head, type) and issubclass(head, HeadCapabilities)
+    for declaration in DECLARATIONS:
+        assert declaration in vars(head), f"{head.__name__} does not set {declaration}"
+    assert head.onnx_unexportable is None or (
+        isinstance(head.onnx_unexportable, str) and head.onnx_unexportable.strip()
+    )
+    assert isinstance(head.predicts_instances, bool)
+
+
+def test_declared_capabilities_of_the_library_heads():
+    refused = sorted(name for name, head in HEADS.items() if head.onnx_unexportable is not None)
+    instances = sorted(name for name, head in HEADS.items() if head.predicts_instances)
+    assert refused == ["qgn", "sandf"]
+    assert instances == ["ssn_instance"]
+
+
+class _Refusing(HeadCapabilities, nn.Module):
+    onnx_unexportable = "it is a test part"
+
+
+class _Instances(nn.Module):
+    predicts_instances = True
+
+
+def test_export_refuses_any_module_that_declares_a_reason():
+    model = nn.Sequential(nn.Conv2d(3, 3, 1), _Refusing())
+    with pytest.raises(UnsupportedModelError, match=r"^_Refusing \(1\) does not export to ONNX: "
+                       "it is a test part$"):  # fmt: skip
+        refuse_unexportable(model)
+    refuse_unexportable(nn.Sequential(nn.Conv2d(3, 3, 1)))  # declares nothing: exports
+
+
+def test_instance_predictions_are_read_from_the_declaration():
+    plain = create_model(head="bilinear", backbone="resnet18", num_classes=3)
+    assert not head_predicts_instances(plain) and not head_predicts_instances(plain.head)
+    assert not head_predicts_instances(nn.Conv2d(3, 3, 1))  # declares nothing
+    holder = nn.Module()
+    holder.head = _Instances()
+    assert head_predicts_instances(holder) and head_predicts_instances(holder.head)

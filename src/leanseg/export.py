@@ -19,9 +19,11 @@ Choices (issue 16):
   sizes (one a multiple of the size divisor, one not, the second with batch 2) and compared with
   PyTorch; the file is written under a temporary name beside the target and renamed only when
   all differences are within the tolerance. ``exporter="dynamo"`` selects the other exporter.
-- **Parts that do not export** are refused before tracing (:data:`UNEXPORTABLE_PARTS`): QGN's
-  decoder evaluates a data-dependent set of sparse sites, which a trace would freeze to the
-  sites of the example image; S&F's attention pools to fixed grids from a size-dependent map
+- **Parts that do not export** are refused before tracing (:func:`refuse_unexportable`), for
+  the reason their class declares (``onnx_unexportable`` of
+  :class:`~leanseg.nn.heads.base.HeadCapabilities`, set beside each head): QGN's decoder
+  evaluates a data-dependent set of sparse sites, which a trace would freeze to the sites of
+  the example image; S&F's attention pools to fixed grids from a size-dependent map
   (``adaptive_avg_pool2d``), which ONNX cannot express with dynamic height and width (the SPP
   and PSP-SPP contexts pool with :func:`leanseg.nn.context.spp.pool_to_grid` instead, two
   matrix products that export). A model that needs inputs besides the image (depth-guided scale
@@ -54,8 +56,6 @@ from leanseg.files.atomic import temp_path, terminate_raises
 from leanseg.files.outputs import OutputKind, check_output_path
 from leanseg.nn.backbones.base import IMAGENET_NORMALIZATION, Normalization
 from leanseg.nn.fold_bn import fold_batchnorm
-from leanseg.nn.heads.qgn import QGNHead
-from leanseg.nn.heads.sandf import SandFHead
 from leanseg.nn.segmentor import extra_inputs, input_channels
 
 Exporter = Literal["torchscript", "dynamo"]
@@ -63,20 +63,6 @@ InputDtype = Literal["float32", "uint8"]
 
 DEFAULT_OPSET = 17  # the newest opset every onnxruntime >= 1.16 runs (the `export` extra's floor)
 DEFAULT_TOLERANCE = 1e-4
-
-# Parts of a model that cannot be captured as one ONNX graph with dynamic height and width, and
-# why; :func:`refuse_unexportable` names the first one a model holds.
-_ADAPTIVE_POOL = (
-    "it average-pools to fixed grids (adaptive_avg_pool2d) from a size-dependent input, which "
-    "ONNX has no operator for when height and width are dynamic"
-)
-UNEXPORTABLE_PARTS: dict[type[nn.Module], str] = {
-    QGNHead: (
-        "its decoder evaluates a data-dependent set of sparse sites per image (QGN 3.3), which "
-        "a trace would freeze to the sites of the example input; run it in PyTorch"
-    ),
-    SandFHead: _ADAPTIVE_POOL + " (PyramidSampling of its attention, S&F 3.3)",
-}
 
 
 class ExportError(RuntimeError):
@@ -157,7 +143,9 @@ def trace_size(size_divisor: int) -> tuple[int, int]:
 
 
 def refuse_unexportable(model: nn.Module) -> None:
-    """Raise :class:`UnsupportedModelError` naming the part of ``model`` that cannot export."""
+    """Raise :class:`UnsupportedModelError` naming the part of ``model`` that cannot export: one
+    that needs inputs besides the image, or the first module whose class declares a reason in
+    ``onnx_unexportable`` (:class:`~leanseg.nn.heads.base.HeadCapabilities`)."""
     needs = extra_inputs(model)
     if needs:
         raise UnsupportedModelError(
@@ -165,11 +153,11 @@ def refuse_unexportable(model: nn.Module) -> None:
             "covers image-only models"
         )
     for name, module in model.named_modules():
-        for kind, reason in UNEXPORTABLE_PARTS.items():
-            if isinstance(module, kind):
-                raise UnsupportedModelError(
-                    f"{kind.__name__} ({name}) does not export to ONNX: {reason}"
-                )
+        reason = getattr(module, "onnx_unexportable", None)
+        if reason is not None:
+            raise UnsupportedModelError(
+                f"{type(module).__name__} ({name}) does not export to ONNX: {reason}"
+            )
 
 
 def input_contract(

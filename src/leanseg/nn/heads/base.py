@@ -14,12 +14,23 @@ is left alone:
   report the cost per image.
 - :class:`EvaluationHook`: it adapts to validation results (QGN A.2 class weighting), so the
   trainer tells it the per-class IoU after every evaluation.
+
+What a head's *class* can do is declared on it (:class:`HeadCapabilities`), so that export and
+evaluation read a declaration instead of testing for head classes they know by name:
+
+- ``onnx_unexportable``: why the head cannot be captured as one ONNX graph with dynamic height
+  and width (export refuses it with that reason), ``None`` when it exports;
+- ``predicts_instances``: the head predicts instances besides class scores, so evaluation
+  reports instance AP (:func:`head_predicts_instances`).
+
+Every head of the builder table sets both in its own class body, so a reader sees them beside
+the head and a test checks that none is missing.
 """
 
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import Protocol, runtime_checkable
+from typing import ClassVar, Protocol, runtime_checkable
 
 from torch import Tensor, nn
 
@@ -28,6 +39,28 @@ from leanseg.nn.losses import (
     cross_entropy,
     partial_cross_entropy,
 )
+
+
+class HeadCapabilities:
+    """Class-level declarations of what a head can do, with the defaults of a plain dense head.
+
+    Attributes:
+        onnx_unexportable: why the head does not export to ONNX (the end of the message
+            :func:`leanseg.export.refuse_unexportable` raises), ``None`` when it exports.
+        predicts_instances: the head predicts instances besides class scores (``thing_classes``
+            and an instance prediction, as :class:`~leanseg.nn.heads.ssn_instance.SSNInstanceHead`),
+            so evaluation scores them (instance AP).
+    """
+
+    onnx_unexportable: ClassVar[str | None] = None
+    predicts_instances: ClassVar[bool] = False
+
+
+def head_predicts_instances(model_or_head: object) -> bool:
+    """Whether ``model_or_head`` (a segmentor, or a head itself) declares instance predictions;
+    ``False`` for a model without a head and for anything that declares nothing."""
+    head = getattr(model_or_head, "head", model_or_head)
+    return bool(getattr(head, "predicts_instances", False))
 
 
 @runtime_checkable
@@ -90,7 +123,7 @@ class DenseLoss(PartialLabels):
         return cross_entropy(scores, label, self.ignore_index, class_weights)
 
 
-class DenseHead(DenseLoss, nn.Module):
+class DenseHead(HeadCapabilities, DenseLoss, nn.Module):
     """Base of dense-score heads: ``losses`` = :meth:`DenseLoss.dense_loss` of ``forward``'s
     scores.
 

@@ -29,6 +29,9 @@ class BilinearHead(DenseHead):
         dropout: dropout probability before the classifier.
     """
 
+    onnx_unexportable = None
+    predicts_instances = False
+
     def __init__(
         self,
         *,

@@ -111,6 +111,9 @@ class CARAFEHead(DenseHead):
         norm_layer: normalisation layer factory.
     """
 
+    onnx_unexportable = None
+    predicts_instances = False
+
     def __init__(
         self,
         *,

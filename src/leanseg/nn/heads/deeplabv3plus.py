@@ -42,6 +42,9 @@ class DeepLabV3PlusHead(DenseHead):
         norm_layer: normalisation layer factory.
     """
 
+    onnx_unexportable = None
+    predicts_instances = False
+
     def __init__(
         self,
         *,

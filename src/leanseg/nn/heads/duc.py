@@ -34,6 +34,9 @@ class DUCHead(DenseHead):
         dropout: dropout probability before the DUC convolution.
     """
 
+    onnx_unexportable = None
+    predicts_instances = False
+
     def __init__(
         self,
         *,

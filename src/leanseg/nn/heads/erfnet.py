@@ -50,6 +50,9 @@ class ERFNetDecoderHead(DenseHead):
         norm_layer: normalisation layer factory.
     """
 
+    onnx_unexportable = None
+    predicts_instances = False
+
     def __init__(
         self,
         *,

@@ -42,7 +42,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from leanseg.nn.backbones.base import FeatureInfo, feature_at
-from leanseg.nn.heads.base import DenseLoss
+from leanseg.nn.heads.base import DenseLoss, HeadCapabilities
 from leanseg.nn.layers import NormLayer, conv_bn_relu
 from leanseg.structures.labels import IGNORE_INDEX
 
@@ -153,7 +153,7 @@ class GuidanceBranch(nn.Module):
 # --------------------------------------------------------------------------- heads
 
 
-class IGUMHead(DenseLoss, nn.Module):
+class IGUMHead(HeadCapabilities, DenseLoss, nn.Module):
     """Improved Guided Upsampling Module as the whole decoder (SSN §3.1, §5, Tables 1-2).
 
     Two branches on the coarsest (or ``in_stride``) features: a 1x1 classifier to ``C x N x M``
@@ -170,6 +170,9 @@ class IGUMHead(DenseLoss, nn.Module):
         guidance_kernel: kernel size of the guidance convolution.
         dropout: dropout probability before the classifier.
     """
+
+    onnx_unexportable = None
+    predicts_instances = False
 
     def __init__(
         self,
@@ -215,7 +218,7 @@ class IGUMHead(DenseLoss, nn.Module):
         return {"loss_ce": self.dense_loss(upsampled, targets["label"])}
 
 
-class GUMHead(DenseLoss, nn.Module):
+class GUMHead(HeadCapabilities, DenseLoss, nn.Module):
     """The original Guided Upsampling Module (SSN ref. [39], eq. 1): full-resolution offsets.
 
     Scores come from a 1x1 classifier on the coarsest features; a guidance module on a fine
@@ -237,6 +240,9 @@ class GUMHead(DenseLoss, nn.Module):
         dropout: dropout probability before the classifier.
         norm_layer: normalisation layer factory.
     """
+
+    onnx_unexportable = None
+    predicts_instances = False
 
     def __init__(
         self,

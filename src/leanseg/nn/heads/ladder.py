@@ -14,7 +14,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from leanseg.nn.backbones.base import FeatureInfo, feature_at
-from leanseg.nn.heads.base import DenseLoss
+from leanseg.nn.heads.base import DenseLoss, HeadCapabilities
 from leanseg.nn.layers import NormLayer, conv_bn_relu
 from leanseg.nn.losses import checked_class_weights
 from leanseg.structures.labels import IGNORE_INDEX
@@ -35,7 +35,7 @@ class TransitionUp(nn.Module):
         return self.blend(upsampled + self.project(skip))
 
 
-class LadderHead(DenseLoss, nn.Module):
+class LadderHead(HeadCapabilities, DenseLoss, nn.Module):
     """Ladder-style upsampling path from the coarsest feature down to ``out_stride``.
 
     Args:
@@ -49,6 +49,9 @@ class LadderHead(DenseLoss, nn.Module):
             every pixel alike.
         norm_layer: normalisation layer factory.
     """
+
+    onnx_unexportable = None
+    predicts_instances = False
 
     def __init__(
         self,

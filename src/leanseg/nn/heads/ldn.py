@@ -39,7 +39,7 @@ from torch import Tensor, nn
 from leanseg.nn.backbones.base import FeatureInfo, feature_at
 from leanseg.nn.checkpointing import checkpointed
 from leanseg.nn.context.base import ContextFeatures
-from leanseg.nn.heads.base import PartialLabels
+from leanseg.nn.heads.base import HeadCapabilities, PartialLabels
 from leanseg.nn.layers import NormLayer, bn_relu_conv
 from leanseg.nn.losses import cross_entropy, partial_cross_entropy
 from leanseg.structures.labels import IGNORE_INDEX
@@ -129,7 +129,7 @@ class Classifier(nn.Sequential):
 # ----------------------------------------------------------------------------- head
 
 
-class LDNHead(PartialLabels, nn.Module):
+class LDNHead(HeadCapabilities, PartialLabels, nn.Module):
     """Ladder-style upsampling + classifier with auxiliary soft-target losses.
 
     Args:
@@ -151,6 +151,9 @@ class LDNHead(PartialLabels, nn.Module):
         checkpoint: checkpoint every TU block ("(UP)" of Table 4.11).
         norm_layer: normalisation layer factory.
     """
+
+    onnx_unexportable = None
+    predicts_instances = False
 
     def __init__(
         self,

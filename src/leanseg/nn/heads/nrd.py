@@ -172,6 +172,9 @@ class NRDHead(DenseHead):
         norm_layer: normalisation layer factory.
     """
 
+    onnx_unexportable = None
+    predicts_instances = False
+
     def __init__(
         self,
         *,

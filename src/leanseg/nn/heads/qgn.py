@@ -62,6 +62,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from leanseg.nn.backbones.base import FeatureInfo, feature_at
+from leanseg.nn.heads.base import HeadCapabilities
 from leanseg.nn.layers import conv_bn_relu
 from leanseg.nn.sparse import (
     SparseBatchNorm,
@@ -122,7 +123,7 @@ class QuadtreePrediction:
     scores: Tensor | None = None
 
 
-class QGNHead(nn.Module):
+class QGNHead(HeadCapabilities, nn.Module):
     """QGN decoder and prediction layers (QGN Fig. 2, Table 7, eq. 4-8, 11).
 
     Reports its cost per level (:meth:`cost_levels`, :meth:`active_sites`) and takes evaluation
@@ -153,6 +154,12 @@ class QGNHead(nn.Module):
             upsampling"; matches Table 2's FLOPs) instead of at level ``l`` after it.
         class_weighting: ``"none"`` or ``"median"`` (QGN A.2, see the module docstring).
     """
+
+    onnx_unexportable = (
+        "its decoder evaluates a data-dependent set of sparse sites per image (QGN 3.3), which "
+        "a trace would freeze to the sites of the example input; run it in PyTorch"
+    )
+    predicts_instances = False
 
     def __init__(
         self,

@@ -65,6 +65,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from leanseg.nn.backbones.base import FeatureInfo, feature_at
+from leanseg.nn.heads.base import HeadCapabilities
 from leanseg.nn.layers import conv_bn_relu
 from leanseg.nn.losses import cross_entropy
 from leanseg.structures.labels import IGNORE_INDEX
@@ -206,7 +207,7 @@ class UnityHead(nn.Module):
         return [conv(reduced).squeeze(1) for conv in self.levels]
 
 
-class SandFHead(nn.Module):
+class SandFHead(HeadCapabilities, nn.Module):
     """Specialize and Fuse head on the finest (stride 4 or 8) backbone features.
 
     Args:
@@ -228,6 +229,13 @@ class SandFHead(nn.Module):
         tau: unity threshold of the fuser (eq. 2) and of TP relabelling; an inference knob.
         dropout: dropout before each classifier.
     """
+
+    onnx_unexportable = (
+        "it average-pools to fixed grids (adaptive_avg_pool2d) from a size-dependent input, which "
+        "ONNX has no operator for when height and width are dynamic (PyramidSampling of its "
+        "attention, S&F 3.3)"
+    )
+    predicts_instances = False
 
     def __init__(
         self,

@@ -52,6 +52,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from leanseg.nn.backbones.base import FeatureInfo, feature_at
+from leanseg.nn.heads.base import HeadCapabilities
 from leanseg.nn.heads.igum import (
     GuidanceBranch,
     SampleMode,
@@ -248,7 +249,7 @@ def coordinates_to_instances(
 # --------------------------------------------------------------------------- head
 
 
-class SSNInstanceHead(nn.Module):
+class SSNInstanceHead(HeadCapabilities, nn.Module):
     """Semantic iGUM plus the instance segmentation module (SSN Figure 2).
 
     Three branches on the coarsest (or ``in_stride``) features: class scores (1x1), the semantic
@@ -275,6 +276,9 @@ class SSNInstanceHead(nn.Module):
         min_area: instances with fewer pixels are dropped at inference.
         dropout: dropout probability before the classifier.
     """
+
+    onnx_unexportable = None
+    predicts_instances = True
 
     def __init__(
         self,
