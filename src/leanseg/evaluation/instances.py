@@ -34,7 +34,8 @@ import torch.distributed as dist
 from torch import Tensor, nn
 
 from leanseg.metrics.instance import InstanceAP
-from leanseg.nn.heads.ssn_instance import SSNInstanceHead, predict_instances
+from leanseg.nn.heads.base import head_predicts_instances
+from leanseg.nn.heads.ssn_instance import predict_instances
 from leanseg.runtime import distributed
 
 # Ground-truth instances smaller than this (pixels) are ignored, see the module docstring.
@@ -51,7 +52,7 @@ class InstanceEvaluation:
 
     def __init__(self, model: nn.Module, *, min_gt_area: int = MIN_GT_AREA) -> None:
         head = getattr(model, "head", None)
-        if not isinstance(head, SSNInstanceHead):
+        if not head_predicts_instances(model):
             raise TypeError(f"model head is {type(head).__name__}, not SSNInstanceHead")
         self.model = model
         self.metric = InstanceAP(head.thing_classes, min_gt_area=min_gt_area)
@@ -60,7 +61,7 @@ class InstanceEvaluation:
     @classmethod
     def for_model(cls, model: nn.Module) -> InstanceEvaluation | None:
         """An evaluation for a model that predicts instances; None for any other model."""
-        if isinstance(getattr(model, "head", None), SSNInstanceHead):
+        if head_predicts_instances(model):
             return cls(model)
         return None
 
