@@ -29,8 +29,9 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 import leanseg
-from leanseg.bench import Latency, describe_machine
 from leanseg.files.run_dir import RunDirectory
+from leanseg.profiling.latency import Latency
+from leanseg.profiling.machine import describe_machine
 
 REPO = Path(__file__).resolve().parents[1]
 

@@ -33,9 +33,9 @@ from torch import nn
 from torch.profiler import ProfilerActivity, profile
 
 from common import REPO, round_robin, summary, write_result
-from leanseg.bench import count_flops
 from leanseg.inference.speed import InferenceOptions, InferenceRunner, prepare_model
 from leanseg.models import build_segmentor, load_run_config
+from leanseg.profiling.flops import count_flops
 
 MODELS: dict[str, str] = {
     "SSN encoder + iGUM": "configs/ssn/ssn_cityscapes.yaml",

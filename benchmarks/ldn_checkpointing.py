@@ -27,9 +27,14 @@ from pathlib import Path
 import torch
 
 from common import REPO, round_robin, summary, write_result
-from leanseg.bench import activation_memory, measure_memory, resident_memory_bytes, trim_heap
 from leanseg.models import build_segmentor, load_run_config
 from leanseg.nn.backbones.densenet import CHECKPOINTING
+from leanseg.profiling.memory import (
+    activation_memory,
+    measure_memory,
+    resident_memory_bytes,
+    trim_heap,
+)
 
 
 def rss_after_trim() -> float:

@@ -16,8 +16,8 @@ from pathlib import Path
 import torch
 
 from common import REPO, write_result
-from leanseg.bench import count_flops
 from leanseg.models import build_segmentor, load_run_config
+from leanseg.profiling.flops import count_flops
 
 CONFIGS = REPO / "configs" / "ldn"
 

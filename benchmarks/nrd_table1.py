@@ -37,10 +37,11 @@ import torch
 from torch import Tensor, nn
 
 from common import machine, round_robin, summary, write_result
-from leanseg.bench import activation_memory, count_flops, measure_memory
 from leanseg.config import ModelConfig
 from leanseg.models import build_segmentor
 from leanseg.nn.heads.nrd import NRDHead, expanded_forward
+from leanseg.profiling.flops import count_flops
+from leanseg.profiling.memory import activation_memory, measure_memory
 
 NUM_CLASSES = 19
 MIB = 1024**2

@@ -56,9 +56,9 @@ from rich.table import Table
 from torch import Tensor, nn
 
 from common import REPO, machine, round_robin, summary, write_result
-from leanseg.bench import count_flops, count_parameters
 from leanseg.models import build_segmentor, load_run_config
 from leanseg.nn.fold_bn import fold_batchnorm
+from leanseg.profiling.flops import count_flops, count_parameters
 
 SMP_FPN = "SMP FPN-R18"
 SMP_DEEPLAB = "SMP DeepLabV3+-R18"

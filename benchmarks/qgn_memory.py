@@ -30,10 +30,12 @@ import torch.nn.functional as F
 from torch import nn
 
 from common import write_result
-from leanseg.bench import activation_memory, count_flops, measure_latency
 from leanseg.config import ModelConfig
 from leanseg.models import build_segmentor
 from leanseg.nn.heads.qgn import dense_masked_logits
+from leanseg.profiling.flops import count_flops
+from leanseg.profiling.latency import measure_latency
+from leanseg.profiling.memory import activation_memory
 from qgn_eval_grid import load_run
 
 TABLE6_CITYSCAPES = {"decoder": {"all": 2.28, "gtc": 0.09}, "r50": {"all": 5.85, "gtc": 3.66}}

@@ -22,8 +22,8 @@ import torch
 import torch.nn.functional as F
 
 from common import write_result
-from leanseg.bench import measure_latency
 from leanseg.nn.sparse import SparseTensor, SubmConv2d
+from leanseg.profiling.latency import measure_latency
 from leanseg.structures.quadtree import leaf_level_map, t_pyramid
 
 

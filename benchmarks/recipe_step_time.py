@@ -15,8 +15,8 @@ from contextlib import nullcontext
 import torch
 
 from common import REPO, write_result
-from leanseg.bench import measure_latency
 from leanseg.models import create_model
+from leanseg.profiling.latency import measure_latency
 
 VARIANTS = [
     ("ladder w128, NCHW, fp32", {"channels": 128}, False, False),

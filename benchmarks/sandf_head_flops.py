@@ -19,9 +19,9 @@ import torch
 from torch import nn
 
 from common import write_result
-from leanseg.bench import count_flops
 from leanseg.nn.backbones.base import FeatureInfo
 from leanseg.nn.heads.sandf import SandFHead
+from leanseg.profiling.flops import count_flops
 
 
 class _SemanticOnly(nn.Module):

@@ -22,7 +22,6 @@ from pathlib import Path
 import torch
 
 from common import REPO, write_result
-from leanseg.bench import benchmark_model
 from leanseg.inference.speed import (
     InferenceOptions,
     InferenceRunner,
@@ -31,6 +30,7 @@ from leanseg.inference.speed import (
 )
 from leanseg.models import build_model, load_run_config, without_pretrained
 from leanseg.nn.segmentor import extra_inputs
+from leanseg.profiling.benchmark import benchmark_model
 
 ROWS = {
     "Single5": "single5",

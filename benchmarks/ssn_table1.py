@@ -26,11 +26,11 @@ import torch
 import torch.nn.functional as F
 
 from common import machine, round_robin, summary, write_result
-from leanseg.bench import count_flops, count_parameters
 from leanseg.config import ModelConfig
 from leanseg.models import build_segmentor
 from leanseg.nn.fold_bn import fold_batchnorm
 from leanseg.nn.heads.igum import guided_upsample
+from leanseg.profiling.flops import count_flops, count_parameters
 
 MODELS: dict[str, tuple[str, str]] = {
     "erfnet + erfnet decoder": ("erfnet_encoder", "erfnet_decoder"),

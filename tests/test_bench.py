@@ -15,19 +15,12 @@ from rich.console import Console
 from torch import Tensor, nn
 from torch.utils.checkpoint import checkpoint
 
-from leanseg import bench
-from leanseg.bench import (
-    Latency,
-    activation_memory,
-    benchmark_model,
-    count_flops,
-    count_parameters,
-    describe_machine,
-    format_bench,
-    measure_latency,
-    measure_memory,
-    measure_peak_memory,
-)
+from leanseg.profiling import memory
+from leanseg.profiling.benchmark import benchmark_model, format_bench
+from leanseg.profiling.flops import count_flops, count_parameters
+from leanseg.profiling.latency import Latency, measure_latency
+from leanseg.profiling.machine import describe_machine
+from leanseg.profiling.memory import activation_memory, measure_memory, measure_peak_memory
 
 
 def conv_out(size: int, kernel: int, stride: int = 1, padding: int = 0, dilation: int = 1) -> int:
@@ -246,7 +239,7 @@ def test_measure_memory_cpu() -> None:
 
 
 def test_measure_memory_falls_back_to_getrusage(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(bench, "_CLEAR_REFS", "/nonexistent/clear_refs")
+    monkeypatch.setattr(memory, "_CLEAR_REFS", "/nonexistent/clear_refs")
     result = measure_memory(lambda: None)
     assert result.method == "ru_maxrss"
     assert result.peak_bytes > 0

@@ -287,7 +287,7 @@ def test_sandf_ablation_configs_use_the_16k_4k_split(tmp_path):
     [{"batch": 0}, {"size": (0, 64)}, {"warmup": -1}],
 )
 def test_benchmark_model_checks_its_arguments(kwargs):
-    from leanseg.bench import benchmark_model
+    from leanseg.profiling.benchmark import benchmark_model
 
     args = {"size": (64, 64), "batch": 1, "warmup": 0, "repeats": 1, **kwargs}
     with pytest.raises(ValueError):

@@ -10,7 +10,6 @@ import pytest
 import torch
 from torch import nn
 
-from leanseg.bench import benchmark_model
 from leanseg.config import ConfigError
 from leanseg.data.transforms import ToTensor
 from leanseg.inference.speed import example_images
@@ -19,6 +18,7 @@ from leanseg.nn.backbones.base import IMAGENET_NORMALIZATION
 from leanseg.nn.backbones.pretrained import adapt_input_channels
 from leanseg.nn.scale_selection.model import scale_invariant
 from leanseg.nn.segmentor import MissingTargetError
+from leanseg.profiling.benchmark import benchmark_model
 
 # The key of the convolution that reads the image, per backbone family with ImageNet weights.
 FIRST_CONV = {

@@ -7,7 +7,7 @@ import from its own layer or a lower one:
     8  cli, commands, demo, report, __main__, the package ``__init__``
     7  training
     6  evaluation
-    5  inference, export, bench
+    5  inference, export, profiling
     4  models (the builder tables)
     3  nn, baselines
     2  data, visualize, runtime
@@ -45,7 +45,7 @@ LAYERS = {
     "leanseg.models": 4,
     "leanseg.inference": 5,
     "leanseg.export": 5,
-    "leanseg.bench": 5,
+    "leanseg.profiling": 5,
     "leanseg.evaluation": 6,
     "leanseg.training": 7,
     "leanseg.cli": 8,

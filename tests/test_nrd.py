@@ -6,7 +6,6 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from leanseg.bench import count_flops
 from leanseg.config import ModelConfig, load_config
 from leanseg.models import build_segmentor, validate_model_config
 from leanseg.nn.backbones.base import FeatureInfo
@@ -14,6 +13,7 @@ from leanseg.nn.context.aspp import ASPP
 from leanseg.nn.heads.carafe import CARAFE
 from leanseg.nn.heads.duc import DUCHead
 from leanseg.nn.heads.nrd import NRDHead, expanded_forward, nrd_num_parameters
+from leanseg.profiling.flops import count_flops
 
 CONFIGS = Path(__file__).resolve().parents[1] / "configs" / "nrd"
 INFO = [FeatureInfo(4, 6, "layer1"), FeatureInfo(32, 10, "layer4")]

@@ -103,7 +103,6 @@ def _check_bench_size(size: tuple[int, int], batch: int, stride: int) -> None:
 def _cmd_bench(args: argparse.Namespace) -> int:
     import torch
 
-    from leanseg.bench import benchmark_model, format_bench
     from leanseg.inference.speed import (
         InferenceRunner,
         WithExampleInputs,
@@ -112,6 +111,7 @@ def _cmd_bench(args: argparse.Namespace) -> int:
     )
     from leanseg.models import build_model
     from leanseg.nn.segmentor import extra_inputs
+    from leanseg.profiling.benchmark import benchmark_model, format_bench
 
     size = parse_size(args.size, args.batch)
     common.check_json_target(args.json, "bench", force=args.force)

@@ -170,7 +170,7 @@ def measure_cost(model: torch.nn.Module, size: tuple[int, int], device: torch.de
     Raises:
         ConfigError: ``size`` is smaller than the model's output stride.
     """
-    from leanseg.bench import benchmark_model
+    from leanseg.profiling.benchmark import benchmark_model
 
     stride = int(getattr(model, "size_divisor", 32))
     if min(size) < stride:
