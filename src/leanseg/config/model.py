@@ -1,0 +1,26 @@
+"""The ``model`` section: :class:`ModelConfig`, which components make the model.
+
+The components' options are open-ended mappings; their keyword arguments are checked against the
+builders' signatures by :func:`leanseg.models.load_run_config`, above this package.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+
+@dataclass
+class ModelConfig:
+    """Which parts make the model: backbone -> context (optional) -> head."""
+
+    # ``{name: resnet18, pretrained: path/to/weights.pth, ...}``; the other keys are the
+    # keyword arguments of the backbone builder named by ``name``.
+    backbone: dict[str, Any] = field(default_factory=lambda: {"name": "resnet18"})
+    # ``null`` for no context module, else ``{name: ..., **kwargs}``.
+    context: dict[str, Any] | None = None
+    # ``{name: bilinear, **kwargs}``; the head owns the output representation and the loss.
+    head: dict[str, Any] = field(default_factory=lambda: {"name": "bilinear"})
+    # Weigh each pixel's loss by min(10^3, 1 / p(c)), p(c) its class's share of the batch's
+    # labelled pixels (thesis 3.4): for heads whose loss is the dense cross-entropy.
+    class_balancing: bool = False
