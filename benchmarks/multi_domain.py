@@ -53,7 +53,7 @@ from leanseg.data.classes import CAMVID_CLASSES, CITYSCAPES_CLASSES
 from leanseg.data.io import read_rgb
 from leanseg.data.multi import UnionLabels
 from leanseg.evaluation.domains import evaluate_per_dataset
-from leanseg.evaluation.evaluator import evaluate
+from leanseg.evaluation.evaluator import default_evaluators, evaluate
 from leanseg.inference.loading import load_trained_model
 from leanseg.inference.ood_maps import domain_classes
 from leanseg.inference.predictor import Predictor
@@ -212,14 +212,13 @@ def _kitti(model: torch.nn.Module, cfg: Config, device: torch.device) -> dict[st
     data = dataclasses.replace(cfg.data, dataset="kitti", root=KITTI_ROOT, options={})
     dataset = UnionLabels(build_dataset(data, "train", train=False), _TableLabels())
     eval_cfg = dataclasses.replace(cfg.eval, max_images=None)
-    scores = evaluate(
+    evaluators = default_evaluators(
         model,
-        dataset,
         num_classes=len(CAMVID_CLASSES),
-        eval_cfg=eval_cfg,
-        device=device,
+        boundary_width=eval_cfg.boundary_width,
         class_names=CAMVID_CLASSES,
     )
+    scores = evaluate(model, dataset, evaluators, eval_cfg=eval_cfg, device=device)
     return {
         "frames": len(dataset),
         "miou": scores.miou,
@@ -267,7 +266,9 @@ def main() -> None:
     c_val = evaluate(
         c_model,
         build_dataset(c_cfg.data, c_cfg.data.val_split, train=False),
-        num_classes=len(CAMVID_CLASSES),
+        default_evaluators(
+            c_model, num_classes=len(CAMVID_CLASSES), boundary_width=c_cfg.eval.boundary_width
+        ),
         eval_cfg=c_cfg.eval,
         device=device,
     )

@@ -48,7 +48,7 @@ from leanseg.config import CRFConfig
 from leanseg.data import build_dataset
 from leanseg.data.synthetic import CLASSES, generate_scene, scene_seed
 from leanseg.data.transforms import input_statistics
-from leanseg.evaluation.evaluator import evaluate
+from leanseg.evaluation.evaluator import default_evaluators, evaluate
 from leanseg.inference.loading import load_trained_model
 from leanseg.metrics.semantic import SegmentationMetric
 from leanseg.models import load_run_config
@@ -167,13 +167,18 @@ def evaluate_run(job: TrainJob, seed: int, crf: CRFConfig) -> dict[str, Any]:
     for name, crf_cfg in (("plain", None), ("crf", crf)):
         eval_cfg = dataclasses.replace(cfg.eval, crf=crf_cfg)
         start = time.process_time()
+        evaluators = default_evaluators(
+            trained.model,
+            num_classes=len(CLASSES),
+            boundary_width=eval_cfg.boundary_width,
+            ignore_index=cfg.data.ignore_index,
+        )
         scores = evaluate(
             trained.model,
             dataset,
-            num_classes=len(CLASSES),
+            evaluators,
             eval_cfg=eval_cfg,
             device=torch.device("cpu"),
-            ignore_index=cfg.data.ignore_index,
             image_statistics=input_statistics(cfg.data),
         )
         record[name] = scores_record(scores, time.process_time() - start, megapixels)

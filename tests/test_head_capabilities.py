@@ -17,7 +17,7 @@ from torch import Tensor, nn
 
 from leanseg.config import DataConfig, EvalConfig
 from leanseg.data import build_dataset
-from leanseg.evaluation.evaluator import evaluate
+from leanseg.evaluation.evaluator import default_evaluators, evaluate
 from leanseg.export import UnsupportedModelError, refuse_unexportable
 from leanseg.inference.site_cost import SiteCounter
 from leanseg.models import HEADS, create_model, load_run_config
@@ -92,7 +92,8 @@ def test_evaluation_reports_any_declaring_head_in_its_level_order():
     dataset = build_dataset(data, "val", train=False)
     cfg = EvalConfig(max_images=3, flip=True, scales=(1.0, 0.5))
     model = _declaring_model()
-    scores = evaluate(model, dataset, num_classes=11, eval_cfg=cfg, device=torch.device("cpu"))
+    evaluators = default_evaluators(model, num_classes=11)
+    scores = evaluate(model, dataset, evaluators, eval_cfg=cfg, device=torch.device("cpu"))
     # Per image: flip doubles each scale's pass; 0.5 scales 64x96 to 32x48, padded to 32x64.
     assert scores.active_sites == {
         "coarse": 2 * (2 * 3) + 2 * (1 * 2),

@@ -11,7 +11,7 @@ import torch
 from leanseg.cli import main
 from leanseg.config import EvalConfig, ModelConfig
 from leanseg.evaluation import instances as instance_eval
-from leanseg.evaluation.evaluator import evaluate
+from leanseg.evaluation.evaluator import default_evaluators, evaluate
 from leanseg.files.run_dir import RunDirectory
 from leanseg.metrics.instance import InstanceAP
 from leanseg.models import build_segmentor, load_run_config
@@ -43,9 +43,8 @@ def _samples() -> list[dict[str, torch.Tensor]]:
 
 
 def _evaluate(model: torch.nn.Module, samples: list[dict]) -> dict | None:
-    scores = evaluate(
-        model, samples, num_classes=3, eval_cfg=EvalConfig(), device=torch.device("cpu")
-    )
+    evaluators = default_evaluators(model, num_classes=3)
+    scores = evaluate(model, samples, evaluators, eval_cfg=EvalConfig(), device=torch.device("cpu"))
     return scores.instance_ap
 
 

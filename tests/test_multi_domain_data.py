@@ -16,8 +16,10 @@ from leanseg.config import ConfigError, UnionConfig, config_from_dict
 from leanseg.data import MixedDataset, MixedSampler, build_dataset, dataset_classes
 from leanseg.data.check import check_dataset
 from leanseg.data.union import build_union
-from leanseg.evaluation.extra_scores import ExtraScores
-from leanseg.metrics.semantic import SegmentationMetric
+from leanseg.evaluation.base import Prediction
+from leanseg.evaluation.evaluator import combine_scores
+from leanseg.evaluation.extra_scores import ForeignClassEvaluator, InstanceIoUEvaluator
+from leanseg.evaluation.semantic import SemanticEvaluator
 
 SYNTHETIC = {"dataset": "synthetic", "options": {"num_samples": 4, "size": [32, 48], "seed": 0}}
 EM_CLASSES = ["membrane", "cell"]
@@ -294,12 +296,19 @@ def test_foreign_predictions_are_void_in_the_datasets_own_classes():
     # Union: 0 road, 1 car, 2 membrane, 3 cell; the driving dataset owns road (0) and car (1).
     # Ground truth (driving ids): road road car car; predicted (union): road membrane car cell.
     label_map = torch.tensor([0, 1, 255, 255])
-    extras = ExtraScores(2, label_map=label_map)
-    metric = SegmentationMetric(2, boundary_width=None, void_index=255)
-    pred = extras.scored(torch.tensor([[0, 2, 1, 3]]))
-    assert pred.tolist() == [[0, 255, 1, 255]]
-    metric.update(pred, torch.tensor([[0, 0, 1, 1]]))
-    scores = extras.apply(metric.compute(), metric.confusion, metric.void)
+    evaluators = [
+        SemanticEvaluator(2, void_index=255),
+        InstanceIoUEvaluator(2),
+        ForeignClassEvaluator(label_map),
+    ]
+    classes = torch.tensor([[[0, 2, 1, 3]]])
+    pred = label_map[classes]
+    assert pred.tolist() == [[[0, 255, 1, 255]]]
+    probabilities = torch.nn.functional.one_hot(classes, 4).permute(0, 3, 1, 2).float()
+    prediction = Prediction(torch.zeros(1, 3, 1, 4), probabilities, classes, labels=pred)
+    for evaluator in evaluators:
+        evaluator.update({"label": torch.tensor([[[0, 0, 1, 1]]])}, prediction)
+    scores = combine_scores(evaluators)
     # road: TP 1, FN 1 (void), FP 0 -> 1/2; car likewise; 2 of 4 pixels foreign.
     assert scores.iou == [0.5, 0.5]
     assert scores.foreign_fraction == 0.5

@@ -11,7 +11,7 @@ from PIL import Image
 from leanseg.cli import main
 from leanseg.config import DataConfig, EvalConfig, ModelConfig
 from leanseg.data import build_dataset
-from leanseg.evaluation.evaluator import evaluate
+from leanseg.evaluation.evaluator import default_evaluators, evaluate
 from leanseg.files.checkpoint import load_checkpoint, save_checkpoint
 from leanseg.inference.predictor import Predictor
 from leanseg.models import build_model, build_segmentor, load_run_config, run_config_from_dict
@@ -234,9 +234,12 @@ def test_evaluation_reports_mean_active_sites_per_image():
     backbone = {"name": "resnet18", "stem_features": True}
     qgn = build_segmentor(ModelConfig(backbone=backbone, head={**SMALL}), num_classes=11)
     cpu = torch.device("cpu")
-    scores = evaluate(qgn, dataset, num_classes=11, eval_cfg=cfg, device=cpu)
+    scores = evaluate(
+        qgn, dataset, default_evaluators(qgn, num_classes=11), eval_cfg=cfg, device=cpu
+    )
     assert list(scores.active_sites) == ["Q5", "Q4", "Q3", "Q2", "Q1", "Q0"]
     assert scores.active_sites["Q5"] == 2 * 2 * 4  # dense root, 64x128 / 32, two passes (flip)
     assert scores.to_dict()["active_sites"] == scores.active_sites  # logged by the trainer
     plain = build_segmentor(ModelConfig(backbone={"name": "resnet18"}), num_classes=11)
-    assert evaluate(plain, dataset, num_classes=11, eval_cfg=cfg, device=cpu).active_sites is None
+    evaluators = default_evaluators(plain, num_classes=11)
+    assert evaluate(plain, dataset, evaluators, eval_cfg=cfg, device=cpu).active_sites is None

@@ -18,7 +18,7 @@ from leanseg.data.synthetic import BASELINE, CLASSES, SyntheticStreetScenes, gen
 from leanseg.data.synthetic.apparent_size import disparity_by_class
 from leanseg.data.transforms import ToTensor
 from leanseg.evaluation import evaluator
-from leanseg.evaluation.evaluator import evaluate
+from leanseg.evaluation.evaluator import default_evaluators, evaluate
 from leanseg.inference import speed
 from leanseg.inference.model_inputs import follow_image
 from leanseg.inference.predictor import predict_scores
@@ -326,7 +326,7 @@ def test_evaluating_without_disparity_names_the_dataset_and_key(tmp_path):
         evaluate(
             model,
             WithoutDisparity(),
-            num_classes=11,
+            default_evaluators(model, num_classes=11),
             eval_cfg=cfg.eval,
             device=torch.device("cpu"),
         )

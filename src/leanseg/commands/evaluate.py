@@ -91,7 +91,7 @@ def _cmd_eval(args: argparse.Namespace) -> int:
 
     from leanseg.data import build_dataset, dataset_classes
     from leanseg.data.transforms import input_statistics
-    from leanseg.evaluation.evaluator import evaluate
+    from leanseg.evaluation.evaluator import default_evaluators, evaluate
     from leanseg.inference.loading import load_trained_model
     from leanseg.inference.speed import prepare_model
     from leanseg.metrics.semantic import format_percent, format_scores, percent, percent_scores
@@ -118,15 +118,20 @@ def _cmd_eval(args: argparse.Namespace) -> int:
     console = common.console()
     with Progress(console=console, transient=True, disable=args.no_progress) as progress:
         task = progress.add_task(f"eval {split}", total=None)
+        evaluators = default_evaluators(
+            model,
+            num_classes=len(class_names),
+            boundary_width=cfg.eval.boundary_width,
+            ignore_index=cfg.data.ignore_index,
+            class_names=class_names,
+        )
         scores = evaluate(
             model,
             dataset,
-            num_classes=len(class_names),
+            evaluators,
             eval_cfg=cfg.eval,
             device=device,
-            ignore_index=cfg.data.ignore_index,
             on_batch=lambda done, total: progress.update(task, completed=done, total=total),
-            class_names=class_names,
             options=prepared,
             image_statistics=input_statistics(cfg.data),
         )

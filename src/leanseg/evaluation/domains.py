@@ -1,4 +1,10 @@
-"""Per-dataset evaluation of a multi-dataset model in each dataset's own label set (thesis 5.3)."""
+"""Per-dataset evaluation of a multi-dataset model in each dataset's own label set (thesis 5.3).
+
+Each dataset of ``data.datasets`` is one :func:`~leanseg.evaluation.evaluator.evaluate` with the
+:func:`~leanseg.evaluation.evaluator.default_evaluators` of its classes and the ``label_map``
+from the union label space to them, which adds foreign-class incidence
+(:class:`~leanseg.evaluation.extra_scores.ForeignClassEvaluator`).
+"""
 
 from __future__ import annotations
 
@@ -9,7 +15,7 @@ from torch import nn
 
 from leanseg.config import DataConfig, EvalConfig
 from leanseg.data import build_dataset, entry_config, entry_split, union_label_space
-from leanseg.evaluation.evaluator import evaluate
+from leanseg.evaluation.evaluator import default_evaluators, evaluate
 from leanseg.metrics.semantic import SegmentationScores
 
 
@@ -54,16 +60,22 @@ def evaluate_per_dataset(
         progress = None
         if on_batch is not None:
             progress = (lambda name: lambda done, total: on_batch(name, done, total))(entry.key)
+        evaluators = default_evaluators(
+            model,
+            num_classes=len(labels.classes),
+            boundary_width=eval_cfg.boundary_width,
+            ignore_index=data_cfg.ignore_index,
+            class_names=labels.classes,
+            label_map=label_map,
+        )
         results[entry.key] = evaluate(
             model,
             dataset,
-            num_classes=len(labels.classes),
+            evaluators,
             eval_cfg=eval_cfg,
             device=device,
-            ignore_index=data_cfg.ignore_index,
             num_workers=num_workers,
             on_batch=progress,
-            class_names=labels.classes,
             label_map=label_map,
         )
     return results

@@ -1,15 +1,15 @@
 """Instance AP during evaluation, for heads that predict instances (SSN §4, Tables 5-7).
 
-:func:`leanseg.evaluation.evaluator.evaluate` asks :meth:`InstanceEvaluation.for_model` whether the
-model predicts instances, feeds it every batch, and puts what :meth:`InstanceEvaluation.compute`
-returns into :attr:`SegmentationScores.instance_ap <leanseg.metrics.semantic.SegmentationScores>`,
-so
+:func:`leanseg.evaluation.evaluator.default_evaluators` asks :func:`predicts_instances` whether
+the model predicts instances and, if so, adds an :class:`InstanceAPEvaluator`, whose result
+fills :attr:`SegmentationScores.instance_ap <leanseg.metrics.semantic.SegmentationScores>`, so
 ``leanseg eval`` and the periodic validation of ``leanseg train`` report AP / AP50 alike.
 
 Choices made here (the metric's own are in :mod:`leanseg.metrics.instance`):
 
 - A model predicts instances when its head is an
-  :class:`~leanseg.nn.heads.ssn_instance.SSNInstanceHead`; every other model gets no AP (None).
+  :class:`~leanseg.nn.heads.ssn_instance.SSNInstanceHead` (:func:`predicts_instances`, the one
+  place that decides it); every other model gets no AP (None).
 - AP needs instance labels: batches without an ``instance`` entry add nothing, and a split
   without any (e.g. CamVid) gives None, never an AP of 0.
 - Instances are predicted once per image, at the input scale and unflipped
@@ -27,12 +27,14 @@ Choices made here (the metric's own are in :mod:`leanseg.metrics.instance`):
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from typing import Any
 
 import torch
 import torch.distributed as dist
-from torch import Tensor, nn
+from torch import nn
 
+from leanseg.evaluation.base import Prediction
 from leanseg.metrics.instance import InstanceAP
 from leanseg.nn.heads.base import head_predicts_instances
 from leanseg.nn.heads.ssn_instance import predict_instances
@@ -42,52 +44,53 @@ from leanseg.runtime import distributed
 MIN_GT_AREA = 64
 
 
-class InstanceEvaluation:
-    """Accumulates instance AP of one model over the batches of an evaluation.
+def predicts_instances(model: nn.Module) -> bool:
+    """Whether ``model`` predicts instances: its head declares ``predicts_instances``
+    (:func:`~leanseg.nn.heads.base.head_predicts_instances`)."""
+    return head_predicts_instances(model)
+
+
+class InstanceAPEvaluator:
+    """Instance AP of one model over the batches of an evaluation (see the module doc).
 
     Args:
-        model: a segmentor whose head is an :class:`SSNInstanceHead`.
+        model: a segmentor that :func:`predicts_instances`.
         min_gt_area: ground-truth instances smaller than this are ignored.
     """
 
     def __init__(self, model: nn.Module, *, min_gt_area: int = MIN_GT_AREA) -> None:
         head = getattr(model, "head", None)
-        if not head_predicts_instances(model):
+        if not predicts_instances(model):
             raise TypeError(f"model head is {type(head).__name__}, not SSNInstanceHead")
         self.model = model
         self.metric = InstanceAP(head.thing_classes, min_gt_area=min_gt_area)
         self.num_images = 0
 
-    @classmethod
-    def for_model(cls, model: nn.Module) -> InstanceEvaluation | None:
-        """An evaluation for a model that predicts instances; None for any other model."""
-        if head_predicts_instances(model):
-            return cls(model)
-        return None
-
     @torch.no_grad()
-    def update(self, images: Tensor, batch: dict[str, Any]) -> None:
-        """Predict the instances of ``images`` ``(B, 3, H, W)`` and score them against ``batch``.
+    def update(self, batch: Mapping[str, Any], prediction: Prediction) -> None:
+        """Predict the instances of the batch's images and score them against ``batch``.
 
         A batch without ``instance`` labels is skipped.
         """
         if "instance" not in batch:
             return
-        prediction = predict_instances(self.model, images)
+        images = prediction.images
+        instances = predict_instances(self.model, images)
         for index in range(images.shape[0]):
             self.metric.update(
-                prediction.instance[index],
-                prediction.scores[index],
+                instances.instance[index],
+                instances.scores[index],
                 batch["instance"][index],
                 batch["label"][index],
             )
         self.num_images += images.shape[0]
 
-    def compute(self) -> dict[str, Any] | None:
-        """AP / AP50 overall and per class (:meth:`InstanceAP.compute`), or None without labels.
+    def compute(self) -> dict[str, Any]:
+        """``instance_ap``: AP / AP50 overall and per class (:meth:`InstanceAP.compute`), or None
+        without instance labels; every rank's records are gathered and merged."""
+        return {"instance_ap": self._gathered()}
 
-        In a distributed run every rank must call this (it gathers all ranks' records).
-        """
+    def _gathered(self) -> dict[str, Any] | None:
         metric, count = self.metric, self.num_images
         if distributed.is_distributed():
             shares: list[Any] = [None] * distributed.world_size()
@@ -99,3 +102,6 @@ class InstanceEvaluation:
         if count == 0:
             return None
         return metric.compute()
+
+
+__all__ = ["MIN_GT_AREA", "InstanceAPEvaluator", "predicts_instances"]

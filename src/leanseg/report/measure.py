@@ -126,7 +126,7 @@ def evaluate_run(
 ) -> Evaluation:
     """Scores of ``model`` on the first ``max_images`` val images, and ``num_panels`` panels."""
     from leanseg.data import build_dataset, dataset_classes, dataset_palette
-    from leanseg.evaluation.evaluator import evaluate
+    from leanseg.evaluation.evaluator import default_evaluators, evaluate
 
     assert run.checkpoint is not None
     split = cfg.data.val_split
@@ -134,14 +134,13 @@ def evaluate_run(
     class_names = list(dataset_classes(cfg.data))
     eval_cfg = dataclasses.replace(cfg.eval, max_images=max_images)
     model = model.to(device)
-    scores = evaluate(
+    evaluators = default_evaluators(
         model,
-        dataset,
         num_classes=len(class_names),
-        eval_cfg=eval_cfg,
-        device=device,
+        boundary_width=eval_cfg.boundary_width,
         ignore_index=cfg.data.ignore_index,
     )
+    scores = evaluate(model, dataset, evaluators, eval_cfg=eval_cfg, device=device)
     per_dataset = {}
     if cfg.data.datasets is not None:
         from leanseg.evaluation.domains import evaluate_per_dataset
