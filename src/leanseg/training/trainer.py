@@ -43,7 +43,7 @@ from leanseg.data import MixedDataset, MixedSampler, build_dataset, dataset_clas
 from leanseg.data.base import DatasetError
 from leanseg.data.cache import cache_in_memory
 from leanseg.data.transforms import input_statistics
-from leanseg.evaluation.evaluator import evaluate
+from leanseg.evaluation.evaluator import default_evaluators, evaluate
 from leanseg.files.checkpoint import (
     CheckpointError,
     load_checkpoint,
@@ -455,13 +455,18 @@ class Trainer:
             if progress is not None and task is not None:
                 progress.update(task, completed=done, total=total)
 
+        evaluators = default_evaluators(
+            self.model,
+            num_classes=self.num_classes,
+            boundary_width=self.cfg.eval.boundary_width,
+            ignore_index=self.cfg.data.ignore_index,
+        )
         scores = evaluate(
             self.model,
             self.val_set,
-            num_classes=self.num_classes,
+            evaluators,
             eval_cfg=self.cfg.eval,
             device=self.device,
-            ignore_index=self.cfg.data.ignore_index,
             on_batch=on_batch,
             image_statistics=input_statistics(self.cfg.data),
         )
