@@ -7,9 +7,9 @@ fills :attr:`SegmentationScores.instance_ap <leanseg.metrics.semantic.Segmentati
 
 Choices made here (the metric's own are in :mod:`leanseg.metrics.instance`):
 
-- A model predicts instances when its head is an
-  :class:`~leanseg.nn.heads.ssn_instance.SSNInstanceHead` (:func:`predicts_instances`, the one
-  place that decides it); every other model gets no AP (None).
+- A model predicts instances when its head declares it (``predicts_instances``, as
+  :class:`~leanseg.nn.heads.ssn_instance.SSNInstanceHead` does; :func:`predicts_instances` is
+  the one place that decides it); every other model gets no AP (None).
 - AP needs instance labels: batches without an ``instance`` entry add nothing, and a split
   without any (e.g. CamVid) gives None, never an AP of 0.
 - Instances are predicted once per image, at the input scale and unflipped
@@ -54,14 +54,14 @@ class InstanceAPEvaluator:
     """Instance AP of one model over the batches of an evaluation (see the module doc).
 
     Args:
-        model: a segmentor that :func:`predicts_instances`.
+        model: a segmentor that :func:`predicts_instances` (its head has ``thing_classes``).
         min_gt_area: ground-truth instances smaller than this are ignored.
     """
 
     def __init__(self, model: nn.Module, *, min_gt_area: int = MIN_GT_AREA) -> None:
         head = getattr(model, "head", None)
         if not predicts_instances(model):
-            raise TypeError(f"model head is {type(head).__name__}, not SSNInstanceHead")
+            raise TypeError(f"model head {type(head).__name__} does not predict instances")
         self.model = model
         self.metric = InstanceAP(head.thing_classes, min_gt_area=min_gt_area)
         self.num_images = 0
