@@ -7,7 +7,14 @@ import pytest
 import torch
 
 from leanseg.config import ModelConfig
-from leanseg.models import BACKBONES, HEADS, build_segmentor
+from leanseg.models import (
+    BACKBONE_NORMALIZATIONS,
+    BACKBONES,
+    HEADS,
+    build_segmentor,
+    input_normalization,
+)
+from leanseg.nn.backbones.base import Backbone, Normalization
 from leanseg.nn.backbones.pretrained import PretrainedError
 
 REFERENCE = Path(__file__).resolve().parents[2] / "shared" / "reference"
@@ -26,6 +33,27 @@ def test_feature_info_matches_outputs(backbone):
             64 // info.stride,
             96 // info.stride,
         )
+
+
+def test_every_backbone_declares_its_normalisation():
+    assert sorted(BACKBONE_NORMALIZATIONS) == sorted(BACKBONES)
+    for name, normalization in BACKBONE_NORMALIZATIONS.items():
+        assert isinstance(normalization, Normalization), name
+        assert len(normalization.mean) == len(normalization.std) == 3, name  # RGB statistics
+        assert all(std > 0 for std in normalization.std), name
+
+
+@pytest.mark.parametrize("backbone", ["resnet18", "efficientnet_lite0", "erfnet_encoder"])
+def test_declared_normalisation_is_read_without_building(backbone, monkeypatch):
+    declared = BACKBONE_NORMALIZATIONS[backbone]
+    built = BACKBONES[backbone]()
+    assert isinstance(built, Backbone) and built.normalization == declared
+
+    def refuse(**_: object) -> None:
+        raise AssertionError("the backbone was built")
+
+    monkeypatch.setitem(BACKBONES, backbone, refuse)
+    assert input_normalization(ModelConfig(backbone={"name": backbone})) == declared
 
 
 def test_resnet_stem_features_add_strides_1_and_2_only():

@@ -30,7 +30,7 @@ from leanseg.config import (
     load_config,
 )
 from leanseg.nn.backbones import densenet, efficientnet_lite, hrnet, resnet, ssn_encoder, vgg
-from leanseg.nn.backbones.base import Backbone, Normalization
+from leanseg.nn.backbones.base import IMAGENET_NORMALIZATION, Normalization
 from leanseg.nn.context.aspp import ASPP
 from leanseg.nn.context.spp import PSPSPP, SPP, ConvContext
 from leanseg.nn.heads.base import DenseLoss, PartialLabels
@@ -68,6 +68,29 @@ BACKBONES: dict[str, Callable[..., nn.Module]] = {
     "efficientnet_lite1": efficientnet_lite.efficientnet_lite1,
     "efficientnet_lite2": efficientnet_lite.efficientnet_lite2,
     "vgg16": vgg.vgg16,
+}
+
+# The input normalisation each backbone's pretrained weights expect, declared per name so that a
+# config's ``data.mean`` / ``data.std`` default to it without building the backbone. The values
+# are the family's own constants, which its class also carries as ``Backbone.normalization``; a
+# test checks that every name of :data:`BACKBONES` has one and that it is the built backbone's.
+BACKBONE_NORMALIZATIONS: dict[str, Normalization] = {
+    "resnet18": IMAGENET_NORMALIZATION,
+    "resnet34": IMAGENET_NORMALIZATION,
+    "resnet50": IMAGENET_NORMALIZATION,
+    "resnet101": IMAGENET_NORMALIZATION,
+    "densenet121": IMAGENET_NORMALIZATION,
+    "densenet169": IMAGENET_NORMALIZATION,
+    "densenet161": IMAGENET_NORMALIZATION,
+    "erfnet_encoder": IMAGENET_NORMALIZATION,
+    "ssn_encoder": IMAGENET_NORMALIZATION,
+    "hrnet_w18": IMAGENET_NORMALIZATION,
+    "hrnet_w32": IMAGENET_NORMALIZATION,
+    "hrnet_w48": IMAGENET_NORMALIZATION,
+    "efficientnet_lite0": efficientnet_lite.LITE_NORMALIZATION,
+    "efficientnet_lite1": efficientnet_lite.LITE_NORMALIZATION,
+    "efficientnet_lite2": efficientnet_lite.LITE_NORMALIZATION,
+    "vgg16": IMAGENET_NORMALIZATION,
 }
 
 CONTEXTS: dict[str, Callable[..., nn.Module]] = {
@@ -317,15 +340,14 @@ def without_pretrained(cfg: Config) -> Config:
 
 
 def input_normalization(model_cfg: ModelConfig) -> Normalization:
-    """The input normalisation the configured backbone declares (``Backbone.normalization``).
+    """The input normalisation the configured backbone declares (:data:`BACKBONE_NORMALIZATIONS`).
 
-    Read from the class the builder returns (its return annotation), so nothing is built and
-    the backbone's options are not checked (:func:`validate_model_config` does that). These are
-    RGB statistics; :func:`fill_input_normalization` derives those of other channel counts.
+    Nothing is built and the backbone's options are not checked (:func:`validate_model_config`
+    does that); an unknown name lists the known ones. These are RGB statistics;
+    :func:`fill_input_normalization` derives those of other channel counts.
     """
-    builder = _builder("model.backbone", model_cfg.backbone, BACKBONES)
-    backbone_class = typing.get_type_hints(builder).get("return", Backbone)
-    return backbone_class.normalization
+    _builder("model.backbone", model_cfg.backbone, BACKBONES)
+    return BACKBONE_NORMALIZATIONS[model_cfg.backbone["name"]]
 
 
 def configured_in_channels(model_cfg: ModelConfig) -> int:
