@@ -48,6 +48,42 @@ def image_scores(probabilities: Tensor, native: Sequence[int] | None) -> dict[st
     return scores
 
 
+class OODEvaluator:
+    """Accumulates the per-image scores of in-domain and OOD images; :meth:`compute` their AUROC.
+
+    Not an :class:`~leanseg.evaluation.base.Evaluator` of the loop of
+    :func:`~leanseg.evaluation.evaluator.evaluate`: it scores raw images of two sets (the
+    split's and a folder's), one probability map at a time, and its result is an
+    :class:`OODSeparation`, not fields of the segmentation scores.
+
+    Args:
+        native: the classes of the in-domain dataset, for the foreign-class scores.
+    """
+
+    def __init__(self, native: Sequence[int] | None = None) -> None:
+        self.native = native
+        self.scored: dict[str, list[dict[str, float]]] = {"in": [], "out": []}
+
+    def update(self, probabilities: Tensor, *, out_of_distribution: bool) -> None:
+        """Add one image's ``(C, H, W)`` class probabilities."""
+        key = "out" if out_of_distribution else "in"
+        self.scored[key].append(image_scores(probabilities, self.native))
+
+    def compute(self) -> OODSeparation:
+        """AUROC of each score (1 = every OOD image scores above every in-domain one)."""
+        inside, outside = self.scored["in"], self.scored["out"]
+        if not inside or not outside:
+            raise ValueError("the OOD AUROC needs at least one in-domain and one OOD image")
+        return OODSeparation(
+            in_images=len(inside),
+            out_images=len(outside),
+            auroc={
+                key: auroc(np.array([s[key] for s in inside]), np.array([s[key] for s in outside]))
+                for key in inside[0]
+            },
+        )
+
+
 def ood_separation(
     score_image: Callable[[np.ndarray], Tensor],
     in_images: Iterable[np.ndarray],
@@ -61,22 +97,11 @@ def ood_separation(
             :meth:`leanseg.inference.predictor.Predictor.predict_scores`).
         native: the classes of the in-domain dataset, for the foreign-class scores.
     """
-    scored = {"in": [], "out": []}
-    for name, images in (("in", in_images), ("out", out_images)):
-        scored[name] = [image_scores(score_image(image), native) for image in images]
-    if not scored["in"] or not scored["out"]:
-        raise ValueError("the OOD AUROC needs at least one in-domain and one OOD image")
-    keys = scored["in"][0].keys()
-    return OODSeparation(
-        in_images=len(scored["in"]),
-        out_images=len(scored["out"]),
-        auroc={
-            key: auroc(
-                np.array([s[key] for s in scored["in"]]), np.array([s[key] for s in scored["out"]])
-            )
-            for key in keys
-        },
-    )
+    evaluator = OODEvaluator(native)
+    for out_of_distribution, images in ((False, in_images), (True, out_images)):
+        for image in images:
+            evaluator.update(score_image(image), out_of_distribution=out_of_distribution)
+    return evaluator.compute()
 
 
 def in_domain_images(cfg: Config, split: str, domain: str | None) -> Iterable[np.ndarray]:
@@ -101,4 +126,11 @@ def read_images(paths: Sequence[Path]) -> Iterable[np.ndarray]:
     return (read_rgb(path) for path in paths)
 
 
-__all__ = ["OODSeparation", "image_scores", "in_domain_images", "ood_separation", "read_images"]
+__all__ = [
+    "OODEvaluator",
+    "OODSeparation",
+    "image_scores",
+    "in_domain_images",
+    "ood_separation",
+    "read_images",
+]
