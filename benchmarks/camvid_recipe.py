@@ -34,7 +34,7 @@ ROOT = Path(__file__).resolve().parents[1]
 def train_once(config: str, overrides: list[str], force: bool) -> dict[str, Any]:
     """Train one run of ``config`` and return its record (final validation, time, seed)."""
     cfg = load_run_config(config, overrides)
-    trainer = Trainer(cfg, force=force, show_progress=False)
+    trainer = Trainer.from_config(cfg, force=force, show_progress=False)
     result = trainer.train()
     scores = result.final_scores
     history = [

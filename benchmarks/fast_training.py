@@ -89,7 +89,7 @@ def _trainer(overrides: list[str], fused: bool, work_dir: Path) -> Trainer:
         str(RECIPE),
         [*overrides, f"work_dir={work_dir}", "train.num_threads=null", "train.seed=0"],
     )
-    trainer = Trainer(cfg, force=True, show_progress=False)
+    trainer = Trainer.from_config(cfg, force=True, show_progress=False)
     if not fused:
         _unfuse(trainer.train_set)
     return trainer

@@ -225,18 +225,18 @@ def test_auto_is_the_default_and_a_fixed_count_has_no_governor(
 ) -> None:
     cfg = _tiny_config(tmp_path, "auto")
     assert TrainConfig().num_threads == "auto"
-    trainer = Trainer(cfg, show_progress=False)
+    trainer = Trainer.from_config(cfg, show_progress=False)
     assert trainer.thread_governor is not None
     assert isinstance(trainer.hooks()[0], BalanceThreads)
 
-    fixed = Trainer(_tiny_config(tmp_path / "fixed", 1), show_progress=False)
+    fixed = Trainer.from_config(_tiny_config(tmp_path / "fixed", 1), show_progress=False)
     assert fixed.thread_governor is None and torch.get_num_threads() == 1
     assert not any(isinstance(hook, BalanceThreads) for hook in fixed.hooks())
 
 
 def test_balance_threads_records_and_says_each_change(tmp_path: Path, keep_threads: None) -> None:
     machine = FakeMachine()
-    trainer = Trainer(_tiny_config(tmp_path, "auto"), show_progress=False)
+    trainer = Trainer.from_config(_tiny_config(tmp_path, "auto"), show_progress=False)
     governor = machine.governor()
     said: list[str] = []
     hook = BalanceThreads(governor, trainer.metrics, said.append)

@@ -155,7 +155,7 @@ def test_trainer_batches_follow_the_crop_schedule(tmp_path):
     root = folder_dataset(tmp_path / "data")
     schedule = [{"crop_size": [24, 32], "until": 2}]
     cfg = tiny_config(root, tmp_path / "run", crop_schedule=schedule)
-    batches = first_batches(Trainer(cfg, show_progress=False), 4)
+    batches = first_batches(Trainer.from_config(cfg, show_progress=False), 4)
     assert [tuple(b["image"].shape[-2:]) for b in batches] == [(24, 32)] * 2 + [(32, 48)] * 2
 
 
@@ -179,8 +179,8 @@ def test_crop_schedule_is_validated():
 
 def test_in_memory_data_gives_the_same_batches_as_the_disk(tmp_path):
     root = folder_dataset(tmp_path / "data")
-    from_disk = Trainer(tiny_config(root, tmp_path / "a"), show_progress=False)
-    cached = Trainer(tiny_config(root, tmp_path / "b", cache=True), show_progress=False)
+    from_disk = Trainer.from_config(tiny_config(root, tmp_path / "a"), show_progress=False)
+    cached = Trainer.from_config(tiny_config(root, tmp_path / "b", cache=True), show_progress=False)
     assert isinstance(cached.train_set, InMemorySamples)
     # 6 batches of 2 from 6 images: the second epoch is served from memory.
     assert_same_batches(first_batches(from_disk, 6), first_batches(cached, 6))
@@ -190,7 +190,7 @@ def test_in_memory_data_gives_the_same_batches_as_the_disk(tmp_path):
 def test_cached_arrays_are_read_only(tmp_path):
     root = folder_dataset(tmp_path / "data", count=2)
     cfg = tiny_config(root, tmp_path / "run", cache=True)
-    cached = Trainer(cfg, show_progress=False).train_set
+    cached = Trainer.from_config(cfg, show_progress=False).train_set
     raw = cached.load_raw(0)
     with pytest.raises(ValueError, match="read-only"):
         raw["image"][0, 0, 0] = 1
@@ -199,15 +199,17 @@ def test_cached_arrays_are_read_only(tmp_path):
 def test_cache_larger_than_memory_is_refused(tmp_path):
     root = folder_dataset(tmp_path / "data", count=2)
     cfg = tiny_config(root, tmp_path / "run")
-    dataset = Trainer(cfg, show_progress=False).train_set
+    dataset = Trainer.from_config(cfg, show_progress=False).train_set
     with pytest.raises(CacheTooLarge, match="data.cache: the 2 decoded training samples"):
         InMemorySamples(dataset, available_bytes=1000)[0]
 
 
 def test_prefetched_batches_equal_the_plain_ones_and_leave_the_global_rng_alone(tmp_path):
     root = folder_dataset(tmp_path / "data")
-    plain = Trainer(tiny_config(root, tmp_path / "a"), show_progress=False)
-    prefetched = Trainer(tiny_config(root, tmp_path / "b", prefetch=True), show_progress=False)
+    plain = Trainer.from_config(tiny_config(root, tmp_path / "a"), show_progress=False)
+    prefetched = Trainer.from_config(
+        tiny_config(root, tmp_path / "b", prefetch=True), show_progress=False
+    )
     torch.manual_seed(123)
     expected_draw = torch.rand(3)
     torch.manual_seed(123)
@@ -333,8 +335,8 @@ def test_resumed_fast_run_continues_the_uninterrupted_one(tmp_path):
         cfg.train.freeze_backbone_until = frozen["train.freeze_backbone_until"]
         return cfg
 
-    Trainer(config(tmp_path / "whole", 5), show_progress=False).train()
-    killed = Trainer(config(tmp_path / "parts", 5), show_progress=False)
+    Trainer.from_config(config(tmp_path / "whole", 5), show_progress=False).train()
+    killed = Trainer.from_config(config(tmp_path / "parts", 5), show_progress=False)
     original_step = killed.run_step
 
     def killed_during_iteration_four(batch):
@@ -345,7 +347,7 @@ def test_resumed_fast_run_continues_the_uninterrupted_one(tmp_path):
     killed.run_step = killed_during_iteration_four
     with pytest.raises(KeyboardInterrupt):
         killed.train()
-    resumed = Trainer(config(tmp_path / "parts", 5), resume=True, show_progress=False)
+    resumed = Trainer.from_config(config(tmp_path / "parts", 5), resume=True, show_progress=False)
     assert resumed.iteration == 2  # the last checkpoint; iteration 3 is trained again
     resumed.train()
     whole, parts = _losses(tmp_path / "whole"), _losses(tmp_path / "parts")

@@ -153,7 +153,7 @@ def reference(tmp_path_factory) -> list[dict]:
     threads = torch.get_num_threads()
     cfg = load_run_config(write_config(tmp_path_factory.mktemp("reference")))
     try:
-        Trainer(cfg, show_progress=False).train()
+        Trainer.from_config(cfg, show_progress=False).train()
     finally:
         torch.set_num_threads(threads)
     logged = records(RunDirectory(cfg.work_dir))

@@ -118,7 +118,7 @@ def test_trainer_tells_a_declaring_head_of_each_evaluation(tmp_path):
         ],
     )
     model = _declaring_model()
-    result = Trainer(cfg, model=model, show_progress=False).train()
+    result = Trainer.from_config(cfg, model=model, show_progress=False).train()
     assert isinstance(model.head, _DeclaringHead)
     assert len(model.head.heard) == 2  # one call per evaluation
     assert result.final_scores is not None

@@ -137,7 +137,9 @@ def _check_ap(ap: dict) -> None:
 @pytest.mark.slow
 def test_tiny_instance_run_logs_and_evaluates_ap(tmp_path):
     root = tmp_path / "run"
-    Trainer(load_run_config(None, [*TINY_SSN, f"work_dir={root}"]), show_progress=False).train()
+    Trainer.from_config(
+        load_run_config(None, [*TINY_SSN, f"work_dir={root}"]), show_progress=False
+    ).train()
     val = [r for r in RunDirectory(root).read_metrics() if r.get("split") == "val"]
     assert val, "the run logged no validation"
     _check_ap(val[-1]["instance_ap"])

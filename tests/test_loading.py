@@ -45,7 +45,9 @@ TINY = [
 def run(tmp_path_factory) -> Path:
     """A run of two iterations; its config then names an ImageNet file that does not exist."""
     root = tmp_path_factory.mktemp("loading") / "run"
-    Trainer(load_run_config(None, [*TINY, f"work_dir={root}"]), show_progress=False).train()
+    Trainer.from_config(
+        load_run_config(None, [*TINY, f"work_dir={root}"]), show_progress=False
+    ).train()
     config = root / "config.yaml"
     raw = yaml.safe_load(config.read_text())
     raw["model"]["backbone"]["pretrained"] = str(root / "absent-imagenet.pth")

@@ -236,9 +236,9 @@ def test_two_iterations_on_synthetic_and_a_folder_dataset(tmp_path):
         "work_dir": str(tmp_path / "run"),
     }  # fmt: skip
     cfg = run_config_from_dict(raw)
-    result = Trainer(cfg, show_progress=False).train()
+    result = Trainer.from_config(cfg, show_progress=False).train()
     assert result.iteration == 2 and len(result.final_scores.iou) == 13
-    model = Trainer(cfg, resume=True, show_progress=False).model
+    model = Trainer.from_config(cfg, resume=True, show_progress=False).model
     per_dataset = evaluate_per_dataset(
         model, cfg.data, "val", eval_cfg=cfg.eval, device=torch.device("cpu")
     )

@@ -187,7 +187,7 @@ def test_heads_get_the_mask_and_train_on_set_pixels(tmp_path, head):
 def test_two_iterations_with_label_sets(tmp_path):
     from leanseg.training.trainer import Trainer
 
-    result = Trainer(partial_config(tmp_path), show_progress=False).train()
+    result = Trainer.from_config(partial_config(tmp_path), show_progress=False).train()
     assert result.iteration == 2 and len(result.final_scores.iou) == 14
     assert np.isfinite(result.final_scores.miou)
 

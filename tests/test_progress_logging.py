@@ -260,7 +260,7 @@ def test_eval_takes_no_progress_and_prints_json_in_percent(
     from leanseg.training.trainer import Trainer
 
     cfg = load_run_config(write_config(tmp_path, train={"max_iters": 2, "eval_interval": 2}))
-    Trainer(cfg, console=plain_console(), show_progress=False).train()
+    Trainer.from_config(cfg, console=plain_console(), show_progress=False).train()
     capsys.readouterr()
     target = str(tmp_path / "run")
     assert main(["eval", target, "--no-progress", "--max-images", "2", "--json", "-"]) == 0

@@ -194,7 +194,7 @@ def test_trainer_updates_class_weights_after_evaluation(tmp_path, monkeypatch):
     }  # fmt: skip
     path = tmp_path / "qgn.yaml"
     path.write_text(yaml.safe_dump(raw))
-    Trainer(load_run_config(path), show_progress=False).train()
+    Trainer.from_config(load_run_config(path), show_progress=False).train()
     assert len(heard) == 2  # one call per evaluation
     iou = np.array(heard[-1], dtype=float)
     expected = np.where(iou < np.nanmedian(iou), 2.0, 1.0).tolist() + [1.0]

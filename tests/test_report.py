@@ -56,7 +56,9 @@ DATA_PNG = re.compile(r'src="data:image/png;base64,([A-Za-z0-9+/=]+)"')
 
 
 def _train(root: Path, *extra: str) -> Path:
-    Trainer(load_run_config(None, [*TINY, *extra, f"work_dir={root}"]), show_progress=False).train()
+    Trainer.from_config(
+        load_run_config(None, [*TINY, *extra, f"work_dir={root}"]), show_progress=False
+    ).train()
     return root
 
 
@@ -159,7 +161,7 @@ def test_runs_on_several_datasets_get_a_row_per_dataset(runs, one_report, tmp_pa
     assert "Scores per dataset" not in document  # one run, one dataset
     single = [o for o in TINY if not o.startswith(("data.dataset=", "data.options="))]
     multi = tmp_path / "multi"
-    Trainer(
+    Trainer.from_config(
         load_run_config(None, [*single, TWO_DATASETS, f"work_dir={multi}"]), show_progress=False
     ).train()
     out = tmp_path / "datasets.html"

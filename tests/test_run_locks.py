@@ -123,7 +123,7 @@ def lock_files(folder: Path) -> list[str]:
 def trained_run(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A finished two-iteration run (Adam), with ``last.pt`` and ``metrics.jsonl``."""
     root = tmp_path_factory.mktemp("trained") / "run"
-    Trainer(run_config_from_dict(tiny_config(root)), show_progress=False).train()
+    Trainer.from_config(run_config_from_dict(tiny_config(root)), show_progress=False).train()
     return root
 
 
@@ -198,7 +198,7 @@ def test_train_is_refused_while_another_process_writes_the_run(run_copy, tmp_pat
 
 def test_a_training_holds_its_run_until_it_ends(tmp_path):
     root = tmp_path / "run"
-    trainer = Trainer(run_config_from_dict(tiny_config(root)), show_progress=False)
+    trainer = Trainer.from_config(run_config_from_dict(tiny_config(root)), show_progress=False)
     assert try_elsewhere(root).startswith(f"refused: {root} is in use by leanseg train")
     assert f"process {os.getpid()} " in try_elsewhere(root)
     trainer.train()
@@ -211,7 +211,9 @@ def test_other_ranks_do_not_lock(tmp_path, monkeypatch):
     root = tmp_path / "run"
     monkeypatch.setattr(trainer_module.distributed, "is_main_process", lambda: False)
     with held_elsewhere(root):
-        Trainer(run_config_from_dict(tiny_config(root)), show_progress=False)  # not refused
+        Trainer.from_config(
+            run_config_from_dict(tiny_config(root)), show_progress=False
+        )  # not refused
         assert sorted(path.name for path in root.iterdir()) == [LOCK_FILE, HOLDER_FILE]
 
 
@@ -308,12 +310,12 @@ def test_a_train_that_fails_before_it_starts_leaves_no_run_folder(tmp_path):
     root = tmp_path / "new" / "run"
     cfg = run_config_from_dict(tiny_config(root))
     with pytest.raises(ValueError, match="classes"):
-        Trainer(cfg, model=SimpleNamespace(num_classes=3), show_progress=False)
+        Trainer.from_config(cfg, model=SimpleNamespace(num_classes=3), show_progress=False)
     assert not (tmp_path / "new").exists()
     # In a folder that was there before, nothing is left either, and the folder stays.
     root.mkdir(parents=True)
     with pytest.raises(ValueError, match="classes"):
-        Trainer(cfg, model=SimpleNamespace(num_classes=3), show_progress=False)
+        Trainer.from_config(cfg, model=SimpleNamespace(num_classes=3), show_progress=False)
     assert root.is_dir() and list(root.iterdir()) == []
     assert try_elsewhere(root) == "acquired"
 
@@ -322,7 +324,9 @@ def test_a_failed_force_replaces_nothing(run_copy):
     before = {path: path.read_bytes() for path in run_copy.rglob("*") if path.is_file()}
     cfg = run_config_from_dict(tiny_config(run_copy))
     with pytest.raises(ValueError, match="classes"):
-        Trainer(cfg, model=SimpleNamespace(num_classes=3), force=True, show_progress=False)
+        Trainer.from_config(
+            cfg, model=SimpleNamespace(num_classes=3), force=True, show_progress=False
+        )
     after = {path: path.read_bytes() for path in run_copy.rglob("*") if path.is_file()}
     assert after == before
 
@@ -347,7 +351,9 @@ def test_a_forced_resume_trains_with_the_new_weight_decay_and_backbone_rate(run_
     """The checkpoint brings the optimizer's moments; its hyperparameters are the config's, as
     the rewritten config.yaml says (not the checkpoint's old weight_decay / lr_mult)."""
     raw = tiny_config(run_copy, weight_decay=0.25, backbone_lr_mult=0.5, max_iters=3)
-    trainer = Trainer(run_config_from_dict(raw), resume=True, force=True, show_progress=False)
+    trainer = Trainer.from_config(
+        run_config_from_dict(raw), resume=True, force=True, show_progress=False
+    )
     saved = torch.load(run_copy / "checkpoints" / "last.pt", weights_only=False)["optimizer"]
     assert {group["weight_decay"] for group in saved["param_groups"]} != {0.25}
     assert {group["weight_decay"] for group in trainer.optimizer.param_groups} == {0.25}
@@ -368,7 +374,9 @@ def test_a_refusal_on_rank_0_stops_every_rank(tmp_path, monkeypatch):
     monkeypatch.setattr(trainer_module.distributed, "is_main_process", lambda: False)
     monkeypatch.setattr(trainer_module.distributed, "broadcast_flag", agree)
     with pytest.raises(trainer_module.RefusedOnMainRank, match="rank 0 refused"):
-        Trainer(run_config_from_dict(tiny_config(tmp_path / "run")), show_progress=False)
+        Trainer.from_config(
+            run_config_from_dict(tiny_config(tmp_path / "run")), show_progress=False
+        )
     assert told == [False]  # this rank had nothing to refuse, rank 0 had
 
 
@@ -379,5 +387,5 @@ def test_rank_0_raises_its_own_refusal_after_telling_the_others(tmp_path, monkey
     )
     root = tmp_path / "run"
     with held_elsewhere(root), pytest.raises(FolderInUseError):
-        Trainer(run_config_from_dict(tiny_config(root)), show_progress=False)
+        Trainer.from_config(run_config_from_dict(tiny_config(root)), show_progress=False)
     assert told == [True]

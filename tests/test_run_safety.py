@@ -222,7 +222,7 @@ def test_checkpoints_hold_only_tensors_and_plain_values(tmp_path):
     cfg = load_run_config(
         write_yaml(tmp_path / "c.yaml", tiny_config(tmp_path / "run", max_iters=1))
     )
-    trainer = Trainer(cfg, show_progress=False)
+    trainer = Trainer.from_config(cfg, show_progress=False)
     path = save_checkpoint(trainer._state(), tmp_path / "state.pt")
     state = torch.load(path, weights_only=True)
     assert state["rng"]["numpy"]["keys"].shape == (624,)
@@ -391,7 +391,9 @@ def test_qgn_gtc_training_with_bn_recompute_finishes(tmp_path):
             "loss_weighting": "adaptive",
         },
     }
-    trainer = Trainer(load_run_config(write_yaml(tmp_path / "q.yaml", raw)), show_progress=False)
+    trainer = Trainer.from_config(
+        load_run_config(write_yaml(tmp_path / "q.yaml", raw)), show_progress=False
+    )
     assert trainer.train().iteration == 1
     assert load_checkpoint(tmp_path / "run" / "checkpoints" / "last.pt")["iteration"] == 1
 
@@ -411,10 +413,10 @@ def test_resume_does_not_need_the_imagenet_file(tmp_path):
     torch.save(BACKBONES["resnet18"]().state_dict(), weights)
     raw = tiny_config(tmp_path / "run", max_iters=2, checkpoint_interval=1, eval_interval=2)
     raw["model"]["backbone"] = {"name": "resnet18", "pretrained": str(weights)}
-    Trainer(run_config_from_dict(raw), show_progress=False).train()
+    Trainer.from_config(run_config_from_dict(raw), show_progress=False).train()
     weights.unlink()
     raw["train"]["max_iters"] = 3
-    result = Trainer(
+    result = Trainer.from_config(
         run_config_from_dict(raw), resume=True, force=True, show_progress=False
     ).train()
     assert result.iteration == 3

@@ -254,7 +254,7 @@ def test_the_four_synthetic_rows_differ_only_in_the_head():
 
 def test_scale_invariant_trains_and_evaluates_through_the_trainer(tmp_path, monkeypatch):
     cfg = run_config_from_dict(tiny_run(tmp_path, dict(TINY_HEAD)))
-    trainer = Trainer(cfg, show_progress=False)
+    trainer = Trainer.from_config(cfg, show_progress=False)
     seen: list[tuple[tuple[int, ...], tuple[int, ...], bool]] = []
     forward = ScaleSelectionSegmentor.forward
     checking = []  # set while the inference options are checked on an example input
@@ -302,12 +302,12 @@ def test_depth_model_on_a_dataset_without_disparity_names_the_dataset_and_key(tm
     raw["data"].pop("options")
     cfg = run_config_from_dict(raw)
     with pytest.raises(DatasetError, match="needs 'disparity'.*data.dataset 'camvid'"):
-        Trainer(cfg, show_progress=False)
+        Trainer.from_config(cfg, show_progress=False)
     assert not (tmp_path / "run").exists()  # nothing written
     # The Single rows need nothing but the image and train on it.
     raw["model"]["head"] = {"name": "single3_5", "hidden_channels": 8}
     raw["train"]["max_iters"] = 1
-    Trainer(run_config_from_dict(raw), show_progress=False).train()
+    Trainer.from_config(run_config_from_dict(raw), show_progress=False).train()
 
 
 def test_evaluating_without_disparity_names_the_dataset_and_key(tmp_path):

@@ -75,7 +75,7 @@ def finished_run(tmp_path_factory) -> Path:
     """One uninterrupted 6-iteration run shared by several tests."""
     tmp_path = tmp_path_factory.mktemp("finished")
     cfg = load_run_config(write_config(tmp_path))
-    Trainer(cfg, show_progress=False).train()
+    Trainer.from_config(cfg, show_progress=False).train()
     return Path(cfg.work_dir)
 
 
@@ -97,7 +97,7 @@ def test_loss_decreases(tmp_path):
         data={"options": {"num_samples": 4, "size": [64, 128], "seed": 1}},
     )
     cfg = load_run_config(path)
-    Trainer(cfg, show_progress=False).train()
+    Trainer.from_config(cfg, show_progress=False).train()
     losses = train_losses(Path(cfg.work_dir))
     first = np.mean([losses[i] for i in range(1, 5)])
     last = np.mean([losses[i] for i in range(21, 25)])
@@ -107,7 +107,7 @@ def test_loss_decreases(tmp_path):
 def test_same_seed_same_curve_and_resume_continues_it(tmp_path, finished_run, monkeypatch):
     reference = train_losses(finished_run)
     cfg = load_run_config(write_config(tmp_path))
-    trainer = Trainer(cfg, show_progress=False)
+    trainer = Trainer.from_config(cfg, show_progress=False)
     original_step = trainer.run_step
 
     def killed_during_iteration_five(batch):
@@ -123,7 +123,7 @@ def test_same_seed_same_curve_and_resume_continues_it(tmp_path, finished_run, mo
     # Killed after logging iteration 4, which the checkpoint does not hold.
     assert sorted(train_losses(run_dir)) == [1, 2, 3, 4]
 
-    resumed = Trainer(cfg, resume=True, show_progress=False)
+    resumed = Trainer.from_config(cfg, resume=True, show_progress=False)
     assert resumed.iteration == 3
     resumed.train()
     losses = train_losses(run_dir)
@@ -418,7 +418,7 @@ def test_batchnorm_statistics_recomputed_as_exact_averages(tmp_path):
             "bn_recompute_batches": 3,
         },
     )
-    trainer = Trainer(load_run_config(config), show_progress=False)
+    trainer = Trainer.from_config(load_run_config(config), show_progress=False)
     trainer.train()
     norms = [m for m in trainer.model.modules() if isinstance(m, torch.nn.BatchNorm2d)]
     assert all(int(m.num_batches_tracked) == 3 for m in norms)

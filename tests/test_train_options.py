@@ -42,7 +42,7 @@ def test_trainer_keeps_the_model_channels_last(tmp_path):
         "model.backbone.name=efficientnet_lite0",
         f"work_dir={tmp_path / 'run'}",
     ]
-    trainer = Trainer(load_run_config(None, overrides), show_progress=False)
+    trainer = Trainer.from_config(load_run_config(None, overrides), show_progress=False)
     trainer.train()
     stem = trainer.model.backbone._conv_stem.weight
     assert stem.is_contiguous(memory_format=torch.channels_last)
@@ -67,7 +67,9 @@ def test_trainer_trains_a_hand_built_model_on_given_datasets(tmp_path):
     before = [p.detach().clone() for p in model.parameters()]
     train_set = build_dataset(cfg.data, cfg.data.train_split, train=True)
     val_set = build_dataset(cfg.data, cfg.data.val_split, train=False)
-    trainer = Trainer(cfg, model=model, train_set=train_set, val_set=val_set, show_progress=False)
+    trainer = Trainer.from_config(
+        cfg, model=model, train_set=train_set, val_set=val_set, show_progress=False
+    )
     assert trainer.model is model and trainer.train_set is train_set
     result = trainer.train()
     assert result.iteration == 2 and result.final_scores is not None
@@ -79,5 +81,5 @@ def test_trainer_refuses_a_model_for_other_classes(tmp_path):
     cfg = load_run_config(None, ["data.dataset=synthetic", f"work_dir={tmp_path / 'run'}"])
     model = create_model(head="bilinear", backbone="resnet18", num_classes=5)
     with pytest.raises(ValueError, match="predicts 5 classes.*'synthetic' has 11"):
-        Trainer(cfg, model=model, show_progress=False)
+        Trainer.from_config(cfg, model=model, show_progress=False)
     assert not (tmp_path / "run").exists()

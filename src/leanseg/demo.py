@@ -158,7 +158,7 @@ def run_demo(
         f"2/4 training a ladder head on {start} EfficientNet-Lite0 for "
         f"{cfg.train.max_iters} iterations"
     )
-    trainer = Trainer(cfg, console=console, show_progress=show_progress)
+    trainer = Trainer.from_config(cfg, console=console, show_progress=show_progress)
     result = trainer.train()
     model_scores = result.final_scores
 

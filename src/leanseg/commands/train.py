@@ -70,7 +70,7 @@ def _cmd_train(args: argparse.Namespace) -> int:
     # Training's progress and summaries are its output: stdout, so that ``> train.log`` and
     # ``nohup`` keep them (errors still go to stderr).
     console = Console()
-    trainer = Trainer(
+    trainer = Trainer.from_config(
         cfg,
         resume=args.resume,
         force=args.force,

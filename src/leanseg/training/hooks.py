@@ -4,7 +4,8 @@
 its hooks in order with a :class:`Step`. A hook decides *when* (its interval, the last step) and
 calls the piece that does the work, passed in: the metrics log, the BN recompute, the evaluation,
 the checkpoint writer. The trainer's order matters: log the step, recompute BN statistics on the
-last step, evaluate, then write ``last.pt`` (which then holds the evaluated state).
+last step, evaluate, then write ``last.pt`` (which then holds the evaluated state);
+:func:`build_hooks` puts them in that order.
 """
 
 from __future__ import annotations
@@ -15,6 +16,7 @@ from pathlib import Path
 
 from rich.progress import Progress
 
+from leanseg.config import TrainConfig
 from leanseg.metrics.semantic import SegmentationScores
 from leanseg.runtime.cpu_share import ThreadGovernor
 from leanseg.training.metrics_log import MetricsLog
@@ -134,3 +136,29 @@ class BalanceThreads(Hook):
             f"threads {old} -> {new}: other processes keep {others:.1f} of "
             f"{self.governor.cores} cores busy"
         )
+
+
+def build_hooks(
+    train_cfg: TrainConfig,
+    *,
+    metrics: MetricsLog,
+    validate: Callable[[Progress | None], SegmentationScores],
+    recompute_bn_statistics: Callable[[int], None],
+    save: Callable[[Path], None],
+    last_checkpoint: Path,
+    thread_governor: ThreadGovernor | None = None,
+    say: Callable[[str], None] = print,
+) -> list[Hook]:
+    """The hooks of a configured run, in the order they must run: balance the threads (with a
+    ``thread_governor``), log the step (``train.log_interval``), recompute BN statistics on the
+    last step (``train.bn_recompute_batches``), evaluate (``train.eval_interval``), then save
+    ``last_checkpoint`` (``train.checkpoint_interval``). ``say`` tells of thread changes."""
+    hooks: list[Hook] = [
+        LogTrainStep(metrics, train_cfg.log_interval),
+        RecomputeBNStatistics(recompute_bn_statistics, train_cfg.bn_recompute_batches),
+        Evaluate(validate, train_cfg.eval_interval),
+        Checkpoint(save, last_checkpoint, train_cfg.checkpoint_interval),
+    ]
+    if thread_governor is not None:
+        hooks.insert(0, BalanceThreads(thread_governor, metrics, say))
+    return hooks

@@ -24,7 +24,7 @@ from __future__ import annotations
 import errno
 import math
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import nullcontext
 from dataclasses import dataclass
 from pathlib import Path
@@ -35,11 +35,10 @@ import torch
 from rich.console import Console
 from rich.progress import Progress
 from torch import nn
-from torch.nn.parallel import DistributedDataParallel
-from torch.utils.data import DataLoader, Dataset, Sampler
+from torch.utils.data import Dataset
 
 from leanseg.config import Config
-from leanseg.data import MixedDataset, MixedSampler, build_dataset, dataset_classes
+from leanseg.data import dataset_classes
 from leanseg.data.base import DatasetError
 from leanseg.data.cache import cache_in_memory
 from leanseg.data.transforms import input_statistics
@@ -54,30 +53,29 @@ from leanseg.files.folder_lock import FolderLock
 from leanseg.files.run_dir import RunDirectory, RunDirError
 from leanseg.inference.model_inputs import check_dataset_inputs
 from leanseg.metrics.semantic import SegmentationScores, percent_scores
-from leanseg.models import build_model, without_pretrained
 from leanseg.nn.heads.base import EvaluationHook
 from leanseg.nn.segmentor import Segmentor
 from leanseg.runtime import distributed
-from leanseg.runtime.cpu_share import ThreadGovernor
 from leanseg.runtime.process import seed_everything, select_device, set_up_device
 from leanseg.structures.labels import IGNORE_INDEX
 from leanseg.training import bn_statistics
-from leanseg.training.freezing import freeze_backbone
-from leanseg.training.hooks import (
-    BalanceThreads,
-    Checkpoint,
-    Evaluate,
-    Hook,
-    LogTrainStep,
-    RecomputeBNStatistics,
-    Step,
-)
+from leanseg.training.hooks import Hook, Step, build_hooks
 from leanseg.training.metrics_log import MetricsLog
+from leanseg.training.parts import (
+    TrainingParts,
+    build_datasets,
+    build_loss_module,
+    build_optimizer,
+    build_scaler,
+    build_schedule,
+    build_thread_governor,
+    build_train_batches,
+    model_to_train,
+    prepare_model,
+)
 from leanseg.training.prefetch import Prefetcher
 from leanseg.training.progress import DEFAULT_EVERY_SECONDS, TrainProgress, say, validation_line
 from leanseg.training.rng_state import rng_state, set_rng_state
-from leanseg.training.sampling import CropSchedule, ResumableSampler, SeededSamples
-from leanseg.training.schedules import learning_rate
 from leanseg.version import __version__
 
 # select_device and seed_everything live in .runtime; the CLI imports them from here.
@@ -103,30 +101,26 @@ class TrainResult:
 
 
 class Trainer:
-    """Trains a model on a dataset into the run directory ``cfg.work_dir``.
+    """Trains a model, built with its data and optimizer (:class:`~.parts.TrainingParts`), into
+    a run directory; :meth:`from_config` builds the parts of a configured run.
 
-    By default the model is ``build_model(cfg)`` and the datasets are the splits of ``cfg.data``;
-    a model or datasets passed in are trained and evaluated instead, so a hand-built
-    :class:`Segmentor` trains like a configured one. ``cfg.train`` and ``cfg.eval`` always set
-    how it trains and evaluates, and ``cfg.data`` the classes, batch size and loader.
+    ``cfg.train`` and ``cfg.eval`` set how it trains and evaluates, ``cfg.data`` the ignore
+    index and the image statistics of validation; the checkpoints carry ``cfg``.
+
+    Besides :class:`Segmentor`, a model of another family with the same surface (``forward``,
+    ``losses``, ``backbone``, ``num_classes``) trains too, e.g.
+    :class:`~leanseg.nn.scale_selection.ScaleSelectionSegmentor`; one that declares
+    :class:`~leanseg.nn.segmentor.ExtraInputs` gets them from the samples (every sample tensor
+    reaches ``losses`` as a target). The checkpoints' ``cfg.model`` describes a hand-built model
+    only if it was built from it; load their weights into the same hand-built model.
 
     Args:
         cfg: resolved configuration (:func:`leanseg.models.load_run_config`).
-        model: the model to train, predicting the classes of ``cfg.data``; ``None`` builds
-            ``cfg.model``. Besides :class:`Segmentor`, a model of another family with the same
-            surface (``forward``, ``losses``, ``backbone``, ``num_classes``) trains too, e.g.
-            :class:`~leanseg.nn.scale_selection.ScaleSelectionSegmentor`; one that declares
-            :class:`~leanseg.nn.segmentor.ExtraInputs` gets them from the samples (every
-            sample tensor reaches ``losses`` as a target) and the datasets are checked for
-            them here. The checkpoints still carry ``cfg``, whose ``model`` section
-            describes a passed-in model only if it was built from it; load their weights into
-            the same hand-built model.
-        train_set: training samples (as ``build_dataset(..., train=True)`` gives them);
-            ``None`` builds ``cfg.data.train_split``.
-        val_set: validation samples; ``None`` builds ``cfg.data.val_split``.
-        resume: continue from ``work_dir/checkpoints/last.pt``.
-        force: replace an existing run in ``work_dir`` (or resume despite a changed config,
-            ``train.optimizer`` excepted; :mod:`.run_dir` says which keys may change anyway).
+        parts: what it trains with; ``parts.run_dir`` is written from the first hook on.
+        iteration: steps already done (a resumed run's, else 0).
+        best: the best validation score so far (``{"metric", "value", "iteration"}``), if any.
+        hooks: what runs after every step (:mod:`.hooks`); ``None`` for those of a configured
+            run (:meth:`hooks`).
         console: where progress and messages go; ``None`` for the default console (stderr).
         show_progress: draw the live progress bar when ``console`` is a terminal; elsewhere, or
             when false, progress is a plain line every ``log_seconds`` (:mod:`.progress`).
@@ -138,6 +132,44 @@ class Trainer:
     def __init__(
         self,
         cfg: Config,
+        parts: TrainingParts,
+        *,
+        iteration: int = 0,
+        best: dict[str, Any] | None = None,
+        hooks: Sequence[Hook] | None = None,
+        console: Console | None = None,
+        show_progress: bool = True,
+        log_seconds: float = DEFAULT_EVERY_SECONDS,
+    ) -> None:
+        self.cfg = cfg
+        self.device = parts.device
+        self.is_main = distributed.is_main_process()
+        self.run_dir = parts.run_dir
+        self._lock = parts.lock
+        self.console = console or Console(stderr=True)
+        self.show_progress = show_progress and self.is_main
+        self.log_seconds = log_seconds
+        self.class_names = parts.class_names
+        self.num_classes = len(self.class_names)
+        self.train_batches = parts.train_batches
+        self.val_set = parts.val_set
+        self.model = parts.model
+        self.loss_module = parts.loss_module
+        self.optimizer = parts.optimizer
+        self.scaler = parts.scaler
+        self.use_amp = parts.scaler.is_enabled()
+        self.schedule = parts.schedule
+        self.metrics = parts.metrics
+        self.thread_governor = parts.thread_governor
+        self._hooks = None if hooks is None else list(hooks)
+        self.iteration = iteration
+        self.best = best
+        self._latest_scores: SegmentationScores | None = None
+
+    @classmethod
+    def from_config(
+        cls,
+        cfg: Config,
         *,
         model: Segmentor | nn.Module | None = None,
         train_set: Dataset | None = None,
@@ -147,211 +179,79 @@ class Trainer:
         console: Console | None = None,
         show_progress: bool = True,
         log_seconds: float = DEFAULT_EVERY_SECONDS,
-    ) -> None:
-        self.cfg = cfg
-        self.device = set_up_device(cfg.train)
-        self.is_main = distributed.is_main_process()
-        # Rank 0 alone writes the run directory, so it alone locks it, before its first look at
-        # the folder: no other process checks or writes the run until this one lets go (at the
-        # end of train(), or close()). A start that fails lets go at once, leaving no trace.
-        self.run_dir = RunDirectory(cfg.work_dir)
-        self._lock = FolderLock(self.run_dir.root, "leanseg train") if self.is_main else None
-        if self._lock is not None:
-            _on_main_then_agree(self._lock.acquire, self.device)
-        else:
-            _on_main_then_agree(lambda: None, self.device)
+    ) -> Trainer:
+        """The trainer of the run ``cfg`` describes, into the run directory ``cfg.work_dir``.
+
+        By default the model is ``build_model(cfg)`` and the datasets are the splits of
+        ``cfg.data``; a model or datasets passed in are trained and evaluated instead, so a
+        hand-built :class:`Segmentor` trains like a configured one. Rank 0 locks the run
+        directory first; the whole request is checked, the parts built and a resumed
+        checkpoint loaded before anything is written to it. A start that fails lets go of
+        the lock at once, leaving no trace.
+
+        Args:
+            cfg: resolved configuration (:func:`leanseg.models.load_run_config`).
+            model: the model to train (see the class), predicting the classes of
+                ``cfg.data``; ``None`` builds ``cfg.model``. The datasets are checked for the
+                extra inputs it declares.
+            train_set: training samples (as ``build_dataset(..., train=True)`` gives them);
+                ``None`` builds ``cfg.data.train_split``.
+            val_set: validation samples; ``None`` builds ``cfg.data.val_split``.
+            resume: continue from ``work_dir/checkpoints/last.pt``.
+            force: replace an existing run in ``work_dir`` (or resume despite a changed config,
+                ``train.optimizer`` excepted; :mod:`.run_dir` says which keys may change
+                anyway).
+            console, show_progress, log_seconds: as for the constructor.
+        """
+        device = set_up_device(cfg.train)
+        run_dir = RunDirectory(cfg.work_dir)
+        lock = _lock_run_directory(run_dir, device)
+        console = console or Console(stderr=True)
+        say = console.print if distributed.is_main_process() else _say_nothing
         try:
-            self._set_up(
-                model,
-                train_set,
-                val_set,
-                resume=resume,
-                force=force,
-                console=console,
-                show_progress=show_progress,
-                log_seconds=log_seconds,
+            parts, iteration, best = _build_run(
+                cfg, device, run_dir, lock, model, train_set, val_set, resume, force, say
             )
         except BaseException:
-            self.close()
+            if lock is not None:
+                lock.release()
             raise
-
-    def _set_up(
-        self,
-        model: Segmentor | nn.Module | None,
-        train_set: Dataset | None,
-        val_set: Dataset | None,
-        *,
-        resume: bool,
-        force: bool,
-        console: Console | None,
-        show_progress: bool,
-        log_seconds: float,
-    ) -> None:
-        """The rest of ``__init__``: check the whole request, build, restore, only then write."""
-        cfg = self.cfg
-        # Refused here, before anything is built: a run directory that cannot take this run, or
-        # a resumed config that differs in a key that may not change.
-        plan = _on_main_then_agree(
-            lambda: self.run_dir.check(cfg, resume=resume, force=force) if self.is_main else None,
-            self.device,
+        return cls(
+            cfg,
+            parts,
+            iteration=iteration,
+            best=best,
+            console=console,
+            show_progress=show_progress,
+            log_seconds=log_seconds,
         )
-        self.console = console or Console(stderr=True)
-        self.show_progress = show_progress and self.is_main
-        self.log_seconds = log_seconds
-        seed_everything(cfg.train.seed)
-        self.class_names = dataset_classes(cfg.data)
-        self.num_classes = len(self.class_names)
-        if train_set is None:
-            train_set = build_dataset(cfg.data, cfg.data.train_split, train=True)
-        if val_set is None:
-            val_set = build_dataset(cfg.data, cfg.data.val_split, train=False)
-        for dataset, split in ((train_set, cfg.data.train_split), (val_set, cfg.data.val_split)):
-            _refuse_all_ignored(dataset, split, cfg)
-        if cfg.data.cache:
-            train_set = cache_in_memory(train_set)
-        self.train_set, self.val_set = train_set, val_set
-        if model is None:
-            # Resuming loads every weight from the checkpoint: the ImageNet file is not needed.
-            model = build_model(without_pretrained(cfg) if resume else cfg)
-        elif model.num_classes != self.num_classes:
-            raise ValueError(
-                f"the model predicts {model.num_classes} classes, but data.dataset "
-                f"{cfg.data.dataset!r} has {self.num_classes}"
-            )
-        # A model that needs disparity (scale selection) fails here, naming dataset and key.
-        for dataset, split in ((train_set, cfg.data.train_split), (val_set, cfg.data.val_split)):
-            where = f"data.dataset {cfg.data.dataset!r} (split {split!r})"
-            check_dataset_inputs(model, dataset, name=where)
 
-        distributed.barrier()
-        resume_from = self.run_dir.resume_checkpoint() if resume else None
+    # ------------------------------------------------------------------ parts
 
-        if cfg.train.sync_bn and distributed.is_distributed():
-            if self.device.type == "cuda":
-                model = nn.SyncBatchNorm.convert_sync_batchnorm(model)
-            elif self.is_main:
-                # torch's SyncBatchNorm has GPU kernels only; CPU ranks keep per-rank statistics.
-                self.console.print("train.sync_bn is ignored on CPU (SyncBatchNorm needs CUDA)")
-        if cfg.train.freeze_backbone_bn or cfg.train.freeze_backbone_until is not None:
-            frozen = freeze_backbone(
-                model.backbone,
-                batchnorm=cfg.train.freeze_backbone_bn,
-                until_stride=cfg.train.freeze_backbone_until,
-                example=torch.zeros(1, getattr(model.backbone, "in_channels", 3), 64, 64),
-            )
-            if self.is_main:
-                self.console.print(frozen.describe())
-        self.model = model.to(self.device)
-        if cfg.train.channels_last:
-            self.model.to(memory_format=torch.channels_last)
-        # DDP synchronises gradients through ``forward`` only, so the loss computation is
-        # wrapped in a module whose forward *is* ``losses``.
-        self.loss_module: nn.Module = _LossModule(self.model)
-        if cfg.train.compile:
-            self.loss_module = torch.compile(self.loss_module)  # type: ignore[assignment]
-        if distributed.is_distributed():
-            device_ids = [self.device.index] if self.device.type == "cuda" else None
-            self.loss_module = DistributedDataParallel(self.loss_module, device_ids=device_ids)
-
-        self.optimizer = self._build_optimizer()
-        self.use_amp = cfg.train.amp and self.device.type == "cuda"
-        self.scaler = torch.amp.GradScaler("cuda", enabled=self.use_amp)
-        self.iteration = 0
-        self.best: dict[str, Any] | None = None
-        if resume_from is not None:
-            self._restore(resume_from)
-        # Everything is checked and built, a resumed checkpoint loaded: only now is the run
-        # directory written (MetricsLog may open TensorBoard's file in it).
-        if plan is not None:
-            for note in self.run_dir.carry_out(plan, cfg):
-                self.console.print(note)
-            if resume_from is not None:
-                self.run_dir.commit_resume(cfg, self.iteration)
-        self.metrics = MetricsLog(self.run_dir, enabled=self.is_main)
-        self._latest_scores: SegmentationScores | None = None
-        # ``train.num_threads: auto`` on the CPU: threads follow the cores others leave free.
-        self.thread_governor: ThreadGovernor | None = None
-        if cfg.train.num_threads == "auto" and self.device.type == "cpu":
-            self.thread_governor = ThreadGovernor()
-
-    # ------------------------------------------------------------------ setup
-
-    def _build_optimizer(self) -> torch.optim.Optimizer:
-        """Two parameter groups: the backbone (with ``backbone_lr_mult``) and the rest."""
-        train_cfg = self.cfg.train
-        backbone_ids = {id(p) for p in self.model.backbone.parameters()}
-        backbone = [p for p in self.model.parameters() if id(p) in backbone_ids and p.requires_grad]
-        rest = [p for p in self.model.parameters() if id(p) not in backbone_ids and p.requires_grad]
-        groups = [
-            {"params": backbone, "lr_mult": train_cfg.backbone_lr_mult},
-            {"params": rest, "lr_mult": 1.0},
-        ]
-        groups = [group for group in groups if group["params"]]
-        if train_cfg.optimizer == "sgd":
-            return torch.optim.SGD(
-                groups,
-                lr=train_cfg.lr,
-                momentum=train_cfg.momentum,
-                weight_decay=train_cfg.weight_decay,
-            )
-        optimizer_class = torch.optim.Adam if train_cfg.optimizer == "adam" else torch.optim.AdamW
-        return optimizer_class(groups, lr=train_cfg.lr, weight_decay=train_cfg.weight_decay)
+    @property
+    def train_set(self) -> Dataset:
+        """The training samples (those of :attr:`train_batches`)."""
+        return self.train_batches.dataset
 
     def _batches(self) -> Iterator[dict[str, Any]]:
         """Endless stream of training batches, starting where the run currently is."""
-        data_cfg = self.cfg.data
-        world = distributed.world_size()
-        position = {
-            "seed": self.cfg.train.seed,
-            "start": self.iteration * data_cfg.batch_size * world,
-            "rank": distributed.rank(),
-            "world_size": world,
-        }
-        sampler: Sampler[tuple[int, int]]
-        if isinstance(self.train_set, MixedDataset):
-            # Several datasets: drawn by weight, mixed within every batch (thesis 5.2).
-            # ``data.mix_batches: false``: whole batches from one dataset (the ablation).
-            block = 1 if data_cfg.mix_batches else data_cfg.batch_size * world
-            sampler = MixedSampler(
-                self.train_set.sizes, self.train_set.weights, **position, block=block
-            )
-        else:
-            sampler = ResumableSampler(len(self.train_set), **position)
-        if data_cfg.crop_schedule:
-            sampler = CropSchedule(
-                sampler,
-                data_cfg.crop_schedule,
-                start_iteration=self.iteration,
-                batch_size=data_cfg.batch_size,
-            )
-        loader = DataLoader(
-            SeededSamples(self.train_set),
-            batch_size=data_cfg.batch_size,
-            sampler=sampler,
-            num_workers=data_cfg.num_workers,
-            pin_memory=self.device.type == "cuda",
-            drop_last=True,
-            # Its own generator: starting an iterator draws a seed, which must not advance the
-            # global RNG (dropout), or a resumed run would drift from the uninterrupted one.
-            generator=torch.Generator().manual_seed(self.cfg.train.seed),
-        )
-        if data_cfg.prefetch:
-            return Prefetcher(iter(loader))
-        return iter(loader)
+        return self.train_batches.stream(self.iteration)
 
     def hooks(self) -> list[Hook]:
-        """What runs after every step, in order (see :mod:`.hooks`)."""
-        train_cfg = self.cfg.train
-        hooks: list[Hook] = [
-            LogTrainStep(self.metrics, train_cfg.log_interval),
-            RecomputeBNStatistics(self.recompute_bn_statistics, train_cfg.bn_recompute_batches),
-            Evaluate(self.validate, train_cfg.eval_interval),
-            Checkpoint(self._save, self.run_dir.last_checkpoint, train_cfg.checkpoint_interval),
-        ]
-        if self.thread_governor is not None:
-            say = self.console.print if self.is_main else lambda message: None
-            hooks.insert(0, BalanceThreads(self.thread_governor, self.metrics, say))
-        return hooks
+        """What runs after every step, in order: those passed in, else those of a configured
+        run (:func:`~.hooks.build_hooks`)."""
+        if self._hooks is not None:
+            return list(self._hooks)
+        return build_hooks(
+            self.cfg.train,
+            metrics=self.metrics,
+            validate=self.validate,
+            recompute_bn_statistics=self.recompute_bn_statistics,
+            save=self._save,
+            last_checkpoint=self.run_dir.last_checkpoint,
+            thread_governor=self.thread_governor,
+            say=self.console.print if self.is_main else _say_nothing,
+        )
 
     # ------------------------------------------------------------------ step
 
@@ -367,7 +267,7 @@ class Trainer:
 
     def run_step(self, batch: dict[str, Any]) -> dict[str, float]:
         """One optimisation step; returns the loss terms and the learning rate."""
-        lr = learning_rate(self.iteration, self.cfg.train)
+        lr = self.schedule(self.iteration)
         for group in self.optimizer.param_groups:
             group["lr"] = lr * group["lr_mult"]
         images, targets = self._to_device(batch)
@@ -538,44 +438,6 @@ class Trainer:
                 "removed); free some space, then continue with leanseg train CONFIG --resume"
             ) from None
 
-    def _restore(self, path: Path) -> None:
-        """Load the training state from ``path`` (the caller then writes the run directory)."""
-        payload = load_checkpoint(path, map_location=self.device)
-        if "optimizer" not in payload or "iteration" not in payload:
-            raise CheckpointError(f"{path}: holds weights only, no training state to resume")
-        _check_training_state(payload, path)
-        load_model_state(self.model, payload["model"], path)
-        # (config.yaml says so too, but a run of an older leanseg may not have one)
-        optimizer = (payload.get("config") or {}).get("train", {}).get("optimizer")
-        if optimizer not in (None, self.cfg.train.optimizer):
-            raise CheckpointError(
-                f"{path}: holds the state of optimizer {optimizer!r}, not of train.optimizer "
-                f"{self.cfg.train.optimizer!r}; train.optimizer cannot change on --resume"
-            )
-        # The checkpoint brings the optimizer's state (moments, steps) and its hyperparameters;
-        # the hyperparameters are the config's (a --resume --force may change weight_decay,
-        # momentum or backbone_lr_mult, and config.yaml then says the new values).
-        configured = [
-            {key: value for key, value in group.items() if key != "params"}
-            for group in self.optimizer.param_groups
-        ]
-        try:
-            self.optimizer.load_state_dict(payload["optimizer"])
-        except (ValueError, KeyError) as err:  # other parameter groups (e.g. other frozen layers)
-            raise CheckpointError(
-                f"{path}: its optimizer state does not fit this model's trainable parameters "
-                f"({err})"
-            ) from None
-        for group, settings in zip(self.optimizer.param_groups, configured, strict=True):
-            group.update(settings)
-        if payload.get("scaler"):
-            self.scaler.load_state_dict(payload["scaler"])
-        self.iteration = int(payload["iteration"])
-        self.best = _usable_best(payload.get("best"))
-        set_rng_state(payload.get("rng") or {})
-        if self.is_main:
-            self.console.print(f"resumed from {path} at iteration {self.iteration}")
-
     def _nan_message(self, value: float) -> str:
         step = self.iteration + 1
         last = self.run_dir.last_checkpoint
@@ -589,6 +451,180 @@ class Trainer:
                 f"(iteration {saved}); resume with --resume --force after lowering train.lr"
             )
         return f"loss is {value} at iteration {step}; stopped. No checkpoint was written yet"
+
+
+# ---------------------------------------------------------------------- a configured run
+
+
+def _say_nothing(message: str) -> None:
+    """Where the messages of non-main ranks go."""
+
+
+def _lock_run_directory(run_dir: RunDirectory, device: torch.device) -> FolderLock | None:
+    """Rank 0's hold on ``run_dir``, taken before its first look at the folder: no other process
+    checks or writes the run until this one lets go (at the end of :meth:`Trainer.train`, or
+    :meth:`Trainer.close`). ``None`` on the other ranks, which write nothing."""
+    if not distributed.is_main_process():
+        _on_main_then_agree(lambda: None, device)
+        return None
+    lock = FolderLock(run_dir.root, "leanseg train")
+    _on_main_then_agree(lock.acquire, device)
+    return lock
+
+
+def _build_run(
+    cfg: Config,
+    device: torch.device,
+    run_dir: RunDirectory,
+    lock: FolderLock | None,
+    model: Segmentor | nn.Module | None,
+    train_set: Dataset | None,
+    val_set: Dataset | None,
+    resume: bool,
+    force: bool,
+    say: Callable[[str], None],
+) -> tuple[TrainingParts, int, dict[str, Any] | None]:
+    """The parts of the run ``cfg`` describes, with the iteration and best score it starts
+    from: the whole request checked, the parts built and a resumed checkpoint loaded before
+    ``run_dir`` is written (:meth:`Trainer.from_config`)."""
+    # Refused here, before anything is built: a run directory that cannot take this run, or
+    # a resumed config that differs in a key that may not change.
+    is_main = distributed.is_main_process()
+    plan = _on_main_then_agree(
+        lambda: run_dir.check(cfg, resume=resume, force=force) if is_main else None, device
+    )
+    seed_everything(cfg.train.seed)
+    class_names = dataset_classes(cfg.data)
+    train_set, val_set = _checked_datasets(cfg, train_set, val_set)
+    model = model_to_train(cfg, model, num_classes=len(class_names), resume=resume)
+    _check_model_inputs(model, cfg, train_set, val_set)
+    distributed.barrier()
+    resume_from = run_dir.resume_checkpoint() if resume else None
+    model = prepare_model(model, cfg.train, device, say=say)
+    loss_module = build_loss_module(model, cfg.train, device)
+    optimizer = build_optimizer(model, cfg.train)
+    scaler = build_scaler(cfg.train, device)
+    iteration, best = 0, None
+    if resume_from is not None:
+        iteration, best = _restore(resume_from, model, optimizer, scaler, cfg=cfg, device=device)
+        say(f"resumed from {resume_from} at iteration {iteration}")
+    # Everything is checked and built, a resumed checkpoint loaded: only now is the run
+    # directory written (MetricsLog may open TensorBoard's file in it).
+    _write_run_directory(run_dir, plan, cfg, resumed=resume_from is not None, at=iteration, say=say)
+    parts = TrainingParts(
+        device=device,
+        model=model,
+        loss_module=loss_module,
+        train_batches=build_train_batches(cfg, train_set, device),
+        val_set=val_set,
+        class_names=class_names,
+        optimizer=optimizer,
+        scaler=scaler,
+        schedule=build_schedule(cfg.train),
+        run_dir=run_dir,
+        metrics=MetricsLog(run_dir, enabled=is_main),
+        lock=lock,
+        thread_governor=build_thread_governor(cfg.train, device),
+    )
+    return parts, iteration, best
+
+
+def _checked_datasets(
+    cfg: Config, train_set: Dataset | None, val_set: Dataset | None
+) -> tuple[Dataset, Dataset]:
+    """The run's datasets (:func:`~.parts.build_datasets`), each refused if every label pixel is
+    ignored; the training samples kept in memory with ``data.cache``."""
+    train_set, val_set = build_datasets(cfg, train_set, val_set)
+    for dataset, split in ((train_set, cfg.data.train_split), (val_set, cfg.data.val_split)):
+        _refuse_all_ignored(dataset, split, cfg)
+    if cfg.data.cache:
+        train_set = cache_in_memory(train_set)
+    return train_set, val_set
+
+
+def _check_model_inputs(
+    model: nn.Module, cfg: Config, train_set: Dataset, val_set: Dataset
+) -> None:
+    """Refuse datasets without an input the model needs (disparity for scale selection),
+    naming the dataset, the split and the key."""
+    for dataset, split in ((train_set, cfg.data.train_split), (val_set, cfg.data.val_split)):
+        where = f"data.dataset {cfg.data.dataset!r} (split {split!r})"
+        check_dataset_inputs(model, dataset, name=where)
+
+
+def _write_run_directory(
+    run_dir: RunDirectory,
+    plan: Any,
+    cfg: Config,
+    *,
+    resumed: bool,
+    at: int,
+    say: Callable[[str], None],
+) -> None:
+    """Carry out rank 0's ``plan`` for the run directory (:meth:`RunDirectory.carry_out`,
+    telling its notes) and record a resume at iteration ``at``; nothing without a plan."""
+    if plan is None:
+        return
+    for note in run_dir.carry_out(plan, cfg):
+        say(note)
+    if resumed:
+        run_dir.commit_resume(cfg, at)
+
+
+# ---------------------------------------------------------------------- resume
+
+
+def _restore(
+    path: Path,
+    model: nn.Module,
+    optimizer: torch.optim.Optimizer,
+    scaler: torch.amp.GradScaler,
+    *,
+    cfg: Config,
+    device: torch.device,
+) -> tuple[int, dict[str, Any] | None]:
+    """Load the training state of ``path`` into the model, optimizer and scaler and set the
+    random states; returns the iteration and the best score it holds. The caller then writes
+    the run directory."""
+    payload = load_checkpoint(path, map_location=device)
+    if "optimizer" not in payload or "iteration" not in payload:
+        raise CheckpointError(f"{path}: holds weights only, no training state to resume")
+    _check_training_state(payload, path)
+    load_model_state(model, payload["model"], path)
+    # (config.yaml says so too, but a run of an older leanseg may not have one)
+    saved = (payload.get("config") or {}).get("train", {}).get("optimizer")
+    if saved not in (None, cfg.train.optimizer):
+        raise CheckpointError(
+            f"{path}: holds the state of optimizer {saved!r}, not of train.optimizer "
+            f"{cfg.train.optimizer!r}; train.optimizer cannot change on --resume"
+        )
+    _load_optimizer_state(optimizer, payload["optimizer"], path)
+    if payload.get("scaler"):
+        scaler.load_state_dict(payload["scaler"])
+    iteration = int(payload["iteration"])
+    best = _usable_best(payload.get("best"))
+    set_rng_state(payload.get("rng") or {})
+    return iteration, best
+
+
+def _load_optimizer_state(
+    optimizer: torch.optim.Optimizer, state: dict[str, Any], path: Path
+) -> None:
+    """Load the optimizer's state (moments, steps) but keep its configured hyperparameters: a
+    ``--resume --force`` may change weight_decay, momentum or backbone_lr_mult, and
+    config.yaml then says the new values."""
+    configured = [
+        {key: value for key, value in group.items() if key != "params"}
+        for group in optimizer.param_groups
+    ]
+    try:
+        optimizer.load_state_dict(state)
+    except (ValueError, KeyError) as err:  # other parameter groups (e.g. other frozen layers)
+        raise CheckpointError(
+            f"{path}: its optimizer state does not fit this model's trainable parameters ({err})"
+        ) from None
+    for group, settings in zip(optimizer.param_groups, configured, strict=True):
+        group.update(settings)
 
 
 def _check_training_state(payload: dict[str, Any], path: Path) -> None:
@@ -695,17 +731,6 @@ def _has_labelled_pixel(dataset: Any, ignore_index: int) -> bool | None:
         if np.any((label != IGNORE_INDEX) & (label != ignore_index)):
             return True
     return False
-
-
-class _LossModule(nn.Module):
-    """``forward(images, targets)`` = ``model.losses(images, targets)``, for DDP."""
-
-    def __init__(self, model: nn.Module) -> None:
-        super().__init__()
-        self.model = model
-
-    def forward(self, images: torch.Tensor, targets: dict[str, torch.Tensor]) -> dict[str, Any]:
-        return self.model.losses(images, targets)
 
 
 class _NonFiniteLoss(Exception):
