@@ -6,13 +6,17 @@ from pathlib import Path
 import pytest
 import torch
 
+from leanseg import data
 from leanseg.config import ModelConfig
+from leanseg.data import DatasetClasses, resolve_classes
 from leanseg.models import (
     BACKBONE_NORMALIZATIONS,
     BACKBONES,
     HEADS,
+    build_model,
     build_segmentor,
     input_normalization,
+    load_run_config,
 )
 from leanseg.nn.backbones.base import Backbone, Normalization
 from leanseg.nn.backbones.pretrained import PretrainedError
@@ -146,3 +150,22 @@ def test_pretrained_weights_of_another_architecture_are_refused(tmp_path, shared
     _fake_imagenet_file("resnet50", shared_reference, tmp_path / "rn50.pth")
     with pytest.raises(PretrainedError, match="rn50.pth.*shape mismatches|rn50.pth.*unexpected"):
         BACKBONES["resnet18"](pretrained=str(tmp_path / "rn50.pth"))
+
+
+def test_a_resolved_dataset_answers_classes_palette_and_ignore_index():
+    cfg = load_run_config(None, ["data.dataset=camvid", "data.ignore_index=254"])
+    classes = resolve_classes(cfg.data)
+    assert classes.num_classes == len(classes.classes) == len(classes.palette) == 11
+    assert classes.ignore_index == 254 and classes.label_set_mask is None
+
+
+def test_build_model_reads_no_dataset_with_resolved_classes(monkeypatch):
+    cfg = load_run_config(None, ["model.backbone.name=resnet18", "model.head.name=bilinear"])
+    resolved = DatasetClasses(classes=("a", "b", "c"), palette=(), ignore_index=7)
+
+    def refuse(*_: object) -> None:
+        raise AssertionError("the dataset was read")
+
+    monkeypatch.setattr(data, "resolve_classes", refuse)
+    model = build_model(cfg, resolved)
+    assert model.num_classes == 3 and model.head.ignore_index == 7

@@ -17,9 +17,9 @@ import re
 import typing
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from torch import nn
+from torch import Tensor, nn
 
 from leanseg.config import (
     Config,
@@ -50,6 +50,9 @@ from leanseg.nn.scale_selection import model as scale_selection
 from leanseg.nn.scale_selection.model import ScaleSelectionSegmentor
 from leanseg.nn.segmentor import Segmentor
 from leanseg.structures.labels import IGNORE_INDEX
+
+if TYPE_CHECKING:
+    from leanseg.data.label_info import DatasetClasses
 
 BACKBONES: dict[str, Callable[..., nn.Module]] = {
     "resnet18": resnet.resnet18,
@@ -175,26 +178,34 @@ def _resolve_model_section(cfg: Config, *, source: str) -> Config:
         raise ConfigError(f"{source}: {err}") from None
 
 
-def build_model(cfg: Config) -> Segmentor | ScaleSelectionSegmentor:
-    """Build the model a config describes, with the dataset's class count; with
-    ``data.union.partial_labels``, its head trains on the union's label sets."""
-    from leanseg.data import dataset_classes
+def build_model(
+    cfg: Config, classes: DatasetClasses | None = None
+) -> Segmentor | ScaleSelectionSegmentor:
+    """Build the model a config describes, for the dataset's classes; with
+    ``data.union.partial_labels``, its head trains on the union's label sets.
 
-    num_classes = len(dataset_classes(cfg.data))
-    model = build_segmentor(cfg.model, num_classes=num_classes, ignore_index=cfg.data.ignore_index)
-    if cfg.data.union is not None and cfg.data.union.partial_labels:
-        _attach_label_sets(model, cfg)
+    Args:
+        cfg: the run config.
+        classes: the dataset's classes as :func:`leanseg.data.resolve_classes` answers them for
+            ``cfg.data``; given, building reads nothing of the dataset. ``None`` resolves them.
+    """
+    if classes is None:
+        from leanseg.data import resolve_classes
+
+        classes = resolve_classes(cfg.data)
+    model = build_segmentor(
+        cfg.model, num_classes=classes.num_classes, ignore_index=classes.ignore_index
+    )
+    if classes.label_set_mask is not None:
+        _attach_label_sets(model, cfg, classes.label_set_mask)
     return model
 
 
-def _attach_label_sets(model: Segmentor | ScaleSelectionSegmentor, cfg: Config) -> None:
-    """Give the head the union's label-set mask (:class:`PartialLabels`), after checking it can
-    use it; nothing to do when no dataset class covers several union classes."""
-    from leanseg.data import union_label_space
-
-    mask = union_label_space(cfg.data).label_set_mask()
-    if mask is None:
-        return
+def _attach_label_sets(
+    model: Segmentor | ScaleSelectionSegmentor, cfg: Config, mask: Tensor
+) -> None:
+    """Give the head the union's label-set mask ``(C + S, C)`` (:class:`PartialLabels`), after
+    checking it can use it."""
     key, name = "data.union.partial_labels", cfg.model.head.get("name")
     head = getattr(model, "head", None)
     if not isinstance(model, Segmentor) or not isinstance(head, PartialLabels):

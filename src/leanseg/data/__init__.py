@@ -36,6 +36,7 @@ from leanseg.data.driving import (
     read_vistas_labels,
     vistas_config_path,
 )
+from leanseg.data.label_info import DatasetClasses
 from leanseg.data.multi import MixedDataset, MixedSampler, UnionLabels
 from leanseg.data.scannet import ScanNet
 from leanseg.data.transforms import build_eval_transform, build_train_transform
@@ -266,6 +267,20 @@ def dataset_classes(data_cfg: DataConfig) -> tuple[str, ...]:
     return tuple(dataset_class(data_cfg.dataset).classes)
 
 
+def resolve_classes(data_cfg: DataConfig) -> DatasetClasses:
+    """The configured dataset's classes, palette and ignore value, and with
+    ``data.union.partial_labels`` the union's label-set mask: all a model is built from."""
+    mask = None
+    if data_cfg.union is not None and data_cfg.union.partial_labels:
+        mask = union_label_space(data_cfg).label_set_mask()
+    return DatasetClasses(
+        classes=dataset_classes(data_cfg),
+        palette=dataset_palette(data_cfg),
+        ignore_index=data_cfg.ignore_index,
+        label_set_mask=mask,
+    )
+
+
 def dataset_palette(data_cfg: DataConfig) -> tuple[tuple[int, int, int], ...]:
     """RGB colour per class of the configured dataset, without reading any file; with
     ``data.datasets``, each union class takes the colour of the first dataset class in it."""
@@ -325,6 +340,7 @@ __all__ = [
     "CamVid",
     "Cityscapes",
     "DatasetError",
+    "DatasetClasses",
     "DatasetLabels",
     "Folder",
     "MixedDataset",
@@ -342,5 +358,6 @@ __all__ = [
     "dataset_palette",
     "entry_config",
     "entry_split",
+    "resolve_classes",
     "union_label_space",
 ]
