@@ -23,6 +23,11 @@ Choices where the paper is silent (also in ``docs/notes/issue-4.md``):
   cost, finer Q0). The 512-wide input of Trans4 is a 1x1 conv-BN-ReLU projection of the encoder
   output. With PSPNet's pyramid pooling in front (QGN Table 4, the ADE20K model) the context
   module ``psp_spp`` already outputs 512 maps and ``in_channels: null`` drops the projection.
+- A skip is a 1x1 conv and BatchNorm (the paper names only the connection): encoder
+  features are not normalised for the decoder (EfficientNet-Lite's linear bottlenecks have a
+  standard deviation near 10, ResNet's post-ReLU maps near 1), and a plain 1x1 conv let each
+  level add its unscaled skip to the running sum, so initial logits grew level by level (on
+  Lite0 from std 6 at Q5 to 185 at Q0; per-level losses in the hundreds).
 - Skips at every level where the backbone returns a feature of that stride. The ResNet option
   ``stem_features: true`` (set in every ``configs/qgn`` file) adds the stride-2 stem output
   (Table 7's Block0, 64 channels) for ``Q1`` and the input image (3 channels) for ``Q0``: the
@@ -231,7 +236,10 @@ class QGNHead(HeadCapabilities, nn.Module):
             skip = next((info for info in feature_info if info.stride == 2**level), None)
             if skip is not None:
                 skip_width = channels if units_before_upsample else width
-                self.skips[str(level)] = SubmConv2d(skip.channels, skip_width, 1)
+                self.skips[str(level)] = SparseSequential(
+                    SubmConv2d(skip.channels, skip_width, 1, bias=False),
+                    SparseBatchNorm(skip_width),
+                )
             self.blocks[str(level)] = SparseSequential(
                 *(SparseResidualUnit(width if u == 0 else channels, channels) for u in range(units))
             )
@@ -481,7 +489,8 @@ def dense_masked_logits(
                 x = _masked_unit(unit, x * parent, parent)
         x = F.interpolate(x, scale_factor=2, mode="nearest") * mask
         if str(level) in head.skips:
-            x = x + _masked_conv(head.skips[str(level)], features[2**level], mask)
+            conv, bn = head.skips[str(level)]
+            x = x + _masked_bn(bn, _masked_conv(conv, features[2**level], mask), mask)
         if not head.units_before_upsample:
             for unit in head.blocks[str(level)]:
                 x = _masked_unit(unit, x, mask)
