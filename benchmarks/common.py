@@ -9,7 +9,7 @@ Benchmarks run as scripts (``python benchmarks/NAME.py``), so Python puts this f
   a result file with the command, date, commit and machine beside its figures
   (:func:`missing_provenance` checks one), :func:`write_json`: any other JSON;
 - :func:`round_robin` and :func:`summary`: timing several things on the same load, median and
-  spread (:func:`leanseg.bench.measure_latency` times one thing).
+  spread (:func:`leanseg.profiling.latency.measure_latency` times one thing).
 """
 
 from __future__ import annotations
@@ -166,8 +166,8 @@ def last_validation(run: str | Path) -> dict[str, Any] | None:
 def machine(device: str = "cpu", **extra: Any) -> dict[str, Any]:
     """The machine and the leanseg a benchmark ran on, to store beside its figures.
 
-    :func:`leanseg.bench.describe_machine` (CPU or GPU, threads, CPUs, load, versions), the
-    ``OMP_NUM_THREADS`` the script was given, which leanseg ran (:func:`leanseg_source`), and
+    :func:`leanseg.profiling.machine.describe_machine` (CPU or GPU, threads, CPUs, load, versions),
+    the ``OMP_NUM_THREADS`` the script was given, which leanseg ran (:func:`leanseg_source`), and
     ``extra``.
     """
     return {
@@ -317,7 +317,7 @@ def round_robin(
 
 
 def summary(times_ms: Sequence[float], warmup: int = 0) -> dict[str, float | int]:
-    """Median and spread of timed calls (:meth:`leanseg.bench.Latency.from_times`) as a dict:
-    ``median_ms``, ``min_ms``, ``max_ms``, ``iqr_ms``, ``mean_ms``, ``std_ms``, ``repeats``,
+    """Median and spread of timed calls (:meth:`leanseg.profiling.latency.Latency.from_times`) as a
+    dict: ``median_ms``, ``min_ms``, ``max_ms``, ``iqr_ms``, ``mean_ms``, ``std_ms``, ``repeats``,
     ``warmup``."""
     return dataclasses.asdict(Latency.from_times(times_ms, warmup=warmup))

@@ -2,11 +2,11 @@
 
 LDN121 32→4 (``configs/ldn/ldn121_32to4_cityscapes.yaml``, 19 classes) with the backbone's
 ``checkpointing`` set to each strategy and the head's TU blocks checkpointed for the "(UP)"
-strategies. For each strategy: bytes saved for backward (:func:`leanseg.bench.activation_memory`
-of the training losses), peak process memory of a forward+backward step
-(:func:`leanseg.bench.measure_memory`; this step is also the strategy's untimed warm-up), the
-median time of ``--steps`` timed forward+backward steps, and the largest parameter-gradient
-difference to the unchecked model (same weights, same batch).
+strategies. For each strategy: bytes saved for backward
+(:func:`leanseg.profiling.memory.activation_memory` of the training losses), peak process memory of
+a forward+backward step (:func:`leanseg.profiling.memory.measure_memory`; this step is also the
+strategy's untimed warm-up), the median time of ``--steps`` timed forward+backward steps, and the
+largest parameter-gradient difference to the unchecked model (same weights, same batch).
 
 The timed steps run round-robin over the strategies (round 1: one step of every strategy, then
 round 2, ...) so that a change of load on a shared machine affects every strategy alike instead of

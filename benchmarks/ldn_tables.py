@@ -1,9 +1,9 @@
 """Model size and FLOPs of the LDN variants of thesis Tables 4.1, 4.2 and 4.9.
 
 Every row is built from its config under ``configs/ldn/`` (19 Cityscapes classes) and counted
-with :func:`leanseg.bench.count_flops` (fused multiply-adds of convolutions and linear layers)
-on one 1024x1024 image, as the thesis counts "FLOP 1MPx" (thesis 4.6.1). Parameters exclude the
-auxiliary classifiers, which exist only for training. Usage::
+with :func:`leanseg.profiling.flops.count_flops` (fused multiply-adds of convolutions and linear
+layers) on one 1024x1024 image, as the thesis counts "FLOP 1MPx" (thesis 4.6.1). Parameters exclude
+the auxiliary classifiers, which exist only for training. Usage::
 
     python benchmarks/ldn_tables.py [--size 1024] [--json benchmarks/results/ldn_tables.json]
 """

@@ -3,8 +3,8 @@
 Builds ResNet-50 without dilation (output stride 32, MMSegmentation V1c deep stem) + ASPP (512
 channels) with each decoder, for Cityscapes (19 classes), and reports:
 
-- GFLOPs (fused multiply-adds, ``leanseg.bench.count_flops``) of the decoder (head) and of the
-  whole model at 1x3x1024x2048, beside the values of NRD Table 1 / Table 3;
+- GFLOPs (fused multiply-adds, ``leanseg.profiling.flops.count_flops``) of the decoder (head)
+  and of the whole model at 1x3x1024x2048, beside the values of NRD Table 1 / Table 3;
 - the NRD / DeepLabV3+ decoder FLOP ratio (issue 5 asks for <= 30 %);
 - CPU latency of the decoders alone on the same cached encoder features (median after warm-up
   rounds, decoders timed in alternating rounds within one process; issue 5 asks for NRD <= 50 %
@@ -16,7 +16,7 @@ channels) with each decoder, for Cityscapes (19 classes), and reports:
 
 Counting convention: 1 FLOP = 1 fused multiply-add of a convolution, linear layer, NRD's dynamic
 MLP (batched matmuls) or CARAFE's reassembly; bias additions, normalisation, activations, pooling,
-softmax and interpolation are not counted (``leanseg.bench`` module docstring).
+softmax and interpolation are not counted (``leanseg.profiling.flops`` module docstring).
 
 Usage::
 

@@ -26,8 +26,8 @@ bf16) that gives the peak, is timed round-robin (:func:`common.round_robin`): ``
 rounds, then ``--repeats`` timed ones, one call of each per round; the median is reported.
 
 Columns: GMAC (fused multiply-adds of convolutions and linear layers,
-:func:`leanseg.bench.count_flops`; interpolation and sampling are not counted), median ms, time
-over SMP FPN-R18's fp32 time (``vs_smp_fpn_r18``, below 1 is faster), GFLOP/s (2 FLOPs per
+:func:`leanseg.profiling.flops.count_flops`; interpolation and sampling are not counted), median ms,
+time over SMP FPN-R18's fp32 time (``vs_smp_fpn_r18``, below 1 is faster), GFLOP/s (2 FLOPs per
 multiply-add, so ``2 * GMAC / seconds``) and that as a percentage of the faster layout of the 3x3
 conv in the same dtype.
 

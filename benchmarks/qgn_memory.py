@@ -6,7 +6,7 @@ random weights, averaged over ``--images`` val images. "Decoder" = ``head.losses
 encoder features; "encoder-decoder" = ``model.losses``.
 
 Part B (QGN Table 2) at ``--big`` (2048x1024 by default) on a synthetic street scene rendered at
-that size (stands in for Cityscapes): FMAs of one eval forward (leanseg.bench convention: fused
+that size (stands in for Cityscapes): FMAs of one eval forward (leanseg.profiling convention: fused
 multiply-adds of convs/linears, sparse convs count active sites only), training-mode saved bytes
 (encoder measured at half size and scaled by 4, exact for a conv net whose maps all scale with
 the input; decoder measured at full size on detached features), and the decoder's CPU time

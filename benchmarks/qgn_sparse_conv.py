@@ -4,7 +4,7 @@ Sites are "quadtree-like": a real CamVid label (or a synthetic scene) is resized
 grid, every pixel is ranked by the level of its quadtree leaf (finest first, i.e. class boundaries
 first; ties broken by a random key shared by each 8x8 cell) and the top p % become active.
 Saved bytes = tensors autograd (or the sparse Function) keeps for backward, as
-``leanseg.bench.activation_memory`` counts them. ``--algorithms`` times each way
+``leanseg.profiling.memory.activation_memory`` counts them. ``--algorithms`` times each way
 :class:`~leanseg.nn.sparse.SubmConv2d` can compute the conv (``gather``, ``offset``, ``dense``,
 ``auto``) on the same sites; the first one listed fills the summary columns.
 

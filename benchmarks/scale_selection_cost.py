@@ -2,8 +2,8 @@
 
 Builds Single5, Single3+5, FixedScales and ScaleInvariant from ``configs/scale_selection/
 *_lite0_synthetic.yaml`` (random weights: cost does not depend on them) and measures each with
-:func:`leanseg.bench.benchmark_model` in one process: parameters, GMAC (multiply-adds of
-convolutions and linear layers), activation memory of a training forward (batch 1), and CPU
+:func:`leanseg.profiling.benchmark.benchmark_model` in one process: parameters, GMAC (multiply-adds
+of convolutions and linear layers), activation memory of a training forward (batch 1), and CPU
 inference latency with leanseg's default inference options (BN folded, channels-last). The
 depth-guided row gets neutral disparity (:class:`leanseg.inference.speed.WithExampleInputs`): its
 pyramid computes every level whatever the disparity, so the cost does not depend on it.

@@ -1,8 +1,8 @@
 """SSN Table 1 / Table 2 on CPU: ERFNet decoder vs iGUM on the same encoder, and the SSN encoder.
 
 At Cityscapes half resolution (1024x512, 19 classes, batch 1, as SSN §6.1), for each model:
-parameters, GFLOPs (fused multiply-adds of convolutions, ``leanseg.bench.count_flops``; the
-sampling of iGUM/GUM and bilinear interpolation are not counted, like every interpolation), and
+parameters, GFLOPs (fused multiply-adds of convolutions, ``leanseg.profiling.flops.count_flops``;
+the sampling of iGUM/GUM and bilinear interpolation are not counted, like every interpolation), and
 latency = median wall time of ``--repeats`` eval-mode no-grad forwards after ``--warmup`` with
 every foldable BatchNorm folded (``leanseg.nn.fold_bn``, SSN §6). Models are timed round-robin
 (one forward of each model per round) so that the ratios come from one run on the same load.

@@ -6,7 +6,8 @@ its model on one random batch (``--batch`` x ``--crop``, channels-last) round-ro
 
 - as trained, subnormals computed as they are;
 - as trained, with ``torch.set_flush_denormal(True)`` during the call (what the trainer sets);
-- with the subnormal weights set to zero (what ``inference.speed.prepare_model`` does for inference).
+- with the subnormal weights set to zero (what ``inference.speed.prepare_model`` does
+  for inference).
 
     .venv/bin/python benchmarks/subnormal_step.py --checkpoint RUN/checkpoints/last.pt --threads 2
 

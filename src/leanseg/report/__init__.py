@@ -5,7 +5,8 @@ Modules, one job each:
 - :mod:`~leanseg.report.gather`: read a run directory (config, metrics log, checkpoints) and
   bench JSON files;
 - :mod:`~leanseg.report.measure`: load the checkpoint, evaluate it on the val split (confusion
-  matrix, per-class IoU, instance AP), cut prediction panels, measure cost with ``leanseg.bench``;
+  matrix, per-class IoU, instance AP), cut prediction panels, measure cost with
+  ``leanseg.profiling``;
 - :mod:`~leanseg.report.figures`: the plots (matplotlib, the optional ``report`` extra, imported
   nowhere else in leanseg) and :mod:`~leanseg.report.pictures`: the panels (Pillow);
 - :mod:`~leanseg.report.html`: escaped HTML pieces and the page; :mod:`~leanseg.report.output`:

@@ -91,7 +91,7 @@ class DynamicMLP(nn.Module):
     """g_θ for many cells at once: weights come in as an ``(N, P)`` tensor, one row per cell.
 
     Has no parameters of its own. ``flops`` reports the fused multiply-adds of the batched
-    matrix products, which forward hooks on convolutions cannot see (``leanseg.bench``).
+    matrix products, which forward hooks on convolutions cannot see (``leanseg.profiling``).
 
     Args:
         in_channels: C_in, inputs per grid point (2 coordinates + C_m guidance channels).

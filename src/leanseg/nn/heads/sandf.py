@@ -98,7 +98,8 @@ class Attention2D(nn.Module):
         self.scale = key_channels**-0.5
 
     def flops(self, inputs: tuple[Tensor, Tensor], output: Tensor) -> int:
-        """FMAs of the q/k/v transforms and both matmuls (read by ``leanseg.bench.count_flops``)."""
+        """FMAs of the q/k/v transforms and both matmuls (read by
+        ``leanseg.profiling.flops.count_flops``)."""
         x, context = inputs
         b, channels, h, w = x.shape
         slots = context.shape[-1]
