@@ -4,8 +4,9 @@ The training step (:meth:`Trainer.run_step`) fits on one screen and :meth:`Train
 loop around it; logging, the final BN recompute, evaluation and checkpointing hang on the loop as
 small hooks (:mod:`.hooks`), each calling the piece that does the work: :mod:`.metrics_log`,
 :mod:`.bn_statistics`, :func:`~leanseg.evaluation.evaluator.evaluate`, the checkpoint state below
-(:mod:`.rng_state`). Device, threads and seeds are set up first (:mod:`.runtime`). What the
-trainer guarantees:
+(:mod:`.rng_state`). The trainer receives its parts built (:mod:`.parts`);
+:meth:`Trainer.from_config` builds those of a configured run, after setting up device, threads
+and seeds (:mod:`.runtime`). What a configured run guarantees:
 
 - same seed -> same loss curve on CPU (sample order and augmentation are functions of the seed and
   the sample's position, see :mod:`leanseg.training.sampling`);
@@ -209,22 +210,23 @@ class Trainer:
         console = console or Console(stderr=True)
         say = console.print if distributed.is_main_process() else _say_nothing
         try:
+            given = (model, train_set, val_set)
             parts, iteration, best = _build_run(
-                cfg, device, run_dir, lock, model, train_set, val_set, resume, force, say
+                cfg, device, run_dir, lock, *given, resume=resume, force=force, say=say
+            )
+            return cls(
+                cfg,
+                parts,
+                iteration=iteration,
+                best=best,
+                console=console,
+                show_progress=show_progress,
+                log_seconds=log_seconds,
             )
         except BaseException:
             if lock is not None:
                 lock.release()
             raise
-        return cls(
-            cfg,
-            parts,
-            iteration=iteration,
-            best=best,
-            console=console,
-            show_progress=show_progress,
-            log_seconds=log_seconds,
-        )
 
     # ------------------------------------------------------------------ parts
 
@@ -480,6 +482,7 @@ def _build_run(
     model: Segmentor | nn.Module | None,
     train_set: Dataset | None,
     val_set: Dataset | None,
+    *,
     resume: bool,
     force: bool,
     say: Callable[[str], None],
