@@ -18,9 +18,11 @@ from leanseg.config import ConfigError, limits
 
 if TYPE_CHECKING:
     import numpy as np
+    import torch
     from torch import nn
 
     from leanseg.data.io import ImageRegions
+    from leanseg.inference.predictor import Predictor
 
 # A test-time scale: positive, and at most leanseg.config.limits.MAX_SCALE.
 _SCALE = common.number(
@@ -221,26 +223,11 @@ def _cmd_predict(args: argparse.Namespace) -> int:
 
 
 def _predict(args: argparse.Namespace) -> int:
-    import torch
+    """Write the label map, overlay and requested maps of every input image into ``--out``."""
     from rich.progress import Progress
 
     from leanseg.data.io import ImageRegions
-    from leanseg.inference.dense_crf import DenseCRF
-    from leanseg.inference.ood_maps import (
-        domain_classes,
-        ood_output_names,
-        predict_with_ood,
-        write_ood_pictures,
-    )
-    from leanseg.inference.predictor import Predictor, megapixels_to_pixels
-    from leanseg.inference.scale_levels import (
-        disparity_file,
-        level_maps,
-        level_output_names,
-        read_disparity,
-        save_level_maps,
-    )
-    from leanseg.visualize import save_label_png
+    from leanseg.inference.ood_maps import domain_classes, predict_with_ood
 
     if len(args.scales) > limits.MAX_SCALE_COUNT:
         raise ConfigError(
@@ -248,6 +235,47 @@ def _predict(args: argparse.Namespace) -> int:
         )
     images = common.collect_images(args.images)
     stems = output_stems(images)
+    predictor = _load_predictor(args)
+    depth = _depth_arguments(args, predictor.model)
+    # Thesis 5.3: pixels predicted as classes foreign to a chosen domain flag unfamiliar content.
+    native = domain_classes(predictor.cfg.data, args.ood_domain) if args.ood_domain else None
+    # Heads with a data-dependent cost (QGN) report it with every prediction.
+    reports_cost = predictor.last_active_sites is not None
+    names = _output_names(
+        predictor, list(stems.values()), native is not None, reports_cost, args.scale_levels
+    )
+    out = Path(args.out)
+    previous = _check_output_folder(out, images, names)
+    console = common.console()
+    costs: dict[str, dict[str, float]] = {}
+    with Progress(console=console, transient=True) as progress:
+        task = progress.add_task("predict", total=len(images))
+        for index, path in enumerate(images):
+            # Refused from its header before decoding when over --max-image-megapixels.
+            image = ImageRegions.open(path, predictor.max_image_pixels)
+            inputs = _depth_inputs(depth, path, image.shape, args.stereo_baseline)
+            try:
+                label, foreign = predict_with_ood(predictor, image, native, inputs)
+            except ValueError as err:  # e.g. an overlap too large for the tiles of the budget
+                raise ConfigError(f"{path}: {err}") from None
+            if index == 0:  # the output folder appears with the first result, not before
+                _record_outputs(out, previous | set(names))
+            _write_image_outputs(args, predictor, image, label, foreign, inputs, out, stems[path])
+            if reports_cost:
+                costs[path.name] = predictor.last_active_sites or {}
+            progress.advance(task)
+    console.print(f"wrote {len(images)} label maps and overlays to {out}")
+    if costs:
+        common.write_json(costs, str(out / "active_sites.json"))
+        console.print(f"active sites per level of each image: {out / 'active_sites.json'}")
+    return 0
+
+
+def _load_predictor(args: argparse.Namespace) -> Predictor:
+    """The predictor of ``--checkpoint`` with the inference flags applied; prints its notes."""
+    from leanseg.inference.dense_crf import DenseCRF
+    from leanseg.inference.predictor import Predictor, megapixels_to_pixels
+
     device = common.select_device(args.device)
     predictor = Predictor.from_checkpoint(
         args.checkpoint,
@@ -263,66 +291,72 @@ def _predict(args: argparse.Namespace) -> int:
         # The run's own CRF parameters where its config has them, else the defaults.
         predictor.crf = DenseCRF(predictor.cfg.eval.crf if predictor.cfg else None)
     common.print_notes(predictor.notes)
-    depth = _depth_arguments(args, predictor.model)
-    # Thesis 5.3: pixels predicted as classes foreign to a chosen domain flag unfamiliar content.
-    native = domain_classes(predictor.cfg.data, args.ood_domain) if args.ood_domain else None
-    # Heads with a data-dependent cost (QGN) report it with every prediction.
-    reports_cost = predictor.last_active_sites is not None
-    names = [name for stem in stems.values() for name in (f"{stem}.png", f"{stem}_overlay.png")]
+    return predictor
+
+
+def _output_names(
+    predictor: Predictor, stems: Sequence[str], ood: bool, reports_cost: bool, scale_levels: bool
+) -> list[str]:
+    """Names of all files ``predict`` writes for images with output ``stems``."""
+    from leanseg.inference.ood_maps import ood_output_names
+    from leanseg.inference.scale_levels import level_output_names
+
+    names = [name for stem in stems for name in (f"{stem}.png", f"{stem}_overlay.png")]
     names += ["active_sites.json"] if reports_cost else []
-    if native is not None:
-        names += [name for stem in stems.values() for name in ood_output_names(stem)]
-    if args.scale_levels:
+    if ood:
+        names += [name for stem in stems for name in ood_output_names(stem)]
+    if scale_levels:
         scales = predictor.model.multiplexer.reference_scales
-        names += [name for stem in stems.values() for name in level_output_names(stem, scales)]
-    out = Path(args.out)
-    previous = _check_output_folder(out, images, names)
-    console = common.console()
-    costs: dict[str, dict[str, float]] = {}
-    with Progress(console=console, transient=True) as progress:
-        task = progress.add_task("predict", total=len(images))
-        for index, path in enumerate(images):
-            # Refused from its header before decoding when over --max-image-megapixels.
-            image = ImageRegions.open(path, predictor.max_image_pixels)
-            inputs = None
-            if depth is not None:
-                disparity_path = disparity_file(depth, path.stem)
-                disparity = torch.from_numpy(read_disparity(disparity_path, image.shape))
-                inputs = {
-                    "disparity": disparity[None],
-                    "stereo_baseline": torch.tensor([args.stereo_baseline]),
-                }
-            try:
-                label, foreign = predict_with_ood(predictor, image, native, inputs)
-            except ValueError as err:  # e.g. an overlap too large for the tiles of the budget
-                raise ConfigError(f"{path}: {err}") from None
-            if index == 0:  # the output folder appears with the first result, not before
-                _record_outputs(out, previous | set(names))
-            stem = stems[path]
-            save_label_png(label, out / f"{stem}.png", predictor.palette)
-            save_overlay(image, label, predictor.palette, args.alpha, out / f"{stem}_overlay.png")
-            if foreign is not None:
-                write_ood_pictures(*foreign, out, stem)
-            if args.scale_levels and inputs is not None:
-                model = predictor.model
-                levels = level_maps(
-                    model, disparity.to(predictor.device), args.stereo_baseline, image.shape
-                )
-                save_level_maps(
-                    levels,
-                    model.multiplexer.reference_scales,
-                    model.multiplexer.num_levels,
-                    out,
-                    stem,
-                )
-            if reports_cost:
-                costs[path.name] = predictor.last_active_sites or {}
-            progress.advance(task)
-    console.print(f"wrote {len(images)} label maps and overlays to {out}")
-    if costs:
-        common.write_json(costs, str(out / "active_sites.json"))
-        console.print(f"active sites per level of each image: {out / 'active_sites.json'}")
-    return 0
+        names += [name for stem in stems for name in level_output_names(stem, scales)]
+    return names
+
+
+def _depth_inputs(
+    depth: Path | None, path: Path, shape: tuple[int, int], stereo_baseline: float | None
+) -> dict[str, torch.Tensor] | None:
+    """The disparity inputs of the image at ``path`` from the ``--disparity`` folder ``depth``;
+    None when the model reads no disparity."""
+    import torch
+
+    from leanseg.inference.scale_levels import disparity_file, read_disparity
+
+    if depth is None:
+        return None
+    disparity = torch.from_numpy(read_disparity(disparity_file(depth, path.stem), shape))
+    return {"disparity": disparity[None], "stereo_baseline": torch.tensor([stereo_baseline])}
+
+
+def _write_image_outputs(
+    args: argparse.Namespace,
+    predictor: Predictor,
+    image: ImageRegions,
+    label: np.ndarray,
+    foreign: tuple[np.ndarray, np.ndarray] | None,
+    inputs: dict[str, torch.Tensor] | None,
+    out: Path,
+    stem: str,
+) -> None:
+    """Write the label map, overlay and, where asked for, the OOD and scale-level maps of one
+    image into ``out``."""
+    from leanseg.inference.ood_maps import write_ood_pictures
+    from leanseg.inference.scale_levels import level_maps, save_level_maps
+    from leanseg.visualize import save_label_png
+
+    save_label_png(label, out / f"{stem}.png", predictor.palette)
+    save_overlay(image, label, predictor.palette, args.alpha, out / f"{stem}_overlay.png")
+    if foreign is not None:
+        write_ood_pictures(*foreign, out, stem)
+    if args.scale_levels and inputs is not None:
+        model = predictor.model
+        disparity = inputs["disparity"][0].to(predictor.device)
+        levels = level_maps(model, disparity, args.stereo_baseline, image.shape)
+        save_level_maps(
+            levels,
+            model.multiplexer.reference_scales,
+            model.multiplexer.num_levels,
+            out,
+            stem,
+        )
 
 
 def save_overlay(
