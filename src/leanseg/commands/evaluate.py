@@ -6,6 +6,7 @@
 from __future__ import annotations
 
 import argparse
+from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
 from rich.console import Console
@@ -14,9 +15,13 @@ from leanseg.commands import common
 from leanseg.config import Config, ConfigError
 
 if TYPE_CHECKING:
+    import torch
     from torch import nn
 
     from leanseg.evaluation.ood import OODSeparation
+    from leanseg.inference.loading import TrainedModel
+    from leanseg.inference.speed import PreparedModel
+    from leanseg.metrics.semantic import SegmentationScores
 
 
 def add_parser(commands: Any) -> None:
@@ -87,24 +92,12 @@ def add_parser(commands: Any) -> None:
 
 
 def _cmd_eval(args: argparse.Namespace) -> int:
-    from rich.progress import Progress
-
+    """Score the checkpoint of ``args.target`` on a split; print, and write ``--json``."""
     from leanseg.data import build_dataset, dataset_classes
-    from leanseg.data.transforms import input_statistics
-    from leanseg.evaluation.evaluator import default_evaluators, evaluate
     from leanseg.inference.loading import load_trained_model
     from leanseg.inference.speed import prepare_model
-    from leanseg.metrics.semantic import format_percent, format_scores, percent, percent_scores
 
-    overrides = list(args.overrides)
-    if args.scales:
-        overrides.append(f"eval.scales={list(args.scales)}")
-    if args.flip:
-        overrides.append("eval.flip=true")
-    if args.max_images is not None:
-        overrides.append(f"eval.max_images={args.max_images}")
-    if args.crf:
-        overrides.append("eval.crf={}")
+    overrides = _eval_overrides(args)
     common.check_json_target(args.json, "eval", force=args.force)
     device = common.select_device(args.device)
     trained = load_trained_model(args.target, args.checkpoint, overrides)
@@ -115,6 +108,52 @@ def _cmd_eval(args: argparse.Namespace) -> int:
     split = args.split or cfg.data.val_split
     dataset = build_dataset(cfg.data, split, train=False)
     class_names = dataset_classes(cfg.data)
+    scores = _measure_scores(args, model, cfg, dataset, split, class_names, prepared, device)
+    out = Console()
+    _print_scores(out, scores, class_names, prepared)
+    ood = _ood_separation(args, model, cfg, split, device) if args.ood_images else None
+    if ood is not None:
+        aurocs = ", ".join(f"{name} {value:.3f}" for name, value in ood.auroc.items())
+        out.print(f"OOD image AUROC ({ood.in_images} in-domain, {ood.out_images} OOD): {aurocs}")
+    per_dataset = {}
+    if cfg.data.datasets is not None:
+        per_dataset = _per_dataset_scores(out, model, cfg, split, device)
+    if args.json:
+        record = _eval_record(trained, split, prepared, scores, class_names, per_dataset, ood)
+        common.write_json_result(record, args.json, "eval", force=args.force)
+    return 0
+
+
+def _eval_overrides(args: argparse.Namespace) -> list[str]:
+    """The config overrides of ``args``: its own, then those its eval flags stand for."""
+    overrides = list(args.overrides)
+    if args.scales:
+        overrides.append(f"eval.scales={list(args.scales)}")
+    if args.flip:
+        overrides.append("eval.flip=true")
+    if args.max_images is not None:
+        overrides.append(f"eval.max_images={args.max_images}")
+    if args.crf:
+        overrides.append("eval.crf={}")
+    return overrides
+
+
+def _measure_scores(
+    args: argparse.Namespace,
+    model: nn.Module,
+    cfg: Config,
+    dataset: Any,
+    split: str,
+    class_names: Sequence[str],
+    prepared: PreparedModel,
+    device: torch.device,
+) -> SegmentationScores:
+    """Scores of ``model`` on ``dataset`` by the default evaluators, with a progress bar."""
+    from rich.progress import Progress
+
+    from leanseg.data.transforms import input_statistics
+    from leanseg.evaluation.evaluator import default_evaluators, evaluate
+
     console = common.console()
     with Progress(console=console, transient=True, disable=args.no_progress) as progress:
         task = progress.add_task(f"eval {split}", total=None)
@@ -125,7 +164,7 @@ def _cmd_eval(args: argparse.Namespace) -> int:
             ignore_index=cfg.data.ignore_index,
             class_names=class_names,
         )
-        scores = evaluate(
+        return evaluate(
             model,
             dataset,
             evaluators,
@@ -135,7 +174,14 @@ def _cmd_eval(args: argparse.Namespace) -> int:
             options=prepared,
             image_statistics=input_statistics(cfg.data),
         )
-    out = Console()
+
+
+def _print_scores(
+    out: Console, scores: SegmentationScores, class_names: Sequence[str], prepared: PreparedModel
+) -> None:
+    """Print the scores table, the inference options and every extra score that was measured."""
+    from leanseg.metrics.semantic import format_percent, format_scores
+
     out.print(format_scores(scores, class_names))
     out.print(f"inference: {prepared.options.describe()}")
     if scores.active_sites is not None:
@@ -152,39 +198,54 @@ def _cmd_eval(args: argparse.Namespace) -> int:
         out.print(f"iIoU {format_percent(scores.miiou)} % (classes with instances)")
     if scores.category_miiou is not None:
         out.print(f"category iIoU {format_percent(scores.category_miiou)} %")
-    ood = _ood_separation(args, model, cfg, split, device) if args.ood_images else None
-    if ood is not None:
-        aurocs = ", ".join(f"{name} {value:.3f}" for name, value in ood.auroc.items())
-        out.print(f"OOD image AUROC ({ood.in_images} in-domain, {ood.out_images} OOD): {aurocs}")
-    per_dataset = {}
-    if cfg.data.datasets is not None:
-        from leanseg.evaluation.domains import evaluate_per_dataset
 
-        per_dataset = evaluate_per_dataset(model, cfg.data, split, eval_cfg=cfg.eval, device=device)
-        for name, own in per_dataset.items():
-            foreign = own.foreign_fraction or 0.0
-            mean = format_percent(own.miou)
-            out.print(f"{name}: mIoU {mean} %, foreign pixels {100 * foreign:.3f} %")
-    if args.json:
-        record = {
-            "checkpoint": str(trained.checkpoint),
-            "iteration": trained.iteration,
-            "split": split,
-            "scales": cfg.eval.scales,
-            "flip": cfg.eval.flip,
-            "inference": {**prepared.options.to_dict(), "notes": list(prepared.notes)},
-            **percent_scores(scores, class_names),
-            **scores.to_dict(),
+
+def _per_dataset_scores(
+    out: Console, model: nn.Module, cfg: Config, split: str, device: torch.device
+) -> dict[str, SegmentationScores]:
+    """Scores of a union-space model on each dataset of ``data.datasets``; prints each."""
+    from leanseg.evaluation.domains import evaluate_per_dataset
+    from leanseg.metrics.semantic import format_percent
+
+    per_dataset = evaluate_per_dataset(model, cfg.data, split, eval_cfg=cfg.eval, device=device)
+    for name, own in per_dataset.items():
+        foreign = own.foreign_fraction or 0.0
+        mean = format_percent(own.miou)
+        out.print(f"{name}: mIoU {mean} %, foreign pixels {100 * foreign:.3f} %")
+    return per_dataset
+
+
+def _eval_record(
+    trained: TrainedModel,
+    split: str,
+    prepared: PreparedModel,
+    scores: SegmentationScores,
+    class_names: Sequence[str],
+    per_dataset: dict[str, SegmentationScores],
+    ood: OODSeparation | None,
+) -> dict[str, Any]:
+    """The ``--json`` record of ``leanseg eval``."""
+    from leanseg.metrics.semantic import percent, percent_scores
+
+    cfg = trained.cfg
+    record = {
+        "checkpoint": str(trained.checkpoint),
+        "iteration": trained.iteration,
+        "split": split,
+        "scales": cfg.eval.scales,
+        "flip": cfg.eval.flip,
+        "inference": {**prepared.options.to_dict(), "notes": list(prepared.notes)},
+        **percent_scores(scores, class_names),
+        **scores.to_dict(),
+    }
+    if per_dataset:
+        record["per_dataset"] = {
+            name: {"miou_percent": percent(own.miou), **own.to_dict()}
+            for name, own in per_dataset.items()
         }
-        if per_dataset:
-            record["per_dataset"] = {
-                name: {"miou_percent": percent(own.miou), **own.to_dict()}
-                for name, own in per_dataset.items()
-            }
-        if ood is not None:
-            record["ood"] = ood.to_dict()
-        common.write_json_result(record, args.json, "eval", force=args.force)
-    return 0
+    if ood is not None:
+        record["ood"] = ood.to_dict()
+    return record
 
 
 def _ood_separation(
