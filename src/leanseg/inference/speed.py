@@ -52,7 +52,7 @@ import argparse
 import contextlib
 import copy
 import dataclasses
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import Any
 
@@ -383,23 +383,13 @@ def one_thread() -> Iterator[None]:
 def _prepare_checked(model: nn.Module, options: InferenceOptions, example: Tensor) -> PreparedModel:
     """:func:`prepare_model` past its early returns: the options that change the model, applied
     and checked on ``example`` (``model`` in eval mode on the example's device)."""
-    name = type(model).__name__
-    notes: list[str] = []
     try:
         inputs = example_inputs(model, example)
         # One forward gives the reference scores and the conv-BN pairs that folding folds.
         pairs, output = trace_conv_bn_pairs(_WithInputs(model, inputs).eval(), example)
         reference = output.float()
     except (RuntimeError, ValueError, TypeError, NotImplementedError) as err:
-        # Nothing can be checked: run the model as it is, in fp32.
-        asked = [flag for flag, on in options._flags() if on]
-        asked += [] if options.exact else [options.dtype]
-        if asked:
-            notes.append(
-                f"{', '.join(asked)} not applied to {name}: it does not run on the example "
-                f"input {tuple(example.shape)} ({_reason(err)})"
-            )
-        return PreparedModel(model=model, options=PLAIN, notes=tuple(notes))
+        return _unchecked(model, options, example, err)
     pairs = [(conv.removeprefix("model."), bn.removeprefix("model.")) for conv, bn in pairs]
 
     def exact_copy(fold: bool, nhwc: bool) -> tuple[nn.Module, str | None]:
@@ -413,51 +403,14 @@ def _prepare_checked(model: nn.Module, options: InferenceOptions, example: Tenso
             images = example.contiguous(memory_format=torch.channels_last)
         return changed, _check_scores(changed, images, inputs, reference, "fp32")
 
-    # The exact options are applied to one copy and checked with one forward. Only when that
-    # check fails is each tried alone, as they were before (folding first, then channels-last
-    # on top of what was kept), to say which one the model does not suit.
-    fold_bn, channels_last = options.fold_bn, options.channels_last
-    prepared: nn.Module = model
-    if fold_bn or channels_last:
-        candidate, problem = exact_copy(fold_bn, channels_last)
-        if problem is None:
-            prepared = candidate
-        else:
-            fold_problem = nhwc_problem = problem
-            if fold_bn and channels_last:
-                candidate, fold_problem = exact_copy(True, False)
-                if fold_problem is None:
-                    prepared = candidate  # folding passed alone: channels-last is at fault
-                else:
-                    candidate, nhwc_problem = exact_copy(False, True)
-                    if nhwc_problem is None:
-                        prepared = candidate
-            if fold_bn and fold_problem is not None:
-                fold_bn = False
-                notes.append(f"BN folding not applied to {name}: {fold_problem}")
-            if channels_last and nhwc_problem is not None:
-                channels_last = False
-                notes.append(f"channels-last not applied to {name}: {nhwc_problem}")
-
+    name = type(model).__name__
+    prepared, fold_bn, channels_last, notes = _apply_exact_options(model, options, exact_copy)
     # A head whose work depends on the data (QGN's sparse sites) may take paths on real images
     # that the example never reaches: only the exact options are applied to it.
     head = getattr(model, "head", None)
     data_dependent = type(head).__name__ if isinstance(head, CostReporting) else None
-
-    dtype = options.dtype
-    if dtype != "fp32" and data_dependent:
-        dtype = "fp32"
-        notes.append(
-            f"{options.dtype} autocast not applied to {name}: its {data_dependent} does "
-            "data-dependent sparse work that the example check cannot cover (QGN's sparse "
-            "convolution, torch.mm into a preallocated output, fails under autocast)"
-        )
-    elif dtype != "fp32":
-        problem = _check_scores(prepared, example, inputs, None, dtype)
-        if problem is not None:
-            dtype = "fp32"
-            notes.append(f"{options.dtype} autocast not applied to {name}: {problem}")
-
+    dtype, note = _checked_dtype(prepared, options.dtype, example, inputs, data_dependent)
+    notes += [f"{options.dtype} autocast not applied to {name}: {note}"] if note else []
     compiled = options.compile
     if compiled and data_dependent:
         compiled = False
@@ -473,6 +426,88 @@ def _prepare_checked(model: nn.Module, options: InferenceOptions, example: Tenso
         fold_bn=fold_bn, channels_last=channels_last, dtype=dtype, compile=compiled
     )
     return PreparedModel(model=prepared, options=applied, notes=tuple(notes))
+
+
+def _unchecked(
+    model: nn.Module, options: InferenceOptions, example: Tensor, err: Exception
+) -> PreparedModel:
+    """``model`` as it is, in fp32, when it does not run on the example (raising ``err``):
+    nothing can be checked; a note names the options asked for."""
+    notes = []
+    asked = [flag for flag, on in options._flags() if on]
+    asked += [] if options.exact else [options.dtype]
+    if asked:
+        notes.append(
+            f"{', '.join(asked)} not applied to {type(model).__name__}: it does not run on the "
+            f"example input {tuple(example.shape)} ({_reason(err)})"
+        )
+    return PreparedModel(model=model, options=PLAIN, notes=tuple(notes))
+
+
+def _apply_exact_options(
+    model: nn.Module,
+    options: InferenceOptions,
+    exact_copy: Callable[[bool, bool], tuple[nn.Module, str | None]],
+) -> tuple[nn.Module, bool, bool, list[str]]:
+    """The model with the exact options (folding, channels-last) that pass the check applied,
+    whether each is kept, and a note per option dropped.
+
+    ``exact_copy(fold, nhwc)`` makes a changed copy and says why it fails the check (None when
+    it passes).
+    """
+    name = type(model).__name__
+    notes: list[str] = []
+    # The exact options are applied to one copy and checked with one forward. Only when that
+    # check fails is each tried alone, as they were before (folding first, then channels-last
+    # on top of what was kept), to say which one the model does not suit.
+    fold_bn, channels_last = options.fold_bn, options.channels_last
+    prepared: nn.Module = model
+    if not (fold_bn or channels_last):
+        return prepared, fold_bn, channels_last, notes
+    candidate, problem = exact_copy(fold_bn, channels_last)
+    if problem is None:
+        return candidate, fold_bn, channels_last, notes
+    fold_problem = nhwc_problem = problem
+    if fold_bn and channels_last:
+        candidate, fold_problem = exact_copy(True, False)
+        if fold_problem is None:
+            prepared = candidate  # folding passed alone: channels-last is at fault
+        else:
+            candidate, nhwc_problem = exact_copy(False, True)
+            if nhwc_problem is None:
+                prepared = candidate
+    if fold_bn and fold_problem is not None:
+        fold_bn = False
+        notes.append(f"BN folding not applied to {name}: {fold_problem}")
+    if channels_last and nhwc_problem is not None:
+        channels_last = False
+        notes.append(f"channels-last not applied to {name}: {nhwc_problem}")
+    return prepared, fold_bn, channels_last, notes
+
+
+def _checked_dtype(
+    prepared: nn.Module,
+    dtype: str,
+    example: Tensor,
+    inputs: dict[str, Tensor],
+    data_dependent: str | None,
+) -> tuple[str, str | None]:
+    """``dtype`` where ``prepared`` runs in it on the example, else ``"fp32"`` and why not.
+
+    A model whose head does data-dependent work (``data_dependent`` names its class) stays in
+    fp32 untried.
+    """
+    if dtype != "fp32" and data_dependent:
+        return "fp32", (
+            f"its {data_dependent} does data-dependent sparse work that the example check cannot "
+            "cover (QGN's sparse convolution, torch.mm into a preallocated output, fails under "
+            "autocast)"
+        )
+    if dtype != "fp32":
+        problem = _check_scores(prepared, example, inputs, None, dtype)
+        if problem is not None:
+            return "fp32", problem
+    return dtype, None
 
 
 def check_backend(backend: str, device: torch.device | str) -> None:
