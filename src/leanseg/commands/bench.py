@@ -7,12 +7,19 @@ from __future__ import annotations
 
 import argparse
 import sys
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from rich.console import Console
 
 from leanseg.commands import common
 from leanseg.config import ConfigError, limits
+
+if TYPE_CHECKING:
+    import torch
+    from torch import nn
+
+    from leanseg.inference.speed import PreparedModel
+    from leanseg.profiling.benchmark import BenchResult
 
 
 def add_parser(commands: Any) -> None:
@@ -101,17 +108,13 @@ def _check_bench_size(size: tuple[int, int], batch: int, stride: int) -> None:
 
 
 def _cmd_bench(args: argparse.Namespace) -> int:
+    """Measure the model of ``args.config``; print the figures, and write ``--json``."""
     import torch
 
-    from leanseg.inference.speed import (
-        InferenceRunner,
-        WithExampleInputs,
-        options_given,
-        prepare_model,
-    )
+    from leanseg.inference.speed import WithExampleInputs, prepare_model
     from leanseg.models import build_model
     from leanseg.nn.segmentor import extra_inputs
-    from leanseg.profiling.benchmark import benchmark_model, format_bench
+    from leanseg.profiling.benchmark import format_bench
 
     size = parse_size(args.size, args.batch)
     common.check_json_target(args.json, "bench", force=args.force)
@@ -119,12 +122,7 @@ def _cmd_bench(args: argparse.Namespace) -> int:
     device = common.select_device(args.device)
     if args.threads is not None:
         torch.set_num_threads(limits.clamp_threads(args.threads, "--threads"))
-    if args.onnxruntime and (args.train or device.type != "cpu"):
-        raise ConfigError("--onnxruntime times CPU inference: drop --train and use --device cpu")
-    if args.train and options_given(args):
-        raise ConfigError(
-            f"{', '.join(options_given(args))} set how inference runs: drop them or --train"
-        )
+    _check_bench_flags(args, device)
     model = build_model(cfg)
     _check_bench_size(size, args.batch, model.size_divisor)
     if extra_inputs(model):
@@ -133,8 +131,45 @@ def _cmd_bench(args: argparse.Namespace) -> int:
     if not args.train:
         prepared = prepare_model(model, common.inference_options(args, device), device=device)
         common.print_notes(prepared.notes)
+    result = _benchmark(args, model, size, prepared, device)
+    Console().print(format_bench(result))
+    figures = {"config": str(args.config), **result.to_dict()}
+    if prepared is not None:
+        print(f"inference: {prepared.options.describe()}")
+        figures["inference"] = {**prepared.options.to_dict(), "notes": list(prepared.notes)}
+    if args.onnxruntime:
+        figures["onnxruntime"] = _onnxruntime_figures(args, model, size, prepared, result)
+    if args.json:
+        common.write_json_result(figures, args.json, "bench", force=args.force)
+    return 0
+
+
+def _check_bench_flags(args: argparse.Namespace, device: torch.device) -> None:
+    """Refuse flags that do not go together: ``--onnxruntime`` with training or off the CPU,
+    inference options with ``--train``."""
+    from leanseg.inference.speed import options_given
+
+    if args.onnxruntime and (args.train or device.type != "cpu"):
+        raise ConfigError("--onnxruntime times CPU inference: drop --train and use --device cpu")
+    if args.train and options_given(args):
+        raise ConfigError(
+            f"{', '.join(options_given(args))} set how inference runs: drop them or --train"
+        )
+
+
+def _benchmark(
+    args: argparse.Namespace,
+    model: nn.Module,
+    size: tuple[int, int],
+    prepared: PreparedModel | None,
+    device: torch.device,
+) -> BenchResult:
+    """The figures of ``model`` at ``size``; the prepared model times inference when given."""
+    from leanseg.inference.speed import InferenceRunner
+    from leanseg.profiling.benchmark import benchmark_model
+
     try:
-        result = benchmark_model(
+        return benchmark_model(
             model,
             size,
             batch=args.batch,
@@ -148,35 +183,38 @@ def _cmd_bench(args: argparse.Namespace) -> int:
         )
     except ValueError as err:  # e.g. a pyramid level too small for batch norm in training mode
         raise ConfigError(f"--size {size[0]}x{size[1]} (batch {args.batch}): {err}") from None
-    Console().print(format_bench(result))
-    figures = {"config": str(args.config), **result.to_dict()}
-    if prepared is not None:
-        print(f"inference: {prepared.options.describe()}")
-        figures["inference"] = {**prepared.options.to_dict(), "notes": list(prepared.notes)}
-    if args.onnxruntime:
-        from leanseg.export import ExportError, onnxruntime_latency
 
-        try:
-            ort = onnxruntime_latency(
-                model,
-                size,
-                batch=args.batch,
-                repeats=args.repeats,
-                warmup=args.warmup,
-                threads=torch.get_num_threads(),
-                fold_bn=prepared is not None and prepared.options.fold_bn,
-            )
-        except ExportError as err:  # a refused part, or onnx / onnxruntime missing
-            ort = {"backend": "onnxruntime", "error": str(err)}
-            reason = " ".join(str(err).split())
-            print(f"leanseg: onnxruntime not timed: {reason}", file=sys.stderr)
-        else:
-            ratio = ort["median_ms"] / result.latency.median_ms
-            print(
-                f"latency median: PyTorch {result.latency.median_ms:.2f} ms, onnxruntime "
-                f"{ort['median_ms']:.2f} ms ({ratio:.2f}x, {ort['threads']} threads)"
-            )
-        figures["onnxruntime"] = ort
-    if args.json:
-        common.write_json_result(figures, args.json, "bench", force=args.force)
-    return 0
+
+def _onnxruntime_figures(
+    args: argparse.Namespace,
+    model: nn.Module,
+    size: tuple[int, int],
+    prepared: PreparedModel | None,
+    result: BenchResult,
+) -> dict[str, Any]:
+    """``--onnxruntime``: the latency of ``model`` exported and run by onnxruntime, printed beside
+    PyTorch's; an ``error`` entry (and a message on stderr) when it is not timed."""
+    import torch
+
+    from leanseg.export import ExportError, onnxruntime_latency
+
+    try:
+        ort = onnxruntime_latency(
+            model,
+            size,
+            batch=args.batch,
+            repeats=args.repeats,
+            warmup=args.warmup,
+            threads=torch.get_num_threads(),
+            fold_bn=prepared is not None and prepared.options.fold_bn,
+        )
+    except ExportError as err:  # a refused part, or onnx / onnxruntime missing
+        reason = " ".join(str(err).split())
+        print(f"leanseg: onnxruntime not timed: {reason}", file=sys.stderr)
+        return {"backend": "onnxruntime", "error": str(err)}
+    ratio = ort["median_ms"] / result.latency.median_ms
+    print(
+        f"latency median: PyTorch {result.latency.median_ms:.2f} ms, onnxruntime "
+        f"{ort['median_ms']:.2f} ms ({ratio:.2f}x, {ort['threads']} threads)"
+    )
+    return ort
