@@ -1,7 +1,8 @@
 """What the benchmark scripts share: training runs, their logs, the machine, timing.
 
-Benchmarks run as scripts (``python benchmarks/NAME.py``), so Python puts this folder on
-``sys.path`` and they import this module as ``common``.
+Benchmarks run as scripts from the folder of their group (``python benchmarks/GROUP/NAME.py``,
+``benchmarks/README.md``); each puts this folder on ``sys.path`` before it imports this
+module as ``common``.
 
 - :class:`TrainJob` and :func:`train`: ``leanseg train`` runs, one process each, a few at a time;
 - :func:`read_metrics` and :func:`last_validation`: what a run logged in ``metrics.jsonl``;
@@ -223,7 +224,7 @@ PROVENANCE_FIELDS: dict[str, tuple[str, ...]] = {
 
 def command_line(argv: Sequence[str] | None = None) -> str:
     """The command that is running, as one would type it in the repository's root
-    (``python benchmarks/NAME.py ARGS``)."""
+    (``python benchmarks/GROUP/NAME.py ARGS``)."""
     argv = list(sys.argv if argv is None else argv)
     script = Path(argv[0]).resolve() if argv else Path("?")
     shown = script.relative_to(REPO) if script.is_relative_to(REPO) else script

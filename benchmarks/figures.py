@@ -185,7 +185,7 @@ def _leave_one_out(run: str) -> Callable[[dict[str, Any]], str]:
 
 
 FIGURES: dict[str, Figure] = {
-    # The demo (benchmarks/demo_run.py runs leanseg demo).
+    # The demo (benchmarks/training/demo_run.py runs leanseg demo).
     "demo.miou": Figure("demo.json", lambda r: f"{r['model_miou_percent']:.1f}"),
     "demo.baseline": Figure("demo.json", lambda r: f"{r['colour_baseline_miou_percent']:.1f}"),
     # The full CPU recipe (configs/lite0/ladder_camvid.yaml).
@@ -219,7 +219,7 @@ FIGURES: dict[str, Figure] = {
     "fast.nothing_frozen_miou": Figure(
         "fast_training.json", _leave_one_out("no_frozen_bn_or_stages")
     ),
-    # Threads beside a busy process (benchmarks/thread_contention.py).
+    # Threads beside a busy process (benchmarks/speed/thread_contention.py).
     "threads.auto_beside_ms": Figure(
         "thread_contention.json",
         lambda r: f"{r['rows']['auto (leanseg default)']['beside']['median_ms']:.0f}",
@@ -227,7 +227,7 @@ FIGURES: dict[str, Figure] = {
     "threads.two_beside_ms": Figure(
         "thread_contention.json", lambda r: f"{r['rows']['2 threads']['beside']['median_ms']:.0f}"
     ),
-    # Inference options (benchmarks/inference_options.py), latency at 1024x2048.
+    # Inference options (benchmarks/speed/inference_options.py), latency at 1024x2048.
     "options.plain_ms": Figure(
         "inference_options.json", lambda r: f"{_latency(r, 'fp32 plain'):.0f}"
     ),
@@ -261,7 +261,7 @@ FIGURES: dict[str, Figure] = {
     "options.cl_ratio": Figure(
         "inference_options.json", lambda r: f"{r['latency']['channels_last']['vs_plain']:.2f}"
     ),
-    # Memory of leanseg predict by image size (benchmarks/predict_memory.py).
+    # Memory of leanseg predict by image size (benchmarks/speed/predict_memory.py).
     "predict.rss_2": Figure("predict_memory.json", _rss(2)),
     "predict.rss_4": Figure("predict_memory.json", _rss(4)),
     "predict.rss_20": Figure("predict_memory.json", _rss(20)),
@@ -274,7 +274,7 @@ FIGURES: dict[str, Figure] = {
         "predict_memory.json", lambda r: f"{_bytes_per_pixel(r, 2, 20, before=True):.0f}"
     ),
     "predict.before_150_gib": Figure("predict_memory.json", _before_extrapolated_gib),
-    # Multi-domain training (benchmarks/multi_domain.py).
+    # Multi-domain training (benchmarks/papers/multi_domain.py).
     "multi.joint_camvid": Figure(
         "multi_domain.json",
         lambda r: f"{100 * r['a_joint_vs_camvid_only']['camvid_val_miou']['joint']:.1f}",
@@ -291,7 +291,7 @@ FIGURES: dict[str, Figure] = {
         "multi_domain.json",
         lambda r: f"{r['c_em_as_ood']['image_auroc']['joint_foreign_flag']:.3f}",
     ),
-    # The dense CRF against pydensecrf (benchmarks/dense_crf_reference.py).
+    # The dense CRF against pydensecrf (benchmarks/papers/dense_crf_reference.py).
     "crf.agreement": Figure(
         "dense_crf_reference.json", lambda r: f"{100 * r['label_agreement']:.2f}"
     ),
@@ -302,7 +302,7 @@ FIGURES: dict[str, Figure] = {
         "dense_crf_reference.json",
         lambda r: f"{r['cpu_seconds_per_megapixel']['pydensecrf']:.1f}",
     ),
-    # The CRF on the CamVid recipe model (benchmarks/dense_crf.py).
+    # The CRF on the CamVid recipe model (benchmarks/papers/dense_crf.py).
     "crf.thesis_s_per_mp": Figure(
         "dense_crf.json", lambda r: f"{_crf_row(r, '5/70/6')['crf_seconds_per_megapixel']:.1f}"
     ),
@@ -315,7 +315,7 @@ FIGURES: dict[str, Figure] = {
     "crf.thesis_sign": Figure("dense_crf.json", _crf_class("5/70/6", "SignSymbol")),
     "crf.thesis_pedestrian_gain": Figure("dense_crf.json", _crf_gain("Pedestrian")),
     "crf.thesis_bicyclist_gain": Figure("dense_crf.json", _crf_gain("Bicyclist")),
-    # Thesis Table 3.1 on synthetic scenes (benchmarks/scale_selection.py, _cost.py).
+    # Thesis Table 3.1 on synthetic scenes (benchmarks/papers/scale_selection.py, _cost.py).
     "table31.Single5": Figure("scale_selection.json", _table31("Single5")),
     "table31.Single3+5": Figure("scale_selection.json", _table31("Single3+5")),
     "table31.FixedScales": Figure("scale_selection.json", _table31("FixedScales")),

@@ -166,7 +166,8 @@ def write_docs_table(record: dict[str, Any], path: Path) -> None:
     lines = [
         "# Every head on pretrained EfficientNet-Lite0, CamVid, full budget",
         "",
-        "Written by `benchmarks/heads_camvid.py` from `benchmarks/results/heads_camvid.json` "
+        "Written by `benchmarks/training/heads_camvid.py` from "
+        "`benchmarks/results/heads_camvid.json` "
         f"(`{record['command']}`).",
         "",
         readme_block(record).strip(),

@@ -3,7 +3,7 @@
 Each option either leaves the batches exactly as they were (cache, prefetch, the fused
 scale-and-crop) or changes one documented thing (frozen parameters get no gradient; the crop size
 follows ``data.crop_schedule``); these tests check that and nothing about speed, which
-``benchmarks/fast_training.py`` measures.
+``benchmarks/training/fast_training.py`` measures.
 """
 
 from __future__ import annotations

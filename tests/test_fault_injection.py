@@ -7,7 +7,7 @@ run. Runs are tiny (SSN encoder, 32x64 synthetic scenes, 12 iterations, one thre
 through ``leanseg.cli.main`` in processes of their own, forked from a server that has imported
 torch once (a fresh interpreter spends seconds on imports); kills inside writes use the
 ``LEANSEG_KILL_IN_WRITE`` hook of :mod:`leanseg.files.atomic`. ``LEANSEG_FAULT_SEED`` picks other
-random kill moments. ``benchmarks/fault_injection.py`` runs more faults through the real
+random kill moments. ``benchmarks/robustness/fault_injection.py`` runs more faults through the real
 ``leanseg`` command.
 """
 

@@ -1,5 +1,5 @@
-"""``benchmarks/heads_camvid.py`` (issue 26): run states, the budget, seed statistics, verdicts
-and the README table, all without training."""
+"""``benchmarks/training/heads_camvid.py`` (issue 26): run states, the budget, seed statistics,
+verdicts and the README table, all without training."""
 
 from __future__ import annotations
 
@@ -17,8 +17,9 @@ BENCHMARKS = Path(__file__).resolve().parents[1] / "benchmarks"
 
 @pytest.fixture
 def bench(monkeypatch):
-    """The harness modules as the scripts import them: their folder is on the path."""
-    monkeypatch.syspath_prepend(str(BENCHMARKS))
+    """The harness modules as the scripts import them: their folder is on the path (and
+    ``heads_camvid`` puts ``benchmarks/`` on it for ``common`` and ``tables``)."""
+    monkeypatch.syspath_prepend(str(BENCHMARKS / "training"))
     return (
         importlib.import_module("heads_camvid"),
         importlib.import_module("heads_claims"),
@@ -215,7 +216,7 @@ def fake_record(done: bool) -> dict:
         "miou_std": 1.0 if done else None,
         "boundary_miou_mean": 50.0,
         "boundary_miou_std": 0.0 if done else None,
-        "command": "python benchmarks/heads_camvid.py --runs ladder --jobs 2",
+        "command": "python benchmarks/training/heads_camvid.py --runs ladder --jobs 2",
     }
     return {
         "budget": {
@@ -248,7 +249,7 @@ def fake_record(done: bool) -> dict:
                 "note": "",
             }
         ],
-        "command": "python benchmarks/heads_camvid.py --report-only",
+        "command": "python benchmarks/training/heads_camvid.py --report-only",
     }
 
 

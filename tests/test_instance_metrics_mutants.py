@@ -1,7 +1,7 @@
 """Cityscapes-style instance AP (``leanseg.metrics.instance``): the matching and AP rules one
 by one.
 
-Written against the survivors of mutation testing (``benchmarks/mutation.py --module
+Written against the survivors of mutation testing (``benchmarks/robustness/mutation.py --module
 instance_metrics``). The rules are those of Cityscapes' ``evalInstanceLevelSemanticLabeling``
 as the module docstring states them (SSN Tables 5-7 report these AP / AP50).
 """

@@ -1,7 +1,7 @@
 """One loader of a trained model: run directory, checkpoint, or config file and checkpoint.
 
 ``leanseg eval``, ``Predictor.from_checkpoint`` (``leanseg predict``) and the benchmark that
-evaluates a run (``benchmarks/qgn_eval_grid.py``) must rebuild the same model with the same
+evaluates a run (``benchmarks/papers/qgn_eval_grid.py``) must rebuild the same model with the same
 weights from one tiny trained run.
 """
 
@@ -56,8 +56,8 @@ def run(tmp_path_factory) -> Path:
 
 
 def _benchmark(name: str, monkeypatch):
-    """A benchmark script as a module; its folder is on the path, as when it runs."""
-    monkeypatch.syspath_prepend(str(BENCHMARKS))
+    """A paper benchmark script as a module; its folder is on the path, as when it runs."""
+    monkeypatch.syspath_prepend(str(BENCHMARKS / "papers"))
     return importlib.import_module(name)
 
 

@@ -1,6 +1,7 @@
 """The shared losses (``leanseg.nn.losses``) at the edges the other tests leave open.
 
-Written against the survivors of mutation testing (``benchmarks/mutation.py --module losses``);
+Written against the survivors of mutation testing
+(``benchmarks/robustness/mutation.py --module losses``);
 each test states a property of the loss's definition (thesis §3.4 for class balancing).
 """
 

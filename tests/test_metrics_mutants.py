@@ -1,7 +1,7 @@
 """Semantic metrics (``leanseg.metrics.semantic``): the conventions of its module docstring that the
 other tests leave open, with values worked out by hand.
 
-Written against mutation testing (``benchmarks/mutation.py --module metrics``).
+Written against mutation testing (``benchmarks/robustness/mutation.py --module metrics``).
 """
 
 from __future__ import annotations

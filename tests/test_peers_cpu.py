@@ -1,4 +1,4 @@
-"""``benchmarks/peers_cpu.py``: the leanseg half of the peers table, at a tiny size.
+"""``benchmarks/speed/peers_cpu.py``: the leanseg half of the peers table, at a tiny size.
 
 The SMP half needs torchvision and segmentation_models_pytorch, which leanseg's environment does
 not have; here only the ``--skip-peers`` path runs, and the refusal without it.
@@ -19,7 +19,7 @@ BENCHMARKS = Path(__file__).resolve().parents[1] / "benchmarks"
 @pytest.fixture
 def peers_cpu(monkeypatch):
     """The script as a module, its folder on the path as when it runs."""
-    monkeypatch.syspath_prepend(str(BENCHMARKS))
+    monkeypatch.syspath_prepend(str(BENCHMARKS / "speed"))
     return importlib.import_module("peers_cpu")
 
 

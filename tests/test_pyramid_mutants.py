@@ -1,6 +1,7 @@
 """S&F pyramids (``leanseg.structures.pyramid``): the rules of S&F 3.1 the other tests leave open.
 
-Written against the survivors of mutation testing (``benchmarks/mutation.py --module pyramid``).
+Written against the survivors of mutation testing
+(``benchmarks/robustness/mutation.py --module pyramid``).
 """
 
 from __future__ import annotations

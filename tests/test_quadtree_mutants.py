@@ -1,7 +1,7 @@
 """QGN quadtrees (``leanseg.structures.quadtree``): the rules of QGN eq. 1-3 and Table 5 that the
 property tests leave open.
 
-Written against the survivors of mutation testing (``benchmarks/mutation.py --module
+Written against the survivors of mutation testing (``benchmarks/robustness/mutation.py --module
 quadtree``); every expected value below is worked out by hand from the definitions.
 """
 

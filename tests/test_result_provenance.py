@@ -24,101 +24,102 @@ AWAITING_RERUN: dict[str, str] = {
     # Figures that are times: not re-measured while other jobs share the 2 cores.
     "conv_efficiency.json": (
         "convolution times: needs a quiet machine, 2 threads: python "
-        "benchmarks/conv_efficiency.py --threads 2 --runs 2 --repeats 5 --warmup 1"
+        "benchmarks/speed/conv_efficiency.py --threads 2 --runs 2 --repeats 5 --warmup 1"
     ),
     "fast_training.json": (
         "seconds per iteration (steps, needs a quiet machine) and a 46 min training (train): "
-        "python benchmarks/fast_training.py steps --iters 8 --rounds 3 --bf16 --compile; python"
-        " benchmarks/fast_training.py train --runs no_frozen_bn_or_stages --seeds 0"
+        "python benchmarks/training/fast_training.py steps --iters 8 --rounds 3 --bf16 --compile; "
+        "python benchmarks/training/fast_training.py train --runs no_frozen_bn_or_stages --seeds 0"
     ),
     "ldn_checkpointing_768_quiet.json": (
         "step times beside the activation memory: needs a quiet machine, ~13 min on 2 threads: "
-        "python benchmarks/ldn_checkpointing.py --size 768 --batch 2 --steps 3 --json "
+        "python benchmarks/papers/ldn_checkpointing.py --size 768 --batch 2 --steps 3 --json "
         "benchmarks/results/ldn_checkpointing_768_quiet.json"
     ),
     "nrd_table1.json": (
         "decoder latency beside FLOPs and memory: needs a quiet machine: python "
-        "benchmarks/nrd_table1.py --json benchmarks/results/nrd_table1.json"
+        "benchmarks/papers/nrd_table1.py --json benchmarks/results/nrd_table1.json"
     ),
     "peers_cpu.json": (
         "latency figures: needs a quiet machine and the peer environment (docs/peers_cpu.md): "
-        "/work/peer-env/bin/python benchmarks/peers_cpu.py --threads 2 --repeats 5"
+        "/work/peer-env/bin/python benchmarks/speed/peers_cpu.py --threads 2 --repeats 5"
     ),
     "predictor_load.json": (
-        "load times: needs a quiet machine: python benchmarks/predictor_load.py --processes 5 "
-        "--loads 3 --compare 0736ae8"
+        "load times: needs a quiet machine: python benchmarks/speed/predictor_load.py "
+        "--processes 5 --loads 3 --compare 0736ae8"
     ),
     "qgn_memory_2048.json": (
         "decoder CPU times beside FMAs and bytes: needs a quiet machine, 1 thread: python "
-        "benchmarks/qgn_memory.py --skip a --time-all --time-size 1024 512 --json "
+        "benchmarks/papers/qgn_memory.py --skip a --time-all --time-size 1024 512 --json "
         "benchmarks/results/qgn_memory_2048.json"
     ),
     "qgn_sparse_conv_2threads.json": (
         "sparse vs dense conv times: needs a quiet machine, 2 threads: python "
-        "benchmarks/qgn_sparse_conv.py --threads 2 --percents 100 90 75 50 25 10 3 --algorithms"
-        " auto gather offset dense --json benchmarks/results/qgn_sparse_conv_2threads.json"
+        "benchmarks/papers/qgn_sparse_conv.py --threads 2 --percents 100 90 75 50 25 10 3 "
+        "--algorithms auto gather offset dense --json "
+        "benchmarks/results/qgn_sparse_conv_2threads.json"
     ),
     "recipe_step_time.json": (
-        "training-step times: needs a quiet machine: python benchmarks/recipe_step_time.py"
+        "training-step times: needs a quiet machine: python benchmarks/speed/recipe_step_time.py"
     ),
     "scale_selection_cost.json": (
         "latency beside GMAC and activation memory: needs a quiet machine: python "
-        "benchmarks/scale_selection_cost.py"
+        "benchmarks/papers/scale_selection_cost.py"
     ),
     "ssn_instance_iterations_timing.json": (
         "latency figures: needs a quiet machine, 1 thread: python "
-        "benchmarks/ssn_instance_iterations.py --threads 1 --json "
+        "benchmarks/papers/ssn_instance_iterations.py --threads 1 --json "
         "benchmarks/results/ssn_instance_iterations_timing.json"
     ),
     "ssn_table1_threads1_rerun.json": (
-        "latency figures: needs a quiet machine, 1 thread: python benchmarks/ssn_table1.py "
+        "latency figures: needs a quiet machine, 1 thread: python benchmarks/papers/ssn_table1.py "
         "--threads 1 --json benchmarks/results/ssn_table1_threads1_rerun.json"
     ),
     "thread_contention.json": (
         "measures contention itself: an otherwise idle machine: python "
-        "benchmarks/thread_contention.py --worker-timeout 120"
+        "benchmarks/speed/thread_contention.py --worker-timeout 120"
     ),
     # Times, and the checkpoint of a CamVid recipe training (67 min on 2 quiet threads) first.
     "inference_options.json": (
         "latency figures: needs a quiet machine, after a recipe training (python "
-        "benchmarks/camvid_recipe.py): python benchmarks/inference_options.py --threads 2 "
-        "--compile"
+        "benchmarks/training/camvid_recipe.py): python benchmarks/speed/inference_options.py "
+        "--threads 2 --compile"
     ),
     "inference_options_onnxruntime.json": (
         "latency figures: needs a quiet machine, after a recipe training: python "
-        "benchmarks/inference_options.py --threads 2 --onnxruntime --json "
+        "benchmarks/speed/inference_options.py --threads 2 --onnxruntime --json "
         "benchmarks/results/inference_options_onnxruntime.json"
     ),
     "subnormal_step.json": (
         "step times: needs a quiet machine, after a 2-thread recipe training "
-        "(runs/lite0/ladder_camvid_2t_slow): python benchmarks/subnormal_step.py --checkpoint "
-        "runs/lite0/ladder_camvid_2t_slow/checkpoints/last.pt --threads 2 --repeats 6"
+        "(runs/lite0/ladder_camvid_2t_slow): python benchmarks/speed/subnormal_step.py "
+        "--checkpoint runs/lite0/ladder_camvid_2t_slow/checkpoints/last.pt --threads 2 --repeats 6"
     ),
     "dense_crf.json": (
         "CRF times beside mIoU, after a recipe training (runs/lite0/ladder_camvid_2t): python "
-        "benchmarks/dense_crf.py --settings 5/70/6 1/70/6/1 10/90/3"
+        "benchmarks/papers/dense_crf.py --settings 5/70/6 1/70/6/1 10/90/3"
     ),
     "dense_crf_reference.json": (
         "after a recipe training and a pydensecrf2 build (~20 min): the export / reference / "
-        "compare steps of benchmarks/dense_crf_reference.py"
+        "compare steps of benchmarks/papers/dense_crf_reference.py"
     ),
     # Trainings longer than 10 minutes.
     "camvid_recipe.json": (
-        "training, 67 min quiet on 2 threads: python benchmarks/camvid_recipe.py --force --set "
-        "train.num_threads=2 work_dir=runs/lite0/ladder_camvid_2t"
+        "training, 67 min quiet on 2 threads: python benchmarks/training/camvid_recipe.py --force "
+        "--set train.num_threads=2 work_dir=runs/lite0/ladder_camvid_2t"
     ),
     "camvid_recipe_1thread.json": (
-        "training, 91 min on 1 thread: python benchmarks/camvid_recipe.py --force --set "
+        "training, 91 min on 1 thread: python benchmarks/training/camvid_recipe.py --force --set "
         "train.max_iters=1800 train.num_threads=1 --json "
         "benchmarks/results/camvid_recipe_1thread.json"
     ),
     "camvid_recipe_unweighted.json": (
-        "training, 80 min on 1 thread: python benchmarks/camvid_recipe.py --force --set "
+        "training, 80 min on 1 thread: python benchmarks/training/camvid_recipe.py --force --set "
         "model.head.class_weights=null train.max_iters=1800 train.num_threads=1 --json "
         "benchmarks/results/camvid_recipe_unweighted.json"
     ),
     "camvid_recipe_scratch.json": (
-        "training, 86 min on 2 threads: python benchmarks/camvid_recipe.py --force --set "
+        "training, 86 min on 2 threads: python benchmarks/training/camvid_recipe.py --force --set "
         "model.backbone.pretrained=null work_dir=runs/lite0/ladder_camvid_scratch --json "
         "benchmarks/results/camvid_recipe_scratch.json"
     ),
@@ -127,23 +128,24 @@ AWAITING_RERUN: dict[str, str] = {
         "train.num_threads=1, --json benchmarks/results/camvid_recipe_spp_weighted.json"
     ),
     "camvid_recipe_fast.json": (
-        "two trainings, 13 min each quiet on 2 threads: python benchmarks/camvid_recipe.py "
+        "two trainings, 13 min each quiet on 2 threads: python "
+        "benchmarks/training/camvid_recipe.py "
         "--config configs/lite0/ladder_camvid_fast.yaml --seeds 0 1 --force --json "
         "benchmarks/results/camvid_recipe_fast.json"
     ),
     "ldn_train_compare.json": (
-        "four trainings, ~33 min on 1 thread: python benchmarks/ldn_train_compare.py --jobs 1, "
-        "then --report-only --json benchmarks/results/ldn_train_compare.json"
+        "four trainings, ~33 min on 1 thread: python benchmarks/papers/ldn_train_compare.py "
+        "--jobs 1, then --report-only --json benchmarks/results/ldn_train_compare.json"
     ),
     "multi_domain.json": (
-        "three trainings, ~4.5 h on 1 thread: python benchmarks/multi_domain.py --iters 600"
+        "three trainings, ~4.5 h on 1 thread: python benchmarks/papers/multi_domain.py --iters 600"
     ),
     "nrd_train_compare.json": (
-        "six trainings, ~65 min on 1 thread: python benchmarks/nrd_train_compare.py, then "
+        "six trainings, ~65 min on 1 thread: python benchmarks/papers/nrd_train_compare.py, then "
         "--report-only --out benchmarks/results/nrd_train_compare.json"
     ),
     "qgn_table1_synthetic.json": (
-        "eight trainings, ~40 min on 1 thread: python benchmarks/qgn_table1.py "
+        "eight trainings, ~40 min on 1 thread: python benchmarks/papers/qgn_table1.py "
         "configs/qgn/qgn_r18_synthetic_cpu.yaml --out runs/qgn_table1/synthetic --max-iters 500"
         " --images 40 --json benchmarks/results/qgn_table1_synthetic.json"
     ),
@@ -152,45 +154,46 @@ AWAITING_RERUN: dict[str, str] = {
         "--weightings g1 adaptive --json benchmarks/results/qgn_table1_synthetic_pc.json"
     ),
     "qgn_table1_camvid.json": (
-        "four trainings, ~25 min on 1 thread: python benchmarks/qgn_table1.py "
+        "four trainings, ~25 min on 1 thread: python benchmarks/papers/qgn_table1.py "
         "configs/qgn/qgn_r18_camvid_cpu.yaml --out runs/qgn_table1/camvid --max-iters 500 "
         "--images 40 --weightings g1 adaptive --json benchmarks/results/qgn_table1_camvid.json"
     ),
     "sandf_train_compare.json": (
-        "six trainings, ~18 min on 1 thread: python benchmarks/sandf_train_compare.py --jobs 1 "
-        "--json benchmarks/results/sandf_train_compare.json"
+        "six trainings, ~18 min on 1 thread: python benchmarks/papers/sandf_train_compare.py "
+        "--jobs 1 --json benchmarks/results/sandf_train_compare.json"
     ),
     "scale_selection.json": (
-        "eight trainings, 71 min on 2 threads: python benchmarks/scale_selection.py --jobs 2"
+        "eight trainings, 71 min on 2 threads: python benchmarks/papers/scale_selection.py --jobs 2"
     ),
     "ssn_train_camvid.json": (
-        "two trainings, ~20 min on 1 thread: python benchmarks/ssn_train.py --json "
+        "two trainings, ~20 min on 1 thread: python benchmarks/papers/ssn_train.py --json "
         "benchmarks/results/ssn_train_camvid.json --only camvid --iters 500"
     ),
     # Evaluations of trained runs that are gone: the trainings above first.
     "qgn_eval_synthetic.json": (
-        "after qgn_table1_synthetic's trainings: python benchmarks/qgn_eval_grid.py "
+        "after qgn_table1_synthetic's trainings: python benchmarks/papers/qgn_eval_grid.py "
         "runs/qgn_table1/synthetic/train_gtc_adaptive --images 40 --json "
         "benchmarks/results/qgn_eval_synthetic.json"
     ),
     "qgn_eval_camvid.json": (
-        "after qgn_table1_camvid's trainings: python benchmarks/qgn_eval_grid.py "
+        "after qgn_table1_camvid's trainings: python benchmarks/papers/qgn_eval_grid.py "
         "runs/qgn_table1/camvid/train_gtc_adaptive --images 40 --json "
         "benchmarks/results/qgn_eval_camvid.json"
     ),
     "qgn_memory_camvid_trained_all.json": (
-        "after qgn_table1_camvid's trainings: python benchmarks/qgn_memory.py --skip b --images"
-        " 3 --run runs/qgn_table1/camvid/train_all_g1 --json "
+        "after qgn_table1_camvid's trainings: python benchmarks/papers/qgn_memory.py --skip b "
+        "--images 3 --run runs/qgn_table1/camvid/train_all_g1 --json "
         "benchmarks/results/qgn_memory_camvid_trained_all.json"
     ),
     "qgn_memory_camvid_trained_gtc.json": (
-        "after qgn_table1_camvid's trainings: python benchmarks/qgn_memory.py --skip b --images"
-        " 3 --run runs/qgn_table1/camvid/train_gtc_adaptive --json "
+        "after qgn_table1_camvid's trainings: python benchmarks/papers/qgn_memory.py --skip b "
+        "--images 3 --run runs/qgn_table1/camvid/train_gtc_adaptive --json "
         "benchmarks/results/qgn_memory_camvid_trained_gtc.json"
     ),
     "ssn_instance_iterations_ap.json": (
-        "after a 10 min training (python benchmarks/ssn_train.py --only instance --iters 600): "
-        "python benchmarks/ssn_instance_iterations.py --no-timing --run "
+        "after a 10 min training (python benchmarks/papers/ssn_train.py --only instance "
+        "--iters 600): "
+        "python benchmarks/papers/ssn_instance_iterations.py --no-timing --run "
         "runs/ssn_train/ssn_instance_synthetic --max-images 40 --json "
         "benchmarks/results/ssn_instance_iterations_ap.json"
     ),

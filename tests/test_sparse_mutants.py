@@ -1,7 +1,8 @@
 """Sparse tensors and submanifold convolution (``leanseg.nn.sparse``, QGN eq. 9-11): what the
 comparison with a masked dense convolution leaves open.
 
-Written against the survivors of mutation testing (``benchmarks/mutation.py --module sparse``).
+Written against the survivors of mutation testing
+(``benchmarks/robustness/mutation.py --module sparse``).
 """
 
 from __future__ import annotations

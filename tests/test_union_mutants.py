@@ -1,6 +1,7 @@
 """The union label space (thesis ch. 5, ``leanseg.data.union``): rules the other tests leave open.
 
-Written against the survivors of mutation testing (``benchmarks/mutation.py --module union``);
+Written against the survivors of mutation testing
+(``benchmarks/robustness/mutation.py --module union``);
 each test states a rule of the module docstring or of thesis 5.3.1, not the current output.
 """
 

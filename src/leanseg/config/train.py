@@ -47,8 +47,8 @@ class TrainConfig:
     device: str = "auto"
     # CPU threads of torch's intra-op pool. ``auto``: the cores other processes leave free,
     # looked at again every 15 s (runtime/cpu_share.py; two threads beside one busy process were
-    # 3.6x slower per step, benchmarks/thread_contention.py). A number fixes it; ``null`` keeps
-    # torch's default (one per core).
+    # 3.6x slower per step, benchmarks/speed/thread_contention.py). A number fixes it; ``null``
+    # keeps torch's default (one per core).
     num_threads: int | Literal["auto"] | None = "auto"
     # Keep weights and activations channels-last (NHWC): about 14 % faster training steps of the
     # Lite0 ladder on this project's CPUs, same results up to float rounding.
@@ -57,7 +57,7 @@ class TrainConfig:
     # Weights that weight decay drives towards zero become subnormal as training goes on, and x86
     # CPUs compute on subnormals many times slower: the CamVid recipe's steps slowed from 1.3 to
     # 2.3 s between iterations 900 and 1700 without it (2,559 subnormal weights at 1600; zeroing
-    # them: forward + backward 0.84x, benchmarks/subnormal_step.py). With flushing on, the
+    # them: forward + backward 0.84x, benchmarks/speed/subnormal_step.py). With flushing on, the
     # optimizer's updates no longer create them: none in the recipe's checkpoints, steps stayed
     # at 1.3-1.6 s (docs/notes/issue-11.md).
     flush_denormal: bool = True
@@ -70,7 +70,7 @@ class TrainConfig:
     # no gradients, no optimizer state, no stored activations there. ``null`` trains all of it.
     freeze_backbone_until: int | None = None
     # Compile the training step (forward and loss) with ``torch.compile``; the first step of
-    # each crop size pays the compilation (minutes on a CPU; benchmarks/fast_training.py).
+    # each crop size pays the compilation (minutes on a CPU; benchmarks/training/fast_training.py).
     compile: bool = False
 
 

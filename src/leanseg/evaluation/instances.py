@@ -17,7 +17,7 @@ Choices made here (the metric's own are in :mod:`leanseg.metrics.instance`):
   ``eval.flip`` say for the class scores: instance ids of several passes cannot be averaged
   the way class scores are, and SSN reports single-scale AP.
 - Ground-truth instances below :data:`MIN_GT_AREA` pixels are ignored (neither found nor
-  missed), as in ``benchmarks/ssn_instance_iterations.py``; it equals the head's default
+  missed), as in ``benchmarks/papers/ssn_instance_iterations.py``; it equals the head's default
   ``min_area``, below which the head drops its own instances.
 - Per-class entries are keyed by the class id as a string (``"8"``), as the JSON of a run's
   metrics log keys them; the command line prints class names.

@@ -1,9 +1,9 @@
 """Small file helpers: every file leanseg writes appears whole or not at all.
 
-Fault injection (tests and ``benchmarks/fault_injection.py`` only): with the environment variable
-``LEANSEG_KILL_IN_WRITE=NAME:N``, the process kills itself with SIGKILL during its ``N``-th
-atomic write of a file called ``NAME`` (e.g. ``last.pt:2``), after half of the data has reached
-the temporary file and before the rename, as a power cut or ``kill -9`` would.
+Fault injection (tests and ``benchmarks/robustness/fault_injection.py`` only): with the
+environment variable ``LEANSEG_KILL_IN_WRITE=NAME:N``, the process kills itself with SIGKILL
+during its ``N``-th atomic write of a file called ``NAME`` (e.g. ``last.pt:2``), after half of
+the data has reached the temporary file and before the rename, as a power cut or ``kill -9`` would.
 """
 
 from __future__ import annotations

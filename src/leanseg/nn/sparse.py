@@ -22,7 +22,7 @@ Implementation (CPU-friendly):
   sites into a zero ``(B, C, H, W)`` tensor, runs ``conv2d`` and gathers the active outputs —
   fastest when most sites are active. ``"auto"`` (default) takes ``"dense"`` from
   :data:`DENSE_FRACTION` (80 %) active sites up and ``"gather"`` below
-  (``benchmarks/qgn_sparse_conv.py --algorithms`` measures the three).
+  (``benchmarks/papers/qgn_sparse_conv.py --algorithms`` measures the three).
 
 The index grid is int32 of size ``B x (H+2) x (W+2)``: 4 bytes per pixel, never a float
 activation.

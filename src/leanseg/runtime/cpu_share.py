@@ -4,7 +4,7 @@ torch's intra-op threads spin and then wait for each other at the end of every p
 When another process keeps a core busy, one of the threads waits for its turn on that core and
 every operator waits for it: a training step of the demo's model took 405 ms on 2 threads alone
 and 1442 ms beside one busy process, while 1 thread went 652 -> 765 ms
-(``benchmarks/thread_contention.py``). No fixed count is right in both cases, so
+(``benchmarks/speed/thread_contention.py``). No fixed count is right in both cases, so
 ``train.num_threads: auto`` (the default) uses the cores that other processes leave free and
 looks again as the run goes on.
 

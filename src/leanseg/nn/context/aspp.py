@@ -20,7 +20,7 @@ Choices where the papers are silent or differ, stated once:
   NRD builds on ("inherit the default settings in [MMS20]"); ``False`` gives plain 3x3 branches.
 - The branches are fused with a 3x3 conv - BN - ReLU (the MMSegmentation form; the DeepLabV3 paper
   fuses with 1x1). This 3x3 fusion and the 512 channels reproduce the encoder cost implied by NRD
-  Table 1 (see ``benchmarks/nrd_table1.py``).
+  Table 1 (see ``benchmarks/papers/nrd_table1.py``).
 - The image-pooling branch is a 1x1 convolution with bias and ReLU, without batch norm, so that a
   training step with batch size 1 (1x1 spatial statistics) is possible.
 """

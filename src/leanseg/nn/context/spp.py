@@ -13,7 +13,7 @@ for DenseNet-121 where ``d = 1024``. The modules take absolute widths with those
 values as defaults (512, 128, 256) and keep them for every backbone; choosing ``d/2`` etc. of
 the actual backbone instead gives 7-8 % too many parameters for LDN169 and LDN161, while the
 fixed widths reproduce the model sizes of thesis Tables 4.1-4.2 within 5 % (see
-``benchmarks/ldn_tables.py``).
+``benchmarks/papers/ldn_tables.py``).
 """
 
 from __future__ import annotations

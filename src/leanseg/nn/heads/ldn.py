@@ -11,7 +11,7 @@ Table 4.1; with ``out_stride`` equal to the backbone's stride there are no TU bl
 :class:`leanseg.nn.heads.ladder.LadderHead` stays for the conv-BN-ReLU SwiftNet-like ladder.
 
 Choices where the thesis is silent (each reproduces the model sizes of Tables 4.1, 4.2, 4.9
-within 5 %, see ``benchmarks/ldn_tables.py``):
+within 5 %, see ``benchmarks/papers/ldn_tables.py``):
 
 - TU output widths: 256 for the first two TU blocks after the SPP, 128 for the later ones
   (``channels`` overrides them); the 1x1 after the sum halves the width of the sum.

@@ -1,0 +1,189 @@
+"""Peak memory of ``leanseg predict`` on a 2- and a 150-megapixel image (issue 27, item 4).
+
+``leanseg predict --max-megapixels B`` segments an image larger than ``B`` megapixels tile by
+tile and never holds a float map of the whole image (:meth:`leanseg.inference.predictor.Predictor.
+predict_blocks`), so the model's share of the memory does not grow with the image. What grows is
+what has to: the decoded image (Pillow keeps 4 bytes per pixel of a colour PNG) and the
+``uint8`` label map (1 byte per pixel). This script measures the whole process:
+
+- a checkpoint of a small model (EfficientNet-Lite0 + bilinear head, random weights, the
+  synthetic scenes' classes), written as the trainer writes one;
+- synthetic RGB PNGs of each ``--megapixels`` size (road-scene aspect 1:2), written row block by
+  row block (:func:`leanseg.visualize.write_png`);
+- one ``leanseg predict`` process per image (default budget, 4 megapixels), its peak resident
+  memory read from the kernel's accounting of that child (``os.wait4``: ``ru_maxrss``), and its
+  wall time.
+
+``--compare REV`` runs the same command with leanseg as committed at git revision ``REV`` too
+(``git archive REV src`` first on ``PYTHONPATH``), on the sizes of ``--compare-megapixels``
+only: before this change a 150-megapixel image needed tens of gigabytes (float scores of every
+class at full resolution), more than a shared machine should be asked for.
+
+    .venv/bin/python benchmarks/speed/predict_memory.py --megapixels 2 4 20 150 \\
+        --compare 0fba213 --compare-megapixels 2 20
+
+writes ``benchmarks/results/predict_memory.json`` (peak RSS in MiB, seconds, the ratio of the
+largest to the smallest image, command, machine).
+"""
+
+from __future__ import annotations
+
+import argparse
+import math
+import os
+import subprocess
+import sys
+import tarfile
+import tempfile
+import time
+from io import BytesIO
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+REPO = Path(__file__).resolve().parents[2]
+OUT = REPO / "benchmarks" / "results" / "predict_memory.json"
+
+
+def write_checkpoint(path: Path) -> None:
+    """A small model's checkpoint as the trainer writes one (weights and resolved config)."""
+    import torch
+
+    from leanseg.files.checkpoint import save_checkpoint
+    from leanseg.models import build_model, run_config_from_dict
+
+    raw = {
+        "model": {
+            "backbone": {"name": "efficientnet_lite0", "pretrained": None},
+            "head": {"name": "bilinear"},
+        },
+        "data": {"dataset": "synthetic"},
+        "work_dir": str(path.parent),
+    }
+    cfg = run_config_from_dict(raw)
+    torch.manual_seed(0)
+    model = build_model(cfg).eval()
+    save_checkpoint({"model": model.state_dict(), "config": cfg.to_dict(), "iteration": 0}, path)
+
+
+def write_image(path: Path, megapixels: float) -> tuple[int, int]:
+    """A synthetic RGB PNG of about ``megapixels`` (height : width = 1 : 2); its size."""
+    from leanseg.visualize import write_png
+
+    height = round(math.sqrt(megapixels * 1e6 / 2))
+    width = 2 * height
+    columns = np.arange(width)
+
+    def blocks():  # gradients and stripes, a block of rows at a time
+        step = max(1, 2_000_000 // width)
+        for top in range(0, height, step):
+            rows = np.arange(top, min(height, top + step))[:, None]
+            red = (rows * 255 // height + 0 * columns) % 256
+            green = np.broadcast_to(columns * 255 // width, red.shape)
+            blue = ((rows // 64 + columns // 64) % 2) * 200
+            yield np.stack([red, green, blue], axis=-1).astype(np.uint8)
+
+    write_png(path, height, width, blocks(), channels=3)
+    return height, width
+
+
+def peak_rss(command: list[str], env: dict[str, str]) -> tuple[float, float, int]:
+    """Run ``command``; its peak resident memory in MiB, wall seconds and exit status."""
+    start = time.perf_counter()
+    process = subprocess.Popen(command, env=env, stdout=subprocess.DEVNULL)
+    _, status, usage = os.wait4(process.pid, 0)
+    process.returncode = os.waitstatus_to_exitcode(status)
+    return usage.ru_maxrss / 1024, time.perf_counter() - start, process.returncode
+
+
+def source_at(revision: str, folder: Path) -> Path:
+    """``src/`` of leanseg at git ``revision``, unpacked into ``folder``."""
+    archive = subprocess.run(
+        ["git", "archive", revision, "src"], cwd=REPO, capture_output=True, check=True
+    ).stdout
+    with tarfile.open(fileobj=BytesIO(archive)) as tar:
+        tar.extractall(folder, filter="data")
+    return folder / "src"
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--megapixels", type=float, nargs="+", default=[2.0, 150.0])
+    parser.add_argument("--max-megapixels", type=float, default=4.0, help="predict's budget")
+    parser.add_argument("--compare", metavar="REV", help="also run leanseg at this revision")
+    parser.add_argument("--compare-megapixels", type=float, nargs="+", default=[2.0, 20.0])
+    parser.add_argument("--out", type=Path, default=OUT)
+    args = parser.parse_args()
+    sys.path.insert(0, str(REPO / "benchmarks"))
+    from common import write_result
+
+    runs: list[dict[str, Any]] = []
+    with tempfile.TemporaryDirectory() as tmp:
+        work = Path(tmp)
+        checkpoint = work / "tiny.pt"
+        write_checkpoint(checkpoint)
+        sources = {"this": None}
+        if args.compare:
+            sources[args.compare] = source_at(args.compare, work / "compare")
+        sizes = sorted(set(args.megapixels) | set(args.compare_megapixels if args.compare else []))
+        for megapixels in sizes:
+            image = work / f"image_{megapixels:g}mp.png"
+            height, width = write_image(image, megapixels)
+            for name, source in sources.items():
+                wanted = args.megapixels if source is None else args.compare_megapixels
+                if megapixels not in wanted:
+                    continue
+                env = dict(os.environ)
+                if source is not None:
+                    env["PYTHONPATH"] = os.pathsep.join([str(source), env.get("PYTHONPATH", "")])
+                out = work / f"out_{name}_{megapixels:g}"
+                command = [
+                    sys.executable,
+                    "-m",
+                    "leanseg",
+                    "predict",
+                    "--checkpoint",
+                    str(checkpoint),
+                    str(image),
+                    "--out",
+                    str(out),
+                    "--max-megapixels",
+                    f"{args.max_megapixels:g}",
+                ]
+                rss, seconds, status = peak_rss(command, env)
+                run = {
+                    "leanseg": "this checkout" if source is None else f"git {name}",
+                    "megapixels": height * width / 1e6,
+                    "size": [height, width],
+                    "image_file_mib": round(image.stat().st_size / 2**20, 1),
+                    "peak_rss_mib": round(rss, 1),
+                    "seconds": round(seconds, 1),
+                    "exit_status": status,
+                }
+                runs.append(run)
+                print(run, flush=True)
+            image.unlink()
+    ours = [run for run in runs if run["leanseg"] == "this checkout"]
+    smallest = min(ours, key=lambda run: run["megapixels"])
+    largest = max(ours, key=lambda run: run["megapixels"])
+    figures = {
+        "what": "peak resident memory of one leanseg predict process per image (os.wait4 "
+        "ru_maxrss), a small model (EfficientNet-Lite0 + bilinear head, random weights), "
+        "synthetic RGB PNGs",
+        "max_megapixels": args.max_megapixels,
+        "runs": runs,
+        "ratio_largest_to_smallest": round(largest["peak_rss_mib"] / smallest["peak_rss_mib"], 2),
+        "bytes_per_extra_pixel": round(
+            (largest["peak_rss_mib"] - smallest["peak_rss_mib"])
+            * 2**20
+            / ((largest["megapixels"] - smallest["megapixels"]) * 1e6),
+            2,
+        ),
+    }
+    write_result(args.out, figures)
+    print(f"wrote {args.out}")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,757 @@
+"""Every head on pretrained EfficientNet-Lite0, CamVid, at the fast recipe's full budget (issue 26).
+
+Each run is a head config of ``configs/lite0/heads/`` (plus the variants in :data:`VARIANTS`)
+trained by ``leanseg train`` with the ``data`` and ``train`` sections of the fast CPU recipe,
+``configs/lite0/ladder_camvid_fast.yaml`` (and its ``base:``), passed as ``--set`` overrides.
+They are read from that file every time the script runs, so the heads train on whatever the
+recipe says now (its schedule, crop stages, frozen stages); only ``data.root`` (checked to be the
+same data) and ``train.num_threads`` (a machine setting, ``--threads``) are not taken. The model
+and its loss stay the head config's: the recipe's class weights are an option of its ladder head
+(``model.head``) and are not carried, so every head trains with the loss its config states.
+
+Runs go to ``RUNS/<budget>/<name>_s<seed>``, ``<budget>`` a digest of the overrides: a change of
+the recipe starts a new set of runs instead of mixing budgets. Runs are taken seed by seed (every
+row's seed 0 first), so a one-seed table exists early. As soon as a run ends, what the table needs
+of it (final validation, wall time, for QGN the scheme evaluation) is written to a small record
+in ``RECORDS/<budget>/<name>_s<seed>.json``, which is committed: run folders hold checkpoints
+and stay out of git, so the records are what carries a comparison of many hours across
+sessions. A run with a record, or whose last validation is at ``train.max_iters``, is finished
+and skipped; one with a checkpoint continues (``--resume``); any other starts. Interrupt the
+script at any time and start it again with the same arguments.
+
+Each finished QGN run is evaluated with the All, GTC and PC propagation schemes (QGN Table 1),
+at the recipe's evaluation scales (``scheme_scores``), into its record; then costs are
+measured once per head (``measure_costs``): GMAC at 1024x2048 (whole model and decoder), CPU
+latency at 1024x2048 (round-robin, median), and training activation memory at 768x768 batch 2
+with the recipe's frozen backbone parts and real CamVid labels (QGN's GTC propagation depends
+on them). The report (``--report-only``) summarises the seeds (mean, sample std) and judges the
+papers' claims (``heads_claims.py``), writing ``benchmarks/results/heads_camvid.json`` and
+``docs/heads_camvid.md``, and the README table through ``benchmarks/tables.py``.
+
+    python benchmarks/training/heads_camvid.py --jobs 2               # train the rest, report
+    python benchmarks/training/heads_camvid.py --train-only --jobs 2  # only train (resumable)
+    python benchmarks/training/heads_camvid.py --cost-only            # only GMAC / latency / memory
+    python benchmarks/training/heads_camvid.py --report-only          # tabulate finished runs
+    python benchmarks/training/heads_camvid.py --plan                 # what would run, and why
+"""
+
+from __future__ import annotations
+
+import argparse
+import copy
+import hashlib
+import json
+import shlex
+import statistics
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # benchmarks/: the shared modules
+
+from common import (
+    REPO,
+    TrainJob,
+    command_line,
+    last_validation,
+    machine,
+    round_robin,
+    train,
+    write_json,
+    write_result,
+)
+from heads_claims import CLAIMS, MIXED_BATCHES, REQUIRED_SEEDS, Term, judge, seed_statistics
+
+CONFIGS = REPO / "configs" / "lite0" / "heads"
+RECIPE = REPO / "configs" / "lite0" / "ladder_camvid_fast.yaml"
+RUNS = REPO / "runs" / "lite0" / "heads_fast"
+RESULTS = REPO / "benchmarks" / "results" / "heads_camvid.json"
+RECORDS = REPO / "benchmarks" / "results" / "heads_camvid_runs"
+DOCS_TABLE = REPO / "docs" / "heads_camvid.md"
+SEEDS = (0, 1, 2)
+QGN_SCHEMES = ("all", "gtc", "pc")
+# Recipe keys that are not part of the budget: the data's location (checked to be the same
+# folder) and the thread count (a property of the machine, set by --threads).
+NOT_TAKEN = ("data.root", "train.num_threads")
+
+
+@dataclass(frozen=True)
+class Run:
+    """One row of the comparison: a config, and overrides applied after the recipe's.
+
+    Attributes:
+        name: the row's name (``ladder``, ``sandf_b``, ``ladder_scratch``).
+        config: the head config.
+        overrides: ``--set`` overrides after the recipe's (a variant's changes).
+        about: what the row is, for the tables.
+    """
+
+    name: str
+    config: Path
+    overrides: tuple[str, ...] = ()
+    about: str = ""
+
+
+# Rows that are a head config with changes: the pretrained-vs-scratch claim (thesis Table 4.5).
+# From scratch nothing can be frozen (random BN statistics, random early layers), and the
+# backbone learns at the full rate (the thesis divides it by 4 for pretrained parameters only).
+VARIANTS = (
+    Run(
+        "ladder_scratch",
+        CONFIGS / "ladder_camvid.yaml",
+        (
+            "model.backbone.pretrained=null",
+            "train.freeze_backbone_bn=false",
+            "train.freeze_backbone_until=null",
+            "train.backbone_lr_mult=1.0",
+        ),
+        "ladder, backbone from random initialisation, nothing frozen",
+    ),
+)
+
+
+def head_runs(configs: Path = CONFIGS) -> list[Run]:
+    """Every head config of ``configs`` (``*_camvid.yaml`` but the base), then the variants."""
+    runs = []
+    for path in sorted(configs.glob("*_camvid.yaml")):
+        if path.name == "base_camvid.yaml":
+            continue
+        first = path.read_text().splitlines()[0].lstrip("# ").strip()
+        runs.append(Run(path.name.removesuffix("_camvid.yaml"), path, (), first))
+    return runs + list(VARIANTS)
+
+
+# --------------------------------------------------------------------------- the budget
+
+
+def recipe_sections(recipe: Path = RECIPE) -> dict[str, dict[str, Any]]:
+    """The ``data`` and ``train`` sections as the recipe and its ``base:`` write them.
+
+    Only what the two files state, not the defaults of every option, so that a new option with
+    a default elsewhere in leanseg does not change the budget's digest.
+    """
+    top = yaml.safe_load(recipe.read_text()) or {}
+    merged: dict[str, dict[str, Any]] = {"data": {}, "train": {}}
+    files = [top]
+    if "base" in top:
+        files.insert(0, yaml.safe_load((recipe.parent / top["base"]).read_text()) or {})
+    for content in files:
+        for section in merged:
+            merged[section].update(content.get(section) or {})
+    return merged
+
+
+def recipe_overrides(recipe: Path = RECIPE) -> list[str]:
+    """The recipe's ``data`` / ``train`` values as ``--set`` overrides (values in JSON, which
+    ``--set`` parses as YAML), without :data:`NOT_TAKEN`."""
+    overrides = []
+    for section, values in recipe_sections(recipe).items():
+        for key, value in values.items():
+            if f"{section}.{key}" not in NOT_TAKEN:
+                overrides.append(f"{section}.{key}={json.dumps(value)}")
+    return overrides
+
+
+def budget_key(overrides: list[str]) -> str:
+    """A short digest of the overrides every run shares: one folder of runs per budget."""
+    return hashlib.sha1("\n".join(overrides).encode()).hexdigest()[:10]
+
+
+@dataclass(frozen=True)
+class Budget:
+    """What every run shares: the overrides (recipe's, then ``--set``), their digest, the
+    folder of the runs, the seeds and the folder of the finished runs' records."""
+
+    overrides: tuple[str, ...]
+    key: str
+    runs_dir: Path
+    seeds: tuple[int, ...]
+    records_dir: Path | None = None
+
+    @classmethod
+    def from_recipe(
+        cls,
+        recipe: Path,
+        extra: list[str],
+        runs: Path,
+        seeds: tuple[int, ...],
+        records: Path | None = RECORDS,
+    ) -> Budget:
+        overrides = [*recipe_overrides(recipe), *extra]
+        key = budget_key(overrides)
+        return cls(
+            tuple(overrides), key, runs / key, seeds, None if records is None else records / key
+        )
+
+    def folder(self, run: Run, seed: int) -> Path:
+        return self.runs_dir / f"{run.name}_s{seed}"
+
+    def record(self, run: Run, seed: int) -> Path | None:
+        """The committed record of a finished run (``None``: records are not kept)."""
+        if self.records_dir is None:
+            return None
+        return self.records_dir / f"{run.name}_s{seed}.json"
+
+    def overrides_of(self, run: Run, seed: int, threads: int) -> list[str]:
+        return [
+            *self.overrides,
+            *run.overrides,
+            f"train.seed={seed}",
+            f"train.num_threads={threads}",
+        ]
+
+
+def run_config(run: Run, budget: Budget, seed: int = 0, threads: int = 1):
+    """The config the run trains with (``leanseg.models.load_run_config``: checked in full)."""
+    from leanseg.models import load_run_config
+
+    return load_run_config(run.config, budget.overrides_of(run, seed, threads))
+
+
+def check_same_data(recipe: Path, run: Run) -> None:
+    """Stop if the head config's ``data.root`` is not the recipe's (it is not overridden)."""
+    from leanseg.config import load_config
+
+    mine, theirs = load_config(run.config).data.root, load_config(recipe).data.root
+    if Path(mine).resolve() != Path(theirs).resolve():
+        raise SystemExit(f"{run.config}: data.root {mine} is not the recipe's {theirs}")
+
+
+# --------------------------------------------------------------------------- run states
+
+
+def read_record(path: Path | None, max_iters: int) -> dict[str, Any] | None:
+    """A finished run's record (:func:`write_record`), ``None`` if there is none for
+    ``max_iters``."""
+    if path is None or not path.is_file():
+        return None
+    record = json.loads(path.read_text())
+    return record if record.get("scores", {}).get("iteration") == max_iters else None
+
+
+def run_state(folder: Path, max_iters: int, record: Path | None = None) -> str:
+    """``finished`` (a record, or a validation at ``max_iters`` logged), ``resume`` (a
+    checkpoint to continue from) or ``start``."""
+    from leanseg.files.run_dir import RunDirectory
+
+    if read_record(record, max_iters) is not None:
+        return "finished"
+    record = last_validation(folder) if folder.is_dir() else None
+    if record is not None and record.get("iteration") == max_iters:
+        return "finished"
+    if folder.is_dir() and RunDirectory(folder).resume_checkpoint() is not None:
+        return "resume"
+    return "start"
+
+
+def plan(
+    runs: list[Run], budget: Budget, threads: int, max_iters: dict[str, int]
+) -> list[tuple[Run, int, str, TrainJob | None]]:
+    """Every (run, seed) with its state and, unless finished, the ``leanseg train`` job; seed
+    by seed (every row's first seed, then every row's second)."""
+    rows = []
+    for seed in budget.seeds:
+        for run in runs:
+            folder = budget.folder(run, seed)
+            state = run_state(folder, max_iters[run.name], budget.record(run, seed))
+            job = None
+            if state != "finished":
+                job = TrainJob(
+                    name=folder.name,
+                    config=run.config,
+                    work_dir=folder,
+                    overrides=budget.overrides_of(run, seed, threads),
+                    log=folder.parent / f"{folder.name}.log",
+                    resume=state == "resume",
+                )
+            rows.append((run, seed, state, job))
+    return rows
+
+
+def seed_scores(folder: Path, max_iters: int, record: Path | None = None) -> dict[str, Any] | None:
+    """The final validation of a finished run (percent), from its record or else its folder;
+    ``None`` if it has not finished."""
+    kept = read_record(record, max_iters)
+    if kept is not None:
+        return kept["scores"]
+    record = last_validation(folder) if folder.is_dir() else None
+    if record is None or record.get("iteration") != max_iters:
+        return None
+    boundary = record.get("boundary_miou")
+    return {
+        "miou": 100 * record["miou"],
+        "boundary_miou": None if boundary is None else 100 * boundary,
+        "iteration": record["iteration"],
+    }
+
+
+# --------------------------------------------------------------------------- QGN schemes
+
+
+def scheme_scores(folder: Path, schemes: tuple[str, ...] = QGN_SCHEMES) -> dict[str, Any]:
+    """A trained QGN run's val mIoU and pixel accuracy with each propagation scheme (QGN 3.3).
+
+    Every val image is scored at each of the run's ``eval.scales`` (bilinear resize, padded to
+    the model's stride), the labels nearest-resized to that scale for GTC (which reads them to
+    pick the sites), the leaves' scores resized back and averaged as probabilities, as
+    :func:`leanseg.inference.predictor.predict_scores` does; no flip; the first
+    ``eval.max_images`` images when that is set. PC here is the run's own
+    validation up to the padding: the trainer pads with zeros too.
+
+    ``levels_all`` is a diagnostic (issue 26's bug hunt): under All propagation, the val mIoU of
+    each level's own prediction (its class argmax, composite dropped, nearest-upsampled to the
+    image; first evaluation scale). A decoder whose finer levels label pure regions worse than
+    its coarse ones shows here.
+    """
+    import torch
+    import torch.nn.functional as F
+
+    from leanseg.data import build_dataset, dataset_classes
+    from leanseg.files.run_dir import RunDirectory
+    from leanseg.inference.loading import load_trained_model
+    from leanseg.metrics.semantic import SegmentationMetric
+
+    trained = load_trained_model(folder, RunDirectory(folder).last_checkpoint)
+    cfg, model = trained.cfg, trained.model.eval()
+    dataset = build_dataset(cfg.data, cfg.data.val_split, train=False)
+    classes = len(dataset_classes(cfg.data))
+    ignore = cfg.data.ignore_index
+    metrics = {
+        s: SegmentationMetric(classes, ignore, boundary_width=cfg.eval.boundary_width)
+        for s in schemes
+    }
+    levels = range(model.head.top, -1, -1)
+    level_metrics = {level: SegmentationMetric(classes, ignore) for level in levels}
+    divisor = model.size_divisor
+    count = len(dataset)
+    if cfg.eval.max_images is not None:
+        count = min(count, cfg.eval.max_images)
+    with torch.no_grad():
+        for index in range(count):
+            sample = dataset[index]
+            image = torch.as_tensor(sample["image"]).float()[None]  # (1, 3, H, W)
+            label = torch.as_tensor(sample["label"]).long()[None]  # (1, H, W)
+            height, width = label.shape[-2:]
+            total = {s: torch.zeros(1, classes, height, width) for s in schemes}
+            for scale in cfg.eval.scales:
+                size = (max(1, round(height * scale)), max(1, round(width * scale)))
+                scaled = F.interpolate(image, size=size, mode="bilinear", align_corners=False)
+                scaled_label = F.interpolate(label[None].float(), size=size, mode="nearest")
+                scaled_label = scaled_label[0].long()
+                padding = (0, -size[1] % divisor, 0, -size[0] % divisor)
+                padded = F.pad(scaled, padding)
+                padded_label = F.pad(scaled_label, padding, value=ignore)
+                features = model.features(padded)
+                for scheme in schemes:
+                    pred = model.head.predict_quadtree(
+                        features, tuple(padded.shape[-2:]), scheme=scheme, label=padded_label
+                    )
+                    scores = pred.scores[..., : size[0], : size[1]]
+                    scores = F.interpolate(
+                        scores, size=(height, width), mode="bilinear", align_corners=False
+                    )
+                    total[scheme] += scores.softmax(dim=1)
+                    if scheme == "all" and scale == cfg.eval.scales[0]:
+                        for level, sites in pred.logits.items():
+                            labels = level_labels(
+                                sites.to_dense(),
+                                classes,
+                                tuple(padded.shape[-2:]),
+                                size,
+                                (height, width),
+                            )
+                            level_metrics[level].update(labels, label)
+            for scheme in schemes:
+                metrics[scheme].update(total[scheme].argmax(1), label)
+    result: dict[str, Any] = {"iteration": trained.iteration, "images": count}
+    if "all" in schemes:
+        result["levels_all"] = {
+            f"Q{level}": 100 * metric.compute().miou for level, metric in level_metrics.items()
+        }
+    for scheme, metric in metrics.items():
+        scores = metric.compute()
+        result[scheme] = {
+            "miou": 100 * scores.miou,
+            "pixel_accuracy": 100 * scores.pixel_accuracy,
+            "boundary_miou": None if scores.boundary_miou is None else 100 * scores.boundary_miou,
+        }
+    return result
+
+
+def level_labels(
+    logits: Any,
+    classes: int,
+    padded_size: tuple[int, int],
+    size: tuple[int, int],
+    image_size: tuple[int, int],
+) -> Any:
+    """One quadtree level's class map: ``(1, k+1, h, w)`` logits -> ``(1, H, W)`` labels.
+
+    The composite channel (the last) is dropped before the argmax; the map is nearest-upsampled
+    to the padded input, cropped to the scaled image ``size`` and nearest-resized to the image.
+    """
+    import torch.nn.functional as F
+
+    labels = logits[:, :classes].argmax(dim=1, keepdim=True).float()
+    labels = F.interpolate(labels, size=padded_size, mode="nearest")[..., : size[0], : size[1]]
+    return F.interpolate(labels, size=image_size, mode="nearest")[:, 0].long()
+
+
+def read_scheme_scores(record: Path | None, max_iters: int) -> dict[str, Any] | None:
+    """A QGN run's scheme evaluation, from its record."""
+    kept = read_record(record, max_iters)
+    return None if kept is None else kept.get("schemes")
+
+
+def write_record(
+    run: Run, seed: int, budget: Budget, max_iters: int, seconds: float | None
+) -> None:
+    """Keep what the report needs of a finished run in its committed record: the final
+    validation, the wall time of this training process, for QGN the scheme evaluation, and how
+    it was made (command, commit, machine). Nothing is written for a run that has not finished."""
+    path = budget.record(run, seed)
+    folder = budget.folder(run, seed)
+    scores = seed_scores(folder, max_iters)
+    if path is None or scores is None:
+        return
+    record: dict[str, Any] = {
+        "what": f"{run.name} seed {seed}: final CamVid val of a heads_camvid.py run (percent)",
+        "row": run.name,
+        "seed": seed,
+        "budget": budget.key,
+        "scores": scores,
+        "train_seconds": seconds,
+        "train_command": shlex.join(
+            ["leanseg", "train", str(run.config.relative_to(REPO))]
+            + [part for item in budget.overrides_of(run, seed, 1) for part in ("--set", item)]
+        ),
+    }
+    if is_qgn(run, budget):
+        print(f"QGN schemes of {folder.name}", flush=True)
+        record["schemes"] = scheme_scores(folder)
+    write_result(path, record)
+
+
+def is_qgn(run: Run, budget: Budget) -> bool:
+    return run_config(run, budget).model.head.get("name") == "qgn"
+
+
+# --------------------------------------------------------------------------- costs
+
+
+def camvid_labels(run: Run, budget: Budget, size: int = 768) -> Any:
+    """Two CamVid val labels padded (ignore) and cropped to ``size x size``, or ``None``."""
+    import torch
+    import torch.nn.functional as F
+
+    from leanseg.data import build_dataset
+
+    cfg = run_config(run, budget)
+    try:
+        dataset = build_dataset(cfg.data, cfg.data.val_split, train=False)
+    except Exception as err:  # noqa: BLE001 - any failure: fall back to random labels
+        print(f"no CamVid labels for the memory measurement ({err}); random ones", flush=True)
+        return None
+    labels = []
+    for index in range(2):
+        label = torch.as_tensor(dataset[index]["label"]).long()[:size, :size]
+        pad = (0, size - label.shape[1], 0, size - label.shape[0])
+        labels.append(F.pad(label, pad, value=cfg.data.ignore_index))
+    return torch.stack(labels)
+
+
+def measure_costs(
+    runs: list[Run], budget: Budget, repeats: int, weights_seed: int | None
+) -> dict[str, dict[str, Any]]:
+    """GMAC and round-robin latency at 1024x2048, activation memory at 768x768 batch 2.
+
+    With ``weights_seed`` each model carries that seed's final weights where its run finished:
+    QGN's sparse decoder works only at the quadtree sites its trained split decisions keep
+    active, so its cost means little with random weights. The memory is measured with the
+    run's frozen backbone parts (``train.freeze_backbone_*``), as it trains.
+    """
+    import torch
+
+    from leanseg.files.checkpoint import load_checkpoint, load_model_state
+    from leanseg.models import build_model
+    from leanseg.profiling.flops import count_flops
+    from leanseg.profiling.memory import activation_memory
+    from leanseg.training.freezing import freeze_backbone
+
+    models, weights, configs = {}, {}, {}
+    for run in runs:
+        cfg = run_config(run, budget)
+        configs[run.name] = cfg
+        model = build_model(cfg)
+        checkpoint = None
+        if weights_seed is not None:
+            folder = budget.folder(run, weights_seed)
+            if run_state(folder, cfg.train.max_iters) == "finished" and folder.is_dir():
+                checkpoint = folder / "checkpoints" / "last.pt"
+                load_model_state(model, load_checkpoint(checkpoint)["model"], checkpoint)
+        weights[run.name] = "random initialisation" if checkpoint is None else str(checkpoint)
+        models[run.name] = model.eval().to(memory_format=torch.channels_last)
+    images = torch.randn(1, 3, 1024, 2048).contiguous(memory_format=torch.channels_last)
+    costs: dict[str, dict[str, Any]] = {}
+    with torch.no_grad():
+        for name, model in models.items():
+            flops = count_flops(model, images)
+            backbone = flops.by_top_level().get("backbone", 0)
+            costs[name] = {
+                "cost_weights": weights[name],
+                "gmac_1024x2048": flops.total / 1e9,
+                "decoder_gmac_1024x2048": (flops.total - backbone) / 1e9,
+            }
+            model(images)  # warm-up
+        calls = {name: (lambda model=model: model(images)) for name, model in models.items()}
+        times = round_robin(calls, warmup=0, repeats=repeats)
+    small = torch.randn(2, 3, 768, 768)
+    labels = camvid_labels(runs[0], budget) if runs else None
+    if labels is None:
+        labels = torch.randint(0, 11, (2, 768, 768))
+    for name, model in models.items():
+        costs[name]["latency_ms_1024x2048"] = statistics.median(times[name])
+        costs[name]["latency_ms_all"] = times[name]
+        trainable = copy.deepcopy(model).to(memory_format=torch.contiguous_format).train()
+        train_cfg = configs[name].train
+        freeze_backbone(
+            trainable.backbone,
+            batchnorm=train_cfg.freeze_backbone_bn,
+            until_stride=train_cfg.freeze_backbone_until,
+        )
+        memory = activation_memory(trainable, small, lambda m, x: m.losses(x, {"label": labels}))
+        costs[name]["train_activation_mb_768x768_b2"] = memory / 2**20
+    return costs
+
+
+# --------------------------------------------------------------------------- the report
+
+
+def summarise_row(run: Run, budget: Budget, max_iters: int) -> dict[str, Any]:
+    """One row of the JSON: per-seed scores of the finished runs, mean and std over seeds."""
+    seeds = []
+    for seed in budget.seeds:
+        scores = seed_scores(budget.folder(run, seed), max_iters, budget.record(run, seed))
+        if scores is not None:
+            seeds.append({"seed": seed, **scores})
+    row: dict[str, Any] = {
+        "about": run.about,
+        "config": str(run.config.relative_to(REPO)),
+        "overrides": list(run.overrides),
+        "seeds": seeds,
+        "status": "done" if len(seeds) >= REQUIRED_SEEDS else pending(len(seeds)),
+    }
+    for metric in ("miou", "boundary_miou"):
+        values = {s["seed"]: s[metric] for s in seeds if s[metric] is not None}
+        stats = seed_statistics(values)
+        row[f"{metric}_mean"], row[f"{metric}_std"] = stats["mean"], stats["std"]
+    return row
+
+
+def pending(done: int) -> str:
+    return f"pending ({done} of {REQUIRED_SEEDS} seeds)"
+
+
+def summarise_schemes(runs: list[Run], budget: Budget, max_iters: dict[str, int]) -> dict[str, Any]:
+    """QGN runs' scheme evaluations: per seed and mean / std over seeds, per eval scheme."""
+    grid: dict[str, Any] = {}
+    for run in runs:
+        if not is_qgn(run, budget):
+            continue
+        per_seed = {}
+        for seed in budget.seeds:
+            record = read_scheme_scores(budget.record(run, seed), max_iters[run.name])
+            if record is not None:
+                per_seed[seed] = record
+        entry: dict[str, Any] = {
+            "train_scheme": run_config(run, budget).model.head.get("train_scheme"),
+            "seeds": sorted(per_seed),
+        }
+        for scheme in QGN_SCHEMES:
+            values = {seed: record[scheme]["miou"] for seed, record in per_seed.items()}
+            entry[scheme] = {"miou": values, **seed_statistics(values)}
+        grid[run.name] = entry
+    return grid
+
+
+def metric_values(record: dict[str, Any]):
+    """``values(term)`` for :func:`heads_claims.judge` over the record being built."""
+
+    def values(term: Term):
+        if term.metric == "decoder_gmac":
+            return record["costs"].get(term.row, {}).get("decoder_gmac_1024x2048")
+        if term.metric.startswith("scheme:"):
+            entry = record["qgn_schemes"].get(term.row, {})
+            return entry.get(term.metric.split(":")[1], {}).get("miou", {})
+        row = record["heads"].get(term.row, {"seeds": []})
+        return {s["seed"]: s[term.metric] for s in row["seeds"] if s[term.metric] is not None}
+
+    return values
+
+
+def mixed_batches_row(path: Path = REPO / "benchmarks/results/multi_domain.json") -> dict:
+    """The mixed-vs-single-batches claim, from ``multi_domain.json`` (one seed measured)."""
+    row = {
+        "claim": MIXED_BATCHES.claim,
+        "source": MIXED_BATCHES.source,
+        "paper_delta": None,
+        "ours": "benchmarks/papers/multi_domain.py: CamVid val mIoU, mixed - "
+        "single-dataset batches",
+        "kind": MIXED_BATCHES.kind,
+        "note": MIXED_BATCHES.note,
+        "delta": None,
+        "spread": None,
+        "n": 0,
+        "verdict": pending(0),
+    }
+    if path.is_file():
+        measured = json.loads(path.read_text()).get("d_mixed_vs_single_batches")
+        if measured:
+            delta = 100 * (measured["mixed"]["camvid"] - measured["single"]["camvid"])
+            row.update(delta=delta, n=1, verdict=pending(1))
+            row["note"] += f"; one seed in {path.relative_to(REPO)} (d_mixed_vs_single_batches)"
+    return row
+
+
+def build_record(
+    runs: list[Run],
+    budget: Budget,
+    recipe: Path,
+    max_iters: dict[str, int],
+    costs: dict[str, Any],
+    command: str,
+) -> dict[str, Any]:
+    record: dict[str, Any] = {
+        "what": "every head on pretrained EfficientNet-Lite0, CamVid val (101 images), at the "
+        "fast recipe's full budget; mIoU and boundary mIoU in percent, mean and sample std over "
+        "seeds (issue 26)",
+        "budget": {
+            "recipe": str(recipe.relative_to(REPO)),
+            "key": budget.key,
+            "overrides": list(budget.overrides),
+            "max_iters": sorted(set(max_iters.values())),
+            "seeds": list(budget.seeds),
+            "required_seeds": REQUIRED_SEEDS,
+            "runs_dir": shown_path(budget.runs_dir),
+            "records_dir": None if budget.records_dir is None else shown_path(budget.records_dir),
+        },
+        "spread": "a row: sample std over seeds; a difference of two rows: sqrt(std_a^2 + "
+        "std_b^2); of two evaluations of the same runs (QGN schemes): std of the per-seed "
+        "differences. |delta| < spread is a tie (benchmarks/training/heads_claims.py)",
+        "heads": {run.name: summarise_row(run, budget, max_iters[run.name]) for run in runs},
+        "qgn_schemes": summarise_schemes(runs, budget, max_iters),
+        "costs": costs,
+    }
+    for run in runs:
+        record["heads"][run.name]["command"] = reproduce_command(run)
+    values = metric_values(record)
+    record["verdicts"] = [judge(claim, values) for claim in CLAIMS] + [mixed_batches_row()]
+    record["command"] = command
+    record["machine"] = machine()
+    return record
+
+
+def shown_path(path: Path) -> str:
+    """``path`` relative to the repository where it is inside it."""
+    path = path.resolve()
+    return str(path.relative_to(REPO)) if path.is_relative_to(REPO) else str(path)
+
+
+def reproduce_command(run: Run) -> str:
+    """The command that trains (or resumes) this row's seeds and reports them."""
+    return f"python benchmarks/training/heads_camvid.py --runs {run.name} --jobs 2"
+
+
+# --------------------------------------------------------------------------- main
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--runs", nargs="*", help="rows to run (default: all); see --plan")
+    parser.add_argument("--seeds", nargs="*", type=int, default=list(SEEDS))
+    parser.add_argument("--jobs", type=int, default=1, help="training runs at a time")
+    parser.add_argument("--threads", type=int, default=1, help="torch threads per run")
+    parser.add_argument("--repeats", type=int, default=5, help="latency rounds (round-robin)")
+    parser.add_argument("--recipe", type=Path, default=RECIPE)
+    parser.add_argument("--runs-dir", type=Path, default=RUNS)
+    parser.add_argument(
+        "--records-dir", type=Path, default=RECORDS, help="where finished runs' records are kept"
+    )
+    parser.add_argument(
+        "--set",
+        action="append",
+        default=[],
+        help="extra override after the recipe's "
+        "(changes the budget digest, so such runs never mix with the full-budget ones)",
+    )
+    parser.add_argument("--plan", action="store_true", help="print each run's state and stop")
+    parser.add_argument("--train-only", action="store_true")
+    parser.add_argument("--cost-only", action="store_true")
+    parser.add_argument("--report-only", action="store_true")
+    parser.add_argument("--json", type=Path, default=RESULTS)
+    parser.add_argument("--table", type=Path, default=DOCS_TABLE)
+    parser.add_argument("--readme", type=Path, default=REPO / "README.md")
+    args = parser.parse_args(argv)
+
+    all_runs = head_runs()
+    names = [run.name for run in all_runs]
+    unknown = sorted(set(args.runs or []) - set(names))
+    if unknown:
+        raise SystemExit(f"unknown rows {unknown}; the rows are {names}")
+    selected = [run for run in all_runs if not args.runs or run.name in args.runs]
+    budget = Budget.from_recipe(
+        args.recipe, args.set, args.runs_dir, tuple(args.seeds), args.records_dir
+    )
+    for run in all_runs:
+        check_same_data(args.recipe, run)
+    max_iters = {run.name: run_config(run, budget).train.max_iters for run in all_runs}
+    todo = plan(selected, budget, args.threads, max_iters)
+    print(f"budget {budget.key} ({args.recipe.name}): {budget.runs_dir}", flush=True)
+    for run, seed, state, _ in todo:
+        print(f"  {run.name} seed {seed}: {state}", flush=True)
+    by_job = {job.name: (run, seed) for run, seed, _, job in todo if job is not None}
+
+    def keep(outcome) -> None:
+        run, seed = by_job[outcome.job.name]
+        write_record(run, seed, budget, max_iters[run.name], outcome.seconds)
+
+    if args.plan:
+        return
+
+    if not (args.cost_only or args.report_only):
+        budget.runs_dir.mkdir(parents=True, exist_ok=True)
+        write_json(budget.runs_dir / "budget.json", {"overrides": list(budget.overrides)})
+        jobs = [job for _, _, _, job in todo if job is not None]
+        train(jobs, parallel=args.jobs, threads=args.threads, check=False, on_done=keep)
+        for run, seed, state, _ in todo:  # finished before records were kept
+            if (
+                state == "finished"
+                and read_record(budget.record(run, seed), max_iters[run.name]) is None
+            ):
+                write_record(run, seed, budget, max_iters[run.name], None)
+        if args.train_only:
+            return
+
+    previous = json.loads(args.json.read_text()) if args.json.is_file() else {}
+    costs = dict(previous.get("costs", {}))
+    if not args.report_only:
+        import torch
+
+        torch.set_num_threads(args.threads)
+        costs.update(measure_costs(selected, budget, args.repeats, budget.seeds[0]))
+    record = build_record(all_runs, budget, args.recipe, max_iters, costs, command_line())
+    write_result(args.json, record)
+
+    import tables
+
+    tables.write_docs_table(record, args.table)
+    tables.update_readme(record, args.readme)
+    for name, row in record["heads"].items():
+        print(f"{name}: {row['status']}, mIoU {row['miou_mean']}", flush=True)
+
+
+if __name__ == "__main__":
+    main()
