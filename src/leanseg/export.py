@@ -256,10 +256,7 @@ def export_onnx(
     folded = 0
     if fold_bn:
         plain = _normalized(example, normalization) if include_normalization else example
-        folded_model = fold_batchnorm(model, plain, atol=tolerance, rtol=0.0)
-        folded = sum(isinstance(m, nn.BatchNorm2d) for m in model.modules()) - sum(
-            isinstance(m, nn.BatchNorm2d) for m in folded_model.modules()
-        )
+        folded_model, folded = _fold_bn_for_export(model, plain, tolerance)
         exported = (
             NormalizedInput(folded_model, normalization) if include_normalization else folded_model
         )
@@ -275,6 +272,60 @@ def export_onnx(
         "leanseg.bn_folded": str(folded),
         **(metadata or {}),
     }
+    checks = _write_verified(
+        path,
+        exported,
+        reference,
+        example,
+        props,
+        sizes=sizes,
+        include_normalization=include_normalization,
+        input_dtype=input_dtype,
+        opset=opset,
+        exporter=exporter,
+        tolerance=tolerance,
+        force=force,
+    )
+    return ExportResult(path=path, checks=checks, folded_bn=folded, metadata=props)
+
+
+def _fold_bn_for_export(
+    model: nn.Module, example: Tensor, tolerance: float
+) -> tuple[nn.Module, int]:
+    """A copy of ``model`` with BN folded on the normalised ``example``
+    (:func:`~leanseg.nn.fold_bn.fold_batchnorm`), and how many BNs were folded."""
+    folded_model = fold_batchnorm(model, example, atol=tolerance, rtol=0.0)
+    folded = sum(isinstance(m, nn.BatchNorm2d) for m in model.modules()) - sum(
+        isinstance(m, nn.BatchNorm2d) for m in folded_model.modules()
+    )
+    return folded_model, folded
+
+
+def _write_verified(
+    path: Path,
+    exported: nn.Module,
+    reference: nn.Module,
+    example: Tensor,
+    props: dict[str, str],
+    *,
+    sizes: Sequence[tuple[int, int]],
+    include_normalization: bool,
+    input_dtype: InputDtype,
+    opset: int,
+    exporter: Exporter,
+    tolerance: float,
+    force: bool,
+) -> list[CheckResult]:
+    """Export ``exported`` traced on ``example`` with ``props`` into a temporary file, verify it
+    against ``reference`` at ``sizes`` and rename it to ``path`` when within ``tolerance``.
+
+    Returns:
+        The checks, one per size.
+
+    Raises:
+        VerificationError: onnxruntime differs from PyTorch by more than ``tolerance``; no file
+            is left behind.
+    """
     path.parent.mkdir(parents=True, exist_ok=True)
     # Reserved with the mode a new file gets under the user's umask (mkstemp's would be 0600):
     # the exporter and the metadata writer rewrite it in place, then it is renamed over ``path``.
@@ -304,7 +355,7 @@ def export_onnx(
             os.replace(temp, path)
         finally:
             temp.unlink(missing_ok=True)
-    return ExportResult(path=path, checks=checks, folded_bn=folded, metadata=props)
+    return checks
 
 
 def verify_onnx(
