@@ -161,50 +161,37 @@ def _measure(
 # ---------------------------------------------------------------------- sections
 
 
+# Columns of the side-by-side comparison, one row per run (:func:`_comparison_row`).
+_COMPARISON_HEADER = (
+    "run",
+    "model",
+    "dataset",
+    "iterations",
+    "best val mIoU (logged)",
+    "mIoU (report)",
+    "boundary mIoU",
+    "pixel acc.",
+    "AP",
+    "params (M)",
+    "GFLOPs",
+    "latency (ms)",
+    "peak memory (MiB)",
+)
+
+
 def _comparison(reports: list[RunReport]) -> list[Section]:
-    header = [
-        "run",
-        "model",
-        "dataset",
-        "iterations",
-        "best val mIoU (logged)",
-        "mIoU (report)",
-        "boundary mIoU",
-        "pixel acc.",
-        "AP",
-        "params (M)",
-        "GFLOPs",
-        "latency (ms)",
-        "peak memory (MiB)",
-    ]
-    rows = []
-    for report in reports:
-        log, evaluation, cost = report.log, report.evaluation, report.cost
-        best = log.best_val
-        scores = evaluation.scores if evaluation else None
-        ap = scores.instance_ap if scores else None
-        rows.append(
-            [
-                log.name,
-                log.model_name,
-                log.dataset,
-                _count(log.iterations),
-                _pct(best["miou"] if best else None),
-                _pct(scores.miou if scores else None),
-                _pct(scores.boundary_miou if scores else None),
-                _pct(scores.pixel_accuracy if scores else None),
-                _pct(ap["AP"] if ap else None),
-                f"{cost.parameters / 1e6:.2f}" if cost else "-",
-                f"{cost.gflops:.2f}" if cost else "-",
-                f"{cost.latency_ms:.1f}" if cost else "-",
-                _number(cost.peak_memory_mib if cost else None),
-            ]
-        )
+    """The side-by-side table of all runs and their accuracy-against-latency plot."""
+    return [_comparison_table(reports), _accuracy_vs_latency(reports)]
+
+
+def _comparison_table(reports: list[RunReport]) -> Section:
+    """One row per run (:data:`_COMPARISON_HEADER`), with a note on what was measured."""
+    rows = [_comparison_row(report) for report in reports]
     sizes = {tuple(r.cost.input_shape) for r in reports if r.cost}
-    table_section = Section(
+    return Section(
         "Side-by-side comparison",
         [
-            table(header, rows),
+            table(list(_COMPARISON_HEADER), rows),
             text(
                 "mIoU (report) is measured by this report on the same val images of each run; "
                 "cost at input " + ", ".join("x".join(map(str, s)) for s in sorted(sizes)) + "."
@@ -214,6 +201,33 @@ def _comparison(reports: list[RunReport]) -> list[Section]:
             ),
         ],
     )
+
+
+def _comparison_row(report: RunReport) -> list[str]:
+    """The cells of one run in the comparison table; '-' for what was not measured."""
+    log, evaluation, cost = report.log, report.evaluation, report.cost
+    best = log.best_val
+    scores = evaluation.scores if evaluation else None
+    ap = scores.instance_ap if scores else None
+    return [
+        log.name,
+        log.model_name,
+        log.dataset,
+        _count(log.iterations),
+        _pct(best["miou"] if best else None),
+        _pct(scores.miou if scores else None),
+        _pct(scores.boundary_miou if scores else None),
+        _pct(scores.pixel_accuracy if scores else None),
+        _pct(ap["AP"] if ap else None),
+        f"{cost.parameters / 1e6:.2f}" if cost else "-",
+        f"{cost.gflops:.2f}" if cost else "-",
+        f"{cost.latency_ms:.1f}" if cost else "-",
+        _number(cost.peak_memory_mib if cost else None),
+    ]
+
+
+def _accuracy_vs_latency(reports: list[RunReport]) -> Section:
+    """mIoU against median latency of the runs that have both; a note when fewer than two do."""
     points = []
     sources = set()
     for report in reports:
@@ -233,7 +247,7 @@ def _comparison(reports: list[RunReport]) -> list[Section]:
         )
     else:
         plot.parts.append(text("Fewer than two runs have both an mIoU and a latency.", note=True))
-    return [table_section, plot]
+    return plot
 
 
 def _datasets(reports: list[RunReport]) -> list[Section]:
