@@ -24,8 +24,9 @@ import os
 import re
 import stat
 import time
+from collections.abc import Sequence
 from pathlib import Path, PurePath
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import torch
@@ -38,6 +39,10 @@ from leanseg.files.atomic import atomic_write_text, is_temp_of
 from leanseg.files.run_dir import RunDirError, owned_kind
 from leanseg.models import run_config_from_dict
 from leanseg.nn.backbones.pretrained import PRETRAINED_SOURCES
+
+if TYPE_CHECKING:
+    from leanseg.metrics.semantic import SegmentationScores
+    from leanseg.training.trainer import TrainResult
 
 # Scenes are generated at this size (height, width); training crops are smaller.
 SCENE_SIZE = (256, 512)
@@ -160,7 +165,6 @@ def run_demo(
     )
     trainer = Trainer.from_config(cfg, console=console, show_progress=show_progress)
     result = trainer.train()
-    model_scores = result.final_scores
 
     console.print("3/4 fitting the colour baseline on the same training scenes")
     colour_scores = _colour_baseline(cfg)
@@ -168,6 +172,52 @@ def run_demo(
     console.print("4/4 writing prediction panels (image | ground truth | prediction)")
     panels = _write_panels(trainer.model, cfg, out_dir / "predictions")
 
+    summary = _summary(
+        result,
+        trainer.class_names,
+        colour_scores,
+        panels,
+        pretrained=pretrained,
+        started=started,
+        scenes=(num_train, num_val),
+        scene_size=scene_size,
+    )
+    atomic_write_text(out_dir / "summary.json", json.dumps(summary, indent=2) + "\n")
+    report = _write_report(result.run_dir, out_dir, scene_size, console)
+    _print_summary(console, summary, out_dir)
+    if report is not None:
+        console.print(f"  report:           {report}")
+    return summary
+
+
+def _write_report(
+    run_dir: Path, out_dir: Path, scene_size: tuple[int, int], console: Console
+) -> Path | None:
+    """Write the demo's HTML report into ``out_dir``; None, with a note, without a plot library."""
+    from leanseg.report import write_demo_report
+    from leanseg.report.figures import MissingPlotLibrary
+
+    try:
+        return write_demo_report(run_dir, out_dir / "report.html", bench_size=scene_size)
+    except MissingPlotLibrary as err:
+        console.print(f"[yellow]no HTML report: {err}")
+        return None
+
+
+def _summary(
+    result: TrainResult,
+    class_names: Sequence[str],
+    colour_scores: SegmentationScores,
+    panels: Sequence[Path],
+    *,
+    pretrained: bool,
+    started: float,
+    scenes: tuple[int, int],
+    scene_size: tuple[int, int],
+) -> dict[str, Any]:
+    """The demo's summary (``summary.json``): the run, both models' scores without their
+    confusion matrices, the panels; ``started``: ``time.perf_counter()`` at the demo's start."""
+    model_scores = result.final_scores
     summary = {
         "run_dir": str(result.run_dir),
         "pretrained": pretrained,
@@ -175,29 +225,17 @@ def run_demo(
         "train_seconds": round(result.seconds, 1),
         "total_seconds": round(time.perf_counter() - started, 1),
         "threads": torch.get_num_threads(),
-        "num_train_scenes": num_train,
-        "num_val_scenes": num_val,
+        "num_train_scenes": scenes[0],
+        "num_val_scenes": scenes[1],
         "scene_size": list(scene_size),
         "model": model_scores.to_dict() if model_scores else None,
         "colour_baseline": colour_scores.to_dict(),
-        "classes": list(trainer.class_names),
+        "classes": list(class_names),
         "panels": [str(p) for p in panels],
     }
     for scores in (summary["model"], summary["colour_baseline"]):
         if scores:
             scores.pop("confusion", None)
-    atomic_write_text(out_dir / "summary.json", json.dumps(summary, indent=2) + "\n")
-    from leanseg.report import write_demo_report
-    from leanseg.report.figures import MissingPlotLibrary
-
-    try:
-        report = write_demo_report(result.run_dir, out_dir / "report.html", bench_size=scene_size)
-    except MissingPlotLibrary as err:
-        report = None
-        console.print(f"[yellow]no HTML report: {err}")
-    _print_summary(console, summary, out_dir)
-    if report is not None:
-        console.print(f"  report:           {report}")
     return summary
 
 
