@@ -33,6 +33,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 import torch
@@ -158,62 +159,10 @@ def build_union(
     if len(classes) > IGNORE_INDEX:
         raise ConfigError(f"{key}.classes: {len(classes)} union classes; at most 255 fit 8 bits")
     index = {name.lower(): i for i, name in enumerate(classes)}
-
-    def lookup(name: str, where: str) -> int:
-        if name.lower() not in index:
-            raise ConfigError(
-                f"{where}: {name!r} is not a union class; union classes: {', '.join(classes)}"
-            )
-        return index[name.lower()]
-
     datasets = {}
     label_sets: list[tuple[int, ...]] = []
     for entry, names in dataset_classes.items():
-        table = union.map.get(entry, {})
-        unknown = [their for their in table if their not in names]
-        if unknown:
-            raise ConfigError(
-                f"{key}.map.{entry}.{unknown[0]}: dataset {entry!r} has no class "
-                f"{unknown[0]!r}; its classes: {', '.join(names)}"
-            )
-        to_union = np.full(256, IGNORE_INDEX, dtype=np.uint8)
-        to_dataset = np.full(256, IGNORE_INDEX, dtype=np.uint8)
-        partial_values: dict[int, int] = {}  # dataset value -> its label set's value
-        for value, name in enumerate(names):
-            where = f"{key}.map.{entry}.{name}"
-            if name in table:
-                targets = _targets(table[name])
-                if [t.lower() for t in targets] == [UNION_IGNORE]:
-                    continue
-                claimed = [lookup(target, where) for target in targets]
-            else:
-                if name.lower() not in index:
-                    raise ConfigError(
-                        f"{where}: class {name!r} of dataset {entry!r} has no union class of that "
-                        f"name; add it to {key}.classes or map it (to a union class, a list of "
-                        f"them, or {UNION_IGNORE})"
-                    )
-                claimed = [index[name.lower()]]
-            if len(claimed) == 1:
-                to_union[value] = claimed[0]
-            elif union.partial_labels:
-                members = tuple(sorted(set(claimed)))
-                if members not in label_sets:
-                    label_sets.append(members)
-                partial_values[value] = len(classes) + label_sets.index(members)
-            for u in claimed:
-                if to_dataset[u] != IGNORE_INDEX:
-                    raise ConfigError(
-                        f"{where}: union class {classes[u]!r} already stands for class "
-                        f"{names[to_dataset[u]]!r} of dataset {entry!r}; a union class may stand "
-                        "for one class of each dataset (add a union class, or map one to "
-                        f"{UNION_IGNORE})"
-                    )
-                to_dataset[u] = value
-        to_union_partial = to_union.copy()
-        for value, label_value in partial_values.items():
-            to_union_partial[value] = label_value
-        datasets[entry] = DatasetLabels(entry, tuple(names), to_union, to_dataset, to_union_partial)
+        datasets[entry] = _dataset_labels(entry, names, union, classes, index, label_sets, key)
     if len(classes) + len(label_sets) > IGNORE_INDEX:
         raise ConfigError(
             f"{key}.partial_labels: {len(classes)} union classes and {len(label_sets)} label "
@@ -221,3 +170,93 @@ def build_union(
             "beside ignore"
         )
     return UnionLabelSpace(tuple(classes), datasets, tuple(label_sets))
+
+
+def _dataset_labels(
+    entry: str,
+    names: Sequence[str],
+    union: UnionConfig,
+    classes: Sequence[str],
+    index: Mapping[str, int],
+    label_sets: list[tuple[int, ...]],
+    key: str,
+) -> DatasetLabels:
+    """The lookup tables between dataset ``entry`` (class ``names``) and the union ``classes``
+    (``index``: lower-case name -> union index). With ``partial_labels``, a label set that one
+    of its classes claims and ``label_sets`` lacks is appended to it.
+
+    Raises:
+        ConfigError: as :func:`build_union`, for this dataset.
+    """
+    table = union.map.get(entry, {})
+    unknown = [their for their in table if their not in names]
+    if unknown:
+        raise ConfigError(
+            f"{key}.map.{entry}.{unknown[0]}: dataset {entry!r} has no class "
+            f"{unknown[0]!r}; its classes: {', '.join(names)}"
+        )
+    to_union = np.full(256, IGNORE_INDEX, dtype=np.uint8)
+    to_dataset = np.full(256, IGNORE_INDEX, dtype=np.uint8)
+    partial_values: dict[int, int] = {}  # dataset value -> its label set's value
+    for value, name in enumerate(names):
+        where = f"{key}.map.{entry}.{name}"
+        claimed = _claimed_classes(entry, name, table, classes, index, where, key)
+        if claimed is None:
+            continue
+        if len(claimed) == 1:
+            to_union[value] = claimed[0]
+        elif union.partial_labels:
+            members = tuple(sorted(set(claimed)))
+            if members not in label_sets:
+                label_sets.append(members)
+            partial_values[value] = len(classes) + label_sets.index(members)
+        for u in claimed:
+            if to_dataset[u] != IGNORE_INDEX:
+                raise ConfigError(
+                    f"{where}: union class {classes[u]!r} already stands for class "
+                    f"{names[to_dataset[u]]!r} of dataset {entry!r}; a union class may stand "
+                    "for one class of each dataset (add a union class, or map one to "
+                    f"{UNION_IGNORE})"
+                )
+            to_dataset[u] = value
+    to_union_partial = to_union.copy()
+    for value, label_value in partial_values.items():
+        to_union_partial[value] = label_value
+    return DatasetLabels(entry, tuple(names), to_union, to_dataset, to_union_partial)
+
+
+def _claimed_classes(
+    entry: str,
+    name: str,
+    table: Mapping[str, Any],
+    classes: Sequence[str],
+    index: Mapping[str, int],
+    where: str,
+    key: str,
+) -> list[int] | None:
+    """The union classes that class ``name`` of dataset ``entry`` stands for: its map entry's
+    targets in ``table``, else the union class of its name; None when it is mapped to ignore.
+
+    Raises:
+        ConfigError: naming ``where``, for a target that is not a union class, or a class with
+            no map entry and no union class of its name.
+    """
+    if name in table:
+        targets = _targets(table[name])
+        if [t.lower() for t in targets] == [UNION_IGNORE]:
+            return None
+        claimed = []
+        for target in targets:
+            if target.lower() not in index:
+                raise ConfigError(
+                    f"{where}: {target!r} is not a union class; union classes: {', '.join(classes)}"
+                )
+            claimed.append(index[target.lower()])
+        return claimed
+    if name.lower() not in index:
+        raise ConfigError(
+            f"{where}: class {name!r} of dataset {entry!r} has no union class of that "
+            f"name; add it to {key}.classes or map it (to a union class, a list of "
+            f"them, or {UNION_IGNORE})"
+        )
+    return [index[name.lower()]]
