@@ -188,15 +188,7 @@ class QGNHead(HeadCapabilities, nn.Module):
     ) -> None:
         super().__init__()
         top = feature_at(feature_info)
-        top_stride = top.stride
-        self.top = int(math.log2(top_stride))
-        if 2**self.top != top_stride:
-            raise ValueError(f"coarsest stride must be a power of two, got {top_stride}")
-        if len(decoder_channels) != self.top or len(decoder_units) != self.top:
-            raise ValueError(
-                f"need {self.top} decoder blocks for stride {top_stride}, got "
-                f"{len(decoder_channels)} channels / {len(decoder_units)} unit counts"
-            )
+        self.top = self._root_level(top.stride, decoder_channels, decoder_units)
         for name, value, options in (
             ("train_scheme", train_scheme, Scheme),
             ("eval_scheme", eval_scheme, Scheme),
@@ -224,7 +216,40 @@ class QGNHead(HeadCapabilities, nn.Module):
             self.project: nn.Module = nn.Identity()
         else:
             self.project = conv_bn_relu(top.channels, in_channels)
-        outputs = num_classes + 1
+        self._build_decoder(feature_info, in_channels, decoder_channels, decoder_units)
+        self.register_buffer("adaptive_beta", torch.ones(self.top + 1), persistent=True)
+        # Eq. 4 weight per class, composite last (QGN A.2); all ones unless "median" updates it.
+        self.register_buffer("class_weights", torch.ones(num_classes + 1), persistent=True)
+
+    @staticmethod
+    def _root_level(
+        top_stride: int, decoder_channels: tuple[int, ...], decoder_units: tuple[int, ...]
+    ) -> int:
+        """The root level ``log2(top_stride)``, which needs one decoder block per finer level.
+
+        Raises:
+            ValueError: the stride is not a power of two, or the block counts do not match it.
+        """
+        top = int(math.log2(top_stride))
+        if 2**top != top_stride:
+            raise ValueError(f"coarsest stride must be a power of two, got {top_stride}")
+        if len(decoder_channels) != top or len(decoder_units) != top:
+            raise ValueError(
+                f"need {top} decoder blocks for stride {top_stride}, got "
+                f"{len(decoder_channels)} channels / {len(decoder_units)} unit counts"
+            )
+        return top
+
+    def _build_decoder(
+        self,
+        feature_info: list[FeatureInfo],
+        in_channels: int,
+        decoder_channels: tuple[int, ...],
+        decoder_units: tuple[int, ...],
+    ) -> None:
+        """The prediction layer of every level (``predict``), the residual units of each block
+        (``blocks``) and the 1x1 conv + BN of each encoder skip (``skips``), keyed by level."""
+        outputs = self.num_classes + 1
         self.predict = nn.ModuleDict({str(self.top): SubmConv2d(in_channels, outputs, 1)})
         self.skips = nn.ModuleDict()
         self.blocks = nn.ModuleDict()
@@ -235,7 +260,7 @@ class QGNHead(HeadCapabilities, nn.Module):
             level = self.top - 1 - index
             skip = next((info for info in feature_info if info.stride == 2**level), None)
             if skip is not None:
-                skip_width = channels if units_before_upsample else width
+                skip_width = channels if self.units_before_upsample else width
                 self.skips[str(level)] = SparseSequential(
                     SubmConv2d(skip.channels, skip_width, 1, bias=False),
                     SparseBatchNorm(skip_width),
@@ -245,9 +270,6 @@ class QGNHead(HeadCapabilities, nn.Module):
             )
             self.predict[str(level)] = SubmConv2d(channels, outputs, 1)
             width = channels
-        self.register_buffer("adaptive_beta", torch.ones(self.top + 1), persistent=True)
-        # Eq. 4 weight per class, composite last (QGN A.2); all ones unless "median" updates it.
-        self.register_buffer("class_weights", torch.ones(outputs), persistent=True)
 
     # ------------------------------------------------------------------ decoder
 
