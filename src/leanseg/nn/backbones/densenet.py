@@ -180,6 +180,47 @@ class DenseNet(Backbone):
         norm_layer: NormLayer = nn.BatchNorm2d,
     ) -> None:
         super().__init__()
+        self._check_arguments(
+            in_channels=in_channels,
+            output_stride=output_stride,
+            splits=(split_db3, split_db4),
+            block_config=block_config,
+            db1_stride=db1_stride,
+            checkpointing=checkpointing,
+        )
+        self.splits = {3: split_db3, 4: split_db4}
+        self.in_channels = in_channels
+        self.db1_stride = db1_stride
+        infos = self._build_features(
+            growth_rate, block_config, num_init_features, bn_size, output_stride, norm_layer
+        )
+        # A dilated block shares its stride with the previous one: the deeper map wins.
+        self._all_infos = infos
+        self.feature_info = list({info.stride: info for info in infos}.values())
+        self.checkpointing = checkpointing
+        unit_mode, self._outer = CHECKPOINTING[checkpointing]
+        for module in self.modules():
+            if isinstance(module, _DenseLayer):
+                module.checkpointing = "" if unit_mode == "block" else unit_mode
+        self._block_segments = unit_mode == "block"
+        self._initialise()
+
+    @staticmethod
+    def _check_arguments(
+        *,
+        in_channels: int,
+        output_stride: int,
+        splits: tuple[int | None, int | None],
+        block_config: tuple[int, int, int, int],
+        db1_stride: int,
+        checkpointing: str,
+    ) -> None:
+        """Refuse arguments out of range; ``splits``: ``split_db3``, ``split_db4``.
+
+        Raises:
+            ValueError: naming the argument.
+        """
+        split_db3, split_db4 = splits
         if in_channels < 1:
             raise ValueError(f"in_channels must be at least 1, got {in_channels}")
         if output_stride not in (8, 16, 32):
@@ -199,22 +240,31 @@ class DenseNet(Backbone):
         ):
             if split is not None and not 0 < split < n:
                 raise ValueError(f"{name} must be in 1..{n - 1}, got {split}")
-        self.splits = {3: split_db3, 4: split_db4}
-        self.in_channels = in_channels
-        self.db1_stride = db1_stride
+
+    def _build_features(
+        self,
+        growth_rate: int,
+        block_config: tuple[int, int, int, int],
+        num_init_features: int,
+        bn_size: int,
+        output_stride: int,
+        norm_layer: NormLayer,
+    ) -> list[FeatureInfo]:
+        """``self.features`` under torchvision's names (stem, dense blocks, transitions,
+        ``norm5``); returns every map's info, split blocks' first halves included."""
         dilation = {3: 2 if output_stride == 8 else 1, 4: {8: 4, 16: 2, 32: 1}[output_stride]}
         pool = {2: output_stride != 8, 3: output_stride == 32}
-
         self.features = nn.Sequential()
         self.features.add_module(
-            "conv0", nn.Conv2d(in_channels, num_init_features, 7, stride=2, padding=3, bias=False)
+            "conv0",
+            nn.Conv2d(self.in_channels, num_init_features, 7, stride=2, padding=3, bias=False),
         )
         self.features.add_module("norm0", norm_layer(num_init_features))
         self.features.add_module("relu0", nn.ReLU(inplace=True))
         self.features.add_module("pool0", nn.MaxPool2d(3, stride=2, padding=1))
         channels = num_init_features
         infos: list[FeatureInfo] = []
-        stride = db1_stride
+        stride = self.db1_stride
         for i, num_layers in enumerate(block_config, start=1):
             block = _DenseBlock(
                 num_layers, channels, growth_rate, bn_size, dilation.get(i, 1), norm_layer
@@ -233,19 +283,10 @@ class DenseNet(Backbone):
                 )
                 channels //= 2
                 stride = stride * 2 if keep else stride
-                if i == 1 and db1_stride == 2:
+                if i == 1 and self.db1_stride == 2:
                     stride *= 2
         self.features.add_module("norm5", norm_layer(channels))
-        # A dilated block shares its stride with the previous one: the deeper map wins.
-        self._all_infos = infos
-        self.feature_info = list({info.stride: info for info in infos}.values())
-        self.checkpointing = checkpointing
-        unit_mode, self._outer = CHECKPOINTING[checkpointing]
-        for module in self.modules():
-            if isinstance(module, _DenseLayer):
-                module.checkpointing = "" if unit_mode == "block" else unit_mode
-        self._block_segments = unit_mode == "block"
-        self._initialise()
+        return infos
 
     def _initialise(self) -> None:
         for module in self.modules():

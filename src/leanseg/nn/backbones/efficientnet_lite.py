@@ -188,7 +188,40 @@ class EfficientNetLite(Backbone):
         self._conv_stem = nn.Conv2d(in_channels, STEM_CHANNELS, 3, stride=2, padding=1, bias=False)
         self._bn0 = norm_layer(STEM_CHANNELS)
         self.act = nn.ReLU6(inplace=True)
+        last_at_stride = self._build_blocks(
+            width_mult, depth_mult, output_stride, drop_path_rate, norm_layer
+        )
+        stride = max(last_at_stride)
+        self.head_features = head_features
+        if head_features:
+            self._conv_head = nn.Conv2d(last_at_stride[stride][0], HEAD_CHANNELS, 1, bias=False)
+            self._bn1 = norm_layer(HEAD_CHANNELS)
+            last_at_stride[stride] = (HEAD_CHANNELS, len(self._blocks) - 1)
+        self._taps = {index: s for s, (_, index) in last_at_stride.items()}
+        self.feature_info = [
+            FeatureInfo(
+                s,
+                channels,
+                "_bn1" if head_features and s == stride else f"_blocks.{index}",
+            )
+            for s, (channels, index) in sorted(last_at_stride.items())
+        ]
+        self._initialise()
 
+    def _build_blocks(
+        self,
+        width_mult: float,
+        depth_mult: float,
+        output_stride: int,
+        drop_path_rate: float,
+        norm_layer: NormLayer,
+    ) -> dict[int, tuple[int, int]]:
+        """``self._blocks``: the MBConv stages of B0 scaled by ``width_mult`` / ``depth_mult``
+        (first and last stage not repeated more, as Lite does), dilated past ``output_stride``.
+
+        Returns:
+            stride -> (channels, index of the block) of the last block at each stride.
+        """
         last_stage = len(B0_STAGES) - 1
         repeats = [
             spec.repeats if i in (0, last_stage) else round_repeats(spec.repeats, depth_mult)
@@ -196,7 +229,6 @@ class EfficientNetLite(Backbone):
         ]
         num_blocks = sum(repeats)
         blocks: list[nn.Module] = []
-        # (stride, channels, index of the block) of the last block at each stride.
         last_at_stride: dict[int, tuple[int, int]] = {}
         stride, dilation = 2, 1
         in_channels = STEM_CHANNELS
@@ -225,22 +257,7 @@ class EfficientNetLite(Backbone):
             in_channels = out_channels
             last_at_stride[stride] = (out_channels, len(blocks) - 1)
         self._blocks = nn.ModuleList(blocks)
-
-        self.head_features = head_features
-        if head_features:
-            self._conv_head = nn.Conv2d(in_channels, HEAD_CHANNELS, 1, bias=False)
-            self._bn1 = norm_layer(HEAD_CHANNELS)
-            last_at_stride[stride] = (HEAD_CHANNELS, len(blocks) - 1)
-        self._taps = {index: s for s, (_, index) in last_at_stride.items()}
-        self.feature_info = [
-            FeatureInfo(
-                s,
-                channels,
-                "_bn1" if head_features and s == stride else f"_blocks.{index}",
-            )
-            for s, (channels, index) in sorted(last_at_stride.items())
-        ]
-        self._initialise()
+        return last_at_stride
 
     def _initialise(self) -> None:
         for module in self.modules():
