@@ -256,22 +256,10 @@ class SandFHead(HeadCapabilities, nn.Module):
         dropout: float = 0.0,
     ) -> None:
         super().__init__()
+        in_stride = self._check_arguments(
+            feature_info, in_stride, num_levels, context=context, output=output, relabel=relabel
+        )
         strides = sorted(info.stride for info in feature_info)
-        if in_stride is None:
-            fine = [s for s in (4, 8) if s in strides]
-            if not fine:
-                raise ValueError(f"S&F needs stride-4 or stride-8 features, got {strides}")
-            in_stride = fine[0]
-        in_stride = feature_at(feature_info, in_stride).stride
-        for name, value, valid in (
-            ("context", context, ("none", "anl", "c2f")),
-            ("output", output, ("pyramid", "pixel", "auxiliary")),
-            ("relabel", relabel, ("raw", "gt", "tp")),
-        ):
-            if value not in valid:
-                raise ValueError(f"{name} must be one of {valid}, got {value!r}")
-        if num_levels < 1 or (output != "pixel" and num_levels < 2):
-            raise ValueError(f"num_levels must be >= 2 for pyramid outputs, got {num_levels}")
         self.in_stride = in_stride
         self.num_levels = num_levels
         self.num_classes = num_classes
@@ -300,6 +288,40 @@ class SandFHead(HeadCapabilities, nn.Module):
         self.unity = (
             UnityHead(in_channels, unity_channels, num_levels) if output == "pyramid" else None
         )
+
+    @staticmethod
+    def _check_arguments(
+        feature_info: list[FeatureInfo],
+        in_stride: int | None,
+        num_levels: int,
+        *,
+        context: str,
+        output: str,
+        relabel: str,
+    ) -> int:
+        """The stride of the map the head reads (the finest of 4 and 8 when ``in_stride`` is
+        None), after refusing choices it does not know.
+
+        Raises:
+            ValueError: naming the argument.
+        """
+        strides = sorted(info.stride for info in feature_info)
+        if in_stride is None:
+            fine = [s for s in (4, 8) if s in strides]
+            if not fine:
+                raise ValueError(f"S&F needs stride-4 or stride-8 features, got {strides}")
+            in_stride = fine[0]
+        in_stride = feature_at(feature_info, in_stride).stride
+        for name, value, valid in (
+            ("context", context, ("none", "anl", "c2f")),
+            ("output", output, ("pyramid", "pixel", "auxiliary")),
+            ("relabel", relabel, ("raw", "gt", "tp")),
+        ):
+            if value not in valid:
+                raise ValueError(f"{name} must be one of {valid}, got {value!r}")
+        if num_levels < 1 or (output != "pixel" and num_levels < 2):
+            raise ValueError(f"num_levels must be >= 2 for pyramid outputs, got {num_levels}")
+        return in_stride
 
     # -- pyramid prediction -------------------------------------------------------------------
 
