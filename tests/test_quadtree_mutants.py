@@ -19,7 +19,6 @@ from leanseg.structures.quadtree import (
     leaf_level_map,
     leaf_masks,
     level_pixel_counts,
-    level_stats,
     merge,
     pad_to_multiple,
     t_pyramid,
@@ -166,20 +165,6 @@ def test_level_stats_percentages_and_ratio():
     assert stats.counts == [5, 14, 3]
 
 
-def test_level_stats_add_up_over_label_maps():
-    labels = [_two_level_example()[0], torch.zeros(4, 4, dtype=torch.long)]
-    stats = level_stats(labels, num_levels=3)
-    assert stats.counts == [4, 12, 16]
-    with_ignore = torch.full((4, 4), 255)
-    with_ignore[0, 0] = 1  # ignore is kept as a value: one 2x2 cell splits
-    assert level_stats([with_ignore], num_levels=3).counts == [4, 12, 0]
-    # The ignore value is what pads a map: as the map's own class, the padding merges with it.
-    small = torch.zeros(3, 3, dtype=torch.long)
-    assert level_stats([small], num_levels=3).counts == [5, 4, 0]
-    assert level_stats([small], num_levels=3, ignore_index=0).counts == [0, 0, 9]
-    assert level_stats([torch.zeros(32, 32)]).counts == [0, 0, 0, 0, 0, 1024]
-
-
 def test_the_composite_channel_follows_the_classes():
     """Classes are channels 0..k-1; the composite is channel k (QGN's 0, moved to the end)."""
     assert composite_channel(19) == 19 and composite_channel(1) == 1
@@ -205,8 +190,7 @@ def test_encode_defaults_to_six_levels_and_pads_with_255():
     assert decode(tree).eq(0).all() and decode(tree).shape == (1, 3, 3)
 
 
-def test_level_counts_in_wildcard_mode_and_default_padding_of_level_stats():
+def test_level_counts_in_wildcard_mode():
     label = torch.tensor([[[3, 255, 3, 3], [3, 3, 3, 3], [3, 3, 255, 3], [3, 3, 3, 3]]])
     assert level_pixel_counts(label, 3, ignore="wildcard").tolist() == [0, 0, 16]
     assert level_pixel_counts(label, 3).tolist() == [8, 8, 0]
-    assert level_stats([torch.full((3, 3), 255)], num_levels=3).counts == [0, 0, 9]

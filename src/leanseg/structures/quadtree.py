@@ -215,13 +215,3 @@ class LevelStats:
     def add(self, counts: Tensor) -> None:
         for level, c in enumerate(counts.tolist()):
             self.counts[level] += int(c)
-
-
-def level_stats(
-    labels: list[Tensor] | Tensor, num_levels: int = 6, ignore_index: int = IGNORE_INDEX
-) -> LevelStats:
-    """Aggregate :class:`LevelStats` over label maps (lossless ``"keep"`` mode)."""
-    stats = LevelStats([0] * num_levels)
-    for label in labels:
-        stats.add(level_pixel_counts(label, num_levels, ignore_index))
-    return stats
