@@ -17,6 +17,7 @@ from typing import Any, Literal
 from leanseg.config import limits
 from leanseg.config.errors import ConfigError
 from leanseg.config.ranges import BATCH_SIZE, RangeTable, finite, optional, positive
+from leanseg.structures.labels import IGNORE_INDEX
 
 # torchvision's ImageNet statistics of 0..1 RGB, the normalisation of ResNet/DenseNet/HRNet weights
 # and of a ``DataConfig`` built by hand with ``mean``/``std`` left ``None``.
@@ -111,7 +112,7 @@ class DataConfig:
     # A label colour missing from ``label_colors``: ``error`` (naming the file, the colour and
     # its pixel count) or ``ignore`` (such pixels get the ignore label).
     unknown_colors: Literal["error", "ignore"] = "error"
-    ignore_index: int = 255
+    ignore_index: int = IGNORE_INDEX
     # Training crop (height, width). Crops larger than the rescaled image are padded with the
     # mean colour and the ignore label (thesis 4.6.1).
     crop_size: tuple[int, int] = (512, 512)

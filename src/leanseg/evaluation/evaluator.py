@@ -41,6 +41,7 @@ from leanseg.inference.speed import InferenceOptions, InferenceRunner, PreparedM
 from leanseg.metrics.semantic import SegmentationScores
 from leanseg.nn.segmentor import extra_inputs
 from leanseg.runtime import distributed
+from leanseg.structures.labels import IGNORE_INDEX
 
 # Fields of SegmentationScores without a default that only the boundary evaluator fills.
 _WITHOUT_BOUNDARY = {"boundary_miou": None, "boundary_iou": None}
@@ -51,7 +52,7 @@ def default_evaluators(
     *,
     num_classes: int,
     boundary_width: int | None = 8,
-    ignore_index: int = 255,
+    ignore_index: int = IGNORE_INDEX,
     class_names: Sequence[str] | None = None,
     label_map: Tensor | None = None,
 ) -> list[Evaluator]:
@@ -62,11 +63,12 @@ def default_evaluators(
         boundary_width: ``eval.boundary_width``: half-width of the boundary band; None: no
             boundary mIoU.
         class_names: names of the scored classes; Cityscapes' 19 add category IoU and iIoU.
-        label_map: ``(K,)`` model class -> scored class, 255 for classes foreign to the dataset
+        label_map: ``(K,)`` model class -> scored class, ``IGNORE_INDEX`` for classes foreign to the
+            dataset
             (scored as Void, thesis 5.3.1; pass it to :func:`evaluate` too); None when the
             model predicts the scored classes.
     """
-    void_index = None if label_map is None else 255
+    void_index = None if label_map is None else IGNORE_INDEX
     evaluators: list[Evaluator] = [
         SemanticEvaluator(
             num_classes, ignore_index=ignore_index, void_index=void_index, class_names=class_names
@@ -115,7 +117,8 @@ def evaluate(
             :class:`~leanseg.evaluation.semantic.SemanticEvaluator`, which fills the fields
             every :class:`~leanseg.metrics.semantic.SegmentationScores` has.
         on_batch: called as ``on_batch(done, total)`` after each batch (progress bars).
-        label_map: ``(K,)`` model class -> scored class, 255 for classes foreign to the dataset
+        label_map: ``(K,)`` model class -> scored class, ``IGNORE_INDEX`` for classes foreign to the
+            dataset
             (scored as Void, thesis 5.3.1); None when the model predicts the scored classes.
         options: inference-speed options applied to a copy of ``model``
             (:func:`~leanseg.inference.speed.prepare_model`), or a model already prepared from

@@ -29,6 +29,7 @@ from leanseg.metrics.semantic import (
     foreign_fraction,
     predicted_class_pixels,
 )
+from leanseg.structures.labels import IGNORE_INDEX
 
 
 def sum_across_processes(tensor: Tensor) -> Tensor:
@@ -56,7 +57,9 @@ class InstanceIoUEvaluator:
         categories: also score Cityscapes' categories (the scored classes are its 19).
     """
 
-    def __init__(self, num_classes: int, *, ignore_index: int = 255, categories: bool = False):
+    def __init__(
+        self, num_classes: int, *, ignore_index: int = IGNORE_INDEX, categories: bool = False
+    ):
         self.num_classes = num_classes
         self.ignore_index = ignore_index
         self.categories = categories
@@ -102,8 +105,8 @@ class ForeignClassEvaluator:
     """Share of all pixels (ignored ones included) predicted as classes foreign to the dataset.
 
     Args:
-        label_map: ``(K,)`` model class -> scored class, 255 (Void) for the classes foreign to
-            the dataset.
+        label_map: ``(K,)`` model class -> scored class, ``IGNORE_INDEX`` (Void) for the classes
+            foreign to the dataset.
     """
 
     def __init__(self, label_map: Tensor) -> None:
@@ -115,7 +118,7 @@ class ForeignClassEvaluator:
 
     def compute(self) -> dict[str, Any]:
         pixels = sum_across_processes(self.predicted)
-        own = [k for k in range(self.label_map.numel()) if self.label_map[k] != 255]
+        own = [k for k in range(self.label_map.numel()) if self.label_map[k] != IGNORE_INDEX]
         return {"foreign_fraction": foreign_fraction(pixels, own)}
 
 
