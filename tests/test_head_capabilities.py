@@ -15,12 +15,12 @@ import pytest
 import torch
 from torch import Tensor, nn
 
-from leanseg.config import DataConfig, EvalConfig
+from leanseg.config import DataConfig, EvalConfig, ModelConfig
 from leanseg.data import build_dataset
 from leanseg.evaluation.evaluator import default_evaluators, evaluate
 from leanseg.export import UnsupportedModelError, refuse_unexportable
 from leanseg.inference.site_cost import SiteCounter
-from leanseg.models import HEADS, create_model, load_run_config
+from leanseg.models import HEADS, build_segmentor, create_model, load_run_config
 from leanseg.nn.heads.base import (
     CostReporting,
     EvaluationHook,
@@ -173,3 +173,31 @@ def test_instance_predictions_are_read_from_the_declaration():
     holder = nn.Module()
     holder.head = _Instances()
     assert head_predicts_instances(holder) and head_predicts_instances(holder.head)
+
+
+@pytest.mark.parametrize(
+    ("head", "declared"),
+    [
+        ({"name": "ldn", "aux_loss": "none"}, ["loss_ce"]),
+        ({"name": "ldn", "aux_loss": "pyramid"}, ["loss_aux", "loss_ce"]),
+        ({"name": "sandf", "output": "pixel"}, ["loss_ce"]),
+        ({"name": "sandf", "output": "auxiliary"}, ["loss_semantic"]),
+        ({"name": "sandf", "output": "pyramid"}, ["loss_semantic", "loss_unity"]),
+        (
+            {
+                "name": "qgn",
+                "in_channels": 16,
+                "decoder_channels": [8] * 5,
+                "decoder_units": [1] * 5,
+            },
+            [f"loss_q{level}" for level in range(6)],
+        ),
+    ],
+)
+def test_declared_loss_names_follow_the_head_options(head, declared):
+    torch.manual_seed(0)
+    model = build_segmentor(
+        ModelConfig(backbone={"name": "resnet18"}, head=head), num_classes=4
+    ).train()
+    losses = model.losses(torch.randn(2, 3, 64, 64), {"label": torch.randint(0, 4, (2, 64, 64))})
+    assert sorted(model.head.loss_names()) == sorted(losses) == sorted(declared)

@@ -87,6 +87,7 @@ def test_segmentor_odd_sizes_and_backward(backbone, head):
     label = torch.randint(0, 5, (2, 45, 61))
     label[0, :5] = 255
     losses = model.losses(torch.randn(2, 3, 45, 61), {"label": label})
+    assert sorted(losses) == sorted(model.head.loss_names())  # the head declares its terms
     total = sum(losses.values())
     total.backward()
     assert torch.isfinite(total)

@@ -50,10 +50,18 @@ class HeadCapabilities:
         predicts_instances: the head predicts instances besides class scores (``thing_classes``
             and an instance prediction, as :class:`~leanseg.nn.heads.ssn_instance.SSNInstanceHead`),
             so evaluation scores them (instance AP).
+
+    :meth:`loss_names` declares the terms the head's ``losses`` returns: ``loss_ce`` for a plain
+    dense head; a head that adds terms (an auxiliary loss, a loss per quadtree level, an
+    instance loss) or replaces it says so in its own class.
     """
 
     onnx_unexportable: ClassVar[str | None] = None
     predicts_instances: ClassVar[bool] = False
+
+    def loss_names(self) -> tuple[str, ...]:
+        """The keys of the dict ``losses`` returns with this head's options, in no order."""
+        return ("loss_ce",)
 
 
 def head_predicts_instances(model_or_head: object) -> bool:

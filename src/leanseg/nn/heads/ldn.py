@@ -239,6 +239,13 @@ class LDNHead(HeadCapabilities, PartialLabels, nn.Module):
         scores = self.classifier(x)  # (B, C, H / out_stride, W / out_stride)
         return F.interpolate(scores, size=image_size, mode="bilinear", align_corners=False)
 
+    def _has_aux_loss(self) -> bool:
+        return self.aux_loss != "none" and len(self.aux_classifiers) > 0
+
+    def loss_names(self) -> tuple[str, ...]:
+        """``loss_ce``, and ``loss_aux`` (thesis 4.5, the soft-target pyramid) when it is on."""
+        return ("loss_ce", "loss_aux") if self._has_aux_loss() else ("loss_ce",)
+
     def losses(
         self,
         features: dict[int, Tensor],
@@ -254,7 +261,7 @@ class LDNHead(HeadCapabilities, PartialLabels, nn.Module):
             main = cross_entropy(scores, label, self.ignore_index)
         else:  # label sets: partial labels in the main loss, ignored by the pyramid's targets
             main = partial_cross_entropy(scores, label, self.label_set_mask, self.ignore_index)
-        if self.aux_loss == "none" or not len(self.aux_classifiers):
+        if not self._has_aux_loss():
             return {"loss_ce": main}
         if self.aux_loss == "ladder":
             aux_inputs = [*self._pooled(features), *path[1:-1]]

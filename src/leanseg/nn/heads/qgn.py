@@ -403,6 +403,10 @@ class QGNHead(HeadCapabilities, nn.Module):
             return self.adaptive_beta.tolist()
         return [self.gamma**level for level in range(self.top + 1)]
 
+    def loss_names(self) -> tuple[str, ...]:
+        """One term per quadtree level, ``loss_q{top}`` .. ``loss_q0`` (QGN eq. 6)."""
+        return tuple(f"loss_q{level}" for level in range(self.top, -1, -1))
+
     def losses(
         self,
         features: dict[int, Tensor],

@@ -389,6 +389,15 @@ class SandFHead(HeadCapabilities, nn.Module):
 
     # -- training -----------------------------------------------------------------------------
 
+    def loss_names(self) -> tuple[str, ...]:
+        """``loss_ce`` for pixel rows; eq. 1's ``loss_semantic``, plus ``loss_unity`` where a
+        unity head predicts (pyramid rows with more than one level)."""
+        if self.output == "pixel":
+            return ("loss_ce",)
+        if self.unity is not None and self.num_levels > 1:
+            return ("loss_semantic", "loss_unity")
+        return ("loss_semantic",)
+
     def losses(
         self,
         features: dict[int, Tensor],

@@ -347,6 +347,10 @@ class SSNInstanceHead(HeadCapabilities, nn.Module):
         coarse = iterative_sampling(grid, instance_offsets, iterations, mode)
         return guided_upsample(coarse, semantic_offsets, image_size, mode)
 
+    def loss_names(self) -> tuple[str, ...]:
+        """``loss_ce`` and ``loss_instance`` (0 for a batch without instance maps)."""
+        return ("loss_ce", "loss_instance")
+
     def losses(
         self,
         features: dict[int, Tensor],
