@@ -22,62 +22,14 @@ RESULTS = REPO / "benchmarks" / "results"
 # must leave it (test_awaiting_files_still_lack_a_field).
 AWAITING_RERUN: dict[str, str] = {
     # Figures that are times: not re-measured while other jobs share the 2 cores.
-    "conv_efficiency.json": (
-        "convolution times: needs a quiet machine, 2 threads: python "
-        "benchmarks/speed/conv_efficiency.py --threads 2 --runs 2 --repeats 5 --warmup 1"
-    ),
     "fast_training.json": (
         "seconds per iteration (steps, needs a quiet machine) and a 46 min training (train): "
         "python benchmarks/training/fast_training.py steps --iters 8 --rounds 3 --bf16 --compile; "
         "python benchmarks/training/fast_training.py train --runs no_frozen_bn_or_stages --seeds 0"
     ),
-    "ldn_checkpointing_768_quiet.json": (
-        "step times beside the activation memory: needs a quiet machine, ~13 min on 2 threads: "
-        "python benchmarks/papers/ldn_checkpointing.py --size 768 --batch 2 --steps 3 --json "
-        "benchmarks/results/ldn_checkpointing_768_quiet.json"
-    ),
-    "nrd_table1.json": (
-        "decoder latency beside FLOPs and memory: needs a quiet machine: python "
-        "benchmarks/papers/nrd_table1.py --json benchmarks/results/nrd_table1.json"
-    ),
     "peers_cpu.json": (
         "latency figures: needs a quiet machine and the peer environment (docs/peers_cpu.md): "
         "/work/peer-env/bin/python benchmarks/speed/peers_cpu.py --threads 2 --repeats 5"
-    ),
-    "predictor_load.json": (
-        "load times: needs a quiet machine: python benchmarks/speed/predictor_load.py "
-        "--processes 5 --loads 3 --compare 0736ae8"
-    ),
-    "qgn_memory_2048.json": (
-        "decoder CPU times beside FMAs and bytes: needs a quiet machine, 1 thread: python "
-        "benchmarks/papers/qgn_memory.py --skip a --time-all --time-size 1024 512 --json "
-        "benchmarks/results/qgn_memory_2048.json"
-    ),
-    "qgn_sparse_conv_2threads.json": (
-        "sparse vs dense conv times: needs a quiet machine, 2 threads: python "
-        "benchmarks/papers/qgn_sparse_conv.py --threads 2 --percents 100 90 75 50 25 10 3 "
-        "--algorithms auto gather offset dense --json "
-        "benchmarks/results/qgn_sparse_conv_2threads.json"
-    ),
-    "recipe_step_time.json": (
-        "training-step times: needs a quiet machine: python benchmarks/speed/recipe_step_time.py"
-    ),
-    "scale_selection_cost.json": (
-        "latency beside GMAC and activation memory: needs a quiet machine: python "
-        "benchmarks/papers/scale_selection_cost.py"
-    ),
-    "ssn_instance_iterations_timing.json": (
-        "latency figures: needs a quiet machine, 1 thread: python "
-        "benchmarks/papers/ssn_instance_iterations.py --threads 1 --json "
-        "benchmarks/results/ssn_instance_iterations_timing.json"
-    ),
-    "ssn_table1_threads1_rerun.json": (
-        "latency figures: needs a quiet machine, 1 thread: python benchmarks/papers/ssn_table1.py "
-        "--threads 1 --json benchmarks/results/ssn_table1_threads1_rerun.json"
-    ),
-    "thread_contention.json": (
-        "measures contention itself: an otherwise idle machine: python "
-        "benchmarks/speed/thread_contention.py --worker-timeout 120"
     ),
     # Times, and the checkpoint of a CamVid recipe training (67 min on 2 quiet threads) first.
     "inference_options.json": (

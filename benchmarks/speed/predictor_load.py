@@ -6,7 +6,7 @@ exactness :func:`leanseg.inference.speed.prepare_model` checks on a small exampl
 times that whole call, default options, on the CPU:
 
 - ``first_load``: the first ``from_checkpoint`` of a fresh Python process, after the imports a
-  script makes (``from leanseg.inference.predictor import Predictor``): what a user of
+  script makes (``from leanseg import Predictor``): what a user of
   ``leanseg predict`` or a script waits for. The CPU kernels of every layer are set up on their
   first call, so this is the larger figure. One process per sample; the median is reported;
 - ``warm_load``: the next ``--loads`` calls in the same processes (a service reloading a model).
@@ -80,7 +80,7 @@ def child(checkpoint: str, loads: int) -> None:
     import torch
 
     import leanseg
-    from leanseg.inference.predictor import Predictor
+    from leanseg import Predictor  # the public name: the same at every revision compared
 
     imported = time.perf_counter() - start
     times = []
