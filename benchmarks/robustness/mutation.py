@@ -75,10 +75,10 @@ MODULES: dict[str, str] = {
     "union": "data/union.py",
     "losses": "nn/losses.py",
     "pyramid": "structures/pyramid.py",
-    "instance_metrics": "instance_metrics.py",
+    "instance_metrics": "metrics/instance.py",
     "quadtree": "structures/quadtree.py",
     "sparse": "nn/sparse.py",
-    "metrics": "metrics.py",
+    "metrics": "metrics/semantic.py",
 }
 
 # Why the matching order of one image's predictions cannot matter (instance_metrics).
