@@ -117,9 +117,9 @@ def evaluate(
             :class:`~leanseg.evaluation.semantic.SemanticEvaluator`, which fills the fields
             every :class:`~leanseg.metrics.semantic.SegmentationScores` has.
         on_batch: called as ``on_batch(done, total)`` after each batch (progress bars).
-        label_map: ``(K,)`` model class -> scored class, ``IGNORE_INDEX`` for classes foreign to the
-            dataset
-            (scored as Void, thesis 5.3.1); None when the model predicts the scored classes.
+        label_map: ``(K,)`` model class -> scored class, ``IGNORE_INDEX`` for classes foreign
+            to the dataset (scored as Void, thesis 5.3.1); None when the model predicts the
+            scored classes.
         options: inference-speed options applied to a copy of ``model``
             (:func:`~leanseg.inference.speed.prepare_model`), or a model already prepared from
             ``model`` with them (a caller that prints the notes prepares it itself). ``None``
