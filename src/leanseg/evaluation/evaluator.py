@@ -63,10 +63,9 @@ def default_evaluators(
         boundary_width: ``eval.boundary_width``: half-width of the boundary band; None: no
             boundary mIoU.
         class_names: names of the scored classes; Cityscapes' 19 add category IoU and iIoU.
-        label_map: ``(K,)`` model class -> scored class, ``IGNORE_INDEX`` for classes foreign to the
-            dataset
-            (scored as Void, thesis 5.3.1; pass it to :func:`evaluate` too); None when the
-            model predicts the scored classes.
+        label_map: ``(K,)`` model class -> scored class, ``IGNORE_INDEX`` for classes foreign
+            to the dataset (scored as Void, thesis 5.3.1; pass it to :func:`evaluate` too); None
+            when the model predicts the scored classes.
     """
     void_index = None if label_map is None else IGNORE_INDEX
     evaluators: list[Evaluator] = [
