@@ -116,7 +116,3 @@ class Backbone(nn.Module):
             if info.stride == stride:
                 return info.channels
         raise KeyError(f"backbone has no stride-{stride} feature; it has {self.strides}")
-
-    def backbone_parameters(self) -> list[nn.Parameter]:
-        """Parameters that get the backbone learning-rate multiplier (thesis 4.6.1)."""
-        return list(self.parameters())
