@@ -18,9 +18,9 @@ SMALL = {
 
 def test_level_logits_do_not_grow_with_the_scale_of_encoder_features():
     """Scaling every encoder feature by 10 leaves every level's logits as they were (training
-    mode: each skip and the projection end in a BatchNorm). Lite0's linear-bottleneck features
-    have a standard deviation near 10, which, added unnormalised, made the finer levels' initial
-    logits grow to a standard deviation near 185 (issue 26's QGN bug hunt)."""
+    mode: each skip and the projection end in a BatchNorm). Lite0's linear-bottleneck features,
+    added unnormalised, made the finer levels' initial logits grow level by level (issue 26's
+    QGN bug hunt)."""
     torch.manual_seed(0)
     backbone = {"name": "resnet18", "stem_features": True}
     model = build_segmentor(ModelConfig(backbone=backbone, head=SMALL), num_classes=3).double()

@@ -24,10 +24,10 @@ Choices where the paper is silent (also in ``docs/notes/issue-4.md``):
   output. With PSPNet's pyramid pooling in front (QGN Table 4, the ADE20K model) the context
   module ``psp_spp`` already outputs 512 maps and ``in_channels: null`` drops the projection.
 - A skip is a 1x1 conv and BatchNorm (the paper names only the connection): encoder
-  features are not normalised for the decoder (EfficientNet-Lite's linear bottlenecks have a
-  standard deviation near 10, ResNet's post-ReLU maps near 1), and a plain 1x1 conv let each
-  level add its unscaled skip to the running sum, so initial logits grew level by level (on
-  Lite0 from std 6 at Q5 to 185 at Q0; per-level losses in the hundreds).
+  features are not normalised for the decoder (EfficientNet-Lite's linear bottlenecks are far
+  larger than ResNet's post-ReLU maps), and a plain 1x1 conv let each level add its unscaled
+  skip to the running sum, so the finer levels' logits grew level by level and learned worse
+  than the coarse ones (issue 26; ``benchmarks/results/qgn_skips_400iters_*_fix.json``).
 - Skips at every level where the backbone returns a feature of that stride. The ResNet option
   ``stem_features: true`` (set in every ``configs/qgn`` file) adds the stride-2 stem output
   (Table 7's Block0, 64 channels) for ``Q1`` and the input image (3 channels) for ``Q0``: the
