@@ -1,29 +1,36 @@
-"""Peak memory of ``leanseg predict`` on a 2- and a 150-megapixel image (issue 27, item 4).
+"""Peak memory of ``leanseg predict`` on 2- to 150-megapixel images (issue 27, item 4).
 
 ``leanseg predict --max-megapixels B`` segments an image larger than ``B`` megapixels tile by
 tile and never holds a float map of the whole image (:meth:`leanseg.inference.predictor.Predictor.
-predict_blocks`), so the model's share of the memory does not grow with the image. What grows is
-what has to: the decoded image (Pillow keeps 4 bytes per pixel of a colour PNG) and the
-``uint8`` label map (1 byte per pixel). This script measures the whole process:
+predict_blocks`); it writes the label PNG, overlay and OOD pictures a tile row at a time, so it
+holds no full-size label map either. What may still grow is the decoded image: Pillow decodes a
+PNG whole (4 bytes per pixel of colour), while with ``pyvips`` installed
+(``leanseg[large-images]``) an image over the budget is decoded a strip at a time and only the
+rows of one tile row are held. This script measures the whole process:
 
 - a checkpoint of a small model (EfficientNet-Lite0 + bilinear head, random weights, the
   synthetic scenes' classes), written as the trainer writes one;
 - synthetic RGB PNGs of each ``--megapixels`` size (road-scene aspect 1:2), written row block by
   row block (:func:`leanseg.visualize.write_png`);
-- one ``leanseg predict`` process per image (default budget, 4 megapixels), its peak resident
-  memory read from the kernel's accounting of that child (``os.wait4``: ``ru_maxrss``), and its
-  wall time.
+- one ``leanseg predict`` process per image and decoder (default budget, 4 megapixels): with
+  ``pyvips`` as installed (``decoder: pyvips``; the script refuses to run it where ``pyvips``
+  does not import), and with ``pyvips`` made unimportable in the child (``decoder: pillow``:
+  ``sys.modules["pyvips"] = None`` before ``leanseg.cli.main``, as if it were not installed);
+  its peak resident memory read from the kernel's accounting of that child (``os.wait4``:
+  ``ru_maxrss``), and its wall time.
 
-``--compare REV`` runs the same command with leanseg as committed at git revision ``REV`` too
-(``git archive REV src`` first on ``PYTHONPATH``), on the sizes of ``--compare-megapixels``
-only: before this change a 150-megapixel image needed tens of gigabytes (float scores of every
-class at full resolution), more than a shared machine should be asked for.
+``--compare REV:MP,MP`` runs the same command with leanseg as committed at git revision ``REV``
+(``git archive REV src`` first on ``PYTHONPATH``) on those sizes, with Pillow; it may be given
+several times. 0fba213 is leanseg before tiled prediction (a 150-megapixel image needed tens of
+gigabytes, more than a shared machine should be asked for), c6a4068 before streamed outputs
+and decoding.
 
     .venv/bin/python benchmarks/speed/predict_memory.py --megapixels 2 4 20 150 \\
-        --compare 0fba213 --compare-megapixels 2 20
+        --compare 0fba213:2,20 --compare c6a4068:20,150
 
-writes ``benchmarks/results/predict_memory.json`` (peak RSS in MiB, seconds, the ratio of the
-largest to the smallest image, command, machine).
+writes ``benchmarks/results/predict_memory.json`` (peak RSS in MiB and seconds per run, the ratio
+of the largest to the smallest image per decoder, the pyvips and libvips versions, command,
+machine).
 """
 
 from __future__ import annotations
@@ -107,41 +114,79 @@ def source_at(revision: str, folder: Path) -> Path:
     return folder / "src"
 
 
+# Run in the child instead of ``-m leanseg`` for decoder "pillow": pyvips cannot be imported.
+WITHOUT_PYVIPS = (
+    "import sys; sys.modules['pyvips'] = None; from leanseg.cli import main; sys.exit(main())"
+)
+
+
+def compare_item(text: str) -> tuple[str, list[float]]:
+    """``REV:MP,MP`` of ``--compare``."""
+    revision, _, sizes = text.partition(":")
+    if not revision or not sizes:
+        raise argparse.ArgumentTypeError(f"expected REV:MP[,MP...], got {text!r}")
+    return revision, [float(size) for size in sizes.split(",")]
+
+
+def pyvips_versions() -> dict[str, str] | None:
+    """The versions of pyvips and of the libvips it loads; ``None`` when it does not import."""
+    try:
+        import pyvips
+    except Exception:
+        return None
+    libvips = ".".join(str(pyvips.version(i)) for i in range(3))
+    return {"pyvips": pyvips.__version__, "libvips": libvips}
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--megapixels", type=float, nargs="+", default=[2.0, 150.0])
     parser.add_argument("--max-megapixels", type=float, default=4.0, help="predict's budget")
-    parser.add_argument("--compare", metavar="REV", help="also run leanseg at this revision")
-    parser.add_argument("--compare-megapixels", type=float, nargs="+", default=[2.0, 20.0])
+    parser.add_argument(
+        "--decoders", nargs="+", choices=["pyvips", "pillow"], default=["pyvips", "pillow"]
+    )
+    parser.add_argument(
+        "--compare",
+        type=compare_item,
+        action="append",
+        default=[],
+        metavar="REV:MP,MP",
+        help="also run leanseg at git revision REV on these sizes",
+    )
     parser.add_argument("--out", type=Path, default=OUT)
     args = parser.parse_args()
     sys.path.insert(0, str(REPO / "benchmarks"))
     from common import write_result
 
+    versions = pyvips_versions()
+    if "pyvips" in args.decoders and versions is None:
+        parser.error(
+            "pyvips does not import: pip install -e '.[large-images]' (or --decoders pillow)"
+        )
     runs: list[dict[str, Any]] = []
     with tempfile.TemporaryDirectory() as tmp:
         work = Path(tmp)
         checkpoint = work / "tiny.pt"
         write_checkpoint(checkpoint)
-        sources = {"this": None}
-        if args.compare:
-            sources[args.compare] = source_at(args.compare, work / "compare")
-        sizes = sorted(set(args.megapixels) | set(args.compare_megapixels if args.compare else []))
-        for megapixels in sizes:
+        # (name, decoder, src folder or None for this checkout, sizes)
+        variants = [("this checkout", decoder, None, args.megapixels) for decoder in args.decoders]
+        for revision, sizes in args.compare:
+            source = source_at(revision, work / f"compare_{revision}")
+            variants.append((f"git {revision}", "pillow", source, sizes))
+        for megapixels in sorted({size for *_, sizes in variants for size in sizes}):
             image = work / f"image_{megapixels:g}mp.png"
             height, width = write_image(image, megapixels)
-            for name, source in sources.items():
-                wanted = args.megapixels if source is None else args.compare_megapixels
-                if megapixels not in wanted:
+            for name, decoder, source, sizes in variants:
+                if megapixels not in sizes:
                     continue
                 env = dict(os.environ)
                 if source is not None:
                     env["PYTHONPATH"] = os.pathsep.join([str(source), env.get("PYTHONPATH", "")])
-                out = work / f"out_{name}_{megapixels:g}"
+                out = work / f"out_{name.replace(' ', '_')}_{decoder}_{megapixels:g}"
+                start = ["-m", "leanseg"] if decoder == "pyvips" else ["-c", WITHOUT_PYVIPS]
                 command = [
                     sys.executable,
-                    "-m",
-                    "leanseg",
+                    *start,
                     "predict",
                     "--checkpoint",
                     str(checkpoint),
@@ -153,7 +198,8 @@ def main() -> None:
                 ]
                 rss, seconds, status = peak_rss(command, env)
                 run = {
-                    "leanseg": "this checkout" if source is None else f"git {name}",
+                    "leanseg": name,
+                    "decoder": decoder,
                     "megapixels": height * width / 1e6,
                     "size": [height, width],
                     "image_file_mib": round(image.stat().st_size / 2**20, 1),
@@ -164,23 +210,22 @@ def main() -> None:
                 runs.append(run)
                 print(run, flush=True)
             image.unlink()
-    ours = [run for run in runs if run["leanseg"] == "this checkout"]
-    smallest = min(ours, key=lambda run: run["megapixels"])
-    largest = max(ours, key=lambda run: run["megapixels"])
-    figures = {
+    figures: dict[str, Any] = {
         "what": "peak resident memory of one leanseg predict process per image (os.wait4 "
         "ru_maxrss), a small model (EfficientNet-Lite0 + bilinear head, random weights), "
-        "synthetic RGB PNGs",
+        "synthetic RGB PNGs; decoder pyvips: pyvips as installed, pillow: pyvips made "
+        "unimportable in the child",
         "max_megapixels": args.max_megapixels,
+        "pyvips": versions,
         "runs": runs,
-        "ratio_largest_to_smallest": round(largest["peak_rss_mib"] / smallest["peak_rss_mib"], 2),
-        "bytes_per_extra_pixel": round(
-            (largest["peak_rss_mib"] - smallest["peak_rss_mib"])
-            * 2**20
-            / ((largest["megapixels"] - smallest["megapixels"]) * 1e6),
-            2,
-        ),
     }
+    for decoder in args.decoders:
+        ours = [r for r in runs if r["leanseg"] == "this checkout" and r["decoder"] == decoder]
+        smallest = min(ours, key=lambda run: run["megapixels"])
+        largest = max(ours, key=lambda run: run["megapixels"])
+        figures[f"ratio_largest_to_smallest_{decoder}"] = round(
+            largest["peak_rss_mib"] / smallest["peak_rss_mib"], 2
+        )
     write_result(args.out, figures)
     print(f"wrote {args.out}")
 

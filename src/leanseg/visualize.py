@@ -8,22 +8,26 @@ Files are written to a temporary file in the target folder and renamed over the 
 interrupted run never leaves a truncated PNG under the final name (the data is not fsynced:
 image outputs are cheap to recompute, and fsync per file would slow down writing many of them).
 
-PNGs are written by :func:`write_png` from blocks of rows, compressed as they come, so writing
-a 150-megapixel overlay needs memory for one block, not for a copy of the picture (Pillow
-keeps 4 bytes per pixel of an RGB picture it encodes).
+PNGs are written by :class:`PngWriter` from blocks of rows pushed as they are computed
+(:func:`write_png` feeds it from an iterable), compressed as they come, so writing a
+150-megapixel overlay needs memory for one block, not for a copy of the picture (Pillow keeps
+4 bytes per pixel of an RGB picture it encodes). The file does not depend on how the rows were
+cut into blocks: the compressed stream is cut into IDAT chunks of a fixed size.
 """
 
 from __future__ import annotations
 
+import contextlib
 import struct
 import zlib
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Iterable, Sequence
 from pathlib import Path
+from types import TracebackType
 from typing import BinaryIO
 
 import numpy as np
 
-from leanseg.files.atomic import atomic_write
+from leanseg.files.atomic import atomic_open
 from leanseg.structures.labels import IGNORE_INDEX
 
 Palette = Sequence[Sequence[int]] | np.ndarray
@@ -103,6 +107,19 @@ def save_label_png(label: np.ndarray, path: str | Path, palette: Palette | None 
         raise ValueError(
             f"label values {label.min()}..{label.max()} do not fit a PNG of ids 0..255"
         )
+    height, width = label.shape
+    step = _rows_per_block(width)
+    with open_label_png(path, height, width, palette) as png:
+        for top in range(0, height, step):
+            png.write(label[top : top + step].astype(np.uint8, copy=False))
+    return Path(path)
+
+
+def open_label_png(
+    path: str | Path, height: int, width: int, palette: Palette | None = None
+) -> PngWriter:
+    """A :class:`PngWriter` of a label map as :func:`save_label_png` writes it, fed ``uint8``
+    blocks of rows of class ids: a palette picture with ``palette`` (255 black), else grey."""
     table = None
     if palette is not None:
         colors = _palette_array(palette)
@@ -111,14 +128,7 @@ def save_label_png(label: np.ndarray, path: str | Path, palette: Palette | None 
         table = np.zeros((256, 3), np.uint8)
         table[: len(colors)] = colors
         table[IGNORE_INDEX] = 0
-    height, width = label.shape
-    blocks = (
-        label[top : top + _rows_per_block(width)]
-        for top in range(0, height, _rows_per_block(width))
-    )
-    return write_png(
-        path, height, width, (b.astype(np.uint8, copy=False) for b in blocks), palette=table
-    )
+    return PngWriter(path, height, width, palette=table)
 
 
 def save_rgb_png(array: np.ndarray, path: str | Path) -> Path:
@@ -141,7 +151,7 @@ def save_rgb_png(array: np.ndarray, path: str | Path) -> Path:
 
 # Rows of about this many pixels are filtered and compressed at a time.
 _BLOCK_PIXELS = 1 << 20
-# PNG colour types (PNG spec 11.2.2) and the largest IDAT chunk written.
+# PNG colour types (PNG spec 11.2.2) and the size of every IDAT chunk but the last.
 _GREY, _RGB, _PALETTE = 0, 2, 3
 _CHUNK_BYTES = 1 << 20
 
@@ -159,17 +169,14 @@ def write_png(
     channels: int = 1,
     palette: np.ndarray | None = None,
 ) -> Path:
-    """Write an 8-bit PNG from blocks of rows, compressing each as it comes, atomically.
-
-    Grey and palette pictures are stored unfiltered (as Pillow stores palette pictures), RGB
-    ones with the Paeth filter (PNG spec 9.4), which suits photographs.
+    """Write an 8-bit PNG from an iterable of blocks of rows, atomically (:class:`PngWriter`).
 
     Args:
         path: the PNG file to write; its folder is created.
         height: rows of the picture; the blocks must give exactly these.
         width: columns of the picture.
-        blocks: ``uint8`` blocks of consecutive rows from the top, ``(h, width)`` for one
-            channel, ``(h, width, 3)`` for RGB.
+        blocks: ``uint8`` blocks of consecutive rows from the top, as :meth:`PngWriter.write`
+            takes them.
         channels: 1 (grey, or palette ids with ``palette``) or 3 (RGB).
         palette: ``uint8 (N, 3)`` colours (``N <= 256``) of a palette picture of one channel.
 
@@ -177,75 +184,145 @@ def write_png(
         ``path`` as a :class:`~pathlib.Path`.
 
     Raises:
-        ValueError: for blocks of another shape or dtype, or rows that do not add up to
-            ``height``.
+        ValueError: as :class:`PngWriter`; nothing is left behind.
     """
-    if channels not in (1, 3) or (palette is not None and channels != 1):
-        raise ValueError(f"expected 1 channel (grey or palette) or 3 (RGB), got {channels}")
-    if height < 1 or width < 1:
-        raise ValueError(f"a PNG has at least one pixel, got {height}x{width}")
-    colour_type = _RGB if channels == 3 else _GREY if palette is None else _PALETTE
-    header = struct.pack(">IIBBBBB", width, height, 8, colour_type, 0, 0, 0)
-
-    def write(handle: BinaryIO) -> None:
-        handle.write(b"\x89PNG\r\n\x1a\n")
-        _write_chunk(handle, b"IHDR", header)
-        if palette is not None:
-            _write_chunk(handle, b"PLTE", np.ascontiguousarray(palette, np.uint8).tobytes())
-        for data in _compressed_rows(blocks, height, width, channels):
-            _write_chunk(handle, b"IDAT", data)
-        _write_chunk(handle, b"IEND", b"")
-
-    return atomic_write(path, write)
+    with PngWriter(path, height, width, channels=channels, palette=palette) as png:
+        for block in blocks:
+            png.write(block)
+    return Path(path)
 
 
-def _write_chunk(handle: BinaryIO, kind: bytes, data: bytes) -> None:
+class PngWriter:
+    """An 8-bit PNG written atomically from blocks of rows pushed as they are computed.
+
+    Used as a context manager: the picture is written to a temporary file beside ``path``
+    (:func:`leanseg.files.atomic.atomic_open`), each block filtered and compressed as it comes,
+    and the file is renamed over ``path`` when the block ends having given exactly ``height``
+    rows; when it raises (or the rows do not add up), the temporary file is removed and nothing
+    appears under ``path``. Grey and palette pictures are stored unfiltered (as Pillow stores
+    palette pictures), RGB ones with the Paeth filter (PNG spec 9.4), which suits photographs.
+    The zlib stream is cut into IDAT chunks of ``_CHUNK_BYTES`` (the last one shorter), so the
+    file's bytes depend on the pixels only, not on the blocks they came in.
+
+    Args:
+        path: the PNG file to write; its folder is created.
+        height: rows of the picture.
+        width: columns of the picture.
+        channels: 1 (grey, or palette ids with ``palette``) or 3 (RGB).
+        palette: ``uint8 (N, 3)`` colours (``N <= 256``) of a palette picture of one channel.
+
+    Raises:
+        ValueError: for a bad size, channel count or palette (before any file is opened).
+    """
+
+    def __init__(
+        self,
+        path: str | Path,
+        height: int,
+        width: int,
+        *,
+        channels: int = 1,
+        palette: np.ndarray | None = None,
+    ) -> None:
+        if channels not in (1, 3) or (palette is not None and channels != 1):
+            raise ValueError(f"expected 1 channel (grey or palette) or 3 (RGB), got {channels}")
+        if height < 1 or width < 1:
+            raise ValueError(f"a PNG has at least one pixel, got {height}x{width}")
+        self.path = Path(path)
+        self.height, self.width, self.channels = height, width, channels
+        self._palette = None if palette is None else np.ascontiguousarray(palette, np.uint8)
+        self._shape = (width,) if channels == 1 else (width, 3)
+        self._rows = 0
+        self._previous = np.zeros(self._shape, np.uint8)  # the row above the first (PNG 9.2)
+        self._compressor = zlib.compressobj(6)
+        self._pending = bytearray()  # compressed bytes not yet in a chunk
+        self._stack = contextlib.ExitStack()
+        self._handle: BinaryIO | None = None
+
+    def __enter__(self) -> PngWriter:
+        self._handle = self._stack.enter_context(atomic_open(self.path))
+        colour_type = _RGB if self.channels == 3 else _GREY if self._palette is None else _PALETTE
+        header = struct.pack(">IIBBBBB", self.width, self.height, 8, colour_type, 0, 0, 0)
+        self._handle.write(b"\x89PNG\r\n\x1a\n")
+        self._chunk(b"IHDR", header)
+        if self._palette is not None:
+            self._chunk(b"PLTE", self._palette.tobytes())
+        return self
+
+    def write(self, block: np.ndarray) -> None:
+        """Append ``block``, the next rows: ``uint8 (h, width)`` for one channel, ``(h, width,
+        3)`` for RGB.
+
+        Raises:
+            ValueError: for a block of another shape or dtype, or rows beyond ``height``.
+        """
+        if self._handle is None:
+            raise ValueError(f"{self.path}: write blocks inside 'with PngWriter(...)'")
+        block = np.asarray(block)
+        if block.dtype != np.uint8 or block.shape[1:] != self._shape:
+            raise ValueError(
+                f"expected uint8 blocks of rows (h, {', '.join(map(str, self._shape))}), got "
+                f"{block.dtype} {block.shape}"
+            )
+        if self._rows + len(block) > self.height:
+            raise ValueError(f"the blocks give more than {self.height} rows")
+        step = _rows_per_block(self.width)  # a large block is filtered a part at a time
+        for top in range(0, len(block), step):
+            self._compress(block[top : top + step])
+        if len(block):
+            self._previous = block[-1].copy()
+        self._rows += len(block)
+        while len(self._pending) >= _CHUNK_BYTES:
+            self._chunk(b"IDAT", self._pending[:_CHUNK_BYTES])
+            del self._pending[:_CHUNK_BYTES]
+
+    def _compress(self, rows: np.ndarray) -> None:
+        """Filter ``rows`` (the row above is ``_previous``, then each other's) and compress."""
+        if self.channels == 3:
+            filtered, kind = _paeth(rows, self._previous), 4
+        else:
+            filtered, kind = rows, 0
+        self._previous = rows[-1]
+        lines = filtered.reshape(len(rows), -1)
+        framed = np.empty((len(rows), lines.shape[1] + 1), np.uint8)  # filter byte + row
+        framed[:, 0] = kind
+        framed[:, 1:] = lines
+        self._pending += self._compressor.compress(framed.tobytes())
+
+    def __exit__(
+        self,
+        kind: type[BaseException] | None,
+        error: BaseException | None,
+        traceback: TracebackType | None,
+    ) -> None:
+        if kind is not None:  # the temporary file is removed, the error goes on
+            self._handle = None
+            self._stack.__exit__(kind, error, traceback)
+            return
+        try:
+            if self._rows != self.height:
+                raise ValueError(f"the blocks give {self._rows} rows, expected {self.height}")
+            self._pending += self._compressor.flush()
+            for start in range(0, len(self._pending), _CHUNK_BYTES):
+                self._chunk(b"IDAT", self._pending[start : start + _CHUNK_BYTES])
+            self._chunk(b"IEND", b"")
+        except BaseException as failure:
+            self._handle = None
+            self._stack.__exit__(type(failure), failure, failure.__traceback__)
+            raise
+        self._handle = None
+        self._stack.__exit__(None, None, None)  # renamed over path
+
+    def _chunk(self, kind: bytes, data: bytes | bytearray) -> None:
+        assert self._handle is not None
+        _write_chunk(self._handle, kind, data)
+
+
+def _write_chunk(handle: BinaryIO, kind: bytes, data: bytes | bytearray) -> None:
     handle.write(struct.pack(">I", len(data)))
     handle.write(kind)
     handle.write(data)
     handle.write(struct.pack(">I", zlib.crc32(data, zlib.crc32(kind))))
-
-
-def _compressed_rows(
-    blocks: Iterable[np.ndarray], height: int, width: int, channels: int
-) -> Iterator[bytes]:
-    """The zlib stream of the filtered rows, in pieces of at least ``_CHUNK_BYTES``."""
-    compressor = zlib.compressobj(6)
-    shape = (width,) if channels == 1 else (width, 3)
-    previous = np.zeros(shape, np.uint8)  # the row above the first (PNG spec 9.2: zeros)
-    rows = 0
-    pending: list[bytes] = []
-    size = 0
-    for block in blocks:
-        block = np.asarray(block)
-        if block.dtype != np.uint8 or block.shape[1:] != shape:
-            raise ValueError(
-                f"expected uint8 blocks of rows (h, {', '.join(map(str, shape))}), got "
-                f"{block.dtype} {block.shape}"
-            )
-        rows += len(block)
-        if rows > height:
-            raise ValueError(f"the blocks give more than {height} rows")
-        if not len(block):
-            continue
-        if channels == 3:
-            filtered, kind = _paeth(block, previous), 4
-        else:
-            filtered, kind = block, 0
-        previous = block[-1]
-        lines = filtered.reshape(len(block), -1)
-        framed = np.empty((len(block), lines.shape[1] + 1), np.uint8)  # filter byte + row
-        framed[:, 0] = kind
-        framed[:, 1:] = lines
-        pending.append(compressor.compress(framed.tobytes()))
-        size += len(pending[-1])
-        if size >= _CHUNK_BYTES:
-            yield b"".join(pending)
-            pending, size = [], 0
-    if rows != height:
-        raise ValueError(f"the blocks give {rows} rows, expected {height}")
-    pending.append(compressor.flush())
-    yield b"".join(pending)
 
 
 def _paeth(block: np.ndarray, above: np.ndarray) -> np.ndarray:

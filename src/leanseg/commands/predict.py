@@ -8,8 +8,10 @@ process at a time writes into a folder.
 from __future__ import annotations
 
 import argparse
+import contextlib
+import itertools
 import json
-from collections.abc import Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -17,11 +19,11 @@ from leanseg.commands import common
 from leanseg.config import ConfigError, limits
 
 if TYPE_CHECKING:
-    import numpy as np
     import torch
     from torch import nn
 
     from leanseg.data.io import ImageRegions
+    from leanseg.inference.ood_maps import LabelBand
     from leanseg.inference.predictor import Predictor
 
 # A test-time scale: positive, and at most leanseg.config.limits.MAX_SCALE.
@@ -50,8 +52,9 @@ def add_parser(commands: Any) -> None:
         type=common.MEGAPIXELS,
         default=4.0,
         help="memory budget: larger images are segmented in overlapping tiles, one at a time, "
-        "so that the memory of the model's work does not grow with the image; what does is "
-        "the decoded image (4 bytes per pixel for colour) and the label map (1 byte) "
+        "and their outputs written a tile row at a time, so that memory does not grow with the "
+        "image; the decoded image still does (Pillow: up to 4 bytes per pixel) unless "
+        "leanseg[large-images] (pyvips) is installed, which decodes it a strip at a time "
         "(default 4)",
     )
     predict.add_argument(
@@ -226,8 +229,8 @@ def _predict(args: argparse.Namespace) -> int:
     """Write the label map, overlay and requested maps of every input image into ``--out``."""
     from rich.progress import Progress
 
-    from leanseg.data.io import ImageRegions
-    from leanseg.inference.ood_maps import domain_classes, predict_with_ood
+    from leanseg.data.io import ImageRegions, streaming_unavailable
+    from leanseg.inference.ood_maps import domain_classes, predict_bands
 
     if len(args.scales) > limits.MAX_SCALE_COUNT:
         raise ConfigError(
@@ -246,21 +249,35 @@ def _predict(args: argparse.Namespace) -> int:
     )
     out = Path(args.out)
     previous = _check_output_folder(out, images, names)
+    _remove_stale_temp_files(out, previous)
     console = common.console()
     costs: dict[str, dict[str, float]] = {}
+    noted = False
     with Progress(console=console, transient=True) as progress:
         task = progress.add_task("predict", total=len(images))
         for index, path in enumerate(images):
-            # Refused from its header before decoding when over --max-image-megapixels.
-            image = ImageRegions.open(path, predictor.max_image_pixels)
+            # Refused from its header before decoding when over --max-image-megapixels; decoded
+            # a strip at a time when over the budget and pyvips imports.
+            image = ImageRegions.open(
+                path, predictor.max_image_pixels, stream_over=predictor.max_pixels
+            )
+            budget = predictor.max_pixels
+            large = budget is not None and image.height * image.width > budget
+            if large and not image.streamed and not noted and streaming_unavailable():
+                console.print(
+                    _PYVIPS_NOTE.format(path=path), markup=False, highlight=False, soft_wrap=True
+                )
+                noted = True
             inputs = _depth_inputs(depth, path, image.shape, args.stereo_baseline)
-            try:
-                label, foreign = predict_with_ood(predictor, image, native, inputs)
-            except ValueError as err:  # e.g. an overlap too large for the tiles of the budget
-                raise ConfigError(f"{path}: {err}") from None
-            if index == 0:  # the output folder appears with the first result, not before
+            bands = _config_errors(predict_bands(predictor, image, native, inputs), path)
+            # The first tile row is scored before the output folder appears (with the first
+            # image) or any file is opened, so that a refused image leaves nothing behind.
+            first = next(bands)
+            if index == 0:
                 _record_outputs(out, previous | set(names))
-            _write_image_outputs(args, predictor, image, label, foreign, inputs, out, stems[path])
+            _write_bands(args, predictor, image, itertools.chain([first], bands), out, stems[path])
+            if args.scale_levels and inputs is not None:
+                _write_level_maps(args, predictor, image, inputs, out, stems[path])
             if reports_cost:
                 costs[path.name] = predictor.last_active_sites or {}
             progress.advance(task)
@@ -269,6 +286,35 @@ def _predict(args: argparse.Namespace) -> int:
         common.write_json(costs, str(out / "active_sites.json"))
         console.print(f"active sites per level of each image: {out / 'active_sites.json'}")
     return 0
+
+
+_PYVIPS_NOTE = (
+    "leanseg: note: {path} is larger than --max-megapixels and is decoded whole (Pillow holds "
+    "up to 4 bytes per pixel); installing leanseg[large-images] (pyvips) decodes such images a "
+    "strip at a time, keeping them out of memory"
+)
+
+
+def _config_errors(bands: Iterator[LabelBand], path: Path) -> Iterator[LabelBand]:
+    """``bands``, with a ``ValueError`` of the prediction (e.g. an overlap too large for the
+    tiles of the budget) turned into a :class:`ConfigError` naming the image."""
+    try:
+        yield from bands
+    except ValueError as err:
+        raise ConfigError(f"{path}: {err}") from None
+
+
+def _remove_stale_temp_files(out: Path, recorded: set[str]) -> None:
+    """Remove the temporary files a ``predict`` killed while writing into ``out`` left
+    (:func:`leanseg.files.atomic.temp_path` of a name it recorded); called holding the folder's
+    lock, so no other process is writing them."""
+    from leanseg.files.atomic import is_temp_of
+
+    if not recorded or not out.is_dir():
+        return
+    for entry in out.iterdir():
+        if entry.name.startswith(".") and any(is_temp_of(entry.name, name) for name in recorded):
+            entry.unlink(missing_ok=True)
 
 
 def _load_predictor(args: argparse.Namespace) -> Predictor:
@@ -326,59 +372,71 @@ def _depth_inputs(
     return {"disparity": disparity[None], "stereo_baseline": torch.tensor([stereo_baseline])}
 
 
-def _write_image_outputs(
+def _write_bands(
     args: argparse.Namespace,
     predictor: Predictor,
     image: ImageRegions,
-    label: np.ndarray,
-    foreign: tuple[np.ndarray, np.ndarray] | None,
-    inputs: dict[str, torch.Tensor] | None,
+    bands: Iterable[LabelBand],
     out: Path,
     stem: str,
 ) -> None:
-    """Write the label map, overlay and, where asked for, the OOD and scale-level maps of one
-    image into ``out``."""
-    from leanseg.inference.ood_maps import write_ood_pictures
-    from leanseg.inference.scale_levels import level_maps, save_level_maps
-    from leanseg.visualize import save_label_png
+    """Write the label map, overlay and, with ``--ood-domain``, the OOD pictures of one image
+    into ``out``, band by band as :func:`~leanseg.inference.ood_maps.predict_bands` gives them.
 
-    save_label_png(label, out / f"{stem}.png", predictor.palette)
-    save_overlay(image, label, predictor.palette, args.alpha, out / f"{stem}_overlay.png")
-    if foreign is not None:
-        write_ood_pictures(*foreign, out, stem)
-    if args.scale_levels and inputs is not None:
-        model = predictor.model
-        disparity = inputs["disparity"][0].to(predictor.device)
-        levels = level_maps(model, disparity, args.stereo_baseline, image.shape)
-        save_level_maps(
-            levels,
-            model.multiplexer.reference_scales,
-            model.multiplexer.num_levels,
-            out,
-            stem,
-        )
-
-
-def save_overlay(
-    image: ImageRegions, label: np.ndarray, palette: Any, alpha: float, path: Path
-) -> Path:
-    """Write the class colours blended over ``image`` as a PNG, a block of rows at a time
-    (:func:`leanseg.visualize.overlay` of each block), so that no blended copy of a large image
-    is held."""
-    from leanseg.visualize import overlay, write_png
+    Every file is written to a temporary file and renamed over its name once the last band is
+    in (:class:`~leanseg.visualize.PngWriter`); an error on the way removes them all. The
+    overlay blends the class colours over the band's image rows
+    (:func:`leanseg.visualize.overlay`), read about a megapixel at a time, so no blended copy
+    of the image is held. The files equal those of whole maps written at once
+    (``tests/test_streamed_predict.py``).
+    """
+    from leanseg.inference.ood_maps import ood_output_names
+    from leanseg.visualize import PngWriter, open_label_png, overlay
 
     height, width = image.shape
-    step = max(1, 1_000_000 // width)  # rows of about a megapixel
-    blocks = (
-        overlay(
-            image.read(slice(top, top + step), slice(0, width)),
-            label[top : top + step],
-            palette,
-            alpha=alpha,
+    palette = predictor.palette
+    step = max(1, 1_000_000 // width)  # overlay rows blended at a time
+    with contextlib.ExitStack() as stack:
+        label_png = stack.enter_context(open_label_png(out / f"{stem}.png", height, width, palette))
+        overlay_png = stack.enter_context(
+            PngWriter(out / f"{stem}_overlay.png", height, width, channels=3)
         )
-        for top in range(0, height, step)
+        pictures: list[PngWriter] = []
+        for band in bands:
+            label_png.write(band.label)
+            for top in range(band.rows.start, band.rows.stop, step):
+                rows = slice(top, min(top + step, band.rows.stop))
+                labels = band.label[rows.start - band.rows.start : rows.stop - band.rows.start]
+                pixels = image.read(rows, slice(0, width))
+                overlay_png.write(overlay(pixels, labels, palette, alpha=args.alpha))
+            if band.foreign is not None:
+                if not pictures:
+                    pictures = [
+                        stack.enter_context(PngWriter(out / name, height, width))
+                        for name in ood_output_names(stem)
+                    ]
+                for png, picture in zip(pictures, band.foreign, strict=True):
+                    png.write(picture)
+
+
+def _write_level_maps(
+    args: argparse.Namespace,
+    predictor: Predictor,
+    image: ImageRegions,
+    inputs: dict[str, torch.Tensor],
+    out: Path,
+    stem: str,
+) -> None:
+    """Write the zoom level chosen at each pixel, one map per reference object width
+    (``--scale-levels``), whole: the depth-guided models read a whole disparity map anyway."""
+    from leanseg.inference.scale_levels import level_maps, save_level_maps
+
+    model = predictor.model
+    disparity = inputs["disparity"][0].to(predictor.device)
+    levels = level_maps(model, disparity, args.stereo_baseline, image.shape)
+    save_level_maps(
+        levels, model.multiplexer.reference_scales, model.multiplexer.num_levels, out, stem
     )
-    return write_png(path, height, width, blocks, channels=3)
 
 
 def _depth_arguments(args: argparse.Namespace, model: nn.Module) -> Path | None:

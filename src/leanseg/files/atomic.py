@@ -48,6 +48,20 @@ def atomic_write(
     Returns:
         ``path`` as a :class:`~pathlib.Path`.
     """
+    with atomic_open(path, fsync=fsync) as handle:
+        write(handle)
+    return Path(path)
+
+
+@contextlib.contextmanager
+def atomic_open(path: str | Path, *, fsync: bool = False) -> Iterator[BinaryIO]:
+    """:func:`atomic_write` for a writer that pushes its data over time: the block writes into
+    the temporary file, which is renamed over ``path`` when the block ends and removed when it
+    raises.
+
+    For files written piece by piece as their data is computed (``leanseg predict`` writes its
+    PNGs band by band). Several may be open at once; the same rules hold for each.
+    """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     # Opened with the usual permissions (unlike mkstemp's 0600): outputs are meant to be shared.
@@ -55,7 +69,7 @@ def atomic_write(
     with terminate_raises():
         try:
             with open(tmp, "xb") as handle:
-                write(handle)
+                yield handle
                 _maybe_kill_in_write(path.name, handle)
                 if fsync:
                     handle.flush()
@@ -64,7 +78,6 @@ def atomic_write(
         except BaseException:
             tmp.unlink(missing_ok=True)
             raise
-    return path
 
 
 @contextlib.contextmanager

@@ -13,8 +13,9 @@ written atomically:
 from __future__ import annotations
 
 import argparse
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 import numpy as np
 import torch
@@ -90,6 +91,56 @@ def write_ood_pictures(flag: np.ndarray, mass: np.ndarray, out: str | Path, stem
     _write_grey(mass, mass_path)
 
 
+class LabelBand(NamedTuple):
+    """Whole rows of an image's outputs, as :func:`predict_bands` yields them."""
+
+    rows: slice  # the image rows the band covers
+    label: np.ndarray  # uint8 (h, W) class ids
+    foreign: tuple[np.ndarray, np.ndarray] | None  # uint8 (h, W) flag and mass pictures
+
+
+def predict_bands(
+    predictor: Any,
+    image: Any,
+    native: list[int] | None,
+    inputs: dict[str, torch.Tensor] | None = None,
+) -> Iterator[LabelBand]:
+    """The label map of ``predictor.predict`` (and, with ``native``, the foreign flag and mass
+    pictures of the module docstring), a band of whole rows at a time, top to bottom.
+
+    :meth:`~leanseg.inference.predictor.Predictor.predict_blocks` yields the kept part of each
+    tile in row-major order, so the rows of a tile row are complete after its last column:
+    each band is one tile row (the whole image when it fits the budget), and nothing of the
+    size of the image is held. ``inputs``: what the model reads besides the image.
+    """
+    from leanseg.inference.predictor import class_ids
+
+    regions = predictor.regions(image)
+    width = regions.width
+    band: LabelBand | None = None
+    filled = 0  # columns of the band filled so far
+    for rows, cols, probabilities in predictor.predict_blocks(regions, inputs):
+        if band is None:
+            shape = (rows.stop - rows.start, width)
+            pictures = None
+            if native is not None:
+                pictures = (np.empty(shape, np.uint8), np.empty(shape, np.uint8))
+            band, filled = LabelBand(rows, np.empty(shape, np.uint8), pictures), 0
+        if rows != band.rows or cols.start != filled:
+            raise RuntimeError(f"blocks out of row-major order at rows {rows}, columns {cols}")
+        band.label[:, cols] = class_ids(probabilities)
+        if native is not None and band.foreign is not None:
+            flag, mass = _pictures(foreign_map(probabilities, native))
+            band.foreign[0][:, cols], band.foreign[1][:, cols] = flag, mass
+        del probabilities  # not held while the next tile is scored
+        filled = cols.stop
+        if filled == width:
+            yield band
+            band = None
+    if band is not None:
+        raise RuntimeError(f"the blocks of rows {band.rows} end at column {filled} of {width}")
+
+
 def predict_with_ood(
     predictor: Any,
     image: Any,
@@ -97,19 +148,17 @@ def predict_with_ood(
     inputs: dict[str, torch.Tensor] | None = None,
 ) -> tuple[np.ndarray, tuple[np.ndarray, np.ndarray] | None]:
     """The label map of ``predictor.predict`` and, with ``native``, the foreign flag and mass
-    pictures (``uint8 (H, W)`` each, module docstring), from one pass over the image's blocks
-    (:meth:`~leanseg.inference.predictor.Predictor.predict_blocks`: no float map of the whole
-    image is made); ``inputs``: what the model reads besides the image."""
-    from leanseg.inference.predictor import class_ids
-
+    pictures (``uint8 (H, W)`` each, module docstring), whole, from one pass over the image's
+    bands (:func:`predict_bands`: no float map of the whole image is made); ``inputs``: what
+    the model reads besides the image."""
     regions = predictor.regions(image)
     label = np.empty(regions.shape, np.uint8)
     if native is not None:
         flag, mass = np.empty(regions.shape, np.uint8), np.empty(regions.shape, np.uint8)
-    for rows, cols, probabilities in predictor.predict_blocks(regions, inputs):
-        label[rows, cols] = class_ids(probabilities)
-        if native is not None:
-            flag[rows, cols], mass[rows, cols] = _pictures(foreign_map(probabilities, native))
+    for band in predict_bands(predictor, regions, native, inputs):
+        label[band.rows] = band.label
+        if band.foreign is not None:
+            flag[band.rows], mass[band.rows] = band.foreign
     return label, None if native is None else (flag, mass)
 
 
@@ -126,9 +175,11 @@ def add_ood_argument(parser: argparse.ArgumentParser) -> None:
 
 
 __all__ = [
+    "LabelBand",
     "add_ood_argument",
     "domain_classes",
     "ood_output_names",
+    "predict_bands",
     "predict_with_ood",
     "write_ood_maps",
     "write_ood_pictures",

@@ -16,8 +16,11 @@ Memory of :meth:`Predictor.predict` is bounded on any image size: an image large
 budget is segmented block by block (:meth:`Predictor.predict_blocks`), each block read from the
 decoded image as ``uint8`` (:class:`~leanseg.data.io.ImageRegions`), normalised, scored and
 reduced to class ids before the next; no float map of the whole image is ever made. What grows
-with the image is the decoded image itself (as the file decodes: 4 bytes per pixel for colour)
-and the ``uint8`` label map (1 byte per pixel).
+with the image is the ``uint8`` label map (1 byte per pixel) and the decoded image itself (as
+Pillow decodes the file: 4 bytes per pixel for colour), unless ``pyvips`` is installed
+(``leanseg[large-images]``): a file over the budget is then decoded a strip of rows at a time
+and only the rows of one tile row are held. ``leanseg predict`` writes its outputs as the tile
+rows finish, so it holds no full-size label map either.
 """
 
 from __future__ import annotations
@@ -427,15 +430,18 @@ class Predictor:
         label = np.empty(regions.shape, np.uint8)
         for rows, cols, probabilities in self.predict_blocks(regions, inputs):
             label[rows, cols] = class_ids(probabilities)
+            del probabilities  # let the tile's scores go before the next tile is scored
         return label
 
     def regions(self, image: ImageInput) -> ImageRegions:
         """``image`` as :class:`~leanseg.data.io.ImageRegions`; a file larger than
-        :attr:`max_image_pixels` is refused before decoding."""
+        :attr:`max_image_pixels` is refused before decoding, and one larger than the budget
+        :attr:`max_pixels` is decoded a strip at a time where ``pyvips`` imports
+        (:meth:`~leanseg.data.io.ImageRegions.open`)."""
         if isinstance(image, ImageRegions):
             return image
         if isinstance(image, str | Path):
-            return ImageRegions.open(image, self.max_image_pixels)
+            return ImageRegions.open(image, self.max_image_pixels, stream_over=self.max_pixels)
         if isinstance(image, Image.Image):
             image.load()
             return ImageRegions(image)
@@ -463,8 +469,9 @@ class Predictor:
 
         Yields:
             ``(rows, cols, probabilities)``: the block's place in the image and its
-            ``float32 (C, h, w)`` probabilities on the predictor's device; the blocks cover the
-            image once.
+            ``float32 (C, h, w)`` probabilities on the predictor's device (a view of the
+            tile's: a caller that lets go of it before asking for the next block keeps one
+            tile's scores alive, not two); the blocks cover the image once.
         """
         regions = self.regions(image)
         height, width = regions.shape
@@ -496,6 +503,9 @@ class Predictor:
                     slice(col.keep_start, col.keep_stop),
                     kept,
                 )
+                # Not held while the next tile is scored: a tile's probabilities are the
+                # largest thing here (C x 4 bytes per pixel of the tile).
+                del scores, kept
 
     def predict_scores(self, image: ImageInput, inputs: dict[str, Tensor] | None = None) -> Tensor:
         """Class probabilities ``float32 (C, H, W)`` of one whole image, on the predictor's device.
