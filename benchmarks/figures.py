@@ -89,32 +89,56 @@ def _scale_selection_verdict(record: dict[str, Any]) -> str:
     )
 
 
-def _predict_row(record: dict[str, Any], megapixels: float, before: bool = False) -> dict:
-    """The run of ``predict_memory.json`` at about ``megapixels``, of this checkout or the
-    compared older one."""
+# The leanseg revisions predict_memory.json compares (benchmarks/speed/predict_memory.py).
+_PREDICT_BEFORE_TILES = "git 0fba213"  # before tiled prediction
+_PREDICT_BEFORE_STREAMING = "git c6a4068"  # tiles, before streamed outputs and decoding
+
+
+def _predict_row(
+    record: dict[str, Any],
+    megapixels: float,
+    leanseg: str = "this checkout",
+    decoder: str = "pyvips",
+) -> dict:
+    """The run of ``predict_memory.json`` at about ``megapixels`` of one leanseg (this checkout
+    or a compared revision) and decoder (``pyvips``, or ``pillow`` with pyvips unimportable)."""
     for row in record["runs"]:
-        older = row["leanseg"] != "this checkout"
-        if older == before and abs(row["megapixels"] - megapixels) < 0.5:
+        if (
+            row["leanseg"] == leanseg
+            and row["decoder"] == decoder
+            and abs(row["megapixels"] - megapixels) < 0.5
+        ):
             return row
-    raise KeyError(f"predict_memory.json has no run at {megapixels} MP")
+    raise KeyError(f"predict_memory.json has no run of {leanseg}, {decoder} at {megapixels} MP")
 
 
-def _bytes_per_pixel(record: dict[str, Any], small: float, large: float, before: bool) -> float:
+def _bytes_per_pixel(
+    record: dict[str, Any], small: float, large: float, leanseg: str, decoder: str
+) -> float:
     """Peak memory added per pixel between two image sizes."""
-    a, b = _predict_row(record, small, before), _predict_row(record, large, before)
+    a = _predict_row(record, small, leanseg, decoder)
+    b = _predict_row(record, large, leanseg, decoder)
     added = (b["peak_rss_mib"] - a["peak_rss_mib"]) * 2**20
     return added / ((b["megapixels"] - a["megapixels"]) * 1e6)
 
 
-def _rss(megapixels: float, before: bool = False) -> Callable[[dict[str, Any]], str]:
-    return lambda r: f"{_predict_row(r, megapixels, before)['peak_rss_mib']:.0f}"
+def _rss(
+    megapixels: float, leanseg: str = "this checkout", decoder: str = "pyvips"
+) -> Callable[[dict[str, Any]], str]:
+    return lambda r: f"{_predict_row(r, megapixels, leanseg, decoder)['peak_rss_mib']:.0f}"
+
+
+def _predict_ratio_150_to_4(record: dict[str, Any]) -> str:
+    """Peak memory at 150 megapixels (tiles) over that at 4 (one pass at the budget), pyvips."""
+    large, budget = _predict_row(record, 150), _predict_row(record, 4)
+    return f"{large['peak_rss_mib'] / budget['peak_rss_mib']:.2f}"
 
 
 def _before_extrapolated_gib(record: dict[str, Any]) -> str:
-    """The older predict's memory at the largest size measured now, extrapolated linearly."""
+    """Leanseg before tiles at the largest size measured now, extrapolated linearly."""
     largest = max(row["megapixels"] for row in record["runs"])
-    base = _predict_row(record, 2, before=True)
-    per_pixel = _bytes_per_pixel(record, 2, 20, before=True)
+    base = _predict_row(record, 2, _PREDICT_BEFORE_TILES, "pillow")
+    per_pixel = _bytes_per_pixel(record, 2, 20, _PREDICT_BEFORE_TILES, "pillow")
     total = base["peak_rss_mib"] * 2**20 + per_pixel * (largest - base["megapixels"]) * 1e6
     return f"{total / 2**30:.0f}"
 
@@ -266,12 +290,22 @@ FIGURES: dict[str, Figure] = {
     "predict.rss_4": Figure("predict_memory.json", _rss(4)),
     "predict.rss_20": Figure("predict_memory.json", _rss(20)),
     "predict.rss_150": Figure("predict_memory.json", _rss(150)),
-    "predict.bytes_per_pixel": Figure(
-        "predict_memory.json", lambda r: f"{_bytes_per_pixel(r, 4, 150, before=False):.0f}"
+    "predict.ratio_150_to_4": Figure("predict_memory.json", _predict_ratio_150_to_4),
+    "predict.pillow_rss_20": Figure("predict_memory.json", _rss(20, decoder="pillow")),
+    "predict.pillow_rss_150": Figure("predict_memory.json", _rss(150, decoder="pillow")),
+    "predict.pillow_bytes_per_pixel": Figure(
+        "predict_memory.json",
+        lambda r: f"{_bytes_per_pixel(r, 4, 150, 'this checkout', 'pillow'):.1f}",
     ),
-    "predict.before_rss_20": Figure("predict_memory.json", _rss(20, before=True)),
+    "predict.unstreamed_rss_150": Figure(
+        "predict_memory.json", _rss(150, _PREDICT_BEFORE_STREAMING, "pillow")
+    ),
+    "predict.before_rss_20": Figure(
+        "predict_memory.json", _rss(20, _PREDICT_BEFORE_TILES, "pillow")
+    ),
     "predict.before_bytes_per_pixel": Figure(
-        "predict_memory.json", lambda r: f"{_bytes_per_pixel(r, 2, 20, before=True):.0f}"
+        "predict_memory.json",
+        lambda r: f"{_bytes_per_pixel(r, 2, 20, _PREDICT_BEFORE_TILES, 'pillow'):.0f}",
     ),
     "predict.before_150_gib": Figure("predict_memory.json", _before_extrapolated_gib),
     # Multi-domain training (benchmarks/papers/multi_domain.py).
