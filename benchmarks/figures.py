@@ -198,6 +198,19 @@ def _steps_table(record: dict[str, Any]) -> str:
     return "\n".join(lines) + "\n"
 
 
+def _trials_table(record: dict[str, Any]) -> str:
+    """The trials of ``fast_recipe_trials.json``: one row per trial, val mIoU of each seed."""
+    by_trial: dict[str, list[dict[str, Any]]] = {}
+    for row in record["rows"]:
+        by_trial.setdefault(row["trial"], []).append(row)
+    lines = ["", "| trial | change to the fast recipe | val mIoU by seed |", "| --- | --- | --- |"]
+    for trial, rows in by_trial.items():
+        seeds = ", ".join(f"{r['val_miou']:.1f} (seed {r['seed']})" for r in rows)
+        changes = ", ".join(f"`{item}`" for item in rows[0]["overrides"]) or "none"
+        lines.append(f"| {trial} | {changes} | {seeds} |")
+    return "\n".join(lines) + "\n"
+
+
 def _leave_one_out(run: str) -> Callable[[dict[str, Any]], str]:
     def write(record: dict[str, Any]) -> str:
         for row in record["train"]["rows"]:
@@ -243,6 +256,7 @@ FIGURES: dict[str, Figure] = {
     "fast.nothing_frozen_miou": Figure(
         "fast_training.json", _leave_one_out("no_frozen_bn_or_stages")
     ),
+    "fast.trials_table": Figure("fast_recipe_trials.json", _trials_table),
     # Threads beside a busy process (benchmarks/speed/thread_contention.py).
     "threads.auto_beside_ms": Figure(
         "thread_contention.json",
