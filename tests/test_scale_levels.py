@@ -11,10 +11,9 @@ import torch
 from PIL import Image
 
 from leanseg.cli import main
-from leanseg.files.checkpoint import save_checkpoint
 from leanseg.inference.predictor import Predictor
 from leanseg.inference.scale_levels import level_colours, level_output_names
-from leanseg.models import build_model, run_config_from_dict
+from tiny_models import save_random_checkpoint
 
 HEIGHT, WIDTH, SPLIT = 64, 96, 48  # the disparity changes at a column every grid divides
 BASELINE = 0.2
@@ -33,13 +32,7 @@ def depth_run(tmp_path_factory: pytest.TempPathFactory) -> Path:
         "data": {"dataset": "synthetic", "options": {"num_samples": 2, "size": [64, 96]}},
         "work_dir": str(folder),
     }
-    cfg = run_config_from_dict(raw)
-    torch.manual_seed(0)
-    model = build_model(cfg)
-    save_checkpoint(
-        {"model": model.state_dict(), "config": cfg.to_dict(), "iteration": 0}, folder / "last.pt"
-    )
-    return folder / "last.pt"
+    return save_random_checkpoint(raw, folder / "last.pt")
 
 
 @pytest.fixture

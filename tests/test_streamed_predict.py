@@ -12,7 +12,6 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-import torch
 from PIL import Image
 
 import leanseg.data.io as image_io
@@ -20,12 +19,11 @@ from leanseg.cli import main
 from leanseg.data.base import DatasetError
 from leanseg.data.io import ImageRegions, read_rgb
 from leanseg.files.atomic import KILL_IN_WRITE_ENV, is_temp_of
-from leanseg.files.checkpoint import save_checkpoint
 from leanseg.inference.ood_maps import _pictures, predict_bands
 from leanseg.inference.predictor import Predictor
 from leanseg.metrics.ood import foreign_map
-from leanseg.models import build_model, run_config_from_dict
 from leanseg.visualize import PngWriter, overlay, save_label_png, save_rgb_png
+from tiny_models import save_random_checkpoint
 
 BUDGET = ["--max-megapixels", "0.012", "--overlap", "32"]  # 96 x 96 tiles, 64 px apart
 STREET = {"dataset": "synthetic", "name": "street", "options": {"num_samples": 2, "size": [32, 48]}}
@@ -49,13 +47,7 @@ def union_checkpoint(tmp_path_factory: pytest.TempPathFactory) -> Path:
         },
         "work_dir": str(root / "run"),
     }  # fmt: skip
-    cfg = run_config_from_dict(raw)
-    torch.manual_seed(0)
-    model = build_model(cfg)
-    save_checkpoint(
-        {"model": model.state_dict(), "config": cfg.to_dict(), "iteration": 0}, root / "last.pt"
-    )
-    return root / "last.pt"
+    return save_random_checkpoint(raw, root / "last.pt")
 
 
 @pytest.fixture

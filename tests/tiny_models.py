@@ -25,6 +25,16 @@ def randomise_batchnorm(model: nn.Module) -> nn.Module:
     return model.eval()
 
 
+def save_random_checkpoint(raw: dict, path: Path) -> Path:
+    """``path``: the model the config ``raw`` describes, random (seed 0) and untrained, saved
+    with its config as a run directory's checkpoint holds it."""
+    cfg = run_config_from_dict(raw)
+    torch.manual_seed(0)
+    model = build_model(cfg)
+    save_checkpoint({"model": model.state_dict(), "config": cfg.to_dict(), "iteration": 0}, path)
+    return path
+
+
 def save_tiny_ladder_checkpoint(folder: Path) -> Path:
     """``folder/last.pt``: a random ResNet-18 ladder (width 32, BN randomised, no training)
     whose config reads 4 synthetic scenes, as a run directory would hold it."""
