@@ -64,6 +64,14 @@ TRIALS: dict[str, tuple[list[str], str]] = {
         ["train.lr=1.2e-3", "train.freeze_backbone_until=null"],
         "twice the learning rate, every backbone stage trained (BatchNorm still frozen)",
     ),
+    "lite1_backbone": (
+        ["model.backbone.name=efficientnet_lite1", "model.backbone.pretrained=efficientnet-lite1"],
+        "EfficientNet-Lite1 (ImageNet-pretrained) in place of Lite0, everything else as shipped",
+    ),
+    "lite2_backbone": (
+        ["model.backbone.name=efficientnet_lite2", "model.backbone.pretrained=efficientnet-lite2"],
+        "EfficientNet-Lite2 (ImageNet-pretrained) in place of Lite0, everything else as shipped",
+    ),
 }
 
 
