@@ -16,7 +16,8 @@ it starts, its command, the leanseg commit and the machine to ``<trial>_s<seed>.
 ``--collect-only`` trains nothing and reads the runs already there; runs without that file
 (trained by the same command by other means) take their commit from ``--trained-at``. Writes
 ``benchmarks/results/fast_recipe_trials.json``: per trial and seed the val mIoU, boundary mIoU,
-per-class IoU, the overrides and the command.
+per-class IoU, the overrides and the command. Rows already in that file whose runs are not in
+``--runs-dir`` (an earlier session's) are kept as they were.
 """
 
 from __future__ import annotations
@@ -63,6 +64,20 @@ TRIALS: dict[str, tuple[list[str], str]] = {
     "lr_12e-4_bn_frozen_only": (
         ["train.lr=1.2e-3", "train.freeze_backbone_until=null"],
         "twice the learning rate, every backbone stage trained (BatchNorm still frozen)",
+    ),
+    "lr_12e-4_frozen_until_4": (
+        ["train.lr=1.2e-3", "train.freeze_backbone_until=4"],
+        "twice the learning rate, only the stem and the stride-4 stages frozen (BatchNorm frozen)",
+    ),
+    "batch4_twice_the_iterations": (
+        [
+            "data.batch_size=4",
+            "train.max_iters=4400",
+            'data.crop_schedule=[{"crop_size": [192, 256], "until": 3400}]',
+            "train.eval_interval=4400",
+            "train.checkpoint_interval=1100",
+        ],
+        "batch 4 for twice the iterations (the same pixels, twice the updates)",
     ),
     "lite1_backbone": (
         ["model.backbone.name=efficientnet_lite1", "model.backbone.pretrained=efficientnet-lite1"],
@@ -136,6 +151,17 @@ def row(runs: Path, trial: str, seed: int, trained_at: str | None) -> dict[str, 
     }
 
 
+def merged_rows(path: Path, rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """``rows`` with the rows of an earlier ``path`` that they do not replace (run folders do not
+    outlive a session; each row keeps the command and commit it was trained with), in the order
+    of :data:`TRIALS`, then seed."""
+    fresh = {(r["trial"], r["seed"]) for r in rows}
+    earlier = json.loads(path.read_text())["rows"] if path.is_file() else []
+    kept = [r for r in earlier if (r["trial"], r["seed"]) not in fresh and r["trial"] in TRIALS]
+    order = {name: index for index, name in enumerate(TRIALS)}
+    return sorted([*kept, *rows], key=lambda r: (order[r["trial"]], r["seed"]))
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--trials", nargs="+", choices=sorted(TRIALS), default=list(TRIALS))
@@ -160,6 +186,7 @@ def main() -> None:
             jobs.append(job)
         train(jobs, parallel=args.jobs, threads=1, nice=0)
     rows = [r for trial, seed in pairs if (r := row(args.runs_dir, trial, seed, args.trained_at))]
+    rows = merged_rows(args.json, rows)
     write_result(
         args.json,
         {
