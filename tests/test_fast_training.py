@@ -24,7 +24,9 @@ from leanseg.data.transforms import (
     RandomCrop,
     RandomScale,
     RandomScaleCrop,
+    resize_sample,
     sample_generator,
+    scale_factor_override,
 )
 from leanseg.models import create_model, load_run_config
 from leanseg.training.freezing import FrozenBatchNorm2d, freeze_backbone
@@ -151,6 +153,39 @@ def test_crop_schedule_changes_the_crop_at_the_configured_iteration():
     assert [key for _, key in zip(range(6), resumed, strict=False)] == full[4:]
 
 
+def test_a_stage_scale_rides_with_its_crop_and_ends_with_it():
+    stages = [CropStage((16, 24), until=1, scale=0.5), CropStage((24, 32), until=2)]
+    keys = CropSchedule(ResumableSampler(5, seed=0), stages, start_iteration=0, batch_size=2)
+    settings = [key[2:] for _, key in zip(range(6), keys, strict=False)]
+    assert settings == [((16, 24), 0.5)] * 2 + [((24, 32), 1.0)] * 2 + [(None, None)] * 2
+
+
+@pytest.mark.parametrize("fused", [True, False])
+def test_a_stage_scale_shows_the_image_smaller_with_the_same_draws(fused):
+    rng = np.random.default_rng(0)
+    sample = {
+        "image": rng.integers(0, 256, (32, 48, 3), dtype=np.uint8),
+        "label": rng.integers(0, 5, (32, 48), dtype=np.uint8),
+    }
+    if fused:
+        transform = RandomScaleCrop(1.0, 1.0, (16, 24), mean_colour=(0, 0, 0))
+    else:
+        transform = Compose([RandomScale(1.0, 1.0), RandomCrop((16, 24), mean_colour=(0, 0, 0))])
+    with scale_factor_override(0.5):
+        half = transform(sample)
+    # Scale 1 x 0.5: the whole image, shrunk to the crop; nothing cut off, nothing padded.
+    expected = resize_sample(sample, 16, 24)
+    assert np.array_equal(half["label"], expected["label"])
+    assert np.abs(half["image"].astype(int) - expected["image"].astype(int)).max() <= 2
+    # Without the override the same draws cut a window of the image at its own size.
+    window = transform(sample)["label"]
+    assert any(
+        np.array_equal(window, sample["label"][top : top + 16, left : left + 24])
+        for top in range(17)
+        for left in range(25)
+    )
+
+
 def test_trainer_batches_follow_the_crop_schedule(tmp_path):
     root = folder_dataset(tmp_path / "data")
     schedule = [{"crop_size": [24, 32], "until": 2}]
@@ -172,6 +207,11 @@ def test_crop_schedule_is_validated():
                 ]
             },
         )
+    for scale, message in [(0, r"0 < s <= 1"), (1.5, r"0 < s <= 1"), (float("nan"), "finite")]:
+        with pytest.raises(ConfigError, match=rf"data.crop_schedule.*{message}"):
+            load_config(
+                None, {"data.crop_schedule": [{"crop_size": [8, 8], "until": 5, "scale": scale}]}
+            )
 
 
 # ---------------------------------------------------------------------- data in memory, prefetch

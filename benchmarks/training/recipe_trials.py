@@ -79,6 +79,11 @@ TRIALS: dict[str, tuple[list[str], str]] = {
         ],
         "batch 4 for twice the iterations (the same pixels, twice the updates)",
     ),
+    "small_crops_at_two_thirds_scale": (
+        ['data.crop_schedule=[{"crop_size": [192, 256], "until": 1700, "scale": 0.6667}]'],
+        "the 192x256 stage sees the images at 2/3 of their scale, so its crops cover as much "
+        "of the scene as the 288x384 ones (fast.ai-style progressive resizing)",
+    ),
     "lite1_backbone": (
         ["model.backbone.name=efficientnet_lite1", "model.backbone.pretrained=efficientnet-lite1"],
         "EfficientNet-Lite1 (ImageNet-pretrained) in place of Lite0, everything else as shipped",

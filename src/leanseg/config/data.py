@@ -90,6 +90,10 @@ class CropStage:
     crop_size: tuple[int, int] = (256, 256)
     # The first iteration (0-based) that no longer uses this stage's crops.
     until: int = 0
+    # Multiplies the random rescale factor (``data.scale_range``) of this stage's samples:
+    # below 1 the images are seen smaller, so a small crop covers as much of the scene as a
+    # larger one at full scale (fast.ai-style progressive resizing); 1 keeps the scale.
+    scale: float = 1.0
 
 
 @dataclass
@@ -343,10 +347,11 @@ DATA_RANGES: RangeTable = {
             all(all(s > 0 for s in st.crop_size) and st.until > 0 for st in v)
             and all(limits.size_problem(*st.crop_size) is None for st in v)
             and all(a.until < b.until for a, b in zip(v, v[1:], strict=False))
+            and all(finite(st.scale) and 0 < st.scale <= 1 for st in v)
         ),
-        "a list of {crop_size: [h, w], until: N} with positive sizes (each at most "
-        f"{limits.MAX_SIDE}, {limits.megapixels(limits.MAX_CROP_PIXELS)} in all) and "
-        "increasing N > 0",
+        "a list of {crop_size: [h, w], until: N, scale: s} with positive sizes (each at most "
+        f"{limits.MAX_SIDE}, {limits.megapixels(limits.MAX_CROP_PIXELS)} in all), "
+        "increasing N > 0 and 0 < s <= 1 (optional, default 1)",
     ),
     "data.scale_range": (
         lambda v: all(map(positive, v)) and v[0] <= v[1] <= limits.MAX_SCALE,

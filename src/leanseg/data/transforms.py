@@ -141,7 +141,7 @@ class RandomScale:
         self.max_scale = max_scale
 
     def __call__(self, sample: Sample) -> Sample:
-        scale = _uniform(self.min_scale, self.max_scale)
+        scale = _uniform(self.min_scale, self.max_scale) * _scale_factor()
         in_h, in_w = sample["image"].shape[:2]
         height = max(1, round(in_h * scale))
         width = max(1, round(in_w * scale))
@@ -152,13 +152,26 @@ class RandomScale:
 
 
 # Progressive resizing (``data.crop_schedule``): the crop size that :class:`RandomCrop` uses in
-# place of its own while set, per thread (each data-loader worker is its own process).
+# place of its own while set, and the factor that multiplies every random rescale, per thread
+# (each data-loader worker is its own process).
 _CROP_OVERRIDE = threading.local()
+_SCALE_FACTOR = threading.local()
 
 
 def crop_size_override(size: tuple[int, int] | None) -> AbstractContextManager[None]:
     """Make every :class:`RandomCrop` in this thread cut ``size`` windows (``None``: their own)."""
     return _set_in_thread(_CROP_OVERRIDE, size)
+
+
+def scale_factor_override(factor: float | None) -> AbstractContextManager[None]:
+    """Multiply the factor every :class:`RandomScale` in this thread draws by ``factor``
+    (``None``: 1). The draw itself is unchanged, so the random stream stays the same."""
+    return _set_in_thread(_SCALE_FACTOR, factor)
+
+
+def _scale_factor() -> float:
+    factor = getattr(_SCALE_FACTOR, "value", None)
+    return 1.0 if factor is None else factor
 
 
 class RandomCrop:
@@ -234,7 +247,7 @@ class RandomScaleCrop:
         self.crop = RandomCrop(size, mean_colour, ignore_index)
 
     def __call__(self, sample: Sample) -> Sample:
-        factor = _uniform(self.scale.min_scale, self.scale.max_scale)
+        factor = _uniform(self.scale.min_scale, self.scale.max_scale) * _scale_factor()
         in_h, in_w = sample["image"].shape[:2]
         height, width = max(1, round(in_h * factor)), max(1, round(in_w * factor))
         crop_h, crop_w = getattr(_CROP_OVERRIDE, "value", None) or self.crop.size

@@ -18,7 +18,7 @@ import torch
 from torch.utils.data import Dataset, Sampler
 
 from leanseg.config import CropStage
-from leanseg.data.transforms import crop_size_override, sample_generator
+from leanseg.data.transforms import crop_size_override, sample_generator, scale_factor_override
 
 # Large odd constants keep the per-epoch and per-sample seed streams apart.
 _EPOCH_STRIDE = 1_000_003
@@ -82,11 +82,16 @@ class SeededSamples(Dataset):
     def __len__(self) -> int:
         return len(self.dataset)  # type: ignore[arg-type]
 
-    def __getitem__(self, key: tuple[int, int] | tuple[int, int, tuple[int, int] | None]) -> Any:
-        """``key``: ``(index, seed)``, or ``(index, seed, crop_size)`` (:class:`CropSchedule`)."""
-        index, seed, crop_size = (*key, None) if len(key) == 2 else key
+    def __getitem__(self, key: tuple[Any, ...]) -> Any:
+        """``key``: ``(index, seed)``, or ``(index, seed, crop_size, scale)`` from
+        :class:`CropSchedule` (``None``: the dataset's own crop size, scale factor 1)."""
+        index, seed, crop_size, scale = (*key, None, None) if len(key) == 2 else key
         generator = torch.Generator().manual_seed(seed)
-        with sample_generator(generator), crop_size_override(crop_size):
+        with (
+            sample_generator(generator),
+            crop_size_override(crop_size),
+            scale_factor_override(scale),
+        ):
             if threading.current_thread() is not threading.main_thread():
                 # A prefetching thread: leanseg's transforms draw from ``generator``; the global
                 # generator belongs to the training step running beside it.
@@ -97,13 +102,14 @@ class SeededSamples(Dataset):
                 return self.dataset[index]
 
 
-class CropSchedule(Sampler[tuple[int, int, tuple[int, int] | None]]):
-    """Adds the crop size of progressive resizing (``data.crop_schedule``) to a sampler's keys.
+class CropSchedule(Sampler[tuple[int, int, tuple[int, int] | None, float | None]]):
+    """Adds the crop size and scale factor of progressive resizing (``data.crop_schedule``) to
+    a sampler's keys.
 
     The k-th key drawn belongs to iteration ``start_iteration + k // batch_size``; its crop size
-    is that of the first stage whose ``until`` lies beyond that iteration, or ``None`` (the
-    dataset's own ``crop_size``) after the last stage. Sample order and seeds are the wrapped
-    sampler's, so a resumed run sees the same crops as the uninterrupted one.
+    and scale factor are those of the first stage whose ``until`` lies beyond that iteration, or
+    ``None`` (the dataset's own ``crop_size`` and scale) after the last stage. Sample order and
+    seeds are the wrapped sampler's, so a resumed run sees the same crops as the uninterrupted one.
     """
 
     def __init__(
@@ -119,14 +125,22 @@ class CropSchedule(Sampler[tuple[int, int, tuple[int, int] | None]]):
         self.start_iteration = start_iteration
         self.batch_size = batch_size
 
-    def crop_at(self, iteration: int) -> tuple[int, int] | None:
-        """The crop ``(height, width)`` of ``iteration``; ``None`` after the last stage."""
+    def stage_at(self, iteration: int) -> CropStage | None:
+        """The stage of ``iteration``; ``None`` after the last stage."""
         for stage in self.stages:
             if iteration < stage.until:
-                return tuple(stage.crop_size)  # type: ignore[return-value]
+                return stage
         return None
 
-    def __iter__(self) -> Iterator[tuple[int, int, tuple[int, int] | None]]:
+    def crop_at(self, iteration: int) -> tuple[int, int] | None:
+        """The crop ``(height, width)`` of ``iteration``; ``None`` after the last stage."""
+        stage = self.stage_at(iteration)
+        return None if stage is None else tuple(stage.crop_size)  # type: ignore[return-value]
+
+    def __iter__(self) -> Iterator[tuple[int, int, tuple[int, int] | None, float | None]]:
         for drawn, (index, seed) in enumerate(self.sampler):
-            iteration = self.start_iteration + drawn // self.batch_size
-            yield index, seed, self.crop_at(iteration)
+            stage = self.stage_at(self.start_iteration + drawn // self.batch_size)
+            if stage is None:
+                yield index, seed, None, None
+            else:
+                yield index, seed, tuple(stage.crop_size), stage.scale  # type: ignore[misc]
