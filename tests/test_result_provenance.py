@@ -79,12 +79,6 @@ AWAITING_RERUN: dict[str, str] = {
         "training, 98 min on 1 thread: the --set of the file's overrides plus "
         "train.num_threads=1, --json benchmarks/results/camvid_recipe_spp_weighted.json"
     ),
-    "camvid_recipe_fast.json": (
-        "two trainings, 13 min each quiet on 2 threads: python "
-        "benchmarks/training/camvid_recipe.py "
-        "--config configs/lite0/ladder_camvid_fast.yaml --seeds 0 1 --force --json "
-        "benchmarks/results/camvid_recipe_fast.json"
-    ),
     "ldn_train_compare.json": (
         "four trainings, ~33 min on 1 thread: python benchmarks/papers/ldn_train_compare.py "
         "--jobs 1, then --report-only --json benchmarks/results/ldn_train_compare.json"
