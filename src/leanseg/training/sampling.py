@@ -132,11 +132,6 @@ class CropSchedule(Sampler[tuple[int, int, tuple[int, int] | None, float | None]
                 return stage
         return None
 
-    def crop_at(self, iteration: int) -> tuple[int, int] | None:
-        """The crop ``(height, width)`` of ``iteration``; ``None`` after the last stage."""
-        stage = self.stage_at(iteration)
-        return None if stage is None else tuple(stage.crop_size)  # type: ignore[return-value]
-
     def __iter__(self) -> Iterator[tuple[int, int, tuple[int, int] | None, float | None]]:
         for drawn, (index, seed) in enumerate(self.sampler):
             stage = self.stage_at(self.start_iteration + drawn // self.batch_size)
