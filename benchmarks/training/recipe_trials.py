@@ -92,6 +92,11 @@ TRIALS: dict[str, tuple[list[str], str]] = {
         ["model.backbone.name=efficientnet_lite2", "model.backbone.pretrained=efficientnet-lite2"],
         "EfficientNet-Lite2 (ImageNet-pretrained) in place of Lite0, everything else as shipped",
     ),
+    "ema_0998": (
+        ["train.ema_decay=0.998"],
+        "the moving average of the weights evaluated (decay 0.998, about the last 500 steps: "
+        "the 288x384 stage); the weights as trained are scored too, from the same run",
+    ),
 }
 
 
@@ -138,6 +143,7 @@ def row(runs: Path, trial: str, seed: int, trained_at: str | None) -> dict[str, 
         command = shlex.join(trial_job(runs, trial, seed).command())
         commit = trained_at
     times = [r["time"] for r in read_metrics(folder) if "time" in r]
+    as_trained = training_weights_miou(runs, trial, seed)
     return {
         "trial": trial,
         "seed": seed,
@@ -149,11 +155,31 @@ def row(runs: Path, trial: str, seed: int, trained_at: str | None) -> dict[str, 
             name: round(100 * iou, 1)
             for name, iou in zip(CAMVID_CLASSES, record["iou"], strict=True)
         },
+        "val_miou_training_weights": as_trained,
         "iterations": record["iteration"],
         "wall_seconds_shared": round(times[-1] - times[0], 1) if len(times) > 1 else None,
         "command": command,
         "trained_at_commit": commit,
     }
+
+
+def training_weights_miou(runs: Path, trial: str, seed: int) -> float | None:
+    """Val mIoU (%) of the weights as trained, for a run whose checkpoints hold their moving
+    average (``train.ema_decay``): ``leanseg eval --training-weights`` on its ``last.pt``, run
+    once, its JSON kept beside the run. ``None`` for a run without the average."""
+    from leanseg.cli import main as leanseg_main
+    from leanseg.files.checkpoint import load_checkpoint
+
+    last = run_dir(runs, trial, seed) / "checkpoints" / "last.pt"
+    if not last.is_file() or "training_model" not in load_checkpoint(last):
+        return None
+    out = runs / f"{trial}_s{seed}.training_weights.json"
+    if not out.is_file():
+        args = ["eval", str(run_dir(runs, trial, seed)), "--checkpoint", str(last)]
+        code = leanseg_main([*args, "--training-weights", "--no-progress", "--json", str(out)])
+        if code != 0:
+            raise SystemExit(f"{trial}_s{seed}: leanseg eval --training-weights exited {code}")
+    return round(100 * json.loads(out.read_text())["miou"], 2)
 
 
 def merged_rows(path: Path, rows: list[dict[str, Any]]) -> list[dict[str, Any]]:

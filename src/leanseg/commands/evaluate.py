@@ -35,6 +35,12 @@ def add_parser(commands: Any) -> None:
     evaluate.add_argument(
         "--checkpoint", help="checkpoint file (default for a run directory: checkpoints/best.pt)"
     )
+    evaluate.add_argument(
+        "--training-weights",
+        action="store_true",
+        help="for a run trained with train.ema_decay: evaluate the weights as trained instead "
+        "of their moving average (which the checkpoints hold as the model)",
+    )
     common.add_overrides(evaluate)
     evaluate.add_argument("--split", help="dataset split (default: the config's data.val_split)")
     evaluate.add_argument(
@@ -100,7 +106,9 @@ def _cmd_eval(args: argparse.Namespace) -> int:
     overrides = _eval_overrides(args)
     common.check_json_target(args.json, "eval", force=args.force)
     device = common.select_device(args.device)
-    trained = load_trained_model(args.target, args.checkpoint, overrides)
+    trained = load_trained_model(
+        args.target, args.checkpoint, overrides, training_weights=args.training_weights
+    )
     cfg = trained.cfg
     model = trained.model.to(device)
     prepared = prepare_model(model, common.inference_options(args, device), device=device)

@@ -72,6 +72,11 @@ class TrainConfig:
     # Compile the training step (forward and loss) with ``torch.compile``; the first step of
     # each crop size pays the compilation (minutes on a CPU; benchmarks/training/fast_training.py).
     compile: bool = False
+    # Evaluate and save an exponential moving average of the weights (Polyak averaging; per step
+    # ``average <- d * average + (1 - d) * weights``, ``d`` this value, less over the first
+    # steps): validation, best.pt and the checkpoints' ``model`` are the average, and training
+    # goes on from its own weights (``training_model`` in the checkpoints). ``null``: off.
+    ema_decay: float | None = None
 
 
 # ``auto``, ``cpu``, ``cuda``, ``cuda:N`` or ``mps``: the device strings torch accepts that a
@@ -97,6 +102,10 @@ TRAIN_RANGES: RangeTable = {
     # torch, NumPy and Python's random all take a seed in this range (NumPy refuses others).
     "train.seed": (lambda v: 0 <= v < 2**32, "in 0..4294967295 (2^32 - 1)"),
     "train.freeze_backbone_until": (optional(positive), "a stride (4, 8, 16, ...) or null"),
+    "train.ema_decay": (
+        lambda v: v is None or (finite(v) and 0 < v < 1),
+        "in (0, 1), e.g. 0.999, or null",
+    ),
     "train.device": (
         lambda v: DEVICE_PATTERN.fullmatch(v) is not None,
         "auto, cpu, cuda, cuda:N or mps",

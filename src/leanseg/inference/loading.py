@@ -56,6 +56,8 @@ def load_trained_model(
     source: str | Path,
     checkpoint: str | Path | None = None,
     overrides: Sequence[str] = (),
+    *,
+    training_weights: bool = False,
 ) -> TrainedModel:
     """Rebuild a trained model and load its weights.
 
@@ -72,6 +74,9 @@ def load_trained_model(
         checkpoint: the checkpoint to read, for a run directory or a config file.
         overrides: ``--set`` style ``key=value`` overrides of the config (e.g. ``data.root=...``
             where the data has moved).
+        training_weights: load the weights as trained (the ``training_model`` entry of a run
+            trained with ``train.ema_decay``) instead of the checkpoint's ``model`` (their
+            moving average there).
 
     Returns:
         The model (on the CPU, in eval mode), its config, the checkpoint path and the
@@ -82,7 +87,8 @@ def load_trained_model(
             file without a checkpoint, or a config that is invalid.
         CheckpointError: naming the file, for a checkpoint that is missing or unreadable, holds
             no config where one is needed (bare weights), holds an invalid config, or whose
-            weights do not fit the model the config describes.
+            weights do not fit the model the config describes; with ``training_weights``, one
+            without a ``training_model`` entry.
     """
     source = Path(source)
     if source.is_dir():
@@ -105,16 +111,27 @@ def load_trained_model(
         path = source
         payload = load_checkpoint(path, map_location="cpu")
         cfg = _checkpoint_config(payload, path, overrides)
+    entry = "training_model" if training_weights else "model"
+    if entry not in payload:
+        raise CheckpointError(
+            f"{path}: holds no {entry!r} entry"
+            + (
+                " (trained without train.ema_decay: its 'model' is the weights as trained)"
+                if training_weights
+                else ""
+            )
+        )
     model = models.build_model(models.without_pretrained(cfg))
-    state = payload["model"]
+    state = payload[entry]
     if not isinstance(state, dict):
         raise CheckpointError(
-            f"{path}: the 'model' entry is a {type(state).__name__}, not a state dict"
+            f"{path}: the {entry!r} entry is a {type(state).__name__}, not a state dict"
         )
     wrong = next((k for k, v in state.items() if not isinstance(v, torch.Tensor)), None)
     if wrong is not None:
         raise CheckpointError(
-            f"{path}: the 'model' entry {wrong!r} is a {type(state[wrong]).__name__}, not a tensor"
+            f"{path}: the {entry!r} entry {wrong!r} is a {type(state[wrong]).__name__}, "
+            "not a tensor"
         )
     load_model_state(model, state, path)
     iteration = payload.get("iteration")

@@ -39,6 +39,7 @@ from leanseg.training.metrics_log import MetricsLog
 from leanseg.training.prefetch import Prefetcher
 from leanseg.training.sampling import CropSchedule, ResumableSampler, SeededSamples
 from leanseg.training.schedules import learning_rate
+from leanseg.training.weight_average import WeightAverage
 
 __all__ = [
     "TrainBatches",
@@ -145,6 +146,8 @@ class TrainingParts:
             where this process does not lock it (non-main ranks, a hand-made set of parts).
         thread_governor: resizes torch's thread pool (``train.num_threads: auto``); ``None``
             for a fixed number of threads.
+        weight_average: the moving average of the weights (``train.ema_decay``), which is
+            evaluated and saved; ``None`` evaluates the weights as trained.
     """
 
     device: torch.device
@@ -160,6 +163,7 @@ class TrainingParts:
     metrics: MetricsLog
     lock: FolderLock | None = None
     thread_governor: ThreadGovernor | None = None
+    weight_average: WeightAverage | None = None
 
 
 # ---------------------------------------------------------------------- data

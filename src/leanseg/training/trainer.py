@@ -8,6 +8,8 @@ small hooks (:mod:`.hooks`), each calling the piece that does the work: :mod:`.m
 :meth:`Trainer.from_config` builds those of a configured run, after setting up device, threads
 and seeds (:mod:`.runtime`). What a configured run guarantees:
 
+- with ``train.ema_decay``, validation, ``best.pt`` and the checkpoints' ``model`` are the
+  moving average of the weights (:mod:`.weight_average`), and training continues from its own;
 - same seed -> same loss curve on CPU (sample order and augmentation are functions of the seed and
   the sample's position, see :mod:`leanseg.training.sampling`);
 - ``--resume`` continues the same schedule and gives the same next loss as the uninterrupted run
@@ -26,7 +28,7 @@ import errno
 import math
 import time
 from collections.abc import Callable, Iterator, Sequence
-from contextlib import nullcontext
+from contextlib import AbstractContextManager, nullcontext
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, TypeVar
@@ -77,6 +79,7 @@ from leanseg.training.parts import (
 from leanseg.training.prefetch import Prefetcher
 from leanseg.training.progress import DEFAULT_EVERY_SECONDS, TrainProgress, say, validation_line
 from leanseg.training.rng_state import rng_state, set_rng_state
+from leanseg.training.weight_average import WeightAverage
 from leanseg.version import __version__
 
 # select_device and seed_everything live in .runtime; the CLI imports them from here.
@@ -162,6 +165,7 @@ class Trainer:
         self.schedule = parts.schedule
         self.metrics = parts.metrics
         self.thread_governor = parts.thread_governor
+        self.weight_average = parts.weight_average
         self._hooks = None if hooks is None else list(hooks)
         self.iteration = iteration
         self.best = best
@@ -286,6 +290,8 @@ class Trainer:
             nn.utils.clip_grad_norm_(self.model.parameters(), self.cfg.train.grad_clip)
         self.scaler.step(self.optimizer)
         self.scaler.update()
+        if self.weight_average is not None:
+            self.weight_average.update(self.model)
         self.iteration += 1
         logs = {name: float(value.detach()) for name, value in terms.items()}
         logs["loss"] = float(loss.detach())
@@ -363,15 +369,16 @@ class Trainer:
             boundary_width=self.cfg.eval.boundary_width,
             ignore_index=self.cfg.data.ignore_index,
         )
-        scores = evaluate(
-            self.model,
-            self.val_set,
-            evaluators,
-            eval_cfg=self.cfg.eval,
-            device=self.device,
-            on_batch=on_batch,
-            image_statistics=input_statistics(self.cfg.data),
-        )
+        with self._evaluated_weights():
+            scores = evaluate(
+                self.model,
+                self.val_set,
+                evaluators,
+                eval_cfg=self.cfg.eval,
+                device=self.device,
+                on_batch=on_batch,
+                image_statistics=input_statistics(self.cfg.data),
+            )
         if progress is not None and task is not None:
             progress.remove_task(task)
         self.model.train()
@@ -400,7 +407,8 @@ class Trainer:
         where the run is (:func:`~leanseg.training.bn_statistics.recompute_bn_statistics`)."""
         source = self._batches()
         batches = (self._to_device(batch) for batch in source)
-        bn_statistics.recompute_bn_statistics(self.model, batches, num_batches)
+        with self._evaluated_weights():  # those of the averaged weights, with train.ema_decay
+            bn_statistics.recompute_bn_statistics(self.model, batches, num_batches)
         if isinstance(source, Prefetcher):
             source.close()
 
@@ -413,9 +421,28 @@ class Trainer:
         if self._lock is not None:
             self._lock.release()
 
+    def _evaluated_weights(self) -> AbstractContextManager[None]:
+        """The model holds the weights that are evaluated and saved as ``model`` inside: the
+        moving average with ``train.ema_decay``, else its own."""
+        if self.weight_average is None:
+            return nullcontext()
+        return self.weight_average.applied(self.model)
+
+    def _weights(self) -> dict[str, Any]:
+        """The checkpoint's weights: ``model`` is what evaluation used (the average with
+        ``train.ema_decay``, then ``training_model`` holds the weights training goes on from)."""
+        state = self.model.state_dict()
+        if self.weight_average is None:
+            return {"model": state}
+        return {
+            "model": {**state, **self.weight_average.average},
+            "training_model": state,
+            "weight_average": self.weight_average.state_dict(),
+        }
+
     def _state(self) -> dict[str, Any]:
         return {
-            "model": self.model.state_dict(),
+            **self._weights(),
             "config": self.cfg.to_dict(),
             "iteration": self.iteration,
             "optimizer": self.optimizer.state_dict(),
@@ -507,9 +534,12 @@ def _build_run(
     loss_module = build_loss_module(model, cfg.train, device)
     optimizer = build_optimizer(model, cfg.train)
     scaler = build_scaler(cfg.train, device)
+    average = None if cfg.train.ema_decay is None else WeightAverage(model, cfg.train.ema_decay)
     iteration, best = 0, None
     if resume_from is not None:
-        iteration, best = _restore(resume_from, model, optimizer, scaler, cfg=cfg, device=device)
+        iteration, best = _restore(
+            resume_from, model, optimizer, scaler, average, cfg=cfg, device=device
+        )
         say(f"resumed from {resume_from} at iteration {iteration}")
     # Everything is checked and built, a resumed checkpoint loaded: only now is the run
     # directory written (MetricsLog may open TensorBoard's file in it).
@@ -528,6 +558,7 @@ def _build_run(
         metrics=MetricsLog(run_dir, enabled=is_main),
         lock=lock,
         thread_governor=build_thread_governor(cfg.train, device),
+        weight_average=average,
     )
     return parts, iteration, best
 
@@ -582,18 +613,30 @@ def _restore(
     model: nn.Module,
     optimizer: torch.optim.Optimizer,
     scaler: torch.amp.GradScaler,
+    average: WeightAverage | None,
     *,
     cfg: Config,
     device: torch.device,
 ) -> tuple[int, dict[str, Any] | None]:
-    """Load the training state of ``path`` into the model, optimizer and scaler and set the
-    random states; returns the iteration and the best score it holds. The caller then writes
-    the run directory."""
+    """Load the training state of ``path`` into the model, optimizer, scaler and weight
+    average and set the random states; returns the iteration and the best score it holds. The
+    caller then writes the run directory.
+
+    A checkpoint with a weight average (``training_model`` beside ``model``) gives the model its
+    training weights and ``average`` the averaged ones; one without starts ``average`` from the
+    model's weights (``train.ema_decay`` set on resuming)."""
     payload = load_checkpoint(path, map_location=device)
     if "optimizer" not in payload or "iteration" not in payload:
         raise CheckpointError(f"{path}: holds weights only, no training state to resume")
     _check_training_state(payload, path)
-    load_model_state(model, payload["model"], path)
+    averaged = "training_model" in payload
+    load_model_state(model, payload["training_model" if averaged else "model"], path)
+    if average is not None:
+        if averaged:
+            updates = (payload.get("weight_average") or {}).get("updates", 0)
+            average.load(model.state_dict() | payload["model"], int(updates))
+        else:
+            average.load(model.state_dict(), 0)
     # (config.yaml says so too, but a run of an older leanseg may not have one)
     saved = (payload.get("config") or {}).get("train", {}).get("optimizer")
     if saved not in (None, cfg.train.optimizer):
@@ -644,19 +687,25 @@ def _check_training_state(payload: dict[str, Any], path: Path) -> None:
             f"expected {expected}; not a checkpoint this version of leanseg wrote"
         )
 
-    state = payload.get("model")
-    if not isinstance(state, dict):
-        raise refuse("model", state, "a state dict (parameter name -> tensor)")
-    for name, value in state.items():
-        if not isinstance(name, str) or not isinstance(value, torch.Tensor):
-            raise refuse(f"model.{name}", value, "a tensor")
+    for entry in ("model", "training_model"):
+        state = payload.get(entry)
+        if state is None and entry == "training_model":
+            continue  # saved without train.ema_decay
+        if not isinstance(state, dict):
+            raise refuse(entry, state, "a state dict (parameter name -> tensor)")
+        for name, value in state.items():
+            if not isinstance(name, str) or not isinstance(value, torch.Tensor):
+                raise refuse(f"{entry}.{name}", value, "a tensor")
     iteration = payload.get("iteration")
     if isinstance(iteration, bool) or not isinstance(iteration, int) or iteration < 0:
         raise refuse("iteration", iteration, "an integer >= 0")
-    for entry in ("optimizer", "scaler", "rng"):
+    for entry in ("optimizer", "scaler", "rng", "weight_average"):
         value = payload.get(entry)
         if value is not None and not isinstance(value, dict):
             raise refuse(entry, value, "a mapping")
+    updates = (payload.get("weight_average") or {}).get("updates", 0)
+    if isinstance(updates, bool) or not isinstance(updates, int) or updates < 0:
+        raise refuse("weight_average.updates", updates, "an integer >= 0")
     best = payload.get("best")
     if best is not None:
         value = best.get("value") if isinstance(best, dict) else None
