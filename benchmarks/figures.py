@@ -198,6 +198,14 @@ def _steps_table(record: dict[str, Any]) -> str:
     return "\n".join(lines) + "\n"
 
 
+def _trial_score(row: dict[str, Any]) -> str:
+    """``70.1 (seed 0)``; for a run that evaluated a weight average, also the weights as
+    trained: ``70.4 (seed 0; weights as trained 70.1)``."""
+    as_trained = row.get("val_miou_training_weights")
+    extra = "" if as_trained is None else f"; weights as trained {as_trained:.1f}"
+    return f"{row['val_miou']:.1f} (seed {row['seed']}{extra})"
+
+
 def _trials_table(record: dict[str, Any]) -> str:
     """The trials of ``fast_recipe_trials.json``: one row per trial, val mIoU of each seed."""
     by_trial: dict[str, list[dict[str, Any]]] = {}
@@ -205,7 +213,7 @@ def _trials_table(record: dict[str, Any]) -> str:
         by_trial.setdefault(row["trial"], []).append(row)
     lines = ["", "| trial | change to the fast recipe | val mIoU by seed |", "| --- | --- | --- |"]
     for trial, rows in by_trial.items():
-        seeds = ", ".join(f"{r['val_miou']:.1f} (seed {r['seed']})" for r in rows)
+        seeds = ", ".join(_trial_score(r) for r in rows)
         changes = ", ".join(f"`{item}`" for item in rows[0]["overrides"]) or "none"
         lines.append(f"| {trial} | {changes} | {seeds} |")
     return "\n".join(lines) + "\n"
