@@ -75,10 +75,6 @@ AWAITING_RERUN: dict[str, str] = {
         "model.backbone.pretrained=null work_dir=runs/lite0/ladder_camvid_scratch --json "
         "benchmarks/results/camvid_recipe_scratch.json"
     ),
-    "camvid_recipe_spp_weighted.json": (
-        "training, 98 min on 1 thread: the --set of the file's overrides plus "
-        "train.num_threads=1, --json benchmarks/results/camvid_recipe_spp_weighted.json"
-    ),
     "ldn_train_compare.json": (
         "four trainings, ~33 min on 1 thread: python benchmarks/papers/ldn_train_compare.py "
         "--jobs 1, then --report-only --json benchmarks/results/ldn_train_compare.json"
