@@ -352,6 +352,20 @@ def test_joined_splits_name_the_missing_one(tmp_path):
 # ---------------------------------------------------------------------- resume
 
 
+def train_until_killed(trainer: Trainer, iteration: int) -> None:
+    """Train until the process is killed (a ``KeyboardInterrupt``) during ``iteration``."""
+    step = trainer.run_step
+
+    def killed_during_the_iteration(batch):
+        if trainer.iteration == iteration - 1:
+            raise KeyboardInterrupt
+        return step(batch)
+
+    trainer.run_step = killed_during_the_iteration
+    with pytest.raises(KeyboardInterrupt):
+        trainer.train()
+
+
 def _losses(work_dir: Path) -> dict[int, float]:
     records = [json.loads(line) for line in (work_dir / "metrics.jsonl").read_text().splitlines()]
     return {r["iteration"]: r["loss"] for r in records if r.get("split") == "train"}
@@ -376,17 +390,7 @@ def test_resumed_fast_run_continues_the_uninterrupted_one(tmp_path):
         return cfg
 
     Trainer.from_config(config(tmp_path / "whole", 5), show_progress=False).train()
-    killed = Trainer.from_config(config(tmp_path / "parts", 5), show_progress=False)
-    original_step = killed.run_step
-
-    def killed_during_iteration_four(batch):
-        if killed.iteration == 3:
-            raise KeyboardInterrupt
-        return original_step(batch)
-
-    killed.run_step = killed_during_iteration_four
-    with pytest.raises(KeyboardInterrupt):
-        killed.train()
+    train_until_killed(Trainer.from_config(config(tmp_path / "parts", 5), show_progress=False), 4)
     resumed = Trainer.from_config(config(tmp_path / "parts", 5), resume=True, show_progress=False)
     assert resumed.iteration == 2  # the last checkpoint; iteration 3 is trained again
     resumed.train()

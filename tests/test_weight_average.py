@@ -21,7 +21,7 @@ from leanseg.models import load_run_config
 from leanseg.training import trainer as trainer_module
 from leanseg.training.trainer import Trainer
 from leanseg.training.weight_average import WeightAverage
-from test_fast_training import folder_dataset, tiny_config
+from test_fast_training import folder_dataset, tiny_config, train_until_killed
 
 
 def small_model() -> nn.Module:
@@ -145,16 +145,7 @@ def test_resumed_run_continues_the_weights_and_the_average_exactly(tmp_path):
     root = folder_dataset(tmp_path / "data")
     Trainer.from_config(_config(root, tmp_path / "whole", max_iters=4, decay=0.8)).train()
     killed = Trainer.from_config(_config(root, tmp_path / "parts", max_iters=4, decay=0.8))
-    step = killed.run_step
-
-    def killed_during_iteration_three(batch):
-        if killed.iteration == 2:
-            raise KeyboardInterrupt
-        return step(batch)
-
-    killed.run_step = killed_during_iteration_three
-    with pytest.raises(KeyboardInterrupt):
-        killed.train()
+    train_until_killed(killed, 3)  # the last checkpoint is at iteration 2
     resumed = Trainer.from_config(
         _config(root, tmp_path / "parts", max_iters=4, decay=0.8), resume=True
     )
