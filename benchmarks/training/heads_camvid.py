@@ -44,6 +44,7 @@ import json
 import shlex
 import statistics
 import sys
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -464,13 +465,14 @@ def camvid_labels(run: Run, budget: Budget, size: int = 768) -> Any:
 
 
 def measure_costs(
-    runs: list[Run], budget: Budget, repeats: int, weights_seed: int | None
+    runs: list[Run], budget: Budget, repeats: int, weights_seeds: Sequence[int]
 ) -> dict[str, dict[str, Any]]:
     """GMAC and round-robin latency at 1024x2048, activation memory at 768x768 batch 2.
 
-    With ``weights_seed`` each model carries that seed's final weights where its run finished:
-    QGN's sparse decoder works only at the quadtree sites its trained split decisions keep
-    active, so its cost means little with random weights. The memory is measured with the
+    Each model carries the final weights of the first of ``weights_seeds`` whose run finished
+    and is still on disk (random ones where none is): QGN's sparse decoder works only at the
+    quadtree sites its trained split decisions keep active, so its cost means little with
+    random weights. The memory is measured with the
     run's frozen backbone parts (``train.freeze_backbone_*``), as it trains.
     """
     import torch
@@ -487,11 +489,12 @@ def measure_costs(
         configs[run.name] = cfg
         model = build_model(cfg)
         checkpoint = None
-        if weights_seed is not None:
-            folder = budget.folder(run, weights_seed)
+        for seed in weights_seeds:
+            folder = budget.folder(run, seed)
             if run_state(folder, cfg.train.max_iters) == "finished" and folder.is_dir():
                 checkpoint = folder / "checkpoints" / "last.pt"
                 load_model_state(model, load_checkpoint(checkpoint)["model"], checkpoint)
+                break
         weights[run.name] = "random initialisation" if checkpoint is None else str(checkpoint)
         models[run.name] = model.eval().to(memory_format=torch.channels_last)
     images = torch.randn(1, 3, 1024, 2048).contiguous(memory_format=torch.channels_last)
@@ -741,7 +744,7 @@ def main(argv: list[str] | None = None) -> None:
         import torch
 
         torch.set_num_threads(args.threads)
-        costs.update(measure_costs(selected, budget, args.repeats, budget.seeds[0]))
+        costs.update(measure_costs(selected, budget, args.repeats, budget.seeds))
     record = build_record(all_runs, budget, args.recipe, max_iters, costs, command_line())
     write_result(args.json, record)
 
