@@ -95,42 +95,14 @@ AWAITING_RERUN: dict[str, str] = {
         "two trainings, ~10 min on 1 thread, the command above with --train-schemes pc "
         "--weightings g1 adaptive --json benchmarks/results/qgn_table1_synthetic_pc.json"
     ),
-    "qgn_table1_camvid.json": (
-        "four trainings, ~25 min on 1 thread: python benchmarks/papers/qgn_table1.py "
-        "configs/qgn/qgn_r18_camvid_cpu.yaml --out runs/qgn_table1/camvid --max-iters 500 "
-        "--images 40 --weightings g1 adaptive --json benchmarks/results/qgn_table1_camvid.json"
-    ),
-    "sandf_train_compare.json": (
-        "six trainings, ~18 min on 1 thread: python benchmarks/papers/sandf_train_compare.py "
-        "--jobs 1 --json benchmarks/results/sandf_train_compare.json"
-    ),
     "scale_selection.json": (
         "eight trainings, 71 min on 2 threads: python benchmarks/papers/scale_selection.py --jobs 2"
-    ),
-    "ssn_train_camvid.json": (
-        "two trainings, ~20 min on 1 thread: python benchmarks/papers/ssn_train.py --json "
-        "benchmarks/results/ssn_train_camvid.json --only camvid --iters 500"
     ),
     # Evaluations of trained runs that are gone: the trainings above first.
     "qgn_eval_synthetic.json": (
         "after qgn_table1_synthetic's trainings: python benchmarks/papers/qgn_eval_grid.py "
         "runs/qgn_table1/synthetic/train_gtc_adaptive --images 40 --json "
         "benchmarks/results/qgn_eval_synthetic.json"
-    ),
-    "qgn_eval_camvid.json": (
-        "after qgn_table1_camvid's trainings: python benchmarks/papers/qgn_eval_grid.py "
-        "runs/qgn_table1/camvid/train_gtc_adaptive --images 40 --json "
-        "benchmarks/results/qgn_eval_camvid.json"
-    ),
-    "qgn_memory_camvid_trained_all.json": (
-        "after qgn_table1_camvid's trainings: python benchmarks/papers/qgn_memory.py --skip b "
-        "--images 3 --run runs/qgn_table1/camvid/train_all_g1 --json "
-        "benchmarks/results/qgn_memory_camvid_trained_all.json"
-    ),
-    "qgn_memory_camvid_trained_gtc.json": (
-        "after qgn_table1_camvid's trainings: python benchmarks/papers/qgn_memory.py --skip b "
-        "--images 3 --run runs/qgn_table1/camvid/train_gtc_adaptive --json "
-        "benchmarks/results/qgn_memory_camvid_trained_gtc.json"
     ),
     "ssn_instance_iterations_ap.json": (
         "after a 10 min training (python benchmarks/papers/ssn_train.py --only instance "
