@@ -75,10 +75,6 @@ AWAITING_RERUN: dict[str, str] = {
         "model.backbone.pretrained=null work_dir=runs/lite0/ladder_camvid_scratch --json "
         "benchmarks/results/camvid_recipe_scratch.json"
     ),
-    "ldn_train_compare.json": (
-        "four trainings, ~33 min on 1 thread: python benchmarks/papers/ldn_train_compare.py "
-        "--jobs 1, then --report-only --json benchmarks/results/ldn_train_compare.json"
-    ),
     "multi_domain.json": (
         "three trainings, ~4.5 h on 1 thread: python benchmarks/papers/multi_domain.py --iters 600"
     ),
@@ -103,13 +99,6 @@ AWAITING_RERUN: dict[str, str] = {
         "after qgn_table1_synthetic's trainings: python benchmarks/papers/qgn_eval_grid.py "
         "runs/qgn_table1/synthetic/train_gtc_adaptive --images 40 --json "
         "benchmarks/results/qgn_eval_synthetic.json"
-    ),
-    "ssn_instance_iterations_ap.json": (
-        "after a 10 min training (python benchmarks/papers/ssn_train.py --only instance "
-        "--iters 600): "
-        "python benchmarks/papers/ssn_instance_iterations.py --no-timing --run "
-        "runs/ssn_train/ssn_instance_synthetic --max-images 40 --json "
-        "benchmarks/results/ssn_instance_iterations_ap.json"
     ),
     # Written by others' harnesses.
     "heads_camvid_300iters.json": (
