@@ -364,3 +364,11 @@ def test_runs_are_planned_seed_by_seed(bench, tmp_path):
         ("a", 1),
         ("b", 1),
     ]
+
+
+def test_an_extra_override_concerns_only_the_rows_it_trains(bench, tmp_path, capsys):
+    harness, _, _ = bench
+    weights = "model.head.class_weights=[1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1]"  # bilinear takes none
+    folders = ["--runs-dir", str(tmp_path / "runs"), "--records-dir", str(tmp_path / "records")]
+    harness.main(["--plan", "--runs", "ladder", "--seeds", "0", "--set", weights, *folders])
+    assert "ladder seed 0: start" in capsys.readouterr().out

@@ -710,7 +710,10 @@ def main(argv: list[str] | None = None) -> None:
     )
     for run in all_runs:
         check_same_data(args.recipe, run)
-    max_iters = {run.name: run_config(run, budget).train.max_iters for run in all_runs}
+    # Training reads only the selected rows' configs: an extra --set that another row's head
+    # does not take (model.head.class_weights on QGN) concerns that row only when reported.
+    configured = selected if args.train_only or args.plan else all_runs
+    max_iters = {run.name: run_config(run, budget).train.max_iters for run in configured}
     todo = plan(selected, budget, args.threads, max_iters)
     print(f"budget {budget.key} ({args.recipe.name}): {budget.runs_dir}", flush=True)
     for run, seed, state, _ in todo:
