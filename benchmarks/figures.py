@@ -25,6 +25,7 @@ PAGES = (
     REPO / "README.md",
     REPO / "docs" / "fast-training.md",
     REPO / "docs" / "reproducing-papers.md",
+    REPO / "docs" / "peers_cpu.md",
 )
 MARKER = re.compile(r"<!-- fig:(?P<name>[\w.+-]+) -->(?P<text>.*?)<!-- /fig -->", re.DOTALL)
 
@@ -219,6 +220,63 @@ def _trials_table(record: dict[str, Any]) -> str:
     return "\n".join(lines) + "\n"
 
 
+_LAYOUT_NAMES = {"contiguous": "NCHW", "channels_last": "NHWC"}
+
+
+def _peers_table(record: dict[str, Any]) -> str:
+    """The rows of ``peers_cpu.json``: GMAC, median latency, ratio to SMP FPN-R18, throughput."""
+    lines = [
+        "",
+        "| model | dtype | layout | GMAC | ms | vs SMP FPN-R18 | GFLOP/s | % of 3x3-conv peak |",
+        "| --- | --- | --- | --- | --- | --- | --- | --- |",
+    ]
+    for row in record["rows"]:
+        layout = _LAYOUT_NAMES[row["settings"]["layout"]]
+        lines.append(
+            f"| {row['model']} | {row['dtype']} | {layout} | {row['gmac']:.1f} | "
+            f"{row['median_ms']:.0f} | {row['vs_smp_fpn_r18']:.2f} | {row['gflops_per_s']:.1f} | "
+            f"{row['pct_of_peak']:.1f} |"
+        )
+    return "\n".join(lines) + "\n"
+
+
+def _peers_row(record: dict[str, Any], model: str, dtype: str = "fp32") -> dict[str, Any]:
+    for row in record["rows"]:
+        if row["model"] == model and row["dtype"] == dtype:
+            return row
+    raise KeyError(f"peers_cpu.json has no {dtype} row {model!r}")
+
+
+def _peers_measured(record: dict[str, Any]) -> str:
+    """Where and how ``peers_cpu.json`` was measured, from the file."""
+    machine = record["machine"]
+    source = machine["leanseg"]
+    state = "with uncommitted changes" if source.get("dirty") else "clean"
+    date = record.get("date", "at a date the file does not record")
+    return (
+        f"{date}, `{record['command']}`, on a {machine['cpu_count']}-core "
+        f"{machine['device_name']}, {record['threads']} threads, torch "
+        f"{machine['torch_version']}, leanseg at commit {source['commit'][:7]} ({state})"
+    )
+
+
+def _peers_peak(record: dict[str, Any]) -> str:
+    peak = record["peak"]
+    height, width = peak["size"]
+    parts = [
+        f"{peak[dtype]['gflops_per_s']:.1f} GFLOP/s {dtype} "
+        f"({_LAYOUT_NAMES[peak[dtype]['layout']]})"
+        for dtype in ("fp32", "bf16")
+    ]
+    return f"3x3 conv 256->256 at {height}x{width}, " + ", ".join(parts)
+
+
+def _peers_fewer_gmac(record: dict[str, Any]) -> str:
+    ladder = _peers_row(record, "leanseg ladder R18")["gmac"]
+    fpn = _peers_row(record, "SMP FPN-R18")["gmac"]
+    return f"{100 * (1 - ladder / fpn):.0f}"
+
+
 def _leave_one_out(run: str) -> Callable[[dict[str, Any]], str]:
     def write(record: dict[str, Any]) -> str:
         for row in record["train"]["rows"]:
@@ -265,6 +323,21 @@ FIGURES: dict[str, Figure] = {
         "fast_training.json", _leave_one_out("no_frozen_bn_or_stages")
     ),
     "fast.trials_table": Figure("fast_recipe_trials.json", _trials_table),
+    # leanseg beside SMP on the CPU (benchmarks/speed/peers_cpu.py, docs/peers_cpu.md).
+    "peers.table": Figure("peers_cpu.json", _peers_table),
+    "peers.measured": Figure("peers_cpu.json", _peers_measured),
+    "peers.peak": Figure("peers_cpu.json", _peers_peak),
+    "peers.ladder_over_fpn": Figure(
+        "peers_cpu.json", lambda r: f"{r['ladder_r18_over_smp_fpn_r18']:.3f}"
+    ),
+    "peers.same_settings": Figure(
+        "peers_cpu.json", lambda r: f"{r['ladder_r18_over_smp_fpn_r18_same_settings']:.3f}"
+    ),
+    "peers.fewer_gmac_pct": Figure("peers_cpu.json", _peers_fewer_gmac),
+    "peers.same_settings_faster_pct": Figure(
+        "peers_cpu.json",
+        lambda r: f"{100 * (1 - r['ladder_r18_over_smp_fpn_r18_same_settings']):.0f}",
+    ),
     # Threads beside a busy process (benchmarks/speed/thread_contention.py).
     "threads.auto_beside_ms": Figure(
         "thread_contention.json",
