@@ -82,11 +82,6 @@ AWAITING_RERUN: dict[str, str] = {
         "six trainings, ~65 min on 1 thread: python benchmarks/papers/nrd_train_compare.py, then "
         "--report-only --out benchmarks/results/nrd_train_compare.json"
     ),
-    "qgn_table1_synthetic.json": (
-        "eight trainings, ~40 min on 1 thread: python benchmarks/papers/qgn_table1.py "
-        "configs/qgn/qgn_r18_synthetic_cpu.yaml --out runs/qgn_table1/synthetic --max-iters 500"
-        " --images 40 --json benchmarks/results/qgn_table1_synthetic.json"
-    ),
     "qgn_table1_synthetic_pc.json": (
         "two trainings, ~10 min on 1 thread, the command above with --train-schemes pc "
         "--weightings g1 adaptive --json benchmarks/results/qgn_table1_synthetic_pc.json"
@@ -95,11 +90,6 @@ AWAITING_RERUN: dict[str, str] = {
         "eight trainings, 71 min on 2 threads: python benchmarks/papers/scale_selection.py --jobs 2"
     ),
     # Evaluations of trained runs that are gone: the trainings above first.
-    "qgn_eval_synthetic.json": (
-        "after qgn_table1_synthetic's trainings: python benchmarks/papers/qgn_eval_grid.py "
-        "runs/qgn_table1/synthetic/train_gtc_adaptive --images 40 --json "
-        "benchmarks/results/qgn_eval_synthetic.json"
-    ),
     # Written by others' harnesses.
     "heads_camvid_300iters.json": (
         "issue 11's 300-iteration comparison, whose harness is gone (heads_camvid.py trains the"
