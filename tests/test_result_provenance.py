@@ -82,10 +82,6 @@ AWAITING_RERUN: dict[str, str] = {
         "six trainings, ~65 min on 1 thread: python benchmarks/papers/nrd_train_compare.py, then "
         "--report-only --out benchmarks/results/nrd_train_compare.json"
     ),
-    "qgn_table1_synthetic_pc.json": (
-        "two trainings, ~10 min on 1 thread, the command above with --train-schemes pc "
-        "--weightings g1 adaptive --json benchmarks/results/qgn_table1_synthetic_pc.json"
-    ),
     "scale_selection.json": (
         "eight trainings, 71 min on 2 threads: python benchmarks/papers/scale_selection.py --jobs 2"
     ),
