@@ -27,10 +27,6 @@ AWAITING_RERUN: dict[str, str] = {
         "python benchmarks/training/fast_training.py steps --iters 8 --rounds 3 --bf16 --compile; "
         "python benchmarks/training/fast_training.py train --runs no_frozen_bn_or_stages --seeds 0"
     ),
-    "peers_cpu.json": (
-        "latency figures: needs a quiet machine and the peer environment (docs/peers_cpu.md): "
-        "/work/peer-env/bin/python benchmarks/speed/peers_cpu.py --threads 2 --repeats 5"
-    ),
     # Times, and the checkpoint of a CamVid recipe training (67 min on 2 quiet threads) first.
     "inference_options.json": (
         "latency figures: needs a quiet machine, after a recipe training (python "
