@@ -170,11 +170,11 @@ def training_weights_miou(runs: Path, trial: str, seed: int) -> float | None:
     from leanseg.cli import main as leanseg_main
     from leanseg.files.checkpoint import load_checkpoint
 
-    last = run_dir(runs, trial, seed) / "checkpoints" / "last.pt"
-    if not last.is_file() or "training_model" not in load_checkpoint(last):
-        return None
     out = runs / f"{trial}_s{seed}.training_weights.json"
-    if not out.is_file():
+    last = run_dir(runs, trial, seed) / "checkpoints" / "last.pt"
+    if not out.is_file():  # the checkpoint is read only until its score is kept
+        if not last.is_file() or "training_model" not in load_checkpoint(last):
+            return None
         args = ["eval", str(run_dir(runs, trial, seed)), "--checkpoint", str(last)]
         code = leanseg_main([*args, "--training-weights", "--no-progress", "--json", str(out)])
         if code != 0:

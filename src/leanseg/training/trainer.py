@@ -631,12 +631,11 @@ def _restore(
     _check_training_state(payload, path)
     averaged = "training_model" in payload
     load_model_state(model, payload["training_model" if averaged else "model"], path)
-    if average is not None:
-        if averaged:
-            updates = (payload.get("weight_average") or {}).get("updates", 0)
-            average.load(model.state_dict() | payload["model"], int(updates))
-        else:
-            average.load(model.state_dict(), 0)
+    if average is not None and averaged:
+        updates = (payload.get("weight_average") or {}).get("updates", 0)
+        average.load(model.state_dict() | payload["model"], updates)
+    elif average is not None:
+        average.load(model.state_dict(), 0)
     # (config.yaml says so too, but a run of an older leanseg may not have one)
     saved = (payload.get("config") or {}).get("train", {}).get("optimizer")
     if saved not in (None, cfg.train.optimizer):

@@ -78,14 +78,8 @@ class WeightAverage:
         return {"updates": self.updates}
 
     def load(self, weights: dict[str, torch.Tensor], updates: int) -> None:
-        """Continue from a checkpoint: ``weights`` (its ``model``) after ``updates`` updates.
-
-        Raises:
-            KeyError: naming an averaged entry that ``weights`` lacks.
-        """
+        """Continue from ``weights`` (a full state dict of the model) after ``updates`` updates."""
         with torch.no_grad():
             for name, average in self.average.items():
-                if name not in weights:
-                    raise KeyError(name)
                 average.copy_(weights[name])
         self.updates = updates
