@@ -10,14 +10,17 @@ from hypothesis import strategies as st
 
 from leanseg.config import DataConfig
 from leanseg.data.transforms import (
+    CROP_DRAWS,
     ColorJitter,
     Compose,
     RandomCrop,
     RandomHorizontalFlip,
     RandomScale,
+    RandomScaleCrop,
     ToTensor,
     build_eval_transform,
     build_train_transform,
+    largest_class_share,
     mean_colour,
     resize_nearest,
 )
@@ -160,3 +163,75 @@ def test_train_transform_pads_with_dataset_mean() -> None:
 def test_eval_transform_keeps_full_image() -> None:
     out = build_eval_transform(DataConfig())(_sample(h=7, w=9))
     assert out["image"].shape == (3, 7, 9) and out["label"].shape == (7, 9)
+
+
+# ---------------------------------------------------------------- crops that one class fills
+
+
+def _road_and_pole(h: int = 60, w: int = 80) -> dict:
+    """Class 0 everywhere but a 28-pixel-wide column of class 1, and an ignore strip on top."""
+    label = np.zeros((h, w), dtype=np.uint8)
+    label[:, 30:58] = 1
+    label[:4] = 255
+    image = np.zeros((h, w, 3), dtype=np.uint8)
+    return {"image": image, "label": label, "name": "s"}
+
+
+def test_largest_class_share_counts_labelled_pixels_only():
+    label = np.array([[0, 0, 1, 255], [0, 2, 255, 255]], dtype=np.uint8)
+    assert largest_class_share(label, 255) == pytest.approx(3 / 5)
+    assert largest_class_share(np.full((3, 3), 255, np.uint8), 255) == 0.0
+    assert largest_class_share(np.full((3, 3), 7, np.uint8), 255) == 1.0
+
+
+@pytest.mark.parametrize("scaled", [False, True])
+def test_cat_max_ratio_makes_crops_that_one_class_fills_rare(scaled):
+    def transform(ratio):
+        if scaled:
+            return RandomScaleCrop(1.0, 1.5, (16, 16), (0, 0, 0), cat_max_ratio=ratio)
+        return RandomCrop((16, 16), (0, 0, 0), cat_max_ratio=ratio)
+
+    def dominated_share(ratio) -> float:
+        shares = []
+        for seed in range(200):
+            torch.manual_seed(seed)
+            crop = transform(ratio)(_road_and_pole())
+            shares.append(largest_class_share(crop["label"], 255))
+        return float(np.mean(np.array(shares) > 0.75))
+
+    # Most random 16x16 windows fall on one side of a border; only those across one have a
+    # quarter of each class, and ten draws find one most of the time.
+    without = dominated_share(None)
+    assert without > 0.5
+    assert dominated_share(0.75) < without / 4
+
+
+@pytest.mark.parametrize("ratio", [None, 1.0])
+def test_cat_max_ratio_off_or_one_keeps_the_first_draw(ratio):
+    sample = _sample(h=30, w=40)
+    for seed in range(5):
+        torch.manual_seed(seed)
+        plain = RandomScaleCrop(1.0, 2.0, (8, 8), (0, 0, 0))(sample)
+        after_plain = torch.rand(())
+        torch.manual_seed(seed)
+        option = RandomScaleCrop(1.0, 2.0, (8, 8), (0, 0, 0), cat_max_ratio=ratio)(sample)
+        np.testing.assert_array_equal(plain["image"], option["image"])
+        np.testing.assert_array_equal(plain["label"], option["label"])
+        assert torch.rand(()) == after_plain  # no extra draw: the streams continue alike
+
+
+def test_cat_max_ratio_keeps_the_last_of_ten_draws_when_none_qualifies():
+    sample = {"image": np.zeros((30, 40, 3), np.uint8), "label": np.zeros((30, 40), np.uint8)}
+    torch.manual_seed(3)
+    RandomCrop((8, 8), (0, 0, 0), cat_max_ratio=0.5)(sample)
+    after_option = torch.rand(())
+    torch.manual_seed(3)
+    for _ in range(CROP_DRAWS):
+        RandomCrop((8, 8), (0, 0, 0))(sample)
+    assert torch.rand(()) == after_option
+
+
+def test_cat_max_ratio_reaches_the_train_transform():
+    transform = build_train_transform(DataConfig(crop_size=(16, 16), cat_max_ratio=0.75))
+    crops = [step for step in transform.transforms if isinstance(step, RandomScaleCrop)]
+    assert crops and crops[0].crop.cat_max_ratio == 0.75

@@ -97,6 +97,11 @@ TRIALS: dict[str, tuple[list[str], str]] = {
         "the moving average of the weights evaluated (decay 0.998, about the last 500 steps: "
         "the 288x384 stage); the weights as trained are scored too, from the same run",
     ),
+    "cat_max_ratio_075": (
+        ["data.cat_max_ratio=0.75"],
+        "a crop's position redrawn (up to 10 times) while one class covers over 75 % of its "
+        "labelled pixels, so fewer crops are all road, sky or building",
+    ),
 }
 
 

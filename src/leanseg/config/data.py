@@ -131,6 +131,11 @@ class DataConfig:
     prefetch: bool = False
     # Random rescaling range before cropping (thesis 4.6.1 uses 0.5-2).
     scale_range: tuple[float, float] = (0.5, 2.0)
+    # Redraw a training crop's position (up to 10 draws, then the last is kept) while one class
+    # covers more than this share of its labelled pixels, so that fewer crops are all road or
+    # all sky (MMSegmentation's ``cat_max_ratio``, 0.75 in its Cityscapes recipes). ``null``:
+    # every first draw is kept.
+    cat_max_ratio: float | None = None
     hflip: bool = True
     # Strength of brightness / contrast / saturation jitter in [0, 1), 0 disables it. Off by
     # default: none of the papers' recipes uses colour jitter; a recipe may turn it on.
@@ -352,6 +357,10 @@ DATA_RANGES: RangeTable = {
         "a list of {crop_size: [h, w], until: N, scale: s} with positive sizes (each at most "
         f"{limits.MAX_SIDE}, {limits.megapixels(limits.MAX_CROP_PIXELS)} in all), "
         "increasing N > 0 and 0 < s <= 1 (optional, default 1)",
+    ),
+    "data.cat_max_ratio": (
+        lambda v: v is None or (finite(v) and 0 < v <= 1),
+        "null or a share in (0, 1] (1 keeps every first draw)",
     ),
     "data.scale_range": (
         lambda v: all(map(positive, v)) and v[0] <= v[1] <= limits.MAX_SCALE,

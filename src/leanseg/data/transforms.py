@@ -20,8 +20,9 @@ pixel (and the ignore label).
 from __future__ import annotations
 
 import threading
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import AbstractContextManager, contextmanager
+from typing import TypeVar
 
 import numpy as np
 import torch
@@ -34,6 +35,8 @@ from leanseg.data.base import IGNORE_INDEX, Sample, Transform
 _LUMA = np.array([0.299, 0.587, 0.114], dtype=np.float32)
 # Sample keys that hold per-pixel maps other than the image.
 _MAP_KEYS = ("label", "instance", "disparity")
+# A crop window as a transform draws it (each transform has its own form).
+Window = TypeVar("Window")
 
 
 # Per thread: the generator of the sample being transformed, set by :func:`sample_generator`.
@@ -186,6 +189,8 @@ class RandomCrop:
         size: Crop ``(height, width)``, or one int for a square crop.
         mean_colour: RGB fill of the image padding, ``uint8`` values.
         ignore_index: Fill of the label padding.
+        cat_max_ratio: Redraw the window while one class covers more than this share of its
+            labelled pixels (:func:`draw_window`); ``None`` keeps the first draw.
     """
 
     def __init__(
@@ -193,10 +198,12 @@ class RandomCrop:
         size: int | Sequence[int],
         mean_colour: Sequence[int],
         ignore_index: int = IGNORE_INDEX,
+        cat_max_ratio: float | None = None,
     ) -> None:
         self.size = _pair(size)
         self.mean_colour = tuple(int(c) for c in mean_colour)
         self.ignore_index = ignore_index
+        self.cat_max_ratio = cat_max_ratio
 
     def _fill(self, key: str) -> int | tuple[int, ...]:
         return {"image": self.mean_colour, "label": self.ignore_index}.get(key, 0)
@@ -204,9 +211,18 @@ class RandomCrop:
     def __call__(self, sample: Sample) -> Sample:
         crop_h, crop_w = getattr(_CROP_OVERRIDE, "value", None) or self.size
         in_h, in_w = sample["image"].shape[:2]
-        # Per axis: (start in the sample, start in the crop, length copied).
-        rows = _window(in_h, crop_h)
-        cols = _window(in_w, crop_w)
+
+        def draw() -> tuple[tuple[int, int, int], tuple[int, int, int]]:
+            # Per axis: (start in the sample, start in the crop, length copied).
+            return _window(in_h, crop_h), _window(in_w, crop_w)
+
+        def label_of(window: tuple[tuple[int, int, int], tuple[int, int, int]]) -> np.ndarray:
+            (top, _, height), (left, _, width) = window
+            return sample["label"][top : top + height, left : left + width]
+
+        rows, cols = draw_window(
+            draw, label_of if "label" in sample else None, self.cat_max_ratio, self.ignore_index
+        )
         out = dict(sample)
         for key in ("image", *_MAP_KEYS):
             if key not in sample:
@@ -224,6 +240,39 @@ class RandomCrop:
         return f"{type(self).__name__}({self.size}, mean_colour={self.mean_colour})"
 
 
+# Draws of a crop window before :func:`draw_window` keeps the last one (MMSegmentation's count).
+CROP_DRAWS = 10
+
+
+def largest_class_share(label: np.ndarray, ignore_index: int) -> float:
+    """The share of ``label``'s labelled pixels (not ``ignore_index``) that its most frequent
+    class covers; 0 for a label with no labelled pixel."""
+    counts = np.bincount(label.ravel(), minlength=256)
+    counts[ignore_index] = 0
+    total = counts.sum()
+    return float(counts.max() / total) if total else 0.0
+
+
+def draw_window(
+    draw: Callable[[], Window],
+    label_of: Callable[[Window], np.ndarray] | None,
+    cat_max_ratio: float | None,
+    ignore_index: int,
+) -> Window:
+    """A crop window from ``draw()``, redrawn while one class covers more than
+    ``cat_max_ratio`` of the labelled pixels of ``label_of(window)`` (at most
+    :data:`CROP_DRAWS` draws; the last is kept). Without a ratio or a label the first draw is
+    kept, so the random stream is that of a single draw."""
+    window = draw()
+    if cat_max_ratio is None or label_of is None:
+        return window
+    for _ in range(CROP_DRAWS - 1):
+        if largest_class_share(label_of(window), ignore_index) <= cat_max_ratio:
+            break
+        window = draw()
+    return window
+
+
 class RandomScaleCrop:
     """:class:`RandomScale` followed by :class:`RandomCrop`, computing only the crop's pixels.
 
@@ -233,6 +282,7 @@ class RandomScaleCrop:
     ``box`` for the image, the same index lookup as :func:`resize_nearest` for the maps), with
     the same random draws in the same order, so the result is that of the two transforms in a
     row (``tests/test_fast_training.py``). Where the crop needs padding it runs them as they are.
+    With ``cat_max_ratio`` only the window's position is redrawn, at the drawn scale.
     """
 
     def __init__(
@@ -242,9 +292,10 @@ class RandomScaleCrop:
         size: int | Sequence[int],
         mean_colour: Sequence[int],
         ignore_index: int = IGNORE_INDEX,
+        cat_max_ratio: float | None = None,
     ) -> None:
         self.scale = RandomScale(min_scale, max_scale)
-        self.crop = RandomCrop(size, mean_colour, ignore_index)
+        self.crop = RandomCrop(size, mean_colour, ignore_index, cat_max_ratio)
 
     def __call__(self, sample: Sample) -> Sample:
         factor = _uniform(self.scale.min_scale, self.scale.max_scale) * _scale_factor()
@@ -253,7 +304,20 @@ class RandomScaleCrop:
         crop_h, crop_w = getattr(_CROP_OVERRIDE, "value", None) or self.crop.size
         if height < crop_h or width < crop_w:
             return self.crop(resize_sample(sample, height, width))
-        top, left = _randint(height - crop_h), _randint(width - crop_w)
+
+        def draw() -> tuple[int, int]:
+            return _randint(height - crop_h), _randint(width - crop_w)
+
+        def label_of(corner: tuple[int, int]) -> np.ndarray:
+            rows, cols = _source_rows_cols(in_h, in_w, (height, width), (*corner, crop_h, crop_w))
+            return sample["label"][rows[:, None], cols[None, :]]
+
+        top, left = draw_window(
+            draw,
+            label_of if "label" in sample else None,
+            self.crop.cat_max_ratio,
+            self.crop.ignore_index,
+        )
         return resize_window(sample, (height, width), (top, left, crop_h, crop_w))
 
     def __repr__(self) -> str:
@@ -282,8 +346,7 @@ def resize_window(
     box = (left * sx, top * sy, (left + crop_w) * sx, (top + crop_h) * sy)
     image = Image.fromarray(sample["image"]).resize((crop_w, crop_h), Image.BILINEAR, box=box)
     out["image"] = np.array(image, dtype=np.uint8)
-    rows = np.minimum(((np.arange(top, top + crop_h) + 0.5) * sy).astype(np.int64), in_h - 1)
-    cols = np.minimum(((np.arange(left, left + crop_w) + 0.5) * sx).astype(np.int64), in_w - 1)
+    rows, cols = _source_rows_cols(in_h, in_w, size, window)
     for key in ("label", "instance"):
         if key in sample:
             out[key] = sample[key][rows[:, None], cols[None, :]]
@@ -291,6 +354,18 @@ def resize_window(
         disparity = sample["disparity"][rows[:, None], cols[None, :]]
         out["disparity"] = (disparity * np.float32(width / in_w)).astype(np.float32)
     return out
+
+
+def _source_rows_cols(
+    in_h: int, in_w: int, size: tuple[int, int], window: tuple[int, int, int, int]
+) -> tuple[np.ndarray, np.ndarray]:
+    """The rows and columns of an ``in_h x in_w`` map that the nearest-neighbour resize to
+    ``size`` (as :func:`resize_nearest`) puts in the ``(top, left, height, width)`` window."""
+    top, left, crop_h, crop_w = window
+    sy, sx = in_h / size[0], in_w / size[1]
+    rows = np.minimum(((np.arange(top, top + crop_h) + 0.5) * sy).astype(np.int64), in_h - 1)
+    cols = np.minimum(((np.arange(left, left + crop_w) + 0.5) * sx).astype(np.int64), in_w - 1)
+    return rows, cols
 
 
 def _window(length: int, crop: int) -> tuple[int, int, int]:
@@ -418,12 +493,16 @@ def build_train_transform(data_cfg: DataConfig) -> Compose:
     if data_cfg.color_jitter > 0:
         transforms.append(ColorJitter(data_cfg.color_jitter))
     fill = mean_colour(data_cfg)
+    crop_options = {
+        "ignore_index": data_cfg.ignore_index,
+        "cat_max_ratio": data_cfg.cat_max_ratio,
+    }
     if tuple(data_cfg.scale_range) != (1.0, 1.0):
         transforms.append(
-            RandomScaleCrop(*data_cfg.scale_range, data_cfg.crop_size, fill, data_cfg.ignore_index)
+            RandomScaleCrop(*data_cfg.scale_range, data_cfg.crop_size, fill, **crop_options)
         )
     else:
-        transforms.append(RandomCrop(data_cfg.crop_size, fill, data_cfg.ignore_index))
+        transforms.append(RandomCrop(data_cfg.crop_size, fill, **crop_options))
     if data_cfg.hflip:
         transforms.append(RandomHorizontalFlip())
     transforms.append(ToTensor(*input_statistics(data_cfg)))
