@@ -115,6 +115,49 @@ def verdicts_table(record: dict[str, Any]) -> list[str]:
     return lines
 
 
+def short_answer(record: dict[str, Any]) -> list[str]:
+    """The answer to "which head should I use?" in a few bullets, by a stated rule.
+
+    Among the rows trained on every seed: the most accurate (val mIoU mean); the rows tied with
+    it, whose difference to it is within its spread (``sqrt(std_a^2 + std_b^2)``, the
+    verdicts' rule); and the fastest of those on the CPU, where latencies are measured.
+    """
+    done = {n: r for n, r in record["heads"].items() if r["status"] == "done" and r["miou_mean"]}
+    pending = len(record["heads"]) - len(done)
+    if not done:
+        return [f"- No row is trained on every seed yet ({pending} pending)."]
+    best = max(done, key=lambda name: done[name]["miou_mean"])
+    top = done[best]
+
+    def tied(row: dict[str, Any]) -> bool:
+        spread = (top["miou_std"] or 0.0) ** 2 + (row["miou_std"] or 0.0) ** 2
+        return top["miou_mean"] - row["miou_mean"] < spread**0.5
+
+    ties = [name for name, row in done.items() if name != best and tied(row)]
+    lines = [f"- Most accurate: **{best}**, {_accuracy(top, 'miou')} % val mIoU."]
+    if ties:
+        listed = ", ".join(f"{name} ({_accuracy(done[name], 'miou')})" for name in ties)
+        lines.append(f"- Tied with it within the seed spread: {listed}.")
+    else:
+        lines.append("- No other finished row is within the seed spread of it.")
+    latency = {
+        name: record.get("costs", {}).get(name, {}).get("latency_ms_1024x2048")
+        for name in [best, *ties]
+    }
+    if ties and all(value is not None for value in latency.values()):
+        fastest = min(latency, key=lambda name: latency[name])
+        lines.append(
+            f"- Fastest of these on the CPU at 1024x2048: **{fastest}** "
+            f"({latency[fastest]:.0f} ms; {best}: {latency[best]:.0f} ms)."
+        )
+    elif ties:
+        lines.append("- Their CPU latencies are not measured yet (`--cost-only`).")
+    if pending:
+        total = len(record["heads"])
+        lines.append(f"- Left out (not trained on every seed yet): {pending} of {total} rows.")
+    return lines
+
+
 def readme_block(record: dict[str, Any]) -> str:
     """The generated part of the README, marker lines included."""
     budget = record["budget"]
@@ -130,6 +173,11 @@ def readme_block(record: dict[str, Any]) -> str:
         "8-pixel band; GMAC and CPU latency at 1024x2048 (batch 1), training activation memory "
         "at 768x768 batch 2. A row not yet trained on every seed shows the seeds it has and "
         "says how many; its verdict waits for all of them.",
+        "",
+        "Short answer (rule: among rows trained on every seed, the most accurate, the rows "
+        "whose mean is within the spread of their difference to it, and the fastest of those):",
+        "",
+        *short_answer(record),
         "",
         *heads_table(record),
         "",

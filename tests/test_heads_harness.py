@@ -372,3 +372,34 @@ def test_an_extra_override_concerns_only_the_rows_it_trains(bench, tmp_path, cap
     folders = ["--runs-dir", str(tmp_path / "runs"), "--records-dir", str(tmp_path / "records")]
     harness.main(["--plan", "--runs", "ladder", "--seeds", "0", "--set", weights, *folders])
     assert "ladder seed 0: start" in capsys.readouterr().out
+
+
+def test_short_answer_names_the_best_row_its_ties_and_the_fastest_tie(bench):
+    _, _, tables = bench
+    record = fake_record(done=True)
+    ladder = record["heads"]["ladder"]
+    record["heads"]["ldn"] = {**ladder, "miou_mean": 72.0, "miou_std": 0.5}
+    record["heads"]["bilinear"] = {**ladder, "miou_mean": 60.0, "miou_std": 0.5}
+    record["heads"]["nrd"] = {**ladder, "status": "pending (1 of 3 seeds)", "miou_mean": 80.0}
+    record["costs"]["ldn"] = {**record["costs"]["ladder"], "latency_ms_1024x2048": 2000.0}
+    answer = "\n".join(tables.short_answer(record))
+    # 72.0 - 71.0 = 1.0 < sqrt(0.5^2 + 1.0^2): a tie; bilinear is 12 points below; the
+    # pending nrd is left out however high it scores.
+    assert "Most accurate: **ldn**, 72.0 ± 0.5 %" in answer
+    assert "Tied with it within the seed spread: ladder (71.0 ± 1.0)." in answer
+    assert "bilinear" not in answer and "nrd" not in answer
+    assert "Fastest of these on the CPU at 1024x2048: **ladder** (1234 ms; ldn: 2000 ms)" in answer
+    assert "Left out (not trained on every seed yet): 1 of 4 rows." in answer
+    del record["costs"]["ldn"]
+    assert "not measured yet" in "\n".join(tables.short_answer(record))
+    record["heads"]["ldn"]["miou_mean"] = 75.0  # 4 points: outside the spread
+    assert "No other finished row is within the seed spread" in "\n".join(
+        tables.short_answer(record)
+    )
+
+
+def test_short_answer_without_a_finished_row(bench):
+    _, _, tables = bench
+    assert tables.short_answer(fake_record(done=False)) == [
+        "- No row is trained on every seed yet (1 pending)."
+    ]
