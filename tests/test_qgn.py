@@ -103,6 +103,24 @@ def test_losses_schemes_and_weighting():
     assert fixed.level_weights() == [0.5**lvl for lvl in range(6)]
 
 
+def test_first_losses_start_near_uniform_prediction():
+    """Each level's classifier starts near uniform over ``k+1`` outputs (``predict_init_std``);
+    the sparse convolution's own Kaiming initialisation starts far from it."""
+    images, label = torch.randn(2, 3, 64, 96), _blocky_label()
+    uniform = torch.log(torch.tensor(4.0))  # 3 classes + composite
+
+    def first_losses(**head):
+        model = _model(train_scheme="all", **head)
+        model.train()
+        with torch.no_grad():
+            return torch.stack(list(model.losses(images, {"label": label}).values()))
+
+    torch.testing.assert_close(first_losses(), uniform.expand(6), atol=0.05, rtol=0)
+    assert (first_losses(predict_init_std=None) - uniform).abs().max() > 0.5
+    with pytest.raises(ValueError, match="predict_init_std"):
+        _model(predict_init_std=0.0)
+
+
 def test_anytime_knobs_stop_at_min_level_and_cap_the_sites():
     model = _model(eval_scheme="pc", min_level=2, max_sites=5).eval()
     with torch.no_grad():
