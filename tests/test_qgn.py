@@ -103,6 +103,24 @@ def test_losses_schemes_and_weighting():
     assert fixed.level_weights() == [0.5**lvl for lvl in range(6)]
 
 
+def test_adaloss_weights_are_the_reciprocal_of_the_running_mean():
+    """QGN eq. 8 as printed weights a level by its loss's running mean; its source [16]
+    (AdaLoss) by the reciprocal. Both update the same running mean."""
+    images, label = torch.randn(2, 3, 64, 96), _blocky_label()
+    heads = {}
+    for weighting in ("adaptive", "adaloss"):
+        model = _model(train_scheme="all", loss_weighting=weighting, delta=0.5)
+        model.train()
+        losses = model.losses(images, {"label": label})
+        assert all(float(v.detach()) > 0 for v in losses.values())
+        heads[weighting] = model.head
+    running = heads["adaptive"].adaptive_beta
+    torch.testing.assert_close(heads["adaloss"].adaptive_beta, running)
+    assert not torch.equal(running, torch.ones(6))
+    torch.testing.assert_close(torch.tensor(heads["adaptive"].level_weights()), running)
+    torch.testing.assert_close(torch.tensor(heads["adaloss"].level_weights()), 1.0 / running)
+
+
 def test_first_losses_start_near_uniform_prediction():
     """Each level's classifier starts near uniform over ``k+1`` outputs (``predict_init_std``);
     the sparse convolution's own Kaiming initialisation starts far from it."""

@@ -35,9 +35,12 @@ Choices where the paper is silent (also in ``docs/notes/issue-4.md``):
   ``Q1``/``Q0`` constant over each 2x2 block (QGN 3.2, "Skip connections"). A backbone without
   them still works; those levels then simply get no skip.
 - Residual unit = the ResNet basic block (3x3-BN-ReLU-3x3-BN + identity or 1x1-BN shortcut).
-- Fixed weighting (QGN eq. 7): ``beta_0 = 1`` and ``beta_l = gamma ** l`` (each coarser level gets
+- Fixed weighting (QGN eq. 7): ``beta_l = gamma ** l`` (``beta_0 = 1``; each coarser level gets
   ``gamma`` times the next finer one's weight). Adaptive (QGN eq. 8): ``beta_l`` is the running
-  mean of ``L_l`` with ``delta`` (starting at 1), used detached, as the equation states.
+  mean of ``L_l`` with ``delta`` (starting at 1), used detached, as the equation states. Eq. 8
+  says it follows [16] (AdaLoss), whose weights are the *reciprocal* of each loss's running
+  mean; the two readings weigh the coarse levels against the fine ones oppositely, so
+  ``loss_weighting="adaloss"`` offers the reciprocal (same running mean, same ``delta``).
 - T-pyramid targets use the ``"wildcard"`` ignore merge by default (ignore never forces
   propagation); cells whose target is ignore are left out of eq. 4's mean.
 - Anytime knobs: ``min_level`` (stop after that level; the rest is nearest-upsampled) and
@@ -81,7 +84,7 @@ from leanseg.structures.labels import IGNORE_INDEX
 from leanseg.structures.quadtree import COMPOSITE, composite_channel, t_pyramid
 
 Scheme = Literal["all", "gtc", "pc"]
-LossWeighting = Literal["fixed", "adaptive"]
+LossWeighting = Literal["fixed", "adaptive", "adaloss"]
 IgnoreMerge = Literal["wildcard", "keep"]
 ClassWeighting = Literal["none", "median"]
 SCHEMES: tuple[Scheme, ...] = get_args(Scheme)
@@ -148,9 +151,12 @@ class QGNHead(HeadCapabilities, nn.Module):
         train_scheme: propagation scheme of :meth:`losses`.
         eval_scheme: propagation scheme of :meth:`forward` (``"gtc"`` needs labels, so only
             :meth:`predict_quadtree` with ``label`` accepts it).
-        loss_weighting: ``"fixed"`` (eq. 7) or ``"adaptive"`` (eq. 8).
+        loss_weighting: ``"fixed"`` (eq. 7), ``"adaptive"`` (eq. 8 as printed: the weight is
+            the running mean of the level's loss) or ``"adaloss"`` (the reciprocal of that
+            running mean: the AdaLoss rule of the paper eq. 8 cites, [16], which puts every
+            level's loss on the same scale; see the module docstring).
         gamma: ratio of a level's weight to the next finer one's (eq. 7).
-        delta: running-average factor of adaptive weighting (eq. 8).
+        delta: running-average factor of adaptive weighting (eq. 8), both readings.
         ignore_merge: how ignore merges in the target T-pyramid (``"wildcard"`` or ``"keep"``).
         min_level: anytime knob, finest level computed at inference (0 = full quadtree).
         max_sites: anytime knob, cap on propagated sites per level at inference.
@@ -412,9 +418,12 @@ class QGNHead(HeadCapabilities, nn.Module):
     # ------------------------------------------------------------------ loss
 
     def level_weights(self) -> list[float]:
-        """``beta_l`` of QGN eq. 6, index = level (eq. 7 fixed or eq. 8 adaptive)."""
+        """``beta_l`` of QGN eq. 6, index = level (eq. 7 fixed, eq. 8 adaptive, or its
+        reciprocal for ``"adaloss"``)."""
         if self.loss_weighting == "adaptive":
             return self.adaptive_beta.tolist()
+        if self.loss_weighting == "adaloss":
+            return (1.0 / self.adaptive_beta.clamp(min=1e-6)).tolist()
         return [self.gamma**level for level in range(self.top + 1)]
 
     def loss_names(self) -> tuple[str, ...]:
@@ -451,7 +460,7 @@ class QGNHead(HeadCapabilities, nn.Module):
             level_loss = per_site / (target != self.ignore_index).sum().clamp(min=1)  # eq. 4
             raw.append(level_loss.detach())
             out[f"loss_q{level}"] = betas[level] * level_loss
-        if self.training and self.loss_weighting == "adaptive":
+        if self.training and self.loss_weighting in ("adaptive", "adaloss"):
             with torch.no_grad():
                 for level, value in zip(pred.logits, raw, strict=True):  # eq. 8
                     beta = self.adaptive_beta[level]
