@@ -170,9 +170,11 @@ def readme_block(record: dict[str, Any]) -> str:
         f"finished runs recorded in `{budget.get('records_dir') or budget['runs_dir']}`. "
         "Accuracy on "
         "CamVid val (101 images) in %, mean ± sample std over the seeds; boundary mIoU in an "
-        "8-pixel band; GMAC and CPU latency at 1024x2048 (batch 1), training activation memory "
-        "at 768x768 batch 2. A row not yet trained on every seed shows the seeds it has and "
-        "says how many; its verdict waits for all of them.",
+        "8-pixel band; GMAC and CPU latency at 1024x2048 (batch 1: the first CamVid val image "
+        "scaled to cover it, as QGN's data-dependent decoder needs a real scene; threads as "
+        "the JSON's command says), training activation memory at 768x768 batch 2. A row not "
+        "yet trained on every seed shows the seeds it has and says how many; its verdict waits "
+        "for all of them.",
         "",
         "Short answer (rule: among rows trained on every seed, the most accurate, the rows "
         "whose mean is within the spread of their difference to it, and the fastest of those):",

@@ -403,3 +403,15 @@ def test_short_answer_without_a_finished_row(bench):
     assert tables.short_answer(fake_record(done=False)) == [
         "- No row is trained on every seed yet (1 pending)."
     ]
+
+
+def test_cost_image_is_a_real_scene_cropped_to_the_benchmark_size(bench, shared_data):
+    """QGN's decoder spends by the scene, so costs are counted on a CamVid image, not noise."""
+    harness, _, _ = bench
+    budget = harness.Budget.from_recipe(harness.RECIPE, [], Path("/tmp/unused"), (0,))
+    ladder = next(run for run in harness.head_runs() if run.name == "ladder")
+    image = harness.camvid_image(ladder, budget, size=(256, 512))
+    assert image.shape == (1, 3, 256, 512)
+    # A photograph varies smoothly: neighbouring pixels agree far more than noise would.
+    step = (image[..., 1:] - image[..., :-1]).abs().mean()
+    assert step < 0.5 * image.std()

@@ -464,10 +464,36 @@ def camvid_labels(run: Run, budget: Budget, size: int = 768) -> Any:
     return torch.stack(labels)
 
 
+def camvid_image(run: Run, budget: Budget, size: tuple[int, int] = (1024, 2048)) -> Any:
+    """The first CamVid val image, normalised as the model sees it, scaled (aspect kept) to
+    cover ``size`` and centre-cropped to it: ``(1, 3, H, W)``, or ``None`` without the data.
+
+    A data-dependent decoder (QGN's PC propagation) spends little on noise, so its cost is
+    counted on a real scene; the dense heads cost the same on any input.
+    """
+    import torch.nn.functional as F
+
+    from leanseg.data import build_dataset
+
+    cfg = run_config(run, budget)
+    try:
+        dataset = build_dataset(cfg.data, cfg.data.val_split, train=False)
+    except Exception as err:  # noqa: BLE001 - any failure: fall back to a random image
+        print(f"no CamVid image for the cost measurement ({err}); a random one", flush=True)
+        return None
+    image = dataset[0]["image"][None].float()
+    scale = max(size[0] / image.shape[-2], size[1] / image.shape[-1])
+    height, width = round(image.shape[-2] * scale), round(image.shape[-1] * scale)
+    image = F.interpolate(image, size=(height, width), mode="bilinear", align_corners=False)
+    top, left = (height - size[0]) // 2, (width - size[1]) // 2
+    return image[..., top : top + size[0], left : left + size[1]].contiguous()
+
+
 def measure_costs(
     runs: list[Run], budget: Budget, repeats: int, weights_seeds: Sequence[int]
 ) -> dict[str, dict[str, Any]]:
-    """GMAC and round-robin latency at 1024x2048, activation memory at 768x768 batch 2.
+    """GMAC and round-robin latency at 1024x2048 (:func:`camvid_image`), activation memory at
+    768x768 batch 2.
 
     Each model carries the final weights of the first of ``weights_seeds`` whose run finished
     and is still on disk (random ones where none is): QGN's sparse decoder works only at the
@@ -497,7 +523,10 @@ def measure_costs(
                 break
         weights[run.name] = "random initialisation" if checkpoint is None else str(checkpoint)
         models[run.name] = model.eval().to(memory_format=torch.channels_last)
-    images = torch.randn(1, 3, 1024, 2048).contiguous(memory_format=torch.channels_last)
+    images = camvid_image(runs[0], budget) if runs else None
+    if images is None:
+        images = torch.randn(1, 3, 1024, 2048)
+    images = images.contiguous(memory_format=torch.channels_last)
     costs: dict[str, dict[str, Any]] = {}
     with torch.no_grad():
         for name, model in models.items():
