@@ -50,9 +50,16 @@ def _problem(text: str) -> str:
 # ---------------------------------------------------------------------- safe_yaml
 
 
-def test_duplicate_key_is_refused_with_both_lines() -> None:
+def test_duplicate_key_is_refused_with_both_lines(tmp_path: Path) -> None:
     assert "duplicate key 'lr' (first at line 2)" in _problem("train:\n  lr: 1\n  lr: 2\n")
     assert "duplicate key 'a'" in _problem("{a: 1, 'a': 2}")
+    # The config error points at the second key (line 3) and names the first (line 2).
+    path = _config(tmp_path, "train:\n  lr: 1\n  lr: 2\n")
+    with pytest.raises(ConfigError) as caught:
+        load_config(path)
+    assert str(caught.value).startswith(
+        f"{path}: not valid YAML: line 3, column 3: duplicate key 'lr' (first at line 2)"
+    )
 
 
 def test_merge_key_may_be_overridden() -> None:
@@ -79,10 +86,22 @@ def test_recursive_alias_is_refused() -> None:
     assert "recursive" in _problem("a: &a {b: *a}")
 
 
-def test_large_file_is_refused_before_reading(tmp_path: Path) -> None:
+def test_large_file_is_refused_before_reading(tmp_path: Path, monkeypatch: Any) -> None:
     path = _config(tmp_path, "#" + "x" * safe_yaml.MAX_FILE_BYTES + "\n")
-    with pytest.raises(ConfigError, match="more than a config may hold"):
+
+    def read(*args: Any, **kwargs: Any) -> Any:
+        raise AssertionError("the file was read before its size was checked")
+
+    for name in ("read_text", "read_bytes", "open"):
+        monkeypatch.setattr(Path, name, read)
+    monkeypatch.setattr("builtins.open", read)
+    with pytest.raises(ConfigError) as caught:
         load_config(path)
+    monkeypatch.undo()
+    size = safe_yaml.MAX_FILE_BYTES + 2
+    assert str(caught.value).startswith(
+        f"{path}: {size} bytes, more than a config may hold ({safe_yaml.MAX_FILE_BYTES} bytes)"
+    )
 
 
 # ---------------------------------------------------------------------- configs
@@ -130,9 +149,16 @@ def test_out_of_range_seed_is_refused(tmp_path: Path, seed: int) -> None:
         load_config(_config(tmp_path, SMALL), [f"train.seed={seed}"])
 
 
-def test_data_std_must_be_positive(tmp_path: Path) -> None:
-    with pytest.raises(ConfigError, match="data.std"):
-        load_config(_config(tmp_path, SMALL), ["data.std=[0, 0.2, 0.2]"])
+@pytest.mark.parametrize(
+    ("std", "shown"),
+    [("[0, 0.2, 0.2]", "[0.0, 0.2, 0.2]"), ("[0.2, -0.1, 0.2]", "[0.2, -0.1, 0.2]")],
+)
+def test_data_std_must_be_positive(tmp_path: Path, std: str, shown: str) -> None:
+    with pytest.raises(ConfigError) as caught:
+        load_config(_config(tmp_path, SMALL), [f"data.std={std}"])
+    message = str(caught.value)
+    assert "data.std: must be positive numbers" in message
+    assert message.endswith(f"got {shown}")
 
 
 def test_unset_variable_in_a_path_is_named(tmp_path: Path, monkeypatch: Any) -> None:
@@ -162,15 +188,17 @@ def test_symlink_loop_as_data_root_reads(tmp_path: Path) -> None:
 
 
 @pytest.mark.parametrize(
-    "head",
+    ("head", "key"),
     [
-        "{name: ldn, aux_weight: -0.4}",
-        "{name: qgn, gamma: -1}",
-        "{name: ladder, class_weights: [-1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1]}",
+        ("{name: ldn, aux_weight: -0.4}", "aux_weight"),
+        ("{name: qgn, gamma: -1}", "gamma"),
+        ("{name: ladder, class_weights: [-1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1]}", "class_weights"),
     ],
 )
-def test_negative_loss_parameters_are_refused(tmp_path: Path, head: str) -> None:
-    with pytest.raises(ConfigError, match="loss weight or parameter must be 0 or more"):
+def test_negative_loss_parameters_are_refused(tmp_path: Path, head: str, key: str) -> None:
+    with pytest.raises(
+        ConfigError, match=rf"model\.head\.{key}: a loss weight or parameter must be 0 or more"
+    ):
         load_run_config(_config(tmp_path, SMALL), [f"model.head={head}"])
 
 

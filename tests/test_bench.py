@@ -133,6 +133,9 @@ def test_flops_shared_module_counted_per_call_and_mode_restored() -> None:
     model = Twice().train()
     assert count_flops(model, torch.randn(2, 3)).by_module == {"linear": 2 * 2 * 3 * 3}
     assert model.training and model.linear.training
+    model.linear.eval()  # a mixed model keeps each module's own flag
+    count_flops(model, torch.randn(2, 3))
+    assert model.training and not model.linear.training
 
 
 def test_activation_memory_linear_relu() -> None:
@@ -173,11 +176,16 @@ def test_activation_memory_counts_each_storage_once() -> None:
     assert activation_memory(Square(), x) == x.numel() * 4 + hidden_bytes
 
 
-def test_activation_memory_restores_mode_and_running_stats() -> None:
+@pytest.mark.parametrize("frozen_bn", [False, True])
+def test_activation_memory_restores_mode_and_running_stats(frozen_bn: bool) -> None:
     model = nn.Sequential(nn.Conv2d(3, 4, 3), nn.BatchNorm2d(4), nn.ReLU()).eval()
+    if frozen_bn:  # fine-tuning with frozen BN: the model trains, its BN stays in eval mode
+        model.train()
+        model[1].eval()
+    modes = [module.training for module in model.modules()]
     before = {name: buf.clone() for name, buf in model.named_buffers()}
     assert activation_memory(model, torch.randn(2, 3, 8, 8)) > 0
-    assert not model.training and not model[1].training
+    assert [module.training for module in model.modules()] == modes
     for name, buf in model.named_buffers():
         assert torch.equal(buf, before[name]), name
 

@@ -296,7 +296,9 @@ def test_check_reports_unknown_colours_as_problems(tmp_path: Path) -> None:
     assert "[9, 9, 9] (4 pixels)" in report.problems[0]
 
 
-def test_cli_data_convert_writes_index_pngs_and_refuses_a_foreign_file(tmp_path: Path) -> None:
+def test_cli_data_convert_writes_index_pngs_and_refuses_a_foreign_file(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
     from leanseg.cli import main
 
     label = np.array([[0, 1, 2, 255]] * 2, np.uint8)
@@ -311,5 +313,10 @@ def test_cli_data_convert_writes_index_pngs_and_refuses_a_foreign_file(tmp_path:
     foreign = tmp_path / "foreign"
     (foreign / "train").mkdir(parents=True)
     (foreign / "train" / "a.png").write_bytes(b"not leanseg's")
-    assert main(["data", "convert", str(config), str(root / "labels"), str(foreign)]) != 0
+    capsys.readouterr()
+    assert main(["data", "convert", str(config), str(root / "labels"), str(foreign)]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith(
+        f"leanseg: error: {foreign / 'train' / 'a.png'} exists and was not written by leanseg"
+    ), err
     assert (foreign / "train" / "a.png").read_bytes() == b"not leanseg's"

@@ -1,5 +1,6 @@
 """Config loading: types, unknown keys, one level of base, overrides."""
 
+import re
 from pathlib import Path
 
 import pytest
@@ -122,10 +123,11 @@ def test_overrides(tmp_path):
 
 
 def test_missing_and_invalid_files(tmp_path):
-    with pytest.raises(ConfigError, match="not found"):
-        load_config(tmp_path / "missing.yaml")
+    missing = tmp_path / "missing.yaml"
+    with pytest.raises(ConfigError, match=f"^config file not found: {re.escape(str(missing))}"):
+        load_config(missing)
     bad = write(tmp_path / "bad.yaml", "train: [unclosed\n")
-    with pytest.raises(ConfigError, match="not valid YAML"):
+    with pytest.raises(ConfigError, match=f"^{re.escape(str(bad))}: not valid YAML: line 2"):
         load_config(bad)
 
 

@@ -9,6 +9,7 @@ follows ``data.crop_schedule``); these tests check that and nothing about speed,
 from __future__ import annotations
 
 import json
+import re
 from pathlib import Path
 
 import numpy as np
@@ -234,6 +235,10 @@ def test_cached_arrays_are_read_only(tmp_path):
     raw = cached.load_raw(0)
     with pytest.raises(ValueError, match="read-only"):
         raw["image"][0, 0, 0] = 1
+    with pytest.raises(ValueError, match="read-only"):
+        raw["label"][0, 0] = 1
+    again = cached.load_raw(0)  # served from memory: the same read-only arrays
+    assert again["image"] is raw["image"] and again["label"] is raw["label"]
 
 
 def test_cache_larger_than_memory_is_refused(tmp_path):
@@ -345,7 +350,9 @@ def test_joined_splits_name_the_missing_one(tmp_path):
     cfg = tiny_config(root, tmp_path / "run")
     from leanseg.data import DatasetError, build_dataset
 
-    with pytest.raises(DatasetError, match="test"):
+    # (the match names the folder: the word "test" alone is in pytest's tmp_path)
+    missing = re.escape(str(root / "images" / "test"))
+    with pytest.raises(DatasetError, match=rf"not found: {missing}; splits found: train, val"):
         build_dataset(cfg.data, "train+test", train=True)
 
 

@@ -77,7 +77,15 @@ def test_qgn_declares_both_capabilities_and_names_its_levels():
         model.eval()(torch.randn(1, 3, 64, 96))
     sites = head.active_sites()
     assert tuple(sites) == head.cost_levels()  # scheme "all": every level, coarse to fine
-    assert sites["Q5"] == 2 * 3 and sites["Q0"] == 64 * 96  # all sites of every level
+    # All sites of every level: level l of a 64x96 image is its stride-2^l grid.
+    assert sites == {
+        "Q5": 2 * 3,
+        "Q4": 4 * 6,
+        "Q3": 8 * 12,
+        "Q2": 16 * 24,
+        "Q1": 32 * 48,
+        "Q0": 64 * 96,
+    }
 
 
 def test_a_head_without_capabilities_is_left_alone():

@@ -94,7 +94,12 @@ def test_adaptation_keeps_the_dtype_and_refuses_non_rgb_filters():
 @pytest.mark.parametrize("backbone", sorted(FIRST_CONV))
 def test_pretrained_rgb_weights_load_into_other_channel_counts(backbone, tmp_path):
     path = tmp_path / f"{backbone}.pth"
-    rgb_state = BACKBONES[backbone]().state_dict()
+    # Random values everywhere, BN statistics included (a fresh model's are zeros and ones).
+    generator = torch.Generator().manual_seed(0)
+    rgb_state = {
+        k: torch.randn(v.shape, generator=generator) if v.is_floating_point() else v + 7
+        for k, v in BACKBONES[backbone]().state_dict().items()
+    }
     torch.save(rgb_state, path)
     key = FIRST_CONV[backbone]
     for in_channels in (1, 4):
@@ -102,8 +107,9 @@ def test_pretrained_rgb_weights_load_into_other_channel_counts(backbone, tmp_pat
         expected = adapt_input_channels(rgb_state[key], in_channels)
         torch.testing.assert_close(state[key], expected)
         # Every other weight is the file's, unchanged.
-        other = next(k for k in rgb_state if k != key and rgb_state[k].dim() == 4)
-        assert torch.equal(state[other], rgb_state[other])
+        assert state.keys() == rgb_state.keys()
+        for other in rgb_state.keys() - {key}:
+            assert torch.equal(state[other], rgb_state[other]), (in_channels, other)
 
 
 def test_create_model_in_channels_builds_and_trains():
@@ -147,8 +153,13 @@ def test_statistics_of_the_wrong_length_are_refused():
 def test_to_tensor_normalises_grey_and_four_channel_images():
     grey = ToTensor([0.5], [0.25])({"image": np.full((4, 6), 255, np.uint8)})["image"]
     assert grey.shape == (1, 4, 6) and torch.allclose(grey, torch.tensor(2.0))
-    rgbd = ToTensor([0.0] * 4, [1.0] * 4)({"image": np.zeros((4, 6, 4), np.uint8)})["image"]
+    # Each channel with its own mean and std: (x / 255 - mean) / std, in the image's order.
+    pixels = np.broadcast_to(np.array([0, 51, 102, 255], np.uint8), (4, 6, 4))
+    mean, std = [0.0, 0.1, 0.2, 0.5], [1.0, 0.5, 0.25, 0.5]
+    rgbd = ToTensor(mean, std)({"image": pixels})["image"]
     assert rgbd.shape == (4, 4, 6)
+    for channel, value in enumerate([0.0, 0.2, 0.8, 1.0]):  # e.g. (102/255 - 0.2) / 0.25
+        torch.testing.assert_close(rgbd[channel], torch.full((4, 6), value))
 
 
 def test_example_inputs_of_bench_and_speed_checks_follow_in_channels():

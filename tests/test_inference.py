@@ -81,6 +81,13 @@ def _images(*shape: int) -> Tensor:
     return torch.randn(*shape, generator=torch.Generator().manual_seed(1))
 
 
+def _record_inputs(model: nn.Module) -> list[tuple[int, int]]:
+    """The ``(height, width)`` of every input ``model`` is called on from now on."""
+    sizes: list[tuple[int, int]] = []
+    model.register_forward_pre_hook(lambda module, args: sizes.append(tuple(args[0].shape[-2:])))
+    return sizes
+
+
 # --- sliding windows -------------------------------------------------------------------------
 
 
@@ -103,7 +110,9 @@ def test_tiles_without_margin_differ(tiny: TinyFCN) -> None:
     assert (tiled - whole).abs().max() > 1e-3
 
 
-def test_global_context_only_approximately_matches() -> None:
+def test_global_context_is_not_reproduced_exactly_by_tiles() -> None:
+    # Negative control: each tile pools over itself, so tiled scores differ from whole-image
+    # ones (how close they stay depends on the image; not checked).
     torch.manual_seed(0)
     model = TinyFCN(global_context=True).eval()
     images = _images(1, 3, 75, 101)
@@ -118,7 +127,9 @@ def test_image_smaller_than_tile_is_one_forward(tiny: TinyFCN) -> None:
     images = _images(1, 3, 21, 17)
     with torch.no_grad():
         whole = tiny(images)
+    sizes = _record_inputs(tiny)
     torch.testing.assert_close(sliding_window_scores(tiny, images, (64, 64), 32), whole)
+    assert sizes == [(21, 17)]  # one forward on the image as it is, not padded to the tile
 
 
 def test_sliding_window_rejects_bad_overlap(tiny: TinyFCN) -> None:
@@ -198,10 +209,15 @@ def test_multi_scale_shapes_for_odd_sizes(tiny: TinyFCN) -> None:
 def test_tiled_multi_scale_matches_untiled(tiny: TinyFCN) -> None:
     images = _images(1, 3, 75, 101)
     plain = predict_scores(tiny, images, scales=(1.0, 1.5), flip=True)
+    sizes = _record_inputs(tiny)
     tiled = predict_scores(tiny, images, scales=(1.0, 1.5), flip=True, tile=(32, 48), overlap=16)
+    # Every scale and flip is tiled: no forward sees more than a tile.
+    assert len(sizes) > 4 and all(h <= 32 and w <= 48 for h, w in sizes)
+    sizes.clear()
     budget = predict_scores(
         tiny, images, scales=(1.0, 1.5), flip=True, max_pixels=40 * 40, overlap=16
     )
+    assert len(sizes) > 4 and all(h * w <= 40 * 40 for h, w in sizes)
     torch.testing.assert_close(tiled, plain, atol=1e-5, rtol=0)
     torch.testing.assert_close(budget, plain, atol=1e-5, rtol=0)
     with pytest.raises(ValueError, match="either"):
@@ -263,8 +279,15 @@ def test_predictor_tiled_equals_whole(tiny: TinyFCN) -> None:
     image = _rgb(75, 101)
     with torch.no_grad():
         expected = tiny(_normalise(image, cfg)).argmax(dim=1)[0].numpy()
-    whole = Predictor(tiny, cfg, max_pixels=None).predict(image)
-    tiled = Predictor(tiny, cfg, max_pixels=32 * 48, overlap=16).predict(image)
+    sizes = _record_inputs(tiny)  # the hook is copied with the model the predictors prepare
+    whole_predictor = Predictor(tiny, cfg, max_pixels=None)
+    tiled_predictor = Predictor(tiny, cfg, max_pixels=32 * 48, overlap=16)
+    sizes.clear()  # the forwards that checked the prepared copies
+    whole = whole_predictor.predict(image)
+    assert sizes == [(75, 101)]
+    sizes.clear()
+    tiled = tiled_predictor.predict(image)
+    assert len(sizes) > 1 and all(h * w <= 32 * 48 for h, w in sizes)  # really tiled
     assert whole.dtype == np.uint8 and whole.shape == (75, 101)
     np.testing.assert_array_equal(whole, expected)
     np.testing.assert_array_equal(tiled, expected)

@@ -126,6 +126,8 @@ def test_predictor_counts_qgn_sites_with_the_options() -> None:
     assert fast.options == InferenceOptions() or fast.notes
     assert fast.last_active_sites is not None and plain.last_active_sites is not None
     assert fast.last_active_sites.keys() == plain.last_active_sites.keys()
+    # Counted, not only keyed: every site of the coarsest level (stride 32) is active.
+    assert fast.last_active_sites["Q5"] == plain.last_active_sites["Q5"] == (64 // 32) * (96 // 32)
 
 
 def test_bf16_autocast_returns_float32_scores() -> None:

@@ -76,11 +76,13 @@ def test_out_equal_to_the_input_folder_is_refused(tmp_path, checkpoint, capsys):
     photos = tmp_path / "photos"
     image = write_image(photos / "a.png")
     before = image.read_bytes()
+    # Refused as the inputs' folder, not only because a.png is in the way (the error for a
+    # foreign file in --out names --out too).
     for out in (photos, tmp_path / "photos" / ".." / "photos"):
         assert predict(checkpoint, str(photos), "--out", str(out)) == 2
-        assert "--out" in one_line_error(capsys)
+        assert "is the folder of the input image" in one_line_error(capsys)
     assert predict(checkpoint, str(image), "--out", str(photos)) == 2
-    one_line_error(capsys)
+    assert "is the folder of the input image" in one_line_error(capsys)
     assert sorted(p.name for p in photos.iterdir()) == ["a.png"]
     assert image.read_bytes() == before
 
@@ -91,7 +93,7 @@ def test_out_linked_to_the_input_folder_is_refused(tmp_path, checkpoint, capsys)
     link = tmp_path / "link"
     link.symlink_to(photos, target_is_directory=True)
     assert predict(checkpoint, str(photos), "--out", str(link)) == 2
-    one_line_error(capsys)
+    assert f"--out {link} is the folder of the input image" in one_line_error(capsys)
     assert sorted(p.name for p in photos.iterdir()) == ["a.png"]
     assert image.is_file()
 
@@ -157,7 +159,10 @@ def test_foreign_manifest_is_refused(tmp_path, checkpoint, capsys):
     (out / PREDICT_MANIFEST).write_text('{"files": ["a.png"]}')
     (out / "a.png").write_bytes(b"not ours")
     assert predict(checkpoint, str(tmp_path / "photos"), "--out", str(out)) == 2
-    one_line_error(capsys)
+    # The manifest itself is refused (not only a.png, which it claims, as a foreign file).
+    assert f"{out / PREDICT_MANIFEST} exists and is not a leanseg predict record" in (
+        one_line_error(capsys)
+    )
     assert (out / "a.png").read_bytes() == b"not ours"
 
 

@@ -69,20 +69,28 @@ def test_evaluator_scores_what_the_head_predicts(monkeypatch):
 
 def test_evaluator_ap_matches_the_metric_for_a_wrong_prediction(monkeypatch):
     samples = _samples()
-    # Every image gets one class-1 instance covering a third of the true one's rows: IoU 1/3.
-    shifted = torch.zeros(1, HEIGHT, WIDTH, dtype=torch.long)
-    shifted[0, 2:6, 2:14] = 1001
+    # Every image gets a class-1 instance on 8 of the true one's 12 columns (IoU 96/144 = 2/3:
+    # a match at the thresholds 0.5 .. 0.65 only), confidence 0.9, and a class-1 false positive
+    # of confidence 0.1 where no instance is; the class-2 instance is never predicted.
+    wrong = torch.zeros(1, HEIGHT, WIDTH, dtype=torch.long)
+    wrong[0, 2:14, 2:10] = 1001
+    wrong[0, 20:30, 2:10] = 1002
+    scores = {1001: 0.9, 1002: 0.1}
     monkeypatch.setattr(
         instance_eval,
         "predict_instances",
-        lambda model, images: InstancePrediction(instance=shifted, scores=[{1001: 0.5}]),
+        lambda model, images: InstancePrediction(instance=wrong, scores=[scores]),
     )
     ap = _evaluate(_ssn([1, 2]), samples)
     expected = InstanceAP([1, 2], min_gt_area=instance_eval.MIN_GT_AREA)
     for sample in samples:
-        expected.update(shifted[0], {1001: 0.5}, sample["instance"], sample["label"])
+        expected.update(wrong[0], scores, sample["instance"], sample["label"])
     assert ap == expected.compute()
-    assert ap["per_class"] == {"1": 0.0, "2": 0.0} and ap["AP"] == 0.0
+    # By hand: class 1 ranks TP, TP, FP, FP at 0.5 .. 0.65 (AP 1) and four FPs above (AP 0):
+    # AP 4/10, AP50 1. Class 2: one instance, never found: 0.
+    assert ap["per_class"] == pytest.approx({"1": 0.4, "2": 0.0})
+    assert ap["per_class_AP50"] == {"1": 1.0, "2": 0.0}
+    assert ap["AP"] == pytest.approx(0.2) and ap["AP50"] == 0.5
 
 
 def test_no_ap_without_an_instance_head_or_instance_labels():

@@ -67,8 +67,18 @@ def test_average_precision_ranks_by_score():
 
 def test_small_gt_ignored():
     gt, label = _scene()
-    gt[19, 0] = 8003
+    gt[19, 0] = 8003  # a 1-pixel instance, below min_gt_area
     label[19, 0] = 8
-    metric = InstanceAP([8], min_gt_area=4)
-    metric.update(gt, {8001: 0.9, 8002: 0.8, 8003: 0.1}, gt, label)
-    assert metric.compute()["AP"] == 1.0
+
+    def ap(pred, scores, min_gt_area):
+        metric = InstanceAP([8], min_gt_area=min_gt_area)
+        metric.update(pred, scores, gt, label)
+        return metric.compute()["AP"]
+
+    # Missed, the small instance is no miss: recall 2 of 2 (counted: 2 of 3, AP 2/3).
+    big_only = torch.where(gt == 8003, 0, gt)
+    assert ap(big_only, {8001: 0.9, 8002: 0.8}, min_gt_area=4) == 1.0
+    assert np.isclose(ap(big_only, {8001: 0.9, 8002: 0.8}, min_gt_area=1), 2 / 3)
+    # Found, it is no hit and no false positive: ranked first it changes nothing (a false
+    # positive ranked first would give precision 1/2, 2/3 at recall 1/2, 1: AP 2/3).
+    assert ap(gt, {8001: 0.9, 8002: 0.8, 8003: 0.95}, min_gt_area=4) == 1.0

@@ -84,14 +84,20 @@ def test_iou_counts_the_predicted_pixels_outside_the_instance():
     assert _ap(pred, {8001: 1.0}, gt, label)["AP50"] == 0.0
 
 
-def test_each_ground_truth_is_matched_once():
-    """A second prediction of an already matched instance is a false positive (precision 1/2
-    after it, recall stays 1): with it ranked second AP is still 1, ranked first 1/2."""
+def test_unmatched_predictions_are_false_positives_where_they_rank():
+    """A prediction matching no instance is a false positive at its rank: ranked after the
+    match AP is still 1, ranked first 1/2 (precision 1/2 at recall 1); two halves of one
+    instance (IoU exactly 1/2 each) match nothing.
+
+    That each instance is matched at most once cannot be seen from the outside: predictions
+    are disjoint masks, so no two of them have IoU > 0.5 with one instance
+    (``benchmarks/robustness/mutation.py``, ``_DISJOINT``)."""
     gt, label = _gt_square(size=8)
     pred = torch.zeros_like(gt)
     pred[0:4, 0:4] = 8001  # exact
     pred[4:8, 0:4] = 8002  # covers nothing: a false positive
     assert _ap(pred, {8001: 0.9, 8002: 0.1}, gt, label)["AP"] == 1.0
+    assert _ap(pred, {8001: 0.1, 8002: 0.9}, gt, label)["AP"] == 0.5
     # Two predictions overlapping the same instance: the higher one takes it.
     pred = torch.zeros(8, 8, dtype=torch.long)
     gt2 = torch.zeros(8, 8, dtype=torch.long)
@@ -109,16 +115,20 @@ def test_each_ground_truth_is_matched_once():
     assert np.isclose(result["AP50"], 1 / 3)
 
 
-def test_a_prediction_takes_the_instance_it_overlaps_most():
-    """Greedy matching: of two instances above the threshold the one of higher IoU is taken, so
-    the next prediction can still match the other."""
+def test_a_prediction_overlapping_two_instances_matches_the_one_above_the_threshold():
+    """A prediction that also overlaps a second instance (IoU 1/12, below every threshold)
+    matches the instance it covers, and leaves the other to the next prediction: both found.
+
+    Which of two instances above the threshold is taken cannot be seen from the outside:
+    instances are disjoint, so a prediction has IoU > 0.5 with at most one of them
+    (``benchmarks/robustness/mutation.py``, ``_ONE_CANDIDATE``)."""
     gt = torch.zeros(4, 12, dtype=torch.long)
     gt[:, 0:6] = 8001
     gt[:, 6:12] = 8002
     label = torch.where(gt > 0, 8, 0)
     pred = torch.zeros_like(gt)
     pred[:, 0:5] = 8001  # IoU 5/6 with 8001, 0 with 8002
-    pred[:, 5:12] = 8002  # IoU 6/7 with 8002, 1/11 with 8001
+    pred[:, 5:12] = 8002  # IoU 6/7 with 8002, 4/48 = 1/12 with 8001
     result = _ap(pred, {8001: 0.5, 8002: 0.9}, gt, label)
     assert result["AP50"] == 1.0
 

@@ -112,12 +112,16 @@ def test_boundary_band_has_expected_width(width: int) -> None:
 
 
 def test_boundary_band_uses_8_neighbourhood_and_batches() -> None:
-    target = torch.zeros(1, 7, 7, dtype=torch.long)
+    target = torch.zeros(3, 7, 7, dtype=torch.long)
     target[0, 3, 3] = 1  # a single pixel: its 3x3 neighbourhood are boundary pixels
+    target[1, 0, 3] = 1  # on the top border: the neighbourhood is cut by the image edge,
+    # not continued into the image above it in the batch; the third image has no boundary.
     band = boundary_band(target, 0)
     expected = torch.zeros_like(band)
     expected[0, 2:5, 2:5] = True
+    expected[1, 0:2, 2:5] = True
     assert torch.equal(band, expected)
+    assert torch.equal(boundary_band(target[1], 0), expected[1])  # each image on its own
 
 
 def test_ignore_creates_no_boundary() -> None:

@@ -100,14 +100,18 @@ def test_instance_iou_weighs_instances_by_mean_size_over_size():
 
 def test_instance_iou_with_fixed_mean_sizes_and_split_batches():
     # Fixed mean person size 2: weights A 2/4, B 2/2 -> TP_w = 1 + 2 = 3, FN_w = 1, FP = 1
-    # -> 3 / 5. Fed as two one-row halves (each image its own instance ids) it is the same.
+    # -> 3 / 5.
     metric = InstanceIoU(3, mean_instance_size=[math.nan, 2.0, math.nan])
     metric.update(PRED[None], TARGET[None], INSTANCE[None])
     assert metric.compute().iiou[1] == pytest.approx(3 / 5)
-    halves = InstanceIoU(3)
-    halves.update(PRED[:2], TARGET[:2], INSTANCE[:2])
-    halves.update(PRED[2:], TARGET[2:], INSTANCE[2:])
-    assert halves.compute().iiou[1] == pytest.approx(4.5 / 7)
+    # Fed row by row (each row an image of its own, so A and B land in different updates), the
+    # mean size is still measured over everything fed: 3, and iIoU 4.5 / 7 as in one update
+    # (with each update's own mean, A's weight would be 4/4 and B's 2/2: 4 / 7).
+    rows = InstanceIoU(3)
+    for row in range(TARGET.shape[0]):
+        rows.update(PRED[row : row + 1], TARGET[row : row + 1], INSTANCE[row : row + 1])
+    assert rows.compute().iiou[1] == pytest.approx(4.5 / 7)
+    assert rows.compute().num_instances == [0, 2, 1]
 
 
 def test_same_instance_id_in_two_images_is_two_instances():

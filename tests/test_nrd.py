@@ -195,8 +195,19 @@ def test_carafe_reassembly_matches_definition():
 
 def test_duc_depth_to_space_full_resolution():
     head = DUCHead(feature_info=INFO, num_classes=3, out_stride=1, kernel_size=1)
-    scores = head({32: torch.randn(2, 10, 2, 3)}, (64, 96))
+    features = torch.randn(2, 10, 2, 3)
+    with torch.no_grad():
+        scores = head({32: features}, (64, 96))
     assert scores.shape == (2, 3, 64, 96)
+    # Depth-to-space written out: the 1x1 convolution's output channel c * 32^2 + p * 32 + q at
+    # feature cell (i, j) is the score of class c at pixel (32 i + p, 32 j + q), nothing
+    # interpolated.
+    weight = head.conv.weight[:, :, 0, 0].view(3, 32, 32, 10)  # (c, p, q, in)
+    bias = head.conv.bias.view(3, 32, 32)
+    with torch.no_grad():
+        cells = torch.einsum("cpqk,bkij->bcipjq", weight, features)
+        cells = cells + bias[None, :, None, :, None, :]
+    torch.testing.assert_close(scores, cells.reshape(2, 3, 64, 96))
 
 
 @pytest.mark.parametrize("path", sorted(CONFIGS.glob("*.yaml")), ids=lambda p: p.stem)

@@ -109,15 +109,29 @@ def test_a_graph_with_normalisation_inside_is_not_taken_for_the_model(tmp_path: 
 
 
 def test_predictor_and_commands_take_the_backend(
-    tiny_ladder_checkpoint: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+    tiny_ladder_checkpoint: Path,
+    tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
+    monkeypatch: pytest.MonkeyPatch,
 ) -> None:
+    # Every onnxruntime pass is counted: the same labels could come from PyTorch.
+    passes = []
+    run_in_onnxruntime = OnnxRuntimeModel.forward
+
+    def counted(self: OnnxRuntimeModel, images: torch.Tensor) -> torch.Tensor:
+        passes.append(tuple(images.shape))
+        return run_in_onnxruntime(self, images)
+
+    monkeypatch.setattr(OnnxRuntimeModel, "forward", counted)
     rng = np.random.default_rng(0)
     image = rng.integers(0, 255, (50, 80, 3), dtype=np.uint8)
     torch_labels = Predictor.from_checkpoint(tiny_ladder_checkpoint).predict(image)
+    assert passes == []
     predictor = Predictor.from_checkpoint(tiny_ladder_checkpoint, options=ONNXRUNTIME)
     assert predictor.options.backend == "onnxruntime"
     # Same scores up to float rounding; a near tie of this untrained model may flip a pixel.
     assert (predictor.predict(image) != torch_labels).mean() <= 0.01
+    assert len(passes) == 1
 
     folder = tmp_path / "images"
     folder.mkdir()
@@ -126,11 +140,13 @@ def test_predictor_and_commands_take_the_backend(
     args = ["predict", "--checkpoint", str(tiny_ladder_checkpoint), str(folder), "--out", str(out)]
     assert main([*args, "--device", "cpu", "--backend", "onnxruntime"]) == 0
     assert (np.asarray(Image.open(out / "a.png")) != torch_labels).mean() <= 0.01
+    assert len(passes) == 2
 
     scores = tmp_path / "scores.json"
     eval_args = ["eval", str(tiny_ladder_checkpoint), "--device", "cpu", "--json", str(scores)]
     assert main([*eval_args, "--backend", "onnxruntime"]) == 0
     assert json.loads(scores.read_text())["inference"]["backend"] == "onnxruntime"
+    assert len(passes) > 2
 
     capsys.readouterr()
     assert main([*eval_args, "--force", "--backend", "onnxruntime", "--dtype", "bf16"]) == 2

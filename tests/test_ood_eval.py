@@ -40,9 +40,11 @@ def test_separation_of_well_and_badly_separated_sets() -> None:
 def test_image_scores_are_means_over_pixels() -> None:
     probabilities = torch.zeros(3, 2, 2)
     probabilities[0, 0] = 1.0  # top row: class 0, certain
-    probabilities[2, 1] = 1.0  # bottom row: class 2, foreign to [0, 1]
+    probabilities[2, 1, 0] = 1.0  # bottom left: class 2, foreign to [0, 1], certain
+    probabilities[:, 1, 1] = torch.tensor([0.2, 0.2, 0.6])  # bottom right: class 2, unsure
     scores = image_scores(probabilities, native=[0, 1])
-    assert scores == {"max_softmax": 0.0, "foreign_flag": 0.5, "foreign_mass": 0.5}
+    # Per pixel: 1 - max p = (0, 0, 0, 0.4); foreign = (0, 0, 1, 1); foreign mass (0, 0, 1, 0.6).
+    assert scores == pytest.approx({"max_softmax": 0.1, "foreign_flag": 0.5, "foreign_mass": 0.4})
 
 
 def test_eval_reports_ood_auroc_and_names_bad_flags(
@@ -61,10 +63,11 @@ def test_eval_reports_ood_auroc_and_names_bad_flags(
     ood = json.loads(out.read_text())["ood"]
     assert ood["in_images"] == 2 and ood["out_images"] == 3  # eval.max_images is 2
     assert list(ood["auroc"]) == ["max_softmax"] and 0.0 <= ood["auroc"]["max_softmax"] <= 1.0
-    assert "OOD image AUROC (2 in-domain, 3 OOD)" in capsys.readouterr().out
+    line = f"OOD image AUROC (2 in-domain, 3 OOD): max_softmax {ood['auroc']['max_softmax']:.3f}"
+    assert line in capsys.readouterr().out
 
     argv.append("--force")  # the result above exists: the checks below must reach the flags
     assert main([*argv, "--ood-images", str(tmp_path / "missing")]) == 2
     assert "--ood-images: image not found" in capsys.readouterr().err
     assert main([*argv, "--ood-images", str(folder), "--ood-domain", "street"]) == 2
-    assert "trained on one dataset" in capsys.readouterr().err
+    assert "--ood-domain: the model was trained on one dataset" in capsys.readouterr().err

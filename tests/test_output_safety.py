@@ -198,7 +198,18 @@ def test_a_new_output_gets_the_mode_of_the_umask(tmp_path):
 # ---------------------------------------------------------------------- eval --json
 
 
-def test_eval_json_refuses_before_loading_anything(tmp_path, tiny_ladder_checkpoint, capsys):
+def test_eval_json_refuses_before_loading_anything(
+    tmp_path, tiny_ladder_checkpoint, capsys, monkeypatch
+):
+    import leanseg.inference.loading
+
+    loaded = []
+
+    def no_loading(*args, **kwargs):
+        loaded.append(args)
+        raise AssertionError("the checkpoint was loaded before the --json target was checked")
+
+    monkeypatch.setattr(leanseg.inference.loading, "load_trained_model", no_loading)
     notes = tmp_path / "notes.txt"
     notes.write_bytes(FOREIGN)
     base = ["eval", str(tiny_ladder_checkpoint), "--device", "cpu", "--no-progress"]
@@ -219,6 +230,7 @@ def test_eval_json_refuses_before_loading_anything(tmp_path, tiny_ladder_checkpo
         assert main(["eval", str(run), "--json", str(run / name), "--force"]) == 2
         assert "file of the run" in _one_line_error(capsys)
     assert _snapshot(run) == files
+    assert loaded == []
 
 
 def test_eval_json_force_replaces_an_earlier_result(tmp_path, tiny_ladder_checkpoint, capsys):

@@ -110,7 +110,10 @@ def test_terminal_gets_the_bar_and_no_lines() -> None:
     display = TrainProgress(console, max_iters=5, start=0, every_seconds=0.0, clock=clock)
     assert display.live
     run_steps(display, clock, 5, seconds=1.0)
-    assert iterations_printed(console.file.getvalue()) == []
+    drawn = console.file.getvalue()
+    assert iterations_printed(drawn) == []
+    # The bar, drawn up to the last step, with that step's loss (1 / 5) and learning rate.
+    assert "━" in drawn and "5/5" in drawn and "loss 0.200 lr 1.00e-03" in drawn
     # Asked for no bar (--no-progress), the same terminal gets the lines.
     console = Console(file=TerminalFile(), force_terminal=True, force_interactive=True)
     display = TrainProgress(console, max_iters=5, start=0, live=False, clock=clock)

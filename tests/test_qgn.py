@@ -11,6 +11,8 @@ from PIL import Image
 from leanseg.cli import main
 from leanseg.config import DataConfig, EvalConfig, ModelConfig
 from leanseg.data import build_dataset
+from leanseg.evaluation.base import Prediction
+from leanseg.evaluation.cost import ActiveSitesEvaluator
 from leanseg.evaluation.evaluator import default_evaluators, evaluate
 from leanseg.files.checkpoint import load_checkpoint, save_checkpoint
 from leanseg.inference.predictor import Predictor
@@ -107,14 +109,19 @@ def test_adaloss_weights_are_the_reciprocal_of_the_running_mean():
     """QGN eq. 8 as printed weights a level by its loss's running mean; its source [16]
     (AdaLoss) by the reciprocal. Both update the same running mean."""
     images, label = torch.randn(2, 3, 64, 96), _blocky_label()
-    heads = {}
+    heads, level_losses = {}, {}
     for weighting in ("adaptive", "adaloss"):
-        model = _model(train_scheme="all", loss_weighting=weighting, delta=0.5)
+        model = _model(train_scheme="all", loss_weighting=weighting, delta=0.75)
         model.train()
         losses = model.losses(images, {"label": label})
         assert all(float(v.detach()) > 0 for v in losses.values())
         heads[weighting] = model.head
+        # Both start from weights 1: the losses are the levels' own L_l.
+        level_losses[weighting] = torch.stack([losses[f"loss_q{lvl}"].detach() for lvl in range(6)])
+    torch.testing.assert_close(level_losses["adaloss"], level_losses["adaptive"])
     running = heads["adaptive"].adaptive_beta
+    # One step of the running mean from 1: delta * 1 + (1 - delta) * L_l.
+    torch.testing.assert_close(running, 0.75 + 0.25 * level_losses["adaptive"])
     torch.testing.assert_close(heads["adaloss"].adaptive_beta, running)
     assert not torch.equal(running, torch.ones(6))
     torch.testing.assert_close(torch.tensor(heads["adaptive"].level_weights()), running)
@@ -140,13 +147,20 @@ def test_first_losses_start_near_uniform_prediction():
 
 
 def test_anytime_knobs_stop_at_min_level_and_cap_the_sites():
+    images = torch.randn(1, 3, 64, 96)
     model = _model(eval_scheme="pc", min_level=2, max_sites=5).eval()
     with torch.no_grad():
-        scores = model(torch.randn(1, 3, 64, 96))
+        scores = model(images)
     assert scores.shape == (1, 3, 64, 96)
     active = model.head.active_sites()
     assert list(active) == ["Q5", "Q4", "Q3", "Q2"]  # coarse to fine, down to min_level
     assert all(active[f"Q{lvl}"] <= 5 * 4 for lvl in (2, 3, 4))
+    # Scheme "all" would propagate every site (the 2x3 root cells: 6, 24, 96, 384 sites); the
+    # cap lets 5 sites of each level through, each with 4 children.
+    capped = _model(eval_scheme="all", min_level=2, max_sites=5).eval()
+    with torch.no_grad():
+        capped(images)
+    assert capped.head.active_sites() == {"Q5": 6, "Q4": 20, "Q3": 20, "Q2": 20}
     with pytest.raises(ValueError, match="gtc"):
         _model(eval_scheme="gtc").eval()(torch.randn(1, 3, 64, 64))
 
@@ -261,6 +275,10 @@ def test_predict_reports_active_sites_per_image(tmp_path):
     predictor = Predictor.from_checkpoint(ckpt, max_pixels=None, flip=True)
     predictor.predict(np.zeros((64, 96, 3), np.uint8))
     assert predictor.last_active_sites["Q5"] == 2 * 2 * 3  # two forward passes (flip) summed
+    # A budget of 64x64 pixels: two 64x64 tiles (columns 0-63 and 32-95), 2x2 root cells each.
+    tiled = Predictor.from_checkpoint(ckpt, max_pixels=64 * 64, overlap=32)
+    tiled.predict(np.zeros((64, 96, 3), np.uint8))
+    assert tiled.last_active_sites["Q5"] == 2 * (2 * 2)
 
 
 def test_evaluation_reports_mean_active_sites_per_image():
@@ -276,6 +294,14 @@ def test_evaluation_reports_mean_active_sites_per_image():
     assert list(scores.active_sites) == ["Q5", "Q4", "Q3", "Q2", "Q1", "Q0"]
     assert scores.active_sites["Q5"] == 2 * 2 * 4  # dense root, 64x128 / 32, two passes (flip)
     assert scores.to_dict()["active_sites"] == scores.active_sites  # logged by the trainer
+    # Images that cost differently: the mean over images, not over batches or the last one.
+    sites = ActiveSitesEvaluator(["Q5", "Q4"])
+    for count, q5 in ((2, 12), (1, 3)):
+        images = torch.zeros(count, 3, 4, 4)
+        classes = torch.zeros(count, 4, 4, dtype=torch.long)
+        prediction = Prediction(images, images, classes, classes, active_sites={"Q5": q5})
+        sites.update({}, prediction)
+    assert sites.compute() == {"active_sites": {"Q5": (12 + 3) / 3}}
     plain = build_segmentor(ModelConfig(backbone={"name": "resnet18"}), num_classes=11)
     evaluators = default_evaluators(plain, num_classes=11)
     assert evaluate(plain, dataset, evaluators, eval_cfg=cfg, device=cpu).active_sites is None

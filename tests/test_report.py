@@ -121,6 +121,8 @@ def test_two_runs_give_a_side_by_side_table_and_a_latency_plot(runs, tmp_path):
     document = out.read_text(encoding="utf-8")
     assert ">Side-by-side comparison</h2>" in document
     assert ">Accuracy vs latency</h2>" in document
+    plot = document.split(">Accuracy vs latency</h2>")[1].split("<h2")[0]
+    assert len(_pngs(plot)) == 1, "no plot of the two runs under its heading"
     table = document.split(">Side-by-side comparison</h2>")[1].split("</table>")[0]
     assert table.count("<tr>") == 3  # header and one row per run
     for run in runs:  # named by their folders (outside the working directory: absolute)

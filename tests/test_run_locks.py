@@ -244,9 +244,9 @@ def test_two_predicts_into_one_out_folder(tiny_ladder_checkpoint, tmp_path, caps
 def test_resume_with_another_optimizer_is_refused_before_anything_is_written(
     run_copy, tmp_path, capsys
 ):
-    files = {
-        name: run_copy.joinpath(name).read_bytes() for name in ("config.yaml", "metrics.jsonl")
-    }
+    # A temporary file of a killed write: a resume that goes ahead removes it, a refusal not.
+    run_copy.joinpath("checkpoints", ".last.pt.0123abcd.tmp").write_bytes(b"torn")
+    files = {path: path.read_bytes() for path in run_copy.rglob("*") if path.is_file()}
     raw = tiny_config(run_copy, optimizer="sgd", lr=0.5, max_iters=4)
     config = write_yaml(tmp_path / "c.yaml", raw)
     assert main(["train", str(config), "--resume", "--no-progress"]) == 2
@@ -258,8 +258,7 @@ def test_resume_with_another_optimizer_is_refused_before_anything_is_written(
     assert main(["train", str(config), "--resume", "--force", "--no-progress"]) == 2
     err = capsys.readouterr().err
     assert "train.optimizer" in err and "not even with --force" in err
-    for name, data in files.items():
-        assert run_copy.joinpath(name).read_bytes() == data
+    assert {path: path.read_bytes() for path in run_copy.rglob("*") if path.is_file()} == files
     assert lock_files(run_copy) == []
 
 
@@ -289,11 +288,17 @@ def test_resume_with_a_longer_schedule_and_other_evaluation_is_allowed(run_copy,
 
 
 def test_force_resumes_with_a_changed_learning_rate(run_copy, tmp_path):
-    config = write_yaml(tmp_path / "c.yaml", tiny_config(run_copy, lr=0.0001))
+    logged = run_copy.joinpath("metrics.jsonl").read_bytes()
+    config = write_yaml(tmp_path / "c.yaml", tiny_config(run_copy, lr=0.0001, max_iters=3))
     assert main(["train", str(config), "--resume", "--no-progress"]) == 2
     assert main(["train", str(config), "--resume", "--force", "--no-progress"]) == 0
     saved = yaml.safe_load(run_copy.joinpath("config.yaml").read_text())
     assert saved["train"]["lr"] == 0.0001
+    # Resumed, not replaced: the log of iterations 1-2 stays as it was, iteration 3 follows.
+    after = run_copy.joinpath("metrics.jsonl").read_bytes()
+    assert after.startswith(logged)
+    added = [json.loads(line) for line in after[len(logged) :].decode().splitlines()]
+    assert [r["iteration"] for r in added if r["split"] == "train"] == [3]
 
 
 def test_keys_that_may_change_on_resume():
@@ -357,7 +362,10 @@ def test_a_forced_resume_trains_with_the_new_weight_decay_and_backbone_rate(run_
     saved = torch.load(run_copy / "checkpoints" / "last.pt", weights_only=False)["optimizer"]
     assert {group["weight_decay"] for group in saved["param_groups"]} != {0.25}
     assert {group["weight_decay"] for group in trainer.optimizer.param_groups} == {0.25}
-    assert sorted(group["lr_mult"] for group in trainer.optimizer.param_groups) == [0.5, 1.0]
+    backbone = {id(p) for p in trainer.model.backbone.parameters()}
+    groups = trainer.optimizer.param_groups
+    assert [{id(p) in backbone for p in group["params"]} for group in groups] == [{True}, {False}]
+    assert [group["lr_mult"] for group in groups] == [0.5, 1.0]  # the backbone's, the rest's
     # The state itself (Adam's moments) is the checkpoint's.
     assert trainer.optimizer.state_dict()["state"].keys() == saved["state"].keys()
 

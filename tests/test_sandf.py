@@ -58,7 +58,10 @@ def test_every_table_2a_row_trains_and_predicts(row):
 
 
 def test_pixel_rows_without_c2f_have_one_classifier_and_no_unity_head():
-    assert len(_head(**ROWS["a"]).classifiers) == 1 and _head(**ROWS["a"]).unity is None
+    for row in ("a", "b"):  # both pixel rows without c2f: naive and ANL context
+        head = _head(**ROWS[row])
+        assert len(head.classifiers) == 1 and head.unity is None and head.c2f is None, row
+    assert _head(**ROWS["b"]).anl is not None
     assert len(_head(**ROWS["c"]).classifiers) == 1 and len(_head(**ROWS["c"]).c2f.update) == 3
     assert len(_head(**ROWS["i"]).classifiers) == 4 and _head(**ROWS["i"]).unity is None
 

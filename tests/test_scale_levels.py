@@ -77,6 +77,7 @@ def test_predict_writes_labels_and_level_maps_of_a_depth_model(
     expected = _expected_levels(multiplexer)
     assert len({int(m[0, 0]) for m in expected}) > 1  # the scales choose different levels here
     colours = level_colours(multiplexer.num_levels)
+    assert len({tuple(c) for c in colours.tolist()}) == multiplexer.num_levels  # tells levels apart
     names = level_output_names("street", multiplexer.reference_scales)
     assert names == ["street_levels_1m.png", "street_levels_4m.png", "street_levels_7m.png"]
     for name, levels in zip(names, expected, strict=True):
@@ -127,7 +128,9 @@ def test_depth_inputs_are_asked_for_and_checked(
     assert "disparity size 8x8 differs" in message
 
 
-def test_bench_measures_a_depth_model_with_neutral_disparity(tmp_path: Path) -> None:
+def test_bench_measures_a_depth_model_with_neutral_disparity(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
     """``leanseg bench`` feeds depth-guided models example disparity shaped like each batch, so
     inference options still apply; a size too small for the pyramid is refused by flag."""
     import yaml
@@ -150,4 +153,6 @@ def test_bench_measures_a_depth_model_with_neutral_disparity(tmp_path: Path) -> 
     figures = json.loads(out.read_text())
     assert figures["flops"] > 0 and figures["inference"]["fold_bn"] is True
     assert figures["inference"]["notes"] == []
+    capsys.readouterr()
     assert main([*argv, "--force", "--size", "32x48"]) == 2
+    assert "--size 32x48" in capsys.readouterr().err  # refused by the flag that set it

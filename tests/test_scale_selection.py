@@ -145,8 +145,8 @@ def _tiny_model(selection: str, **kwargs) -> ScaleSelectionSegmentor:
 
 def test_extractor_gradient_comes_only_from_selected_levels():
     """Eval mode (fixed BN): with every pixel selecting level 0 the depth model equals a
-    FixedScales model reading level 0 three times, in output and in extractor gradient; and the
-    pyramid's unselected levels get exactly zero gradient."""
+    FixedScales model reading level 0 three times, in output and in extractor gradient. (That the
+    pyramid's unselected levels get exactly zero gradient is the next test's.)"""
     images = torch.randn(1, 3, 45, 61)
     far = torch.full((1, 45, 61), 0.5)  # s < 1 for every reference scale: level 0 everywhere
     depth = _tiny_model("depth").eval()

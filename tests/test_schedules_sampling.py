@@ -15,6 +15,11 @@ def test_poly_schedule():
     assert learning_rate(0, cfg) == pytest.approx(0.1)
     assert learning_rate(50, cfg) == pytest.approx(0.1 * 0.5**0.9)
     assert learning_rate(100, cfg) == pytest.approx(0.0)
+    floored = TrainConfig(
+        lr=0.1, min_lr=0.01, schedule="poly", max_iters=100, poly_power=0.9, warmup_iters=0
+    )
+    assert learning_rate(50, floored) == pytest.approx(0.01 + 0.09 * 0.5**0.9)
+    assert learning_rate(100, floored) == pytest.approx(0.01)  # decays to min_lr, not 0
 
 
 def test_cosine_schedule_is_thesis_eq_4_1():

@@ -72,7 +72,7 @@ def test_bad_camera_files_raise_an_error_naming_the_file(tmp_path, content, mess
     path.write_text(content)
     with pytest.raises(DatasetError, match=f"x_camera.json.*{message}"):
         read_cityscapes_camera(path)
-    with pytest.raises(DatasetError, match="camera file not found"):
+    with pytest.raises(DatasetError, match=r"camera file not found: .*missing\.json"):
         read_cityscapes_camera(tmp_path / "missing.json")
 
 

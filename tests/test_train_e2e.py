@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -191,6 +192,10 @@ def test_bench_reports_table_and_json(tmp_path, capsys):
     figures = json.loads(out_json.read_text())
     assert figures["flops"] > 0 and figures["parameters"] > 0
     assert figures["activation_memory_bytes"] > 0
+    table = capsys.readouterr().out
+    assert "(training step)" in table and "latency (training step, median)" in table
+    assert f"{figures['parameters'] / 1e6:.3f} M" in table  # the figures of the JSON
+    assert f"{figures['flops'] / 1e9:.3f}" in table and "n=2" in table
     assert main(["bench", str(config), "--size", "64by96"]) == 2
     assert "--size" in capsys.readouterr().err
 
@@ -214,7 +219,7 @@ def test_output_directory_with_another_run_is_refused(finished_run, tmp_path, ca
     assert load_checkpoint(finished_run / "checkpoints" / "last.pt")["iteration"] == 6
 
 
-def test_force_replaces_a_run_but_never_a_foreign_folder(tmp_path, capsys):
+def test_force_replaces_a_run_but_never_a_foreign_folder(finished_run, tmp_path, capsys):
     foreign = tmp_path / "photos"
     foreign.mkdir()
     (foreign / "holiday.jpg").write_bytes(b"not ours")
@@ -222,6 +227,16 @@ def test_force_replaces_a_run_but_never_a_foreign_folder(tmp_path, capsys):
     assert main(["train", str(config), "--force", "--no-progress"]) == 2
     assert "not a leanseg run" in capsys.readouterr().err
     assert (foreign / "holiday.jpg").read_bytes() == b"not ours"
+    # A folder holding a run (a copy of the 6-iteration one) is replaced by the new run.
+    earlier = tmp_path / "earlier"
+    shutil.copytree(finished_run, earlier)
+    short = {"max_iters": 2, "eval_interval": 2, "checkpoint_interval": 2}
+    config = write_config(tmp_path, "short.yaml", work_dir=str(earlier), train=short)
+    assert main(["train", str(config), "--no-progress"]) == 2  # not without --force
+    assert main(["train", str(config), "--force", "--no-progress"]) == 0
+    assert load_checkpoint(earlier / "checkpoints" / "last.pt")["iteration"] == 2
+    assert sorted(train_losses(earlier)) == [1, 2]  # none of the earlier run's log lines
+    assert load_run_config(earlier / "config.yaml").train.max_iters == 2
 
 
 def test_resume_with_changed_config_is_refused(finished_run, tmp_path, capsys):
@@ -265,8 +280,10 @@ def test_config_errors_are_one_line(tmp_path, capsys):
     assert main(["train", str(config), "--no-progress"]) == 2
     err = capsys.readouterr().err.strip()
     assert err.startswith("leanseg: error:") and "train.max_iters" in err
+    assert "\n" not in err and "Traceback" not in err
     assert main(["train", str(tmp_path / "missing.yaml")]) == 2
-    assert "missing.yaml" in capsys.readouterr().err
+    err = capsys.readouterr().err.strip()
+    assert "missing.yaml" in err and "\n" not in err
 
 
 def test_nan_loss_stops_and_names_last_good_checkpoint(tmp_path, monkeypatch, capsys):
@@ -345,7 +362,7 @@ def test_every_subcommand_has_help(capsys):
         with pytest.raises(SystemExit) as exit_info:
             main([*command, "--help"])
         assert exit_info.value.code == 0
-        assert "usage: leanseg" in capsys.readouterr().out
+        assert capsys.readouterr().out.startswith(f"usage: leanseg {' '.join(command)} ")
 
 
 def test_distributed_training_with_two_gloo_processes(tmp_path):

@@ -40,12 +40,18 @@ def test_trainer_keeps_the_model_channels_last(tmp_path):
         "train.max_iters=1",
         "train.channels_last=true",
         "model.backbone.name=efficientnet_lite0",
+        "model.head={name: ladder, channels: 16}",  # 3x3 kernels in the head too
         f"work_dir={tmp_path / 'run'}",
     ]
     trainer = Trainer.from_config(load_run_config(None, overrides), show_progress=False)
     trainer.train()
     stem = trainer.model.backbone._conv_stem.weight
     assert stem.is_contiguous(memory_format=torch.channels_last)
+    # Every convolution of the model, the head's too, not the backbone's alone.
+    kernels = {name: p for name, p in trainer.model.named_parameters() if p.dim() == 4}
+    assert any(name.startswith("head.") and k.shape[-1] > 1 for name, k in kernels.items())
+    for name, kernel in kernels.items():
+        assert kernel.is_contiguous(memory_format=torch.channels_last), name
 
 
 def test_trainer_trains_a_hand_built_model_on_given_datasets(tmp_path):
@@ -71,6 +77,7 @@ def test_trainer_trains_a_hand_built_model_on_given_datasets(tmp_path):
         cfg, model=model, train_set=train_set, val_set=val_set, show_progress=False
     )
     assert trainer.model is model and trainer.train_set is train_set
+    assert trainer.val_set is val_set
     result = trainer.train()
     assert result.iteration == 2 and result.final_scores is not None
     assert any(not torch.equal(a, b) for a, b in zip(before, model.parameters(), strict=True))

@@ -107,10 +107,12 @@ def test_random_crop_window_inside_larger_sample() -> None:
 
 def test_flip_keeps_maps_aligned() -> None:
     sample = _sample()
+    sample["disparity"] = sample["image"][..., 0].astype(np.float32) / 4  # the column too
     out = RandomHorizontalFlip(p=1.0)(sample)
     np.testing.assert_array_equal(out["image"], sample["image"][:, ::-1])
     np.testing.assert_array_equal(out["label"], out["image"][..., 0] % 5)
     np.testing.assert_array_equal(out["instance"], out["image"][..., 0].astype(np.int32) + 1000)
+    np.testing.assert_array_equal(out["disparity"], out["image"][..., 0].astype(np.float32) / 4)
     assert RandomHorizontalFlip(p=0.0)(sample) is sample
 
 
@@ -161,8 +163,14 @@ def test_train_transform_pads_with_dataset_mean() -> None:
 
 
 def test_eval_transform_keeps_full_image() -> None:
-    out = build_eval_transform(DataConfig())(_sample(h=7, w=9))
+    sample = _sample(h=7, w=9)
+    out = build_eval_transform(DataConfig())(sample)
     assert out["image"].shape == (3, 7, 9) and out["label"].shape == (7, 9)
+    # Every pixel where it was, only normalised (ImageNet statistics for a hand-made config).
+    pixels = torch.from_numpy(sample["image"]).permute(2, 0, 1).float() / 255.0
+    expected = (pixels - torch.tensor(MEAN)[:, None, None]) / torch.tensor(STD)[:, None, None]
+    torch.testing.assert_close(out["image"], expected)
+    assert torch.equal(out["label"], torch.from_numpy(sample["label"]).long())
 
 
 # ---------------------------------------------------------------- crops that one class fills
@@ -221,14 +229,20 @@ def test_cat_max_ratio_off_or_one_keeps_the_first_draw(ratio):
 
 
 def test_cat_max_ratio_keeps_the_last_of_ten_draws_when_none_qualifies():
-    sample = {"image": np.zeros((30, 40, 3), np.uint8), "label": np.zeros((30, 40), np.uint8)}
+    # One class everywhere, so no window qualifies; the image encodes each pixel's row and
+    # column, so the window kept can be told from the others.
+    rows, cols = np.mgrid[0:30, 0:40]
+    image = np.stack([rows, cols, np.zeros_like(rows)], -1).astype(np.uint8)
+    sample = {"image": image, "label": np.zeros((30, 40), np.uint8)}
     torch.manual_seed(3)
-    RandomCrop((8, 8), (0, 0, 0), cat_max_ratio=0.5)(sample)
+    kept = RandomCrop((8, 8), (0, 0, 0), cat_max_ratio=0.5)(sample)
     after_option = torch.rand(())
     torch.manual_seed(3)
-    for _ in range(CROP_DRAWS):
-        RandomCrop((8, 8), (0, 0, 0))(sample)
+    draws = [RandomCrop((8, 8), (0, 0, 0))(sample) for _ in range(CROP_DRAWS)]
     assert torch.rand(()) == after_option
+    assert not np.array_equal(draws[0]["image"], draws[-1]["image"])
+    np.testing.assert_array_equal(kept["image"], draws[-1]["image"])
+    np.testing.assert_array_equal(kept["label"], draws[-1]["label"])
 
 
 def test_cat_max_ratio_reaches_the_train_transform():

@@ -123,21 +123,31 @@ def test_checkpoint_holds_the_average_as_model_and_the_trained_weights_beside(tm
 
 def test_validation_scores_the_average_and_training_goes_on_from_its_own(tmp_path, monkeypatch):
     root = folder_dataset(tmp_path / "data")
-    trainer = Trainer.from_config(_config(root, tmp_path / "run", max_iters=3, decay=0.9))
-    seen = {}
+    cfg = _config(root, tmp_path / "run", max_iters=3, decay=0.9)
+    cfg.train.eval_interval = 2  # validated after step 2, and training goes on to step 3
+    trainer = Trainer.from_config(cfg)
+    seen: list[dict[str, torch.Tensor]] = []
     real_evaluate = trainer_module.evaluate
 
     def evaluate_and_look(model, *args, **kwargs):
-        seen.update({name: value.clone() for name, value in model.state_dict().items()})
+        seen.append({name: value.clone() for name, value in model.state_dict().items()})
         return real_evaluate(model, *args, **kwargs)
 
     monkeypatch.setattr(trainer_module, "evaluate", evaluate_and_look)
     trainer.train()
-    assert seen, "the run was validated"
+    assert len(seen) == 2, "the run was validated mid-run and at its end"
     for name, value in trainer.weight_average.average.items():
-        assert torch.equal(seen[name], value), name
+        assert torch.equal(seen[-1][name], value), name
+    # Step 3 went on from the trained weights, not the average validated after step 2: the
+    # weights are those of the same run validated at its end only.
+    monkeypatch.undo()
+    reference = Trainer.from_config(_config(root, tmp_path / "reference", max_iters=3, decay=0.9))
+    reference.train()
+    trained = trainer.model.state_dict()
+    for name, value in reference.model.state_dict().items():
+        assert torch.equal(trained[name], value), name
     saved = load_checkpoint(tmp_path / "run" / "checkpoints" / "last.pt")
-    for name, value in trainer.model.state_dict().items():
+    for name, value in trained.items():
         assert torch.equal(value, saved["training_model"][name]), name
 
 
@@ -155,7 +165,7 @@ def test_resumed_run_continues_the_weights_and_the_average_exactly(tmp_path):
     parts = load_checkpoint(tmp_path / "parts" / "checkpoints" / "last.pt")
     for entry in ("model", "training_model"):
         for name, value in whole[entry].items():
-            assert torch.allclose(parts[entry][name], value, rtol=1e-5, atol=1e-6), (entry, name)
+            assert torch.equal(parts[entry][name], value), (entry, name)
 
 
 def test_resuming_with_the_average_turned_on_starts_it_at_the_weights(tmp_path):
