@@ -64,7 +64,15 @@ from common import (
     write_json,
     write_result,
 )
-from heads_claims import CLAIMS, MIXED_BATCHES, REQUIRED_SEEDS, Term, judge, seed_statistics
+from heads_claims import (
+    CLAIMS,
+    COST_METRICS,
+    MIXED_BATCHES,
+    REQUIRED_SEEDS,
+    Term,
+    judge,
+    seed_statistics,
+)
 
 CONFIGS = REPO / "configs" / "lite0" / "heads"
 RECIPE = REPO / "configs" / "lite0" / "ladder_camvid_fast.yaml"
@@ -531,11 +539,13 @@ def measure_costs(
     with torch.no_grad():
         for name, model in models.items():
             flops = count_flops(model, images)
-            backbone = flops.by_top_level().get("backbone", 0)
+            groups = flops.by_top_level()
             costs[name] = {
                 "cost_weights": weights[name],
                 "gmac_1024x2048": flops.total / 1e9,
-                "decoder_gmac_1024x2048": (flops.total - backbone) / 1e9,
+                # Everything after the backbone (context and head), and the head alone.
+                "decoder_gmac_1024x2048": (flops.total - groups.get("backbone", 0)) / 1e9,
+                "head_gmac_1024x2048": groups.get("head", 0) / 1e9,
             }
             model(images)  # warm-up
         calls = {name: (lambda model=model: model(images)) for name, model in models.items()}
@@ -613,8 +623,8 @@ def metric_values(record: dict[str, Any]):
     """``values(term)`` for :func:`heads_claims.judge` over the record being built."""
 
     def values(term: Term):
-        if term.metric == "decoder_gmac":
-            return record["costs"].get(term.row, {}).get("decoder_gmac_1024x2048")
+        if term.metric in COST_METRICS:
+            return record["costs"].get(term.row, {}).get(f"{term.metric}_1024x2048")
         if term.metric.startswith("scheme:"):
             entry = record["qgn_schemes"].get(term.row, {})
             return entry.get(term.metric.split(":")[1], {}).get("miou", {})

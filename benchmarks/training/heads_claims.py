@@ -21,8 +21,9 @@ Statistics (:func:`seed_statistics`, :func:`judge`):
   (``kind="no difference"``): *reproduced* when ``|delta| < spread``, else *not reproduced*.
   A verdict is given only when both sides have ``REQUIRED_SEEDS`` seeds; until then the row
   reads ``pending (n of 3 seeds)``, ``n`` the fewer of the two sides.
-- a cost claim (``kind="cost ratio"``) compares a measured ratio of decoder GMAC, which does
-  not vary with the seed, with the paper's bound.
+- a cost claim (``kind="cost ratio"``) compares a measured ratio of GMAC (``decoder_gmac``:
+  context and head; ``head_gmac``: the head alone), which does not vary with the seed, with the
+  paper's bound.
 """
 
 from __future__ import annotations
@@ -34,6 +35,7 @@ from dataclasses import dataclass
 from typing import Any, Literal
 
 REQUIRED_SEEDS = 3
+COST_METRICS = ("decoder_gmac", "head_gmac")  # a Term metric read from the costs, not a run
 
 Kind = Literal["difference", "no difference", "cost ratio"]
 
@@ -46,7 +48,7 @@ class Term:
         row: the run's name in the table (``ladder``, ``sandf_b``, ``qgn_all``).
         metric: ``miou`` or ``boundary_miou`` (the run's final validation), ``scheme:all`` /
             ``scheme:gtc`` / ``scheme:pc`` (a QGN run evaluated with that propagation scheme),
-            or ``decoder_gmac`` (cost, for ``kind="cost ratio"``).
+            or ``decoder_gmac`` / ``head_gmac`` (cost, for ``kind="cost ratio"``).
     """
 
     row: str
@@ -153,11 +155,13 @@ CLAIMS: tuple[Claim, ...] = (
         source="NRD Table 1: GFlops^dec 20.4 (NRD) vs 76.4 (Decoder), ratio 0.27; text: "
         "'less than 1/3 computational cost'",
         paper_delta=round(20.4 / 76.4, 3),
-        better=Term("nrd", "decoder_gmac"),
-        worse=Term("deeplabv3plus", "decoder_gmac"),
+        better=Term("nrd", "head_gmac"),
+        worse=Term("deeplabv3plus", "head_gmac"),
         kind="cost ratio",
-        note="reproduced when our decoder GMAC ratio (context + head, 1024x2048) is below 1/3; "
-        "the paper's DeepLabV3+ runs its ASPP at output stride 8, ours at 32",
+        note="reproduced when our ratio of head GMAC (1024x2048) is below 1/3: GFlops^dec counts "
+        "the decoders alone, on one shared encoder that ends in ASPP (both of our rows have the "
+        "same ASPP context, left out of the ratio). The paper removes DeepLabV3+'s dilation, so "
+        "both run ASPP at stride 32 there, as here",
     ),
     Claim(
         claim="iGUM costs little accuracy against the ERFNet decoder (pretrained encoder)",
@@ -330,7 +334,7 @@ def judge(claim: Claim, values: Any) -> dict[str, Any]:
     Args:
         claim: the claim.
         values: ``values(term) -> {seed: value}`` for seed metrics, or the measured number
-            (``None`` if not measured) for ``decoder_gmac``.
+            (``None`` if not measured) for ``decoder_gmac`` and ``head_gmac``.
     """
     row: dict[str, Any] = {
         "claim": claim.claim,
