@@ -451,24 +451,33 @@ def is_qgn(run: Run, budget: Budget) -> bool:
 # --------------------------------------------------------------------------- costs
 
 
+def camvid_val(run: Run, budget: Budget, wanted: str) -> Any:
+    """The run's val dataset, or ``None`` (said, naming ``wanted``) when it cannot be read:
+    the cost measurements then fall back to random inputs."""
+    from leanseg.data import build_dataset
+
+    cfg = run_config(run, budget)
+    try:
+        return build_dataset(cfg.data, cfg.data.val_split, train=False)
+    except Exception as err:  # noqa: BLE001 - any failure: fall back to random inputs
+        print(f"no CamVid {wanted} ({err}); random ones", flush=True)
+        return None
+
+
 def camvid_labels(run: Run, budget: Budget, size: int = 768) -> Any:
     """Two CamVid val labels padded (ignore) and cropped to ``size x size``, or ``None``."""
     import torch
     import torch.nn.functional as F
 
-    from leanseg.data import build_dataset
-
-    cfg = run_config(run, budget)
-    try:
-        dataset = build_dataset(cfg.data, cfg.data.val_split, train=False)
-    except Exception as err:  # noqa: BLE001 - any failure: fall back to random labels
-        print(f"no CamVid labels for the memory measurement ({err}); random ones", flush=True)
+    dataset = camvid_val(run, budget, "labels for the memory measurement")
+    if dataset is None:
         return None
+    ignore_index = run_config(run, budget).data.ignore_index
     labels = []
     for index in range(2):
         label = torch.as_tensor(dataset[index]["label"]).long()[:size, :size]
         pad = (0, size - label.shape[1], 0, size - label.shape[0])
-        labels.append(F.pad(label, pad, value=cfg.data.ignore_index))
+        labels.append(F.pad(label, pad, value=ignore_index))
     return torch.stack(labels)
 
 
@@ -481,13 +490,8 @@ def camvid_image(run: Run, budget: Budget, size: tuple[int, int] = (1024, 2048))
     """
     import torch.nn.functional as F
 
-    from leanseg.data import build_dataset
-
-    cfg = run_config(run, budget)
-    try:
-        dataset = build_dataset(cfg.data, cfg.data.val_split, train=False)
-    except Exception as err:  # noqa: BLE001 - any failure: fall back to a random image
-        print(f"no CamVid image for the cost measurement ({err}); a random one", flush=True)
+    dataset = camvid_val(run, budget, "image for the cost measurement")
+    if dataset is None:
         return None
     image = dataset[0]["image"][None].float()
     scale = max(size[0] / image.shape[-2], size[1] / image.shape[-1])
