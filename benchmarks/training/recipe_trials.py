@@ -111,6 +111,17 @@ TRIALS: dict[str, tuple[list[str], str]] = {
         "`leanseg data weights configs/lite0/ladder_camvid.yaml --power 1.0`) in place of the "
         "recipe's power 0.5: the fast recipe loses its points on pole, sign and pedestrian",
     ),
+    "full_crops_1300": (
+        [
+            "data.crop_schedule=[]",
+            "train.max_iters=1300",
+            "train.eval_interval=1300",
+            "train.checkpoint_interval=650",
+        ],
+        "no progressive resizing: 288x384 crops from the first iteration, 1300 iterations, about "
+        "the shipped schedule's time (1300 x 0.56 s against 1700 x 0.30 + 500 x 0.56 s in "
+        "fast_training.json): is it the small crops that cost the thin classes?",
+    ),
 }
 
 
