@@ -217,6 +217,8 @@ def _attach_label_sets(
         raise ConfigError(f"{key}: not combined with model.class_balancing (a set has no class)")
     if getattr(head, "class_weights", None) is not None:
         raise ConfigError(f"{key}: not combined with model.head.class_weights (a set has no class)")
+    if cfg.model.hard_pixel_fraction is not None:
+        raise ConfigError(f"{key}: not combined with model.hard_pixel_fraction")
     head.label_set_mask = mask
 
 
@@ -231,6 +233,11 @@ def build_segmentor(
             raise ConfigError(
                 f"model.class_balancing: head {model_cfg.head['name']!r} is a whole model with "
                 "its own loss; set model.head.class_balancing instead"
+            )
+        if model_cfg.hard_pixel_fraction is not None:
+            raise ConfigError(
+                f"model.hard_pixel_fraction: head {model_cfg.head['name']!r} is a whole model "
+                "with its own loss; hard pixel mining applies to dense-score heads"
             )
         return _construct(
             "model.head",
@@ -272,7 +279,23 @@ def build_segmentor(
                 "both weigh the classes, choose one"
             )
         head.class_balancing = True
+    if model_cfg.hard_pixel_fraction is not None:
+        _set_hard_pixel_fraction(head, model_cfg)
     return Segmentor(backbone, head, context, num_classes=num_classes)
+
+
+def _set_hard_pixel_fraction(head: nn.Module, model_cfg: ModelConfig) -> None:
+    """Give a dense cross-entropy head ``model.hard_pixel_fraction``, after checking it can use
+    it."""
+    key, name = "model.hard_pixel_fraction", model_cfg.head.get("name")
+    if not isinstance(head, DenseLoss):
+        raise ConfigError(
+            f"{key}: head {name!r} computes its own loss (not the dense cross-entropy); hard "
+            "pixel mining applies to dense-score heads"
+        )
+    if model_cfg.class_balancing:
+        raise ConfigError(f"{key}: not combined with model.class_balancing; choose one")
+    head.hard_pixel_fraction = model_cfg.hard_pixel_fraction
 
 
 def create_model(

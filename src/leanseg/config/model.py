@@ -9,6 +9,8 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
+from leanseg.config.ranges import RangeTable, finite
+
 
 @dataclass
 class ModelConfig:
@@ -24,3 +26,15 @@ class ModelConfig:
     # Weigh each pixel's loss by min(10^3, 1 / p(c)), p(c) its class's share of the batch's
     # labelled pixels (thesis 3.4): for heads whose loss is the dense cross-entropy.
     class_balancing: bool = False
+    # Train each step on the hardest fraction (0, 1] of the labelled pixels, those with the
+    # largest loss (online hard example mining): for heads whose loss is the dense cross-entropy.
+    hard_pixel_fraction: float | None = None
+
+
+# The values each key of the section may take (beside their types); :mod:`.validation` runs them.
+MODEL_RANGES: RangeTable = {
+    "model.hard_pixel_fraction": (
+        lambda v: v is None or (finite(v) and 0 < v <= 1),
+        "in (0, 1], e.g. 0.25, or null",
+    ),
+}

@@ -21,13 +21,20 @@ from typing import Any, Literal, Union
 from leanseg.config.data import DATA_RANGES, DATA_VALUE_CHECKS, check_data_section
 from leanseg.config.errors import ConfigError
 from leanseg.config.eval import EVAL_RANGES
+from leanseg.config.model import MODEL_RANGES
 from leanseg.config.ranges import RangeTable
 from leanseg.config.run import RUN_RANGES
 from leanseg.config.train import TRAIN_RANGES
 
 # Ranges of values that have the right type, checked at load time: dotted key -> (test, what
 # the value must be). The message names the key, the requirement and the value given.
-VALUE_RANGES: RangeTable = {**DATA_RANGES, **TRAIN_RANGES, **EVAL_RANGES, **RUN_RANGES}
+VALUE_RANGES: RangeTable = {
+    **DATA_RANGES,
+    **MODEL_RANGES,
+    **TRAIN_RANGES,
+    **EVAL_RANGES,
+    **RUN_RANGES,
+}
 
 # Checks of structured values that name the entry at fault: dotted key -> check(value, key),
 # which raises ConfigError. Run after the type check, like VALUE_RANGES.

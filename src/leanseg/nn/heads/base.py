@@ -112,11 +112,14 @@ class DenseLoss(PartialLabels):
     :meth:`dense_loss` is that loss; with :attr:`class_balancing` (set by ``model.class_balancing``)
     it weighs every pixel by thesis §3.4's ``min(10^3, 1 / p(c))``, ``p(c)`` the class's share of
     the batch's labelled pixels (:func:`~leanseg.nn.losses.class_balanced_cross_entropy`); with
-    label sets (:class:`PartialLabels`) it is the partial-label cross-entropy.
+    :attr:`hard_pixel_fraction` (set by ``model.hard_pixel_fraction``) only the hardest fraction
+    of the labelled pixels trains (:func:`~leanseg.nn.losses.hardest_pixels_mean`); with label
+    sets (:class:`PartialLabels`) it is the partial-label cross-entropy.
     """
 
     ignore_index: int
     class_balancing: bool = False
+    hard_pixel_fraction: float | None = None
 
     def dense_loss(
         self, scores: Tensor, label: Tensor, class_weights: Tensor | None = None
@@ -128,7 +131,9 @@ class DenseLoss(PartialLabels):
             return partial_cross_entropy(scores, label, self.label_set_mask, self.ignore_index)
         if self.class_balancing:
             return class_balanced_cross_entropy(scores, label, self.ignore_index)
-        return cross_entropy(scores, label, self.ignore_index, class_weights)
+        return cross_entropy(
+            scores, label, self.ignore_index, class_weights, self.hard_pixel_fraction
+        )
 
 
 class DenseHead(HeadCapabilities, DenseLoss, nn.Module):
