@@ -122,6 +122,12 @@ TRIALS: dict[str, tuple[list[str], str]] = {
         "the shipped schedule's time (1300 x 0.56 s against 1700 x 0.30 + 500 x 0.56 s in "
         "fast_training.json): is it the small crops that cost the thin classes?",
     ),
+    "hard_pixels_025": (
+        ["model.hard_pixel_fraction=0.25"],
+        "online hard example mining: each step's loss over the quarter of the labelled pixels "
+        "with the largest (class-weighted) loss, so that the thin classes' pixels and the "
+        "boundaries count for more without the stronger class weights that cost 5 points",
+    ),
 }
 
 
