@@ -163,6 +163,16 @@ EQUIVALENT: dict[str, list[tuple[str, str, str]]] = {
         ),
         ("partial_cross_entropy", 'float("-INF")', 'float() reads "-INF" as -inf, as "-inf"'),
         (
+            "hardest_pixels_mean",
+            "topk(count, )",
+            "the mean of the chosen losses does not depend on their order",
+        ),
+        (
+            "hardest_pixels_mean",
+            "topk(count, sorted=True)",
+            "the mean of the chosen losses does not depend on their order",
+        ),
+        (
             "checked_class_weights",
             "torch.tensor(values, dtype=None)",
             "Python floats become float32 (torch's default dtype) without a dtype too",
