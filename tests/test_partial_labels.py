@@ -198,6 +198,7 @@ def test_two_iterations_with_label_sets(tmp_path):
     [
         ("qgn", {}, "head 'qgn' has its own loss"),
         ("bilinear", {"class_balancing": True}, "not combined with model.class_balancing"),
+        ("ladder", {"hard_pixel_fraction": 0.25}, "not combined with model.hard_pixel_fraction"),
         ("ladder", {}, None),
     ],
 )
