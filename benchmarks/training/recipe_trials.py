@@ -122,6 +122,16 @@ TRIALS: dict[str, tuple[list[str], str]] = {
         "the shipped schedule's time (1300 x 0.56 s against 1700 x 0.30 + 500 x 0.56 s in "
         "fast_training.json): is it the small crops that cost the thin classes?",
     ),
+    "full_budget_frozen": (
+        [
+            "data.crop_schedule=[]",
+            "train.max_iters=2600",
+            "train.eval_interval=2600",
+            "train.checkpoint_interval=650",
+        ],
+        "the full recipe's schedule (2600 iterations at 288x384, 72.1 %) with the fast recipe's "
+        "frozen BatchNorm and stages: how much compute the frozen model needs for 72 %",
+    ),
     "hard_pixels_025": (
         ["model.hard_pixel_fraction=0.25"],
         "online hard example mining: each step's loss over the quarter of the labelled pixels "
