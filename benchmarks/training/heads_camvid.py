@@ -451,12 +451,11 @@ def is_qgn(run: Run, budget: Budget) -> bool:
 # --------------------------------------------------------------------------- costs
 
 
-def camvid_val(run: Run, budget: Budget, wanted: str) -> Any:
-    """The run's val dataset, or ``None`` (said, naming ``wanted``) when it cannot be read:
-    the cost measurements then fall back to random inputs."""
+def camvid_val(cfg: Any, wanted: str) -> Any:
+    """The val dataset of a run's config ``cfg``, or ``None`` (said, naming ``wanted``) when it
+    cannot be read: the cost measurements then fall back to random inputs."""
     from leanseg.data import build_dataset
 
-    cfg = run_config(run, budget)
     try:
         return build_dataset(cfg.data, cfg.data.val_split, train=False)
     except Exception as err:  # noqa: BLE001 - any failure: fall back to random inputs
@@ -469,15 +468,15 @@ def camvid_labels(run: Run, budget: Budget, size: int = 768) -> Any:
     import torch
     import torch.nn.functional as F
 
-    dataset = camvid_val(run, budget, "labels for the memory measurement")
+    cfg = run_config(run, budget)
+    dataset = camvid_val(cfg, "labels for the memory measurement")
     if dataset is None:
         return None
-    ignore_index = run_config(run, budget).data.ignore_index
     labels = []
     for index in range(2):
         label = torch.as_tensor(dataset[index]["label"]).long()[:size, :size]
         pad = (0, size - label.shape[1], 0, size - label.shape[0])
-        labels.append(F.pad(label, pad, value=ignore_index))
+        labels.append(F.pad(label, pad, value=cfg.data.ignore_index))
     return torch.stack(labels)
 
 
@@ -490,7 +489,7 @@ def camvid_image(run: Run, budget: Budget, size: tuple[int, int] = (1024, 2048))
     """
     import torch.nn.functional as F
 
-    dataset = camvid_val(run, budget, "image for the cost measurement")
+    dataset = camvid_val(run_config(run, budget), "image for the cost measurement")
     if dataset is None:
         return None
     image = dataset[0]["image"][None].float()

@@ -268,11 +268,7 @@ def build_segmentor(
     )
     if model_cfg.class_balancing:
         name = model_cfg.head.get("name")
-        if not isinstance(head, DenseLoss):
-            raise ConfigError(
-                f"model.class_balancing: head {name!r} computes its own loss (not the dense "
-                "cross-entropy); class balancing applies to dense-score heads"
-            )
+        _require_dense_loss(head, "model.class_balancing", name, "class balancing")
         if getattr(head, "class_weights", None) is not None:
             raise ConfigError(
                 f"model.class_balancing: head {name!r} also has model.head.class_weights; "
@@ -284,15 +280,21 @@ def build_segmentor(
     return Segmentor(backbone, head, context, num_classes=num_classes)
 
 
+def _require_dense_loss(head: nn.Module, key: str, name: str | None, option: str) -> None:
+    """Raise ConfigError naming ``key`` unless ``head``'s loss is the dense cross-entropy
+    (:class:`DenseLoss`), the only loss ``option`` changes."""
+    if not isinstance(head, DenseLoss):
+        raise ConfigError(
+            f"{key}: head {name!r} computes its own loss (not the dense cross-entropy); "
+            f"{option} applies to dense-score heads"
+        )
+
+
 def _set_hard_pixel_fraction(head: nn.Module, model_cfg: ModelConfig) -> None:
     """Give a dense cross-entropy head ``model.hard_pixel_fraction``, after checking it can use
     it."""
-    key, name = "model.hard_pixel_fraction", model_cfg.head.get("name")
-    if not isinstance(head, DenseLoss):
-        raise ConfigError(
-            f"{key}: head {name!r} computes its own loss (not the dense cross-entropy); hard "
-            "pixel mining applies to dense-score heads"
-        )
+    key = "model.hard_pixel_fraction"
+    _require_dense_loss(head, key, model_cfg.head.get("name"), "hard pixel mining")
     if model_cfg.class_balancing:
         raise ConfigError(f"{key}: not combined with model.class_balancing; choose one")
     head.hard_pixel_fraction = model_cfg.hard_pixel_fraction
