@@ -81,13 +81,6 @@ AWAITING_RERUN: dict[str, str] = {
     "scale_selection.json": (
         "eight trainings, 71 min on 2 threads: python benchmarks/papers/scale_selection.py --jobs 2"
     ),
-    # Evaluations of trained runs that are gone: the trainings above first.
-    # Written by others' harnesses.
-    "heads_camvid_300iters.json": (
-        "issue 11's 300-iteration comparison, whose harness is gone (heads_camvid.py trains the"
-        " full budget now): delete with docs/heads_camvid_300iters.md once heads_camvid.json "
-        "holds the full comparison"
-    ),
 }
 
 
