@@ -287,6 +287,18 @@ def _leave_one_out(run: str) -> Callable[[dict[str, Any]], str]:
     return write
 
 
+def _trial_miou(trial: str, seed: int = 0) -> Callable[[dict[str, Any]], str]:
+    """The val mIoU of one trial's run in ``fast_recipe_trials.json``."""
+
+    def write(record: dict[str, Any]) -> str:
+        for row in record["rows"]:
+            if row["trial"] == trial and row["seed"] == seed:
+                return f"{row['val_miou']:.1f}"
+        raise KeyError(f"fast_recipe_trials.json has no run of {trial!r} with seed {seed}")
+
+    return write
+
+
 FIGURES: dict[str, Figure] = {
     # The demo (benchmarks/training/demo_run.py runs leanseg demo).
     "demo.miou": Figure("demo.json", lambda r: f"{r['model_miou_percent']:.1f}"),
@@ -323,6 +335,9 @@ FIGURES: dict[str, Figure] = {
         "fast_training.json", _leave_one_out("no_frozen_bn_or_stages")
     ),
     "fast.trials_table": Figure("fast_recipe_trials.json", _trials_table),
+    "fast.full_budget_frozen_miou": Figure(
+        "fast_recipe_trials.json", _trial_miou("full_budget_frozen")
+    ),
     # leanseg beside SMP on the CPU (benchmarks/speed/peers_cpu.py, docs/peers_cpu.md).
     "peers.table": Figure("peers_cpu.json", _peers_table),
     "peers.measured": Figure("peers_cpu.json", _peers_measured),
