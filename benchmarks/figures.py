@@ -338,6 +338,9 @@ FIGURES: dict[str, Figure] = {
     "fast.full_budget_frozen_miou": Figure(
         "fast_recipe_trials.json", _trial_miou("full_budget_frozen")
     ),
+    "fast.two_thirds_scale_miou": Figure(
+        "fast_recipe_trials.json", _trial_miou("two_thirds_scale_2600")
+    ),
     # leanseg beside SMP on the CPU (benchmarks/speed/peers_cpu.py, docs/peers_cpu.md).
     "peers.table": Figure("peers_cpu.json", _peers_table),
     "peers.measured": Figure("peers_cpu.json", _peers_measured),
