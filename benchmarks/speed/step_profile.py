@@ -34,6 +34,7 @@ from common import REPO, write_result
 
 FAST = REPO / "configs/lite0/ladder_camvid_fast.yaml"
 RESULTS = REPO / "benchmarks/results/step_profile.json"
+RUN_DIR = REPO / "runs/step_profile"  # the profiled trainer's own folder, rewritten each run
 
 # The logits' way to the loss at full resolution (upsampling, log-softmax, the loss itself).
 _TAIL_OPS = (
@@ -91,7 +92,7 @@ def profile_steps(
     cfg = load_run_config(
         str(config),
         [
-            "work_dir=runs/step_profile",
+            f"work_dir={RUN_DIR}",
             f"train.num_threads={threads}",
             "train.seed=0",
             "data.crop_schedule=[]",
