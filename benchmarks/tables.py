@@ -174,7 +174,8 @@ def readme_block(record: dict[str, Any]) -> str:
         "scaled to cover it, as QGN's data-dependent decoder needs a real scene; threads as "
         "the JSON's command says), training activation memory at 768x768 batch 2. A row not "
         "yet trained on every seed shows the seeds it has and says how many; its verdict waits "
-        "for all of them.",
+        "for all of them. Runs and costs of a row count only while its config is the one they "
+        "were made with (each record keeps a digest of it).",
         "",
         "Short answer (rule: among rows trained on every seed, the most accurate, the rows "
         "whose mean is within the spread of their difference to it, and the fastest of those):",

@@ -460,3 +460,107 @@ def test_cost_image_is_a_real_scene_cropped_to_the_benchmark_size(bench, shared_
     # A photograph varies smoothly: neighbouring pixels agree far more than noise would.
     step = (image[..., 1:] - image[..., :-1]).abs().mean()
     assert step < 0.5 * image.std()
+
+
+# --------------------------------------------------------------------------- stale runs
+
+
+def test_config_identity_names_what_trains_not_the_machine_nor_defaults(bench):
+    harness, _, _ = bench
+    from leanseg.config import Config
+
+    base = Config().to_dict()
+    identity = harness.config_identity(base)
+    machine_only = apply_overrides(base, ["train.num_threads=7", "train.seed=3", "work_dir=x"])
+    assert harness.config_identity(machine_only) == identity
+    # A key left out (a run saved before leanseg had that option) reads as its default.
+    older = {
+        section: dict(values) if isinstance(values, dict) else values
+        for section, values in base.items()
+    }
+    del older["model"]["hard_pixel_fraction"]
+    assert harness.config_identity(older) == identity
+    wider = apply_overrides(base, ["model.head={name: ladder, channels: 128}"])
+    assert harness.config_identity(wider) != identity
+    longer = apply_overrides(base, ["train.max_iters=12345"])
+    assert harness.config_identity(longer) != identity
+
+
+def stale_record_budget(harness, tmp_path):
+    budget = harness.Budget(
+        ("train.max_iters=1200",), "k", tmp_path / "runs", (0,), tmp_path / "rec"
+    )
+    return budget, harness.Run("ladder", harness.CONFIGS / "ladder_camvid.yaml")
+
+
+def test_a_record_of_another_config_of_the_row_is_stale_and_not_counted(
+    bench, tmp_path, monkeypatch
+):
+    harness, _, _ = bench
+    budget, run = stale_record_budget(harness, tmp_path)
+    monkeypatch.setattr(harness, "is_qgn", lambda run, budget: False)
+    fake_run(budget.folder(run, 0), [1200], checkpoint=True)
+    harness.write_record(run, 0, budget, 1200, 10.0)
+    identity = harness.row_identity(run, budget)
+    record = json.loads(budget.record(run, 0).read_text())
+    assert record["config_identity"] == identity
+    folder, path = budget.folder(run, 0), budget.record(run, 0)
+    assert harness.run_state(folder, 1200, path, identity) == "finished"
+    # The head config changed after the run: its record no longer counts.
+    record["config_identity"] = "0123456789"
+    path.write_text(json.dumps(record))
+    import shutil
+
+    shutil.rmtree(budget.runs_dir)
+    assert harness.run_state(folder, 1200, path, identity) == "stale"
+    assert harness.seed_scores(folder, 1200, path, identity) is None
+    assert harness.read_scheme_scores(path, 1200, identity) is None
+    assert harness.summarise_row(run, budget, 1200)["seeds"] == []
+    rows = harness.plan([run], budget, threads=1, max_iters={"ladder": 1200})
+    (_, _, state, job) = rows[0]
+    assert state == "stale" and job is not None and not job.resume
+
+
+def test_a_run_folder_started_with_another_config_is_stale_and_set_aside(bench, tmp_path):
+    harness, _, _ = bench
+    budget, run = stale_record_budget(harness, tmp_path)
+    folder = budget.folder(run, 0)
+    fake_run(folder, [1200], checkpoint=True)  # finished, by its log
+    cfg = harness.run_config(run, budget).to_dict()
+    (folder / "config.yaml").write_text(yaml.safe_dump(cfg))
+    identity = harness.row_identity(run, budget)
+    assert harness.folder_identity(folder) == identity
+    assert harness.run_state(folder, 1200, None, identity) == "finished"
+    cfg["model"]["head"] = {**cfg["model"]["head"], "channels": 32}
+    (folder / "config.yaml").write_text(yaml.safe_dump(cfg))
+    assert harness.run_state(folder, 1200, None, identity) == "stale"
+    assert harness.seed_scores(folder, 1200, None, identity) is None
+    log = folder.parent / f"{folder.name}.log"
+    log.write_text("training log")
+    old = harness.folder_identity(folder)
+    harness.set_aside(folder)
+    assert not folder.exists() and not log.exists()
+    assert (folder.parent / f"{folder.name}.stale-{old}" / "config.yaml").is_file()
+    assert (folder.parent / f"{folder.name}.log.stale-{old}").read_text() == "training log"
+    # Nothing is replaced: a second stale run of the same config stops with both names.
+    fake_run(folder, [600], checkpoint=True)
+    (folder / "config.yaml").write_text(yaml.safe_dump(cfg))
+    with pytest.raises(SystemExit, match="in the way"):
+        harness.set_aside(folder)
+    assert folder.is_dir()
+
+
+def test_costs_of_another_config_of_the_row_are_dropped(bench, tmp_path, capsys):
+    harness, _, _ = bench
+    budget, run = stale_record_budget(harness, tmp_path)
+    identity = harness.row_identity(run, budget)
+    costs = {
+        "ladder": {"config_identity": identity, "gmac_1024x2048": 1.0},
+        "bilinear": {"config_identity": "0123456789", "gmac_1024x2048": 2.0},
+        "gone": {"gmac_1024x2048": 3.0},
+    }
+    bilinear = harness.Run("bilinear", harness.CONFIGS / "bilinear_camvid.yaml")
+    kept = harness.current_costs(costs, [run, bilinear], budget)
+    assert kept == {"ladder": costs["ladder"]}
+    out = capsys.readouterr().out
+    assert "costs of bilinear" in out and "costs of gone" in out

@@ -19,6 +19,12 @@ sessions. A run with a record, or whose last validation is at ``train.max_iters`
 and skipped; one with a checkpoint continues (``--resume``); any other starts. Interrupt the
 script at any time and start it again with the same arguments.
 
+Each record and run folder is tied to the row as it was configured (:func:`config_identity`, a
+digest of the run's resolved config): a record made before its head config changed is *stale*,
+is not counted, and its run trains anew (the old run folder is kept, renamed ``*.stale-<digest>``);
+so are cost measurements. The digest covers the config, not leanseg's code: a record also names
+the commit it was made at.
+
 Each finished QGN run is evaluated with the All, GTC and PC propagation schemes (QGN Table 1),
 at the recipe's evaluation scales (``scheme_scores``), into its record; then costs are
 measured once per head (``measure_costs``): GMAC at 1024x2048 (whole model and decoder), CPU
@@ -85,6 +91,9 @@ QGN_SCHEMES = ("all", "gtc", "pc")
 # Recipe keys that are not part of the budget: the data's location (checked to be the same
 # folder) and the thread count (a property of the machine, set by --threads).
 NOT_TAKEN = ("data.root", "train.num_threads")
+# Config keys that do not say what a row trains: the seed (a run's, not the row's), the machine's
+# threads and loader workers, and where the data and the run folder are.
+NOT_IDENTITY = ("train.seed", "train.num_threads", "data.num_workers", "data.root", "work_dir")
 
 
 @dataclass(frozen=True)
@@ -220,6 +229,55 @@ def run_config(run: Run, budget: Budget, seed: int = 0, threads: int = 1):
     return load_run_config(run.config, budget.overrides_of(run, seed, threads))
 
 
+def config_identity(config: dict[str, Any]) -> str:
+    """A short digest of what a resolved config trains (``Config.to_dict()``, or the mapping of
+    a run folder's ``config.yaml``): every ``section.key`` whose value is not leanseg's default,
+    but the :data:`NOT_IDENTITY` keys. Keys at their default are left out, so an option added
+    to leanseg later does not make earlier runs look different."""
+    from leanseg.config import Config
+    from leanseg.config.paths import RELATIVE_PATHS_KEY
+
+    defaults = flat_config(Config().to_dict())
+    chosen = {
+        key: value
+        for key, value in flat_config(config).items()
+        if key not in NOT_IDENTITY
+        and key != RELATIVE_PATHS_KEY
+        and (key not in defaults or value != defaults[key])
+    }
+    text = json.dumps(chosen, sort_keys=True, default=str)
+    return hashlib.sha1(text.encode()).hexdigest()[:10]
+
+
+def flat_config(config: dict[str, Any]) -> dict[str, Any]:
+    """``{"model": {"head": {...}}}`` -> ``{"model.head": {...}}``: one level of sections."""
+    flat: dict[str, Any] = {}
+    for key, value in config.items():
+        if isinstance(value, dict) and key in ("model", "data", "train", "eval"):
+            flat.update({f"{key}.{inner}": item for inner, item in value.items()})
+        else:
+            flat[key] = value
+    return flat
+
+
+def row_identity(run: Run, budget: Budget) -> str:
+    """:func:`config_identity` of the row's runs as configured now (the same for every seed)."""
+    return config_identity(run_config(run, budget).to_dict())
+
+
+def folder_identity(folder: Path) -> str | None:
+    """:func:`config_identity` of the config a run folder was started with, ``None`` if it has
+    no readable ``config.yaml``."""
+    path = folder / "config.yaml"
+    if not path.is_file():
+        return None
+    try:
+        saved = yaml.safe_load(path.read_text())
+    except (OSError, UnicodeDecodeError, yaml.YAMLError):
+        return None
+    return config_identity(saved) if isinstance(saved, dict) else None
+
+
 def check_same_data(recipe: Path, run: Run) -> None:
     """Stop if the head config's ``data.root`` is not the recipe's (it is not overridden)."""
     from leanseg.config import load_config
@@ -232,22 +290,36 @@ def check_same_data(recipe: Path, run: Run) -> None:
 # --------------------------------------------------------------------------- run states
 
 
-def read_record(path: Path | None, max_iters: int) -> dict[str, Any] | None:
+def read_record(
+    path: Path | None, max_iters: int, identity: str | None = None
+) -> dict[str, Any] | None:
     """A finished run's record (:func:`write_record`), ``None`` if there is none for
-    ``max_iters``."""
+    ``max_iters`` or (``identity`` given) it was made with another config of the row."""
     if path is None or not path.is_file():
         return None
     record = json.loads(path.read_text())
+    if identity is not None and record.get("config_identity") != identity:
+        return None
     return record if record.get("scores", {}).get("iteration") == max_iters else None
 
 
-def run_state(folder: Path, max_iters: int, record: Path | None = None) -> str:
+def run_state(
+    folder: Path, max_iters: int, record: Path | None = None, identity: str | None = None
+) -> str:
     """``finished`` (a record, or a validation at ``max_iters`` logged), ``resume`` (a
-    checkpoint to continue from) or ``start``."""
+    checkpoint to continue from), ``start``, or (``identity`` given: the row's
+    :func:`config_identity` now) ``stale``: the folder, or the record where there is no folder,
+    was made with another config of the row, and the run must start anew."""
     from leanseg.files.run_dir import RunDirectory
 
-    if read_record(record, max_iters) is not None:
+    if read_record(record, max_iters, identity) is not None:
         return "finished"
+    if identity is not None:
+        started = folder_identity(folder) if folder.is_dir() else None
+        if started is not None and started != identity:
+            return "stale"
+        if started is None and read_record(record, max_iters) is not None:
+            return "stale"  # a record of the row as it was, its folder gone
     record = last_validation(folder) if folder.is_dir() else None
     if record is not None and record.get("iteration") == max_iters:
         return "finished"
@@ -262,10 +334,17 @@ def plan(
     """Every (run, seed) with its state and, unless finished, the ``leanseg train`` job; seed
     by seed (every row's first seed, then every row's second)."""
     rows = []
+    identities: dict[str, str] = {}
     for seed in budget.seeds:
         for run in runs:
             folder = budget.folder(run, seed)
-            state = run_state(folder, max_iters[run.name], budget.record(run, seed))
+            record = budget.record(run, seed)
+            identity = None
+            if record is not None or (folder / "config.yaml").is_file():
+                if run.name not in identities:
+                    identities[run.name] = row_identity(run, budget)
+                identity = identities[run.name]
+            state = run_state(folder, max_iters[run.name], record, identity)
             job = None
             if state != "finished":
                 job = TrainJob(
@@ -280,12 +359,16 @@ def plan(
     return rows
 
 
-def seed_scores(folder: Path, max_iters: int, record: Path | None = None) -> dict[str, Any] | None:
+def seed_scores(
+    folder: Path, max_iters: int, record: Path | None = None, identity: str | None = None
+) -> dict[str, Any] | None:
     """The final validation of a finished run (percent), from its record or else its folder;
-    ``None`` if it has not finished."""
-    kept = read_record(record, max_iters)
+    ``None`` if it has not finished or (``identity`` given) was made with another config."""
+    kept = read_record(record, max_iters, identity)
     if kept is not None:
         return kept["scores"]
+    if identity is not None and folder_identity(folder) not in (None, identity):
+        return None
     record = last_validation(folder) if folder.is_dir() else None
     if record is None or record.get("iteration") != max_iters:
         return None
@@ -409,9 +492,11 @@ def level_labels(
     return F.interpolate(labels, size=image_size, mode="nearest")[:, 0].long()
 
 
-def read_scheme_scores(record: Path | None, max_iters: int) -> dict[str, Any] | None:
-    """A QGN run's scheme evaluation, from its record."""
-    kept = read_record(record, max_iters)
+def read_scheme_scores(
+    record: Path | None, max_iters: int, identity: str | None = None
+) -> dict[str, Any] | None:
+    """A QGN run's scheme evaluation, from its record (of the row's config ``identity``)."""
+    kept = read_record(record, max_iters, identity)
     return None if kept is None else kept.get("schemes")
 
 
@@ -432,6 +517,7 @@ def write_record(
         "seed": seed,
         "budget": budget.key,
         "scores": scores,
+        "config_identity": folder_identity(folder) or row_identity(run, budget),
         "train_seconds": seconds,
         "train_command": shlex.join(
             ["leanseg", "train", str(run.config.relative_to(REPO))]
@@ -525,10 +611,12 @@ def measure_costs(
         cfg = run_config(run, budget)
         configs[run.name] = cfg
         model = build_model(cfg)
+        identity = config_identity(cfg.to_dict())
         checkpoint = None
         for seed in weights_seeds:
             folder = budget.folder(run, seed)
-            if run_state(folder, cfg.train.max_iters) == "finished" and folder.is_dir():
+            state = run_state(folder, cfg.train.max_iters, None, identity)
+            if state == "finished" and folder.is_dir():
                 checkpoint = folder / "checkpoints" / "last.pt"
                 load_model_state(model, load_checkpoint(checkpoint)["model"], checkpoint)
                 break
@@ -544,6 +632,7 @@ def measure_costs(
             flops = count_flops(model, images)
             groups = flops.by_top_level()
             costs[name] = {
+                "config_identity": config_identity(configs[name].to_dict()),
                 "cost_weights": weights[name],
                 "gmac_1024x2048": flops.total / 1e9,
                 # Everything after the backbone (context and head), and the head alone.
@@ -578,8 +667,10 @@ def measure_costs(
 def summarise_row(run: Run, budget: Budget, max_iters: int) -> dict[str, Any]:
     """One row of the JSON: per-seed scores of the finished runs, mean and std over seeds."""
     seeds = []
+    identity = row_identity(run, budget)
     for seed in budget.seeds:
-        scores = seed_scores(budget.folder(run, seed), max_iters, budget.record(run, seed))
+        folder, record = budget.folder(run, seed), budget.record(run, seed)
+        scores = seed_scores(folder, max_iters, record, identity)
         if scores is not None:
             seeds.append({"seed": seed, **scores})
     row: dict[str, Any] = {
@@ -607,8 +698,9 @@ def summarise_schemes(runs: list[Run], budget: Budget, max_iters: dict[str, int]
         if not is_qgn(run, budget):
             continue
         per_seed = {}
+        identity = row_identity(run, budget)
         for seed in budget.seeds:
-            record = read_scheme_scores(budget.record(run, seed), max_iters[run.name])
+            record = read_scheme_scores(budget.record(run, seed), max_iters[run.name], identity)
             if record is not None:
                 per_seed[seed] = record
         entry: dict[str, Any] = {
@@ -710,6 +802,36 @@ def reproduce_command(run: Run) -> str:
     return f"python benchmarks/training/heads_camvid.py --runs {run.name} --jobs 2"
 
 
+def current_costs(
+    costs: dict[str, dict[str, Any]], runs: list[Run], budget: Budget
+) -> dict[str, dict[str, Any]]:
+    """The cost measurements of the report so far, without those made for another config of
+    their row (or of a row that is gone): ``--cost-only --runs ROW`` measures them again."""
+    rows = {run.name: run for run in runs}
+    kept = {}
+    for name, entry in costs.items():
+        run = rows.get(name)
+        if run is not None and entry.get("config_identity") == row_identity(run, budget):
+            kept[name] = entry
+        else:
+            print(f"costs of {name} were measured for another config: dropped", flush=True)
+    return kept
+
+
+def set_aside(folder: Path) -> None:
+    """Rename a stale run folder (and its log) to ``*.stale-<identity>``: kept, out of the way
+    of the run that starts anew."""
+    identity = folder_identity(folder) if folder.is_dir() else None
+    for path in (folder, folder.parent / f"{folder.name}.log"):
+        if not path.exists():
+            continue
+        target = path.with_name(f"{path.name}.stale-{identity or 'unknown'}")
+        if target.exists():
+            raise SystemExit(f"{path} is stale, but {target} is in the way of setting it aside")
+        path.rename(target)
+        print(f"  set aside: {path} -> {target.name}", flush=True)
+
+
 # --------------------------------------------------------------------------- main
 
 
@@ -772,6 +894,9 @@ def main(argv: list[str] | None = None) -> None:
     if not (args.cost_only or args.report_only):
         budget.runs_dir.mkdir(parents=True, exist_ok=True)
         write_json(budget.runs_dir / "budget.json", {"overrides": list(budget.overrides)})
+        for run, seed, state, _ in todo:
+            if state == "stale":
+                set_aside(budget.folder(run, seed))
         jobs = [job for _, _, _, job in todo if job is not None]
         train(jobs, parallel=args.jobs, threads=args.threads, check=False, on_done=keep)
         for run, seed, state, _ in todo:  # finished before records were kept
@@ -784,7 +909,7 @@ def main(argv: list[str] | None = None) -> None:
             return
 
     previous = json.loads(args.json.read_text()) if args.json.is_file() else {}
-    costs = dict(previous.get("costs", {}))
+    costs = current_costs(previous.get("costs", {}), all_runs, budget)
     if not args.report_only:
         import torch
 
