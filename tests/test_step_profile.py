@@ -52,3 +52,20 @@ def test_a_profiled_step_has_its_depthwise_backward_and_tail_counted(step_profil
     assert groups["depthwise conv backward"]["ms_per_iteration"] >= 0
     assert groups["conv backward"]["ms_per_iteration"] >= 0
     assert sum(entry["share"] for entry in groups.values()) == pytest.approx(1.0, abs=0.01)
+
+
+def test_the_other_group_is_listed_by_operator_largest_first(step_profile):
+    torch.manual_seed(0)
+    conv = torch.nn.Conv2d(3, 8, 3, padding=1)
+    images = torch.randn(2, 3, 64, 64)
+    with profile(activities=[ProfilerActivity.CPU], record_shapes=True) as prof:
+        for _ in range(3):
+            features = torch.relu(conv(images))
+        (features * 2).sum().backward()
+    largest = step_profile.top_operators(prof, steps=1, count=3)
+    names = [entry["operator"] for entry in largest]
+    assert len(largest) == 3 and "aten::mkldnn_convolution" not in names  # not "other"
+    times = [entry["ms_per_iteration"] for entry in largest]
+    assert times == sorted(times, reverse=True)
+    everything = step_profile.top_operators(prof, steps=1, count=1000)
+    assert "aten::relu" in {entry["operator"] for entry in everything}
