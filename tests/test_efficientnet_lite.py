@@ -229,3 +229,21 @@ def test_predictor_takes_a_model_built_in_code():
     with torch.no_grad():
         by_hand = model.eval()((pixels - 127.0) / 128.0).softmax(1)[0]
     assert torch.allclose(predictor.predict_scores(image), by_hand, atol=1e-5)
+
+
+def test_relu6_works_in_place_only_where_autograd_does_not_record_it():
+    from leanseg.nn.backbones.efficientnet_lite import ReLU6
+
+    act = ReLU6()
+    values = torch.tensor([-1.0, 0.5, 3.0, 7.0])
+    free = values.clone()
+    assert act(free) is free and torch.equal(free, torch.tensor([0.0, 0.5, 3.0, 6.0]))
+    with torch.no_grad():
+        inside = values.clone().requires_grad_()
+        assert act(inside) is inside  # no_grad: nothing recorded
+    leaf = values.clone().requires_grad_()
+    recorded = leaf * 1.0
+    out = act(recorded)
+    assert out is not recorded and torch.equal(recorded, values)  # its input untouched
+    out.sum().backward()
+    assert torch.equal(leaf.grad, torch.tensor([0.0, 1.0, 1.0, 0.0]))

@@ -29,6 +29,7 @@ import math
 from dataclasses import dataclass
 
 import torch
+import torch.nn.functional as F
 from torch import Tensor, nn
 
 from leanseg.nn.backbones.base import Backbone, FeatureInfo, Normalization
@@ -92,6 +93,20 @@ def round_repeats(repeats: int, depth_mult: float) -> int:
     return int(math.ceil(depth_mult * repeats))
 
 
+class ReLU6(nn.Module):
+    """``min(max(x, 0), 6)``, in place only where autograd does not record it.
+
+    A clamp in place that autograd records first copies its input, since its backward needs
+    the values from before the clamp; ``nn.ReLU6(inplace=True)`` then costs one more pass over
+    the activations than the out-of-place form, which keeps that input anyway. Without autograd
+    (inference, the frozen early layers of fast training) in place saves a new tensor.
+    """
+
+    def forward(self, x: Tensor) -> Tensor:
+        recorded = torch.is_grad_enabled() and x.requires_grad
+        return F.relu6(x, inplace=not recorded)
+
+
 class MBConvBlock(nn.Module):
     """Inverted residual: 1x1 expand, depthwise kxk, 1x1 project (no SE, ReLU6: Lite).
 
@@ -130,7 +145,7 @@ class MBConvBlock(nn.Module):
         self._bn1 = norm_layer(hidden)
         self._project_conv = nn.Conv2d(hidden, out_channels, 1, bias=False)
         self._bn2 = norm_layer(out_channels)
-        self.act = nn.ReLU6(inplace=True)
+        self.act = ReLU6()
         self.residual = stride == 1 and in_channels == out_channels
         self.drop_path = drop_path
 
@@ -187,7 +202,7 @@ class EfficientNetLite(Backbone):
         self.in_channels = in_channels
         self._conv_stem = nn.Conv2d(in_channels, STEM_CHANNELS, 3, stride=2, padding=1, bias=False)
         self._bn0 = norm_layer(STEM_CHANNELS)
-        self.act = nn.ReLU6(inplace=True)
+        self.act = ReLU6()
         last_at_stride = self._build_blocks(
             width_mult, depth_mult, output_stride, drop_path_rate, norm_layer
         )
