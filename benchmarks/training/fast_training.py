@@ -14,7 +14,9 @@ of machine load hits every variant alike; the median block is reported. The leve
 - ``train.freeze_backbone_bn``; ``train.freeze_backbone_until: 8``;
 - the 192x256 crops of the first stage of ``data.crop_schedule``;
 - ``train.compile`` (``--compile``; its compilation time is reported apart) and bf16 autocast
-  (``--bf16``, timed as a plain step beside the fp32 one).
+  (``--bf16``, timed as a plain step beside the fp32 one);
+- deeper freezing (``--deeper-freezing``): ``train.freeze_backbone_until`` 16 and 32 in place of
+  8, at the recipe's 288x384 crops (beside the cumulative table, not part of it).
 
 ``train``: trainings of the fast recipe (``configs/lite0/ladder_camvid_fast.yaml``) and of the same
 recipe with one lever taken out, each evaluated at the end as the recipe is (101 val images,
@@ -22,6 +24,7 @@ one pass at 1.5x). Runs are ``leanseg train`` processes (``--jobs`` at a time, o
 when more than one); a finished run (its ``last.pt`` at the final iteration) is not run again.
 
     python benchmarks/training/fast_training.py steps [--iters 10] [--rounds 3] [--compile] [--bf16]
+        [--deeper-freezing]
     python benchmarks/training/fast_training.py train [--runs fast no_frozen_stages ...] [--seeds 0]
 """
 
@@ -71,6 +74,9 @@ STEP_LEVERS: list[tuple[str, list[str]]] = [
     ("+ train.freeze_backbone_until: 8", ["train.freeze_backbone_until=8"]),
     ("+ 192x256 crops", ["data.crop_size=[192, 256]"]),
 ]
+# ``--deeper-freezing``: the table's variant these replace one override of, and the variants.
+DEEPER_FREEZING_BASE = "+ train.freeze_backbone_until: 8"
+DEEPER_FREEZING = (16, 32)
 
 # Trainings of the ``train`` table: name -> overrides of the fast recipe.
 TRAIN_RUNS: dict[str, list[str]] = {
@@ -133,6 +139,11 @@ def measure_steps(args: argparse.Namespace) -> dict[str, Any]:
     for index, (name, added) in enumerate(STEP_LEVERS):
         overrides = overrides + added
         variants[name] = (_trainer(overrides, index > 0, RUNS / f"steps_{index}"), None)
+        if name == DEEPER_FREEZING_BASE and getattr(args, "deeper_freezing", False):
+            for stride in DEEPER_FREEZING:
+                deeper = [*overrides, f"train.freeze_backbone_until={stride}"]
+                trainer = _trainer(deeper, True, RUNS / f"steps_until_{stride}")
+                variants[f"train.freeze_backbone_until: {stride} (288x384)"] = (trainer, None)
     compile_seconds = None
     if args.bf16:
         trainer = _trainer(overrides, True, RUNS / "steps_bf16")
@@ -252,6 +263,9 @@ def main() -> None:
     steps.add_argument("--rounds", type=int, default=3)
     steps.add_argument("--compile", action="store_true")
     steps.add_argument("--bf16", action="store_true")
+    steps.add_argument(
+        "--deeper-freezing", action="store_true", help="also freeze up to stride 16 and 32"
+    )
     runs = sub.add_parser("train", help="val mIoU of the fast recipe and its leave-one-out runs")
     runs.add_argument("--runs", nargs="+", choices=sorted(TRAIN_RUNS), default=list(TRAIN_RUNS))
     runs.add_argument("--seeds", nargs="+", type=int, default=[0])

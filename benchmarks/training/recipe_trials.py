@@ -151,6 +151,12 @@ TRIALS: dict[str, tuple[list[str], str]] = {
         "0.30 s an iteration instead of 0.56 (fast_training.json), so the full recipe's number "
         "of iterations in the fast recipe's time; what does the lower resolution cost?",
     ),
+    "full_budget_frozen_until_16": (
+        [*full_crops_for(2600), "train.freeze_backbone_until=16"],
+        "full_budget_frozen with the backbone frozen up to stride 16 instead of 8: no gradients "
+        "through the stride-16 stage, a cheaper iteration at the same resolution; does the "
+        "accuracy hold as it did for freezing up to stride 8?",
+    ),
     "hard_pixels_025": (
         ["model.hard_pixel_fraction=0.25"],
         "online hard example mining: each step's loss over the quarter of the labelled pixels "
