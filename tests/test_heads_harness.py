@@ -465,25 +465,67 @@ def test_cost_image_is_a_real_scene_cropped_to_the_benchmark_size(bench, shared_
 # --------------------------------------------------------------------------- stale runs
 
 
+def saved_run_config(harness, run, budget, folder: Path, edit=None) -> None:
+    """``folder/config.yaml`` as ``leanseg train`` writes it for the row, ``edit``ed first."""
+    from leanseg.config import saved_config
+
+    saved = saved_config(harness.run_config(run, budget), folder)
+    if edit is not None:
+        edit(saved)
+    folder.mkdir(parents=True, exist_ok=True)
+    (folder / "config.yaml").write_text(yaml.safe_dump(saved, sort_keys=False))
+
+
 def test_config_identity_names_what_trains_not_the_machine_nor_defaults(bench):
     harness, _, _ = bench
-    from leanseg.config import Config
+    from leanseg.config import load_config
 
-    base = Config().to_dict()
-    identity = harness.config_identity(base)
-    machine_only = apply_overrides(base, ["train.num_threads=7", "train.seed=3", "work_dir=x"])
-    assert harness.config_identity(machine_only) == identity
-    # A key left out (a run saved before leanseg had that option) reads as its default.
-    older = {
-        section: dict(values) if isinstance(values, dict) else values
-        for section, values in base.items()
-    }
-    del older["model"]["hard_pixel_fraction"]
-    assert harness.config_identity(older) == identity
-    wider = apply_overrides(base, ["model.head={name: ladder, channels: 128}"])
+    identity = harness.config_identity(load_config(None, []))
+    machine_only = ["train.num_threads=7", "train.seed=3", "data.num_workers=2", "work_dir=x"]
+    assert harness.config_identity(load_config(None, machine_only)) == identity
+    wider = load_config(None, ["model.head={name: ladder, channels: 128}"])
     assert harness.config_identity(wider) != identity
-    longer = apply_overrides(base, ["train.max_iters=12345"])
+    longer = load_config(None, ["train.max_iters=12345"])
     assert harness.config_identity(longer) != identity
+    # Inside a crop stage too: a field at its default does not count, another value does.
+    stage = "data.crop_schedule=[{crop_size: [64, 64], until: 10}]"
+    same = "data.crop_schedule=[{crop_size: [64, 64], until: 10, scale: 1.0}]"
+    other = "data.crop_schedule=[{crop_size: [64, 64], until: 10, scale: 0.5}]"
+    staged = harness.config_identity(load_config(None, [stage]))
+    assert staged != identity
+    assert harness.config_identity(load_config(None, [same])) == staged
+    assert harness.config_identity(load_config(None, [other])) != staged
+
+
+def test_an_option_added_at_its_default_leaves_the_identity_as_it_was(bench):
+    harness, _, _ = bench
+    from dataclasses import dataclass, field
+
+    @dataclass
+    class Stage:
+        size: int = 8
+        until: int | None = None
+
+    @dataclass
+    class StageWithNewOption(Stage):
+        scale: float = 1.0
+
+    @dataclass
+    class Section:
+        stages: list = field(default_factory=list)
+        lr: float = 0.1
+
+    before = Section([Stage(16, 10)], lr=0.1)
+    after = Section([StageWithNewOption(16, 10)], lr=0.1)
+    assert (
+        harness.non_default(before)
+        == harness.non_default(after)
+        == {"stages": [{"size": 16, "until": 10}]}
+    )
+    assert harness.non_default(Section([StageWithNewOption(16, 10, scale=0.5)])) == {
+        "stages": [{"size": 16, "until": 10, "scale": 0.5}]
+    }
+    assert harness.non_default(Section(lr=(1, 2))) == {"lr": [1, 2]}  # as plain data
 
 
 def stale_record_budget(harness, tmp_path):
@@ -491,6 +533,27 @@ def stale_record_budget(harness, tmp_path):
         ("train.max_iters=1200",), "k", tmp_path / "runs", (0,), tmp_path / "rec"
     )
     return budget, harness.Run("ladder", harness.CONFIGS / "ladder_camvid.yaml")
+
+
+def test_a_run_folder_of_an_older_leanseg_has_the_rows_identity(bench, tmp_path):
+    harness, _, _ = bench
+    budget, run = stale_record_budget(harness, tmp_path)
+    identity = harness.row_identity(run, budget)
+    written = budget.folder(run, 0)
+    saved_run_config(harness, run, budget, written)
+    assert harness.folder_identity(written) == identity
+
+    def older(saved):  # options added since: the model's OHEM, a crop stage's scale
+        del saved["model"]["hard_pixel_fraction"]
+        for stage in saved["data"]["crop_schedule"]:
+            del stage["scale"]
+
+    old = budget.folder(run, 1)
+    saved_run_config(harness, run, budget, old, older)
+    assert harness.folder_identity(old) == identity
+    assert harness.folder_identity(budget.folder(run, 2)) is None  # no folder
+    (old / "config.yaml").write_text("model: {head: {name: no_such_head}}\n")
+    assert harness.folder_identity(old) is None  # not a config any more: unknown
 
 
 def test_a_record_of_another_config_of_the_row_is_stale_and_not_counted(
@@ -526,13 +589,14 @@ def test_a_run_folder_started_with_another_config_is_stale_and_set_aside(bench, 
     budget, run = stale_record_budget(harness, tmp_path)
     folder = budget.folder(run, 0)
     fake_run(folder, [1200], checkpoint=True)  # finished, by its log
-    cfg = harness.run_config(run, budget).to_dict()
-    (folder / "config.yaml").write_text(yaml.safe_dump(cfg))
+    saved_run_config(harness, run, budget, folder)
     identity = harness.row_identity(run, budget)
-    assert harness.folder_identity(folder) == identity
     assert harness.run_state(folder, 1200, None, identity) == "finished"
-    cfg["model"]["head"] = {**cfg["model"]["head"], "channels": 32}
-    (folder / "config.yaml").write_text(yaml.safe_dump(cfg))
+
+    def narrower(saved):
+        saved["model"]["head"] = {**saved["model"]["head"], "channels": 32}
+
+    saved_run_config(harness, run, budget, folder, narrower)
     assert harness.run_state(folder, 1200, None, identity) == "stale"
     assert harness.seed_scores(folder, 1200, None, identity) is None
     log = folder.parent / f"{folder.name}.log"
@@ -542,12 +606,66 @@ def test_a_run_folder_started_with_another_config_is_stale_and_set_aside(bench, 
     assert not folder.exists() and not log.exists()
     assert (folder.parent / f"{folder.name}.stale-{old}" / "config.yaml").is_file()
     assert (folder.parent / f"{folder.name}.log.stale-{old}").read_text() == "training log"
-    # Nothing is replaced: a second stale run of the same config stops with both names.
+    # The same stale config again (toggled back and forth): a numbered name, nothing replaced.
     fake_run(folder, [600], checkpoint=True)
-    (folder / "config.yaml").write_text(yaml.safe_dump(cfg))
-    with pytest.raises(SystemExit, match="in the way"):
-        harness.set_aside(folder)
-    assert folder.is_dir()
+    saved_run_config(harness, run, budget, folder, narrower)
+    harness.set_aside(folder)
+    assert (folder.parent / f"{folder.name}.stale-{old}-2" / "config.yaml").is_file()
+    assert (folder.parent / f"{folder.name}.stale-{old}" / "checkpoints").is_dir()
+
+
+def test_a_stale_run_folder_in_use_is_left_alone(bench, tmp_path):
+    harness, _, _ = bench
+    import subprocess
+    import sys
+
+    folder = tmp_path / "ladder_s0"
+    fake_run(folder, [600], checkpoint=True)
+    holder = subprocess.Popen(
+        [
+            sys.executable,
+            "-c",
+            "import sys, time; from leanseg.files.folder_lock import FolderLock; "
+            f"FolderLock({str(folder)!r}, 'test').acquire(); print('held', flush=True); "
+            "time.sleep(60)",
+        ],
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        assert holder.stdout.readline().strip() == "held"
+        with pytest.raises(SystemExit, match="in use"):
+            harness.set_aside(folder)
+        assert folder.is_dir() and (folder / "checkpoints").is_dir()
+    finally:
+        holder.kill()
+        holder.wait()
+
+
+def test_finished_runs_get_records_of_the_rows_config(bench, tmp_path, monkeypatch):
+    harness, _, _ = bench
+    budget, run = stale_record_budget(harness, tmp_path)
+    monkeypatch.setattr(harness, "is_qgn", lambda run, budget: False)
+    identity = harness.row_identity(run, budget)
+    folder = budget.folder(run, 0)
+    fake_run(folder, [1200], checkpoint=True)
+    saved_run_config(harness, run, budget, folder)
+    harness.write_record(run, 0, budget, 1200, 10.0)
+    path = budget.record(run, 0)
+    made = json.loads(path.read_text())
+    # A record from before records kept the digest gains it, and keeps what it had.
+    older = {key: value for key, value in made.items() if key != "config_identity"}
+    path.write_text(json.dumps(older))
+    todo = harness.plan([run], budget, threads=1, max_iters={"ladder": 1200})
+    assert [state for _, _, state, _ in todo] == ["finished"]  # by its folder
+    harness.keep_records(todo, budget, {"ladder": 1200})
+    kept = json.loads(path.read_text())
+    assert kept["config_identity"] == identity and kept["train_seconds"] == 10.0
+    # A record of another config beside a finished folder of this one is made again.
+    path.write_text(json.dumps({**made, "config_identity": "0123456789"}))
+    harness.keep_records(todo, budget, {"ladder": 1200})
+    remade = json.loads(path.read_text())
+    assert remade["config_identity"] == identity and remade["train_seconds"] is None
 
 
 def test_costs_of_another_config_of_the_row_are_dropped(bench, tmp_path, capsys):

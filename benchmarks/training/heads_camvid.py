@@ -45,6 +45,7 @@ from __future__ import annotations
 
 import argparse
 import copy
+import dataclasses
 import hashlib
 import json
 import shlex
@@ -229,24 +230,50 @@ def run_config(run: Run, budget: Budget, seed: int = 0, threads: int = 1):
     return load_run_config(run.config, budget.overrides_of(run, seed, threads))
 
 
-def config_identity(config: dict[str, Any]) -> str:
-    """A short digest of what a resolved config trains (``Config.to_dict()``, or the mapping of
-    a run folder's ``config.yaml``): every ``section.key`` whose value is not leanseg's default,
-    but the :data:`NOT_IDENTITY` keys. Keys at their default are left out, so an option added
-    to leanseg later does not make earlier runs look different."""
-    from leanseg.config import Config
-    from leanseg.config.paths import RELATIVE_PATHS_KEY
-
-    defaults = flat_config(Config().to_dict())
+def config_identity(cfg: Any) -> str:
+    """A short digest of what a resolved config (a ``leanseg.config.Config``) trains: every
+    value that is not leanseg's default (:func:`non_default`, down to the fields of a crop stage
+    or a dataset entry), but the :data:`NOT_IDENTITY` keys. Values at their default are left
+    out, so an option added to leanseg later does not make earlier runs look different."""
     chosen = {
         key: value
-        for key, value in flat_config(config).items()
+        for key, value in flat_config(non_default(cfg)).items()
         if key not in NOT_IDENTITY
-        and key != RELATIVE_PATHS_KEY
-        and (key not in defaults or value != defaults[key])
     }
     text = json.dumps(chosen, sort_keys=True, default=str)
     return hashlib.sha1(text.encode()).hexdigest()[:10]
+
+
+def non_default(value: Any) -> Any:
+    """``value`` as plain data without what equals its default: of a dataclass only the fields
+    whose value differs from the field's default (all of them where there is none), recursively
+    through dataclasses, lists and dicts."""
+    if dataclasses.is_dataclass(value) and not isinstance(value, type):
+        kept = {}
+        for field in dataclasses.fields(value):
+            item = getattr(value, field.name)
+            if field.default is not dataclasses.MISSING:
+                default = field.default
+            elif field.default_factory is not dataclasses.MISSING:
+                default = field.default_factory()
+            else:
+                kept[field.name] = non_default(item)
+                continue
+            if plain(item) != plain(default):
+                kept[field.name] = non_default(item)
+        return kept
+    if isinstance(value, (list, tuple)):
+        return [non_default(item) for item in value]
+    if isinstance(value, dict):
+        return {key: non_default(item) for key, item in value.items()}
+    return value
+
+
+def plain(value: Any) -> Any:
+    """JSON's view of a value (a dataclass as its fields, tuples as lists), for comparing."""
+    if dataclasses.is_dataclass(value) and not isinstance(value, type):
+        value = dataclasses.asdict(value)
+    return json.loads(json.dumps(value, default=str))
 
 
 def flat_config(config: dict[str, Any]) -> dict[str, Any]:
@@ -262,20 +289,23 @@ def flat_config(config: dict[str, Any]) -> dict[str, Any]:
 
 def row_identity(run: Run, budget: Budget) -> str:
     """:func:`config_identity` of the row's runs as configured now (the same for every seed)."""
-    return config_identity(run_config(run, budget).to_dict())
+    return config_identity(run_config(run, budget))
 
 
 def folder_identity(folder: Path) -> str | None:
-    """:func:`config_identity` of the config a run folder was started with, ``None`` if it has
-    no readable ``config.yaml``."""
+    """:func:`config_identity` of the config a run folder was started with (its ``config.yaml``,
+    read as ``leanseg train`` reads a config, so that options it lacks take their defaults);
+    ``None`` if there is none, or it cannot be read as a config any more."""
+    from leanseg.config import ConfigError
+    from leanseg.models import load_run_config
+
     path = folder / "config.yaml"
     if not path.is_file():
         return None
     try:
-        saved = yaml.safe_load(path.read_text())
-    except (OSError, UnicodeDecodeError, yaml.YAMLError):
+        return config_identity(load_run_config(path))
+    except (ConfigError, OSError, ValueError):
         return None
-    return config_identity(saved) if isinstance(saved, dict) else None
 
 
 def check_same_data(recipe: Path, run: Run) -> None:
@@ -611,7 +641,7 @@ def measure_costs(
         cfg = run_config(run, budget)
         configs[run.name] = cfg
         model = build_model(cfg)
-        identity = config_identity(cfg.to_dict())
+        identity = config_identity(cfg)
         checkpoint = None
         for seed in weights_seeds:
             folder = budget.folder(run, seed)
@@ -632,7 +662,7 @@ def measure_costs(
             flops = count_flops(model, images)
             groups = flops.by_top_level()
             costs[name] = {
-                "config_identity": config_identity(configs[name].to_dict()),
+                "config_identity": config_identity(configs[name]),
                 "cost_weights": weights[name],
                 "gmac_1024x2048": flops.total / 1e9,
                 # Everything after the backbone (context and head), and the head alone.
@@ -819,17 +849,48 @@ def current_costs(
 
 
 def set_aside(folder: Path) -> None:
-    """Rename a stale run folder (and its log) to ``*.stale-<identity>``: kept, out of the way
-    of the run that starts anew."""
-    identity = folder_identity(folder) if folder.is_dir() else None
+    """Rename a stale run folder (and its log) to ``*.stale-<identity>`` (``-2``, ``-3`` ... if
+    that name is taken): kept, out of the way of the run that starts anew. A folder that a
+    training process holds (its lock, :mod:`leanseg.files.folder_lock`) is left alone."""
+    from leanseg.files.folder_lock import FolderInUseError, FolderLock
+
+    if folder.is_dir():
+        try:
+            FolderLock(folder, "heads_camvid.py: set a stale run aside").acquire().release()
+        except FolderInUseError as err:
+            raise SystemExit(
+                f"{folder} is stale but in use, so it is not set aside: {err}"
+            ) from None
+    identity = (folder_identity(folder) if folder.is_dir() else None) or "unknown"
     for path in (folder, folder.parent / f"{folder.name}.log"):
         if not path.exists():
             continue
-        target = path.with_name(f"{path.name}.stale-{identity or 'unknown'}")
-        if target.exists():
-            raise SystemExit(f"{path} is stale, but {target} is in the way of setting it aside")
+        target = path.with_name(f"{path.name}.stale-{identity}")
+        number = 1
+        while target.exists():
+            number += 1
+            target = path.with_name(f"{path.name}.stale-{identity}-{number}")
         path.rename(target)
         print(f"  set aside: {path} -> {target.name}", flush=True)
+
+
+def keep_records(todo: list, budget: Budget, max_iters: dict[str, int]) -> None:
+    """Give every finished run of ``todo`` a record of the row's config: a run whose record is
+    missing or stale gets one from its folder, and a record made before records kept their
+    config's digest gets it, once its folder shows the row's config."""
+    for run, seed, state, _ in todo:
+        if state != "finished":
+            continue
+        path, identity = budget.record(run, seed), row_identity(run, budget)
+        if path is None or read_record(path, max_iters[run.name], identity) is not None:
+            continue
+        kept = read_record(path, max_iters[run.name])
+        folder = budget.folder(run, seed)
+        if kept is not None and "config_identity" not in kept:
+            if folder_identity(folder) == identity:
+                write_json(path, {**kept, "config_identity": identity})
+            continue
+        write_record(run, seed, budget, max_iters[run.name], None)
 
 
 # --------------------------------------------------------------------------- main
@@ -899,12 +960,7 @@ def main(argv: list[str] | None = None) -> None:
                 set_aside(budget.folder(run, seed))
         jobs = [job for _, _, _, job in todo if job is not None]
         train(jobs, parallel=args.jobs, threads=args.threads, check=False, on_done=keep)
-        for run, seed, state, _ in todo:  # finished before records were kept
-            if (
-                state == "finished"
-                and read_record(budget.record(run, seed), max_iters[run.name]) is None
-            ):
-                write_record(run, seed, budget, max_iters[run.name], None)
+        keep_records(todo, budget, max_iters)
         if args.train_only:
             return
 
