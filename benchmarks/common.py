@@ -268,6 +268,15 @@ def missing_provenance(record: Any) -> list[str]:
             ok = value is not None and value != ""
         if not ok:
             missing.append(field)
+    # A file written in parts, each by its own command (``fast_training.py``'s steps and train),
+    # says when and where each part was made.
+    parts, machines, dates = (record.get(key) for key in ("commands", "machines", "dates"))
+    if isinstance(parts, dict) and isinstance(machines, dict):
+        for part in parts:
+            if not machines.get(part):
+                missing.append(f"machines.{part}")
+            if not (isinstance(dates, dict) and dates.get(part)):
+                missing.append(f"dates.{part}")
     return missing
 
 

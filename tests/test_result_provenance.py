@@ -23,8 +23,7 @@ RESULTS = REPO / "benchmarks" / "results"
 AWAITING_RERUN: dict[str, str] = {
     # Figures that are times: not re-measured while other jobs share the 2 cores.
     "fast_training.json": (
-        "seconds per iteration (steps, needs a quiet machine) and a 46 min training (train): "
-        "python benchmarks/training/fast_training.py steps --iters 8 --rounds 3 --bf16 --compile; "
+        "its train part (steps re-run quietly on 2026-12-08), a 46 min training: "
         "python benchmarks/training/fast_training.py train --runs no_frozen_bn_or_stages --seeds 0"
     ),
     # Times, and the checkpoint of a CamVid recipe training (67 min on 2 quiet threads) first.
@@ -152,3 +151,16 @@ def test_each_missing_field_is_named(common, tmp_path, field, change):
 
 def test_a_file_that_is_not_an_object_lacks_everything(common):
     assert common.missing_provenance([1, 2]) == list(common.PROVENANCE_FIELDS)
+
+
+def test_a_file_written_in_parts_says_when_and_where_each_part_was_made(common, tmp_path):
+    common.write_result(tmp_path / "r.json", {"steps": {}, "train": {}})
+    record = json.loads((tmp_path / "r.json").read_text())
+    assert common.missing_provenance(record) == []
+    record["commands"] = {"steps": "python a.py steps", "train": "python a.py train"}
+    record["machines"] = {"steps": {"cpu": "x"}}
+    record["dates"] = {"steps": "2026-12-08T01:20:46+00:00"}
+    assert common.missing_provenance(record) == ["machines.train", "dates.train"]
+    record["machines"]["train"] = {"cpu": "x"}
+    record["dates"]["train"] = "2026-12-08T02:00:00+00:00"
+    assert common.missing_provenance(record) == []
