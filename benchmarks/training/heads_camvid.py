@@ -46,6 +46,7 @@ from __future__ import annotations
 import argparse
 import copy
 import dataclasses
+import functools
 import hashlib
 import json
 import shlex
@@ -287,8 +288,10 @@ def flat_config(config: dict[str, Any]) -> dict[str, Any]:
     return flat
 
 
+@functools.cache
 def row_identity(run: Run, budget: Budget) -> str:
-    """:func:`config_identity` of the row's runs as configured now (the same for every seed)."""
+    """:func:`config_identity` of the row's runs as configured now (the same for every seed;
+    read once per process)."""
     return config_identity(run_config(run, budget))
 
 
@@ -364,16 +367,13 @@ def plan(
     """Every (run, seed) with its state and, unless finished, the ``leanseg train`` job; seed
     by seed (every row's first seed, then every row's second)."""
     rows = []
-    identities: dict[str, str] = {}
     for seed in budget.seeds:
         for run in runs:
             folder = budget.folder(run, seed)
             record = budget.record(run, seed)
             identity = None
             if record is not None or (folder / "config.yaml").is_file():
-                if run.name not in identities:
-                    identities[run.name] = row_identity(run, budget)
-                identity = identities[run.name]
+                identity = row_identity(run, budget)
             state = run_state(folder, max_iters[run.name], record, identity)
             job = None
             if state != "finished":
@@ -636,12 +636,12 @@ def measure_costs(
     from leanseg.profiling.memory import activation_memory
     from leanseg.training.freezing import freeze_backbone
 
-    models, weights, configs = {}, {}, {}
+    models, weights, configs, identities = {}, {}, {}, {}
     for run in runs:
         cfg = run_config(run, budget)
         configs[run.name] = cfg
         model = build_model(cfg)
-        identity = config_identity(cfg)
+        identity = identities[run.name] = config_identity(cfg)
         checkpoint = None
         for seed in weights_seeds:
             folder = budget.folder(run, seed)
@@ -662,7 +662,7 @@ def measure_costs(
             flops = count_flops(model, images)
             groups = flops.by_top_level()
             costs[name] = {
-                "config_identity": config_identity(configs[name]),
+                "config_identity": identities[name],
                 "cost_weights": weights[name],
                 "gmac_1024x2048": flops.total / 1e9,
                 # Everything after the backbone (context and head), and the head alone.
