@@ -157,6 +157,12 @@ TRIALS: dict[str, tuple[list[str], str]] = {
         "through the stride-16 stage, a cheaper iteration at the same resolution; does the "
         "accuracy hold as it did for freezing up to stride 8?",
     ),
+    "full_budget_frozen_until_32": (
+        [*full_crops_for(2600), "train.freeze_backbone_until=32"],
+        "full_budget_frozen with the whole backbone frozen (BatchNorm and every stage): only the "
+        "decoder learns, about two thirds of the stride-8 iteration's time "
+        "(fast_training.json); is the ImageNet encoder as it is enough for 72 %?",
+    ),
     "hard_pixels_025": (
         ["model.hard_pixel_fraction=0.25"],
         "online hard example mining: each step's loss over the quarter of the labelled pixels "
