@@ -16,7 +16,9 @@ of machine load hits every variant alike; the median block is reported. The leve
 - ``train.compile`` (``--compile``; its compilation time is reported apart) and bf16 autocast
   (``--bf16``, timed as a plain step beside the fp32 one);
 - deeper freezing (``--deeper-freezing``): ``train.freeze_backbone_until`` 16 and 32 in place of
-  8, at the recipe's 288x384 crops (beside the cumulative table, not part of it).
+  8, at the recipe's 288x384 crops (beside the cumulative table, not part of it);
+- the loss at sampled pixels (``--loss-points N``): ``model.loss_points: N`` on the stride-8 frozen
+  variant at 288x384 (and on the stride-32 one with ``--deeper-freezing``), beside the table too.
 
 ``train``: trainings of the fast recipe (``configs/lite0/ladder_camvid_fast.yaml``) and of the same
 recipe with one lever taken out, each evaluated at the end as the recipe is (101 val images,
@@ -24,7 +26,7 @@ one pass at 1.5x). Runs are ``leanseg train`` processes (``--jobs`` at a time, o
 when more than one); a finished run (its ``last.pt`` at the final iteration) is not run again.
 
     python benchmarks/training/fast_training.py steps [--iters 10] [--rounds 3] [--compile] [--bf16]
-        [--deeper-freezing]
+        [--deeper-freezing] [--loss-points 16384]
     python benchmarks/training/fast_training.py train [--runs fast no_frozen_stages ...] [--seeds 0]
 """
 
@@ -133,17 +135,40 @@ def _block_seconds(trainer: Trainer, iterations: int, autocast: Any = None) -> f
     return seconds
 
 
+def _beside_the_table(
+    args: argparse.Namespace, overrides: list[str]
+) -> dict[str, tuple[Trainer, Any]]:
+    """The variants that change one thing of the stride-8 frozen one at 288x384 (``overrides``):
+    deeper freezing, the loss at sampled pixels, and both."""
+    variants: dict[str, tuple[Trainer, Any]] = {}
+    points = getattr(args, "loss_points", None)
+    strides = DEEPER_FREEZING if getattr(args, "deeper_freezing", False) else ()
+    for stride in strides:
+        deeper = [*overrides, f"train.freeze_backbone_until={stride}"]
+        trainer = _trainer(deeper, True, RUNS / f"steps_until_{stride}")
+        variants[f"train.freeze_backbone_until: {stride} (288x384)"] = (trainer, None)
+    if points is not None:
+        sampled = [*overrides, f"model.loss_points={points}"]
+        trainer = _trainer(sampled, True, RUNS / "steps_loss_points")
+        variants[f"model.loss_points: {points} (288x384)"] = (trainer, None)
+        if strides:
+            both = [*sampled, f"train.freeze_backbone_until={strides[-1]}"]
+            trainer = _trainer(both, True, RUNS / f"steps_until_{strides[-1]}_loss_points")
+            name = (
+                f"train.freeze_backbone_until: {strides[-1]}, model.loss_points: {points} (288x384)"
+            )
+            variants[name] = (trainer, None)
+    return variants
+
+
 def measure_steps(args: argparse.Namespace) -> dict[str, Any]:
     variants: dict[str, tuple[Trainer, Any]] = {}
     overrides: list[str] = []
     for index, (name, added) in enumerate(STEP_LEVERS):
         overrides = overrides + added
         variants[name] = (_trainer(overrides, index > 0, RUNS / f"steps_{index}"), None)
-        if name == DEEPER_FREEZING_BASE and getattr(args, "deeper_freezing", False):
-            for stride in DEEPER_FREEZING:
-                deeper = [*overrides, f"train.freeze_backbone_until={stride}"]
-                trainer = _trainer(deeper, True, RUNS / f"steps_until_{stride}")
-                variants[f"train.freeze_backbone_until: {stride} (288x384)"] = (trainer, None)
+        if name == DEEPER_FREEZING_BASE:
+            variants.update(_beside_the_table(args, overrides))
     compile_seconds = None
     if args.bf16:
         trainer = _trainer(overrides, True, RUNS / "steps_bf16")
@@ -265,6 +290,9 @@ def main() -> None:
     steps.add_argument("--bf16", action="store_true")
     steps.add_argument(
         "--deeper-freezing", action="store_true", help="also freeze up to stride 16 and 32"
+    )
+    steps.add_argument(
+        "--loss-points", type=int, help="also time model.loss_points with this many pixels"
     )
     runs = sub.add_parser("train", help="val mIoU of the fast recipe and its leave-one-out runs")
     runs.add_argument("--runs", nargs="+", choices=sorted(TRAIN_RUNS), default=list(TRAIN_RUNS))

@@ -33,7 +33,7 @@ from leanseg.nn.backbones import densenet, efficientnet_lite, hrnet, resnet, ssn
 from leanseg.nn.backbones.base import IMAGENET_NORMALIZATION, Normalization
 from leanseg.nn.context.aspp import ASPP
 from leanseg.nn.context.spp import PSPSPP, SPP, ConvContext
-from leanseg.nn.heads.base import DenseLoss, PartialLabels
+from leanseg.nn.heads.base import DenseHead, DenseLoss, PartialLabels
 from leanseg.nn.heads.bilinear import BilinearHead
 from leanseg.nn.heads.carafe import CARAFEHead
 from leanseg.nn.heads.deeplabv3plus import DeepLabV3PlusHead
@@ -239,6 +239,11 @@ def build_segmentor(
                 f"model.hard_pixel_fraction: head {model_cfg.head['name']!r} is a whole model "
                 "with its own loss; hard pixel mining applies to dense-score heads"
             )
+        if model_cfg.loss_points is not None:
+            raise ConfigError(
+                f"model.loss_points: head {model_cfg.head['name']!r} is a whole model with its "
+                "own loss; the loss at sampled pixels applies to dense-score heads"
+            )
         return _construct(
             "model.head",
             model_cfg.head,
@@ -277,6 +282,8 @@ def build_segmentor(
         head.class_balancing = True
     if model_cfg.hard_pixel_fraction is not None:
         _set_hard_pixel_fraction(head, model_cfg)
+    if model_cfg.loss_points is not None:
+        _set_loss_points(head, model_cfg)
     return Segmentor(backbone, head, context, num_classes=num_classes)
 
 
@@ -298,6 +305,23 @@ def _set_hard_pixel_fraction(head: nn.Module, model_cfg: ModelConfig) -> None:
     if model_cfg.class_balancing:
         raise ConfigError(f"{key}: not combined with model.class_balancing; choose one")
     head.hard_pixel_fraction = model_cfg.hard_pixel_fraction
+
+
+def _set_loss_points(head: nn.Module, model_cfg: ModelConfig) -> None:
+    """Give a dense-score head ``model.loss_points``, after checking that its scores come from
+    coarse scores upsampled bilinearly (:class:`DenseHead`), the form the sampling reads."""
+    if not isinstance(head, DenseHead):
+        dense = sorted(
+            name
+            for name, kind in HEADS.items()
+            if isinstance(kind, type) and issubclass(kind, DenseHead)
+        )
+        raise ConfigError(
+            f"model.loss_points: head {model_cfg.head.get('name')!r} does not predict scores at a "
+            "stride that are upsampled bilinearly to the image, so its loss cannot be sampled at "
+            f"pixels; the option applies to {', '.join(dense)}"
+        )
+    head.loss_points = model_cfg.loss_points
 
 
 def create_model(

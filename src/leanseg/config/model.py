@@ -29,6 +29,11 @@ class ModelConfig:
     # Train each step on the hardest fraction (0, 1] of the labelled pixels, those with the
     # largest loss (online hard example mining): for heads whose loss is the dense cross-entropy.
     hard_pixel_fraction: float | None = None
+    # Compute the dense cross-entropy at this many random pixels per image (drawn anew each
+    # step) instead of at every pixel: the scores are interpolated there from the head's coarse
+    # scores, which skips the full-resolution upsampling in training. For heads that predict at
+    # a stride and upsample bilinearly (ladder, bilinear, NRD, ...); evaluation is unchanged.
+    loss_points: int | None = None
 
 
 # The values each key of the section may take (beside their types); :mod:`.validation` runs them.
@@ -36,5 +41,9 @@ MODEL_RANGES: RangeTable = {
     "model.hard_pixel_fraction": (
         lambda v: v is None or (finite(v) and 0 < v <= 1),
         "in (0, 1], e.g. 0.25, or null",
+    ),
+    "model.loss_points": (
+        lambda v: v is None or (isinstance(v, int) and not isinstance(v, bool) and v >= 1),
+        "a positive number of pixels per image, e.g. 16384, or null",
     ),
 }

@@ -32,6 +32,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import ClassVar, Protocol, runtime_checkable
 
+import torch.nn.functional as F
 from torch import Tensor, nn
 
 from leanseg.nn.losses import (
@@ -39,6 +40,7 @@ from leanseg.nn.losses import (
     cross_entropy,
     partial_cross_entropy,
 )
+from leanseg.nn.pixel_sampling import labels_at_pixels, random_pixels, scores_at_pixels
 
 
 class HeadCapabilities:
@@ -124,7 +126,8 @@ class DenseLoss(PartialLabels):
     def dense_loss(
         self, scores: Tensor, label: Tensor, class_weights: Tensor | None = None
     ) -> Tensor:
-        """Cross-entropy of ``(B, C, H, W)`` scores against ``(B, H, W)`` labels; optional fixed
+        """Cross-entropy of ``(B, C, H, W)`` scores against ``(B, H, W)`` labels (or sampled
+        pixels, ``(B, C, K, 1)`` against ``(B, K, 1)``); optional fixed
         ``class_weights`` (the builder combines neither them nor label sets with class
         balancing, nor label sets with class weights)."""
         if self.label_set_mask is not None:
@@ -137,12 +140,44 @@ class DenseLoss(PartialLabels):
 
 
 class DenseHead(HeadCapabilities, DenseLoss, nn.Module):
-    """Base of dense-score heads: ``losses`` = :meth:`DenseLoss.dense_loss` of ``forward``'s
-    scores.
+    """Base of dense-score heads: class scores at the head's own stride (:meth:`coarse_scores`),
+    upsampled bilinearly to the input size by ``forward``; ``losses`` is
+    :meth:`DenseLoss.dense_loss` of those scores (:meth:`scores_loss`).
 
-    Subclasses set ``self.ignore_index`` and implement
-    ``forward(features, image_size) -> (B, C, *image_size)``.
+    Subclasses set ``self.ignore_index`` and implement ``coarse_scores(features) -> (B, C, h, w)``.
+    With :attr:`loss_points` (set by ``model.loss_points``) the loss is computed at that many
+    random pixels per image, the scores interpolated there from the coarse scores
+    (:mod:`leanseg.nn.pixel_sampling`), instead of at every pixel of the upsampled scores.
     """
+
+    loss_points: int | None = None
+
+    def coarse_scores(self, features: dict[int, Tensor]) -> Tensor:
+        """``(B, C, h, w)`` class scores before the upsampling to the input size."""
+        raise NotImplementedError
+
+    def forward(self, features: dict[int, Tensor], image_size: tuple[int, int]) -> Tensor:
+        scores = self.coarse_scores(features)
+        if scores.shape[-2:] == tuple(image_size):
+            return scores
+        return F.interpolate(scores, size=image_size, mode="bilinear", align_corners=False)
+
+    def scores_loss(
+        self,
+        features: dict[int, Tensor],
+        label: Tensor,
+        image_size: tuple[int, int],
+        class_weights: Tensor | None = None,
+    ) -> Tensor:
+        """:meth:`dense_loss` of the head's scores: at every pixel, or at :attr:`loss_points`
+        random pixels per image (all of them when the image has no more pixels than that)."""
+        height, width = image_size
+        if self.loss_points is None or self.loss_points >= height * width:
+            return self.dense_loss(self(features, image_size), label, class_weights)
+        coarse = self.coarse_scores(features)
+        pixels = random_pixels(label.shape[0], image_size, self.loss_points, label.device)
+        scores = scores_at_pixels(coarse, pixels, image_size)
+        return self.dense_loss(scores, labels_at_pixels(label, pixels), class_weights)
 
     def losses(
         self,
@@ -150,5 +185,4 @@ class DenseHead(HeadCapabilities, DenseLoss, nn.Module):
         targets: dict[str, Tensor],
         image_size: tuple[int, int],
     ) -> dict[str, Tensor]:
-        scores = self(features, image_size)
-        return {"loss_ce": self.dense_loss(scores, targets["label"])}
+        return {"loss_ce": self.scores_loss(features, targets["label"], image_size)}

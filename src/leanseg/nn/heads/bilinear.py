@@ -7,7 +7,6 @@ upsampled to the input size. It is also the "bilinear decoder" baseline of NRD T
 
 from __future__ import annotations
 
-import torch.nn.functional as F
 from torch import Tensor, nn
 
 from leanseg.nn.backbones.base import FeatureInfo, feature_at
@@ -55,6 +54,5 @@ class BilinearHead(DenseHead):
         self.dropout = nn.Dropout2d(dropout) if dropout > 0 else nn.Identity()
         self.classifier = nn.Conv2d(in_channels, num_classes, 1)
 
-    def forward(self, features: dict[int, Tensor], image_size: tuple[int, int]) -> Tensor:
-        scores = self.classifier(self.dropout(self.block(features[self.in_stride])))  # (B, C, h, w)
-        return F.interpolate(scores, size=image_size, mode="bilinear", align_corners=False)
+    def coarse_scores(self, features: dict[int, Tensor]) -> Tensor:
+        return self.classifier(self.dropout(self.block(features[self.in_stride])))  # (B, C, h, w)

@@ -143,7 +143,6 @@ class CARAFEHead(DenseHead):
         )
         self.classifier = nn.Conv2d(channels, num_classes, 1)
 
-    def forward(self, features: dict[int, Tensor], image_size: tuple[int, int]) -> Tensor:
+    def coarse_scores(self, features: dict[int, Tensor]) -> Tensor:
         x = self.upsample(self.reduce(features[self.in_stride]))  # (B, channels, H/4, W/4)
-        scores = self.classifier(x)
-        return F.interpolate(scores, size=image_size, mode="bilinear", align_corners=False)
+        return self.classifier(x)

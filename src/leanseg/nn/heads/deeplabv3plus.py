@@ -80,11 +80,10 @@ class DeepLabV3PlusHead(DenseHead):
         self.dropout = nn.Dropout2d(dropout) if dropout > 0 else nn.Identity()
         self.classifier = nn.Conv2d(channels, num_classes, 1)
 
-    def forward(self, features: dict[int, Tensor], image_size: tuple[int, int]) -> Tensor:
+    def coarse_scores(self, features: dict[int, Tensor]) -> Tensor:
         low = self.project(features[self.low_level_stride])  # (B, 48, H/4, W/4)
         top = F.interpolate(
             features[self.in_stride], size=low.shape[-2:], mode="bilinear", align_corners=False
         )
         x = self.refine(torch.cat([top, low], dim=1))  # (B, channels, H/4, W/4)
-        scores = self.classifier(self.dropout(x))
-        return F.interpolate(scores, size=image_size, mode="bilinear", align_corners=False)
+        return self.classifier(self.dropout(x))  # (B, C, H/4, W/4)

@@ -63,9 +63,6 @@ class DUCHead(DenseHead):
             padding=kernel_size // 2,
         )
 
-    def forward(self, features: dict[int, Tensor], image_size: tuple[int, int]) -> Tensor:
+    def coarse_scores(self, features: dict[int, Tensor]) -> Tensor:
         x = self.conv(self.dropout(features[self.in_stride]))  # (B, C r^2, h, w)
-        scores = F.pixel_shuffle(x, self.upscale)  # (B, C, h r, w r)
-        if scores.shape[-2:] == tuple(image_size):
-            return scores
-        return F.interpolate(scores, size=image_size, mode="bilinear", align_corners=False)
+        return F.pixel_shuffle(x, self.upscale)  # (B, C, h r, w r)

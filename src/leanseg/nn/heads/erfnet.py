@@ -78,8 +78,5 @@ class ERFNetDecoderHead(DenseHead):
         self.layers = nn.Sequential(*layers)
         self.output_conv = nn.ConvTranspose2d(width, num_classes, 2, stride=2)
 
-    def forward(self, features: dict[int, Tensor], image_size: tuple[int, int]) -> Tensor:
-        scores = self.output_conv(self.layers(features[self.in_stride]))
-        if scores.shape[-2:] != tuple(image_size):
-            scores = F.interpolate(scores, size=image_size, mode="bilinear", align_corners=False)
-        return scores
+    def coarse_scores(self, features: dict[int, Tensor]) -> Tensor:
+        return self.output_conv(self.layers(features[self.in_stride]))

@@ -14,7 +14,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from leanseg.nn.backbones.base import FeatureInfo, feature_at
-from leanseg.nn.heads.base import DenseLoss, HeadCapabilities
+from leanseg.nn.heads.base import DenseHead
 from leanseg.nn.layers import NormLayer, conv_bn_relu
 from leanseg.nn.losses import checked_class_weights
 from leanseg.structures.labels import IGNORE_INDEX
@@ -35,7 +35,7 @@ class TransitionUp(nn.Module):
         return self.blend(upsampled + self.project(skip))
 
 
-class LadderHead(HeadCapabilities, DenseLoss, nn.Module):
+class LadderHead(DenseHead):
     """Ladder-style upsampling path from the coarsest feature down to ``out_stride``.
 
     Args:
@@ -88,12 +88,11 @@ class LadderHead(HeadCapabilities, DenseLoss, nn.Module):
         )
         self.classifier = nn.Conv2d(channels, num_classes, 1)
 
-    def forward(self, features: dict[int, Tensor], image_size: tuple[int, int]) -> Tensor:
+    def coarse_scores(self, features: dict[int, Tensor]) -> Tensor:
         x = self.top(features[self.top_stride])
         for stride, step in zip(self.skip_strides, self.steps, strict=True):
             x = step(x, features[stride])
-        scores = self.classifier(x)  # (B, C, H / out_stride, W / out_stride)
-        return F.interpolate(scores, size=image_size, mode="bilinear", align_corners=False)
+        return self.classifier(x)  # (B, C, H / out_stride, W / out_stride)
 
     def losses(
         self,
@@ -101,5 +100,5 @@ class LadderHead(HeadCapabilities, DenseLoss, nn.Module):
         targets: dict[str, Tensor],
         image_size: tuple[int, int],
     ) -> dict[str, Tensor]:
-        scores = self(features, image_size)
-        return {"loss_ce": self.dense_loss(scores, targets["label"], self.class_weights)}
+        label = targets["label"]
+        return {"loss_ce": self.scores_loss(features, label, image_size, self.class_weights)}

@@ -271,9 +271,8 @@ class NRDHead(DenseHead):
         scores = self.mlp(inputs, cell_params)  # (N, s s, C)
         return rows_to_cells(scores, batch, h, w, s)
 
-    def forward(self, features: dict[int, Tensor], image_size: tuple[int, int]) -> Tensor:
-        scores = self.grid_scores(features)
-        return F.interpolate(scores, size=image_size, mode="bilinear", align_corners=False)
+    def coarse_scores(self, features: dict[int, Tensor]) -> Tensor:
+        return self.grid_scores(features)
 
 
 # --------------------------------------------------------------------------- reference
