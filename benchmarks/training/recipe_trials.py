@@ -163,6 +163,23 @@ TRIALS: dict[str, tuple[list[str], str]] = {
         "decoder learns, about two thirds of the stride-8 iteration's time "
         "(fast_training.json); is the ImageNet encoder as it is enough for 72 %?",
     ),
+    "full_budget_loss_points": (
+        [*full_crops_for(2600), "model.loss_points=16384"],
+        "full_budget_frozen with the loss at 16384 random pixels of each 288x384 crop (about one "
+        "in seven) instead of all of them: the full-resolution scores are not formed, a cheaper "
+        "iteration; does the sampled loss train as well as the full one?",
+    ),
+    "full_budget_frozen_until_32_loss_points": (
+        [*full_crops_for(2600), "train.freeze_backbone_until=32", "model.loss_points=16384"],
+        "the two cheaper iterations together (the whole backbone frozen, the loss at 16384 "
+        "pixels): the full recipe's 2600 iterations at 288x384 at about half the stride-8 "
+        "iteration's time, the candidate for 72 % in 15 minutes",
+    ),
+    "frozen_until_16_loss_points_2200": (
+        [*full_crops_for(2200), "train.freeze_backbone_until=16", "model.loss_points=16384"],
+        "the backbone frozen up to stride 16 and the loss at 16384 pixels, 2200 iterations at "
+        "288x384: the most iterations of that model that 15 minutes hold",
+    ),
     "hard_pixels_025": (
         ["model.hard_pixel_fraction=0.25"],
         "online hard example mining: each step's loss over the quarter of the labelled pixels "
