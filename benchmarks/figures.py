@@ -338,6 +338,12 @@ FIGURES: dict[str, Figure] = {
     "fast.full_budget_frozen_miou": Figure(
         "fast_recipe_trials.json", _trial_miou("full_budget_frozen")
     ),
+    "fast.frozen_until_16_miou": Figure(
+        "fast_recipe_trials.json", _trial_miou("full_budget_frozen_until_16")
+    ),
+    "fast.frozen_until_32_miou": Figure(
+        "fast_recipe_trials.json", _trial_miou("full_budget_frozen_until_32")
+    ),
     "fast.two_thirds_scale_miou": Figure(
         "fast_recipe_trials.json", _trial_miou("two_thirds_scale_2600")
     ),
