@@ -287,6 +287,17 @@ def _leave_one_out(run: str) -> Callable[[dict[str, Any]], str]:
     return write
 
 
+def _step_ratio(variant: str, base: str) -> Callable[[dict[str, Any]], str]:
+    """Seconds per iteration of ``variant`` over those of ``base`` in ``fast_training.json``'s
+    step table (both measured in the same round-robin run)."""
+
+    def write(record: dict[str, Any]) -> str:
+        seconds = {row["variant"]: row["seconds_per_iteration"] for row in record["steps"]["rows"]}
+        return f"{seconds[variant] / seconds[base]:.2f}"
+
+    return write
+
+
 def _trial_miou(trial: str, seed: int = 0) -> Callable[[dict[str, Any]], str]:
     """The val mIoU of one trial's run in ``fast_recipe_trials.json``."""
 
@@ -343,6 +354,23 @@ FIGURES: dict[str, Figure] = {
     ),
     "fast.frozen_until_32_miou": Figure(
         "fast_recipe_trials.json", _trial_miou("full_budget_frozen_until_32")
+    ),
+    "fast.loss_points_miou": Figure(
+        "fast_recipe_trials.json", _trial_miou("full_budget_loss_points")
+    ),
+    "fast.frozen_16_points_2200_miou": Figure(
+        "fast_recipe_trials.json", _trial_miou("frozen_until_16_loss_points_2200")
+    ),
+    "fast.loss_points_step_ratio": Figure(
+        "fast_training.json",
+        _step_ratio("model.loss_points: 16384 (288x384)", "+ train.freeze_backbone_until: 8"),
+    ),
+    "fast.until_32_loss_points_step_ratio": Figure(
+        "fast_training.json",
+        _step_ratio(
+            "train.freeze_backbone_until: 32, model.loss_points: 16384 (288x384)",
+            "train.freeze_backbone_until: 32 (288x384)",
+        ),
     ),
     "fast.two_thirds_scale_miou": Figure(
         "fast_recipe_trials.json", _trial_miou("two_thirds_scale_2600")
