@@ -341,6 +341,13 @@ FIGURES: dict[str, Figure] = {
     "fast.std": Figure("camvid_recipe_fast.json", lambda r: f"{r['val_miou_std']:.1f}"),
     "fast.run_mious": Figure("camvid_recipe_fast.json", _fast_run_mious),
     "fast.run_minutes": Figure("camvid_recipe_fast.json", _fast_run_minutes),
+    # The candidate for the next fast recipe (issue 26 notes; one seed so far).
+    "fast.candidate_miou": Figure(
+        "camvid_recipe_fast_candidate.json", lambda r: f"{r['val_miou_mean']:.1f}"
+    ),
+    "fast.candidate_minutes": Figure(
+        "camvid_recipe_fast_candidate.json", lambda r: f"{r['train_seconds_max'] / 60:.1f}"
+    ),
     "fast.steps_table": Figure("fast_training.json", _steps_table),
     "fast.nothing_frozen_miou": Figure(
         "fast_training.json", _leave_one_out("no_frozen_bn_or_stages")
