@@ -348,6 +348,13 @@ FIGURES: dict[str, Figure] = {
     "fast.candidate_minutes": Figure(
         "camvid_recipe_fast_candidate.json", lambda r: f"{r['train_seconds_max'] / 60:.1f}"
     ),
+    "fast.candidate_seed1_miou": Figure(
+        "camvid_recipe_fast_candidate_seed1.json", lambda r: f"{r['val_miou_mean']:.1f}"
+    ),
+    "fast.candidate_seed1_minutes": Figure(
+        "camvid_recipe_fast_candidate_seed1.json",
+        lambda r: f"{r['train_seconds_max'] / 60:.1f}",
+    ),
     "fast.steps_table": Figure("fast_training.json", _steps_table),
     "fast.nothing_frozen_miou": Figure(
         "fast_training.json", _leave_one_out("no_frozen_bn_or_stages")
